@@ -1,0 +1,391 @@
+//! Server configuration: every limit and timeout with its default, the
+//! command-line parser, and the `500ms` / `1MiB` value syntax.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::topic::{self, Preset};
+
+/// Everything the server can be told. `Config::default()` is what
+/// `statecast` with no flags runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on for HTTP and WebSocket.
+    pub listen: SocketAddr,
+    /// The fixed topic set the server starts with.
+    pub preset: Preset,
+    /// Topics added to the preset by name.
+    pub topics: Vec<String>,
+    /// Accept any `[a-z0-9-]` topic name on first use.
+    pub any_topic: bool,
+    /// Most topics that may exist at once, preset ones included.
+    pub max_topics: usize,
+    /// Largest body `POST /api/v1/publish/<topic>` accepts.
+    pub max_publish_bytes: usize,
+    /// Largest message a WebSocket client may send.
+    pub max_client_message: usize,
+    /// Most bytes queued for one connection before it is closed as slow.
+    pub max_queue_bytes: usize,
+    /// How often the server pings each WebSocket; two intervals of silence close it.
+    pub ping_interval: Duration,
+    /// Time allowed from accept to a complete request (HTTP) or upgrade.
+    pub handshake_timeout: Duration,
+    /// Time a connection with pending output may accept no bytes.
+    pub write_timeout: Duration,
+    /// Time given to clients to take their close frame on shutdown.
+    pub shutdown_timeout: Duration,
+    /// Most connections held at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// Log verbosity.
+    pub log_level: LevelFilter,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8002)),
+            preset: Preset::Adw,
+            topics: Vec::new(),
+            any_topic: false,
+            max_topics: 10_000,
+            max_publish_bytes: 1 << 20,
+            max_client_message: 4 << 10,
+            max_queue_bytes: 1 << 20,
+            ping_interval: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+            max_connections: 100_000,
+            log_level: LevelFilter::Info,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Config),
+    Help,
+    Version,
+}
+
+/// A command-line error, worded for the person who typed it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ArgError(pub String);
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ArgError {}
+
+impl From<lexopt::Error> for ArgError {
+    fn from(e: lexopt::Error) -> Self {
+        ArgError(e.to_string())
+    }
+}
+
+pub const HELP: &str = "\
+statecast: a WebSocket push server for live dashboards
+
+Clients open ws://HOST/api/v1/ws/<topic> and get the topic's current snapshot at
+once, then every change. Producers publish with HTTP POST or the Rust API.
+
+USAGE:
+    statecast [OPTIONS]
+
+ENDPOINTS:
+    GET  /api/v1/ws/<topic>        WebSocket: snapshot now, updates as they happen
+    POST /api/v1/publish/<topic>   JSON body becomes the topic's snapshot
+    POST /api/v1/broadcast         {\"type\":..,\"data\":..} to every client, not retained
+    GET  /api/v1/state/<topic>     the message a new subscriber would get now
+    GET  /healthz                  status, uptime, connections, topics
+
+OPTIONS:
+    --listen ADDR               address to listen on [default: 127.0.0.1:8002]
+    --preset NAME               starting topics: adw (the ADW dashboard's ten
+                                endpoints with empty defaults) or none [default: adw]
+    --topic NAME                add a topic ([a-z0-9-]); repeatable
+    --any-topic                 accept any [a-z0-9-] topic name on first use
+    --max-topics N              most topics at once [default: 10000]
+    --max-publish-bytes SIZE    largest publish body [default: 1MiB]
+    --max-client-message SIZE   largest message a client may send [default: 4KiB]
+    --max-queue-bytes SIZE      output queued for one client before it is closed
+                                with 1008 \"slow consumer\" [default: 1MiB]
+    --max-connections N         most connections at once [default: 100000]
+    --ping-interval DURATION    ping every client this often; close one silent
+                                for two intervals [default: 20s]
+    --handshake-timeout DURATION
+                                time to send a complete request [default: 10s]
+    --write-timeout DURATION    time a client may accept no bytes while output is
+                                pending before it is closed as slow [default: 30s]
+    --shutdown-timeout DURATION time clients get to take their 1001 close on
+                                SIGINT/SIGTERM [default: 5s]
+    --log-level LEVEL           off, error, warn, info, debug or trace [default: info]
+    -h, --help                  print this help
+    -V, --version               print the version
+
+VALUES:
+    DURATION is a whole number with a unit: 500ms, 20s, 5m, 1h.
+    SIZE is a number of bytes, optionally with a unit: 4096, 4KiB, 1MiB.
+";
+
+/// Parses the command line (without the program name).
+pub fn parse_args<I>(args: I) -> Result<Command, ArgError>
+where
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString>,
+{
+    use lexopt::prelude::*;
+
+    let mut config = Config::default();
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        let name = match arg {
+            Long(name) => format!("--{name}"),
+            Short(c) => format!("-{c}"),
+            Value(v) => {
+                return Err(ArgError(format!(
+                    "unexpected argument {:?}; see --help",
+                    v.to_string_lossy()
+                )));
+            }
+        };
+        let mut value = || -> Result<String, ArgError> {
+            let v = parser.value()?;
+            v.into_string()
+                .map_err(|_| ArgError(format!("{name}: value is not valid UTF-8")))
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--listen" => config.listen = parse_addr(&value()?).map_err(at(&name))?,
+            "--preset" => {
+                config.preset = match value()?.as_str() {
+                    "adw" => Preset::Adw,
+                    "none" => Preset::None,
+                    other => {
+                        return Err(ArgError(format!(
+                            "{name}: unknown preset {other:?} (expected adw or none)"
+                        )));
+                    }
+                }
+            }
+            "--topic" => {
+                let topic = value()?;
+                if !topic::is_plain_name(&topic) {
+                    return Err(ArgError(format!(
+                        "{name}: {topic:?} is not a topic name (1 to {} of a-z, 0-9 and -)",
+                        topic::MAX_NAME_LEN
+                    )));
+                }
+                config.topics.push(topic);
+            }
+            "--any-topic" => config.any_topic = true,
+            "--max-topics" => config.max_topics = parse_count(&value()?).map_err(at(&name))?,
+            "--max-publish-bytes" => {
+                config.max_publish_bytes = parse_size(&value()?).map_err(at(&name))?
+            }
+            "--max-client-message" => {
+                config.max_client_message = parse_size(&value()?).map_err(at(&name))?
+            }
+            "--max-queue-bytes" => {
+                config.max_queue_bytes = parse_size(&value()?).map_err(at(&name))?
+            }
+            "--max-connections" => {
+                config.max_connections = parse_count(&value()?).map_err(at(&name))?
+            }
+            "--ping-interval" => {
+                config.ping_interval = parse_duration(&value()?).map_err(at(&name))?
+            }
+            "--handshake-timeout" => {
+                config.handshake_timeout = parse_duration(&value()?).map_err(at(&name))?
+            }
+            "--write-timeout" => {
+                config.write_timeout = parse_duration(&value()?).map_err(at(&name))?
+            }
+            "--shutdown-timeout" => {
+                config.shutdown_timeout = parse_duration(&value()?).map_err(at(&name))?
+            }
+            "--log-level" => {
+                let v = value()?;
+                config.log_level = v.parse().map_err(|_| {
+                    ArgError(format!(
+                        "{name}: unknown level {v:?} (expected off, error, warn, info, debug or trace)"
+                    ))
+                })?
+            }
+            _ => return Err(ArgError(format!("unknown option {name}; see --help"))),
+        }
+    }
+    Ok(Command::Run(config))
+}
+
+fn at(option: &str) -> impl Fn(String) -> ArgError + '_ {
+    move |msg| ArgError(format!("{option}: {msg}"))
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not an address (expected HOST:PORT): {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive whole number")),
+    }
+}
+
+/// Splits `"500ms"` into `(500, "ms")`.
+fn split_number(s: &str) -> Option<(u64, &str)> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let number = s[..digits].parse().ok()?;
+    Some((number, s[digits..].trim()))
+}
+
+/// Parses `500ms`, `20s`, `5m`, `1h`. A unit is required: a bare `20` is
+/// ambiguous and a wrong guess is an outage.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (expected e.g. 500ms, 20s, 5m, 1h)");
+    let (n, unit) = split_number(s).ok_or_else(bad)?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    if duration.is_zero() {
+        return Err(format!("{s:?} must be more than zero"));
+    }
+    Ok(duration)
+}
+
+/// Parses `4096`, `4KiB`, `1MiB`, `1GiB` (also `B`, and `K`/`M`/`G` as the
+/// binary units).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let bad = || format!("{s:?} is not a size (expected e.g. 4096, 64KiB, 1MiB)");
+    let (n, unit) = split_number(s).ok_or_else(bad)?;
+    let scale: u64 = match unit {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let bytes = n.checked_mul(scale).ok_or_else(bad)?;
+    if bytes == 0 {
+        return Err(format!("{s:?} must be more than zero"));
+    }
+    usize::try_from(bytes).map_err(|_| bad())
+}
+
+/// Formats a duration the way the options take it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, ArgError> {
+        match parse_args(args.iter().copied())? {
+            Command::Run(c) => Ok(c),
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes_take_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["20", "", "s", "1.5s", "-1s", "0s", "10x"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        for bad in ["", "1.5MiB", "1MB", "0", "KiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        for d in ["500ms", "20s", "5m", "1h"] {
+            assert_eq!(format_duration(parse_duration(d).unwrap()), d);
+        }
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let c = run(&[
+            "--listen",
+            "0.0.0.0:9000",
+            "--ping-interval=250ms",
+            "--max-queue-bytes",
+            "64KiB",
+            "--topic",
+            "prices",
+            "--any-topic",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(c.ping_interval, Duration::from_millis(250));
+        assert_eq!(c.max_queue_bytes, 64 << 10);
+        assert_eq!(c.topics, ["prices"]);
+        assert!(c.any_topic);
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let err = run(&["--ping-interval", "20"]).unwrap_err();
+        assert!(err.0.starts_with("--ping-interval: "), "{err}");
+        let err = run(&["--max-queue-bytes", "lots"]).unwrap_err();
+        assert!(err.0.starts_with("--max-queue-bytes: "), "{err}");
+        let err = run(&["--topic", "Bad_Name"]).unwrap_err();
+        assert!(err.0.starts_with("--topic: "), "{err}");
+        let err = run(&["--bogus"]).unwrap_err();
+        assert!(err.0.contains("--bogus"), "{err}");
+        let err = run(&["--listen"]).unwrap_err();
+        assert!(err.0.contains("--listen"), "{err}");
+    }
+
+    #[test]
+    fn help_lists_every_option() {
+        for option in [
+            "--listen",
+            "--preset",
+            "--topic",
+            "--any-topic",
+            "--max-topics",
+            "--max-publish-bytes",
+            "--max-client-message",
+            "--max-queue-bytes",
+            "--max-connections",
+            "--ping-interval",
+            "--handshake-timeout",
+            "--write-timeout",
+            "--shutdown-timeout",
+            "--log-level",
+        ] {
+            assert!(HELP.contains(option), "{option} missing from --help");
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! HTTP/1.1 as the server needs it: parsing a request head and body from a
+//! byte buffer, routing, the RFC 6455 §4.2.1 upgrade checks, and building
+//! responses. No I/O; every function works on byte slices.
+
+use std::fmt::Write as _;
+
+use tungstenite::handshake::derive_accept_key;
+
+/// Largest request head accepted; a longer one gets 431.
+pub const MAX_HEAD: usize = 8 << 10;
+
+/// Most header lines parsed; more is treated as too large.
+const MAX_HEADERS: usize = 64;
+
+/// An HTTP status with its reason phrase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u16, pub &'static str);
+
+pub const OK: Status = Status(200, "OK");
+pub const BAD_REQUEST: Status = Status(400, "Bad Request");
+pub const NOT_FOUND: Status = Status(404, "Not Found");
+pub const METHOD_NOT_ALLOWED: Status = Status(405, "Method Not Allowed");
+pub const REQUEST_TIMEOUT: Status = Status(408, "Request Timeout");
+pub const LENGTH_REQUIRED: Status = Status(411, "Length Required");
+pub const PAYLOAD_TOO_LARGE: Status = Status(413, "Content Too Large");
+pub const UPGRADE_REQUIRED: Status = Status(426, "Upgrade Required");
+pub const HEADERS_TOO_LARGE: Status = Status(431, "Request Header Fields Too Large");
+pub const NOT_IMPLEMENTED: Status = Status(501, "Not Implemented");
+pub const UNAVAILABLE: Status = Status(503, "Service Unavailable");
+pub const VERSION_NOT_SUPPORTED: Status = Status(505, "HTTP Version Not Supported");
+
+/// A complete response, ready to queue, and whether the connection ends
+/// after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub bytes: Vec<u8>,
+    pub close: bool,
+}
+
+/// Builds a response. `extra` holds complete header lines (`Name: value\r\n`).
+pub fn response(
+    status: Status,
+    content_type: &str,
+    extra: &str,
+    body: &[u8],
+    close: bool,
+    head_only: bool,
+) -> Response {
+    let mut head = String::with_capacity(128 + extra.len());
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}",
+        status.0,
+        status.1,
+        body.len()
+    );
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    if !head_only {
+        bytes.extend_from_slice(body);
+    }
+    Response { bytes, close }
+}
+
+/// A short plain-text error; errors before the head is understood always
+/// close, since the rest of the stream cannot be trusted.
+pub fn error(status: Status, reason: &str, extra: &str, close: bool) -> Response {
+    let body = format!("{reason}\n");
+    response(
+        status,
+        "text/plain; charset=utf-8",
+        extra,
+        body.as_bytes(),
+        close,
+        false,
+    )
+}
+
+/// JSON with status 200.
+pub fn json(body: &[u8], close: bool, head_only: bool) -> Response {
+    response(OK, "application/json", "", body, close, head_only)
+}
+
+/// The 101 that completes a WebSocket upgrade (RFC 6455 §4.2.2).
+pub fn switching_protocols(accept: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// How the body of a request is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Length(usize),
+    Chunked,
+}
+
+/// What the server needs from a request head, copied out of the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub method: String,
+    /// The path without its query string.
+    pub path: String,
+    /// HTTP/1.x minor version.
+    pub minor: u8,
+    /// Whether the client wants the connection kept after this exchange.
+    pub keep_alive: bool,
+    pub body: BodyKind,
+    pub expect_continue: bool,
+    pub content_type: Option<String>,
+    pub host: bool,
+    /// `Upgrade` lists `websocket`.
+    pub upgrade_websocket: bool,
+    /// `Connection` lists `upgrade`.
+    pub connection_upgrade: bool,
+    pub ws_key: Option<String>,
+    pub ws_version: Option<String>,
+}
+
+/// The outcome of looking at the start of a buffer for a request head.
+#[derive(Debug)]
+pub enum ParsedHead {
+    /// More bytes are needed.
+    Partial,
+    /// A complete head of `len` bytes.
+    Complete { head: Head, len: usize },
+}
+
+/// Whether a comma-separated header value lists `token`, ignoring case.
+fn lists(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Parses a request head at the start of `buf`.
+pub fn parse_head(buf: &[u8]) -> Result<ParsedHead, Response> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > MAX_HEAD {
+                return Err(too_large_head());
+            }
+            return Ok(ParsedHead::Partial);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(too_large_head()),
+        Err(httparse::Error::Version) => {
+            return Err(error(
+                VERSION_NOT_SUPPORTED,
+                "only HTTP/1.0 and HTTP/1.1 are supported",
+                "",
+                true,
+            ));
+        }
+        Err(e) => {
+            return Err(error(
+                BAD_REQUEST,
+                &format!("malformed request: {e}"),
+                "",
+                true,
+            ));
+        }
+    };
+    if len > MAX_HEAD {
+        return Err(too_large_head());
+    }
+    let minor = req.version.unwrap_or(1);
+    let target = req.path.unwrap_or("/");
+    let path = target.split('?').next().unwrap_or(target).to_owned();
+    let mut head = Head {
+        method: req.method.unwrap_or("GET").to_owned(),
+        path,
+        minor,
+        keep_alive: minor >= 1,
+        body: BodyKind::Length(0),
+        expect_continue: false,
+        content_type: None,
+        host: false,
+        upgrade_websocket: false,
+        connection_upgrade: false,
+        ws_key: None,
+        ws_version: None,
+    };
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        let value = h.value;
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let parsed = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<usize>().ok());
+            match (parsed, content_length) {
+                (None, _) => return Err(error(BAD_REQUEST, "invalid Content-Length", "", true)),
+                // RFC 9112 §6.3: differing lengths make the message unreadable.
+                (Some(n), Some(m)) if n != m => {
+                    return Err(error(BAD_REQUEST, "conflicting Content-Length", "", true));
+                }
+                (Some(n), _) => content_length = Some(n),
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only `chunked` alone is understood (RFC 9112 §6.1); anything
+            // else would leave the body's end unknown.
+            if value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                chunked = true;
+            } else {
+                return Err(error(
+                    NOT_IMPLEMENTED,
+                    "unsupported Transfer-Encoding (only chunked is supported)",
+                    "",
+                    true,
+                ));
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            // HTTP/1.0 keep-alive is not offered: the response would need
+            // its own header, and no client of ours needs it.
+            if lists(value, "close") {
+                head.keep_alive = false;
+            }
+            head.connection_upgrade = lists(value, "upgrade");
+        } else if name.eq_ignore_ascii_case("expect") {
+            if value.eq_ignore_ascii_case(b"100-continue") {
+                head.expect_continue = minor >= 1;
+            } else {
+                return Err(error(
+                    Status(417, "Expectation Failed"),
+                    "only Expect: 100-continue is supported",
+                    "",
+                    true,
+                ));
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            head.host = true;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            head.upgrade_websocket = lists(value, "websocket");
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            head.ws_key = Some(String::from_utf8_lossy(value).trim().to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            head.ws_version = Some(String::from_utf8_lossy(value).trim().to_owned());
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.content_type = Some(String::from_utf8_lossy(value).trim().to_owned());
+        }
+    }
+    head.body = match (chunked, content_length) {
+        // RFC 9112 §6.1: a request with both is a smuggling attempt or a bug.
+        (true, Some(_)) => {
+            return Err(error(
+                BAD_REQUEST,
+                "both Transfer-Encoding and Content-Length",
+                "",
+                true,
+            ));
+        }
+        (true, None) => BodyKind::Chunked,
+        (false, n) => BodyKind::Length(n.unwrap_or(0)),
+    };
+    Ok(ParsedHead::Complete { head, len })
+}
+
+fn too_large_head() -> Response {
+    error(
+        HEADERS_TOO_LARGE,
+        &format!("request head over {MAX_HEAD} bytes"),
+        "",
+        true,
+    )
+}
+
+/// The outcome of reading a body from the bytes after the head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParsedBody {
+    Partial,
+    /// The body and the bytes it took (framing included).
+    Complete(Vec<u8>, usize),
+}
+
+/// Reads a body delimited as `kind` from the start of `buf`, refusing one
+/// over `max` bytes with 413 as soon as that is known.
+pub fn parse_body(kind: BodyKind, buf: &[u8], max: usize) -> Result<ParsedBody, Response> {
+    match kind {
+        BodyKind::Length(n) if n > max => Err(too_large_body(max)),
+        BodyKind::Length(n) if buf.len() < n => Ok(ParsedBody::Partial),
+        BodyKind::Length(n) => Ok(ParsedBody::Complete(buf[..n].to_vec(), n)),
+        BodyKind::Chunked => parse_chunked(buf, max),
+    }
+}
+
+pub fn too_large_body(max: usize) -> Response {
+    error(
+        PAYLOAD_TOO_LARGE,
+        &format!("body over the limit of {max} bytes"),
+        "",
+        true,
+    )
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1), trailers skipped.
+fn parse_chunked(buf: &[u8], max: usize) -> Result<ParsedBody, Response> {
+    let bad = || error(BAD_REQUEST, "malformed chunked body", "", true);
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let size = match httparse::parse_chunk_size(&buf[at..]) {
+            Ok(httparse::Status::Complete((used, size))) => {
+                at += used;
+                size
+            }
+            Ok(httparse::Status::Partial) => {
+                if buf.len() - at > 1024 {
+                    return Err(bad());
+                }
+                return Ok(ParsedBody::Partial);
+            }
+            Err(_) => return Err(bad()),
+        };
+        if size == 0 {
+            // Trailer fields, each ending in CRLF, then an empty line.
+            loop {
+                let Some(end) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
+                    if buf.len() - at > MAX_HEAD {
+                        return Err(bad());
+                    }
+                    return Ok(ParsedBody::Partial);
+                };
+                at += end + 2;
+                if end == 0 {
+                    return Ok(ParsedBody::Complete(body, at));
+                }
+            }
+        }
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if body.len().saturating_add(size) > max {
+            return Err(too_large_body(max));
+        }
+        if buf.len() - at < size.saturating_add(2) {
+            return Ok(ParsedBody::Partial);
+        }
+        body.extend_from_slice(&buf[at..at + size]);
+        at += size;
+        if &buf[at..at + 2] != b"\r\n" {
+            return Err(bad());
+        }
+        at += 2;
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Subscribe(String),
+    Publish(String),
+    Broadcast,
+    State(String),
+    Health,
+    /// The path exists, the method does not: 405 with this `Allow`.
+    WrongMethod(&'static str),
+    NotFound,
+}
+
+/// Routes a method and path.
+pub fn route(method: &str, path: &str) -> Route {
+    let get = matches!(method, "GET" | "HEAD");
+    let post = method == "POST";
+    let pick = |allowed: bool, route: Route, allow: &'static str| {
+        if allowed {
+            route
+        } else {
+            Route::WrongMethod(allow)
+        }
+    };
+    if let Some(topic) = path.strip_prefix("/api/v1/ws/") {
+        return pick(method == "GET", Route::Subscribe(topic.to_owned()), "GET");
+    }
+    if let Some(topic) = path.strip_prefix("/api/v1/publish/") {
+        return pick(post, Route::Publish(topic.to_owned()), "POST");
+    }
+    if let Some(topic) = path.strip_prefix("/api/v1/state/") {
+        return pick(get, Route::State(topic.to_owned()), "GET, HEAD");
+    }
+    match path {
+        "/api/v1/broadcast" => pick(post, Route::Broadcast, "POST"),
+        "/healthz" => pick(get, Route::Health, "GET, HEAD"),
+        _ => Route::NotFound,
+    }
+}
+
+/// Checks a WebSocket opening handshake (RFC 6455 §4.2.1) and returns the
+/// `Sec-WebSocket-Accept` value, or the response refusing it.
+pub fn check_upgrade(head: &Head) -> Result<String, Response> {
+    let refuse = |why: &str| Err(error(BAD_REQUEST, why, "", true));
+    if head.method != "GET" {
+        return refuse("a WebSocket upgrade must be a GET");
+    }
+    if head.minor < 1 {
+        return refuse("a WebSocket upgrade needs HTTP/1.1");
+    }
+    if !head.upgrade_websocket {
+        return refuse("expected a WebSocket upgrade (Upgrade: websocket)");
+    }
+    if !head.connection_upgrade {
+        return refuse("expected Connection: Upgrade");
+    }
+    if !head.host {
+        return refuse("missing Host header");
+    }
+    match head.ws_version.as_deref() {
+        Some("13") => {}
+        // RFC 6455 §4.2.2: answer an unsupported version with the versions
+        // the server does support.
+        Some(_) | None => {
+            return Err(error(
+                UPGRADE_REQUIRED,
+                "unsupported Sec-WebSocket-Version (this server speaks 13)",
+                "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n",
+                true,
+            ));
+        }
+    }
+    match head.ws_key.as_deref() {
+        Some(key) if is_valid_key(key) => Ok(derive_accept_key(key.as_bytes())),
+        Some(_) => refuse("Sec-WebSocket-Key is not 16 bytes of base64"),
+        None => refuse("missing Sec-WebSocket-Key"),
+    }
+}
+
+/// RFC 6455 §4.1: the key is a base64-encoded 16-byte value, so exactly 22
+/// base64 characters (the last of which carries only 2 bits) and `==`.
+fn is_valid_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    b.len() == 24
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        && matches!(b[21], b'A' | b'Q' | b'g' | b'w')
+        && &b[22..] == b"=="
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Head {
+        match parse_head(raw.as_bytes()) {
+            Ok(ParsedHead::Complete { head, len }) => {
+                assert_eq!(len, raw.len());
+                head
+            }
+            other => panic!("expected a complete head, got {other:?}"),
+        }
+    }
+
+    fn status_of(r: Response) -> u16 {
+        std::str::from_utf8(&r.bytes[9..12])
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    const UPGRADE: &str = "GET /api/v1/ws/queue HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn rfc_sample_key_gives_rfc_accept() {
+        assert_eq!(
+            check_upgrade(&head(UPGRADE)).unwrap(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn bad_upgrades_are_refused_with_the_right_status() {
+        let cases = [
+            (UPGRADE.replace("Upgrade: websocket\r\n", ""), 400),
+            (UPGRADE.replace("keep-alive, Upgrade", "keep-alive"), 400),
+            (UPGRADE.replace("Host: x\r\n", ""), 400),
+            (UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"), 400),
+            (
+                UPGRADE.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+                400,
+            ),
+            (UPGRADE.replace("Version: 13", "Version: 8"), 426),
+            (UPGRADE.replace("Sec-WebSocket-Version: 13\r\n", ""), 426),
+            (UPGRADE.replace("HTTP/1.1", "HTTP/1.0"), 400),
+        ];
+        for (raw, status) in cases {
+            let err = check_upgrade(&head(&raw)).unwrap_err();
+            assert_eq!(status_of(err.clone()), status, "{raw}");
+            assert!(err.close);
+        }
+        let err = check_upgrade(&head(&UPGRADE.replace("Version: 13", "Version: 8"))).unwrap_err();
+        assert!(
+            String::from_utf8(err.bytes)
+                .unwrap()
+                .contains("Sec-WebSocket-Version: 13\r\n")
+        );
+    }
+
+    #[test]
+    fn partial_heads_wait_and_oversized_heads_get_431() {
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nHo"),
+            Ok(ParsedHead::Partial)
+        ));
+        let big = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(status_of(parse_head(big.as_bytes()).unwrap_err()), 431);
+        assert_eq!(
+            status_of(parse_head(b"GET / HTTP/3.0\r\n\r\n").unwrap_err()),
+            505
+        );
+        assert_eq!(
+            status_of(parse_head(b"G\x01T / HTTP/1.1\r\n\r\n").unwrap_err()),
+            400
+        );
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection_header() {
+        assert!(head("GET / HTTP/1.1\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn bodies_by_length_and_chunked() {
+        assert_eq!(
+            parse_body(BodyKind::Length(3), b"ab", 10),
+            Ok(ParsedBody::Partial)
+        );
+        assert_eq!(
+            parse_body(BodyKind::Length(3), b"abcGET", 10),
+            Ok(ParsedBody::Complete(b"abc".to_vec(), 3))
+        );
+        assert_eq!(
+            status_of(parse_body(BodyKind::Length(11), b"", 10).unwrap_err()),
+            413
+        );
+        let chunked = b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        assert_eq!(
+            parse_body(BodyKind::Chunked, chunked, 10),
+            Ok(ParsedBody::Complete(b"abcde".to_vec(), chunked.len() - 4))
+        );
+        for cut in 0..chunked.len() - 4 {
+            assert_eq!(
+                parse_body(BodyKind::Chunked, &chunked[..cut], 10),
+                Ok(ParsedBody::Partial),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(
+            status_of(parse_body(BodyKind::Chunked, chunked, 4).unwrap_err()),
+            413
+        );
+        assert_eq!(
+            status_of(parse_body(BodyKind::Chunked, b"3\r\nabcX\r\n", 10).unwrap_err()),
+            400
+        );
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        let both = "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(status_of(parse_head(both.as_bytes()).unwrap_err()), 400);
+        let twice = "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n";
+        assert_eq!(status_of(parse_head(twice.as_bytes()).unwrap_err()), 400);
+        let gzip = "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert_eq!(status_of(parse_head(gzip.as_bytes()).unwrap_err()), 501);
+        let signed = "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n";
+        assert_eq!(status_of(parse_head(signed.as_bytes()).unwrap_err()), 400);
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route("GET", "/api/v1/ws/queue"),
+            Route::Subscribe("queue".into())
+        );
+        assert_eq!(route("POST", "/api/v1/ws/queue"), Route::WrongMethod("GET"));
+        assert_eq!(
+            route("POST", "/api/v1/publish/queue"),
+            Route::Publish("queue".into())
+        );
+        assert_eq!(
+            route("GET", "/api/v1/publish/queue"),
+            Route::WrongMethod("POST")
+        );
+        assert_eq!(
+            route("PUT", "/api/v1/state/queue"),
+            Route::WrongMethod("GET, HEAD")
+        );
+        assert_eq!(route("HEAD", "/healthz"), Route::Health);
+        assert_eq!(route("DELETE", "/healthz"), Route::WrongMethod("GET, HEAD"));
+        assert_eq!(route("POST", "/api/v1/broadcast"), Route::Broadcast);
+        assert_eq!(route("GET", "/nope"), Route::NotFound);
+    }
+}

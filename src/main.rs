@@ -1,0 +1,72 @@
+//! The `statecast` binary: parses the command line, sets up logging and
+//! signal handling, and runs the server until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use log::{error, warn};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use simplelog::{ConfigBuilder, WriteLogger};
+use statecast::Server;
+use statecast::config::{self, Command};
+
+fn main() -> ExitCode {
+    let config = match config::parse_args(std::env::args_os().skip(1)) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{}", config::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("statecast {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("statecast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log_config = ConfigBuilder::new()
+        .set_target_level(log::LevelFilter::Off)
+        .set_thread_level(log::LevelFilter::Off)
+        .build();
+    let _ = WriteLogger::init(config.log_level, log_config, std::io::stderr());
+
+    let listen = config.listen;
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            error!("cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let publisher = server.publisher();
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut signals = signals.forever();
+            if signals.next().is_some() {
+                let _ = publisher.shutdown();
+            }
+            if signals.next().is_some() {
+                warn!("second signal: exiting without waiting for clients");
+                std::process::exit(1);
+            }
+        })
+        .expect("spawning the signal thread");
+
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

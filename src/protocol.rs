@@ -1,0 +1,508 @@
+//! RFC 6455 framing as the server sees it: encoding unmasked server frames and
+//! decoding masked client frames. Pure byte work, no I/O, so every rule here is
+//! unit-tested on byte slices.
+//!
+//! tungstenite parses and formats frame headers; what it does not do for a
+//! non-blocking server that keeps no per-connection buffers is decide what a
+//! client frame *means* (a ping to answer, a close to echo, a protocol error to
+//! fail with). That decision lives in [`Decoder`].
+
+use std::fmt;
+use std::io::Cursor;
+
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+
+/// Close codes the server sends (RFC 6455 §7.4.1).
+pub mod code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// Why the server ends a WebSocket connection: the code and short reason that
+/// go into its close frame. 1005 and 1006 are never constructed: they are
+/// reserved for reporting, never for the wire (RFC 6455 §7.4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl CloseReason {
+    pub const fn new(code: u16, reason: &'static str) -> Self {
+        CloseReason { code, reason }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.reason)
+    }
+}
+
+/// Maximum payload of a control frame (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Encodes one unmasked, final server frame. Server frames are never masked
+/// (RFC 6455 §5.1), so the same bytes serve every subscriber.
+pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    write_header(opcode, payload.len(), &mut out);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Appends the header of an unmasked final frame carrying `len` payload bytes.
+pub fn write_header(opcode: OpCode, len: usize, out: &mut Vec<u8>) {
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    header
+        .format(len as u64, out)
+        .expect("writing to a Vec cannot fail");
+}
+
+/// Length of the header [`write_header`] writes for a payload of `len` bytes.
+pub fn header_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    }
+}
+
+/// Encodes a close frame with a code and a reason. The reason is truncated on
+/// a character boundary so the payload stays within a control frame's 125 bytes.
+pub fn encode_close(reason: &CloseReason) -> Vec<u8> {
+    let mut text = reason.reason;
+    while text.len() > MAX_CONTROL_PAYLOAD - 2 {
+        let mut cut = MAX_CONTROL_PAYLOAD - 2;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text = &text[..cut];
+    }
+    let mut payload = Vec::with_capacity(2 + text.len());
+    payload.extend_from_slice(&reason.code.to_be_bytes());
+    payload.extend_from_slice(text.as_bytes());
+    encode_frame(OpCode::Control(Control::Close), &payload)
+}
+
+/// Encodes a text frame.
+pub fn encode_text(text: &str) -> Vec<u8> {
+    encode_frame(OpCode::Data(Data::Text), text.as_bytes())
+}
+
+/// What a complete client frame or message asks of the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A complete text message, already checked to be UTF-8.
+    Text(String),
+    /// A complete binary message; dashboards have no use for it, so only its
+    /// arrival counts.
+    Binary,
+    /// A ping whose payload the pong must echo (RFC 6455 §5.5.3).
+    Ping(Vec<u8>),
+    /// A pong, solicited or not (RFC 6455 §5.5.3 allows unsolicited ones).
+    Pong,
+    /// A close frame: the code the client sent, if any. The reason has been
+    /// checked to be UTF-8 and is otherwise of no interest.
+    Close(Option<u16>),
+}
+
+/// A message being reassembled from fragments (RFC 6455 §5.4).
+#[derive(Debug)]
+struct Fragmented {
+    text: bool,
+    bytes: Vec<u8>,
+}
+
+/// Decodes the client side of one connection. Holds nothing between calls but
+/// a message under reassembly, which is rare: dashboards send nothing, or a
+/// small unfragmented ping.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    fragmented: Option<Box<Fragmented>>,
+}
+
+impl Decoder {
+    /// Decodes the first frame in `buf`, unmasking it in place.
+    ///
+    /// Returns the number of bytes consumed and, when the frame completes a
+    /// message or is a control frame, what it means. `Ok((0, None))` means the
+    /// frame is not complete yet. `Err` carries the close the server must send:
+    /// the connection is to be failed (RFC 6455 §7.1.7).
+    pub fn decode(
+        &mut self,
+        buf: &mut [u8],
+        max_message: usize,
+    ) -> Result<(usize, Option<Incoming>), CloseReason> {
+        let mut cursor = Cursor::new(&buf[..]);
+        let (header, len) = match FrameHeader::parse(&mut cursor) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Ok((0, None)),
+            Err(_) => return Err(CloseReason::new(code::PROTOCOL, "reserved opcode")),
+        };
+        let header_len = cursor.position() as usize;
+
+        // RFC 6455 §5.2: "MUST be 0 unless an extension is negotiated"; we
+        // negotiate none.
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(CloseReason::new(code::PROTOCOL, "reserved bits set"));
+        }
+        // RFC 6455 §5.1: "The server MUST close the connection upon receiving
+        // a frame that is not masked."
+        let Some(mask) = header.mask else {
+            return Err(CloseReason::new(code::PROTOCOL, "client frame not masked"));
+        };
+        if let OpCode::Control(_) = header.opcode {
+            // RFC 6455 §5.5: control frames MUST have a payload length of 125
+            // bytes or less and MUST NOT be fragmented.
+            if len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(CloseReason::new(code::PROTOCOL, "control frame too long"));
+            }
+            if !header.is_final {
+                return Err(CloseReason::new(code::PROTOCOL, "fragmented control frame"));
+            }
+        }
+        let already = self.fragmented.as_ref().map_or(0, |f| f.bytes.len());
+        if len.saturating_add(already as u64) > max_message as u64 {
+            return Err(CloseReason::new(code::TOO_BIG, "message too big"));
+        }
+        let len = len as usize;
+        if buf.len() - header_len < len {
+            return Ok((0, None));
+        }
+        let consumed = header_len + len;
+        let payload = &mut buf[header_len..consumed];
+        unmask(payload, mask);
+        let payload = &*payload;
+
+        let incoming = match header.opcode {
+            OpCode::Control(Control::Ping) => Some(Incoming::Ping(payload.to_vec())),
+            OpCode::Control(Control::Pong) => Some(Incoming::Pong),
+            OpCode::Control(Control::Close) => Some(Incoming::Close(parse_close(payload)?)),
+            OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
+                unreachable!("FrameHeader::parse refuses reserved opcodes")
+            }
+            OpCode::Data(Data::Continue) => {
+                let Some(fragmented) = self.fragmented.as_mut() else {
+                    return Err(CloseReason::new(
+                        code::PROTOCOL,
+                        "continuation without start",
+                    ));
+                };
+                fragmented.bytes.extend_from_slice(payload);
+                if fragmented.text {
+                    check_partial_utf8(&fragmented.bytes, header.is_final)?;
+                }
+                if header.is_final {
+                    let done = self.fragmented.take().expect("checked above");
+                    Some(finish(done.text, done.bytes))
+                } else {
+                    None
+                }
+            }
+            OpCode::Data(data) => {
+                // RFC 6455 §5.4: fragments of one message MUST NOT be
+                // interleaved with another data message.
+                if self.fragmented.is_some() {
+                    return Err(CloseReason::new(
+                        code::PROTOCOL,
+                        "expected continuation frame",
+                    ));
+                }
+                let text = data == Data::Text;
+                if text {
+                    check_partial_utf8(payload, header.is_final)?;
+                }
+                if header.is_final {
+                    Some(finish(text, payload.to_vec()))
+                } else {
+                    self.fragmented = Some(Box::new(Fragmented {
+                        text,
+                        bytes: payload.to_vec(),
+                    }));
+                    None
+                }
+            }
+        };
+        Ok((consumed, incoming))
+    }
+}
+
+fn finish(text: bool, bytes: Vec<u8>) -> Incoming {
+    if text {
+        Incoming::Text(String::from_utf8(bytes).expect("validated while reassembling"))
+    } else {
+        Incoming::Binary
+    }
+}
+
+/// Fails fast on invalid UTF-8: a sequence cut at the end of a non-final
+/// fragment may still complete, anything else is invalid (RFC 6455 §8.1).
+fn check_partial_utf8(bytes: &[u8], is_final: bool) -> Result<(), CloseReason> {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error_len().is_none() && !is_final => Ok(()),
+        Err(_) => Err(CloseReason::new(
+            code::INVALID_DATA,
+            "invalid UTF-8 in text",
+        )),
+    }
+}
+
+/// Validates a close frame's body (RFC 6455 §5.5.1, §7.4).
+fn parse_close(payload: &[u8]) -> Result<Option<u16>, CloseReason> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(CloseReason::new(
+            code::PROTOCOL,
+            "close payload of one byte",
+        )),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !CloseCode::from(code).is_allowed() {
+                return Err(CloseReason::new(code::PROTOCOL, "invalid close code"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(CloseReason::new(
+                    code::INVALID_DATA,
+                    "invalid UTF-8 in close reason",
+                ));
+            }
+            Ok(Some(code))
+        }
+    }
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
+/// The reply to a client's `{"type":"ping","timestamp":T}`: the same
+/// timestamp in a `pong`, as the dashboard's keep-alive expects. Any other
+/// text is not for us and gets no reply.
+pub fn json_pong(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Ping<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        #[serde(borrow)]
+        timestamp: Option<&'a serde_json::value::RawValue>,
+    }
+    let ping: Ping = serde_json::from_str(text).ok()?;
+    if ping.kind != "ping" {
+        return None;
+    }
+    let timestamp = ping.timestamp.map_or("null", |t| t.get());
+    Some(format!(r#"{{"type":"pong","timestamp":{timestamp}}}"#))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    /// Builds a masked client frame the way a browser would.
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n @ 126..=65535 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&MASK);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i & 3]));
+        out
+    }
+
+    fn decode_all(frames: &[u8]) -> Result<Vec<Incoming>, CloseReason> {
+        let mut decoder = Decoder::default();
+        let mut buf = frames.to_vec();
+        let mut at = 0;
+        let mut out = Vec::new();
+        while at < buf.len() {
+            let (used, incoming) = decoder.decode(&mut buf[at..], 4096)?;
+            assert!(used > 0, "frame incomplete at {at}");
+            at += used;
+            out.extend(incoming);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn rfc_sample_masked_text_decodes() {
+        // RFC 6455 §5.7: a single-frame masked text message containing "Hello".
+        let frame = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        assert_eq!(decode_all(&frame), Ok(vec![Incoming::Text("Hello".into())]));
+    }
+
+    #[test]
+    fn server_frames_match_rfc_examples() {
+        // RFC 6455 §5.7: unmasked "Hello" and an unmasked ping with "Hello".
+        assert_eq!(
+            encode_text("Hello"),
+            [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]
+        );
+        assert_eq!(
+            encode_frame(OpCode::Control(Control::Ping), b"Hello"),
+            [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]
+        );
+        // 256 bytes uses the 16-bit length form.
+        assert_eq!(
+            &encode_text(&"a".repeat(256))[..4],
+            [0x81, 0x7e, 0x01, 0x00]
+        );
+        for len in [0, 125, 126, 65535, 65536] {
+            assert_eq!(encode_text(&"a".repeat(len)).len(), header_len(len) + len);
+        }
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more_bytes() {
+        let frame = client_frame(0x81, b"Hello");
+        let mut decoder = Decoder::default();
+        for cut in 0..frame.len() {
+            let mut part = frame[..cut].to_vec();
+            assert_eq!(
+                decoder.decode(&mut part, 4096),
+                Ok((0, None)),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn fragmented_text_is_reassembled_around_a_ping() {
+        let mut bytes = client_frame(0x01, b"Hel");
+        bytes.extend(client_frame(0x89, b"p"));
+        bytes.extend(client_frame(0x80, b"lo"));
+        assert_eq!(
+            decode_all(&bytes),
+            Ok(vec![
+                Incoming::Ping(b"p".to_vec()),
+                Incoming::Text("Hello".into())
+            ])
+        );
+    }
+
+    #[test]
+    fn protocol_violations_map_to_1002() {
+        let unmasked = [0x81, 0x01, b'a'];
+        let rsv = client_frame(0xc1, b"a");
+        let opcode = client_frame(0x83, b"a");
+        let long_ping = client_frame(0x89, &[0; 126]);
+        let fragmented_ping = client_frame(0x09, b"a");
+        let stray_continuation = client_frame(0x80, b"a");
+        let mut interleaved = client_frame(0x01, b"a");
+        interleaved.extend(client_frame(0x81, b"b"));
+        let one_byte_close = client_frame(0x88, &[3]);
+        let bad_code = client_frame(0x88, &999u16.to_be_bytes());
+        let reserved_code = client_frame(0x88, &1005u16.to_be_bytes());
+        for (name, bytes) in [
+            ("unmasked", &unmasked[..]),
+            ("rsv", &rsv),
+            ("opcode", &opcode),
+            ("long ping", &long_ping),
+            ("fragmented ping", &fragmented_ping),
+            ("stray continuation", &stray_continuation),
+            ("interleaved", &interleaved),
+            ("one byte close", &one_byte_close),
+            ("close code 999", &bad_code),
+            ("close code 1005", &reserved_code),
+        ] {
+            let err = decode_all(bytes).expect_err(name);
+            assert_eq!(err.code, code::PROTOCOL, "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_maps_to_1007_and_fails_fast() {
+        assert_eq!(
+            decode_all(&client_frame(0x81, &[0xce, 0xba, 0xff]))
+                .unwrap_err()
+                .code,
+            code::INVALID_DATA
+        );
+        let mut close = 1000u16.to_be_bytes().to_vec();
+        close.push(0xff);
+        assert_eq!(
+            decode_all(&client_frame(0x88, &close)).unwrap_err().code,
+            code::INVALID_DATA
+        );
+        // A sequence cut at a fragment boundary is fine...
+        let mut ok = client_frame(0x01, &[0xce]);
+        ok.extend(client_frame(0x80, &[0xba]));
+        assert_eq!(decode_all(&ok), Ok(vec![Incoming::Text("κ".into())]));
+        // ...but a byte that can never be valid fails on its own fragment.
+        let mut decoder = Decoder::default();
+        let mut first = client_frame(0x01, &[0xff]);
+        assert_eq!(
+            decoder.decode(&mut first, 4096).unwrap_err().code,
+            code::INVALID_DATA
+        );
+    }
+
+    #[test]
+    fn oversized_messages_map_to_1009_before_the_payload_arrives() {
+        let frame = client_frame(0x82, &[0; 5000]);
+        let mut header_only = frame[..8].to_vec();
+        let err = Decoder::default()
+            .decode(&mut header_only, 4096)
+            .unwrap_err();
+        assert_eq!(err.code, code::TOO_BIG);
+        // Fragments count towards the same limit.
+        let mut bytes = client_frame(0x02, &[0; 3000]);
+        bytes.extend(client_frame(0x80, &[0; 3000]));
+        assert_eq!(decode_all(&bytes).unwrap_err().code, code::TOO_BIG);
+    }
+
+    #[test]
+    fn close_frames_report_their_code() {
+        assert_eq!(
+            decode_all(&client_frame(0x88, &[])),
+            Ok(vec![Incoming::Close(None)])
+        );
+        let mut body = 1001u16.to_be_bytes().to_vec();
+        body.extend_from_slice(b"bye");
+        assert_eq!(
+            decode_all(&client_frame(0x88, &body)),
+            Ok(vec![Incoming::Close(Some(1001))])
+        );
+    }
+
+    #[test]
+    fn close_reason_is_truncated_to_fit_a_control_frame() {
+        let long: &'static str = Box::leak("é".repeat(100).into_boxed_str());
+        let frame = encode_close(&CloseReason::new(1008, long));
+        assert!(frame.len() <= 2 + 125);
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
+    }
+
+    #[test]
+    fn json_ping_gets_json_pong() {
+        assert_eq!(
+            json_pong(r#"{"type":"ping","timestamp":1732550000123}"#).as_deref(),
+            Some(r#"{"type":"pong","timestamp":1732550000123}"#)
+        );
+        assert_eq!(json_pong(r#"{"type":"client_ready"}"#), None);
+        assert_eq!(json_pong("hello"), None);
+    }
+}

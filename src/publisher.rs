@@ -1,0 +1,164 @@
+//! The handle producer threads publish through: a bounded channel into the
+//! event loop plus a `mio::Waker`, woken at most once per loop turn.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use mio::Waker;
+use serde::Serialize;
+
+use crate::topic::{Rules, TopicError};
+
+/// Commands a publisher can queue. Held at most `CHANNEL_BOUND` deep; a
+/// producer that outruns the loop waits, which bounds memory and is the
+/// right backpressure for a producer thread.
+const CHANNEL_BOUND: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// `data` is valid JSON: the topic's new snapshot.
+    Snapshot { topic: String, data: String },
+    /// A one-off event; `type_json` is a JSON string literal.
+    Event { type_json: String, data: String },
+    /// Stop accepting, close every client with 1001, return from `run`.
+    Shutdown,
+}
+
+/// Why a publish did not go through.
+#[derive(Debug)]
+pub enum PublishError {
+    /// The server has stopped; nothing will ever read this publish.
+    Closed,
+    /// The topic is not one the server serves.
+    Topic(TopicError),
+    /// The data did not serialise, or is not valid JSON.
+    Json(serde_json::Error),
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::Closed => f.write_str("the server has stopped"),
+            PublishError::Topic(e) => e.fmt(f),
+            PublishError::Json(e) => write!(f, "invalid JSON: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// Publishes snapshots and events into a running server from any thread.
+///
+/// Cheap to clone. Publishes to one topic that arrive between two turns of
+/// the loop are encoded once: only the newest is sent, and `seq` counts
+/// them all.
+#[derive(Clone)]
+pub struct Publisher {
+    tx: SyncSender<Command>,
+    waker: Arc<Waker>,
+    /// Set while a wake-up is on its way, so a burst of publishes costs one
+    /// `eventfd` write rather than one per publish.
+    wake_pending: Arc<AtomicBool>,
+    rules: Arc<Rules>,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+/// The loop's end of the channel.
+pub(crate) struct Inbox {
+    pub rx: Receiver<Command>,
+    pub wake_pending: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    /// Called before draining: a publish after this point wakes the loop
+    /// again. `swap` rather than `store` so this synchronises with the
+    /// publisher's `swap` and everything it sent before it is visible.
+    pub fn rearm(&self) {
+        self.wake_pending.swap(false, Ordering::AcqRel);
+    }
+}
+
+pub(crate) fn channel(waker: Arc<Waker>, rules: Arc<Rules>) -> (Publisher, Inbox) {
+    let (tx, rx) = sync_channel(CHANNEL_BOUND);
+    let wake_pending = Arc::new(AtomicBool::new(false));
+    let publisher = Publisher {
+        tx,
+        waker,
+        wake_pending: wake_pending.clone(),
+        rules,
+    };
+    (publisher, Inbox { rx, wake_pending })
+}
+
+impl Publisher {
+    /// Serialises `data` in the caller's thread and makes it `topic`'s
+    /// snapshot.
+    pub fn publish<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        data: &T,
+    ) -> Result<(), PublishError> {
+        self.rules.check(topic).map_err(PublishError::Topic)?;
+        let data = serde_json::to_string(data).map_err(PublishError::Json)?;
+        self.send(Command::Snapshot {
+            topic: topic.to_owned(),
+            data,
+        })
+    }
+
+    /// Makes `json` (checked to be valid JSON) `topic`'s snapshot.
+    pub fn publish_json(&self, topic: &str, json: &str) -> Result<(), PublishError> {
+        self.rules.check(topic).map_err(PublishError::Topic)?;
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(json).map_err(PublishError::Json)?;
+        self.send(Command::Snapshot {
+            topic: topic.to_owned(),
+            data: raw.get().to_owned(),
+        })
+    }
+
+    /// Sends `{"type":event_type,"data":data}` to every open connection, once.
+    pub fn event<T: Serialize + ?Sized>(
+        &self,
+        event_type: &str,
+        data: &T,
+    ) -> Result<(), PublishError> {
+        let type_json = serde_json::to_string(event_type).map_err(PublishError::Json)?;
+        let data = serde_json::to_string(data).map_err(PublishError::Json)?;
+        self.send(Command::Event { type_json, data })
+    }
+
+    /// Asks the server to shut down: 1001 to every client, then `run` returns.
+    pub fn shutdown(&self) -> Result<(), PublishError> {
+        self.send(Command::Shutdown)
+    }
+
+    fn send(&self, command: Command) -> Result<(), PublishError> {
+        match self.tx.try_send(command) {
+            Ok(()) => {}
+            Err(TrySendError::Full(command)) => {
+                // The loop is behind: make sure it is awake, then wait.
+                self.wake();
+                self.tx.send(command).map_err(|_| PublishError::Closed)?;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(PublishError::Closed),
+        }
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    fn wake(&self) {
+        // A wake after the loop has gone fails harmlessly; the next send
+        // reports `Closed`.
+        let _ = self.waker.wake();
+    }
+}

@@ -1,0 +1,447 @@
+//! Topics: which names exist, each topic's retained snapshot and subscribers,
+//! and the JSON messages clients receive, encoded once as WebSocket frames.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use slab::Slab;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use crate::protocol::write_header;
+use crate::queue::Shared;
+
+/// Longest topic name (or `adw_id`) accepted.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The family of per-workflow topics in the ADW preset.
+pub const ADW_STATE_PREFIX: &str = "adw-state/";
+
+/// The topic set a server starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// The ADW dashboard's endpoints (CONTRACT.md), each with its empty default.
+    Adw,
+    /// No topics but those added with `--topic` or `--any-topic`.
+    None,
+}
+
+/// The ADW dashboard's fixed topics and the snapshot a client gets before
+/// anything is published: the empty defaults of CONTRACT.md, so every panel
+/// renders from its first message.
+pub const ADW_TOPICS: &[(&str, &str)] = &[
+    ("workflows", "[]"),
+    ("routes", "[]"),
+    (
+        "workflow-history",
+        r#"{"workflows":[],"total_count":0,"analytics":{}}"#,
+    ),
+    (
+        "adw-monitor",
+        r#"{"summary":{"total":0,"running":0,"completed":0,"failed":0,"paused":0},"workflows":[],"last_updated":null}"#,
+    ),
+    ("queue", r#"{"phases":[],"total":0,"paused":false}"#),
+    (
+        "system-status",
+        r#"{"overall_status":"unknown","timestamp":null,"services":{},"summary":{"healthy_services":0,"total_services":0,"health_percentage":0}}"#,
+    ),
+    ("webhook-status", r#"{"status":"unknown"}"#),
+    (
+        "planned-features",
+        r#"{"features":[],"stats":{"by_status":{},"by_priority":{},"by_type":{},"total_estimated_hours":0,"total_actual_hours":0,"completion_rate":0}}"#,
+    ),
+    (
+        "qc-metrics",
+        r#"{"coverage":null,"naming":null,"file_structure":null,"linting":null,"overall_score":null,"last_updated":null}"#,
+    ),
+];
+
+/// The default of every `adw-state/{adw_id}` topic.
+pub const ADW_STATE_DEFAULT: &str = "{}";
+
+/// `[a-z0-9-]{1,64}`: a topic name outside the `adw-state/` family.
+pub fn is_plain_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `[A-Za-z0-9_-]{1,64}`: CONTRACT.md treats an `adw_id` as an opaque token.
+pub fn is_adw_id(id: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Why a topic name is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicError {
+    /// Not a name this server could ever serve.
+    Unknown(String),
+    /// A valid name, but `--max-topics` topics exist already.
+    Full(usize),
+}
+
+impl fmt::Display for TopicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TopicError::Unknown(name) => write!(f, "unknown topic {name:?}"),
+            TopicError::Full(max) => write!(f, "topic limit reached ({max} topics)"),
+        }
+    }
+}
+
+impl std::error::Error for TopicError {}
+
+/// Which names are topics. Shared with every `Publisher` so a bad name is
+/// refused in the producer's thread, not logged later by the loop.
+#[derive(Debug)]
+pub struct Rules {
+    preset: Preset,
+    extra: HashSet<String>,
+    any_topic: bool,
+}
+
+impl Rules {
+    pub fn new(preset: Preset, extra: &[String], any_topic: bool) -> Self {
+        Rules {
+            preset,
+            extra: extra.iter().cloned().collect(),
+            any_topic,
+        }
+    }
+
+    /// Checks that `name` is a topic this server serves.
+    pub fn check(&self, name: &str) -> Result<(), TopicError> {
+        let ok = match name.strip_prefix(ADW_STATE_PREFIX) {
+            Some(id) => self.preset == Preset::Adw && is_adw_id(id),
+            None => {
+                (self.preset == Preset::Adw && ADW_TOPICS.iter().any(|(t, _)| *t == name))
+                    || self.extra.contains(name)
+                    || (self.any_topic && is_plain_name(name))
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(TopicError::Unknown(name.to_owned()))
+        }
+    }
+}
+
+/// One published message, encoded once as a complete WebSocket text frame.
+/// Every subscriber's queue holds a clone of `frame`, never a copy.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub frame: Shared,
+    header_len: usize,
+}
+
+impl Message {
+    /// The JSON text inside the frame.
+    pub fn json(&self) -> &[u8] {
+        &self.frame[self.header_len..]
+    }
+
+    /// Frames the concatenation of `parts` as one text message, in one
+    /// allocation.
+    fn from_parts(parts: &[&[u8]]) -> Message {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut frame = Vec::with_capacity(len + 10);
+        write_header(OpCode::Data(Data::Text), len, &mut frame);
+        let header_len = frame.len();
+        for part in parts {
+            frame.extend_from_slice(part);
+        }
+        Message {
+            frame: Arc::from(frame),
+            header_len,
+        }
+    }
+
+    /// A snapshot message: `{"type":..,"seq":..,"data":..}`, plus `adw_id`
+    /// for the adw-state family as CONTRACT.md requires.
+    fn snapshot(message_type: &str, adw_id: Option<&str>, seq: u64, data: &str) -> Message {
+        // Topic names and adw_ids are restricted to characters that need no
+        // JSON escaping, so they are written as they are.
+        let mut head = format!(r#"{{"type":"{message_type}""#);
+        if let Some(id) = adw_id {
+            head.push_str(&format!(r#","adw_id":"{id}""#));
+        }
+        head.push_str(&format!(r#","seq":{seq},"data":"#));
+        Message::from_parts(&[head.as_bytes(), data.as_bytes(), b"}"])
+    }
+
+    /// A one-off event: `{"type":..,"data":..}`; `type_json` is already a
+    /// JSON string literal.
+    pub fn event(type_json: &str, data: &str) -> Message {
+        Message::from_parts(&[
+            br#"{"type":"#,
+            type_json.as_bytes(),
+            br#","data":"#,
+            data.as_bytes(),
+            b"}",
+        ])
+    }
+}
+
+/// What a subscriber to `adw-state/{id}` gets before anything is published.
+pub fn default_adw_state(name: &str) -> Message {
+    let id = name.strip_prefix(ADW_STATE_PREFIX);
+    Message::snapshot("adw_state_update", id, 0, ADW_STATE_DEFAULT)
+}
+
+/// One topic: its retained snapshot and who is subscribed.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: Box<str>,
+    /// `<topic>_update`, with `-` turned into `_`.
+    message_type: Box<str>,
+    /// Publishes so far; a default snapshot has seq 0.
+    pub seq: u64,
+    /// What a new subscriber gets at once; `None` until the first publish
+    /// for topics outside the preset.
+    pub snapshot: Option<Message>,
+    /// Slab keys of the connections subscribed. A connection remembers its
+    /// index here so leaving is O(1).
+    pub subscribers: Vec<usize>,
+    /// Preset and `--topic` topics live for the server's life; others are
+    /// dropped when nobody needs them.
+    permanent: bool,
+}
+
+impl Topic {
+    fn new(name: &str, permanent: bool) -> Topic {
+        let message_type = if name.starts_with(ADW_STATE_PREFIX) {
+            "adw_state_update".to_owned()
+        } else {
+            format!("{}_update", name.replace('-', "_"))
+        };
+        Topic {
+            name: name.into(),
+            message_type: message_type.into(),
+            seq: 0,
+            snapshot: None,
+            subscribers: Vec::new(),
+            permanent,
+        }
+    }
+
+    fn adw_id(&self) -> Option<&str> {
+        self.name.strip_prefix(ADW_STATE_PREFIX)
+    }
+
+    /// Encodes `data` (valid JSON) as the new snapshot, counting `publishes`
+    /// publishes of which this is the newest.
+    fn set_snapshot(&mut self, data: &str, publishes: u64) -> &Message {
+        self.seq += publishes;
+        let message = Message::snapshot(&self.message_type, self.adw_id(), self.seq, data);
+        self.snapshot.insert(message)
+    }
+
+    /// Adds a subscriber; returns its index in `subscribers`.
+    pub fn subscribe(&mut self, key: usize) -> usize {
+        self.subscribers.push(key);
+        self.subscribers.len() - 1
+    }
+
+    /// Removes the subscriber at `index`. Returns the key of the connection
+    /// that moved into `index`, which must be told its new index.
+    pub fn unsubscribe(&mut self, index: usize) -> Option<usize> {
+        self.subscribers.swap_remove(index);
+        self.subscribers.get(index).copied()
+    }
+}
+
+/// Every topic that exists, by name and by id.
+#[derive(Debug)]
+pub struct Topics {
+    rules: Arc<Rules>,
+    by_name: HashMap<Box<str>, usize>,
+    topics: Slab<Topic>,
+    max_topics: usize,
+}
+
+impl Topics {
+    pub fn new(rules: Arc<Rules>, preset: Preset, extra: &[String], max_topics: usize) -> Self {
+        let mut topics = Topics {
+            rules,
+            by_name: HashMap::new(),
+            topics: Slab::new(),
+            max_topics,
+        };
+        if preset == Preset::Adw {
+            for (name, default) in ADW_TOPICS {
+                let id = topics.insert(name, true);
+                topics.topics[id].set_snapshot(default, 0);
+            }
+        }
+        for name in extra {
+            if !topics.by_name.contains_key(name.as_str()) {
+                topics.insert(name, true);
+            }
+        }
+        topics
+    }
+
+    fn insert(&mut self, name: &str, permanent: bool) -> usize {
+        let mut topic = Topic::new(name, permanent);
+        if topic.adw_id().is_some() {
+            topic.set_snapshot(ADW_STATE_DEFAULT, 0);
+        }
+        let id = self.topics.insert(topic);
+        self.by_name.insert(name.into(), id);
+        id
+    }
+
+    pub fn rules(&self) -> &Arc<Rules> {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    /// Finds a topic by name without creating it.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Checks that `name` exists or may be created, without creating it.
+    pub fn check(&self, name: &str) -> Result<(), TopicError> {
+        match self.find(name) {
+            Some(_) => Ok(()),
+            None => self.rules.check(name),
+        }
+    }
+
+    /// Finds a topic by name, creating it if the rules allow the name.
+    pub fn find_or_create(&mut self, name: &str) -> Result<usize, TopicError> {
+        if let Some(id) = self.find(name) {
+            return Ok(id);
+        }
+        self.rules.check(name)?;
+        if self.topics.len() >= self.max_topics {
+            return Err(TopicError::Full(self.max_topics));
+        }
+        Ok(self.insert(name, false))
+    }
+
+    pub fn get(&self, id: usize) -> &Topic {
+        &self.topics[id]
+    }
+
+    pub fn get_mut(&mut self, id: usize) -> &mut Topic {
+        &mut self.topics[id]
+    }
+
+    /// Stores `data` (valid JSON) as topic `id`'s snapshot and returns the
+    /// message to fan out.
+    pub fn publish(&mut self, id: usize, data: &str, publishes: u64) -> Message {
+        self.topics[id].set_snapshot(data, publishes).clone()
+    }
+
+    /// Drops a topic that holds nothing worth keeping: not permanent, never
+    /// published, nobody subscribed. Keeps memory flat when clients open
+    /// `adw-state/{id}` for ids that come and go.
+    pub fn release_if_unused(&mut self, id: usize) {
+        let topic = &self.topics[id];
+        if !topic.permanent && topic.seq == 0 && topic.subscribers.is_empty() {
+            let topic = self.topics.remove(id);
+            self.by_name.remove(&topic.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adw() -> Topics {
+        let rules = Arc::new(Rules::new(Preset::Adw, &[], false));
+        Topics::new(rules, Preset::Adw, &[], 100)
+    }
+
+    #[test]
+    fn names_follow_the_contract() {
+        assert!(is_plain_name("workflow-history"));
+        assert!(!is_plain_name("Workflow"));
+        assert!(!is_plain_name(""));
+        assert!(!is_plain_name(&"a".repeat(65)));
+        assert!(is_adw_id("a1b2c3d4"));
+        assert!(is_adw_id("A_b-9"));
+        assert!(!is_adw_id("a/b"));
+        assert!(!is_adw_id("a.b"));
+    }
+
+    #[test]
+    fn preset_topics_start_with_their_defaults_at_seq_0() {
+        let topics = adw();
+        let queue = topics.get(topics.find("queue").unwrap());
+        assert_eq!(
+            std::str::from_utf8(queue.snapshot.as_ref().unwrap().json()).unwrap(),
+            r#"{"type":"queue_update","seq":0,"data":{"phases":[],"total":0,"paused":false}}"#
+        );
+        assert_eq!(topics.len(), ADW_TOPICS.len());
+    }
+
+    #[test]
+    fn adw_state_messages_carry_the_adw_id() {
+        let mut topics = adw();
+        let id = topics.find_or_create("adw-state/a1b2c3d4").unwrap();
+        let msg = topics.publish(id, r#"{"adw_id":"a1b2c3d4"}"#, 1);
+        assert_eq!(
+            std::str::from_utf8(msg.json()).unwrap(),
+            r#"{"type":"adw_state_update","adw_id":"a1b2c3d4","seq":1,"data":{"adw_id":"a1b2c3d4"}}"#
+        );
+        // The frame is a complete unmasked text frame around that JSON.
+        assert_eq!(msg.frame[0], 0x81);
+        assert_eq!(msg.frame[1] as usize, msg.json().len());
+    }
+
+    #[test]
+    fn unknown_and_excess_topics_are_refused() {
+        let mut topics = adw();
+        assert_eq!(
+            topics.find_or_create("nope"),
+            Err(TopicError::Unknown("nope".into()))
+        );
+        assert!(topics.find_or_create("adw-state/bad.id").is_err());
+        let rules = Arc::new(Rules::new(Preset::None, &[], true));
+        let mut any = Topics::new(rules, Preset::None, &[], 2);
+        any.find_or_create("a").unwrap();
+        any.find_or_create("b").unwrap();
+        assert_eq!(any.find_or_create("c"), Err(TopicError::Full(2)));
+        assert!(any.find_or_create("UPPER").is_err());
+    }
+
+    #[test]
+    fn unused_dynamic_topics_are_released_but_published_ones_stay() {
+        let mut topics = adw();
+        let id = topics.find_or_create("adw-state/gone").unwrap();
+        topics.release_if_unused(id);
+        assert_eq!(topics.find("adw-state/gone"), None);
+        let id = topics.find_or_create("adw-state/kept").unwrap();
+        topics.publish(id, "{}", 1);
+        topics.release_if_unused(id);
+        assert!(topics.find("adw-state/kept").is_some());
+        let queue = topics.find("queue").unwrap();
+        topics.release_if_unused(queue);
+        assert!(topics.find("queue").is_some());
+    }
+
+    #[test]
+    fn events_frame_type_and_data() {
+        let msg = Message::event(r#""workflow_completed""#, r#"{"adw_id":"x"}"#);
+        assert_eq!(
+            msg.json(),
+            br#"{"type":"workflow_completed","data":{"adw_id":"x"}}"#
+        );
+    }
+}
