@@ -33,10 +33,12 @@ pub enum Phase {
         last_ping: Instant,
     },
     /// The last bytes (a close frame or a final HTTP response) are queued.
-    /// Once they are written the write side is shut; the connection is
-    /// forgotten when the peer closes too, or at `deadline`.
+    /// Until they are written `--write-timeout` applies; then the write side
+    /// is shut and the connection is forgotten when the peer closes too, or
+    /// at `deadline`.
     Closing {
-        deadline: Instant,
+        /// Set when the write side is shut.
+        deadline: Option<Instant>,
         /// Why, for the log line when the connection goes.
         reason: Cow<'static, str>,
     },
@@ -116,11 +118,13 @@ impl Conn {
 
     /// Replaces whatever has not started going out with a close frame and
     /// moves to `Closing`. The caller unsubscribes the connection first.
-    pub fn queue_close(&mut self, reason: &CloseReason, deadline: Instant) {
+    pub fn queue_close(&mut self, reason: &CloseReason) {
         self.out.drop_unstarted();
         self.queue(encode_close(reason));
+        // The close frame gets a full write timeout of its own.
+        self.blocked_since = None;
         self.phase = Phase::Closing {
-            deadline,
+            deadline: None,
             reason: format!("sent close {reason}").into(),
         };
     }

@@ -150,7 +150,7 @@ pub fn parse_head(buf: &[u8]) -> Result<ParsedHead, Response> {
             return Ok(ParsedHead::Partial);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(too_large_head()),
-        Err(httparse::Error::Version) => {
+        Err(httparse::Error::Version) if names_other_http_version(buf) => {
             return Err(error(
                 VERSION_NOT_SUPPORTED,
                 "only HTTP/1.0 and HTTP/1.1 are supported",
@@ -262,6 +262,21 @@ pub fn parse_head(buf: &[u8]) -> Result<ParsedHead, Response> {
         (false, n) => BodyKind::Length(n.unwrap_or(0)),
     };
     Ok(ParsedHead::Complete { head, len })
+}
+
+/// Whether the request line ends in a well-formed `HTTP/x.y` that is
+/// simply not 1.x: that gets 505, anything else is malformed.
+fn names_other_http_version(buf: &[u8]) -> bool {
+    let line = buf
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or(buf);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(line);
+    match version.strip_prefix(b"HTTP/") {
+        Some([major, b'.', minor]) => major.is_ascii_digit() && minor.is_ascii_digit(),
+        Some([major]) => major.is_ascii_digit(),
+        _ => false,
+    }
 }
 
 fn too_large_head() -> Response {

@@ -397,7 +397,7 @@ impl EventLoop {
                         return;
                     }
                 }
-                Phase::Open { .. } => return self.handle_frames(key, now),
+                Phase::Open { .. } => return self.handle_frames(key),
                 Phase::Closing { .. } => {
                     conn.input = Vec::new();
                     return;
@@ -415,7 +415,7 @@ impl EventLoop {
         let (head, head_len) = match http::parse_head(&conn.input) {
             Ok(ParsedHead::Partial) => return false,
             Ok(ParsedHead::Complete { head, len }) => (head, len),
-            Err(response) => return self.respond(key, response, now),
+            Err(response) => return self.respond(key, response),
         };
         let body = http::parse_body(
             head.body,
@@ -448,7 +448,7 @@ impl EventLoop {
                 }
                 return false;
             }
-            Err(response) => return self.respond(key, response, now),
+            Err(response) => return self.respond(key, response),
         };
         let close = !head.keep_alive || self.shutdown_deadline.is_some();
         let head_only = head.method == "HEAD";
@@ -471,12 +471,12 @@ impl EventLoop {
                 close,
             ),
         };
-        self.respond(key, response, now)
+        self.respond(key, response)
     }
 
     /// Queues a response; a closing one moves the connection to `Closing`.
     /// Returns whether the connection reads further requests.
-    fn respond(&mut self, key: usize, response: Response, now: Instant) -> bool {
+    fn respond(&mut self, key: usize, response: Response) -> bool {
         let conn = &mut self.conns[key];
         conn.queue(response.bytes);
         self.mark_dirty(key);
@@ -484,7 +484,7 @@ impl EventLoop {
             let conn = &mut self.conns[key];
             conn.input = Vec::new();
             conn.phase = Phase::Closing {
-                deadline: now + LINGER,
+                deadline: None,
                 reason: "final HTTP response sent".into(),
             };
         }
@@ -502,19 +502,19 @@ impl EventLoop {
         // Every refusal comes before the 101: a client is never upgraded
         // only to be closed.
         if let Err(e) = self.topics.check(name) {
-            return self.respond(key, refuse(e), now);
+            return self.respond(key, refuse(e));
         }
         let accept = match http::check_upgrade(head) {
             Ok(accept) => accept,
-            Err(response) => return self.respond(key, response, now),
+            Err(response) => return self.respond(key, response),
         };
         if self.shutdown_deadline.is_some() {
             let response = http::error(http::UNAVAILABLE, "shutting down", "", true);
-            return self.respond(key, response, now);
+            return self.respond(key, response);
         }
         let topic_id = match self.topics.find_or_create(name) {
             Ok(id) => id,
-            Err(e) => return self.respond(key, refuse(e), now),
+            Err(e) => return self.respond(key, refuse(e)),
         };
         let topic = self.topics.get_mut(topic_id);
         let sub_index = topic.subscribe(key);
@@ -655,7 +655,7 @@ impl EventLoop {
 
     // ----- WebSocket -----
 
-    fn handle_frames(&mut self, key: usize, now: Instant) {
+    fn handle_frames(&mut self, key: usize) {
         let max = self.config.max_client_message;
         let conn = &mut self.conns[key];
         let Conn {
@@ -705,19 +705,19 @@ impl EventLoop {
             if failed {
                 self.stats.protocol_errors += 1;
             }
-            self.close_ws(key, reason, now);
+            self.close_ws(key, reason);
         }
     }
 
     /// Starts the closing handshake from an open connection: unsubscribe,
     /// queue the close frame, wait for the peer's close.
-    fn close_ws(&mut self, key: usize, reason: CloseReason, now: Instant) {
+    fn close_ws(&mut self, key: usize, reason: CloseReason) {
         if !self.conns[key].phase.is_open() {
             return;
         }
         self.unsubscribe(key);
         let conn = &mut self.conns[key];
-        conn.queue_close(&reason, now + LINGER);
+        conn.queue_close(&reason);
         self.mark_dirty(key);
     }
 
@@ -739,8 +739,13 @@ impl EventLoop {
         self.open -= 1;
     }
 
-    fn slow_consumer(&mut self, key: usize, why: &str, now: Instant) {
+    fn slow_consumer(&mut self, key: usize, why: &str) {
         let conn = &self.conns[key];
+        if conn.phase.is_closing() {
+            // Already leaving, and not even its last bytes go out.
+            self.finish(key, format!("final bytes not taken: {why}"));
+            return;
+        }
         warn!(
             "conn={} peer={} slow consumer ({why}, {} bytes queued): closing with 1008",
             conn.id,
@@ -749,7 +754,7 @@ impl EventLoop {
         );
         self.stats.slow_consumers += 1;
         if conn.phase.is_open() {
-            self.close_ws(key, CloseReason::new(code::POLICY, "slow consumer"), now);
+            self.close_ws(key, CloseReason::new(code::POLICY, "slow consumer"));
         } else {
             self.finish(key, "slow consumer");
         }
@@ -786,9 +791,8 @@ impl EventLoop {
             }
         }
         let count = subscribers.len();
-        let now = Instant::now();
         for key in slow {
-            self.slow_consumer(key, "queue over --max-queue-bytes", now);
+            self.slow_consumer(key, "queue over --max-queue-bytes");
         }
         count
     }
@@ -814,9 +818,8 @@ impl EventLoop {
             }
         }
         self.stats.events += 1;
-        let now = Instant::now();
         for key in slow {
-            self.slow_consumer(key, "queue over --max-queue-bytes", now);
+            self.slow_consumer(key, "queue over --max-queue-bytes");
         }
         count
     }
@@ -920,11 +923,12 @@ impl EventLoop {
             }
         } else {
             conn.blocked_since = None;
-            if conn.phase.is_closing() && !conn.write_shut {
+            if let (Phase::Closing { deadline, .. }, false) = (&mut conn.phase, conn.write_shut) {
                 // The last frame or response is out: send FIN, then keep
                 // reading until the peer closes so a reset cannot destroy
                 // what we sent.
                 conn.write_shut = true;
+                *deadline = Some(now + LINGER);
                 let _ = conn.stream.shutdown(Shutdown::Write);
             }
         }
@@ -1020,7 +1024,7 @@ impl EventLoop {
                     }
                 }
                 Phase::Closing { deadline, .. } => {
-                    if now >= *deadline {
+                    if deadline.is_some_and(|at| now >= at) {
                         due.push((key, Due::Expired));
                     }
                 }
@@ -1028,9 +1032,7 @@ impl EventLoop {
         }
         for (key, due) in due {
             match due {
-                Due::Slow => {
-                    self.slow_consumer(key, "no bytes accepted within --write-timeout", now)
-                }
+                Due::Slow => self.slow_consumer(key, "no bytes accepted within --write-timeout"),
                 Due::HttpTimeout => {
                     if self.conns[key].input.is_empty() {
                         self.finish(key, "idle");
@@ -1041,7 +1043,7 @@ impl EventLoop {
                             "",
                             true,
                         );
-                        self.respond(key, response, now);
+                        self.respond(key, response);
                     }
                 }
                 Due::PingTimeout => {
@@ -1051,7 +1053,7 @@ impl EventLoop {
                         "conn={} peer={} silent for two ping intervals",
                         conn.id, conn.peer
                     );
-                    self.close_ws(key, CloseReason::new(code::GOING_AWAY, "ping timeout"), now);
+                    self.close_ws(key, CloseReason::new(code::GOING_AWAY, "ping timeout"));
                 }
                 Due::Expired => self.finish(key, "closing timed out"),
             }
@@ -1074,14 +1076,14 @@ impl EventLoop {
             let conn = &self.conns[key];
             match conn.phase {
                 Phase::Open { .. } => {
-                    self.close_ws(key, CloseReason::new(code::GOING_AWAY, "going away"), now)
+                    self.close_ws(key, CloseReason::new(code::GOING_AWAY, "going away"))
                 }
                 Phase::Http { .. } if conn.out.is_empty() && conn.input.is_empty() => {
                     self.finish(key, "shutdown")
                 }
                 Phase::Http { .. } => {
                     let response = http::error(http::UNAVAILABLE, "shutting down", "", true);
-                    self.respond(key, response, now);
+                    self.respond(key, response);
                 }
                 Phase::Closing { .. } => {}
             }

@@ -1,0 +1,247 @@
+//! Test helpers: a server on port 0 in a thread, raw HTTP and WebSocket over
+//! `std::net::TcpStream`, and waiting on conditions with a deadline.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use statecast::{Config, Publisher, Server};
+
+/// Long enough for a loaded CI machine, short enough to fail a hung test.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// A server running in a thread; shut down and joined on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub publisher: Publisher,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::with(|_| {})
+    }
+
+    pub fn with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
+        configure(&mut config);
+        let server = Server::bind(config).expect("bind");
+        let addr = server.local_addr().unwrap();
+        let publisher = server.publisher();
+        let thread = std::thread::spawn(move || server.run());
+        TestServer {
+            addr,
+            publisher,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+    }
+
+    /// Opens a WebSocket on `topic` and reads the 101.
+    pub fn subscribe(&self, topic: &str) -> TcpStream {
+        let mut stream = self.connect();
+        stream.write_all(upgrade_request(topic).as_bytes()).unwrap();
+        let (status, _, _) = read_response(&mut stream);
+        assert_eq!(status, 101, "upgrade to {topic}");
+        stream
+    }
+
+    /// One HTTP request on a fresh connection; returns status and body.
+    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut stream = self.connect();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(req.as_bytes()).unwrap();
+        let (status, _, body) = read_response(&mut stream);
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    pub fn publish(&self, topic: &str, json: &str) -> (u16, String) {
+        self.request("POST", &format!("/api/v1/publish/{topic}"), json)
+    }
+
+    pub fn health(&self) -> serde_json::Value {
+        let (status, body) = self.request("GET", "/healthz", "");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until `/healthz` satisfies `check`.
+    #[track_caller]
+    pub fn wait_health(&self, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+        wait_until(what, || check(&self.health()));
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.publisher.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let result = thread.join();
+            if !std::thread::panicking() {
+                result
+                    .expect("server thread panicked")
+                    .expect("server failed");
+            }
+        }
+    }
+}
+
+/// Polls `condition` until it holds or `DEADLINE` passes.
+#[track_caller]
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn upgrade_request(topic: &str) -> String {
+    format!(
+        "GET /api/v1/ws/{topic} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Reads one HTTP response: status, head text, body (by Content-Length).
+/// Reads byte by byte through the head so nothing after it is consumed.
+pub fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("reading response head");
+        assert_eq!(
+            n,
+            1,
+            "EOF inside response head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).expect("reading response body");
+    (status, head, body)
+}
+
+/// A server frame: opcode and payload.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub opcode: u8,
+    pub fin: bool,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.payload).unwrap()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap()
+    }
+
+    /// A close frame's code.
+    pub fn close_code(&self) -> u16 {
+        assert_eq!(self.opcode, 0x8, "expected a close frame, got {self:?}");
+        u16::from_be_bytes([self.payload[0], self.payload[1]])
+    }
+}
+
+/// Reads one server frame, checking it is unmasked as RFC 6455 §5.1 requires.
+pub fn read_frame(stream: &mut TcpStream) -> Frame {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).expect("reading frame header");
+    assert_eq!(head[1] & 0x80, 0, "server frames must not be masked");
+    assert_eq!(head[0] & 0x70, 0, "reserved bits set");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            stream.read_exact(&mut b).unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            stream.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0; len];
+    stream
+        .read_exact(&mut payload)
+        .expect("reading frame payload");
+    Frame {
+        opcode: head[0] & 0x0f,
+        fin: head[0] & 0x80 != 0,
+        payload,
+    }
+}
+
+/// Reads frames until one that is not a ping.
+pub fn read_data_frame(stream: &mut TcpStream) -> Frame {
+    loop {
+        let frame = read_frame(stream);
+        if frame.opcode != 0x9 {
+            return frame;
+        }
+    }
+}
+
+/// Encodes a masked client frame with the first byte given as is (FIN,
+/// RSV and opcode bits), the way a browser would.
+pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut out = vec![first];
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=65535 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    out
+}
+
+/// Asserts the server has closed its side: the next read is EOF (a reset
+/// also counts as gone).
+#[track_caller]
+pub fn expect_eof(stream: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected EOF, got {n} bytes: {:?}", &buf[..n]),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("expected EOF, got {e}"),
+    }
+}
