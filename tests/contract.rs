@@ -1,0 +1,194 @@
+//! The ADW dashboard's contract (CONTRACT.md), checked with a real client
+//! library: every endpoint, its message type and data shape, before and
+//! after a publish.
+
+mod util;
+
+use serde_json::{Value, json};
+use tungstenite::{Message, connect};
+use util::*;
+
+/// The ten endpoints of CONTRACT.md: path, message type, and a check of the
+/// top-level shape of `data`.
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("workflows", "workflows_update"),
+    ("routes", "routes_update"),
+    ("workflow-history", "workflow_history_update"),
+    ("adw-state/a1b2c3d4", "adw_state_update"),
+    ("adw-monitor", "adw_monitor_update"),
+    ("queue", "queue_update"),
+    ("system-status", "system_status_update"),
+    ("webhook-status", "webhook_status_update"),
+    ("planned-features", "planned_features_update"),
+    ("qc-metrics", "qc_metrics_update"),
+];
+
+/// The top-level fields CONTRACT.md gives for each type's data, and the
+/// JSON kind of the data itself.
+fn check_shape(topic: &str, data: &Value) {
+    let object_with = |fields: &[&str]| {
+        let map = data
+            .as_object()
+            .unwrap_or_else(|| panic!("{topic}: data is not an object: {data}"));
+        for field in fields {
+            assert!(
+                map.contains_key(*field),
+                "{topic}: data lacks {field}: {data}"
+            );
+        }
+    };
+    match topic {
+        "workflows" | "routes" => assert!(data.is_array(), "{topic}: {data}"),
+        "workflow-history" => {
+            object_with(&["workflows", "total_count", "analytics"]);
+            assert!(data["total_count"].is_i64());
+        }
+        "adw-monitor" => {
+            object_with(&["summary", "workflows", "last_updated"]);
+            for k in ["total", "running", "completed", "failed", "paused"] {
+                assert!(data["summary"][k].is_i64(), "adw-monitor summary.{k}");
+            }
+        }
+        "queue" => {
+            object_with(&["phases", "total", "paused"]);
+            assert!(data["paused"].is_boolean());
+        }
+        "system-status" => {
+            object_with(&["overall_status", "timestamp", "services", "summary"]);
+            for k in ["healthy_services", "total_services", "health_percentage"] {
+                assert!(
+                    data["summary"].get(k).is_some(),
+                    "system-status summary.{k}"
+                );
+            }
+        }
+        "webhook-status" => object_with(&["status"]),
+        "planned-features" => {
+            object_with(&["features", "stats"]);
+            for k in [
+                "by_status",
+                "by_priority",
+                "by_type",
+                "total_estimated_hours",
+                "total_actual_hours",
+                "completion_rate",
+            ] {
+                assert!(data["stats"].get(k).is_some(), "planned-features stats.{k}");
+            }
+        }
+        "qc-metrics" => object_with(&[
+            "coverage",
+            "naming",
+            "file_structure",
+            "linting",
+            "overall_score",
+            "last_updated",
+        ]),
+        t if t.starts_with("adw-state/") => assert!(data.is_object()),
+        other => panic!("no shape for {other}"),
+    }
+}
+
+/// Data a producer would publish, in the contract's shapes.
+fn sample(topic: &str) -> Value {
+    match topic {
+        "workflows" => {
+            json!([{"adw_id":"a1b2c3d4","issue_number":142,"phase":"build","github_url":"https://github.com/OWNER/REPO/issues/142"}])
+        }
+        "routes" => json!([{"path":"/api/x","method":"GET","name":"x","tags":["t"]}]),
+        "workflow-history" => {
+            json!({"workflows":[{"adw_id":"a1b2c3d4"}],"total_count":1,"analytics":{"success_rate":1.0}})
+        }
+        "adw-monitor" => {
+            json!({"summary":{"total":1,"running":1,"completed":0,"failed":0,"paused":0},"workflows":[{"adw_id":"a1b2c3d4","status":"running"}],"last_updated":"2026-11-20T10:15:02Z"})
+        }
+        "queue" => {
+            json!({"phases":[{"queue_id":"q-9f1","feature_id":12,"phase_number":1,"status":"running"}],"total":1,"paused":false})
+        }
+        "system-status" => {
+            json!({"overall_status":"healthy","timestamp":"2026-11-20T10:15:02Z","services":{"db":{"name":"db","status":"healthy"}},"summary":{"healthy_services":1,"total_services":1,"health_percentage":100.0}})
+        }
+        "webhook-status" => {
+            json!({"status":"healthy","uptime":{"seconds":5},"stats":{"received":3},"recent_failures":[],"last_successful":"2026-11-20T10:15:02Z"})
+        }
+        "planned-features" => {
+            json!({"features":[{"id":1,"status":"planned"}],"stats":{"by_status":{"planned":1},"by_priority":{},"by_type":{},"total_estimated_hours":3.5,"total_actual_hours":0,"completion_rate":0.0}})
+        }
+        "qc-metrics" => {
+            json!({"coverage":81.5,"naming":90,"file_structure":88,"linting":95,"overall_score":88.6,"last_updated":"2026-11-20T10:15:02Z"})
+        }
+        t if t.starts_with("adw-state/") => {
+            json!({"adw_id":"a1b2c3d4","issue_number":"142","branch_name":"feat-142-login","model_set":"base","all_adws":["adw_plan_iso"]})
+        }
+        other => panic!("no sample for {other}"),
+    }
+}
+
+fn next_json(socket: &mut tungstenite::WebSocket<impl std::io::Read + std::io::Write>) -> Value {
+    loop {
+        match socket.read().expect("reading a message") {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+/// Every ADW endpoint greets with a well-formed default, then delivers each
+/// publish with the contract's type and shape.
+#[test]
+fn every_adw_endpoint_follows_the_contract() {
+    let server = TestServer::start();
+    let mut sockets = Vec::new();
+    for (topic, message_type) in ENDPOINTS {
+        let url = format!("ws://{}/api/v1/ws/{topic}", server.addr);
+        let (mut socket, response) = connect(url.as_str()).expect("connect");
+        assert_eq!(response.status(), 101);
+        let first = next_json(&mut socket);
+        assert_eq!(first["type"], *message_type, "{topic}");
+        assert_eq!(first["seq"], 0, "{topic}");
+        check_shape(topic, &first["data"]);
+        if topic.starts_with("adw-state/") {
+            assert_eq!(first["adw_id"], "a1b2c3d4");
+        }
+        sockets.push((topic, message_type, socket));
+    }
+    for (topic, message_type, socket) in &mut sockets {
+        let data = sample(topic);
+        let (status, body) = server.publish(topic, &data.to_string());
+        assert_eq!(status, 200, "{topic}: {body}");
+        let update = next_json(socket);
+        assert_eq!(update["type"], **message_type, "{topic}");
+        assert_eq!(update["seq"], 1, "{topic}");
+        assert_eq!(update["data"], data, "{topic}");
+        check_shape(topic, &update["data"]);
+        if topic.starts_with("adw-state/") {
+            assert_eq!(update["adw_id"], "a1b2c3d4");
+        }
+    }
+    // A one-off event reaches every panel, each of which ignores it.
+    let event = json!({"type":"workflow_completed","data":{"queue_id":"q-9f1","feature_id":12,"phase_number":1,"status":"completed","adw_id":"a1b2c3d4","timestamp":"2026-11-20T10:15:02Z"}});
+    let (status, _) = server.request("POST", "/api/v1/broadcast", &event.to_string());
+    assert_eq!(status, 200);
+    for (topic, _, socket) in &mut sockets {
+        assert_eq!(next_json(socket), event, "{topic}");
+    }
+    // A dashboard build that sends JSON pings gets JSON pongs.
+    let (_, _, socket) = &mut sockets[0];
+    socket
+        .send(Message::text(r#"{"type":"ping","timestamp":42}"#))
+        .unwrap();
+    assert_eq!(next_json(socket), json!({"type":"pong","timestamp":42}));
+    // Leaving with a close frame is answered cleanly.
+    for (_, _, mut socket) in sockets {
+        socket.close(None).unwrap();
+        loop {
+            match socket.read() {
+                Ok(_) => continue,
+                Err(tungstenite::Error::ConnectionClosed) => break,
+                Err(e) => panic!("unclean close: {e}"),
+            }
+        }
+    }
+    server.wait_health("every panel gone", |h| h["connections"] == 0);
+}
