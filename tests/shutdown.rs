@@ -51,7 +51,9 @@ fn sigterm_sends_1001_to_everyone_and_exits_0() {
         .unwrap();
     assert!(status.success());
 
-    for client in &mut clients {
+    // Each client answers the close and hangs up, as a browser does.
+    for mut client in clients.drain(..) {
+        let client = &mut client;
         let close = read_data_frame(client);
         assert_eq!(close.close_code(), 1001);
         assert_eq!(&close.payload[2..], b"going away");
