@@ -1,0 +1,193 @@
+//! The fan-out benchmark matrix: {1k, 10k} connections x {64 B, 1 KiB,
+//! 16 KiB} payloads x {paced at 10 publishes/s, burst}, plus a burst of
+//! events (batching), a run with 10% of clients stalled, and server memory
+//! per idle connection. Each cell is one `statecast-load` run with the
+//! server pinned to CPU 0 and the generator to CPU 1; the table prints each
+//! figure beside the kernel floor measured in the same run.
+//!
+//! `cargo bench --bench fanout` runs the full matrix (a few minutes).
+//! Under `cargo test` it runs one small cell, so the generator is checked
+//! on every test run.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+struct Cell {
+    connections: usize,
+    payload: usize,
+    rate: u32,
+    messages: usize,
+    kind: &'static str,
+    stalled: u32,
+}
+
+fn load() -> Command {
+    let generator = env!("CARGO_BIN_EXE_statecast-load");
+    if std::path::Path::new("/usr/bin/taskset").exists() && cpus() >= 2 {
+        let mut c = Command::new("/usr/bin/taskset");
+        c.args(["-c", "1", generator, "--server-cpu", "0"]);
+        c
+    } else {
+        Command::new(generator)
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn run(cell: &Cell) -> Value {
+    let output = load()
+        .args(["--spawn", env!("CARGO_BIN_EXE_statecast"), "--json"])
+        .args(["--connections", &cell.connections.to_string()])
+        .args(["--payload", &cell.payload.to_string()])
+        .args(["--rate", &cell.rate.to_string()])
+        .args(["--messages", &cell.messages.to_string()])
+        .args(["--kind", cell.kind])
+        .args(["--stalled", &cell.stalled.to_string()])
+        .output()
+        .expect("running statecast-load");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "statecast-load failed: {stderr}");
+    if !stderr.trim().is_empty() {
+        eprintln!("{}", stderr.trim());
+    }
+    serde_json::from_slice(&output.stdout).expect("statecast-load printed JSON")
+}
+
+fn f(v: &Value, scale: f64, digits: usize) -> String {
+    v.as_f64()
+        .map_or("-".into(), |x| format!("{:.*}", digits, x * scale))
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let mut cells = Vec::new();
+    if full {
+        for connections in [1000, 10_000] {
+            for payload in [64, 1024, 16 << 10] {
+                cells.push(Cell {
+                    connections,
+                    payload,
+                    rate: 10,
+                    messages: 30,
+                    kind: "snapshot",
+                    stalled: 0,
+                });
+                let messages = if payload > 1024 { 100 } else { 300 };
+                cells.push(Cell {
+                    connections,
+                    payload,
+                    rate: 0,
+                    messages,
+                    kind: "snapshot",
+                    stalled: 0,
+                });
+            }
+        }
+        cells.push(Cell {
+            connections: 10_000,
+            payload: 64,
+            rate: 0,
+            messages: 300,
+            kind: "event",
+            stalled: 0,
+        });
+        cells.push(Cell {
+            connections: 10_000,
+            payload: 256,
+            rate: 10,
+            messages: 30,
+            kind: "snapshot",
+            stalled: 0,
+        });
+        cells.push(Cell {
+            connections: 10_000,
+            payload: 256,
+            rate: 10,
+            messages: 30,
+            kind: "snapshot",
+            stalled: 10,
+        });
+    } else {
+        cells.push(Cell {
+            connections: 200,
+            payload: 256,
+            rate: 50,
+            messages: 10,
+            kind: "snapshot",
+            stalled: 10,
+        });
+    }
+
+    println!(
+        "| conns | stalled | payload | mode | kind | publishes/s | deliveries/s | lost | p50 ms | p99 ms | p99.9 ms | server ns/delivery | floor ns/write | ratio | floor round ms | connect ms |"
+    );
+    println!("|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for cell in &cells {
+        let r = run(cell);
+        let lost = r["expected_deliveries"].as_u64().unwrap_or(0) as i64
+            - r["deliveries"].as_u64().unwrap_or(0) as i64;
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell.connections,
+            r["stalled"],
+            cell.payload,
+            if cell.rate == 0 {
+                "burst".to_owned()
+            } else {
+                format!("{}/s", cell.rate)
+            },
+            cell.kind,
+            f(&r["publishes_per_second"], 1.0, 0),
+            f(&r["deliveries_per_second"], 1.0, 0),
+            lost,
+            f(&r["latency_us"]["p50"], 1e-3, 1),
+            f(&r["latency_us"]["p99"], 1e-3, 1),
+            f(&r["latency_us"]["p999"], 1e-3, 1),
+            f(&r["server_cpu_ns_per_delivery"], 1.0, 0),
+            f(&r["floor_ns_per_write"], 1.0, 0),
+            f(&r["ratio_to_floor"], 1.0, 2),
+            f(&r["floor_round_ms"], 1.0, 1),
+            f(&r["connect_ms"], 1.0, 0),
+        );
+        // Under cargo test, the one small cell must show a working pipeline.
+        if !full {
+            assert_eq!(
+                r["healthy_missing_last"], 0,
+                "every healthy client got the last publish"
+            );
+            assert_eq!(r["out_of_order"], 0);
+            assert!(r["deliveries"].as_u64().unwrap() > 0);
+        }
+    }
+    if full {
+        let output = load()
+            .args([
+                "--spawn",
+                env!("CARGO_BIN_EXE_statecast"),
+                "--json",
+                "--memory",
+                "1000,5000,10000,19000",
+            ])
+            .output()
+            .expect("running statecast-load --memory");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let r: Value = serde_json::from_slice(&output.stdout).unwrap();
+        println!();
+        println!("| connections | server RSS KiB |");
+        println!("|---:|---:|");
+        for p in r["points"].as_array().unwrap() {
+            println!("| {} | {} |", p["connections"], p["rss_kib"]);
+        }
+        println!(
+            "\nserver RSS per idle connection (slope 1k to 19k): {} bytes",
+            f(&r["bytes_per_idle_connection"], 1.0, 0)
+        );
+    }
+}
