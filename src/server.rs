@@ -42,6 +42,23 @@ const LINGER: Duration = Duration::from_secs(2);
 /// flood of publishes.
 const MAX_DRAIN: usize = 64 * 1024;
 
+/// Pending connections the kernel may hold before `accept`. std and mio use
+/// 128; after a restart every dashboard reconnects at once, and SYNs dropped
+/// from a full queue cost the client a one-second retransmit.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds a non-blocking listener with a deep backlog.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Rebinding right after a restart must not wait out TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 /// A WebSocket server for live dashboards: configure, bind, run.
 pub struct Server {
     config: Config,
@@ -56,7 +73,7 @@ impl Server {
     /// Binds the listening socket; fails if the address is taken.
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = listen(config.listen)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);

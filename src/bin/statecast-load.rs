@@ -366,7 +366,7 @@ impl Clients {
         while self.tally.snapshots < target {
             // Connecting and handshaking clients; bounded so the listen
             // backlog never overflows.
-            while self.clients.len() < target && self.clients.len() - self.tally.snapshots < 512 {
+            while self.clients.len() < target && self.clients.len() - self.tally.snapshots < 2048 {
                 let mut stream = TcpStream::connect(addr)?;
                 let token = Token(self.clients.len());
                 self.poll.registry().register(
