@@ -41,6 +41,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Log verbosity.
     pub log_level: LevelFilter,
+    /// Run the demo provider: moving data on every ADW topic.
+    pub demo: bool,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             max_connections: 100_000,
             log_level: LevelFilter::Info,
+            demo: false,
         }
     }
 }
@@ -107,6 +110,8 @@ ENDPOINTS:
     GET  /healthz                  status, uptime, connections, topics
 
 OPTIONS:
+    --demo                      publish believable, moving demo data to every ADW
+                                topic (workflows advancing, a service flapping, ...)
     --listen ADDR               address to listen on [default: 127.0.0.1:8002]
     --preset NAME               starting topics: adw (the ADW dashboard's ten
                                 endpoints with empty defaults) or none [default: adw]
@@ -187,6 +192,7 @@ where
                 config.topics.push(topic);
             }
             "--any-topic" => config.any_topic = true,
+            "--demo" => config.demo = true,
             "--max-topics" => config.max_topics = parse_count(&value()?).map_err(at(&name))?,
             "--max-publish-bytes" => {
                 config.max_publish_bytes = parse_size(&value()?).map_err(at(&name))?
@@ -370,6 +376,7 @@ mod tests {
     #[test]
     fn help_lists_every_option() {
         for option in [
+            "--demo",
             "--listen",
             "--preset",
             "--topic",

@@ -15,6 +15,7 @@
 //! - [`topic`]: topic names, the ADW preset, snapshots and message encoding.
 //! - [`publisher`]: the thread-safe handle producers publish through.
 //! - [`config`]: options, defaults and the command line.
+//! - [`demo`]: the `--demo` provider thread.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};
@@ -30,6 +31,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod demo;
 pub mod http;
 pub mod protocol;
 pub mod publisher;

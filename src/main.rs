@@ -33,6 +33,11 @@ fn main() -> ExitCode {
     let _ = WriteLogger::init(config.log_level, log_config, std::io::stderr());
 
     let listen = config.listen;
+    let demo = config.demo;
+    if demo && config.preset != statecast::Preset::Adw {
+        eprintln!("statecast: --demo publishes to the ADW topics and needs --preset adw");
+        return ExitCode::from(2);
+    }
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
@@ -40,6 +45,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if demo {
+        if let Err(e) = statecast::demo::spawn(server.publisher()) {
+            error!("cannot start the demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let publisher = server.publisher();
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(signals) => signals,
