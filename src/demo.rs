@@ -346,11 +346,11 @@ impl Demo {
             }
         }
         p.publish("adw-monitor", &self.monitor())?;
-        if self.tick % 5 == 0 {
+        if self.tick.is_multiple_of(5) {
             self.webhooks_received += 1 + self.rng.below(3);
             p.publish("webhook-status", &self.webhook_status())?;
         }
-        if self.tick % 10 == 0 {
+        if self.tick.is_multiple_of(10) {
             // A service flaps now and then.
             self.degraded = match self.degraded {
                 Some(_) => None,
@@ -361,7 +361,7 @@ impl Demo {
             };
             p.publish("system-status", &self.system_status())?;
         }
-        if self.tick % 25 == 0 {
+        if self.tick.is_multiple_of(25) {
             let qc = self.qc();
             p.publish("qc-metrics", &qc)?;
         }
