@@ -45,11 +45,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if demo {
-        if let Err(e) = statecast::demo::spawn(server.publisher()) {
-            error!("cannot start the demo: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Some(Err(e)) = demo.then(|| statecast::demo::spawn(server.publisher())) {
+        error!("cannot start the demo: {e}");
+        return ExitCode::FAILURE;
     }
     let publisher = server.publisher();
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
