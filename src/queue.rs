@@ -64,7 +64,9 @@ impl OutQueue {
     /// Queues a snapshot, dropping any older snapshot that has not started
     /// going out: a connection only ever needs its topic's newest state.
     /// The newest goes to the back so it still follows every event queued
-    /// before it. Returns whether an older one was superseded.
+    /// before it. Returns whether an older one was superseded. The same
+    /// snapshot already waiting (a client that subscribed in the turn it
+    /// was published) is not queued twice.
     pub fn push_snapshot(&mut self, bytes: Shared) -> bool {
         let first_unstarted = usize::from(self.head_written > 0);
         let superseded = self
@@ -74,6 +76,9 @@ impl OutQueue {
             .rposition(|item| item.kind == Kind::Snapshot)
             .map(|i| i + first_unstarted);
         if let Some(i) = superseded {
+            if Arc::ptr_eq(&self.items[i].bytes, &bytes) {
+                return false;
+            }
             let old = self.items.remove(i).expect("index from rposition");
             self.pending -= old.bytes.len();
         }
@@ -184,6 +189,15 @@ mod tests {
         q.write_to(&mut w).unwrap();
         assert_eq!(w.out, b"e1s2");
         assert_eq!(q.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn the_same_snapshot_is_not_queued_twice() {
+        let mut q = OutQueue::default();
+        let snap = shared("s1");
+        q.push_snapshot(snap.clone());
+        assert!(!q.push_snapshot(snap));
+        assert_eq!(q.pending_bytes(), 2);
     }
 
     #[test]

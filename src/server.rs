@@ -135,6 +135,7 @@ impl Server {
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             dirty: Vec::new(),
             doomed: Vec::new(),
+            dirty_topics: Vec::new(),
             started: now,
             tick,
             next_tick: now + tick,
@@ -189,6 +190,8 @@ struct EventLoop {
     dirty: Vec<usize>,
     /// Connections to remove at the end of the turn.
     doomed: Vec<usize>,
+    /// Topics published this turn, fanned out before writing.
+    dirty_topics: Vec<usize>,
     started: Instant,
     /// Timer resolution: a quarter of the shortest timeout, at most 1 s.
     tick: Duration,
@@ -250,6 +253,7 @@ impl EventLoop {
                 }
             }
             self.drain_commands(now);
+            self.fan_out();
             self.flush_dirty(now);
             self.reap();
             if self.accept_retry.is_some_and(|at| now >= at) {
@@ -779,43 +783,55 @@ impl EventLoop {
 
     // ----- publishing -----
 
-    /// Stores a topic's new snapshot and fans it out. Returns the number of
-    /// subscribers it was queued for.
+    /// Stores a topic's new snapshot and schedules its fan-out. Returns
+    /// the number of subscribers it will reach.
     fn publish(&mut self, id: usize, data: &str, publishes: u64) -> usize {
-        let message = self.topics.publish(id, data, publishes);
+        self.topics.publish(id, data, publishes);
         self.stats.publishes += publishes;
-        self.fan_out(id, &message)
+        let topic = self.topics.get_mut(id);
+        if !topic.fan_out_pending {
+            topic.fan_out_pending = true;
+            self.dirty_topics.push(id);
+        }
+        topic.subscribers.len()
     }
 
-    /// Queues one encoded snapshot for every subscriber of `topic`: a clone
-    /// of the same `Arc`, never a copy. Writing happens once per turn, in
-    /// `flush_dirty`.
-    fn fan_out(&mut self, topic: usize, message: &Message) -> usize {
+    /// Queues each published topic's newest snapshot for every subscriber:
+    /// a clone of the same `Arc`, never a copy. Runs once per turn (and
+    /// before any event, to keep order), so a burst of publishes to one
+    /// topic costs one pass over its subscribers, not one per publish.
+    fn fan_out(&mut self) {
         let max_queue = self.config.max_queue_bytes;
-        let subscribers = &self.topics.get(topic).subscribers;
         let mut slow = Vec::new();
-        for &key in subscribers {
-            let conn = &mut self.conns[key];
-            if conn.out.push_snapshot(message.frame.clone()) {
-                self.stats.superseded += 1;
-            }
-            if conn.out.pending_bytes() > max_queue {
-                slow.push(key);
-            }
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
+        for id in self.dirty_topics.drain(..) {
+            let topic = self.topics.get_mut(id);
+            topic.fan_out_pending = false;
+            let Some(snapshot) = &topic.snapshot else {
+                continue;
+            };
+            for &key in &topic.subscribers {
+                let conn = &mut self.conns[key];
+                if conn.out.push_snapshot(snapshot.frame.clone()) {
+                    self.stats.superseded += 1;
+                }
+                if conn.out.pending_bytes() > max_queue {
+                    slow.push(key);
+                }
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(key);
+                }
             }
         }
-        let count = subscribers.len();
         for key in slow {
             self.slow_consumer(key, "queue over --max-queue-bytes");
         }
-        count
     }
 
     /// Sends a one-off event to every open connection, whatever its topic.
     fn broadcast(&mut self, type_json: &str, data: &str) -> usize {
+        // Snapshots published before this event go out before it.
+        self.fan_out();
         let message = Message::event(type_json, data);
         let max_queue = self.config.max_queue_bytes;
         let mut slow = Vec::new();

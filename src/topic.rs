@@ -210,6 +210,8 @@ pub struct Topic {
     /// Preset and `--topic` topics live for the server's life; others are
     /// dropped when nobody needs them.
     permanent: bool,
+    /// Published this turn; the loop fans the newest snapshot out once.
+    pub fan_out_pending: bool,
 }
 
 impl Topic {
@@ -226,6 +228,7 @@ impl Topic {
             snapshot: None,
             subscribers: Vec::new(),
             permanent,
+            fan_out_pending: false,
         }
     }
 
@@ -352,7 +355,8 @@ impl Topics {
     /// `adw-state/{id}` for ids that come and go.
     pub fn release_if_unused(&mut self, id: usize) {
         let topic = &self.topics[id];
-        if !topic.permanent && topic.seq == 0 && topic.subscribers.is_empty() {
+        if !topic.permanent && topic.seq == 0 && topic.subscribers.is_empty() && !topic.fan_out_pending
+        {
             let topic = self.topics.remove(id);
             self.by_name.remove(&topic.name);
         }
