@@ -355,7 +355,10 @@ impl Topics {
     /// `adw-state/{id}` for ids that come and go.
     pub fn release_if_unused(&mut self, id: usize) {
         let topic = &self.topics[id];
-        if !topic.permanent && topic.seq == 0 && topic.subscribers.is_empty() && !topic.fan_out_pending
+        if !topic.permanent
+            && topic.seq == 0
+            && topic.subscribers.is_empty()
+            && !topic.fan_out_pending
         {
             let topic = self.topics.remove(id);
             self.by_name.remove(&topic.name);

@@ -704,6 +704,9 @@ struct Floor {
     batched_ns: f64,
     /// Wall time to write the frame once to every socket.
     round_wall_ns: f64,
+    /// Wall time until this process has read that frame from every socket:
+    /// the floor's publish-to-last-client latency, with the same reader.
+    round_delivered_ns: f64,
 }
 
 fn measure_floor(o: &Options, frame_len: usize) -> io::Result<Floor> {
@@ -743,13 +746,15 @@ fn measure_floor(o: &Options, frame_len: usize) -> io::Result<Floor> {
     }
     line.clear();
     stdout.read_line(&mut line)?;
-    let mut floor_round = |batch: usize, rounds: usize| -> io::Result<(f64, f64)> {
-        let (mut cpu, mut wall) = (0u64, 0u64);
+    let mut floor_round = |batch: usize, rounds: usize| -> io::Result<(f64, f64, f64)> {
+        let (mut cpu, mut wall, mut delivered) = (0u64, 0u64, 0u64);
         for _ in 0..rounds {
             let expect = (o.connections * frame_len * batch) as u64;
+            let start = Instant::now();
             writeln!(stdin, "{batch}")?;
             stdin.flush()?;
             drain(&mut poll, &mut sockets, expect)?;
+            delivered += start.elapsed().as_nanos() as u64;
             line.clear();
             stdout.read_line(&mut line)?;
             let mut p = line
@@ -759,11 +764,12 @@ fn measure_floor(o: &Options, frame_len: usize) -> io::Result<Floor> {
             wall += p.next().unwrap_or(0);
         }
         let writes = (o.connections * rounds * batch) as f64;
-        Ok((cpu as f64 / writes, wall as f64 / (rounds * batch) as f64))
+        let per_round = |total: u64| total as f64 / (rounds * batch) as f64;
+        Ok((cpu as f64 / writes, per_round(wall), per_round(delivered)))
     };
     let rounds = 20;
-    let (per_write_ns, round_wall_ns) = floor_round(1, rounds)?;
-    let (batched_ns, _) = floor_round(10, rounds)?;
+    let (per_write_ns, round_wall_ns, round_delivered_ns) = floor_round(1, rounds)?;
+    let (batched_ns, _, _) = floor_round(10, rounds)?;
     drop(stdin);
     if let Some(mut process) = child.child.take() {
         let _ = process.wait();
@@ -772,6 +778,7 @@ fn measure_floor(o: &Options, frame_len: usize) -> io::Result<Floor> {
         per_write_ns,
         batched_ns,
         round_wall_ns,
+        round_delivered_ns,
     })
 }
 
@@ -894,7 +901,8 @@ fn run(o: Options) -> io::Result<()> {
         None
     };
     let per_delivery = server_cpu.map(|c| c as f64 / deliveries.max(1) as f64);
-    let own_busy = own_cpu as f64 / (report.elapsed.as_nanos().max(1) as f64);
+    let window = report.elapsed.as_nanos().max(run_ns as u128).max(1);
+    let own_busy = own_cpu as f64 / window as f64;
     let result = serde_json::json!({
         "connections": o.connections,
         "stalled": stalled,
@@ -920,6 +928,7 @@ fn run(o: Options) -> io::Result<()> {
         "floor_ns_per_write": floor.as_ref().map(|f| f.per_write_ns),
         "floor_ns_per_batched_frame": floor.as_ref().map(|f| f.batched_ns),
         "floor_round_ms": floor.as_ref().map(|f| f.round_wall_ns / 1e6),
+        "floor_delivered_ms": floor.as_ref().map(|f| f.round_delivered_ns / 1e6),
         "ratio_to_floor": match (per_delivery, &floor) {
             (Some(p), Some(f)) => Some(p / f.per_write_ns),
             _ => None,
@@ -982,8 +991,9 @@ fn print_report(r: &serde_json::Value) {
         f(&r["ratio_to_floor"])
     );
     println!(
-        "floor: {} ms to write one frame to every socket",
-        f(&r["floor_round_ms"])
+        "floor: {} ms to write one frame to every socket, {} ms until all were read",
+        f(&r["floor_round_ms"]),
+        f(&r["floor_delivered_ms"])
     );
 }
 
