@@ -43,6 +43,12 @@ pub struct Config {
     pub log_level: LevelFilter,
     /// Run the demo provider: moving data on every ADW topic.
     pub demo: bool,
+    /// Watch this directory of `<adw_id>/adw_state.json` files.
+    pub agents_dir: Option<std::path::PathBuf>,
+    /// How often the agents directory is scanned.
+    pub scan_interval: Duration,
+    /// `OWNER/NAME`, for the `github_url` of each workflow.
+    pub github_repo: Option<String>,
 }
 
 impl Default for Config {
@@ -63,6 +69,9 @@ impl Default for Config {
             max_connections: 100_000,
             log_level: LevelFilter::Info,
             demo: false,
+            agents_dir: None,
+            scan_interval: Duration::from_millis(500),
+            github_repo: None,
         }
     }
 }
@@ -70,7 +79,7 @@ impl Default for Config {
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
@@ -112,6 +121,10 @@ ENDPOINTS:
 OPTIONS:
     --demo                      publish believable, moving demo data to every ADW
                                 topic (workflows advancing, a service flapping, ...)
+    --agents-dir DIR            publish adw-state/<id>, workflows and adw-monitor from
+                                DIR/<adw_id>/adw_state.json files
+    --scan-interval DURATION    how often --agents-dir is scanned [default: 500ms]
+    --github-repo OWNER/NAME    repository for each workflow's github_url
     --listen ADDR               address to listen on [default: 127.0.0.1:8002]
     --preset NAME               starting topics: adw (the ADW dashboard's ten
                                 endpoints with empty defaults) or none [default: adw]
@@ -193,6 +206,25 @@ where
             }
             "--any-topic" => config.any_topic = true,
             "--demo" => config.demo = true,
+            "--agents-dir" => config.agents_dir = Some(value()?.into()),
+            "--scan-interval" => {
+                config.scan_interval = parse_duration(&value()?).map_err(at(&name))?
+            }
+            "--github-repo" => {
+                let repo = value()?;
+                let valid = repo.split_once('/').is_some_and(|(owner, name)| {
+                    !owner.is_empty()
+                        && !name.is_empty()
+                        && !name.contains('/')
+                        && repo
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+                });
+                if !valid {
+                    return Err(ArgError(format!("{name}: {repo:?} is not OWNER/NAME")));
+                }
+                config.github_repo = Some(repo);
+            }
             "--max-topics" => config.max_topics = parse_count(&value()?).map_err(at(&name))?,
             "--max-publish-bytes" => {
                 config.max_publish_bytes = parse_size(&value()?).map_err(at(&name))?
@@ -229,7 +261,7 @@ where
             _ => return Err(ArgError(format!("unknown option {name}; see --help"))),
         }
     }
-    Ok(Command::Run(config))
+    Ok(Command::Run(Box::new(config)))
 }
 
 fn at(option: &str) -> impl Fn(String) -> ArgError + '_ {
@@ -314,7 +346,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, ArgError> {
         match parse_args(args.iter().copied())? {
-            Command::Run(c) => Ok(c),
+            Command::Run(c) => Ok(*c),
             other => panic!("expected a config, got {other:?}"),
         }
     }
@@ -377,6 +409,9 @@ mod tests {
     fn help_lists_every_option() {
         for option in [
             "--demo",
+            "--agents-dir",
+            "--scan-interval",
+            "--github-repo",
             "--listen",
             "--preset",
             "--topic",

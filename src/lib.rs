@@ -16,6 +16,7 @@
 //! - [`publisher`]: the thread-safe handle producers publish through.
 //! - [`config`]: options, defaults and the command line.
 //! - [`demo`]: the `--demo` provider thread.
+//! - [`agents`]: the `--agents-dir` provider thread.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};
@@ -29,6 +30,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod agents;
 pub mod config;
 pub mod conn;
 pub mod demo;

@@ -12,7 +12,7 @@ use statecast::config::{self, Command};
 
 fn main() -> ExitCode {
     let config = match config::parse_args(std::env::args_os().skip(1)) {
-        Ok(Command::Run(config)) => config,
+        Ok(Command::Run(config)) => *config,
         Ok(Command::Help) => {
             print!("{}", config::HELP);
             return ExitCode::SUCCESS;
@@ -34,8 +34,18 @@ fn main() -> ExitCode {
 
     let listen = config.listen;
     let demo = config.demo;
-    if demo && config.preset != statecast::Preset::Adw {
-        eprintln!("statecast: --demo publishes to the ADW topics and needs --preset adw");
+    let agents = config
+        .agents_dir
+        .clone()
+        .map(|dir| statecast::agents::AgentsConfig {
+            dir,
+            scan_interval: config.scan_interval,
+            github_repo: config.github_repo.clone(),
+        });
+    if (demo || agents.is_some()) && config.preset != statecast::Preset::Adw {
+        eprintln!(
+            "statecast: --demo and --agents-dir publish to the ADW topics and need --preset adw"
+        );
         return ExitCode::from(2);
     }
     let server = match Server::bind(config) {
@@ -47,6 +57,10 @@ fn main() -> ExitCode {
     };
     if let Some(Err(e)) = demo.then(|| statecast::demo::spawn(server.publisher())) {
         error!("cannot start the demo: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(Err(e)) = agents.map(|a| statecast::agents::spawn(a, server.publisher())) {
+        error!("cannot start the agents provider: {e}");
         return ExitCode::FAILURE;
     }
     let publisher = server.publisher();
