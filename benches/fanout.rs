@@ -122,17 +122,17 @@ fn main() {
     }
 
     println!(
-        "| conns | stalled | payload | mode | kind | publishes/s | deliveries/s | lost | p50 ms | p99 ms | p99.9 ms | server ns/delivery | floor ns/write | ratio | floor write ms | floor delivered ms | connect ms |"
+        "| conns | stalled | payload | mode | kind | publishes/s | deliveries/s | lost | missing last | p50 ms | p99 ms | p99.9 ms | server ns/delivery | floor ns/write | ratio | floor write ms | floor delivered ms | connect ms |"
     );
     println!(
-        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for cell in &cells {
         let r = run(cell);
         let lost = r["expected_deliveries"].as_u64().unwrap_or(0) as i64
             - r["deliveries"].as_u64().unwrap_or(0) as i64;
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell.connections,
             r["stalled"],
             cell.payload,
@@ -145,6 +145,7 @@ fn main() {
             f(&r["publishes_per_second"], 1.0, 0),
             f(&r["deliveries_per_second"], 1.0, 0),
             lost,
+            r["healthy_missing_last"],
             f(&r["latency_us"]["p50"], 1e-3, 1),
             f(&r["latency_us"]["p99"], 1e-3, 1),
             f(&r["latency_us"]["p999"], 1e-3, 1),
