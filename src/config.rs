@@ -49,6 +49,10 @@ pub struct Config {
     pub scan_interval: Duration,
     /// `OWNER/NAME`, for the `github_url` of each workflow.
     pub github_repo: Option<String>,
+    /// URLs polled into topics.
+    pub polls: Vec<crate::poll::PollSpec>,
+    /// Time allowed for one poll request, connect to last byte.
+    pub poll_timeout: Duration,
 }
 
 impl Default for Config {
@@ -72,9 +76,14 @@ impl Default for Config {
             agents_dir: None,
             scan_interval: Duration::from_millis(500),
             github_repo: None,
+            polls: Vec::new(),
+            poll_timeout: Duration::from_secs(5),
         }
     }
 }
+
+/// How often `--poll` fetches when the entry names no interval.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -125,6 +134,9 @@ OPTIONS:
                                 DIR/<adw_id>/adw_state.json files
     --scan-interval DURATION    how often --agents-dir is scanned [default: 500ms]
     --github-repo OWNER/NAME    repository for each workflow's github_url
+    --poll TOPIC=URL[@INTERVAL] GET a plain-HTTP URL every INTERVAL [default: 2s] and
+                                publish its JSON to TOPIC when it changes; repeatable
+    --poll-timeout DURATION     time allowed for one poll request [default: 5s]
     --listen ADDR               address to listen on [default: 127.0.0.1:8002]
     --preset NAME               starting topics: adw (the ADW dashboard's ten
                                 endpoints with empty defaults) or none [default: adw]
@@ -206,6 +218,14 @@ where
             }
             "--any-topic" => config.any_topic = true,
             "--demo" => config.demo = true,
+            "--poll" => {
+                let spec =
+                    crate::poll::parse_spec(&value()?, DEFAULT_POLL_INTERVAL).map_err(at(&name))?;
+                config.polls.push(spec);
+            }
+            "--poll-timeout" => {
+                config.poll_timeout = parse_duration(&value()?).map_err(at(&name))?
+            }
             "--agents-dir" => config.agents_dir = Some(value()?.into()),
             "--scan-interval" => {
                 config.scan_interval = parse_duration(&value()?).map_err(at(&name))?
@@ -408,6 +428,8 @@ mod tests {
     #[test]
     fn help_lists_every_option() {
         for option in [
+            "--poll",
+            "--poll-timeout",
             "--demo",
             "--agents-dir",
             "--scan-interval",

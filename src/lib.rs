@@ -17,6 +17,7 @@
 //! - [`config`]: options, defaults and the command line.
 //! - [`demo`]: the `--demo` provider thread.
 //! - [`agents`]: the `--agents-dir` provider thread.
+//! - [`poll`]: the `--poll` provider threads.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};
@@ -35,6 +36,7 @@ pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod http;
+pub mod poll;
 pub mod protocol;
 pub mod publisher;
 pub mod queue;

@@ -48,6 +48,18 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let rules = statecast::topic::Rules::new(config.preset, &config.topics, config.any_topic);
+    for spec in &config.polls {
+        if let Err(e) = rules.check(&spec.topic) {
+            eprintln!("statecast: --poll: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let polls = config.polls.clone();
+    let poll_limits = statecast::poll::Limits {
+        timeout: config.poll_timeout,
+        max_bytes: config.max_publish_bytes,
+    };
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
@@ -62,6 +74,14 @@ fn main() -> ExitCode {
     if let Some(Err(e)) = agents.map(|a| statecast::agents::spawn(a, server.publisher())) {
         error!("cannot start the agents provider: {e}");
         return ExitCode::FAILURE;
+    }
+    for spec in polls {
+        let publisher = server.publisher();
+        let registry = publisher.providers().clone();
+        if let Err(e) = statecast::poll::spawn(spec, poll_limits, publisher, registry) {
+            error!("cannot start a poll thread: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let publisher = server.publisher();
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {

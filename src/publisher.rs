@@ -9,6 +9,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use mio::Waker;
 use serde::Serialize;
 
+use crate::poll::Registry;
 use crate::topic::{Rules, TopicError};
 
 /// Commands a publisher can queue. Held at most `CHANNEL_BOUND` deep; a
@@ -62,6 +63,10 @@ pub struct Publisher {
     /// `eventfd` write rather than one per publish.
     wake_pending: Arc<AtomicBool>,
     rules: Arc<Rules>,
+    /// Set when the loop has gone, so idle producers can stop too.
+    closed: Arc<AtomicBool>,
+    /// Providers' health, shown in `/healthz`.
+    providers: Registry,
 }
 
 impl fmt::Debug for Publisher {
@@ -74,6 +79,14 @@ impl fmt::Debug for Publisher {
 pub(crate) struct Inbox {
     pub rx: Receiver<Command>,
     pub wake_pending: Arc<AtomicBool>,
+    pub closed: Arc<AtomicBool>,
+    pub providers: Registry,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
 }
 
 impl Inbox {
@@ -88,13 +101,23 @@ impl Inbox {
 pub(crate) fn channel(waker: Arc<Waker>, rules: Arc<Rules>) -> (Publisher, Inbox) {
     let (tx, rx) = sync_channel(CHANNEL_BOUND);
     let wake_pending = Arc::new(AtomicBool::new(false));
+    let closed = Arc::new(AtomicBool::new(false));
+    let providers = Registry::default();
     let publisher = Publisher {
         tx,
         waker,
         wake_pending: wake_pending.clone(),
         rules,
+        closed: closed.clone(),
+        providers: providers.clone(),
     };
-    (publisher, Inbox { rx, wake_pending })
+    let inbox = Inbox {
+        rx,
+        wake_pending,
+        closed,
+        providers,
+    };
+    (publisher, inbox)
 }
 
 impl Publisher {
@@ -133,6 +156,16 @@ impl Publisher {
         let type_json = serde_json::to_string(event_type).map_err(PublishError::Json)?;
         let data = serde_json::to_string(data).map_err(PublishError::Json)?;
         self.send(Command::Event { type_json, data })
+    }
+
+    /// Whether the server has stopped; every publish would fail with `Closed`.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Where providers report their health for `/healthz`.
+    pub fn providers(&self) -> &Registry {
+        &self.providers
     }
 
     /// Asks the server to shut down: 1001 to every client, then `run` returns.

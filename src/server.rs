@@ -655,9 +655,17 @@ impl EventLoop {
             sockets: usize,
             queued_bytes: usize,
             counters: &'a Stats,
+            providers: &'a std::collections::BTreeMap<String, crate::poll::ProviderStatus>,
         }
+        let providers = self
+            .inbox
+            .providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let status = if self.shutdown_deadline.is_some() {
             "shutting_down"
+        } else if providers.values().any(|p| !p.ok) {
+            "degraded"
         } else {
             "ok"
         };
@@ -670,6 +678,7 @@ impl EventLoop {
             sockets: self.conns.len(),
             queued_bytes: self.conns.iter().map(|(_, c)| c.out.pending_bytes()).sum(),
             counters: &self.stats,
+            providers: &providers,
         };
         serde_json::to_vec(&health).expect("plain data serialises")
     }

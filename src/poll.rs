@@ -1,0 +1,330 @@
+//! The polled-URL provider (`--poll TOPIC=URL[@INTERVAL]`): a thread per
+//! entry GETs a plain-HTTP URL and publishes the JSON when it differs from
+//! what it last published, so an existing REST backend can feed topics
+//! without changing. Failures keep the last snapshot, back off, are logged
+//! when the state changes, and show in `/healthz`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::http::{self, BodyKind, ParsedBody};
+use crate::publisher::{PublishError, Publisher};
+
+/// One `--poll` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollSpec {
+    pub topic: String,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+    pub interval: Duration,
+}
+
+impl fmt::Display for PollSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+    }
+}
+
+/// Parses `TOPIC=http://HOST[:PORT]/PATH[@INTERVAL]`.
+pub fn parse_spec(s: &str, default_interval: Duration) -> Result<PollSpec, String> {
+    let (topic, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not TOPIC=URL[@INTERVAL]"))?;
+    let (url, interval) = match rest.rsplit_once('@') {
+        Some((url, interval)) if !interval.contains('/') => {
+            (url, crate::config::parse_duration(interval)?)
+        }
+        _ => (rest, default_interval),
+    };
+    let Some(after) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "{url:?}: only plain http:// URLs are supported (put a local proxy before https)"
+        ));
+    };
+    let (authority, path) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
+            host,
+            port.parse()
+                .map_err(|_| format!("{url:?}: {port:?} is not a port"))?,
+        ),
+        _ => (authority, 80),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(PollSpec {
+        topic: topic.to_owned(),
+        host: host.trim_matches(|c| c == '[' || c == ']').to_owned(),
+        port,
+        path: path.to_owned(),
+        interval,
+    })
+}
+
+/// How a provider is doing, for `/healthz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProviderStatus {
+    pub ok: bool,
+    pub last_error: Option<String>,
+    /// Seconds since the last successful fetch, if any.
+    #[serde(skip)]
+    pub last_success: Option<Instant>,
+}
+
+/// Every provider's status by name, shared between provider threads and
+/// the loop's `/healthz`.
+pub type Registry = Arc<Mutex<BTreeMap<String, ProviderStatus>>>;
+
+/// Limits for one fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub max_bytes: usize,
+}
+
+/// GETs the URL and returns its body, which must be a 200 with valid JSON.
+pub fn fetch(spec: &PollSpec, limits: Limits) -> Result<String, String> {
+    let deadline = Instant::now() + limits.timeout;
+    let addr = (spec.host.as_str(), spec.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {}: {e}", spec.host))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to nothing", spec.host))?;
+    let mut stream = TcpStream::connect_timeout(&addr, limits.timeout)
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    stream
+        .set_write_timeout(Some(left()))
+        .map_err(|e| e.to_string())?;
+    // One write: `write!` on a socket would send each piece on its own.
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: statecast/{}\r\n\r\n",
+        spec.path,
+        spec.host,
+        env!("CARGO_PKG_VERSION")
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("sending the request: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        if Instant::now() >= deadline {
+            return Err(format!("no complete response within {:?}", limits.timeout));
+        }
+        stream
+            .set_read_timeout(Some(left()))
+            .map_err(|e| e.to_string())?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!("no complete response within {:?}", limits.timeout));
+            }
+            Err(e) => return Err(format!("reading the response: {e}")),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(body) = parse_response(&buf, n == 0, limits.max_bytes)? {
+            let raw: &serde_json::value::RawValue =
+                serde_json::from_slice(&body).map_err(|e| format!("invalid JSON: {e}"))?;
+            return Ok(raw.get().to_owned());
+        }
+        if n == 0 {
+            return Err("connection closed before the response was complete".into());
+        }
+    }
+}
+
+/// Parses a response from what has arrived; `Ok(None)` asks for more.
+fn parse_response(buf: &[u8], eof: bool, max: usize) -> Result<Option<Vec<u8>>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > http::MAX_HEAD => {
+            return Err("response head too large".into());
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("malformed response: {e}")),
+    };
+    let code = response.code.unwrap_or(0);
+    if code != 200 {
+        return Err(format!(
+            "HTTP {code} {}",
+            response.reason.unwrap_or_default()
+        ));
+    }
+    let header = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    let kind = if header("transfer-encoding").is_some_and(|v| v == "chunked") {
+        Some(BodyKind::Chunked)
+    } else {
+        header("content-length")
+            .map(|v| v.parse().map(BodyKind::Length))
+            .transpose()
+            .map_err(|_| "invalid Content-Length".to_owned())?
+    };
+    let body = &buf[head_len..];
+    match kind {
+        Some(kind) => match http::parse_body(kind, body, max) {
+            Ok(ParsedBody::Complete(body, _)) => Ok(Some(body)),
+            Ok(ParsedBody::Partial) => Ok(None),
+            Err(_) => Err(format!(
+                "response body over the limit of {max} bytes or malformed"
+            )),
+        },
+        // Delimited by the end of the connection.
+        None if body.len() > max => Err(format!("response body over the limit of {max} bytes")),
+        None if eof => Ok(Some(body.to_vec())),
+        None => Ok(None),
+    }
+}
+
+/// Starts one polling thread. It stops when the server does.
+pub fn spawn(
+    spec: PollSpec,
+    limits: Limits,
+    publisher: Publisher,
+    registry: Registry,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let name = format!("poll {}", spec.topic);
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let mut last: Option<String> = None;
+            let mut failures = 0u32;
+            loop {
+                let result = fetch(&spec, limits);
+                let was_ok = failures == 0;
+                match result {
+                    Ok(body) => {
+                        if !was_ok {
+                            info!("{name}: {spec} recovered after {failures} failures");
+                        }
+                        failures = 0;
+                        set_status(&registry, &name, true, None);
+                        if last.as_deref() != Some(body.as_str()) {
+                            match publisher.publish_json(&spec.topic, &body) {
+                                Ok(()) => last = Some(body),
+                                Err(PublishError::Closed) => return,
+                                Err(e) => warn!("{name}: publish failed: {e}"),
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        if was_ok {
+                            warn!("{name}: {spec} failed: {error}; keeping the last snapshot");
+                        }
+                        failures = failures.saturating_add(1);
+                        set_status(&registry, &name, false, Some(error));
+                    }
+                }
+                // Back off while failing: double the interval per failure, at
+                // most 16 times it and never over a minute more.
+                let backoff = spec.interval * 2u32.saturating_pow(failures.min(4));
+                let wait = if failures == 0 {
+                    spec.interval
+                } else {
+                    backoff.min(spec.interval + Duration::from_secs(60))
+                };
+                std::thread::sleep(wait);
+                if publisher.is_closed() {
+                    return;
+                }
+            }
+        })
+}
+
+fn set_status(registry: &Registry, name: &str, ok: bool, error: Option<String>) {
+    let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = map.entry(name.to_owned()).or_insert(ProviderStatus {
+        ok,
+        last_error: None,
+        last_success: None,
+    });
+    entry.ok = ok;
+    if ok {
+        entry.last_success = Some(Instant::now());
+    } else {
+        entry.last_error = error;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        let d = Duration::from_secs(2);
+        assert_eq!(
+            parse_spec("queue=http://localhost:8000/api/queue@500ms", d),
+            Ok(PollSpec {
+                topic: "queue".into(),
+                host: "localhost".into(),
+                port: 8000,
+                path: "/api/queue".into(),
+                interval: Duration::from_millis(500),
+            })
+        );
+        let s = parse_spec("system-status=http://backend/status?x=1", d).unwrap();
+        assert_eq!(
+            (s.port, s.path.as_str(), s.interval),
+            (80, "/status?x=1", d)
+        );
+        assert!(
+            parse_spec("queue=https://x/", d)
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert!(parse_spec("queue", d).is_err());
+        assert!(parse_spec("queue=http://x:port/", d).is_err());
+        assert!(parse_spec("queue=http://x/@20", d).is_err());
+    }
+
+    #[test]
+    fn responses_parse() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]";
+        assert_eq!(parse_response(ok, false, 100), Ok(Some(b"[]".to_vec())));
+        assert_eq!(parse_response(&ok[..30], false, 100), Ok(None));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+        assert_eq!(
+            parse_response(chunked, false, 100),
+            Ok(Some(b"{}".to_vec()))
+        );
+        let until_eof = b"HTTP/1.1 200 OK\r\n\r\n{\"a\":1}";
+        assert_eq!(parse_response(until_eof, false, 100), Ok(None));
+        assert_eq!(
+            parse_response(until_eof, true, 100),
+            Ok(Some(b"{\"a\":1}".to_vec()))
+        );
+        let err = parse_response(b"HTTP/1.1 503 Busy\r\n\r\n", false, 100).unwrap_err();
+        assert_eq!(err, "HTTP 503 Busy");
+        assert!(parse_response(ok, false, 1).is_err());
+    }
+}
