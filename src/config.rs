@@ -53,6 +53,10 @@ pub struct Config {
     pub polls: Vec<crate::poll::PollSpec>,
     /// Time allowed for one poll request, connect to last byte.
     pub poll_timeout: Duration,
+    /// Commands run into topics.
+    pub execs: Vec<crate::exec::ExecSpec>,
+    /// Time a command may run before it is killed.
+    pub exec_timeout: Duration,
 }
 
 impl Default for Config {
@@ -78,6 +82,8 @@ impl Default for Config {
             github_repo: None,
             polls: Vec::new(),
             poll_timeout: Duration::from_secs(5),
+            execs: Vec::new(),
+            exec_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -137,6 +143,11 @@ OPTIONS:
     --poll TOPIC=URL[@INTERVAL] GET a plain-HTTP URL every INTERVAL [default: 2s] and
                                 publish its JSON to TOPIC when it changes; repeatable
     --poll-timeout DURATION     time allowed for one poll request [default: 5s]
+    --exec TOPIC=COMMAND@INTERVAL
+                                run COMMAND (with sh -c) every INTERVAL and publish
+                                its stdout to TOPIC when it is JSON and changed
+    --exec-timeout DURATION     time a command may run before it and everything
+                                it started are killed [default: 10s]
     --listen ADDR               address to listen on [default: 127.0.0.1:8002]
     --preset NAME               starting topics: adw (the ADW dashboard's ten
                                 endpoints with empty defaults) or none [default: adw]
@@ -222,6 +233,12 @@ where
                 let spec =
                     crate::poll::parse_spec(&value()?, DEFAULT_POLL_INTERVAL).map_err(at(&name))?;
                 config.polls.push(spec);
+            }
+            "--exec" => config
+                .execs
+                .push(crate::exec::parse_spec(&value()?).map_err(at(&name))?),
+            "--exec-timeout" => {
+                config.exec_timeout = parse_duration(&value()?).map_err(at(&name))?
             }
             "--poll-timeout" => {
                 config.poll_timeout = parse_duration(&value()?).map_err(at(&name))?
@@ -428,6 +445,8 @@ mod tests {
     #[test]
     fn help_lists_every_option() {
         for option in [
+            "--exec",
+            "--exec-timeout",
             "--poll",
             "--poll-timeout",
             "--demo",

@@ -18,6 +18,8 @@
 //! - [`demo`]: the `--demo` provider thread.
 //! - [`agents`]: the `--agents-dir` provider thread.
 //! - [`poll`]: the `--poll` provider threads.
+//! - [`exec`]: the `--exec` provider threads.
+//! - [`source`]: the fetch / compare / publish / back-off loop providers share.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};
@@ -35,12 +37,14 @@ pub mod agents;
 pub mod config;
 pub mod conn;
 pub mod demo;
+pub mod exec;
 pub mod http;
 pub mod poll;
 pub mod protocol;
 pub mod publisher;
 pub mod queue;
 pub mod server;
+pub mod source;
 pub mod topic;
 
 pub use config::Config;

@@ -49,12 +49,18 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let rules = statecast::topic::Rules::new(config.preset, &config.topics, config.any_topic);
-    for spec in &config.polls {
-        if let Err(e) = rules.check(&spec.topic) {
-            eprintln!("statecast: --poll: {e}");
+    let topics = config.polls.iter().map(|p| ("--poll", &p.topic));
+    for (option, topic) in topics.chain(config.execs.iter().map(|e| ("--exec", &e.topic))) {
+        if let Err(e) = rules.check(topic) {
+            eprintln!("statecast: {option}: {e}");
             return ExitCode::from(2);
         }
     }
+    let execs = config.execs.clone();
+    let exec_limits = statecast::exec::Limits {
+        timeout: config.exec_timeout,
+        max_bytes: config.max_publish_bytes,
+    };
     let polls = config.polls.clone();
     let poll_limits = statecast::poll::Limits {
         timeout: config.poll_timeout,
@@ -80,6 +86,14 @@ fn main() -> ExitCode {
         let registry = publisher.providers().clone();
         if let Err(e) = statecast::poll::spawn(spec, poll_limits, publisher, registry) {
             error!("cannot start a poll thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    for spec in execs {
+        let publisher = server.publisher();
+        let registry = publisher.providers().clone();
+        if let Err(e) = statecast::exec::spawn(spec, exec_limits, publisher, registry) {
+            error!("cannot start an exec thread: {e}");
             return ExitCode::FAILURE;
         }
     }

@@ -4,17 +4,14 @@
 //! without changing. Failures keep the last snapshot, back off, are logged
 //! when the state changes, and show in `/healthz`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
-
 use crate::http::{self, BodyKind, ParsedBody};
-use crate::publisher::{PublishError, Publisher};
+use crate::publisher::Publisher;
+use crate::source::{Registry, Source};
 
 /// One `--poll` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,20 +69,6 @@ pub fn parse_spec(s: &str, default_interval: Duration) -> Result<PollSpec, Strin
         interval,
     })
 }
-
-/// How a provider is doing, for `/healthz`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ProviderStatus {
-    pub ok: bool,
-    pub last_error: Option<String>,
-    /// Seconds since the last successful fetch, if any.
-    #[serde(skip)]
-    pub last_success: Option<Instant>,
-}
-
-/// Every provider's status by name, shared between provider threads and
-/// the loop's `/healthz`.
-pub type Registry = Arc<Mutex<BTreeMap<String, ProviderStatus>>>;
 
 /// Limits for one fetch.
 #[derive(Debug, Clone, Copy)]
@@ -212,67 +195,13 @@ pub fn spawn(
     publisher: Publisher,
     registry: Registry,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let name = format!("poll {}", spec.topic);
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            let mut last: Option<String> = None;
-            let mut failures = 0u32;
-            loop {
-                let result = fetch(&spec, limits);
-                let was_ok = failures == 0;
-                match result {
-                    Ok(body) => {
-                        if !was_ok {
-                            info!("{name}: {spec} recovered after {failures} failures");
-                        }
-                        failures = 0;
-                        set_status(&registry, &name, true, None);
-                        if last.as_deref() != Some(body.as_str()) {
-                            match publisher.publish_json(&spec.topic, &body) {
-                                Ok(()) => last = Some(body),
-                                Err(PublishError::Closed) => return,
-                                Err(e) => warn!("{name}: publish failed: {e}"),
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        if was_ok {
-                            warn!("{name}: {spec} failed: {error}; keeping the last snapshot");
-                        }
-                        failures = failures.saturating_add(1);
-                        set_status(&registry, &name, false, Some(error));
-                    }
-                }
-                // Back off while failing: double the interval per failure, at
-                // most 16 times it and never over a minute more.
-                let backoff = spec.interval * 2u32.saturating_pow(failures.min(4));
-                let wait = if failures == 0 {
-                    spec.interval
-                } else {
-                    backoff.min(spec.interval + Duration::from_secs(60))
-                };
-                std::thread::sleep(wait);
-                if publisher.is_closed() {
-                    return;
-                }
-            }
-        })
-}
-
-fn set_status(registry: &Registry, name: &str, ok: bool, error: Option<String>) {
-    let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
-    let entry = map.entry(name.to_owned()).or_insert(ProviderStatus {
-        ok,
-        last_error: None,
-        last_success: None,
-    });
-    entry.ok = ok;
-    if ok {
-        entry.last_success = Some(Instant::now());
-    } else {
-        entry.last_error = error;
-    }
+    let source = Source {
+        name: format!("poll {}", spec.topic),
+        what: spec.to_string(),
+        topic: spec.topic.clone(),
+        interval: spec.interval,
+    };
+    source.spawn(publisher, registry, move || fetch(&spec, limits))
 }
 
 #[cfg(test)]

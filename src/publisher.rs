@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use mio::Waker;
 use serde::Serialize;
 
-use crate::poll::Registry;
+use crate::source::Registry;
 use crate::topic::{Rules, TopicError};
 
 /// Commands a publisher can queue. Held at most `CHANNEL_BOUND` deep; a

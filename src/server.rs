@@ -655,7 +655,7 @@ impl EventLoop {
             sockets: usize,
             queued_bytes: usize,
             counters: &'a Stats,
-            providers: &'a std::collections::BTreeMap<String, crate::poll::ProviderStatus>,
+            providers: &'a std::collections::BTreeMap<String, crate::source::ProviderStatus>,
         }
         let providers = self
             .inbox

@@ -1,0 +1,186 @@
+//! The command provider (`--exec TOPIC=COMMAND@INTERVAL`): runs a program
+//! through `sh -c` in a thread of its own and publishes its stdout when it
+//! is valid JSON and differs from the last. A command never outlives its
+//! timeout: its whole process group is killed.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::publisher::Publisher;
+use crate::source::{Registry, Source};
+
+/// One `--exec` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub topic: String,
+    pub command: String,
+    pub interval: Duration,
+}
+
+/// Parses `TOPIC=COMMAND@INTERVAL`; the interval is required, and is what
+/// follows the last `@`.
+pub fn parse_spec(s: &str) -> Result<ExecSpec, String> {
+    let bad = || format!("{s:?} is not TOPIC=COMMAND@INTERVAL");
+    let (topic, rest) = s.split_once('=').ok_or_else(bad)?;
+    let (command, interval) = rest.rsplit_once('@').ok_or_else(bad)?;
+    if topic.is_empty() || command.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok(ExecSpec {
+        topic: topic.to_owned(),
+        command: command.to_owned(),
+        interval: crate::config::parse_duration(interval)?,
+    })
+}
+
+/// Limits for one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub max_bytes: usize,
+}
+
+/// Runs the command once; returns its stdout if it exits 0 with valid JSON.
+pub fn run(command: &str, limits: Limits) -> Result<String, String> {
+    let mut child = Command::new("sh")
+        .args(["-c", command])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills what it started too.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run sh: {e}"))?;
+    let max = limits.max_bytes;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    // Read both pipes while waiting, so a chatty command never blocks on a
+    // full pipe; stop keeping bytes past the limit.
+    let out = std::thread::spawn(move || read_capped(&mut stdout, max + 1));
+    let err = std::thread::spawn(move || read_capped(&mut stderr, 4096));
+    let deadline = Instant::now() + limits.timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group(child.id());
+                let _ = child.wait();
+                return Err(format!("timed out after {:?}; killed", limits.timeout));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("waiting for the command: {e}")),
+        }
+    };
+    // The command is done; anything it left running in its group goes too.
+    kill_group(child.id());
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        let last_line = String::from_utf8_lossy(&stderr)
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| format!(": {}", l.trim()))
+            .unwrap_or_default();
+        return Err(format!("exited with {status}{last_line}"));
+    }
+    if stdout.len() > max {
+        return Err(format!("output over the limit of {max} bytes"));
+    }
+    let raw: &serde_json::value::RawValue =
+        serde_json::from_slice(&stdout).map_err(|e| format!("invalid JSON on stdout: {e}"))?;
+    Ok(raw.get().to_owned())
+}
+
+fn read_capped(reader: &mut impl Read, cap: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+}
+
+fn kill_group(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Starts one command thread. It stops when the server does.
+pub fn spawn(
+    spec: ExecSpec,
+    limits: Limits,
+    publisher: Publisher,
+    registry: Registry,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let source = Source {
+        name: format!("exec {}", spec.topic),
+        what: format!("`{}`", spec.command),
+        topic: spec.topic.clone(),
+        interval: spec.interval,
+    };
+    source.spawn(publisher, registry, move || run(&spec.command, limits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        timeout: Duration::from_secs(5),
+        max_bytes: 1024,
+    };
+
+    #[test]
+    fn specs_parse() {
+        assert_eq!(
+            parse_spec("qc-metrics=./qc.sh --json@30s"),
+            Ok(ExecSpec {
+                topic: "qc-metrics".into(),
+                command: "./qc.sh --json".into(),
+                interval: Duration::from_secs(30),
+            })
+        );
+        assert!(parse_spec("qc-metrics=./qc.sh").is_err());
+        assert!(parse_spec("=x@1s").is_err());
+        assert!(parse_spec("t=x@soon").is_err());
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(run(r#"echo '{"a": 1}'"#, LIMITS), Ok(r#"{"a": 1}"#.into()));
+        let err = run("echo oops >&2; exit 3", LIMITS).unwrap_err();
+        assert!(
+            err.contains("exit status: 3") && err.contains("oops"),
+            "{err}"
+        );
+        assert!(
+            run("echo nope", LIMITS)
+                .unwrap_err()
+                .contains("invalid JSON")
+        );
+        let big = run("head -c 5000 /dev/zero | tr '\\0' 1", LIMITS).unwrap_err();
+        assert!(big.contains("limit"), "{big}");
+    }
+
+    #[test]
+    fn a_hung_command_is_killed_with_what_it_started() {
+        let limits = Limits {
+            timeout: Duration::from_millis(200),
+            ..LIMITS
+        };
+        let start = Instant::now();
+        let err = run("sleep 30 & sleep 30; echo 1", limits).unwrap_err();
+        assert!(err.contains("timed out"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,113 @@
+//! What every polling provider (`--poll`, `--exec`) shares: fetch on an
+//! interval, publish only what changed, keep the last snapshot and back off
+//! on failure, log only when the state changes, report health for `/healthz`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::publisher::{PublishError, Publisher};
+
+/// How a provider is doing, for `/healthz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProviderStatus {
+    pub ok: bool,
+    pub last_error: Option<String>,
+    /// Seconds since the last successful fetch, if any.
+    #[serde(skip)]
+    pub last_success: Option<Instant>,
+}
+
+/// Every provider's status by name, shared between provider threads and
+/// the loop's `/healthz`.
+pub type Registry = Arc<Mutex<BTreeMap<String, ProviderStatus>>>;
+
+/// One provider's identity and schedule.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Its name in logs and `/healthz`, e.g. `poll queue`.
+    pub name: String,
+    /// What it fetches, for log lines (a URL, a command).
+    pub what: String,
+    pub topic: String,
+    pub interval: Duration,
+}
+
+impl Source {
+    /// Runs `fetch` every interval in a thread of its own until the server
+    /// stops. `fetch` returns valid JSON or a one-line error.
+    pub fn spawn(
+        self,
+        publisher: Publisher,
+        registry: Registry,
+        mut fetch: impl FnMut() -> Result<String, String> + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(self.name.clone())
+            .spawn(move || {
+                let Source {
+                    name,
+                    what,
+                    topic,
+                    interval,
+                } = self;
+                let mut last: Option<String> = None;
+                let mut failures = 0u32;
+                loop {
+                    let was_ok = failures == 0;
+                    match fetch() {
+                        Ok(body) => {
+                            if !was_ok {
+                                info!("{name}: {what} recovered after {failures} failures");
+                            }
+                            failures = 0;
+                            set_status(&registry, &name, true, None);
+                            if last.as_deref() != Some(body.as_str()) {
+                                match publisher.publish_json(&topic, &body) {
+                                    Ok(()) => last = Some(body),
+                                    Err(PublishError::Closed) => return,
+                                    Err(e) => warn!("{name}: publish failed: {e}"),
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            if was_ok {
+                                warn!("{name}: {what} failed: {error}; keeping the last snapshot");
+                            }
+                            failures = failures.saturating_add(1);
+                            set_status(&registry, &name, false, Some(error));
+                        }
+                    }
+                    // Back off while failing: double the interval per
+                    // failure, at most 16 times it and never a minute more.
+                    let wait = if failures == 0 {
+                        interval
+                    } else {
+                        (interval * 2u32.pow(failures.min(4)))
+                            .min(interval + Duration::from_secs(60))
+                    };
+                    std::thread::sleep(wait);
+                    if publisher.is_closed() {
+                        return;
+                    }
+                }
+            })
+    }
+}
+
+fn set_status(registry: &Registry, name: &str, ok: bool, error: Option<String>) {
+    let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = map.entry(name.to_owned()).or_insert(ProviderStatus {
+        ok,
+        last_error: None,
+        last_success: None,
+    });
+    entry.ok = ok;
+    if ok {
+        entry.last_success = Some(Instant::now());
+    } else {
+        entry.last_error = error;
+    }
+}

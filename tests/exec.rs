@@ -1,0 +1,150 @@
+//! The command provider with a script whose output and exit status the
+//! test controls: change detection, no publish when unchanged, a failing
+//! command that recovers, a hung one that is killed, oversized output.
+
+mod util;
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use statecast::exec::{ExecSpec, Limits, spawn};
+use util::*;
+
+/// A script reading its stdout and exit code from files beside it.
+struct Script {
+    dir: PathBuf,
+}
+
+impl Script {
+    fn new(name: &str) -> Script {
+        let dir =
+            std::env::temp_dir().join(format!("statecast-exec-{}-{name}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("run.sh"),
+            "#!/bin/sh\nd=$(dirname \"$0\")\n[ -f \"$d/hang\" ] && sleep 30\ncat \"$d/out\"\nexit $(cat \"$d/code\")\n",
+        )
+        .unwrap();
+        let script = Script { dir };
+        script.set("{}", 0);
+        script
+    }
+
+    fn set(&self, out: &str, code: i32) {
+        fs::write(self.dir.join("out"), out).unwrap();
+        fs::write(self.dir.join("code"), code.to_string()).unwrap();
+    }
+
+    fn hang(&self, on: bool) {
+        let path = self.dir.join("hang");
+        if on {
+            fs::write(path, "").unwrap();
+        } else {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    fn command(&self) -> String {
+        format!("sh {}", self.dir.join("run.sh").display())
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(script: &Script, timeout: Duration, max_bytes: usize) -> TestServer {
+    let server = TestServer::start();
+    let spec = ExecSpec {
+        topic: "qc-metrics".into(),
+        command: script.command(),
+        interval: Duration::from_millis(50),
+    };
+    let registry = server.publisher.providers().clone();
+    spawn(
+        spec,
+        Limits { timeout, max_bytes },
+        server.publisher.clone(),
+        registry,
+    )
+    .unwrap();
+    server
+}
+
+fn qc(server: &TestServer) -> Value {
+    let (_, body) = server.request("GET", "/api/v1/state/qc-metrics", "");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Output that changes is published; the same output is not published again.
+#[test]
+fn publishes_changed_output_only() {
+    let script = Script::new("change");
+    script.set(r#"{"coverage":80}"#, 0);
+    let server = start(&script, Duration::from_secs(5), 1 << 20);
+    wait_until("the first publish", || qc(&server)["seq"] == 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(qc(&server)["seq"], 1, "unchanged output is not republished");
+    script.set(r#"{"coverage":81}"#, 0);
+    wait_until("the change", || qc(&server)["data"]["coverage"] == 81);
+    assert_eq!(qc(&server)["seq"], 2);
+}
+
+/// A failing command keeps the last snapshot, is reported, and recovers.
+#[test]
+fn failing_command_recovers() {
+    let script = Script::new("fail");
+    script.set(r#"{"coverage":70}"#, 0);
+    let server = start(&script, Duration::from_secs(5), 1 << 20);
+    wait_until("the first publish", || qc(&server)["seq"] == 1);
+    script.set("not json", 0);
+    server.wait_health("degraded", |h| h["status"] == "degraded");
+    let error = server.health()["providers"]["exec qc-metrics"]["last_error"].clone();
+    assert!(error.as_str().unwrap().contains("invalid JSON"), "{error}");
+    script.set(r#"{"coverage":70}"#, 2);
+    server.wait_health("the exit status reported", |h| {
+        h["providers"]["exec qc-metrics"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exit status: 2"))
+    });
+    assert_eq!(
+        qc(&server)["data"]["coverage"],
+        70,
+        "the last good snapshot stays"
+    );
+    script.set(r#"{"coverage":75}"#, 0);
+    wait_until("recovery", || qc(&server)["data"]["coverage"] == 75);
+    server.wait_health("ok again", |h| h["status"] == "ok");
+}
+
+/// A command that hangs is killed at its timeout and reported.
+#[test]
+fn hung_command_is_killed() {
+    let script = Script::new("hang");
+    script.hang(true);
+    let server = start(&script, Duration::from_millis(200), 1 << 20);
+    server.wait_health("the timeout", |h| {
+        h["providers"]["exec qc-metrics"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out"))
+    });
+    script.hang(false);
+    script.set(r#"{"coverage":1}"#, 0);
+    wait_until("recovery after the hang", || qc(&server)["seq"] == 1);
+}
+
+/// Output over the limit is refused.
+#[test]
+fn oversized_output_is_refused() {
+    let script = Script::new("big");
+    script.set(&format!(r#"{{"pad":"{}"}}"#, "x".repeat(4096)), 0);
+    let server = start(&script, Duration::from_secs(5), 1024);
+    server.wait_health("degraded", |h| h["status"] == "degraded");
+    let error = server.health()["providers"]["exec qc-metrics"]["last_error"].clone();
+    assert!(error.as_str().unwrap().contains("limit"), "{error}");
+    assert_eq!(qc(&server)["seq"], 0);
+}
