@@ -95,6 +95,8 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub enum Command {
     Run(Box<Config>),
+    /// Print the effective configuration as TOML and exit.
+    PrintConfig(Box<Config>),
     Help,
     Version,
 }
@@ -134,6 +136,9 @@ ENDPOINTS:
     GET  /healthz                  status, uptime, connections, topics
 
 OPTIONS:
+    --config FILE               read options from a TOML file (keys are the option
+                                names with _ for -); options given here override it
+    --print-config              print the effective configuration as TOML and exit
     --demo                      publish believable, moving demo data to every ADW
                                 topic (workflows advancing, a service flapping, ...)
     --agents-dir DIR            publish adw-state/<id>, workflows and adw-monitor from
@@ -176,7 +181,20 @@ VALUES:
     SIZE is a number of bytes, optionally with a unit: 4096, 4KiB, 1MiB.
 ";
 
-/// Parses the command line (without the program name).
+/// Options that take no value.
+const FLAGS: &[&str] = &[
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+    "--any-topic",
+    "--demo",
+    "--print-config",
+];
+
+/// Parses the command line (without the program name). A `--config FILE`
+/// is read first, wherever it stands; every other option then overrides it,
+/// and repeatable ones (`--topic`, `--poll`, `--exec`) add to its lists.
 pub fn parse_args<I>(args: I) -> Result<Command, ArgError>
 where
     I: IntoIterator,
@@ -184,7 +202,7 @@ where
 {
     use lexopt::prelude::*;
 
-    let mut config = Config::default();
+    let mut options: Vec<(String, Option<String>)> = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         let name = match arg {
@@ -197,112 +215,115 @@ where
                 )));
             }
         };
-        let mut value = || -> Result<String, ArgError> {
+        let value = if FLAGS.contains(&name.as_str()) {
+            None
+        } else {
             let v = parser.value()?;
-            v.into_string()
-                .map_err(|_| ArgError(format!("{name}: value is not valid UTF-8")))
+            Some(
+                v.into_string()
+                    .map_err(|_| ArgError(format!("{name}: value is not valid UTF-8")))?,
+            )
         };
+        options.push((name, value));
+    }
+
+    let mut config = Config::default();
+    if let Some((_, Some(path))) = options.iter().find(|(name, _)| name == "--config") {
+        crate::config_file::load(std::path::Path::new(path), &mut config)?;
+    }
+    let mut print = false;
+    for (name, value) in options {
         match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "--listen" => config.listen = parse_addr(&value()?).map_err(at(&name))?,
-            "--preset" => {
-                config.preset = match value()?.as_str() {
-                    "adw" => Preset::Adw,
-                    "none" => Preset::None,
-                    other => {
-                        return Err(ArgError(format!(
-                            "{name}: unknown preset {other:?} (expected adw or none)"
-                        )));
-                    }
-                }
-            }
-            "--topic" => {
-                let topic = value()?;
-                if !topic::is_plain_name(&topic) {
-                    return Err(ArgError(format!(
-                        "{name}: {topic:?} is not a topic name (1 to {} of a-z, 0-9 and -)",
-                        topic::MAX_NAME_LEN
-                    )));
-                }
-                config.topics.push(topic);
-            }
-            "--any-topic" => config.any_topic = true,
-            "--demo" => config.demo = true,
-            "--poll" => {
-                let spec =
-                    crate::poll::parse_spec(&value()?, DEFAULT_POLL_INTERVAL).map_err(at(&name))?;
-                config.polls.push(spec);
-            }
-            "--exec" => config
-                .execs
-                .push(crate::exec::parse_spec(&value()?).map_err(at(&name))?),
-            "--exec-timeout" => {
-                config.exec_timeout = parse_duration(&value()?).map_err(at(&name))?
-            }
-            "--poll-timeout" => {
-                config.poll_timeout = parse_duration(&value()?).map_err(at(&name))?
-            }
-            "--agents-dir" => config.agents_dir = Some(value()?.into()),
-            "--scan-interval" => {
-                config.scan_interval = parse_duration(&value()?).map_err(at(&name))?
-            }
-            "--github-repo" => {
-                let repo = value()?;
-                let valid = repo.split_once('/').is_some_and(|(owner, name)| {
-                    !owner.is_empty()
-                        && !name.is_empty()
-                        && !name.contains('/')
-                        && repo
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
-                });
-                if !valid {
-                    return Err(ArgError(format!("{name}: {repo:?} is not OWNER/NAME")));
-                }
-                config.github_repo = Some(repo);
-            }
-            "--max-topics" => config.max_topics = parse_count(&value()?).map_err(at(&name))?,
-            "--max-publish-bytes" => {
-                config.max_publish_bytes = parse_size(&value()?).map_err(at(&name))?
-            }
-            "--max-client-message" => {
-                config.max_client_message = parse_size(&value()?).map_err(at(&name))?
-            }
-            "--max-queue-bytes" => {
-                config.max_queue_bytes = parse_size(&value()?).map_err(at(&name))?
-            }
-            "--max-connections" => {
-                config.max_connections = parse_count(&value()?).map_err(at(&name))?
-            }
-            "--ping-interval" => {
-                config.ping_interval = parse_duration(&value()?).map_err(at(&name))?
-            }
-            "--handshake-timeout" => {
-                config.handshake_timeout = parse_duration(&value()?).map_err(at(&name))?
-            }
-            "--write-timeout" => {
-                config.write_timeout = parse_duration(&value()?).map_err(at(&name))?
-            }
-            "--shutdown-timeout" => {
-                config.shutdown_timeout = parse_duration(&value()?).map_err(at(&name))?
-            }
-            "--log-level" => {
-                let v = value()?;
-                config.log_level = v.parse().map_err(|_| {
-                    ArgError(format!(
-                        "{name}: unknown level {v:?} (expected off, error, warn, info, debug or trace)"
-                    ))
-                })?
-            }
-            _ => return Err(ArgError(format!("unknown option {name}; see --help"))),
+            "--print-config" => print = true,
+            "--config" => {}
+            _ => set(&mut config, &name, value.as_deref()).map_err(ArgError)?,
         }
     }
-    Ok(Command::Run(Box::new(config)))
+    Ok(if print {
+        Command::PrintConfig(Box::new(config))
+    } else {
+        Command::Run(Box::new(config))
+    })
 }
 
-fn at(option: &str) -> impl Fn(String) -> ArgError + '_ {
-    move |msg| ArgError(format!("{option}: {msg}"))
+/// Sets one option, named as on the command line (`--ping-interval`), from
+/// its text. The config file goes through here too, so both accept and
+/// refuse exactly the same values. Errors start with the option's name.
+pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), String> {
+    let value = || value.ok_or_else(|| format!("{name}: missing value"));
+    let at = |msg: String| format!("{name}: {msg}");
+    match name {
+        "--listen" => config.listen = parse_addr(value()?).map_err(at)?,
+        "--preset" => {
+            config.preset = match value()? {
+                "adw" => Preset::Adw,
+                "none" => Preset::None,
+                other => {
+                    return Err(at(format!(
+                        "unknown preset {other:?} (expected adw or none)"
+                    )));
+                }
+            }
+        }
+        "--topic" => {
+            let topic = value()?;
+            if !topic::is_plain_name(topic) {
+                return Err(at(format!(
+                    "{topic:?} is not a topic name (1 to {} of a-z, 0-9 and -)",
+                    topic::MAX_NAME_LEN
+                )));
+            }
+            config.topics.push(topic.to_owned());
+        }
+        "--any-topic" => config.any_topic = true,
+        "--demo" => config.demo = true,
+        "--poll" => config
+            .polls
+            .push(crate::poll::parse_spec(value()?, DEFAULT_POLL_INTERVAL).map_err(at)?),
+        "--exec" => config
+            .execs
+            .push(crate::exec::parse_spec(value()?).map_err(at)?),
+        "--exec-timeout" => config.exec_timeout = parse_duration(value()?).map_err(at)?,
+        "--poll-timeout" => config.poll_timeout = parse_duration(value()?).map_err(at)?,
+        "--agents-dir" => config.agents_dir = Some(value()?.into()),
+        "--scan-interval" => config.scan_interval = parse_duration(value()?).map_err(at)?,
+        "--github-repo" => {
+            let repo = value()?;
+            let valid = repo.split_once('/').is_some_and(|(owner, name)| {
+                !owner.is_empty()
+                    && !name.is_empty()
+                    && !name.contains('/')
+                    && repo
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+            });
+            if !valid {
+                return Err(at(format!("{repo:?} is not OWNER/NAME")));
+            }
+            config.github_repo = Some(repo.to_owned());
+        }
+        "--max-topics" => config.max_topics = parse_count(value()?).map_err(at)?,
+        "--max-publish-bytes" => config.max_publish_bytes = parse_size(value()?).map_err(at)?,
+        "--max-client-message" => config.max_client_message = parse_size(value()?).map_err(at)?,
+        "--max-queue-bytes" => config.max_queue_bytes = parse_size(value()?).map_err(at)?,
+        "--max-connections" => config.max_connections = parse_count(value()?).map_err(at)?,
+        "--ping-interval" => config.ping_interval = parse_duration(value()?).map_err(at)?,
+        "--handshake-timeout" => config.handshake_timeout = parse_duration(value()?).map_err(at)?,
+        "--write-timeout" => config.write_timeout = parse_duration(value()?).map_err(at)?,
+        "--shutdown-timeout" => config.shutdown_timeout = parse_duration(value()?).map_err(at)?,
+        "--log-level" => {
+            let v = value()?;
+            config.log_level = v.parse().map_err(|_| {
+                at(format!(
+                    "unknown level {v:?} (expected off, error, warn, info, debug or trace)"
+                ))
+            })?
+        }
+        _ => return Err(format!("unknown option {name}; see --help")),
+    }
+    Ok(())
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -445,6 +466,8 @@ mod tests {
     #[test]
     fn help_lists_every_option() {
         for option in [
+            "--config",
+            "--print-config",
             "--exec",
             "--exec-timeout",
             "--poll",

@@ -15,6 +15,7 @@
 //! - [`topic`]: topic names, the ADW preset, snapshots and message encoding.
 //! - [`publisher`]: the thread-safe handle producers publish through.
 //! - [`config`]: options, defaults and the command line.
+//! - [`config_file`]: the TOML file behind `--config` and `--print-config`.
 //! - [`demo`]: the `--demo` provider thread.
 //! - [`agents`]: the `--agents-dir` provider thread.
 //! - [`poll`]: the `--poll` provider threads.
@@ -35,6 +36,7 @@
 
 pub mod agents;
 pub mod config;
+pub mod config_file;
 pub mod conn;
 pub mod demo;
 pub mod exec;

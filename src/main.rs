@@ -13,6 +13,10 @@ use statecast::config::{self, Command};
 fn main() -> ExitCode {
     let config = match config::parse_args(std::env::args_os().skip(1)) {
         Ok(Command::Run(config)) => *config,
+        Ok(Command::PrintConfig(config)) => {
+            print!("{}", statecast::config_file::render(&config));
+            return ExitCode::SUCCESS;
+        }
         Ok(Command::Help) => {
             print!("{}", config::HELP);
             return ExitCode::SUCCESS;

@@ -1,0 +1,197 @@
+//! The TOML configuration file (`--config FILE`): reading it into a
+//! [`Config`] through the same setter the command line uses, and printing a
+//! configuration back as TOML (`--print-config`).
+//!
+//! Keys are the option names with `_` for `-` (`ping_interval = "20s"`);
+//! `topics` is a list, `[[poll]]` and `[[exec]]` are tables with `topic`,
+//! `url` or `command`, and `interval`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use toml::{Spanned, Value};
+
+use crate::config::{self, ArgError, Config};
+use crate::topic::Preset;
+
+/// Options that are switches: `true` turns them on.
+const SWITCHES: &[&str] = &["any_topic", "demo"];
+
+/// Keys the file may not hold: they only make sense on a command line.
+const COMMAND_LINE_ONLY: &[&str] = &["config", "print_config", "help", "version"];
+
+/// Reads `path` into `config`. Errors name the file, the line and the key.
+pub fn load(path: &Path, config: &mut Config) -> Result<(), ArgError> {
+    let file = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ArgError(format!("--config: cannot read {file}: {e}")))?;
+    let table: BTreeMap<String, Spanned<Value>> = toml::from_str(&text)
+        .map_err(|e| ArgError(format!("{file}: {}", e.to_string().trim_end())))?;
+    for (key, value) in &table {
+        let line = text[..value.span().start].matches('\n').count() + 1;
+        let fail = |msg: String| ArgError(format!("{file}:{line}: {key}: {msg}"));
+        apply(config, key, value.get_ref()).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// Applies one key of the file.
+fn apply(config: &mut Config, key: &str, value: &Value) -> Result<(), String> {
+    let option = format!("--{}", key.replace('_', "-"));
+    // `set` words its errors for the command line; here the key is named.
+    let set = |config: &mut Config, text: Option<&str>| {
+        config::set(config, &option, text).map_err(|e| {
+            e.strip_prefix(&format!("{option}: "))
+                .map(str::to_owned)
+                .unwrap_or_else(|| "unknown key (see statecast --help for the options)".to_owned())
+        })
+    };
+    if COMMAND_LINE_ONLY.contains(&key) {
+        return Err("only valid on the command line".into());
+    }
+    match (key, value) {
+        (k, Value::Boolean(on)) if SWITCHES.contains(&k) => {
+            if *on {
+                set(config, None)?;
+            }
+        }
+        (k, _) if SWITCHES.contains(&k) => return Err("expected true or false".into()),
+        ("topics", Value::Array(items)) => {
+            for item in items {
+                let Value::String(topic) = item else {
+                    return Err(format!("expected a list of strings, found {item}"));
+                };
+                config::set(config, "--topic", Some(topic))
+                    .map_err(|e| e.replacen("--topic: ", "", 1))?;
+            }
+        }
+        ("topics", _) => return Err("expected a list of topic names".into()),
+        ("poll" | "exec", Value::Array(items)) => {
+            for item in items {
+                let spec = entry(key, item)?;
+                let flag = if key == "poll" { "--poll" } else { "--exec" };
+                config::set(config, flag, Some(&spec))
+                    .map_err(|e| e.replacen(&format!("{flag}: "), "", 1))?;
+            }
+        }
+        ("poll" | "exec", _) => return Err(format!("expected [[{key}]] tables")),
+        (_, Value::String(text)) => set(config, Some(text))?,
+        (_, Value::Integer(n)) => set(config, Some(&n.to_string()))?,
+        (_, other) => return Err(format!("expected a string or a number, found {other}")),
+    }
+    Ok(())
+}
+
+/// Turns a `[[poll]]` or `[[exec]]` table into the option's text form.
+fn entry(kind: &str, item: &Value) -> Result<String, String> {
+    let Value::Table(table) = item else {
+        return Err(format!("expected [[{kind}]] tables"));
+    };
+    let field = |name: &str| match table.get(name) {
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(other) => Err(format!("{name}: expected a string, found {other}")),
+        None => Ok(None),
+    };
+    let target = if kind == "poll" { "url" } else { "command" };
+    for name in table.keys() {
+        if !["topic", target, "interval"].contains(&name.as_str()) {
+            return Err(format!("unknown key {name:?} in [[{kind}]]"));
+        }
+    }
+    let topic = field("topic")?.ok_or_else(|| format!("[[{kind}]] needs a topic"))?;
+    let what = field(target)?.ok_or_else(|| format!("[[{kind}]] needs a {target}"))?;
+    Ok(match field("interval")? {
+        Some(interval) => format!("{topic}={what}@{interval}"),
+        None => format!("{topic}={what}"),
+    })
+}
+
+fn quoted(s: &str) -> String {
+    Value::String(s.to_owned()).to_string()
+}
+
+/// Formats a size the way the options take it.
+fn size(bytes: usize) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{}MiB", bytes >> 20)
+    } else if bytes.is_multiple_of(1 << 10) {
+        format!("{}KiB", bytes >> 10)
+    } else {
+        bytes.to_string()
+    }
+}
+
+/// The effective configuration as a TOML file `load` reads back unchanged.
+pub fn render(c: &Config) -> String {
+    let d = config::format_duration;
+    let mut out = String::new();
+    let preset = match c.preset {
+        Preset::Adw => "adw",
+        Preset::None => "none",
+    };
+    let topics: Vec<String> = c.topics.iter().map(|t| quoted(t)).collect();
+    let _ = writeln!(out, "listen = {}", quoted(&c.listen.to_string()));
+    let _ = writeln!(out, "preset = {}", quoted(preset));
+    let _ = writeln!(out, "topics = [{}]", topics.join(", "));
+    let _ = writeln!(out, "any_topic = {}", c.any_topic);
+    let _ = writeln!(out, "max_topics = {}", c.max_topics);
+    let _ = writeln!(
+        out,
+        "max_publish_bytes = {}",
+        quoted(&size(c.max_publish_bytes))
+    );
+    let _ = writeln!(
+        out,
+        "max_client_message = {}",
+        quoted(&size(c.max_client_message))
+    );
+    let _ = writeln!(
+        out,
+        "max_queue_bytes = {}",
+        quoted(&size(c.max_queue_bytes))
+    );
+    let _ = writeln!(out, "max_connections = {}", c.max_connections);
+    let _ = writeln!(out, "ping_interval = {}", quoted(&d(c.ping_interval)));
+    let _ = writeln!(
+        out,
+        "handshake_timeout = {}",
+        quoted(&d(c.handshake_timeout))
+    );
+    let _ = writeln!(out, "write_timeout = {}", quoted(&d(c.write_timeout)));
+    let _ = writeln!(out, "shutdown_timeout = {}", quoted(&d(c.shutdown_timeout)));
+    let _ = writeln!(
+        out,
+        "log_level = {}",
+        quoted(&c.log_level.to_string().to_lowercase())
+    );
+    let _ = writeln!(out, "demo = {}", c.demo);
+    if let Some(dir) = &c.agents_dir {
+        let _ = writeln!(out, "agents_dir = {}", quoted(&dir.to_string_lossy()));
+    }
+    let _ = writeln!(out, "scan_interval = {}", quoted(&d(c.scan_interval)));
+    if let Some(repo) = &c.github_repo {
+        let _ = writeln!(out, "github_repo = {}", quoted(repo));
+    }
+    let _ = writeln!(out, "poll_timeout = {}", quoted(&d(c.poll_timeout)));
+    let _ = writeln!(out, "exec_timeout = {}", quoted(&d(c.exec_timeout)));
+    for p in &c.polls {
+        let _ = write!(
+            out,
+            "\n[[poll]]\ntopic = {}\nurl = {}\ninterval = {}\n",
+            quoted(&p.topic),
+            quoted(&p.to_string()),
+            quoted(&d(p.interval))
+        );
+    }
+    for e in &c.execs {
+        let _ = write!(
+            out,
+            "\n[[exec]]\ntopic = {}\ncommand = {}\ninterval = {}\n",
+            quoted(&e.topic),
+            quoted(&e.command),
+            quoted(&d(e.interval))
+        );
+    }
+    out
+}

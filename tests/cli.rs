@@ -1,0 +1,148 @@
+//! The command line as a user meets it: `--help`, refusals that name the
+//! option, and the TOML config file with `--print-config`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn statecast(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args(args)
+        .output()
+        .expect("running statecast")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A config file in the temp dir, removed on drop.
+struct File(PathBuf);
+
+impl File {
+    fn new(name: &str, text: &str) -> File {
+        let path =
+            std::env::temp_dir().join(format!("statecast-cli-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        File(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `--help` explains the endpoints and every option with its default.
+#[test]
+fn help_explains_itself() {
+    let out = statecast(&["--help"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for needle in [
+        "/api/v1/ws/<topic>",
+        "--listen ADDR",
+        "[default: 127.0.0.1:8002]",
+        "--config FILE",
+        "500ms",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle:?}");
+    }
+}
+
+/// A bad value is refused at start-up with exit 2 and the option's name.
+#[test]
+fn bad_flags_are_refused_by_name() {
+    for (args, needle) in [
+        (&["--ping-interval", "20"][..], "--ping-interval:"),
+        (&["--max-queue-bytes", "a lot"][..], "--max-queue-bytes:"),
+        (&["--listen", "nowhere"][..], "--listen:"),
+        (&["--poll", "queue=https://x/"][..], "--poll:"),
+        (&["--exec", "queue=echo {}"][..], "--exec:"),
+        (&["--frobnicate"][..], "--frobnicate"),
+    ] {
+        let out = statecast(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    let out = statecast(&["--poll", "nope=http://127.0.0.1:1/"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown topic"), "{}", stderr(&out));
+}
+
+/// The file sets options, flags override it, and `--print-config` shows
+/// the result as a file that reads back to the same configuration.
+#[test]
+fn config_file_and_flags() {
+    let file = File::new(
+        "ok",
+        r#"
+listen = "127.0.0.1:9100"
+ping_interval = "15s"
+max_queue_bytes = "2MiB"
+topics = ["prices"]
+
+[[poll]]
+topic = "queue"
+url = "http://127.0.0.1:8000/api/queue"
+interval = "1s"
+"#,
+    );
+    let out = statecast(&[
+        "--config",
+        file.path(),
+        "--ping-interval",
+        "5s",
+        "--print-config",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    for line in [
+        r#"listen = "127.0.0.1:9100""#,
+        r#"ping_interval = "5s""#,
+        r#"max_queue_bytes = "2MiB""#,
+        r#"topics = ["prices"]"#,
+        r#"url = "http://127.0.0.1:8000/api/queue""#,
+        r#"write_timeout = "30s""#,
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "missing {line:?} in\n{printed}"
+        );
+    }
+    let again = File::new("again", &printed);
+    let out = statecast(&["--config", again.path(), "--print-config"]);
+    assert_eq!(stdout(&out), printed, "--print-config reads back unchanged");
+}
+
+/// Errors in the file name the file, the line and the key.
+#[test]
+fn config_errors_name_file_line_and_key() {
+    let file = File::new(
+        "bad",
+        "listen = \"127.0.0.1:9100\"\n\nping_interval = \"20\"\n",
+    );
+    let out = statecast(&["--config", file.path()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}:3: ping_interval:", file.path())),
+        "{err}"
+    );
+
+    let file = File::new("unknown", "ping_intervall = \"20s\"\n");
+    let err = stderr(&statecast(&["--config", file.path()]));
+    assert!(err.contains(":1: ping_intervall: unknown key"), "{err}");
+
+    let file = File::new("syntax", "ping_interval = \"20s\n");
+    let err = stderr(&statecast(&["--config", file.path()]));
+    assert!(err.contains("line 1"), "{err}");
+}
