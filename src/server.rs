@@ -576,8 +576,7 @@ impl EventLoop {
             Ok(id) => id,
             Err(e) => return http::error(http::UNAVAILABLE, &e.to_string(), "", close),
         };
-        let subscribers = self.publish(id, data.get(), 1);
-        let seq = self.topics.get(id).seq;
+        let (seq, subscribers) = self.publish(id, data.get(), 1);
         let reply = format!(r#"{{"topic":"{name}","seq":{seq},"subscribers":{subscribers}}}"#);
         http::json(reply.as_bytes(), close, false)
     }
@@ -792,17 +791,21 @@ impl EventLoop {
 
     // ----- publishing -----
 
-    /// Stores a topic's new snapshot and schedules its fan-out. Returns
-    /// the number of subscribers it will reach.
-    fn publish(&mut self, id: usize, data: &str, publishes: u64) -> usize {
-        self.topics.publish(id, data, publishes);
+    /// Stores a topic's new snapshot and schedules its fan-out. Returns the
+    /// topic's new `seq` and the number of subscribers it will reach.
+    fn publish(&mut self, id: usize, data: &str, publishes: u64) -> (u64, usize) {
         self.stats.publishes += publishes;
+        let seq = self.topics.get(id).seq + publishes;
+        if self.topics.forget_if_default(id, data) {
+            return (seq, 0);
+        }
+        self.topics.publish(id, data, publishes);
         let topic = self.topics.get_mut(id);
         if !topic.fan_out_pending {
             topic.fan_out_pending = true;
             self.dirty_topics.push(id);
         }
-        topic.subscribers.len()
+        (seq, topic.subscribers.len())
     }
 
     /// Queues each published topic's newest snapshot for every subscriber:

@@ -350,6 +350,24 @@ impl Topics {
         self.topics[id].set_snapshot(data, publishes).clone()
     }
 
+    /// Forgets an `adw-state/` topic whose workflow is gone: published back
+    /// to its default `{}` with nobody subscribed, it holds nothing a new
+    /// subscriber would not get anyway. Without this, every workflow that
+    /// ever ran would keep a topic until `--max-topics` is reached.
+    pub fn forget_if_default(&mut self, id: usize, data: &str) -> bool {
+        let topic = &self.topics[id];
+        let forget = !topic.permanent
+            && topic.adw_id().is_some()
+            && topic.subscribers.is_empty()
+            && !topic.fan_out_pending
+            && data.trim() == ADW_STATE_DEFAULT;
+        if forget {
+            let topic = self.topics.remove(id);
+            self.by_name.remove(&topic.name);
+        }
+        forget
+    }
+
     /// Drops a topic that holds nothing worth keeping: not permanent, never
     /// published, nobody subscribed. Keeps memory flat when clients open
     /// `adw-state/{id}` for ids that come and go.
@@ -441,6 +459,19 @@ mod tests {
         let queue = topics.find("queue").unwrap();
         topics.release_if_unused(queue);
         assert!(topics.find("queue").is_some());
+    }
+
+    #[test]
+    fn finished_workflows_are_forgotten_when_nobody_watches() {
+        let mut topics = adw();
+        let id = topics.find_or_create("adw-state/done").unwrap();
+        topics.publish(id, r#"{"x":1}"#, 1);
+        assert!(!topics.forget_if_default(id, r#"{"x":1}"#));
+        topics.get_mut(id).subscribe(7);
+        assert!(!topics.forget_if_default(id, "{}"), "a subscriber keeps it");
+        topics.get_mut(id).unsubscribe(0);
+        assert!(topics.forget_if_default(id, "{}"));
+        assert_eq!(topics.find("adw-state/done"), None);
     }
 
     #[test]

@@ -283,3 +283,19 @@ fn slow_request_times_out() {
     let mut idle = server.connect();
     expect_eof(&mut idle);
 }
+
+/// Publishing `{}` to an adw-state topic nobody watches forgets the topic
+/// (its workflow is gone) and still answers like any publish.
+#[test]
+fn finished_workflow_topics_are_forgotten() {
+    let server = TestServer::start();
+    assert_eq!(server.publish("adw-state/gone1", r#"{"a":1}"#).0, 200);
+    assert_eq!(server.health()["topics"], 10);
+    let (status, body) = server.publish("adw-state/gone1", "{}");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        r#"{"topic":"adw-state/gone1","seq":2,"subscribers":0}"#
+    );
+    assert_eq!(server.health()["topics"], 9);
+}
