@@ -22,6 +22,24 @@ struct Cell {
     stalled: u32,
 }
 
+fn cell(
+    connections: usize,
+    payload: usize,
+    rate: u32,
+    messages: usize,
+    kind: &'static str,
+    stalled: u32,
+) -> Cell {
+    Cell {
+        connections,
+        payload,
+        rate,
+        messages,
+        kind,
+        stalled,
+    }
+}
+
 fn load() -> Command {
     let generator = env!("CARGO_BIN_EXE_statecast-load");
     if std::path::Path::new("/usr/bin/taskset").exists() && cpus() >= 2 {
@@ -63,63 +81,23 @@ fn f(v: &Value, scale: f64, digits: usize) -> String {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let mut cells = Vec::new();
-    if full {
+    // (connections, payload, publishes/s or 0 for burst, publishes, kind, % stalled)
+    let cells: Vec<Cell> = if full {
+        let mut cells = Vec::new();
         for connections in [1000, 10_000] {
             for payload in [64, 1024, 16 << 10] {
-                cells.push(Cell {
-                    connections,
-                    payload,
-                    rate: 10,
-                    messages: 30,
-                    kind: "snapshot",
-                    stalled: 0,
-                });
-                let messages = if payload > 1024 { 100 } else { 300 };
-                cells.push(Cell {
-                    connections,
-                    payload,
-                    rate: 0,
-                    messages,
-                    kind: "snapshot",
-                    stalled: 0,
-                });
+                let burst = if payload > 1024 { 100 } else { 300 };
+                cells.push(cell(connections, payload, 10, 30, "snapshot", 0));
+                cells.push(cell(connections, payload, 0, burst, "snapshot", 0));
             }
         }
-        cells.push(Cell {
-            connections: 10_000,
-            payload: 64,
-            rate: 0,
-            messages: 300,
-            kind: "event",
-            stalled: 0,
-        });
-        cells.push(Cell {
-            connections: 10_000,
-            payload: 256,
-            rate: 10,
-            messages: 30,
-            kind: "snapshot",
-            stalled: 0,
-        });
-        cells.push(Cell {
-            connections: 10_000,
-            payload: 256,
-            rate: 10,
-            messages: 30,
-            kind: "snapshot",
-            stalled: 10,
-        });
+        cells.push(cell(10_000, 64, 0, 300, "event", 0));
+        cells.push(cell(10_000, 256, 10, 30, "snapshot", 0));
+        cells.push(cell(10_000, 256, 10, 30, "snapshot", 10));
+        cells
     } else {
-        cells.push(Cell {
-            connections: 200,
-            payload: 256,
-            rate: 50,
-            messages: 10,
-            kind: "snapshot",
-            stalled: 10,
-        });
-    }
+        vec![cell(200, 256, 50, 10, "snapshot", 10)]
+    };
 
     println!(
         "| conns | stalled | payload | mode | kind | publishes/s | deliveries/s | lost | missing last | p50 ms | p99 ms | p99.9 ms | server ns/delivery | floor ns/write | ratio | floor write ms | floor delivered ms | connect ms |"

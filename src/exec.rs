@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::publisher::Publisher;
-use crate::source::{Registry, Source};
+use crate::source::Source;
 
 /// One `--exec` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +120,6 @@ pub fn spawn(
     spec: ExecSpec,
     limits: Limits,
     publisher: Publisher,
-    registry: Registry,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let source = Source {
         name: format!("exec {}", spec.topic),
@@ -128,7 +127,7 @@ pub fn spawn(
         topic: spec.topic.clone(),
         interval: spec.interval,
     };
-    source.spawn(publisher, registry, move || run(&spec.command, limits))
+    source.spawn(publisher, move || run(&spec.command, limits))
 }
 
 #[cfg(test)]

@@ -60,16 +60,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let execs = config.execs.clone();
-    let exec_limits = statecast::exec::Limits {
-        timeout: config.exec_timeout,
-        max_bytes: config.max_publish_bytes,
-    };
-    let polls = config.polls.clone();
-    let poll_limits = statecast::poll::Limits {
-        timeout: config.poll_timeout,
-        max_bytes: config.max_publish_bytes,
-    };
+
+    let providers = Providers::from(&config);
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
@@ -77,29 +69,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Err(e)) = demo.then(|| statecast::demo::spawn(server.publisher())) {
-        error!("cannot start the demo: {e}");
+    if let Err(e) = start_providers(&server, providers) {
+        error!("cannot start a provider thread: {e}");
         return ExitCode::FAILURE;
-    }
-    if let Some(Err(e)) = agents.map(|a| statecast::agents::spawn(a, server.publisher())) {
-        error!("cannot start the agents provider: {e}");
-        return ExitCode::FAILURE;
-    }
-    for spec in polls {
-        let publisher = server.publisher();
-        let registry = publisher.providers().clone();
-        if let Err(e) = statecast::poll::spawn(spec, poll_limits, publisher, registry) {
-            error!("cannot start a poll thread: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    for spec in execs {
-        let publisher = server.publisher();
-        let registry = publisher.providers().clone();
-        if let Err(e) = statecast::exec::spawn(spec, exec_limits, publisher, registry) {
-            error!("cannot start an exec thread: {e}");
-            return ExitCode::FAILURE;
-        }
     }
     let publisher = server.publisher();
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
@@ -130,4 +102,57 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The provider threads the configuration asks for.
+struct Providers {
+    demo: bool,
+    agents: Option<statecast::agents::AgentsConfig>,
+    polls: Vec<statecast::poll::PollSpec>,
+    poll_limits: statecast::poll::Limits,
+    execs: Vec<statecast::exec::ExecSpec>,
+    exec_limits: statecast::exec::Limits,
+}
+
+impl From<&statecast::Config> for Providers {
+    fn from(config: &statecast::Config) -> Self {
+        Providers {
+            demo: config.demo,
+            agents: config
+                .agents_dir
+                .clone()
+                .map(|dir| statecast::agents::AgentsConfig {
+                    dir,
+                    scan_interval: config.scan_interval,
+                    github_repo: config.github_repo.clone(),
+                }),
+            polls: config.polls.clone(),
+            poll_limits: statecast::poll::Limits {
+                timeout: config.poll_timeout,
+                max_bytes: config.max_publish_bytes,
+            },
+            execs: config.execs.clone(),
+            exec_limits: statecast::exec::Limits {
+                timeout: config.exec_timeout,
+                max_bytes: config.max_publish_bytes,
+            },
+        }
+    }
+}
+
+/// Starts every provider thread; each publishes through its own handle.
+fn start_providers(server: &Server, p: Providers) -> std::io::Result<()> {
+    if p.demo {
+        statecast::demo::spawn(server.publisher())?;
+    }
+    if let Some(agents) = p.agents {
+        statecast::agents::spawn(agents, server.publisher())?;
+    }
+    for spec in p.polls {
+        statecast::poll::spawn(spec, p.poll_limits, server.publisher())?;
+    }
+    for spec in p.execs {
+        statecast::exec::spawn(spec, p.exec_limits, server.publisher())?;
+    }
+    Ok(())
 }

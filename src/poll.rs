@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::{self, BodyKind, ParsedBody};
 use crate::publisher::Publisher;
-use crate::source::{Registry, Source};
+use crate::source::Source;
 
 /// One `--poll` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,7 +193,6 @@ pub fn spawn(
     spec: PollSpec,
     limits: Limits,
     publisher: Publisher,
-    registry: Registry,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let source = Source {
         name: format!("poll {}", spec.topic),
@@ -201,7 +200,7 @@ pub fn spawn(
         topic: spec.topic.clone(),
         interval: spec.interval,
     };
-    source.spawn(publisher, registry, move || fetch(&spec, limits))
+    source.spawn(publisher, move || fetch(&spec, limits))
 }
 
 #[cfg(test)]

@@ -98,6 +98,29 @@ pub fn encode_text(text: &str) -> Vec<u8> {
     encode_frame(OpCode::Data(Data::Text), text.as_bytes())
 }
 
+/// Encodes a masked client frame, the way a browser sends one; `first` is
+/// the first header byte as is (FIN, RSV and opcode bits), so tests can
+/// build bad frames too. The server never sends these: they are for the
+/// load generator and the tests that play the client.
+pub fn encode_masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(first);
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=65535 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    out
+}
+
 /// What a complete client frame or message asks of the server.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
@@ -312,23 +335,8 @@ mod tests {
 
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
-    /// Builds a masked client frame the way a browser would.
     fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![first];
-        match payload.len() {
-            n @ 0..=125 => out.push(0x80 | n as u8),
-            n @ 126..=65535 => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&MASK);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i & 3]));
-        out
+        encode_masked(first, payload, MASK)
     }
 
     fn decode_all(frames: &[u8]) -> Result<Vec<Incoming>, CloseReason> {

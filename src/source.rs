@@ -41,7 +41,6 @@ impl Source {
     pub fn spawn(
         self,
         publisher: Publisher,
-        registry: Registry,
         mut fetch: impl FnMut() -> Result<String, String> + Send + 'static,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
@@ -53,6 +52,7 @@ impl Source {
                     topic,
                     interval,
                 } = self;
+                let registry = publisher.providers().clone();
                 let mut last: Option<String> = None;
                 let mut failures = 0u32;
                 loop {

@@ -64,12 +64,10 @@ fn start(script: &Script, timeout: Duration, max_bytes: usize) -> TestServer {
         command: script.command(),
         interval: Duration::from_millis(50),
     };
-    let registry = server.publisher.providers().clone();
     spawn(
         spec,
         Limits { timeout, max_bytes },
         server.publisher.clone(),
-        registry,
     )
     .unwrap();
     server

@@ -94,12 +94,10 @@ fn poll(server: &TestServer, backend: &Backend, timeout: Duration, max_bytes: us
         path: "/api/queue".into(),
         interval: Duration::from_millis(50),
     };
-    let registry = server.publisher.providers().clone();
     spawn(
         spec,
         Limits { timeout, max_bytes },
         server.publisher.clone(),
-        registry,
     )
     .unwrap();
 }

@@ -326,15 +326,6 @@ fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
         .ok()
 }
 
-/// A masked client frame; the mask is fixed since nothing here is secret.
-fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [1u8, 2, 3, 4];
-    let mut out = vec![0x80 | opcode, 0x80 | payload.len() as u8];
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
-    out
-}
-
 impl Clients {
     fn new(topic: &str, host: SocketAddr) -> io::Result<Clients> {
         let request = format!(
@@ -527,7 +518,8 @@ fn process(client: &mut Client, buf: &[u8], at: u64, tally: &mut Tally) -> io::R
                 }
             }
             0x9 => {
-                let pong = masked_frame(0xA, payload);
+                // The mask is fixed: nothing here is secret.
+                let pong = statecast::protocol::encode_masked(0x8A, payload, [1, 2, 3, 4]);
                 let _ = client.stream.write(&pong);
             }
             0x8 => {

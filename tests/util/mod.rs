@@ -212,25 +212,9 @@ pub fn read_data_frame(stream: &mut TcpStream) -> Frame {
     }
 }
 
-/// Encodes a masked client frame with the first byte given as is (FIN,
-/// RSV and opcode bits), the way a browser would.
+/// A masked client frame, first header byte as given.
 pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut out = vec![first];
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=65535 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
-    out
+    statecast::protocol::encode_masked(first, payload, [0x12, 0x34, 0x56, 0x78])
 }
 
 /// Asserts the server has closed its side: the next read is EOF (a reset
