@@ -37,16 +37,8 @@ fn main() -> ExitCode {
     let _ = WriteLogger::init(config.log_level, log_config, std::io::stderr());
 
     let listen = config.listen;
-    let demo = config.demo;
-    let agents = config
-        .agents_dir
-        .clone()
-        .map(|dir| statecast::agents::AgentsConfig {
-            dir,
-            scan_interval: config.scan_interval,
-            github_repo: config.github_repo.clone(),
-        });
-    if (demo || agents.is_some()) && config.preset != statecast::Preset::Adw {
+    let providers = Providers::from(&config);
+    if (providers.demo || providers.agents.is_some()) && config.preset != statecast::Preset::Adw {
         eprintln!(
             "statecast: --demo and --agents-dir publish to the ADW topics and need --preset adw"
         );
@@ -61,7 +53,6 @@ fn main() -> ExitCode {
         }
     }
 
-    let providers = Providers::from(&config);
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
