@@ -100,17 +100,17 @@ fn main() {
     };
 
     println!(
-        "| conns | stalled | payload | mode | kind | publishes/s | deliveries/s | lost | missing last | p50 ms | p99 ms | p99.9 ms | server ns/delivery | floor ns/write | ratio | floor write ms | floor delivered ms | connect ms |"
+        "| conns | stalled | payload | mode | kind | publishes/s | deliveries/s | lost | missing last | p50 ms | p99 ms | p99.9 ms | floor p99 ms | server ns/delivery | floor ns/write | ratio | floor write ms | floor delivered ms | connect ms |"
     );
     println!(
-        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for cell in &cells {
         let r = run(cell);
         let lost = r["expected_deliveries"].as_u64().unwrap_or(0) as i64
             - r["deliveries"].as_u64().unwrap_or(0) as i64;
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell.connections,
             r["stalled"],
             cell.payload,
@@ -127,6 +127,7 @@ fn main() {
             f(&r["latency_us"]["p50"], 1e-3, 1),
             f(&r["latency_us"]["p99"], 1e-3, 1),
             f(&r["latency_us"]["p999"], 1e-3, 1),
+            f(&r["floor_paced_p99_us"], 1e-3, 1),
             f(&r["server_cpu_ns_per_delivery"], 1.0, 0),
             f(&r["floor_ns_per_write"], 1.0, 0),
             f(&r["ratio_to_floor"], 1.0, 2),

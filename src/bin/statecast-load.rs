@@ -699,6 +699,8 @@ struct Floor {
     /// Wall time until this process has read that frame from every socket:
     /// the floor's publish-to-last-client latency, with the same reader.
     round_delivered_ns: f64,
+    /// p50 and p99 latency in us when rounds come at the run's rate.
+    paced_us: Option<(u32, u32)>,
 }
 
 fn measure_floor(o: &Options, frame_len: usize) -> io::Result<Floor> {
@@ -762,6 +764,26 @@ fn measure_floor(o: &Options, frame_len: usize) -> io::Result<Floor> {
     let rounds = 20;
     let (per_write_ns, round_wall_ns, round_delivered_ns) = floor_round(1, rounds)?;
     let (batched_ns, _, _) = floor_round(10, rounds)?;
+    let paced_us = if o.rate > 0.0 {
+        let interval = Duration::from_secs_f64(1.0 / o.rate);
+        let rounds = o.messages.clamp(1, 30);
+        let mut latencies = paced_floor(
+            &mut poll,
+            &mut sockets,
+            &mut stdin,
+            interval,
+            rounds,
+            frame_len,
+        )?;
+        for _ in 0..rounds {
+            line.clear();
+            stdout.read_line(&mut line)?;
+        }
+        latencies.sort_unstable();
+        Some((percentile(&latencies, 50.0), percentile(&latencies, 99.0)))
+    } else {
+        None
+    };
     drop(stdin);
     if let Some(mut process) = child.child.take() {
         let _ = process.wait();
@@ -771,7 +793,66 @@ fn measure_floor(o: &Options, frame_len: usize) -> io::Result<Floor> {
         batched_ns,
         round_wall_ns,
         round_delivered_ns,
+        paced_us,
     })
+}
+
+/// The floor's latency under the run's own pacing: a round (one frame to
+/// every socket) is started every `interval`, whether or not the reader
+/// has caught up, exactly as publishes arrive at the server, and every
+/// frame's latency is taken from its round's start to its arrival here.
+fn paced_floor(
+    poll: &mut Poll,
+    sockets: &mut [TcpStream],
+    stdin: &mut ChildStdin,
+    interval: Duration,
+    rounds: usize,
+    frame_len: usize,
+) -> io::Result<Vec<u32>> {
+    let mut events = Events::with_capacity(4096);
+    let mut buf = vec![0u8; 256 << 10];
+    let mut received = vec![0usize; sockets.len()];
+    let mut starts: Vec<Instant> = Vec::with_capacity(rounds);
+    let mut latencies = Vec::with_capacity(sockets.len() * rounds);
+    let total = sockets.len() * rounds;
+    let begin = Instant::now();
+    while latencies.len() < total {
+        let now = Instant::now();
+        if starts.len() < rounds && now >= begin + interval * starts.len() as u32 {
+            writeln!(stdin, "1")?;
+            stdin.flush()?;
+            starts.push(Instant::now());
+        }
+        let timeout = if starts.len() < rounds {
+            (begin + interval * starts.len() as u32).saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_secs(10)
+        };
+        poll.poll(&mut events, Some(timeout))?;
+        if events.is_empty() && starts.len() == rounds {
+            return Err(io::Error::other("floor: no data for 10 s"));
+        }
+        for event in events.iter() {
+            let i = event.token().0;
+            loop {
+                match sockets[i].read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let at = Instant::now();
+                        let before = received[i] / frame_len;
+                        received[i] += n;
+                        for round in before..received[i] / frame_len {
+                            let latency = at.duration_since(starts[round]);
+                            latencies.push(latency.as_micros() as u32);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(latencies)
 }
 
 fn drain(poll: &mut Poll, sockets: &mut [TcpStream], expect: u64) -> io::Result<()> {
@@ -921,6 +1002,8 @@ fn run(o: Options) -> io::Result<()> {
         "floor_ns_per_batched_frame": floor.as_ref().map(|f| f.batched_ns),
         "floor_round_ms": floor.as_ref().map(|f| f.round_wall_ns / 1e6),
         "floor_delivered_ms": floor.as_ref().map(|f| f.round_delivered_ns / 1e6),
+        "floor_paced_p50_us": floor.as_ref().and_then(|f| f.paced_us).map(|p| p.0),
+        "floor_paced_p99_us": floor.as_ref().and_then(|f| f.paced_us).map(|p| p.1),
         "ratio_to_floor": match (per_delivery, &floor) {
             (Some(p), Some(f)) => Some(p / f.per_write_ns),
             _ => None,
@@ -986,6 +1069,10 @@ fn print_report(r: &serde_json::Value) {
         "floor: {} ms to write one frame to every socket, {} ms until all were read",
         f(&r["floor_round_ms"]),
         f(&r["floor_delivered_ms"])
+    );
+    println!(
+        "floor at the same pacing: latency us p50 {} p99 {}",
+        r["floor_paced_p50_us"], r["floor_paced_p99_us"]
     );
 }
 
