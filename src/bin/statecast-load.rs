@@ -36,6 +36,9 @@ OPTIONS:
     --rate R              publishes per second; 0 = as fast as possible [default: 10]
     --payload BYTES       size of each message's data [default: 256]
     --kind KIND           snapshot (conflated) or event (never dropped) [default: snapshot]
+    --publish HOW         http (POST over keep-alive, to a server process) or inproc
+                          (a Publisher, to a server thread in this process, pinned
+                          to --server-cpu; at most about 9,900 connections) [default: http]
     --stalled PERCENT     share of clients that stop reading after the snapshot [default: 0]
     --no-floor            skip the kernel floor measurement
     --memory N,N,...      instead of publishing: server RSS at each connection count
@@ -64,6 +67,7 @@ struct Options {
     floor: bool,
     memory: Vec<usize>,
     json: bool,
+    inproc: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -81,6 +85,7 @@ fn parse_options() -> Result<Options, String> {
         floor: true,
         memory: Vec::new(),
         json: false,
+        inproc: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -118,6 +123,13 @@ fn parse_options() -> Result<Options, String> {
                     .collect::<Result<_, _>>()?
             }
             "--json" => o.json = true,
+            "--publish" => {
+                o.inproc = match value()?.as_str() {
+                    "http" => false,
+                    "inproc" => true,
+                    other => return Err(format!("--publish: {other:?} (expected http or inproc)")),
+                }
+            }
             "--floor-child" => {
                 floor_child().map_err(|e| format!("floor child: {e}"))?;
                 std::process::exit(0);
@@ -148,10 +160,24 @@ struct Target {
     addr: SocketAddr,
     pid: Option<u32>,
     child: Option<Child>,
+    /// `schedstat` of the server's loop thread, for its CPU time.
+    cpu_stat: Option<String>,
+    /// Set when the server runs in this process (`--publish inproc`).
+    inproc: Option<statecast::Publisher>,
+}
+
+impl Target {
+    fn server_cpu_ns(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.cpu_stat.as_ref()?).ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    }
 }
 
 impl Drop for Target {
     fn drop(&mut self) {
+        if let Some(publisher) = &self.inproc {
+            let _ = publisher.shutdown();
+        }
         if let Some(child) = &mut self.child {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -178,6 +204,8 @@ fn start_target(o: &Options) -> io::Result<Target> {
             addr,
             pid: o.server_pid,
             child: None,
+            cpu_stat: o.server_pid.map(|p| format!("/proc/{p}/schedstat")),
+            inproc: None,
         });
     }
     let binary = match &o.spawn {
@@ -228,16 +256,55 @@ fn start_target(o: &Options) -> io::Result<Target> {
     Ok(Target {
         addr,
         pid: Some(child.id()),
+        cpu_stat: Some(format!("/proc/{}/schedstat", child.id())),
         child: Some(child),
+        inproc: None,
     })
 }
 
-/// CPU time of a process's main thread in ns (the server's loop thread).
-fn cpu_ns(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// Runs the server in a thread of this process, pinned to the server's CPU,
+/// and publishes through its `Publisher`. Both ends of every connection
+/// are then in this process, so it holds at most half the file limit.
+fn start_inproc(o: &Options) -> io::Result<Target> {
+    let config = statecast::Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        preset: statecast::Preset::None,
+        topics: vec!["load".into()],
+        max_publish_bytes: 4 << 20,
+        ..statecast::Config::default()
+    };
+    let server = statecast::Server::bind(config)?;
+    let addr = server.local_addr()?;
+    let publisher = server.publisher();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cpu = o.server_cpu;
+    std::thread::Builder::new()
+        .name("server".into())
+        .spawn(move || {
+            let tid = std::fs::read_link("/proc/thread-self")
+                .ok()
+                .and_then(|p| p.file_name()?.to_str()?.parse::<u32>().ok());
+            if let (Some(tid), true) = (tid, std::path::Path::new("/usr/bin/taskset").exists()) {
+                let _ = Command::new("/usr/bin/taskset")
+                    .args(["-pc", &cpu.to_string(), &tid.to_string()])
+                    .stdout(Stdio::null())
+                    .status();
+            }
+            let _ = tx.send(tid);
+            if let Err(e) = server.run() {
+                eprintln!("statecast-load: in-process server failed: {e}");
+            }
+        })?;
+    let tid = rx
+        .recv()
+        .map_err(|_| io::Error::other("the in-process server did not start"))?;
+    Ok(Target {
+        addr,
+        pid: None,
+        child: None,
+        cpu_stat: tid.map(|t| format!("/proc/self/task/{t}/schedstat")),
+        inproc: Some(publisher),
+    })
 }
 
 /// CPU time of this whole process (all threads) in ns.
@@ -607,6 +674,42 @@ fn publisher(addr: SocketAddr, o: &Options, stop: Arc<AtomicBool>) -> io::Result
     })
 }
 
+/// Publishes through an in-process `Publisher`, paced or as fast as it goes.
+fn publish_inproc(
+    p: &statecast::Publisher,
+    o: &Options,
+    stop: Arc<AtomicBool>,
+) -> io::Result<PublishReport> {
+    let pad = "x".repeat(o.payload.saturating_sub(40));
+    let interval = (o.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / o.rate));
+    let start = Instant::now();
+    let mut sent = 0;
+    for i in 0..o.messages {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(interval) = interval {
+            let due = start + interval * i as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let data = format!(r#"{{"i":{i},"t":{},"p":"{pad}"}}"#, now_ns());
+        let result = if o.event {
+            let raw = serde_json::value::RawValue::from_string(data).map_err(io::Error::other)?;
+            p.event("load", &raw)
+        } else {
+            p.publish_json("load", &data)
+        };
+        result.map_err(io::Error::other)?;
+        sent += 1;
+    }
+    Ok(PublishReport {
+        sent,
+        elapsed: start.elapsed(),
+    })
+}
+
 /// Reads one HTTP response, failing unless it is a 200.
 fn read_response(reader: &mut impl BufRead) -> io::Result<()> {
     let mut line = String::new();
@@ -715,6 +818,8 @@ fn measure_floor(o: &Options, frame_len: usize) -> io::Result<Floor> {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         pid: None,
         child: Some(child),
+        cpu_stat: None,
+        inproc: None,
     };
     let process = child.child.as_mut().expect("spawned");
     let mut stdin: ChildStdin = process.stdin.take().expect("piped");
@@ -841,9 +946,9 @@ fn paced_floor(
                         let at = Instant::now();
                         let before = received[i] / frame_len;
                         received[i] += n;
-                        for round in before..received[i] / frame_len {
-                            let latency = at.duration_since(starts[round]);
-                            latencies.push(latency.as_micros() as u32);
+                        let after = received[i] / frame_len;
+                        for start in &starts[before..after] {
+                            latencies.push(at.duration_since(*start).as_micros() as u32);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -891,7 +996,16 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 
 fn run(o: Options) -> io::Result<()> {
     now_ns();
-    let target = start_target(&o)?;
+    let target = if o.inproc {
+        if !o.memory.is_empty() {
+            return Err(io::Error::other(
+                "--memory measures a server process of its own; drop --publish inproc",
+            ));
+        }
+        start_inproc(&o)?
+    } else {
+        start_target(&o)?
+    };
     // Every client's first message is this snapshot; publishes come after.
     http_post(target.addr, "/api/v1/publish/load", r#"{"init":true}"#)?;
     if !o.memory.is_empty() {
@@ -903,7 +1017,7 @@ fn run(o: Options) -> io::Result<()> {
     clients.open(target.addr, o.connections, stalled, Duration::from_secs(60))?;
     let connect = connect_start.elapsed();
 
-    let server_cpu_before = target.pid.map(cpu_ns);
+    let server_cpu_before = target.server_cpu_ns();
     let own_before = own_cpu_ns();
     let stop = Arc::new(AtomicBool::new(false));
     let publish_start = now_ns();
@@ -911,7 +1025,11 @@ fn run(o: Options) -> io::Result<()> {
         let o = o.clone();
         let addr = target.addr;
         let stop = stop.clone();
-        std::thread::spawn(move || publisher(addr, &o, stop))
+        let inproc = target.inproc.clone();
+        std::thread::spawn(move || match inproc {
+            Some(p) => publish_inproc(&p, &o, stop),
+            None => publisher(addr, &o, stop),
+        })
     };
     // Receive until every healthy client has the last message, or things
     // go quiet for a second after the publisher is done.
@@ -950,11 +1068,12 @@ fn run(o: Options) -> io::Result<()> {
         .last_delivery_ns
         .saturating_sub(publish_start)
         .max(1);
-    let own_cpu = own_cpu_ns() - own_before;
-    let server_cpu = match (target.pid, server_cpu_before) {
-        (Some(pid), Some(before)) => Some(cpu_ns(pid) - before),
+    let server_cpu = match (target.server_cpu_ns(), server_cpu_before) {
+        (Some(after), Some(before)) => Some(after - before),
         _ => None,
     };
+    // An in-process server's thread is not the generator's work.
+    let own_cpu = own_cpu_ns() - own_before - target.inproc.as_ref().and(server_cpu).unwrap_or(0);
     let healthy_missing_last = clients
         .clients
         .iter()
