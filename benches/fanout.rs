@@ -100,17 +100,17 @@ fn main() {
     };
 
     println!(
-        "| conns | stalled | payload | mode | kind | publishes/s | deliveries/s | lost | missing last | p50 ms | p99 ms | p99.9 ms | floor p99 ms | server ns/delivery | floor ns/write | ratio | floor write ms | floor delivered ms | connect ms |"
+        "| conns | stalled | payload | mode | kind | publishes/s | deliveries/s | lost | missing last | p50 ms | p99 ms | p99.9 ms | floor p99 ms | server ns/delivery | floor ns/write | ratio | paced floor ns/write | paced ratio | floor write ms | floor delivered ms | connect ms |"
     );
     println!(
-        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for cell in &cells {
         let r = run(cell);
         let lost = r["expected_deliveries"].as_u64().unwrap_or(0) as i64
             - r["deliveries"].as_u64().unwrap_or(0) as i64;
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell.connections,
             r["stalled"],
             cell.payload,
@@ -131,6 +131,8 @@ fn main() {
             f(&r["server_cpu_ns_per_delivery"], 1.0, 0),
             f(&r["floor_ns_per_write"], 1.0, 0),
             f(&r["ratio_to_floor"], 1.0, 2),
+            f(&r["floor_paced_ns_per_write"], 1.0, 0),
+            f(&r["ratio_to_paced_floor"], 1.0, 2),
             f(&r["floor_round_ms"], 1.0, 1),
             f(&r["floor_delivered_ms"], 1.0, 1),
             f(&r["connect_ms"], 1.0, 0),

@@ -802,8 +802,10 @@ struct Floor {
     /// Wall time until this process has read that frame from every socket:
     /// the floor's publish-to-last-client latency, with the same reader.
     round_delivered_ns: f64,
-    /// p50 and p99 latency in us when rounds come at the run's rate.
-    paced_us: Option<(u32, u32)>,
+    /// p50 and p99 latency in us when rounds come at the run's rate, and
+    /// the CPU ns per write at that pacing (caches cool between rounds,
+    /// as they do for the server).
+    paced_us: Option<(u32, u32, f64)>,
 }
 
 fn measure_floor(o: &Options, frame_len: usize) -> io::Result<Floor> {
@@ -880,12 +882,23 @@ fn measure_floor(o: &Options, frame_len: usize) -> io::Result<Floor> {
             rounds,
             frame_len,
         )?;
+        let mut cpu = 0u64;
         for _ in 0..rounds {
             line.clear();
             stdout.read_line(&mut line)?;
+            cpu += line
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
         }
         latencies.sort_unstable();
-        Some((percentile(&latencies, 50.0), percentile(&latencies, 99.0)))
+        let per_write = cpu as f64 / (rounds * o.connections) as f64;
+        Some((
+            percentile(&latencies, 50.0),
+            percentile(&latencies, 99.0),
+            per_write,
+        ))
     } else {
         None
     };
@@ -1123,6 +1136,11 @@ fn run(o: Options) -> io::Result<()> {
         "floor_delivered_ms": floor.as_ref().map(|f| f.round_delivered_ns / 1e6),
         "floor_paced_p50_us": floor.as_ref().and_then(|f| f.paced_us).map(|p| p.0),
         "floor_paced_p99_us": floor.as_ref().and_then(|f| f.paced_us).map(|p| p.1),
+        "floor_paced_ns_per_write": floor.as_ref().and_then(|f| f.paced_us).map(|p| p.2),
+        "ratio_to_paced_floor": match (per_delivery, floor.as_ref().and_then(|f| f.paced_us)) {
+            (Some(p), Some((_, _, f))) => Some(p / f),
+            _ => None,
+        },
         "ratio_to_floor": match (per_delivery, &floor) {
             (Some(p), Some(f)) => Some(p / f.per_write_ns),
             _ => None,
@@ -1190,8 +1208,11 @@ fn print_report(r: &serde_json::Value) {
         f(&r["floor_delivered_ms"])
     );
     println!(
-        "floor at the same pacing: latency us p50 {} p99 {}",
-        r["floor_paced_p50_us"], r["floor_paced_p99_us"]
+        "floor at the same pacing: latency us p50 {} p99 {}, {} ns per write (ratio {})",
+        r["floor_paced_p50_us"],
+        r["floor_paced_p99_us"],
+        f(&r["floor_paced_ns_per_write"]),
+        f(&r["ratio_to_paced_floor"])
     );
 }
 
