@@ -11,6 +11,7 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+cargo test --doc
 
 echo "== conformance (Autobahn cases via kosoku)"
 if [ ! -x .venv/bin/kosoku ]; then
