@@ -427,15 +427,25 @@ impl Clients {
             while self.clients.len() < target && self.clients.len() - self.tally.snapshots < 2048 {
                 let mut stream = TcpStream::connect(addr)?;
                 let token = Token(self.clients.len());
-                self.poll.registry().register(
-                    &mut stream,
-                    token,
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
+                // On loopback the connection is usually up by now: send the
+                // upgrade at once and skip a round of readiness events.
+                let state = match stream.write(&self.request) {
+                    Ok(n) if n == self.request.len() => ClientState::Handshaking,
+                    Ok(_) => return Err(io::Error::other("short write of the upgrade request")),
+                    Err(_) => ClientState::Connecting,
+                };
+                let interest = if state == ClientState::Connecting {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                self.poll
+                    .registry()
+                    .register(&mut stream, token, interest)?;
                 let index = self.clients.len();
                 self.clients.push(Client {
                     stream,
-                    state: ClientState::Connecting,
+                    state,
                     partial: Vec::new(),
                     snapshot: false,
                     last: None,
