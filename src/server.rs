@@ -3,7 +3,8 @@
 //! A turn of the loop: wait for readiness; accept, read and answer; drain
 //! the publishers' channel; write every connection that has output (one
 //! `writev` each); remove the connections marked done (only [`EventLoop::remove`]
-//! does that); run the timers. Broadcasts go out in [`EventLoop::fan_out`].
+//! does that); run the timers. Snapshots go out in [`EventLoop::fan_out`],
+//! events in [`EventLoop::broadcast`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -214,6 +215,25 @@ struct EventLoop {
     last_refusal_log: Option<Instant>,
     /// The last drain stopped at `MAX_DRAIN` with commands left.
     backlog: bool,
+}
+
+/// After a fan-out queued a frame for `conn`: schedule its write, and note
+/// it as slow if its queue is now over the limit (closed after the pass,
+/// since closing changes the subscriber list being walked).
+fn after_queueing(
+    conn: &mut Conn,
+    key: usize,
+    max: usize,
+    dirty: &mut Vec<usize>,
+    slow: &mut Vec<usize>,
+) {
+    if conn.out.pending_bytes() > max {
+        slow.push(key);
+    }
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(key);
+    }
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -830,13 +850,7 @@ impl EventLoop {
                 if conn.out.push_snapshot(snapshot.frame.clone()) {
                     self.stats.superseded += 1;
                 }
-                if conn.out.pending_bytes() > max_queue {
-                    slow.push(key);
-                }
-                if !conn.dirty {
-                    conn.dirty = true;
-                    self.dirty.push(key);
-                }
+                after_queueing(conn, key, max_queue, &mut self.dirty, &mut slow);
             }
         }
         for key in slow {
@@ -858,13 +872,7 @@ impl EventLoop {
             }
             count += 1;
             conn.out.push(message.frame.clone());
-            if conn.out.pending_bytes() > max_queue {
-                slow.push(key);
-            }
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
+            after_queueing(conn, key, max_queue, &mut self.dirty, &mut slow);
         }
         self.stats.events += 1;
         for key in slow {
