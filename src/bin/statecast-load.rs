@@ -623,15 +623,12 @@ fn publisher(addr: SocketAddr, o: &Options, stop: Arc<AtomicBool>) -> io::Result
     let mut stream = StdStream::connect(addr)?;
     stream.set_nodelay(true)?;
     let mut reader = Some(BufReader::new(stream.try_clone()?));
-    let pad = "x".repeat(o.payload.saturating_sub(40));
     let path = if o.event {
         "/api/v1/broadcast"
     } else {
         "/api/v1/publish/load"
     };
-    let interval = (o.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / o.rate));
-    let start = Instant::now();
-    let responses = if interval.is_none() {
+    let responses = if o.rate <= 0.0 {
         let messages = o.messages;
         let mut reader = reader.take().expect("reader");
         Some(std::thread::spawn(move || -> io::Result<()> {
@@ -644,18 +641,7 @@ fn publisher(addr: SocketAddr, o: &Options, stop: Arc<AtomicBool>) -> io::Result
         None
     };
     let mut request = Vec::with_capacity(o.payload + 200);
-    let mut sent = 0;
-    for i in 0..o.messages {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if let Some(interval) = interval {
-            let due = start + interval * i as u32;
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
-        let data = format!(r#"{{"i":{i},"t":{},"p":"{pad}"}}"#, now_ns());
+    let report = schedule(o, &stop, |data| {
         let body = if o.event {
             format!(r#"{{"type":"load","data":{data}}}"#)
         } else {
@@ -668,20 +654,17 @@ fn publisher(addr: SocketAddr, o: &Options, stop: Arc<AtomicBool>) -> io::Result
             body.len()
         )?;
         stream.write_all(&request)?;
-        if let Some(reader) = reader.as_mut() {
-            read_response(reader)?;
+        match reader.as_mut() {
+            Some(reader) => read_response(reader),
+            None => Ok(()),
         }
-        sent += 1;
-    }
+    })?;
     if let Some(responses) = responses {
         responses
             .join()
             .map_err(|_| io::Error::other("response reader panicked"))??;
     }
-    Ok(PublishReport {
-        sent,
-        elapsed: start.elapsed(),
-    })
+    Ok(report)
 }
 
 /// Publishes through an in-process `Publisher`, paced or as fast as it goes.
@@ -689,6 +672,25 @@ fn publish_inproc(
     p: &statecast::Publisher,
     o: &Options,
     stop: Arc<AtomicBool>,
+) -> io::Result<PublishReport> {
+    schedule(o, &stop, |data| {
+        let result = if o.event {
+            let raw = serde_json::value::RawValue::from_string(data).map_err(io::Error::other)?;
+            p.event("load", &raw)
+        } else {
+            p.publish_json("load", &data)
+        };
+        result.map_err(io::Error::other)
+    })
+}
+
+/// The publishing schedule both paths share: `--messages` payloads, each
+/// stamped with its send time, one every `1/--rate` seconds or back to
+/// back, handed to `send`.
+fn schedule(
+    o: &Options,
+    stop: &AtomicBool,
+    mut send: impl FnMut(String) -> io::Result<()>,
 ) -> io::Result<PublishReport> {
     let pad = "x".repeat(o.payload.saturating_sub(40));
     let interval = (o.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / o.rate));
@@ -704,14 +706,7 @@ fn publish_inproc(
                 std::thread::sleep(wait);
             }
         }
-        let data = format!(r#"{{"i":{i},"t":{},"p":"{pad}"}}"#, now_ns());
-        let result = if o.event {
-            let raw = serde_json::value::RawValue::from_string(data).map_err(io::Error::other)?;
-            p.event("load", &raw)
-        } else {
-            p.publish_json("load", &data)
-        };
-        result.map_err(io::Error::other)?;
+        send(format!(r#"{{"i":{i},"t":{},"p":"{pad}"}}"#, now_ns()))?;
         sent += 1;
     }
     Ok(PublishReport {
