@@ -134,14 +134,14 @@ fn main() {
         vec![cell(200, 256, 50, 10, "snapshot", 10)]
     };
 
+    let repeats = if full { 3 } else { 1 };
+    println!("Each figure is the median of {repeats} run(s); failure counts are the worst.\n");
     println!(
         "| conns | stalled | payload | mode | kind | publishes/s | deliveries/s | lost | missing last | p50 ms | p99 ms | p99.9 ms | floor p99 ms | server ns/delivery | floor ns/write | ratio | paced floor ns/write | paced ratio | floor write ms | floor delivered ms | connect ms |"
     );
     println!(
         "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    let repeats = if full { 3 } else { 1 };
-    println!("Each figure is the median of {repeats} run(s); failure counts are the worst.\n");
     for cell in &cells {
         let r = run_repeated(cell, repeats);
         let lost = r["expected_deliveries"].as_u64().unwrap_or(0) as i64
