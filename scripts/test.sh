@@ -19,4 +19,6 @@ if [ ! -x .venv/bin/kosoku ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check kosoku==0.1.0
 fi
 cargo build --release --quiet
+# The README's first command must keep resolving to the server binary.
+cargo run --release --quiet -- --version
 .venv/bin/python scripts/conformance.py target/release/statecast target/conformance
