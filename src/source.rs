@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{info, warn};
 
@@ -15,9 +15,6 @@ use crate::publisher::{PublishError, Publisher};
 pub struct ProviderStatus {
     pub ok: bool,
     pub last_error: Option<String>,
-    /// Seconds since the last successful fetch, if any.
-    #[serde(skip)]
-    pub last_success: Option<Instant>,
 }
 
 /// Every provider's status by name, shared between provider threads and
@@ -102,12 +99,9 @@ fn set_status(registry: &Registry, name: &str, ok: bool, error: Option<String>) 
     let entry = map.entry(name.to_owned()).or_insert(ProviderStatus {
         ok,
         last_error: None,
-        last_success: None,
     });
     entry.ok = ok;
-    if ok {
-        entry.last_success = Some(Instant::now());
-    } else {
+    if !ok {
         entry.last_error = error;
     }
 }
