@@ -26,7 +26,11 @@ pub struct PollSpec {
 
 impl fmt::Display for PollSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}{}", self.host, self.port, self.path)
+        } else {
+            write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+        }
     }
 }
 
@@ -50,20 +54,32 @@ pub fn parse_spec(s: &str, default_interval: Duration) -> Result<PollSpec, Strin
         Some(i) => (&after[..i], &after[i..]),
         None => (after, "/"),
     };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
-            host,
-            port.parse()
-                .map_err(|_| format!("{url:?}: {port:?} is not a port"))?,
-        ),
-        _ => (authority, 80),
+    // An IPv6 literal is bracketed (RFC 3986 §3.2.2); only a colon after
+    // the closing bracket starts the port.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{url:?}: unclosed [ in the host"))?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(port) => port
+            .parse()
+            .map_err(|_| format!("{url:?}: {port:?} is not a port"))?,
+        None => 80,
     };
     if host.is_empty() {
         return Err(format!("{url:?} has no host"));
     }
     Ok(PollSpec {
         topic: topic.to_owned(),
-        host: host.trim_matches(|c| c == '[' || c == ']').to_owned(),
+        host: host.to_owned(),
         port,
         path: path.to_owned(),
         interval,
