@@ -137,17 +137,17 @@ fn main() {
     let repeats = if full { 3 } else { 1 };
     println!("Each figure is the median of {repeats} run(s); failure counts are the worst.\n");
     println!(
-        "| conns | stalled | payload | mode | kind | publishes/s | deliveries/s | lost | missing last | p50 ms | p99 ms | p99.9 ms | floor p99 ms | server ns/delivery | floor ns/write | ratio | paced floor ns/write | paced ratio | floor write ms | floor delivered ms | connect ms |"
+        "| conns | stalled | payload | mode | kind | publishes/s | deliveries/s | lost | missing last | p50 ms | p99 ms | p99.9 ms | floor p99 ms | server ns/delivery | floor ns/write | ratio | paced floor ns/write | paced ratio | floor write ms | floor delivered ms | connect ms | connect server busy % |"
     );
     println!(
-        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for cell in &cells {
         let r = run_repeated(cell, repeats);
         let lost = r["expected_deliveries"].as_u64().unwrap_or(0) as i64
             - r["deliveries"].as_u64().unwrap_or(0) as i64;
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell.connections,
             r["stalled"],
             cell.payload,
@@ -173,6 +173,7 @@ fn main() {
             f(&r["floor_round_ms"], 1.0, 1),
             f(&r["floor_delivered_ms"], 1.0, 1),
             f(&r["connect_ms"], 1.0, 0),
+            f(&r["connect_server_busy"], 100.0, 0),
         );
         // Under cargo test, the one small cell must show a working pipeline.
         if !full {

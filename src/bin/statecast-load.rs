@@ -501,7 +501,11 @@ impl Clients {
         let pad = "x".repeat(o.payload.saturating_sub(20));
         let mut events = Events::with_capacity(4096);
         for k in 0..o.warmup as u64 {
-            http_post(addr, "/api/v1/publish/load", &format!(r#"{{"w":{k},"p":"{pad}"}}"#))?;
+            http_post(
+                addr,
+                "/api/v1/publish/load",
+                &format!(r#"{{"w":{k},"p":"{pad}"}}"#),
+            )?;
             let deadline = Instant::now() + Duration::from_secs(30);
             while self
                 .clients
@@ -509,7 +513,9 @@ impl Clients {
                 .any(|c| !c.stalled && c.state == ClientState::Open && c.warmed <= k)
             {
                 if Instant::now() > deadline {
-                    return Err(io::Error::other(format!("warm-up publish {k} not delivered in 30 s")));
+                    return Err(io::Error::other(format!(
+                        "warm-up publish {k} not delivered in 30 s"
+                    )));
                 }
                 self.turn(&mut events, Some(Duration::from_millis(20)))?;
             }
@@ -1098,17 +1104,14 @@ fn run(o: Options) -> io::Result<()> {
     clients.open(target.addr, o.connections, stalled, Duration::from_secs(60))?;
     let connect = connect_start.elapsed();
     // Which side set the connect time: a side busy nearly all of it did.
-    let busy = |cpu_ns: u64| cpu_ns as f64 / connect.as_nanos().max(1) as f64;
-    let connect_server_busy = match (target.server_cpu_ns(), server_before_connect) {
-        (Some(after), Some(before)) => Some(busy(after - before)),
+    let connect_server_ns = match (target.server_cpu_ns(), server_before_connect) {
+        (Some(after), Some(before)) => Some(after - before),
         _ => None,
     };
-    let connect_own_busy = busy(
-        (own_cpu_ns() - own_before_connect)
-            .saturating_sub(target.inproc.as_ref().and(connect_server_busy).map_or(0, |b| {
-                (b * connect.as_nanos() as f64) as u64
-            })),
-    );
+    // An in-process server's thread is not the generator's work.
+    let connect_own_ns = (own_cpu_ns() - own_before_connect)
+        .saturating_sub(target.inproc.as_ref().and(connect_server_ns).unwrap_or(0));
+    let busy = |cpu_ns: u64| cpu_ns as f64 / connect.as_nanos().max(1) as f64;
     clients.warm_up(target.addr, &o)?;
 
     let server_cpu_before = target.server_cpu_ns();
@@ -1199,8 +1202,8 @@ fn run(o: Options) -> io::Result<()> {
         "publish_seconds": report.elapsed.as_secs_f64(),
         "publishes_per_second": report.sent as f64 / report.elapsed.as_secs_f64(),
         "connect_ms": connect.as_secs_f64() * 1e3,
-        "connect_server_busy": connect_server_busy,
-        "connect_generator_busy": connect_own_busy,
+        "connect_server_busy": connect_server_ns.map(busy),
+        "connect_generator_busy": busy(connect_own_ns),
         "warmup": o.warmup,
         "deliveries": deliveries,
         "expected_deliveries": expected,
@@ -1247,6 +1250,10 @@ fn run(o: Options) -> io::Result<()> {
 
 fn print_report(r: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
+    let percent = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("-".to_owned(), |x| format!("{:.0}", x * 100.0))
+    };
     println!(
         "{} connections ({} stalled), {} B {} payload, rate {}/s",
         r["connections"],
@@ -1258,8 +1265,8 @@ fn print_report(r: &serde_json::Value) {
     println!(
         "connect+handshake+snapshot: {} ms (server busy {}%, generator busy {}%)",
         f(&r["connect_ms"]),
-        f(&(r["connect_server_busy"].as_f64().map(|b| b * 100.0).into())),
-        f(&(r["connect_generator_busy"].as_f64().map(|b| b * 100.0).into())),
+        percent(&r["connect_server_busy"]),
+        percent(&r["connect_generator_busy"]),
     );
     println!("warm-up publishes before measuring: {}", r["warmup"]);
     println!(
