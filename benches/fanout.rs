@@ -68,8 +68,11 @@ fn run(cell: &Cell) -> Value {
         .expect("running statecast-load");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "statecast-load failed: {stderr}");
-    if !stderr.trim().is_empty() {
-        eprintln!("{}", stderr.trim());
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        eprintln!(
+            "{} conns, {} B, {}, rate {}: {line}",
+            cell.connections, cell.payload, cell.kind, cell.rate
+        );
     }
     serde_json::from_slice(&output.stdout).expect("statecast-load printed JSON")
 }

@@ -1245,6 +1245,14 @@ fn run(o: Options) -> io::Result<()> {
             own_busy * 100.0
         );
     }
+    // schedstat can lag a running thread by a scheduler tick: too coarse
+    // for a phase of a few milliseconds.
+    if busy(connect_own_ns) > 0.9 && connect > Duration::from_millis(100) {
+        eprintln!(
+            "warning: the generator was busy {:.0}% of the connect phase: it, not the server, may have set the connect time",
+            busy(connect_own_ns) * 100.0
+        );
+    }
     Ok(())
 }
 
