@@ -1300,6 +1300,13 @@ fn print_report(r: &serde_json::Value) {
         "latency us: p50 {} p99 {} p99.9 {} max {}",
         l["p50"], l["p99"], l["p999"], l["max"]
     );
+    if r["floor_ns_per_write"].is_null() {
+        println!(
+            "server CPU per delivery: {} ns (no floor measured)",
+            f(&r["server_cpu_ns_per_delivery"])
+        );
+        return;
+    }
     println!(
         "server CPU per delivery: {} ns; floor {} ns per write ({} ns batched x10); ratio {}",
         f(&r["server_cpu_ns_per_delivery"]),
@@ -1312,13 +1319,15 @@ fn print_report(r: &serde_json::Value) {
         f(&r["floor_round_ms"]),
         f(&r["floor_delivered_ms"])
     );
-    println!(
-        "floor at the same pacing: latency us p50 {} p99 {}, {} ns per write (ratio {})",
-        r["floor_paced_p50_us"],
-        r["floor_paced_p99_us"],
-        f(&r["floor_paced_ns_per_write"]),
-        f(&r["ratio_to_paced_floor"])
-    );
+    if !r["floor_paced_p99_us"].is_null() {
+        println!(
+            "floor at the same pacing: latency us p50 {} p99 {}, {} ns per write (ratio {})",
+            r["floor_paced_p50_us"],
+            r["floor_paced_p99_us"],
+            f(&r["floor_paced_ns_per_write"]),
+            f(&r["ratio_to_paced_floor"])
+        );
+    }
 }
 
 /// Server RSS at increasing connection counts; the slope is the cost of
