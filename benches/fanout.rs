@@ -1,9 +1,9 @@
 //! The fan-out benchmark matrix: {1k, 10k} connections x {64 B, 1 KiB,
 //! 16 KiB} payloads x {paced at 10 publishes/s, burst}, plus a burst of
 //! events (batching), a run with 10% of clients stalled, and server memory
-//! per idle connection. Each cell is one `statecast-load` run with the
-//! server pinned to CPU 0 and the generator to CPU 1; the table prints each
-//! figure beside the kernel floor measured in the same run.
+//! per idle connection. Each cell is five `statecast-load` runs with the
+//! server pinned to CPU 0 and the generator to CPU 1, folded to medians; the
+//! table prints each figure beside the kernel floor measured in the same run.
 //!
 //! `cargo bench --bench fanout` runs the full matrix (about 17 minutes).
 //! Under `cargo test` it runs one small cell, so the generator is checked
