@@ -173,10 +173,35 @@ struct Target {
     inproc: Option<statecast::Publisher>,
 }
 
+/// Both sides' CPU clocks at one instant, the start of a measured phase.
+struct CpuMark {
+    server: Option<u64>,
+    own: u64,
+}
+
 impl Target {
     fn server_cpu_ns(&self) -> Option<u64> {
         let text = std::fs::read_to_string(self.cpu_stat.as_ref()?).ok()?;
         text.split_whitespace().next()?.parse().ok()
+    }
+
+    fn cpu_mark(&self) -> CpuMark {
+        CpuMark {
+            server: self.server_cpu_ns(),
+            own: own_cpu_ns(),
+        }
+    }
+
+    /// CPU ns spent since `mark` by the server's loop thread and by this
+    /// process; an in-process server's thread is not the generator's work.
+    fn cpu_since(&self, mark: &CpuMark) -> (Option<u64>, u64) {
+        let server = match (self.server_cpu_ns(), mark.server) {
+            (Some(after), Some(before)) => Some(after - before),
+            _ => None,
+        };
+        let own =
+            (own_cpu_ns() - mark.own).saturating_sub(self.inproc.as_ref().and(server).unwrap_or(0));
+        (server, own)
     }
 }
 
@@ -1100,22 +1125,15 @@ fn run(o: Options) -> io::Result<()> {
     let stalled = ((o.connections as f64) * o.stalled / 100.0).round() as usize;
     let mut clients = Clients::new("load", target.addr)?;
     let connect_start = Instant::now();
-    let (server_before_connect, own_before_connect) = (target.server_cpu_ns(), own_cpu_ns());
+    let connect_mark = target.cpu_mark();
     clients.open(target.addr, o.connections, stalled, Duration::from_secs(60))?;
     let connect = connect_start.elapsed();
     // Which side set the connect time: a side busy nearly all of it did.
-    let connect_server_ns = match (target.server_cpu_ns(), server_before_connect) {
-        (Some(after), Some(before)) => Some(after - before),
-        _ => None,
-    };
-    // An in-process server's thread is not the generator's work.
-    let connect_own_ns = (own_cpu_ns() - own_before_connect)
-        .saturating_sub(target.inproc.as_ref().and(connect_server_ns).unwrap_or(0));
+    let (connect_server_ns, connect_own_ns) = target.cpu_since(&connect_mark);
     let busy = |cpu_ns: u64| cpu_ns as f64 / connect.as_nanos().max(1) as f64;
     clients.warm_up(target.addr, &o)?;
 
-    let server_cpu_before = target.server_cpu_ns();
-    let own_before = own_cpu_ns();
+    let publish_mark = target.cpu_mark();
     let stop = Arc::new(AtomicBool::new(false));
     let publish_start = now_ns();
     let publishing = {
@@ -1165,12 +1183,7 @@ fn run(o: Options) -> io::Result<()> {
         .last_delivery_ns
         .saturating_sub(publish_start)
         .max(1);
-    let server_cpu = match (target.server_cpu_ns(), server_cpu_before) {
-        (Some(after), Some(before)) => Some(after - before),
-        _ => None,
-    };
-    // An in-process server's thread is not the generator's work.
-    let own_cpu = own_cpu_ns() - own_before - target.inproc.as_ref().and(server_cpu).unwrap_or(0);
+    let (server_cpu, own_cpu) = target.cpu_since(&publish_mark);
     let healthy_missing_last = clients
         .clients
         .iter()
