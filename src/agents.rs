@@ -1,7 +1,7 @@
 //! The agents-directory provider: a thread that scans `DIR/<adw_id>/adw_state.json`
 //! and publishes `adw-state/<adw_id>`, plus the `workflows` and `adw-monitor`
 //! panels derived from those files and from `/proc`, the way the ADW
-//! dashboard's own server derived them.
+//! dashboard's own server derived them, in the shapes of CONTRACT.md v2.
 //!
 //! It polls rather than using inotify: a scan of a few hundred small files
 //! every 500 ms costs little, works on every file system (network mounts
@@ -15,9 +15,23 @@ use std::time::{Duration, SystemTime};
 use log::{debug, info, warn};
 use serde_json::{Value, json};
 
-use crate::demo::rfc3339;
+use crate::adw::{self, rfc3339};
 use crate::publisher::{PublishError, Publisher};
+use crate::source::set_status;
 use crate::topic::is_adw_id;
+
+/// The name this provider reports under in `/healthz`.
+const PROVIDER: &str = "agents";
+
+/// The `adw_<phase>_iso` directories, in the order the original server
+/// ranked them: a workflow is in the last of these that exists.
+const PHASE_DIRS: [&str; 6] = ["plan", "build", "test", "review", "document", "ship"];
+
+/// The dashboard's phase ring (CONTRACT.md, adw-monitor), matched by
+/// case-insensitive substring, so `document` lights `doc`.
+const RING: [&str; 9] = [
+    "plan", "validate", "build", "lint", "test", "review", "doc", "ship", "cleanup",
+];
 
 /// What the provider is told.
 #[derive(Debug, Clone)]
@@ -26,6 +40,9 @@ pub struct AgentsConfig {
     pub scan_interval: Duration,
     /// `OWNER/NAME`, for each workflow's `github_url`.
     pub github_repo: Option<String>,
+    /// The agent program: a workflow is running while a process runs it
+    /// with the workflow's id on its command line.
+    pub agent_program: String,
 }
 
 /// What the provider remembers of one workflow directory.
@@ -33,10 +50,10 @@ pub struct AgentsConfig {
 struct Known {
     /// The bytes last read, to skip parsing when nothing changed.
     raw: Vec<u8>,
-    /// The last valid state published.
+    /// The last state the server accepted.
     state: Option<Value>,
-    /// The file is currently invalid (logged once, until it changes).
-    invalid: bool,
+    /// Why the current file is not published, logged once until it changes.
+    invalid: Option<String>,
 }
 
 /// The scanner: everything it learned from previous scans.
@@ -46,7 +63,7 @@ pub struct Scanner {
     last_workflows: Option<Value>,
     /// adw-monitor without its timestamp, to publish only on change.
     last_monitor: Option<Value>,
-    dir_missing_logged: bool,
+    dir_error: Option<String>,
 }
 
 impl Scanner {
@@ -56,22 +73,34 @@ impl Scanner {
             known: BTreeMap::new(),
             last_workflows: None,
             last_monitor: None,
-            dir_missing_logged: false,
+            dir_error: None,
         }
     }
 
-    /// One scan: publishes every change it finds.
+    /// One scan: publishes every change it finds, and reports the
+    /// provider's health for `/healthz`.
     pub fn scan(&mut self, publisher: &Publisher) -> Result<(), PublishError> {
+        let result = self.scan_dir(publisher);
+        let problem = self.dir_error.clone().or_else(|| {
+            self.known
+                .iter()
+                .find_map(|(id, k)| Some(format!("{id}: {}", k.invalid.as_ref()?)))
+        });
+        set_status(publisher.providers(), PROVIDER, problem);
+        result
+    }
+
+    fn scan_dir(&mut self, publisher: &Publisher) -> Result<(), PublishError> {
         let entries = match fs::read_dir(&self.config.dir) {
             Ok(entries) => {
-                self.dir_missing_logged = false;
+                self.dir_error = None;
                 entries
             }
             Err(e) => {
-                if !self.dir_missing_logged {
+                if self.dir_error.is_none() {
                     warn!("agents dir {}: {e}", self.config.dir.display());
-                    self.dir_missing_logged = true;
                 }
+                self.dir_error = Some(format!("{}: {e}", self.config.dir.display()));
                 return Ok(());
             }
         };
@@ -83,7 +112,8 @@ impl Scanner {
             .collect();
         present.sort();
 
-        // Workflows whose directory went away: their panel goes back to `{}`.
+        // Workflows whose directory went away: their panel goes back to
+        // the default, which names the workflow.
         let gone: Vec<String> = self
             .known
             .keys()
@@ -93,43 +123,10 @@ impl Scanner {
         for id in gone {
             self.known.remove(&id);
             debug!("agents: {id} removed");
-            publisher.publish(&format!("adw-state/{id}"), &json!({}))?;
+            publisher.publish(&format!("adw-state/{id}"), &adw::state_default(&id))?;
         }
-
         for id in &present {
-            let path = self.config.dir.join(id).join("adw_state.json");
-            let Ok(raw) = fs::read(&path) else {
-                // No state file yet (or it vanished mid-rename): keep what we had.
-                continue;
-            };
-            let known = self.known.entry(id.clone()).or_default();
-            if raw == known.raw {
-                continue;
-            }
-            known.raw = raw;
-            match serde_json::from_slice::<Value>(&known.raw) {
-                Ok(state) if state.is_object() => {
-                    if known.invalid {
-                        info!("agents: {} is valid again", path.display());
-                        known.invalid = false;
-                    }
-                    if known.state.as_ref() != Some(&state) {
-                        publisher.publish(&format!("adw-state/{id}"), &state)?;
-                        known.state = Some(state);
-                    }
-                }
-                Ok(_) | Err(_) => {
-                    // Half-written or broken: keep the last good snapshot,
-                    // say so once per bad version.
-                    if !known.invalid {
-                        warn!(
-                            "agents: {} is not a JSON object; keeping the last good state",
-                            path.display()
-                        );
-                        known.invalid = true;
-                    }
-                }
-            }
+            self.read_state(id, publisher)?;
         }
 
         let workflows = self.workflows();
@@ -147,84 +144,128 @@ impl Scanner {
         Ok(())
     }
 
-    /// The newest `adw_<phase>_iso` directory in a workflow's directory.
-    fn phase(&self, id: &str) -> Option<String> {
-        let entries = fs::read_dir(self.config.dir.join(id)).ok()?;
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let phase = name.strip_prefix("adw_")?.strip_suffix("_iso")?.to_owned();
-                let modified = e.metadata().and_then(|m| m.modified()).ok()?;
-                Some((modified, phase))
-            })
-            .max()
-            .map(|(_, phase)| phase)
-    }
-
-    fn issue_number(state: &Value) -> Option<i64> {
-        match &state["issue_number"] {
-            Value::String(s) => s.trim().parse().ok(),
-            Value::Number(n) => n.as_i64(),
-            _ => None,
+    /// Reads one workflow's state file and publishes it if it changed and
+    /// the server accepts it. A file that is broken, or that the adw-state
+    /// schema refuses, keeps the last good state and is logged once.
+    fn read_state(&mut self, id: &str, publisher: &Publisher) -> Result<(), PublishError> {
+        let path = self.config.dir.join(id).join("adw_state.json");
+        let Ok(raw) = fs::read(&path) else {
+            // No state file yet (or it vanished mid-rename): keep what we had.
+            return Ok(());
+        };
+        let known = self.known.entry(id.to_owned()).or_default();
+        if raw == known.raw {
+            return Ok(());
         }
+        known.raw = raw;
+        let refusal = match serde_json::from_slice::<Value>(&known.raw) {
+            Ok(state) if state.is_object() => {
+                if known.state.as_ref() == Some(&state) {
+                    None
+                } else {
+                    match publisher.publish(&format!("adw-state/{id}"), &state) {
+                        Ok(()) => {
+                            known.state = Some(state);
+                            None
+                        }
+                        Err(PublishError::Invalid { error, .. }) => {
+                            Some(format!("refused by the adw-state schema: {error}"))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            // Half-written or broken.
+            Ok(_) | Err(_) => Some("not a JSON object".to_owned()),
+        };
+        match (&refusal, &known.invalid) {
+            (Some(why), None) => warn!(
+                "agents: {}: {why}; keeping the last good state",
+                path.display()
+            ),
+            (None, Some(_)) => info!("agents: {} is valid again", path.display()),
+            _ => {}
+        }
+        known.invalid = refusal;
+        Ok(())
     }
 
-    /// The `workflows` panel: one entry per state file with an integer issue.
+    /// The `adw_<phase>_iso` directories a workflow has, in phase order.
+    fn phase_dirs(&self, id: &str) -> Vec<&'static str> {
+        let dir = self.config.dir.join(id);
+        PHASE_DIRS
+            .into_iter()
+            .filter(|phase| dir.join(format!("adw_{phase}_iso")).is_dir())
+            .collect()
+    }
+
+    /// The `workflows` panel: one entry per accepted state whose issue
+    /// number is an integer; the others are skipped, as the original did.
     fn workflows(&self) -> Value {
         let list: Vec<Value> = self
             .known
             .iter()
             .filter_map(|(id, known)| {
-                let issue = Self::issue_number(known.state.as_ref()?)?;
-                let url = self
-                    .config
-                    .github_repo
-                    .as_ref()
-                    .map(|repo| format!("https://github.com/{repo}/issues/{issue}"));
+                let state = known.state.as_ref()?;
+                let issue = issue_number(state)?;
+                let phase = self.phase_dirs(id).last().copied().unwrap_or("plan");
                 Some(json!({
                     "adw_id": id,
                     "issue_number": issue,
-                    "phase": self.phase(id),
-                    "github_url": url,
+                    "phase": phase,
+                    "github_url": self.github_url(state, Some(issue)),
                 }))
             })
             .collect();
         Value::Array(list)
     }
 
+    fn github_url(&self, state: &Value, issue: Option<i64>) -> Value {
+        if let Some(url) = state["github_url"].as_str() {
+            return json!(url);
+        }
+        match (&self.config.github_repo, issue) {
+            (Some(repo), Some(issue)) => json!(format!("https://github.com/{repo}/issues/{issue}")),
+            _ => Value::Null,
+        }
+    }
+
+    /// Whether a workflow's worktree exists; a relative path is tried from
+    /// the working directory and from the agents directory's parent, where
+    /// ADW keeps `trees/`.
+    fn worktree_exists(&self, state: &Value) -> bool {
+        let Some(path) = state["worktree_path"].as_str().filter(|p| !p.is_empty()) else {
+            return false;
+        };
+        let path = Path::new(path);
+        path.is_dir()
+            || (path.is_relative()
+                && self
+                    .config
+                    .dir
+                    .parent()
+                    .is_some_and(|parent| parent.join(path).is_dir()))
+    }
+
     /// The `adw-monitor` panel, without `last_updated`.
-    fn monitor(&self, command_lines: &[String]) -> Value {
+    fn monitor(&self, processes: &[Vec<String>]) -> Value {
         let mut counts: HashMap<&str, u64> = HashMap::new();
         let workflows: Vec<Value> = self
             .known
             .iter()
             .filter_map(|(id, known)| Some((id, known.state.as_ref()?)))
             .map(|(id, state)| {
-                let active = command_lines.iter().any(|c| c.contains(id.as_str()));
-                let recorded = state["status"].as_str().unwrap_or_default();
-                let worktree = state["worktree_path"]
-                    .as_str()
-                    .is_some_and(|p| Path::new(p).is_dir());
-                let status = match recorded {
-                    "completed" | "failed" => recorded,
+                let active = processes
+                    .iter()
+                    .any(|argv| runs_agent(argv, id, &self.config.agent_program));
+                let status = match state["status"].as_str() {
+                    Some(recorded @ ("completed" | "failed")) => recorded,
                     _ if active => "running",
-                    _ if worktree => "paused",
+                    _ if self.worktree_exists(state) => "paused",
                     _ => "queued",
                 };
                 *counts.entry(status).or_default() += 1;
-                json!({
-                    "adw_id": id,
-                    "issue_number": Self::issue_number(state),
-                    "status": status,
-                    "current_phase": self.phase(id),
-                    "is_process_active": active,
-                    // Only the old database knew these.
-                    "phase_progress": null,
-                    "phases_completed": null,
-                    "total_phases": null,
-                    "error_count": null,
-                })
+                self.monitor_entry(id, state, status, active)
             })
             .collect();
         let count = |s: &str| counts.get(s).copied().unwrap_or(0);
@@ -240,10 +281,107 @@ impl Scanner {
             "last_updated": null,
         })
     }
+
+    /// One workflow of adw-monitor, every field in the contract's type
+    /// whatever the state file holds: the Request tab renders it at load.
+    fn monitor_entry(&self, id: &str, state: &Value, status: &str, active: bool) -> Value {
+        let dirs = self.phase_dirs(id);
+        let phases_completed: Vec<String> = match state["phases_completed"].as_array() {
+            Some(list) if list.iter().all(Value::is_string) => list
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect(),
+            // The newest directory is the phase under way, unless the
+            // workflow is over.
+            _ => {
+                let done = if status == "completed" {
+                    dirs.len()
+                } else {
+                    dirs.len().saturating_sub(1)
+                };
+                dirs[..done].iter().map(|p| (*p).to_owned()).collect()
+            }
+        };
+        let current_phase = match state["current_phase"].as_str() {
+            Some(phase) => Some(phase.to_owned()),
+            None => dirs.last().map(|p| (*p).to_owned()),
+        };
+        let lit = |phase: &str| {
+            phases_completed
+                .iter()
+                .any(|p| p.to_ascii_lowercase().contains(phase))
+        };
+        let done = RING.iter().filter(|phase| lit(phase)).count();
+        let current_adds = match &current_phase {
+            Some(phase) if status != "completed" => {
+                let phase = phase.to_ascii_lowercase();
+                let in_ring = RING.iter().any(|r| phase.contains(r) && !lit(r));
+                if in_ring { 0.5 } else { 0.0 }
+            }
+            _ => 0.0,
+        };
+        let progress = ((done as f64 + current_adds) / RING.len() as f64 * 1000.0).round() / 10.0;
+        let issue = issue_number(state);
+        let text = |key: &str| json!(state[key].as_str().unwrap_or_default());
+        let text_or_null = |key: &str| state[key].as_str().map_or(Value::Null, |s| json!(s));
+        let number_or = |key: &str, default: Value| match &state[key] {
+            n @ Value::Number(_) => n.clone(),
+            _ => default,
+        };
+        let number_or_null = |key: &str| number_or(key, Value::Null);
+        let title = state["title"]
+            .as_str()
+            .or_else(|| state["nl_input"].as_str())
+            .unwrap_or_default();
+        json!({
+            "adw_id": id,
+            "issue_number": issue,
+            "pr_number": number_or_null("pr_number"),
+            "issue_class": text("issue_class"),
+            "title": title,
+            "status": status,
+            "current_phase": current_phase,
+            "phase_progress": progress.min(100.0),
+            "workflow_template": text("workflow_template"),
+            "start_time": text_or_null("start_time"),
+            "end_time": text_or_null("end_time"),
+            "duration_seconds": number_or_null("duration_seconds"),
+            "github_url": self.github_url(state, issue),
+            "worktree_path": text_or_null("worktree_path"),
+            "current_cost": number_or_null("current_cost"),
+            "estimated_cost_total": number_or_null("estimated_cost_total"),
+            "error_count": number_or("error_count", json!(0)),
+            "last_error": text_or_null("last_error"),
+            "is_process_active": active,
+            "phases_completed": phases_completed,
+            "total_phases": RING.len(),
+        })
+    }
 }
 
-/// Every live process's command line, from `/proc`.
-fn live_command_lines() -> Vec<String> {
+/// The issue number as an integer: state files store it as a string.
+/// `None` when it does not convert, and the workflow is left out.
+fn issue_number(state: &Value) -> Option<i64> {
+    match &state["issue_number"] {
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        _ => None,
+    }
+}
+
+/// Whether a command line runs the agent for this workflow: one argument
+/// is the agent program (by file name: `aider`, `/usr/bin/aider`, or `-m
+/// aider`) and one names the id. A shell, an editor or a WebSocket client
+/// that merely names the id does not count.
+fn runs_agent(argv: &[String], adw_id: &str, program: &str) -> bool {
+    let is_program = |arg: &String| Path::new(arg).file_name().is_some_and(|f| f == program);
+    argv.iter().any(is_program) && argv.iter().any(|arg| arg.contains(adw_id))
+}
+
+/// Every live process's arguments, from `/proc`.
+fn live_command_lines() -> Vec<Vec<String>> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -256,7 +394,12 @@ fn live_command_lines() -> Vec<String> {
         })
         .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
         .filter(|c| !c.is_empty())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .map(|c| {
+            c.split(|&b| b == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect()
+        })
         .collect()
 }
 

@@ -57,6 +57,12 @@ pub struct Config {
     pub execs: Vec<crate::exec::ExecSpec>,
     /// Time a command may run before it is killed.
     pub exec_timeout: Duration,
+    /// JSON Schemas attached to topics with `--schema TOPIC=FILE`.
+    pub schemas: Vec<(String, std::path::PathBuf)>,
+    /// Check published data against the schemas (off with `--no-validate`).
+    pub validate: bool,
+    /// The agent program whose process marks a workflow as running.
+    pub agent_program: String,
 }
 
 impl Default for Config {
@@ -84,6 +90,9 @@ impl Default for Config {
             poll_timeout: Duration::from_secs(5),
             execs: Vec::new(),
             exec_timeout: Duration::from_secs(10),
+            schemas: Vec::new(),
+            validate: true,
+            agent_program: "aider".into(),
         }
     }
 }
@@ -130,7 +139,8 @@ USAGE:
 
 ENDPOINTS:
     GET  /api/v1/ws/<topic>        WebSocket: snapshot now, updates as they happen
-    POST /api/v1/publish/<topic>   JSON body becomes the topic's snapshot
+    POST /api/v1/publish/<topic>   JSON body becomes the topic's snapshot; 422 with
+                                   the failing JSON pointer if its schema refuses it
     POST /api/v1/broadcast         {\"type\":..,\"data\":..} to every client, not retained
     GET  /api/v1/state/<topic>     the message a new subscriber would get now
     GET  /healthz                  status, uptime, connections, topics
@@ -145,6 +155,9 @@ OPTIONS:
                                 DIR/<adw_id>/adw_state.json files
     --scan-interval DURATION    how often --agents-dir is scanned [default: 500ms]
     --github-repo OWNER/NAME    repository for each workflow's github_url
+    --agent-program NAME        a workflow is running while a process whose command
+                                line runs NAME and names its adw_id exists
+                                [default: aider]
     --poll TOPIC=URL[@INTERVAL] GET a plain-HTTP URL every INTERVAL [default: 2s] and
                                 publish its JSON to TOPIC when it changes; repeatable
     --poll-timeout DURATION     time allowed for one poll request [default: 5s]
@@ -159,6 +172,12 @@ OPTIONS:
     --topic NAME                add a topic ([a-z0-9-]); repeatable
     --any-topic                 accept any [a-z0-9-] topic name on first use
     --max-topics N              most topics at once [default: 10000]
+    --schema TOPIC=FILE         check every value published to TOPIC against the
+                                JSON Schema in FILE (422 if it fails); replaces
+                                the contract's schema for an ADW topic; repeatable
+    --no-validate               publish without checking values against schemas
+                                (the ADW topics are checked against the contract
+                                by default)
     --max-publish-bytes SIZE    largest publish body [default: 1MiB]
     --max-client-message SIZE   largest message a client may send [default: 4KiB]
     --max-queue-bytes SIZE      output queued for one client before it is closed
@@ -190,6 +209,7 @@ const FLAGS: &[&str] = &[
     "--any-topic",
     "--demo",
     "--print-config",
+    "--no-validate",
 ];
 
 /// Parses the command line (without the program name). A `--config FILE`
@@ -278,6 +298,27 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
             config.topics.push(topic.to_owned());
         }
         "--any-topic" => config.any_topic = true,
+        "--no-validate" => config.validate = false,
+        "--schema" => {
+            let spec = value()?;
+            let (topic, file) = spec
+                .split_once('=')
+                .ok_or_else(|| at(format!("{spec:?} is not TOPIC=FILE")))?;
+            if topic.is_empty() || file.is_empty() {
+                return Err(at(format!("{spec:?} is not TOPIC=FILE")));
+            }
+            config.schemas.retain(|(t, _)| t != topic);
+            config.schemas.push((topic.to_owned(), file.into()));
+        }
+        "--agent-program" => {
+            let name = value()?;
+            if name.is_empty() || name.contains(['/', ' ', '\0']) {
+                return Err(at(format!(
+                    "{name:?} is not a program name (no path, no spaces)"
+                )));
+            }
+            config.agent_program = name.to_owned();
+        }
         "--demo" => config.demo = true,
         "--poll" => config
             .polls
@@ -490,6 +531,9 @@ mod tests {
             "--write-timeout",
             "--shutdown-timeout",
             "--log-level",
+            "--schema",
+            "--no-validate",
+            "--agent-program",
         ] {
             assert!(HELP.contains(option), "{option} missing from --help");
         }

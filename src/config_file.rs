@@ -4,7 +4,8 @@
 //!
 //! Keys are the option names with `_` for `-` (`ping_interval = "20s"`);
 //! `topics` is a list, `[[poll]]` and `[[exec]]` are tables with `topic`,
-//! `url` or `command`, and `interval`.
+//! `url` or `command`, and `interval`, and `[schema]` maps topics to schema
+//! files (`queue = "schemas/queue.json"`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,7 +17,7 @@ use crate::config::{self, ArgError, Config};
 use crate::topic::Preset;
 
 /// Options that are switches: `true` turns them on.
-const SWITCHES: &[&str] = &["any_topic", "demo"];
+const SWITCHES: &[&str] = &["any_topic", "demo", "no_validate"];
 
 /// Keys the file may not hold: they only make sense on a command line.
 const COMMAND_LINE_ONLY: &[&str] = &["config", "print_config", "help", "version"];
@@ -76,6 +77,16 @@ fn apply(config: &mut Config, key: &str, value: &Value) -> Result<(), String> {
             }
         }
         ("poll" | "exec", _) => return Err(format!("expected [[{key}]] tables")),
+        ("schema", Value::Table(table)) => {
+            for (topic, file) in table {
+                let Value::String(file) = file else {
+                    return Err(format!("{topic}: expected a file name, found {file}"));
+                };
+                config::set(config, "--schema", Some(&format!("{topic}={file}")))
+                    .map_err(|e| e.replacen("--schema: ", "", 1))?;
+            }
+        }
+        ("schema", _) => return Err("expected a [schema] table of TOPIC = \"FILE\"".into()),
         (_, Value::String(text)) => set(config, Some(text))?,
         (_, Value::Integer(n)) => set(config, Some(&n.to_string()))?,
         (_, other) => return Err(format!("expected a string or a number, found {other}")),
@@ -166,6 +177,8 @@ pub fn render(c: &Config) -> String {
         quoted(&c.log_level.to_string().to_lowercase())
     );
     let _ = writeln!(out, "demo = {}", c.demo);
+    let _ = writeln!(out, "no_validate = {}", !c.validate);
+    let _ = writeln!(out, "agent_program = {}", quoted(&c.agent_program));
     if let Some(dir) = &c.agents_dir {
         let _ = writeln!(out, "agents_dir = {}", quoted(&dir.to_string_lossy()));
     }
@@ -175,6 +188,17 @@ pub fn render(c: &Config) -> String {
     }
     let _ = writeln!(out, "poll_timeout = {}", quoted(&d(c.poll_timeout)));
     let _ = writeln!(out, "exec_timeout = {}", quoted(&d(c.exec_timeout)));
+    if !c.schemas.is_empty() {
+        out.push_str("\n[schema]\n");
+        for (topic, file) in &c.schemas {
+            let _ = writeln!(
+                out,
+                "{} = {}",
+                quoted(topic),
+                quoted(&file.to_string_lossy())
+            );
+        }
+    }
     for p in &c.polls {
         let _ = write!(
             out,

@@ -1,20 +1,56 @@
-//! `--demo`: a provider thread that plays a small, believable ADW system
-//! (workflows advancing through their phases, a queue draining, a service
-//! flapping, history growing) into every ADW topic, a few updates a second,
-//! so a dashboard pointed at a fresh server shows something alive.
+//! `--demo`: a provider thread that plays a small, believable ADW system into
+//! every ADW topic, a few updates a second, so a dashboard pointed at a fresh
+//! server shows every state its panels can show: workflows advancing through
+//! the client's steps, one paused and now and then one failing, a queue
+//! moving through all its statuses and pausing, a service degrading, webhook
+//! failures, history with full analytics, a routes list that changes.
+//!
+//! [`Demo`] only computes messages; the thread publishes them. Every value
+//! it makes must pass the contract's schemas, and the tests check that.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{debug, warn};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
+use crate::adw::rfc3339;
 use crate::publisher::{PublishError, Publisher};
 
-const PHASES: &[&str] = &["plan", "build", "test", "review", "document", "ship"];
-const SERVICES: &[&str] = &["backend", "database", "github", "webhook", "worktrees"];
-const PRIORITIES: &[&str] = &["high", "medium", "low"];
+/// The client's steps a workflow goes through (CONTRACT.md, adw-state).
+const STEPS: &[&str] = &[
+    "plan", "validate", "build", "lint", "test", "review", "doc", "ship",
+];
+/// The adw-monitor ring's length: the steps above plus cleanup.
+const TOTAL_PHASES: usize = 9;
+/// The six services the System Status panel draws, in its order.
+const SERVICES: &[(&str, &str)] = &[
+    ("backend_api", "Backend API"),
+    ("database", "Database"),
+    ("webhook", "Webhook Service"),
+    ("frontend", "Frontend"),
+    ("cloudflare_tunnel", "Cloudflare Tunnel"),
+    ("github_webhook", "GitHub Webhook"),
+];
+const TITLES: &[&str] = &[
+    "Add a login page",
+    "Export reports as CSV",
+    "Fix flaky queue test",
+    "Dark mode for settings",
+    "Rate-limit the webhook",
+    "Paginate workflow history",
+    "Cache route metadata",
+    "Retry failed deployments",
+];
+const MODELS: &[&str] = &["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"];
+const TEMPLATES: &[&str] = &[
+    "adw_sdlc_complete_iso",
+    "adw_plan_build_iso",
+    "adw_patch_iso",
+];
+const REPO: &str = "acme/dashboard";
 const WORKFLOWS: usize = 4;
-const TICK: Duration = Duration::from_millis(400);
+/// How often the story moves on with `--demo`.
+pub const TICK: Duration = Duration::from_millis(400);
 
 /// xorshift64*: deterministic enough for a demo, and no dependency.
 struct Rng(u64);
@@ -30,77 +66,173 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+
+    /// True one time in `n`.
+    fn one_in(&mut self, n: u64) -> bool {
+        self.below(n) == 0
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// What the demo asks the server to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A new snapshot for a topic.
+    Snapshot(String, Value),
+    /// A one-off event to every client.
+    Event(&'static str, Value),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    Running,
+    Paused,
+    Failed,
+}
+
+impl RunState {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Failed => "failed",
+        }
+    }
 }
 
 struct Workflow {
     adw_id: String,
     issue: u64,
-    phase: usize,
+    title: &'static str,
+    model: &'static str,
+    template: &'static str,
+    /// Index into `STEPS`.
+    step: usize,
+    /// Progress through the current step, 0 to 1.
     progress: f64,
+    state: RunState,
+    /// Ticks left before a paused workflow resumes or a failed one leaves.
+    wait: u64,
     errors: u64,
+    last_error: Option<&'static str>,
+    started: SystemTime,
+    cost: f64,
 }
 
-struct Demo {
+struct QueuePhase {
+    queue_id: String,
+    parent: u64,
+    number: u64,
+    status: &'static str,
+    title: String,
+    adw_id: Option<String>,
+    created: SystemTime,
+    updated: SystemTime,
+    /// Ticks a finished phase stays listed.
+    linger: u64,
+}
+
+struct Feature {
+    id: u64,
+    kind: &'static str,
+    status: &'static str,
+    priority: &'static str,
+    hours: u64,
+}
+
+/// The demo's whole world.
+pub struct Demo {
     rng: Rng,
-    repo: &'static str,
+    tick: u64,
     workflows: Vec<Workflow>,
     history: Vec<Value>,
     next_issue: u64,
-    tick: u64,
-    degraded: Option<usize>,
-    webhooks_received: u64,
-    features: Vec<(u64, &'static str)>,
-}
-
-/// Formats a time as RFC 3339 UTC, as the dashboard's server did.
-pub fn rfc3339(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    next_history_id: u64,
+    queue: Vec<QueuePhase>,
+    next_queue: u64,
+    queue_paused: bool,
+    /// A service that is not healthy, with its status.
+    unhealthy: Option<(usize, &'static str)>,
+    webhooks_ok: u64,
+    webhook_failures: Vec<Value>,
+    last_webhook: Option<Value>,
+    features: Vec<Feature>,
+    /// Whether the routes list holds its optional extra routes.
+    extra_routes: bool,
+    qc_drift: f64,
 }
 
 fn now() -> String {
     rfc3339(SystemTime::now())
 }
 
+fn ago(seconds: u64) -> String {
+    rfc3339(SystemTime::now() - Duration::from_secs(seconds))
+}
+
+/// Rounds to one decimal, as dashboards print percentages.
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn human(seconds: u64) -> String {
+    if seconds >= 3600 {
+        format!("{}h {}m", seconds / 3600, seconds % 3600 / 60)
+    } else {
+        format!("{}m {}s", seconds / 60, seconds % 60)
+    }
+}
+
 impl Demo {
-    fn new(seed: u64) -> Demo {
+    /// A world with four workflows under way (one of them paused), some
+    /// history, a queue and a backlog of features.
+    pub fn new(seed: u64) -> Demo {
         let mut demo = Demo {
             rng: Rng(seed | 1),
-            repo: "acme/dashboard",
+            tick: 0,
             workflows: Vec::new(),
             history: Vec::new(),
             next_issue: 140,
-            tick: 0,
-            degraded: None,
-            webhooks_received: 0,
-            features: (1..=6)
-                .map(|id| {
-                    (
-                        id,
-                        ["planned", "in_progress", "completed"][(id % 3) as usize],
-                    )
-                })
-                .collect(),
+            next_history_id: 1,
+            queue: Vec::new(),
+            next_queue: 1,
+            queue_paused: false,
+            unhealthy: None,
+            webhooks_ok: 16,
+            webhook_failures: Vec::new(),
+            last_webhook: None,
+            features: Vec::new(),
+            extra_routes: false,
+            qc_drift: 0.0,
         };
-        for _ in 0..WORKFLOWS {
-            let wf = demo.new_workflow();
-            demo.workflows.push(wf);
+        for i in 0..WORKFLOWS {
+            let mut w = demo.new_workflow();
+            w.step = demo.rng.below(4) as usize;
+            if i == 1 {
+                w.state = RunState::Paused;
+                w.wait = 20;
+            }
+            demo.workflows.push(w);
+        }
+        for _ in 0..5 {
+            let w = demo.new_workflow();
+            let failed = demo.rng.one_in(4);
+            demo.record_history(&w, failed);
+        }
+        for _ in 0..5 {
+            demo.add_queue_phase();
+        }
+        for id in 1..=8 {
+            demo.features.push(Feature {
+                id,
+                kind: ["feature", "bug", "enhancement", "session"][(id % 4) as usize],
+                status: ["planned", "in_progress", "completed"][(id % 3) as usize],
+                priority: ["high", "medium", "low"][(id % 3) as usize],
+                hours: 2 + id % 5,
+            });
         }
         demo
     }
@@ -110,267 +242,591 @@ impl Demo {
         Workflow {
             adw_id: format!("{:08x}", self.rng.next() as u32),
             issue: self.next_issue,
-            phase: self.rng.below(3) as usize,
+            title: self.rng.pick(TITLES),
+            model: self.rng.pick(MODELS),
+            template: self.rng.pick(TEMPLATES),
+            step: 0,
             progress: 0.0,
+            state: RunState::Running,
+            wait: 0,
             errors: 0,
+            last_error: None,
+            started: SystemTime::now(),
+            cost: 0.0,
         }
     }
 
-    fn workflows(&self) -> Value {
-        Value::Array(
-            self.workflows
-                .iter()
-                .map(|w| {
-                    json!({
-                        "adw_id": w.adw_id,
-                        "issue_number": w.issue,
-                        "phase": PHASES[w.phase],
-                        "github_url": format!("https://github.com/{}/issues/{}", self.repo, w.issue),
-                    })
-                })
-                .collect(),
-        )
+    /// Everything once, so every panel starts full.
+    pub fn initial(&mut self) -> Vec<Output> {
+        let mut out = vec![
+            self.snapshot("routes", self.routes()),
+            self.snapshot("workflows", self.workflows_panel()),
+            self.snapshot("adw-monitor", self.monitor()),
+            self.snapshot("queue", self.queue_panel()),
+            self.snapshot("system-status", self.system_status()),
+            self.snapshot("webhook-status", self.webhook_status()),
+            self.snapshot("workflow-history", self.history_panel()),
+            self.snapshot("planned-features", self.features_panel()),
+            self.snapshot("qc-metrics", self.qc()),
+        ];
+        for w in &self.workflows {
+            out.push(Output::Snapshot(
+                format!("adw-state/{}", w.adw_id),
+                Demo::state(w),
+            ));
+        }
+        out
+    }
+
+    fn snapshot(&self, topic: &str, data: Value) -> Output {
+        Output::Snapshot(topic.to_owned(), data)
+    }
+
+    /// One step of the story: what changed.
+    pub fn step(&mut self) -> Vec<Output> {
+        self.tick += 1;
+        let mut out = Vec::new();
+        self.step_workflows(&mut out);
+        if self.tick.is_multiple_of(3) {
+            self.step_queue();
+            out.push(self.snapshot("queue", self.queue_panel()));
+        }
+        if self.tick.is_multiple_of(5) {
+            self.step_webhooks();
+            out.push(self.snapshot("webhook-status", self.webhook_status()));
+        }
+        if self.tick.is_multiple_of(10) {
+            self.step_services();
+            out.push(self.snapshot("system-status", self.system_status()));
+        }
+        if self.tick.is_multiple_of(25) {
+            self.qc_drift = (self.rng.below(41) as f64 - 20.0) / 10.0;
+            out.push(self.snapshot("qc-metrics", self.qc()));
+        }
+        if self.tick.is_multiple_of(50) && self.rng.one_in(2) {
+            self.extra_routes = !self.extra_routes;
+            out.push(self.snapshot("routes", self.routes()));
+        }
+        out
+    }
+
+    /// Moves one workflow on; finished ones go to history and are replaced.
+    fn step_workflows(&mut self, out: &mut Vec<Output>) {
+        let i = self.rng.below(self.workflows.len() as u64) as usize;
+        let roll = self.rng.below(100);
+        let advance = 0.2 + self.rng.below(30) as f64 / 100.0;
+        let w = &mut self.workflows[i];
+        let mut step_changed = false;
+        let mut leaves = None;
+        match w.state {
+            RunState::Paused | RunState::Failed if w.wait > 0 => w.wait -= 1,
+            RunState::Paused => {
+                w.state = RunState::Running;
+                step_changed = true;
+            }
+            RunState::Failed => leaves = Some(true),
+            RunState::Running if roll < 2 => {
+                w.state = RunState::Failed;
+                w.errors += 1;
+                w.last_error = Some("Tests failed: 3 of 112 (e2e/login.spec.ts)");
+                w.wait = 15;
+                step_changed = true;
+            }
+            RunState::Running if roll < 5 => {
+                w.state = RunState::Paused;
+                w.wait = 10 + roll * 3;
+                step_changed = true;
+            }
+            RunState::Running => {
+                if roll == 99 {
+                    w.errors += 1;
+                    w.last_error = Some("Lint warning treated as error; retried");
+                }
+                w.cost += 0.02 + advance / 10.0;
+                w.progress += advance;
+                if w.progress >= 1.0 {
+                    w.progress = 0.0;
+                    step_changed = true;
+                    if w.step + 1 == STEPS.len() {
+                        leaves = Some(false);
+                    } else {
+                        w.step += 1;
+                    }
+                }
+            }
+        }
+        if let Some(failed) = leaves {
+            self.finish_workflow(i, failed, out);
+        } else if step_changed {
+            let w = &self.workflows[i];
+            out.push(Output::Snapshot(
+                format!("adw-state/{}", w.adw_id),
+                Demo::state(w),
+            ));
+            out.push(self.snapshot("workflows", self.workflows_panel()));
+        }
+        out.push(self.snapshot("adw-monitor", self.monitor()));
+    }
+
+    fn finish_workflow(&mut self, i: usize, failed: bool, out: &mut Vec<Output>) {
+        let done = self.workflows.remove(i);
+        self.record_history(&done, failed);
+        // The panel of a finished workflow keeps its last state, ended.
+        let mut last = Demo::state(&done);
+        last["status"] = json!(if failed { "failed" } else { "completed" });
+        last["end_time"] = json!(now());
+        out.push(Output::Snapshot(format!("adw-state/{}", done.adw_id), last));
+        out.push(Output::Event(
+            "workflow_completed",
+            json!({"queue_id": format!("q-{}-1", done.issue), "feature_id": done.issue % 17,
+                   "phase_number": 1, "status": if failed { "failed" } else { "completed" },
+                   "adw_id": done.adw_id, "timestamp": now()}),
+        ));
+        let fresh = self.new_workflow();
+        out.push(Output::Snapshot(
+            format!("adw-state/{}", fresh.adw_id),
+            Demo::state(&fresh),
+        ));
+        self.workflows.push(fresh);
+        out.push(self.snapshot("workflows", self.workflows_panel()));
+        out.push(self.snapshot("workflow-history", self.history_panel()));
+        let f = self.rng.below(self.features.len() as u64) as usize;
+        let feature = &mut self.features[f];
+        feature.status = match feature.status {
+            "planned" => "in_progress",
+            "in_progress" => "completed",
+            _ => "planned",
+        };
+        out.push(self.snapshot("planned-features", self.features_panel()));
+    }
+
+    fn workflows_panel(&self) -> Value {
+        let list = self.workflows.iter().map(|w| {
+            // The original server's phase names, derived from directories.
+            let phase = [
+                "plan", "plan", "build", "build", "test", "review", "document", "ship",
+            ][w.step];
+            json!({"adw_id": w.adw_id, "issue_number": w.issue, "phase": phase,
+                   "github_url": format!("https://github.com/{REPO}/issues/{}", w.issue)})
+        });
+        Value::Array(list.collect())
     }
 
     fn monitor(&self) -> Value {
-        let workflows: Vec<Value> = self
-            .workflows
-            .iter()
-            .map(|w| {
-                let done = (w.phase as f64 + w.progress) / PHASES.len() as f64 * 100.0;
-                json!({
-                    "adw_id": w.adw_id,
-                    "issue_number": w.issue,
-                    "status": "running",
-                    "current_phase": PHASES[w.phase],
-                    "phase_progress": (done * 10.0).round() / 10.0,
-                    "phases_completed": &PHASES[..w.phase],
-                    "total_phases": PHASES.len(),
-                    "is_process_active": true,
-                    "error_count": w.errors,
-                })
-            })
-            .collect();
-        let completed = self.history.len();
+        let count = |s: RunState| self.workflows.iter().filter(|w| w.state == s).count();
+        let workflows: Vec<Value> = self.workflows.iter().map(Demo::monitor_entry).collect();
+        let completed = self.history.iter().filter(|h| h["status"] == "completed");
         json!({
-            "summary": {"total": workflows.len() + completed, "running": workflows.len(),
-                        "completed": completed, "failed": 0, "paused": 0},
+            "summary": {"total": workflows.len(), "running": count(RunState::Running),
+                        "completed": completed.count(), "failed": count(RunState::Failed),
+                        "paused": count(RunState::Paused)},
             "workflows": workflows,
             "last_updated": now(),
         })
     }
 
-    fn state(&self, w: &Workflow) -> Value {
+    fn monitor_entry(w: &Workflow) -> Value {
+        let elapsed = w.started.elapsed().map_or(0, |d| d.as_secs());
+        let progress = (w.step as f64 + 0.5) / TOTAL_PHASES as f64 * 100.0;
         json!({
-            "adw_id": w.adw_id,
-            "issue_number": w.issue.to_string(),
-            "branch_name": format!("feat-{}-demo", w.issue),
-            "model_set": "base",
-            "all_adws": PHASES[..=w.phase].iter().map(|p| format!("adw_{p}_iso")).collect::<Vec<_>>(),
+            "adw_id": w.adw_id, "issue_number": w.issue, "pr_number": null,
+            "issue_class": "/feature", "title": w.title, "status": w.state.as_str(),
+            "current_phase": STEPS[w.step], "phase_progress": round1(progress),
+            "workflow_template": w.template, "start_time": rfc3339(w.started),
+            "end_time": null, "duration_seconds": elapsed,
+            "github_url": format!("https://github.com/{REPO}/issues/{}", w.issue),
+            "worktree_path": format!("trees/{}", w.adw_id),
+            "current_cost": round1(w.cost * 100.0) / 100.0, "estimated_cost_total": 1.2,
+            "error_count": w.errors, "last_error": w.last_error,
+            "is_process_active": w.state == RunState::Running,
+            "phases_completed": &STEPS[..w.step], "total_phases": TOTAL_PHASES,
         })
     }
 
-    fn queue(&self) -> Value {
-        let phases: Vec<Value> = self
-            .workflows
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                json!({
-                    "queue_id": format!("q-{}", &w.adw_id[..3]), "feature_id": w.issue % 17,
-                    "phase_number": w.phase + 1, "issue_number": w.issue,
-                    "status": if i == 0 { "running" } else { "queued" },
-                    "current_phase": PHASES[w.phase], "depends_on_phases": [],
-                    "phase_data": {}, "adw_id": w.adw_id, "priority": 50,
-                    "queue_position": i + 1,
-                })
-            })
-            .collect();
-        json!({"total": phases.len(), "phases": phases, "paused": false})
+    /// A workflow's `adw_state.json`, as ADW writes it.
+    fn state(w: &Workflow) -> Value {
+        let port = 9100 + (w.issue % 100);
+        json!({
+            "adw_id": w.adw_id, "issue_number": w.issue.to_string(),
+            "status": w.state.as_str(),
+            "branch_name": format!("feat-issue-{}-{}", w.issue, w.title.to_lowercase().replace(' ', "-")),
+            "plan_file": format!("specs/issue-{}-plan.md", w.issue),
+            "issue_class": "/feature", "worktree_path": format!("trees/{}", w.adw_id),
+            "backend_port": port, "frontend_port": port + 100, "model_set": "base",
+            "all_adws": STEPS[..=w.step].iter().map(|p| format!("adw_{p}_iso")).collect::<Vec<_>>(),
+            "workflow_template": w.template, "start_time": rfc3339(w.started),
+            "current_phase": STEPS[w.step],
+            "phase_progress": round1((w.step as f64 + w.progress) / STEPS.len() as f64 * 100.0),
+            "error_count": w.errors, "last_error": w.last_error, "nl_input": w.title,
+            "github_url": format!("https://github.com/{REPO}/issues/{}", w.issue),
+        })
     }
 
-    fn system_status(&self) -> Value {
-        let mut services = serde_json::Map::new();
-        for (i, name) in SERVICES.iter().enumerate() {
-            let status = if self.degraded == Some(i) {
-                "degraded"
-            } else {
-                "healthy"
-            };
-            services.insert(
-                (*name).into(),
-                json!({"name": name, "status": status, "response_time_ms": 5 + (i as u64 * 7 + self.tick) % 40}),
-            );
+    /// A history item with every numeric field the Details view reads.
+    fn record_history(&mut self, w: &Workflow, failed: bool) {
+        let id = self.next_history_id;
+        self.next_history_id += 1;
+        let duration = 600 + self.rng.below(3000);
+        let input = 60_000 + self.rng.below(90_000);
+        let output = 8_000 + self.rng.below(20_000);
+        let cached = input * (40 + self.rng.below(50)) / 100;
+        let total = input + output;
+        let actual = round1(total as f64 / 1000.0 * 0.08) / 10.0 + 0.1;
+        let steps_done = if failed { 3 + self.rng.below(4) } else { 8 };
+        let phase_cost = |share: f64| (actual * share * 1000.0).round() / 1000.0;
+        let ended = SystemTime::now();
+        let started = ended - Duration::from_secs(duration);
+        let mut item = json!({
+            "id": id, "adw_id": w.adw_id, "issue_number": w.issue, "nl_input": w.title,
+            "github_url": format!("https://github.com/{REPO}/issues/{}", w.issue),
+            "gh_issue_state": if failed { "open" } else { "closed" },
+            "workflow_template": w.template, "model_used": w.model,
+            "status": if failed { "failed" } else { "completed" },
+            "start_time": rfc3339(started), "end_time": rfc3339(ended), "duration_seconds": duration,
+            "created_at": rfc3339(started), "updated_at": rfc3339(ended),
+            "error_message": if failed { json!("Tests failed: 3 of 112") } else { Value::Null },
+            "error_category": if failed { json!("test_failure") } else { Value::Null },
+            "retry_reasons": if failed { json!(["flaky e2e test"]) } else { json!([]) },
+            "current_phase": STEPS[steps_done as usize - 1], "retry_count": u64::from(failed),
+            "steps_completed": steps_done, "steps_total": STEPS.len(), "concurrent_workflows": WORKFLOWS,
+            "worktree_reused": false, "structured_input": {"classification": "feature"},
+        });
+        // Two literals: one would pass `json!`'s recursion limit.
+        let costs = json!({
+            "input_tokens": input, "output_tokens": output, "cached_tokens": cached,
+            "cache_hit_tokens": cached, "cache_miss_tokens": input - cached, "total_tokens": total,
+            "cache_efficiency_percent": round1(cached as f64 * 100.0 / input as f64),
+            "estimated_cost_total": 1.2, "actual_cost_total": actual,
+            "estimated_cost_per_step": 0.15, "actual_cost_per_step": (actual / steps_done as f64 * 1e4).round() / 1e4,
+            "cost_per_token": actual / total as f64,
+            "cost_breakdown": {"estimated_total": 1.2, "actual_total": actual,
+                               "by_phase": {"plan": phase_cost(0.2), "build": phase_cost(0.45),
+                                            "test": phase_cost(0.2), "review": phase_cost(0.15)}},
+            "phase_durations": {"plan": duration / 8, "build": duration / 2, "test": duration / 4,
+                                "review": duration / 8},
+            "anomaly_flags": if duration > 3000 { json!(["slow_build"]) } else { json!([]) },
+            "optimization_recommendations": ["Cache dependencies between runs"],
+            "similar_workflow_ids": [],
+            "hour_of_day": 9 + id % 8, "day_of_week": id % 7,
+            "nl_input_clarity_score": 70 + id % 25, "cost_efficiency_score": 80 + id % 15,
+            "performance_score": 75 + id % 20, "quality_score": if failed { 55 } else { 90 },
+        });
+        if let (Value::Object(item), Value::Object(costs)) = (&mut item, costs) {
+            item.extend(costs);
         }
-        let healthy = SERVICES.len() - usize::from(self.degraded.is_some());
-        json!({
-            "overall_status": if self.degraded.is_some() { "degraded" } else { "healthy" },
-            "timestamp": now(),
-            "services": services,
-            "summary": {"healthy_services": healthy, "total_services": SERVICES.len(),
-                        "health_percentage": (healthy * 1000 / SERVICES.len()) as f64 / 10.0},
-        })
+        self.history.push(item);
     }
 
-    fn webhook_status(&self) -> Value {
-        json!({
-            "status": "healthy",
-            "uptime": {"seconds": self.tick * TICK.as_millis() as u64 / 1000, "started_at": null},
-            "stats": {"total_received": self.webhooks_received, "successful": self.webhooks_received, "failed": 0},
-            "recent_failures": [],
-            "last_successful": now(),
-        })
-    }
-
-    fn history(&self) -> Value {
+    fn history_panel(&self) -> Value {
+        let n = self.history.len();
+        let failed = self
+            .history
+            .iter()
+            .filter(|h| h["status"] == "failed")
+            .count();
+        let sum = |key: &str| {
+            self.history
+                .iter()
+                .filter_map(|h| h[key].as_f64())
+                .sum::<f64>()
+        };
+        let by = |key: &str| {
+            let mut counts = Map::new();
+            for h in &self.history {
+                let k = h[key].as_str().unwrap_or("unknown");
+                let c = counts.get(k).and_then(Value::as_u64).unwrap_or(0);
+                counts.insert(k.to_owned(), json!(c + 1));
+            }
+            Value::Object(counts)
+        };
+        let per = |total: f64| round1(total / n.max(1) as f64);
+        let completed = n - failed;
+        let total_cost = (sum("actual_cost_total") * 100.0).round() / 100.0;
         let newest: Vec<&Value> = self.history.iter().rev().take(50).collect();
         json!({
             "workflows": newest,
-            "total_count": self.history.len(),
-            "analytics": {"success_rate": 100.0, "completed": self.history.len()},
+            "total_count": n,
+            "analytics": {
+                "total_workflows": n, "completed_workflows": completed, "failed_workflows": failed,
+                "avg_duration_seconds": per(sum("duration_seconds")),
+                "success_rate_percent": round1(completed as f64 * 100.0 / n.max(1) as f64),
+                "workflows_by_model": by("model_used"), "workflows_by_template": by("workflow_template"),
+                "workflows_by_status": by("status"),
+                "avg_cost": (total_cost / n.max(1) as f64 * 1000.0).round() / 1000.0,
+                "total_cost": total_cost,
+                "avg_tokens": per(sum("total_tokens")),
+                "avg_cache_efficiency": per(sum("cache_efficiency_percent")),
+                "avg_cost_per_completion": (total_cost / completed.max(1) as f64 * 1000.0).round() / 1000.0,
+                "cost_trend_7day": -3.5, "cost_trend_30day": 1.2,
+            },
         })
     }
 
-    fn features(&self) -> Value {
-        let mut by_status = serde_json::Map::new();
-        for (_, status) in &self.features {
-            let n = by_status.get(*status).and_then(Value::as_u64).unwrap_or(0);
-            by_status.insert((*status).into(), json!(n + 1));
+    fn add_queue_phase(&mut self) {
+        let n = self.next_queue;
+        self.next_queue += 1;
+        let parent = 130 + n / 3;
+        let number = n % 3 + 1;
+        let title = format!("Phase {number}: {}", self.rng.pick(TITLES));
+        let created = SystemTime::now();
+        self.queue.push(QueuePhase {
+            queue_id: format!("q-{parent}-{number}"),
+            parent,
+            number,
+            status: "queued",
+            title,
+            adw_id: None,
+            created,
+            updated: created,
+            linger: 0,
+        });
+    }
+
+    /// Moves one queue phase on: queued → ready → running → completed, now
+    /// and then failed or blocked; finished phases leave after a while.
+    fn step_queue(&mut self) {
+        if self.rng.one_in(12) {
+            self.queue_paused = !self.queue_paused;
         }
-        let done = self
+        self.queue.retain_mut(|p| {
+            if matches!(p.status, "completed" | "failed" | "blocked") {
+                p.linger += 1;
+            }
+            p.linger < 6
+        });
+        while self.queue.len() < 5 {
+            self.add_queue_phase();
+        }
+        if self.queue_paused {
+            return;
+        }
+        let i = self.rng.below(self.queue.len() as u64) as usize;
+        let roll = self.rng.below(12);
+        let running_id = self.workflows[i % self.workflows.len()].adw_id.clone();
+        let phase = &mut self.queue[i];
+        phase.status = match (phase.status, roll) {
+            ("queued", 0) => "blocked",
+            ("queued", _) => "ready",
+            ("ready", _) => {
+                phase.adw_id = Some(running_id);
+                "running"
+            }
+            ("running", 0 | 1) => "failed",
+            ("running", _) => "completed",
+            (other, _) => other,
+        };
+        phase.updated = SystemTime::now();
+    }
+
+    fn queue_panel(&self) -> Value {
+        let phases: Vec<Value> = self
+            .queue
+            .iter()
+            .map(|p| {
+                let mut phase = json!({
+                    "queue_id": p.queue_id, "parent_issue": p.parent, "phase_number": p.number,
+                    "issue_number": p.parent + p.number, "status": p.status,
+                    "phase_data": {"title": p.title, "content": format!("Implement {}", p.title),
+                                   "externalDocs": [], "predicted_patterns": ["react-form"]},
+                    "created_at": rfc3339(p.created), "updated_at": rfc3339(p.updated),
+                });
+                if p.number > 1 {
+                    phase["depends_on_phase"] = json!(p.number - 1);
+                }
+                if let Some(id) = &p.adw_id {
+                    phase["adw_id"] = json!(id);
+                }
+                if p.status == "failed" {
+                    phase["error_message"] = json!("workflow exited with status 1");
+                }
+                phase
+            })
+            .collect();
+        json!({"phases": phases, "total": self.queue.len(), "paused": self.queue_paused})
+    }
+
+    /// A service turns degraded or fails now and then, and recovers.
+    fn step_services(&mut self) {
+        self.unhealthy = match self.unhealthy {
+            Some(_) => None,
+            None if self.rng.one_in(2) => {
+                let service = self.rng.below(SERVICES.len() as u64) as usize;
+                let status = if self.rng.one_in(3) {
+                    "error"
+                } else {
+                    "degraded"
+                };
+                Some((service, status))
+            }
+            None => None,
+        };
+    }
+
+    fn system_status(&self) -> Value {
+        let uptime = 86_400 + self.tick * TICK.as_millis() as u64 / 1000;
+        let mut services = Map::new();
+        for (i, (key, name)) in SERVICES.iter().enumerate() {
+            let (status, message) = match self.unhealthy {
+                Some((s, "error")) if s == i => ("error", "Not responding".to_owned()),
+                Some((s, _)) if s == i => {
+                    ("degraded", format!("Slow: {} ms", 800 + self.tick % 400))
+                }
+                _ => ("healthy", "OK".to_owned()),
+            };
+            services.insert(
+                (*key).into(),
+                json!({"name": name, "status": status, "uptime_seconds": uptime,
+                       "uptime_human": human(uptime), "message": message,
+                       "details": {"response_time_ms": 5 + (i as u64 * 7 + self.tick) % 40}}),
+            );
+        }
+        let healthy = SERVICES.len() - usize::from(self.unhealthy.is_some());
+        let overall = match self.unhealthy {
+            Some((_, "error")) => "error",
+            Some(_) => "degraded",
+            None => "healthy",
+        };
+        json!({
+            "overall_status": overall,
+            "timestamp": now(),
+            "services": services,
+            "summary": {"healthy_services": healthy, "total_services": SERVICES.len(),
+                        "health_percentage": round1(healthy as f64 * 100.0 / SERVICES.len() as f64)},
+        })
+    }
+
+    /// A webhook arrives; one in five fails to launch its workflow.
+    fn step_webhooks(&mut self) {
+        let issue = 120 + self.rng.below(40);
+        if self.rng.one_in(5) {
+            self.webhook_failures
+                .push(json!({"issue": issue, "timestamp": now(),
+                                              "error": "workflow launch timed out"}));
+            if self.webhook_failures.len() > 5 {
+                self.webhook_failures.remove(0);
+            }
+        } else {
+            self.webhooks_ok += 1;
+            let w = &self.workflows[0];
+            self.last_webhook = Some(json!({"issue": issue, "adw_id": w.adw_id,
+                                            "workflow": w.template, "timestamp": now()}));
+        }
+    }
+
+    fn webhook_status(&self) -> Value {
+        let failed = self.webhook_failures.len() as u64;
+        let total = self.webhooks_ok + failed;
+        let hours = 5.0 + self.tick as f64 * TICK.as_secs_f64() / 3600.0;
+        json!({
+            "status": if failed > 0 { "degraded" } else { "healthy" },
+            "uptime": {"hours": round1(hours), "human": human((hours * 3600.0) as u64)},
+            "stats": {"total_received": total, "successful": self.webhooks_ok, "failed": failed,
+                      "success_rate": format!("{:.1}%", self.webhooks_ok as f64 * 100.0 / total.max(1) as f64)},
+            "recent_failures": self.webhook_failures,
+            "last_successful": self.last_webhook,
+        })
+    }
+
+    fn features_panel(&self) -> Value {
+        let mut stats: [Map<String, Value>; 3] = Default::default();
+        for f in &self.features {
+            for (map, key) in stats.iter_mut().zip([f.status, f.priority, f.kind]) {
+                let n = map.get(key).and_then(Value::as_u64).unwrap_or(0);
+                map.insert(key.into(), json!(n + 1));
+            }
+        }
+        let done: Vec<&Feature> = self
             .features
             .iter()
-            .filter(|(_, s)| *s == "completed")
-            .count();
+            .filter(|f| f.status == "completed")
+            .collect();
+        let features: Vec<Value> = self.features.iter().map(|f| {
+            let mut feature = json!({
+                "id": f.id, "item_type": f.kind, "title": TITLES[f.id as usize % TITLES.len()],
+                "description": format!("Planned work item {}", f.id), "status": f.status,
+                "priority": f.priority, "estimated_hours": f.hours, "github_issue_number": 100 + f.id,
+                "tags": ["dashboard", f.kind], "created_at": ago(86_400 * (10 - f.id)),
+            });
+            if f.status != "planned" {
+                feature["started_at"] = json!(ago(86_400 * 2));
+            }
+            if f.status == "completed" {
+                feature["actual_hours"] = json!(f.hours + 1);
+                feature["completed_at"] = json!(ago(3600));
+                feature["completion_notes"] = json!("Shipped behind a flag");
+            }
+            feature
+        }).collect();
+        let [by_status, by_priority, by_type] = stats;
         json!({
-            "features": self.features.iter().map(|(id, status)| json!({
-                "id": id, "title": format!("Feature {id}"), "status": status,
-                "priority": PRIORITIES[(*id % 3) as usize], "item_type": "feature",
-                "estimated_hours": 2 + id, "actual_hours": if *status == "completed" { json!(2 + id) } else { Value::Null },
-            })).collect::<Vec<_>>(),
-            "stats": {"by_status": by_status, "by_priority": {"high": 2, "medium": 2, "low": 2},
-                      "by_type": {"feature": self.features.len()},
-                      "total_estimated_hours": self.features.iter().map(|(id, _)| 2 + id).sum::<u64>(),
-                      "total_actual_hours": self.features.iter().filter(|(_, s)| *s == "completed").map(|(id, _)| 2 + id).sum::<u64>(),
-                      "completion_rate": (done * 1000 / self.features.len()) as f64 / 10.0},
+            "features": features,
+            "stats": {"by_status": by_status, "by_priority": by_priority, "by_type": by_type,
+                      "total_estimated_hours": self.features.iter().map(|f| f.hours).sum::<u64>(),
+                      "total_actual_hours": done.iter().map(|f| f.hours + 1).sum::<u64>(),
+                      "completion_rate": round1(done.len() as f64 * 100.0 / self.features.len() as f64)},
         })
     }
 
-    fn qc(&mut self) -> Value {
-        let wobble = (self.rng.below(21) as f64 - 10.0) / 10.0;
+    fn qc(&self) -> Value {
+        let d = self.qc_drift;
+        let violations = if d > 0.5 {
+            json!([{"file": "src/components/QueueCard.tsx", "issue": "PascalCase file in utils/", "severity": "warning"}])
+        } else {
+            json!([])
+        };
         json!({
-            "coverage": 82.0 + wobble, "naming": 91.5, "file_structure": 88.0,
-            "linting": 95.0 - wobble.abs(), "overall_score": 89.0 + wobble / 2.0,
+            "coverage": {"overall_coverage": round1(81.5 + d), "backend_coverage": round1(86.0 + d),
+                         "frontend_coverage": round1(74.0 + d), "adws_coverage": 69.5, "total_tests": 412},
+            "naming": {"total_files_checked": 318, "compliant_files": 312, "violations": violations,
+                       "compliance_rate": 98.1},
+            "file_structure": {"total_files": 318, "avg_file_size_kb": 4.2,
+                               "oversized_files": [{"file": "src/api/client.ts", "size_kb": 61}],
+                               "long_files": [{"file": "src/pages/History.tsx", "lines": 812}]},
+            "linting": {"backend_issues": 3, "frontend_issues": 7, "backend_errors": 0,
+                        "backend_warnings": 3, "frontend_errors": 1, "frontend_warnings": 6,
+                        "total_issues": 10},
+            "overall_score": round1(88.0 + d / 2.0),
             "last_updated": now(),
         })
     }
 
-    fn routes() -> Value {
-        json!([
-            {"path": "/api/workflows", "method": "GET", "name": "list_workflows", "summary": "List workflows", "tags": ["workflows"]},
-            {"path": "/api/queue", "method": "GET", "name": "queue", "summary": "Phase queue", "tags": ["queue"]},
-            {"path": "/api/queue/pause", "method": "POST", "name": "pause_queue", "tags": ["queue"]},
-            {"path": "/api/system-status", "method": "GET", "name": "system_status", "tags": ["health"]},
-        ])
+    fn routes(&self) -> Value {
+        let mut routes = vec![
+            json!({"path": "/api/v1/queue", "method": "GET", "name": "get_queue", "summary": "List the phase queue", "tags": ["queue"]}),
+            json!({"path": "/api/v1/queue/pause", "method": "POST", "name": "pause_queue", "summary": "Pause or resume the queue", "tags": ["queue"]}),
+            json!({"path": "/api/v1/adw-monitor", "method": "GET", "name": "adw_monitor", "summary": "Workflows under way", "tags": ["workflows"]}),
+            json!({"path": "/api/v1/system-status", "method": "GET", "name": "system_status", "summary": null, "tags": ["health"]}),
+            json!({"path": "/api/v1/workflows/{adw_id}", "method": "DELETE", "name": "cancel_workflow", "description": "Stop a workflow and remove its worktree", "tags": ["workflows"]}),
+        ];
+        if self.extra_routes {
+            routes.push(json!({"path": "/api/v1/queue/{queue_id}/execute", "method": "POST", "name": "execute_phase", "summary": "Run a ready phase now", "tags": ["queue"]}));
+            routes.push(json!({"path": "/api/v1/webhook/replay", "method": "PATCH", "name": "replay_webhook", "tags": ["webhooks"]}));
+        }
+        Value::Array(routes)
     }
+}
 
-    /// Publishes everything once, so every panel starts full.
-    fn publish_all(&mut self, p: &Publisher) -> Result<(), PublishError> {
-        p.publish("routes", &Demo::routes())?;
-        p.publish("workflows", &self.workflows())?;
-        p.publish("adw-monitor", &self.monitor())?;
-        p.publish("queue", &self.queue())?;
-        p.publish("system-status", &self.system_status())?;
-        p.publish("webhook-status", &self.webhook_status())?;
-        p.publish("workflow-history", &self.history())?;
-        p.publish("planned-features", &self.features())?;
-        let qc = self.qc();
-        p.publish("qc-metrics", &qc)?;
-        for w in &self.workflows {
-            p.publish(&format!("adw-state/{}", w.adw_id), &self.state(w))?;
+fn publish_all(publisher: &Publisher, outputs: Vec<Output>) -> Result<(), PublishError> {
+    for output in outputs {
+        match output {
+            Output::Snapshot(topic, data) => publisher.publish(&topic, &data)?,
+            Output::Event(kind, data) => publisher.event(kind, &data)?,
         }
-        Ok(())
     }
-
-    /// One step of the story; publishes what changed.
-    fn step(&mut self, p: &Publisher) -> Result<(), PublishError> {
-        self.tick += 1;
-        let i = self.rng.below(self.workflows.len() as u64) as usize;
-        let w = &mut self.workflows[i];
-        w.progress += 0.2 + self.rng.below(30) as f64 / 100.0;
-        if self.rng.below(40) == 0 {
-            w.errors += 1;
-        }
-        let mut phase_changed = false;
-        let mut finished = None;
-        if w.progress >= 1.0 {
-            w.progress = 0.0;
-            phase_changed = true;
-            if w.phase + 1 == PHASES.len() {
-                finished = Some(i);
-            } else {
-                w.phase += 1;
-            }
-        }
-        if let Some(i) = finished {
-            let done = self.workflows.remove(i);
-            p.publish(&format!("adw-state/{}", done.adw_id), &json!({}))?;
-            self.history.push(json!({
-                "adw_id": done.adw_id, "issue_number": done.issue, "status": "completed",
-                "phases": PHASES, "completed_at": now(),
-            }));
-            p.event(
-                "workflow_completed",
-                &json!({"queue_id": format!("q-{}", &done.adw_id[..3]), "feature_id": done.issue % 17,
-                        "phase_number": PHASES.len(), "status": "completed", "adw_id": done.adw_id,
-                        "timestamp": now()}),
-            )?;
-            let fresh = self.new_workflow();
-            p.publish(&format!("adw-state/{}", fresh.adw_id), &self.state(&fresh))?;
-            self.workflows.push(fresh);
-            p.publish("workflow-history", &self.history())?;
-            let f = self.rng.below(self.features.len() as u64) as usize;
-            self.features[f].1 = match self.features[f].1 {
-                "planned" => "in_progress",
-                "in_progress" => "completed",
-                _ => "planned",
-            };
-            p.publish("planned-features", &self.features())?;
-        }
-        if phase_changed {
-            p.publish("workflows", &self.workflows())?;
-            p.publish("queue", &self.queue())?;
-            if finished.is_none() {
-                let w = &self.workflows[i];
-                p.publish(&format!("adw-state/{}", w.adw_id), &self.state(w))?;
-            }
-        }
-        p.publish("adw-monitor", &self.monitor())?;
-        if self.tick.is_multiple_of(5) {
-            self.webhooks_received += 1 + self.rng.below(3);
-            p.publish("webhook-status", &self.webhook_status())?;
-        }
-        if self.tick.is_multiple_of(10) {
-            // A service flaps now and then.
-            self.degraded = match self.degraded {
-                Some(_) => None,
-                None if self.rng.below(2) == 0 => {
-                    Some(self.rng.below(SERVICES.len() as u64) as usize)
-                }
-                None => None,
-            };
-            p.publish("system-status", &self.system_status())?;
-        }
-        if self.tick.is_multiple_of(25) {
-            let qc = self.qc();
-            p.publish("qc-metrics", &qc)?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Starts the demo provider thread. It stops when the server does.
 pub fn spawn(publisher: Publisher) -> std::io::Result<std::thread::JoinHandle<()>> {
+    spawn_with(publisher, TICK)
+}
+
+/// [`spawn`] with the story moving every `tick`: tests play minutes of it
+/// in seconds.
+pub fn spawn_with(
+    publisher: Publisher,
+    tick: Duration,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("demo".into())
         .spawn(move || {
@@ -379,10 +835,10 @@ pub fn spawn(publisher: Publisher) -> std::io::Result<std::thread::JoinHandle<()
                 .map_or(1, |d| d.as_nanos() as u64);
             let mut demo = Demo::new(seed);
             let mut run = || -> Result<(), PublishError> {
-                demo.publish_all(&publisher)?;
+                publish_all(&publisher, demo.initial())?;
                 loop {
-                    std::thread::sleep(TICK);
-                    demo.step(&publisher)?;
+                    std::thread::sleep(tick);
+                    publish_all(&publisher, demo.step())?;
                 }
             };
             match run() {
@@ -391,18 +847,4 @@ pub fn spawn(publisher: Publisher) -> std::io::Result<std::thread::JoinHandle<()
                 Ok(()) => {}
             }
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_637_422);
-        assert_eq!(rfc3339(t), "2026-11-25T20:10:22Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
-    }
 }

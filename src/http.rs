@@ -23,6 +23,7 @@ pub const METHOD_NOT_ALLOWED: Status = Status(405, "Method Not Allowed");
 pub const REQUEST_TIMEOUT: Status = Status(408, "Request Timeout");
 pub const LENGTH_REQUIRED: Status = Status(411, "Length Required");
 pub const PAYLOAD_TOO_LARGE: Status = Status(413, "Content Too Large");
+pub const UNPROCESSABLE: Status = Status(422, "Unprocessable Content");
 pub const UPGRADE_REQUIRED: Status = Status(426, "Upgrade Required");
 pub const HEADERS_TOO_LARGE: Status = Status(431, "Request Header Fields Too Large");
 pub const NOT_IMPLEMENTED: Status = Status(501, "Not Implemented");

@@ -12,7 +12,9 @@
 //! - [`queue`]: the per-connection output queue, with snapshot conflation.
 //! - [`protocol`]: RFC 6455 framing, no I/O.
 //! - [`http`]: HTTP/1.1 parsing, routing and responses, no I/O.
-//! - [`topic`]: topic names, the ADW preset, snapshots and message encoding.
+//! - [`topic`]: topic names, snapshots and message encoding.
+//! - [`adw`]: the ADW dashboard preset: its topics, defaults and schemas.
+//! - [`schema`]: the JSON Schema checks a publish passes before it is retained.
 //! - [`publisher`]: the thread-safe handle producers publish through.
 //! - [`config`]: options, defaults and the command line.
 //! - [`config_file`]: the TOML file behind `--config` and `--print-config`.
@@ -34,6 +36,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod adw;
 pub mod agents;
 pub mod config;
 pub mod config_file;
@@ -45,6 +48,7 @@ pub mod poll;
 pub mod protocol;
 pub mod publisher;
 pub mod queue;
+pub mod schema;
 pub mod server;
 pub mod source;
 pub mod topic;

@@ -44,22 +44,24 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let rules = statecast::topic::Rules::new(config.preset, &config.topics, config.any_topic);
-    let topics = config.polls.iter().map(|p| ("--poll", &p.topic));
-    for (option, topic) in topics.chain(config.execs.iter().map(|e| ("--exec", &e.topic))) {
-        if let Err(e) = rules.check(topic) {
-            eprintln!("statecast: {option}: {e}");
-            return ExitCode::from(2);
-        }
-    }
-
     let server = match Server::bind(config) {
         Ok(server) => server,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("statecast: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             error!("cannot listen on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let topics = providers.polls.iter().map(|p| ("--poll", &p.topic));
+    for (option, topic) in topics.chain(providers.execs.iter().map(|e| ("--exec", &e.topic))) {
+        if let Err(e) = server.rules().check(topic) {
+            eprintln!("statecast: {option}: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Err(e) = start_providers(&server, providers) {
         error!("cannot start a provider thread: {e}");
         return ExitCode::FAILURE;
@@ -116,6 +118,7 @@ impl From<&statecast::Config> for Providers {
                     dir,
                     scan_interval: config.scan_interval,
                     github_repo: config.github_repo.clone(),
+                    agent_program: config.agent_program.clone(),
                 }),
             polls: config.polls.clone(),
             poll_limits: statecast::poll::Limits {

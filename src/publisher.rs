@@ -9,6 +9,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use mio::Waker;
 use serde::Serialize;
 
+use crate::schema::SchemaError;
 use crate::source::Registry;
 use crate::topic::{Rules, TopicError};
 
@@ -36,6 +37,9 @@ pub enum PublishError {
     Topic(TopicError),
     /// The data did not serialise, or is not valid JSON.
     Json(serde_json::Error),
+    /// The topic's schema refuses the data (HTTP answers 422); nothing
+    /// retained changed.
+    Invalid { topic: String, error: SchemaError },
 }
 
 impl fmt::Display for PublishError {
@@ -44,6 +48,9 @@ impl fmt::Display for PublishError {
             PublishError::Closed => f.write_str("the server has stopped"),
             PublishError::Topic(e) => e.fmt(f),
             PublishError::Json(e) => write!(f, "invalid JSON: {e}"),
+            PublishError::Invalid { topic, error } => {
+                write!(f, "refused by the schema of {topic}: {error}")
+            }
         }
     }
 }
@@ -121,14 +128,18 @@ pub(crate) fn channel(waker: Arc<Waker>, rules: Arc<Rules>) -> (Publisher, Inbox
 }
 
 impl Publisher {
-    /// Serialises `data` in the caller's thread and makes it `topic`'s
-    /// snapshot.
+    /// Serialises `data` in the caller's thread, checks it against the
+    /// topic's schema there, and makes it `topic`'s snapshot.
     pub fn publish<T: Serialize + ?Sized>(
         &self,
         topic: &str,
         data: &T,
     ) -> Result<(), PublishError> {
         self.rules.check(topic).map_err(PublishError::Topic)?;
+        if self.rules.validates(topic) {
+            let value = serde_json::to_value(data).map_err(PublishError::Json)?;
+            self.check(topic, &value)?;
+        }
         let data = serde_json::to_string(data).map_err(PublishError::Json)?;
         self.send(Command::Snapshot {
             topic: topic.to_owned(),
@@ -136,25 +147,55 @@ impl Publisher {
         })
     }
 
-    /// Makes `json` (checked to be valid JSON) `topic`'s snapshot.
+    /// Makes `json` (checked to be valid JSON, and against the topic's
+    /// schema) `topic`'s snapshot.
     pub fn publish_json(&self, topic: &str, json: &str) -> Result<(), PublishError> {
         self.rules.check(topic).map_err(PublishError::Topic)?;
-        let raw: &serde_json::value::RawValue =
-            serde_json::from_str(json).map_err(PublishError::Json)?;
+        let data = if self.rules.validates(topic) {
+            let value: serde_json::Value =
+                serde_json::from_str(json).map_err(PublishError::Json)?;
+            self.check(topic, &value)?;
+            // Parsed whole, so it is one JSON value with only whitespace
+            // around it, which is what `RawValue` would have kept.
+            json.trim()
+        } else {
+            let raw: &serde_json::value::RawValue =
+                serde_json::from_str(json).map_err(PublishError::Json)?;
+            raw.get()
+        };
         self.send(Command::Snapshot {
             topic: topic.to_owned(),
-            data: raw.get().to_owned(),
+            data: data.to_owned(),
         })
     }
 
-    /// Sends `{"type":event_type,"data":data}` to every open connection, once.
+    /// Checks `data` as [`publish`](Self::publish) would, without publishing.
+    pub fn check(&self, topic: &str, data: &serde_json::Value) -> Result<(), PublishError> {
+        self.rules
+            .check_data(topic, data)
+            .map_err(|error| PublishError::Invalid {
+                topic: topic.to_owned(),
+                error,
+            })
+    }
+
+    /// Sends `{"type":event_type,"data":data}` to every open connection,
+    /// once. An event typed like a preset topic's update (`queue_update`)
+    /// is rendered like one, so it must pass that topic's schema.
     pub fn event<T: Serialize + ?Sized>(
         &self,
         event_type: &str,
         data: &T,
     ) -> Result<(), PublishError> {
         let type_json = serde_json::to_string(event_type).map_err(PublishError::Json)?;
-        let data = serde_json::to_string(data).map_err(PublishError::Json)?;
+        let value = serde_json::to_value(data).map_err(PublishError::Json)?;
+        self.rules
+            .check_event(event_type, &value)
+            .map_err(|error| PublishError::Invalid {
+                topic: event_type.to_owned(),
+                error,
+            })?;
+        let data = serde_json::to_string(&value).map_err(PublishError::Json)?;
         self.send(Command::Event { type_json, data })
     }
 

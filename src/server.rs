@@ -20,12 +20,14 @@ use serde_json::value::RawValue;
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
+use crate::adw;
 use crate::config::Config;
 use crate::conn::{Conn, Phase};
 use crate::http::{self, ParsedBody, ParsedHead, Response, Route};
 use crate::protocol::{self, CloseReason, Incoming, code};
 use crate::publisher::{self, Command, Inbox, Publisher};
 use crate::queue::Shared;
+use crate::schema::SchemaError;
 use crate::topic::{self, Message, Rules, TopicError, Topics};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -75,13 +77,17 @@ pub struct Server {
 
 impl Server {
     /// Binds the listening socket; fails if the address is taken.
+    /// Fails with `InvalidInput` if a `--schema` cannot be used, before
+    /// anything is bound.
     pub fn bind(config: Config) -> io::Result<Server> {
+        let rules = Rules::from_config(&config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let rules = Arc::new(rules);
         let poll = Poll::new()?;
         let mut listener = listen(config.listen)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let rules = Arc::new(Rules::new(config.preset, &config.topics, config.any_topic));
         let (publisher, inbox) = publisher::channel(waker, rules.clone());
         Ok(Server {
             config,
@@ -96,6 +102,11 @@ impl Server {
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Which topics exist and what each accepts.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     /// A handle for publishing from other threads.
@@ -119,7 +130,14 @@ impl Server {
         .expect("three durations")
         .div_f64(4.0)
         .clamp(Duration::from_millis(5), Duration::from_secs(1));
-        let topics = Topics::new(self.rules, config.preset, &config.topics, config.max_topics);
+        let started = adw::rfc3339(std::time::SystemTime::now());
+        let topics = Topics::new(
+            self.rules,
+            config.preset,
+            &config.topics,
+            config.max_topics,
+            &started,
+        );
         info!(
             "listening on {} ({} topics)",
             self.listener.local_addr()?,
@@ -234,6 +252,13 @@ fn after_queueing(
         conn.dirty = true;
         dirty.push(key);
     }
+}
+
+/// 422 with the pointer and the rule on one line; logged at info, since a
+/// producer sending what the dashboard cannot render is worth seeing.
+fn refused_by_schema(topic: &str, error: &SchemaError, close: bool) -> Response {
+    info!("publish to {topic:?} refused by its schema: {error}");
+    http::error(http::UNPROCESSABLE, &error.to_string(), "", close)
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -596,6 +621,15 @@ impl EventLoop {
                 return http::error(http::BAD_REQUEST, &format!("invalid JSON: {e}"), "", close);
             }
         };
+        // Parsed whole only for topics with a schema: the others keep the
+        // cheaper `RawValue` check.
+        if self.topics.rules().validates(name) {
+            let value: serde_json::Value =
+                serde_json::from_str(data.get()).expect("RawValue holds valid JSON");
+            if let Err(e) = self.topics.rules().check_data(name, &value) {
+                return refused_by_schema(name, &e, close);
+            }
+        }
         let id = match self.topics.find_or_create(name) {
             Ok(id) => id,
             Err(e) => return http::error(http::UNAVAILABLE, &e.to_string(), "", close),
@@ -625,6 +659,11 @@ impl EventLoop {
         if event.kind.is_empty() {
             return bad("an event needs a non-empty \"type\"".into());
         }
+        let value: serde_json::Value =
+            serde_json::from_str(data.get()).expect("RawValue holds valid JSON");
+        if let Err(e) = self.topics.rules().check_event(&event.kind, &value) {
+            return refused_by_schema(&event.kind, &e, close);
+        }
         let type_json = serde_json::to_string(&event.kind).expect("a string serialises");
         let delivered = self.broadcast(&type_json, data.get());
         let reply = format!(r#"{{"type":{type_json},"delivered":{delivered}}}"#);
@@ -642,7 +681,7 @@ impl EventLoop {
             // An adw-state topic nobody has opened yet would still greet a
             // subscriber with its default.
             None if self.topics.rules().check(name).is_ok()
-                && name.starts_with(topic::ADW_STATE_PREFIX) =>
+                && name.starts_with(adw::ADW_STATE_PREFIX) =>
             {
                 Some(topic::default_adw_state(name).json().to_vec())
             }

@@ -51,6 +51,9 @@ impl Source {
                 } = self;
                 let registry = publisher.providers().clone();
                 let mut last: Option<String> = None;
+                // The last body the server refused, so it is logged once and
+                // not sent again every interval.
+                let mut refused: Option<String> = None;
                 let mut failures = 0u32;
                 loop {
                     let was_ok = failures == 0;
@@ -60,13 +63,24 @@ impl Source {
                                 info!("{name}: {what} recovered after {failures} failures");
                             }
                             failures = 0;
-                            set_status(&registry, &name, true, None);
-                            if last.as_deref() != Some(body.as_str()) {
+                            let changed = last.as_deref() != Some(body.as_str())
+                                && refused.as_deref() != Some(body.as_str());
+                            if changed {
                                 match publisher.publish_json(&topic, &body) {
-                                    Ok(()) => last = Some(body),
+                                    Ok(()) => {
+                                        last = Some(body);
+                                        refused = None;
+                                    }
                                     Err(PublishError::Closed) => return,
-                                    Err(e) => warn!("{name}: publish failed: {e}"),
+                                    Err(e) => {
+                                        warn!("{name}: {what}: {e}; keeping the last snapshot");
+                                        set_status(&registry, &name, Some(e.to_string()));
+                                        refused = Some(body);
+                                    }
                                 }
+                            }
+                            if refused.is_none() {
+                                set_status(&registry, &name, None);
                             }
                         }
                         Err(error) => {
@@ -74,7 +88,7 @@ impl Source {
                                 warn!("{name}: {what} failed: {error}; keeping the last snapshot");
                             }
                             failures = failures.saturating_add(1);
-                            set_status(&registry, &name, false, Some(error));
+                            set_status(&registry, &name, Some(error));
                         }
                     }
                     // Back off while failing: double the interval per
@@ -94,14 +108,15 @@ impl Source {
     }
 }
 
-fn set_status(registry: &Registry, name: &str, ok: bool, error: Option<String>) {
+/// Records a provider's health: `None` is healthy, and clears the last
+/// error so a recovered provider no longer shows one.
+pub(crate) fn set_status(registry: &Registry, name: &str, problem: Option<String>) {
     let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
-    let entry = map.entry(name.to_owned()).or_insert(ProviderStatus {
-        ok,
-        last_error: None,
-    });
-    entry.ok = ok;
-    if !ok {
-        entry.last_error = error;
-    }
+    map.insert(
+        name.to_owned(),
+        ProviderStatus {
+            ok: problem.is_none(),
+            last_error: problem,
+        },
+    );
 }

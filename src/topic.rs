@@ -8,56 +8,23 @@ use std::sync::Arc;
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
+use crate::adw::{self, ADW_STATE_PREFIX};
 use crate::protocol::write_header;
 use crate::queue::Shared;
+use crate::schema::{SchemaError, Validator};
 
 /// Longest topic name (or `adw_id`) accepted.
 pub const MAX_NAME_LEN: usize = 64;
 
-/// The family of per-workflow topics in the ADW preset.
-pub const ADW_STATE_PREFIX: &str = "adw-state/";
-
 /// The topic set a server starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
-    /// The ADW dashboard's endpoints (CONTRACT.md), each with its empty default.
+    /// The ADW dashboard's endpoints (CONTRACT.md), each with its empty
+    /// default and its schema (see [`crate::adw`]).
     Adw,
     /// No topics but those added with `--topic` or `--any-topic`.
     None,
 }
-
-/// The ADW dashboard's fixed topics and the snapshot a client gets before
-/// anything is published: the empty defaults of CONTRACT.md, so every panel
-/// renders from its first message.
-pub const ADW_TOPICS: &[(&str, &str)] = &[
-    ("workflows", "[]"),
-    ("routes", "[]"),
-    (
-        "workflow-history",
-        r#"{"workflows":[],"total_count":0,"analytics":{}}"#,
-    ),
-    (
-        "adw-monitor",
-        r#"{"summary":{"total":0,"running":0,"completed":0,"failed":0,"paused":0},"workflows":[],"last_updated":null}"#,
-    ),
-    ("queue", r#"{"phases":[],"total":0,"paused":false}"#),
-    (
-        "system-status",
-        r#"{"overall_status":"unknown","timestamp":null,"services":{},"summary":{"healthy_services":0,"total_services":0,"health_percentage":0}}"#,
-    ),
-    ("webhook-status", r#"{"status":"unknown"}"#),
-    (
-        "planned-features",
-        r#"{"features":[],"stats":{"by_status":{},"by_priority":{},"by_type":{},"total_estimated_hours":0,"total_actual_hours":0,"completion_rate":0}}"#,
-    ),
-    (
-        "qc-metrics",
-        r#"{"coverage":null,"naming":null,"file_structure":null,"linting":null,"overall_score":null,"last_updated":null}"#,
-    ),
-];
-
-/// The default of every `adw-state/{adw_id}` topic.
-pub const ADW_STATE_DEFAULT: &str = "{}";
 
 /// `[a-z0-9-]{1,64}`: a topic name outside the `adw-state/` family.
 pub fn is_plain_name(name: &str) -> bool {
@@ -95,22 +62,64 @@ impl fmt::Display for TopicError {
 
 impl std::error::Error for TopicError {}
 
-/// Which names are topics. Shared with every `Publisher` so a bad name is
-/// refused in the producer's thread, not logged later by the loop.
+/// Which names are topics, and what data each accepts. Shared with every
+/// `Publisher` so a bad name or a value the schema refuses is refused in the
+/// producer's thread, not logged later by the loop.
 #[derive(Debug)]
 pub struct Rules {
     preset: Preset,
     extra: HashSet<String>,
     any_topic: bool,
+    validator: Validator,
 }
 
 impl Rules {
-    pub fn new(preset: Preset, extra: &[String], any_topic: bool) -> Self {
+    pub fn new(preset: Preset, extra: &[String], any_topic: bool, validator: Validator) -> Self {
         Rules {
             preset,
             extra: extra.iter().cloned().collect(),
             any_topic,
+            validator,
         }
+    }
+
+    /// The rules a configuration asks for: its topics, the preset's schemas
+    /// unless `--no-validate`, and every `--schema`, each compiled once.
+    pub fn from_config(config: &crate::Config) -> Result<Self, String> {
+        let mut rules = Rules::new(
+            config.preset,
+            &config.topics,
+            config.any_topic,
+            Validator::off(),
+        );
+        for (topic, _) in &config.schemas {
+            rules
+                .check(topic)
+                .map_err(|e| format!("--schema: {e}; add it with --topic or --any-topic"))?;
+        }
+        if config.validate {
+            rules.validator = Validator::new(config.preset, &config.schemas)?;
+        }
+        Ok(rules)
+    }
+
+    /// Whether values published to `topic` are checked against a schema.
+    pub fn validates(&self, topic: &str) -> bool {
+        self.validator.applies(topic)
+    }
+
+    /// Checks `data` against `topic`'s schema, if it has one.
+    pub fn check_data(&self, topic: &str, data: &serde_json::Value) -> Result<(), SchemaError> {
+        self.validator.check(topic, data)
+    }
+
+    /// Checks an event's data when its type is a preset topic's message type.
+    pub fn check_event(
+        &self,
+        message_type: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), SchemaError> {
+        self.validator.check_event(message_type, data)
     }
 
     /// Checks that `name` is a topic this server serves.
@@ -118,7 +127,7 @@ impl Rules {
         let ok = match name.strip_prefix(ADW_STATE_PREFIX) {
             Some(id) => self.preset == Preset::Adw && is_adw_id(id),
             None => {
-                (self.preset == Preset::Adw && ADW_TOPICS.iter().any(|(t, _)| *t == name))
+                (self.preset == Preset::Adw && adw::topic(name).is_some())
                     || self.extra.contains(name)
                     || (self.any_topic && is_plain_name(name))
             }
@@ -189,8 +198,9 @@ impl Message {
 
 /// What a subscriber to `adw-state/{id}` gets before anything is published.
 pub fn default_adw_state(name: &str) -> Message {
-    let id = name.strip_prefix(ADW_STATE_PREFIX);
-    Message::snapshot("adw_state_update", id, 0, ADW_STATE_DEFAULT)
+    let id = adw::state_id(name).unwrap_or_default();
+    let data = adw::state_default(id).to_string();
+    Message::snapshot("adw_state_update", Some(id), 0, &data)
 }
 
 /// One topic: its retained snapshot and who is subscribed.
@@ -268,7 +278,14 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub fn new(rules: Arc<Rules>, preset: Preset, extra: &[String], max_topics: usize) -> Self {
+    /// `started` (RFC 3339) fills the defaults' `last_updated` and `timestamp`.
+    pub fn new(
+        rules: Arc<Rules>,
+        preset: Preset,
+        extra: &[String],
+        max_topics: usize,
+        started: &str,
+    ) -> Self {
         let mut topics = Topics {
             rules,
             by_name: HashMap::new(),
@@ -276,9 +293,9 @@ impl Topics {
             max_topics,
         };
         if preset == Preset::Adw {
-            for (name, default) in ADW_TOPICS {
-                let id = topics.insert(name, true);
-                topics.topics[id].set_snapshot(default, 0);
+            for topic in adw::TOPICS {
+                let id = topics.insert(topic.name, true);
+                topics.topics[id].set_snapshot(&topic.default_data(started), 0);
             }
         }
         for name in extra {
@@ -291,8 +308,9 @@ impl Topics {
 
     fn insert(&mut self, name: &str, permanent: bool) -> usize {
         let mut topic = Topic::new(name, permanent);
-        if topic.adw_id().is_some() {
-            topic.set_snapshot(ADW_STATE_DEFAULT, 0);
+        if let Some(id) = topic.adw_id() {
+            let data = adw::state_default(id).to_string();
+            topic.set_snapshot(&data, 0);
         }
         let id = self.topics.insert(topic);
         self.by_name.insert(name.into(), id);
@@ -351,16 +369,20 @@ impl Topics {
     }
 
     /// Forgets an `adw-state/` topic whose workflow is gone: published back
-    /// to its default `{}` with nobody subscribed, it holds nothing a new
-    /// subscriber would not get anyway. Without this, every workflow that
-    /// ever ran would keep a topic until `--max-topics` is reached.
+    /// to its default `{"adw_id": id}` (or `{}`) with nobody subscribed, it
+    /// holds nothing a new subscriber would not get anyway. Without this,
+    /// every workflow that ever ran would keep a topic until `--max-topics`
+    /// is reached.
     pub fn forget_if_default(&mut self, id: usize, data: &str) -> bool {
         let topic = &self.topics[id];
         let forget = !topic.permanent
-            && topic.adw_id().is_some()
             && topic.subscribers.is_empty()
             && !topic.fan_out_pending
-            && data.trim() == ADW_STATE_DEFAULT;
+            && topic.adw_id().is_some_and(|adw_id| {
+                serde_json::from_str::<serde_json::Value>(data).is_ok_and(|value| {
+                    value == adw::state_default(adw_id) || value == serde_json::json!({})
+                })
+            });
         if forget {
             let topic = self.topics.remove(id);
             self.by_name.remove(&topic.name);
@@ -389,8 +411,8 @@ mod tests {
     use super::*;
 
     fn adw() -> Topics {
-        let rules = Arc::new(Rules::new(Preset::Adw, &[], false));
-        Topics::new(rules, Preset::Adw, &[], 100)
+        let rules = Arc::new(Rules::new(Preset::Adw, &[], false, Validator::off()));
+        Topics::new(rules, Preset::Adw, &[], 100, "2026-11-26T02:15:00Z")
     }
 
     #[test]
@@ -413,7 +435,7 @@ mod tests {
             std::str::from_utf8(queue.snapshot.as_ref().unwrap().json()).unwrap(),
             r#"{"type":"queue_update","seq":0,"data":{"phases":[],"total":0,"paused":false}}"#
         );
-        assert_eq!(topics.len(), ADW_TOPICS.len());
+        assert_eq!(topics.len(), adw::TOPICS.len());
     }
 
     #[test]
@@ -438,8 +460,8 @@ mod tests {
             Err(TopicError::Unknown("nope".into()))
         );
         assert!(topics.find_or_create("adw-state/bad.id").is_err());
-        let rules = Arc::new(Rules::new(Preset::None, &[], true));
-        let mut any = Topics::new(rules, Preset::None, &[], 2);
+        let rules = Arc::new(Rules::new(Preset::None, &[], true, Validator::off()));
+        let mut any = Topics::new(rules, Preset::None, &[], 2, "2026-11-26T02:15:00Z");
         any.find_or_create("a").unwrap();
         any.find_or_create("b").unwrap();
         assert_eq!(any.find_or_create("c"), Err(TopicError::Full(2)));
@@ -470,8 +492,11 @@ mod tests {
         topics.get_mut(id).subscribe(7);
         assert!(!topics.forget_if_default(id, "{}"), "a subscriber keeps it");
         topics.get_mut(id).unsubscribe(0);
-        assert!(topics.forget_if_default(id, "{}"));
+        assert!(topics.forget_if_default(id, r#"{"adw_id": "done"}"#));
         assert_eq!(topics.find("adw-state/done"), None);
+        let id = topics.find_or_create("adw-state/old").unwrap();
+        assert!(!topics.forget_if_default(id, r#"{"adw_id":"other"}"#));
+        assert!(topics.forget_if_default(id, "{}"), "the version 1 default");
     }
 
     #[test]

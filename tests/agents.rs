@@ -45,6 +45,7 @@ fn start(dir: &Path) -> TestServer {
             dir: dir.to_owned(),
             scan_interval: SCAN,
             github_repo: Some("acme/app".into()),
+            agent_program: "aider".into(),
         },
         server.publisher.clone(),
     )
@@ -74,29 +75,109 @@ fn next_within(ws: &mut std::net::TcpStream, since: Instant) -> Value {
 }
 
 /// A new state file reaches its subscriber, and `workflows` lists it with
-/// the issue as a number, the newest phase and the GitHub URL.
+/// the issue as a number, the GitHub URL and the phase of the original
+/// server: the last of plan, build, test, review, document, ship that has a
+/// directory, not the newest directory.
 #[test]
 fn new_state_file_is_published_and_derived() {
     let dir = TempDir::new();
     let server = start(&dir.0);
     let mut ws = server.subscribe("adw-state/a1b2c3d4");
-    assert_eq!(read_data_frame(&mut ws).json()["data"], json!({}));
+    assert_eq!(
+        read_data_frame(&mut ws).json()["data"],
+        json!({"adw_id": "a1b2c3d4"})
+    );
 
-    fs::create_dir_all(dir.0.join("a1b2c3d4/adw_plan_iso")).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
     fs::create_dir_all(dir.0.join("a1b2c3d4/adw_build_iso")).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    // Created last, so the newest: the phase is still build.
+    fs::create_dir_all(dir.0.join("a1b2c3d4/adw_plan_iso")).unwrap();
     let state = json!({"adw_id":"a1b2c3d4","issue_number":"142","branch_name":"feat-142"});
     let written = Instant::now();
     write_state(&dir.0, "a1b2c3d4", &state);
     let message = next_within(&mut ws, written);
     assert_eq!(message["adw_id"], "a1b2c3d4");
     assert_eq!(message["data"], state);
+    check_message("adw-state/a1b2c3d4", &message);
 
     wait_until("workflows to list it", || {
         state_of(&server, "workflows")["data"]
             == json!([{"adw_id":"a1b2c3d4","issue_number":142,"phase":"build",
                        "github_url":"https://github.com/acme/app/issues/142"}])
     });
+    check_message("workflows", &state_of(&server, "workflows"));
+}
+
+/// A workflow without directories is in plan; one whose issue number is
+/// not an integer is left out of `workflows` instead of sent with null.
+#[test]
+fn phase_defaults_to_plan_and_bad_issue_numbers_are_skipped() {
+    let dir = TempDir::new();
+    write_state(&dir.0, "fresh001", &json!({"issue_number": 7}));
+    write_state(&dir.0, "bad00001", &json!({"issue_number": "abc"}));
+    write_state(&dir.0, "float001", &json!({"issue_number": 9.5}));
+    for phase in ["plan", "build", "test", "review", "document", "ship"] {
+        fs::create_dir_all(dir.0.join(format!("shipped1/adw_{phase}_iso"))).unwrap();
+    }
+    write_state(&dir.0, "shipped1", &json!({"issue_number": "8"}));
+    let server = start(&dir.0);
+    wait_until("the monitor to see all four", || {
+        state_of(&server, "adw-monitor")["data"]["summary"]["total"] == 4
+    });
+    wait_until("workflows", || {
+        state_of(&server, "workflows")["data"]
+            == json!([{"adw_id":"fresh001","issue_number":7,"phase":"plan",
+                       "github_url":"https://github.com/acme/app/issues/7"},
+                      {"adw_id":"shipped1","issue_number":8,"phase":"ship",
+                       "github_url":"https://github.com/acme/app/issues/8"}])
+    });
+}
+
+/// A state file the adw-state schema refuses (`all_adws` a string crashes
+/// the client's `.join`) is not forwarded: the last good state stays, and
+/// /healthz reports the refusal until the file is fixed.
+#[test]
+fn a_state_file_the_schema_refuses_keeps_the_last_good_state() {
+    let dir = TempDir::new();
+    let server = start(&dir.0);
+    write_state(
+        &dir.0,
+        "good0001",
+        &json!({"adw_id":"good0001","all_adws":["adw_plan_iso"]}),
+    );
+    wait_until("first state", || {
+        state_of(&server, "adw-state/good0001")["seq"] == 1
+    });
+    server.wait_health("the provider to be healthy", |h| {
+        h["providers"]["agents"]["ok"] == true
+    });
+    write_state(
+        &dir.0,
+        "good0001",
+        &json!({"adw_id":"good0001","all_adws":"adw_plan_iso"}),
+    );
+    server.wait_health("the refusal to show", |h| {
+        h["providers"]["agents"]["ok"] == false
+            && h["providers"]["agents"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("good0001") && e.contains("/all_adws"))
+    });
+    let kept = state_of(&server, "adw-state/good0001");
+    assert_eq!(kept["seq"], 1);
+    assert_eq!(kept["data"]["all_adws"], json!(["adw_plan_iso"]));
+
+    write_state(
+        &dir.0,
+        "good0001",
+        &json!({"adw_id":"good0001","all_adws":["a","b"]}),
+    );
+    server.wait_health("the provider to recover", |h| {
+        h["providers"]["agents"]["ok"] == true && h["providers"]["agents"]["last_error"].is_null()
+    });
+    assert_eq!(
+        state_of(&server, "adw-state/good0001")["data"]["all_adws"],
+        json!(["a", "b"])
+    );
 }
 
 /// An in-place write seen half-done keeps the last good state; the
@@ -142,8 +223,8 @@ fn atomic_rename_is_picked_up() {
     assert_eq!(next_within(&mut ws, renamed)["data"]["v"], 2);
 }
 
-/// A workflow directory that disappears sends its panel back to `{}` and
-/// leaves `workflows`.
+/// A workflow directory that disappears sends its panel back to its
+/// default, `{"adw_id": id}`, and leaves `workflows`.
 #[test]
 fn deletion_publishes_empty_state() {
     let dir = TempDir::new();
@@ -156,7 +237,10 @@ fn deletion_publishes_empty_state() {
     read_data_frame(&mut ws);
     let removed = Instant::now();
     fs::remove_dir_all(dir.0.join("dead03")).unwrap();
-    assert_eq!(next_within(&mut ws, removed)["data"], json!({}));
+    assert_eq!(
+        next_within(&mut ws, removed)["data"],
+        json!({"adw_id": "dead03"})
+    );
     wait_until("workflows to drop it", || {
         state_of(&server, "workflows")["data"] == json!([])
     });
@@ -199,15 +283,35 @@ fn burst_of_200_workflows() {
     });
 }
 
-/// adw-monitor: completed and failed come from the file, running from a
-/// live process naming the id, paused from an existing worktree, else queued.
+/// A stand-in for the agent program: a script named `aider` that sleeps,
+/// started with the workflow's id among its arguments.
+fn start_agent(dir: &Path, adw_id: &str) -> std::process::Child {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let agent = bin.join("aider");
+    fs::write(&agent, "#!/bin/sh\nsleep 30\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&agent, fs::Permissions::from_mode(0o755)).unwrap();
+    std::process::Command::new(&agent)
+        .args(["--message-file", &format!("agents/{adw_id}/prompt.md")])
+        .spawn()
+        .unwrap()
+}
+
+/// adw-monitor: completed and failed come from the file; running needs a
+/// live agent process naming the id (a shell that merely names it does not
+/// count); paused needs the worktree; else queued. Every workflow carries
+/// `phases_completed` as an array, nine total phases and a number of errors,
+/// and the whole panel passes the contract.
 #[test]
 fn monitor_statuses_are_derived() {
     let dir = TempDir::new();
     let worktree = dir.0.join("worktree");
     fs::create_dir_all(&worktree).unwrap();
-    let mut process = std::process::Command::new("sh")
-        .args(["-c", "sleep 30; : run0001"])
+    let mut agent = start_agent(&dir.0, "run0001");
+    // Only names the id, like an editor or a WebSocket client would.
+    let mut bystander = std::process::Command::new("sh")
+        .args(["-c", "sleep 30; : wait0001 aider"])
         .spawn()
         .unwrap();
     write_state(
@@ -218,37 +322,69 @@ fn monitor_statuses_are_derived() {
     write_state(
         &dir.0,
         "fail0001",
-        &json!({"status":"failed","issue_number":"2"}),
+        &json!({"status":"failed","issue_number":"2","error_count":3,"last_error":"boom"}),
     );
+    for phase in ["plan", "build", "test"] {
+        fs::create_dir_all(dir.0.join(format!("run0001/adw_{phase}_iso"))).unwrap();
+    }
     write_state(&dir.0, "run0001", &json!({"issue_number":"3"}));
     write_state(
         &dir.0,
         "park0001",
-        &json!({"issue_number":"4","worktree_path":worktree}),
+        &json!({"issue_number":"4","worktree_path":worktree,
+                "phases_completed":["plan","validate"],"current_phase":"build"}),
     );
     write_state(&dir.0, "wait0001", &json!({"issue_number":"5"}));
     let server = start(&dir.0);
     wait_until("the monitor to see all five", || {
         state_of(&server, "adw-monitor")["data"]["summary"]["total"] == 5
     });
-    let monitor = state_of(&server, "adw-monitor")["data"].clone();
-    process.kill().unwrap();
-    let _ = process.wait();
+    let message = state_of(&server, "adw-monitor");
+    for child in [&mut agent, &mut bystander] {
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+    check_message("adw-monitor", &message);
+    let monitor = &message["data"];
     assert_eq!(
         monitor["summary"],
         json!({"total":5,"running":1,"completed":1,"failed":1,"paused":1})
     );
-    let status = |id: &str| {
+    let workflow = |id: &str| {
         monitor["workflows"]
             .as_array()
             .unwrap()
             .iter()
             .find(|w| w["adw_id"] == id)
-            .map(|w| (w["status"].clone(), w["is_process_active"].clone()))
             .unwrap()
+            .clone()
+    };
+    let status = |id: &str| {
+        let w = workflow(id);
+        (w["status"].clone(), w["is_process_active"].clone())
     };
     assert_eq!(status("run0001"), (json!("running"), json!(true)));
     assert_eq!(status("park0001"), (json!("paused"), json!(false)));
     assert_eq!(status("wait0001"), (json!("queued"), json!(false)));
+    assert_eq!(status("done0001").0, "completed");
+    assert_eq!(status("fail0001").0, "failed");
+    for w in monitor["workflows"].as_array().unwrap() {
+        assert!(w["phases_completed"].is_array(), "{w}");
+        assert_eq!(w["total_phases"], 9, "{w}");
+        assert!(w["error_count"].is_number(), "{w}");
+    }
+    // Inferred from the directories: plan and build done, test under way.
+    let running = workflow("run0001");
+    assert_eq!(running["phases_completed"], json!(["plan", "build"]));
+    assert_eq!(running["current_phase"], "test");
+    assert_eq!(running["phase_progress"], 27.8);
+    // Taken from the state file when it has them.
+    let parked = workflow("park0001");
+    assert_eq!(parked["phases_completed"], json!(["plan", "validate"]));
+    assert_eq!(parked["current_phase"], "build");
+    assert_eq!(parked["phase_progress"], 27.8);
+    assert_eq!(workflow("fail0001")["error_count"], 3);
+    assert_eq!(workflow("fail0001")["last_error"], "boom");
     assert!(monitor["last_updated"].is_string());
+    check_message("workflows", &state_of(&server, "workflows"));
 }

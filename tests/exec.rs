@@ -58,9 +58,11 @@ impl Drop for Script {
 }
 
 fn start(script: &Script, timeout: Duration, max_bytes: usize) -> TestServer {
-    let server = TestServer::start();
+    // A topic without a schema: these tests are about the command, not
+    // the data (tests/validation.rs covers a refused value).
+    let server = TestServer::with(|c| c.topics.push("metrics".into()));
     let spec = ExecSpec {
-        topic: "qc-metrics".into(),
+        topic: "metrics".into(),
         command: script.command(),
         interval: Duration::from_millis(50),
     };
@@ -73,8 +75,12 @@ fn start(script: &Script, timeout: Duration, max_bytes: usize) -> TestServer {
     server
 }
 
+/// The topic's message; seq 0 before its first publish (a 404 then).
 fn qc(server: &TestServer) -> Value {
-    let (_, body) = server.request("GET", "/api/v1/state/qc-metrics", "");
+    let (status, body) = server.request("GET", "/api/v1/state/metrics", "");
+    if status == 404 {
+        return serde_json::json!({"seq": 0});
+    }
     serde_json::from_str(&body).unwrap()
 }
 
@@ -101,11 +107,11 @@ fn failing_command_recovers() {
     wait_until("the first publish", || qc(&server)["seq"] == 1);
     script.set("not json", 0);
     server.wait_health("degraded", |h| h["status"] == "degraded");
-    let error = server.health()["providers"]["exec qc-metrics"]["last_error"].clone();
+    let error = server.health()["providers"]["exec metrics"]["last_error"].clone();
     assert!(error.as_str().unwrap().contains("invalid JSON"), "{error}");
     script.set(r#"{"coverage":70}"#, 2);
     server.wait_health("the exit status reported", |h| {
-        h["providers"]["exec qc-metrics"]["last_error"]
+        h["providers"]["exec metrics"]["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("exit status: 2"))
     });
@@ -126,7 +132,7 @@ fn hung_command_is_killed() {
     script.hang(true);
     let server = start(&script, Duration::from_millis(200), 1 << 20);
     server.wait_health("the timeout", |h| {
-        h["providers"]["exec qc-metrics"]["last_error"]
+        h["providers"]["exec metrics"]["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("timed out"))
     });
@@ -142,7 +148,7 @@ fn oversized_output_is_refused() {
     script.set(&format!(r#"{{"pad":"{}"}}"#, "x".repeat(4096)), 0);
     let server = start(&script, Duration::from_secs(5), 1024);
     server.wait_health("degraded", |h| h["status"] == "degraded");
-    let error = server.health()["providers"]["exec qc-metrics"]["last_error"].clone();
+    let error = server.health()["providers"]["exec metrics"]["last_error"].clone();
     assert!(error.as_str().unwrap().contains("limit"), "{error}");
     assert_eq!(qc(&server)["seq"], 0);
 }

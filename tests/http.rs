@@ -108,7 +108,7 @@ fn publish_then_state() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        r#"{"type":"adw_state_update","adw_id":"abc","seq":0,"data":{}}"#
+        r#"{"type":"adw_state_update","adw_id":"abc","seq":0,"data":{"adw_id":"abc"}}"#
     );
 }
 
@@ -191,9 +191,9 @@ fn keep_alive_and_pipelining() {
 fn partial_requests_are_assembled() {
     let server = TestServer::start();
     let mut stream = server.connect();
-    let body = "[1]";
+    let body = "[{}]";
     let request = format!(
-        "POST /api/v1/publish/workflows HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n{body}"
+        "POST /api/v1/publish/workflows HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n{body}"
     );
     for chunk in request.as_bytes().chunks(7) {
         stream.write_all(chunk).unwrap();
@@ -220,12 +220,12 @@ fn expect_continue_and_chunked_bodies() {
     assert_eq!(status, 200);
 
     stream
-        .write_all(b"POST /api/v1/publish/routes HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[{}\r\n1\r\n]\r\n0\r\n\r\n")
+        .write_all(b"POST /api/v1/publish/workflows HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[{}\r\n1\r\n]\r\n0\r\n\r\n")
         .unwrap();
     let (status, _, body) = read_response(&mut stream);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let (_, state) = server.request("GET", "/api/v1/state/routes", "");
-    assert!(state.contains(r#""seq":2,"data":[{}]"#), "{state}");
+    let (_, state) = server.request("GET", "/api/v1/state/workflows", "");
+    assert!(state.contains(r#""seq":1,"data":[{}]"#), "{state}");
 }
 
 /// A broadcast needs `type` and `data`, and reports how many got it.

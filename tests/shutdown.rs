@@ -98,7 +98,7 @@ fn publisher_outliving_the_server_gets_closed() {
     let server = TestServer::start();
     let publisher = server.publisher.clone();
     drop(server);
-    match publisher.publish("queue", &serde_json::json!({})) {
+    match publisher.publish("queue", &serde_json::json!({"phases": []})) {
         Err(statecast::PublishError::Closed) => {}
         other => panic!("expected Closed, got {other:?}"),
     }

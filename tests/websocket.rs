@@ -48,7 +48,10 @@ fn updates_reach_only_their_topic() {
 fn publisher_thread_publishes() {
     let server = TestServer::start();
     let mut ws = server.subscribe("adw-state/a1b2c3d4");
-    assert_eq!(read_frame(&mut ws).json()["data"], serde_json::json!({}));
+    assert_eq!(
+        read_frame(&mut ws).json()["data"],
+        serde_json::json!({"adw_id": "a1b2c3d4"})
+    );
     let publisher = server.publisher.clone();
     std::thread::spawn(move || {
         publisher
@@ -217,8 +220,8 @@ fn read_until_seq(ws: &mut std::net::TcpStream, last: u64) -> usize {
 #[test]
 fn stalled_reader_is_conflated_and_does_not_delay_others() {
     let server = TestServer::with(|c| c.max_queue_bytes = 8 << 20);
-    let mut stalled = server.subscribe("qc-metrics");
-    let mut healthy = server.subscribe("qc-metrics");
+    let mut stalled = server.subscribe("webhook-status");
+    let mut healthy = server.subscribe("webhook-status");
     read_frame(&mut stalled);
     read_frame(&mut healthy);
 
@@ -230,7 +233,7 @@ fn stalled_reader_is_conflated_and_does_not_delay_others() {
         (got, healthy)
     });
     for _ in 0..publishes {
-        let (status, _) = server.publish("qc-metrics", &format!(r#"{{"coverage":"{filler}"}}"#));
+        let (status, _) = server.publish("webhook-status", &format!(r#"{{"status":"{filler}"}}"#));
         assert_eq!(status, 200);
     }
     let (healthy_got, _healthy) = reader.join().unwrap();

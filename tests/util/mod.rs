@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use statecast::{Config, Publisher, Server};
 
+pub mod contract;
+
 /// Long enough for a loaded CI machine, short enough to fail a hung test.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -230,68 +232,10 @@ pub fn expect_eof(stream: &mut TcpStream) {
     }
 }
 
-/// The top-level fields CONTRACT.md gives for each type's data, and the
-/// JSON kind of the data itself.
-pub fn check_shape(topic: &str, data: &serde_json::Value) {
-    let object_with = |fields: &[&str]| {
-        let map = data
-            .as_object()
-            .unwrap_or_else(|| panic!("{topic}: data is not an object: {data}"));
-        for field in fields {
-            assert!(
-                map.contains_key(*field),
-                "{topic}: data lacks {field}: {data}"
-            );
-        }
-    };
-    match topic {
-        "workflows" | "routes" => assert!(data.is_array(), "{topic}: {data}"),
-        "workflow-history" => {
-            object_with(&["workflows", "total_count", "analytics"]);
-            assert!(data["total_count"].is_i64());
-        }
-        "adw-monitor" => {
-            object_with(&["summary", "workflows", "last_updated"]);
-            for k in ["total", "running", "completed", "failed", "paused"] {
-                assert!(data["summary"][k].is_i64(), "adw-monitor summary.{k}");
-            }
-        }
-        "queue" => {
-            object_with(&["phases", "total", "paused"]);
-            assert!(data["paused"].is_boolean());
-        }
-        "system-status" => {
-            object_with(&["overall_status", "timestamp", "services", "summary"]);
-            for k in ["healthy_services", "total_services", "health_percentage"] {
-                assert!(
-                    data["summary"].get(k).is_some(),
-                    "system-status summary.{k}"
-                );
-            }
-        }
-        "webhook-status" => object_with(&["status"]),
-        "planned-features" => {
-            object_with(&["features", "stats"]);
-            for k in [
-                "by_status",
-                "by_priority",
-                "by_type",
-                "total_estimated_hours",
-                "total_actual_hours",
-                "completion_rate",
-            ] {
-                assert!(data["stats"].get(k).is_some(), "planned-features stats.{k}");
-            }
-        }
-        "qc-metrics" => object_with(&[
-            "coverage",
-            "naming",
-            "file_structure",
-            "linting",
-            "overall_score",
-            "last_updated",
-        ]),
-        t if t.starts_with("adw-state/") => assert!(data.is_object()),
-        other => panic!("no shape for {other}"),
-    }
+/// Checks a whole message sent on `topic` against the project's copy of the
+/// contract: the envelope schema, the message type, `adw_id` on adw-state
+/// frames, and `data` against the topic's schema.
+#[track_caller]
+pub fn check_message(topic: &str, message: &serde_json::Value) {
+    contract::Contract::get().check_message(topic, message);
 }

@@ -1,0 +1,278 @@
+//! Validated publishes (CONTRACT.md v2): every value that would become an
+//! ADW topic's snapshot passes the topic's schema first. A refused value gets
+//! 422 with a JSON pointer, changes nothing retained and reaches nobody.
+
+mod util;
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use statecast::PublishError;
+use util::contract::{self, Contract};
+use util::*;
+
+/// The topic each case file is published to.
+fn topic_for(name: &str) -> String {
+    if name == "adw-state" {
+        "adw-state/a1b2c3d4".into()
+    } else {
+        name.into()
+    }
+}
+
+fn state_of(server: &TestServer, topic: &str) -> Value {
+    let (status, body) = server.request("GET", &format!("/api/v1/state/{topic}"), "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Every value the contract knows to crash the client is refused with 422
+/// and a one-line body naming a JSON pointer; the retained snapshot stays
+/// as it was and no frame reaches a subscriber. Every valid value gets 200.
+#[test]
+fn every_contract_case_is_refused_or_accepted_as_the_contract_says() {
+    let server = TestServer::start();
+    for name in contract::TOPICS {
+        let topic = topic_for(name);
+        let (valid, invalid) = Contract::cases(name);
+        let mut ws = server.subscribe(&topic);
+        let greeting = read_data_frame(&mut ws).json();
+        check_message(&topic, &greeting);
+        let before = state_of(&server, &topic);
+        for (why, data) in &invalid {
+            let (status, body) = server.publish(&topic, &data.to_string());
+            assert_eq!(status, 422, "{topic}: accepted a value that {why}: {body}");
+            let line = body.trim_end();
+            assert!(
+                !line.is_empty() && !line.contains('\n'),
+                "{topic}: {body:?}"
+            );
+            assert!(
+                line.starts_with('/') || line.starts_with("(root): "),
+                "{topic}: no pointer in {line:?}"
+            );
+            assert_eq!(state_of(&server, &topic), before, "{topic}: {why}");
+        }
+        for (i, data) in valid.iter().enumerate() {
+            let (status, body) = server.publish(&topic, &data.to_string());
+            assert_eq!(status, 200, "{topic}: valid[{i}] refused: {body}");
+            // The next frame is this publish: nothing refused went out before it.
+            let frame = read_data_frame(&mut ws).json();
+            assert_eq!(frame["data"], *data, "{topic}: valid[{i}]");
+            assert_eq!(frame["seq"], before["seq"].as_u64().unwrap() + i as u64 + 1);
+            check_message(&topic, &frame);
+        }
+    }
+}
+
+/// The pointer and the rule of the issue's own example.
+#[test]
+fn the_error_names_the_pointer_and_the_rule() {
+    let server = TestServer::start();
+    let (status, body) = server.publish(
+        "workflow-history",
+        r#"{"workflows":[],"total_count":0,"analytics":{"completed_workflows":0,"failed_workflows":0,"success_rate_percent":0,"workflows_by_model":{},"workflows_by_template":{}}}"#,
+    );
+    assert_eq!(status, 422);
+    assert_eq!(
+        body.trim_end(),
+        r#"/analytics: required property "total_workflows" missing"#
+    );
+    let (status, body) = server.publish("queue", "null");
+    assert_eq!(
+        (status, body.trim_end()),
+        (422, "(root): must be object, not null")
+    );
+}
+
+/// Every preset default validates, carries the start time where the
+/// contract wants a timestamp, and adw-state's default names its workflow.
+#[test]
+fn preset_defaults_validate() {
+    let server = TestServer::start();
+    for name in contract::TOPICS {
+        let topic = topic_for(name);
+        let message = state_of(&server, &topic);
+        assert_eq!(message["seq"], 0, "{topic}");
+        check_message(&topic, &message);
+        for key in ["last_updated", "timestamp"] {
+            if let Some(time) = message["data"].get(key) {
+                let time = time.as_str().unwrap_or_else(|| panic!("{topic}.{key}"));
+                assert!(
+                    time.len() == 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+                    "{topic}.{key}: {time}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        state_of(&server, "adw-state/a1b2c3d4")["data"],
+        json!({"adw_id": "a1b2c3d4"})
+    );
+    let mut ws = server.subscribe("adw-state/feedbeef");
+    assert_eq!(
+        read_data_frame(&mut ws).json()["data"],
+        json!({"adw_id": "feedbeef"})
+    );
+}
+
+/// `Publisher` refuses in the producer's thread with a matching error, and
+/// nothing is retained.
+#[test]
+fn publisher_returns_the_schema_error() {
+    let server = TestServer::start();
+    let err = server
+        .publisher
+        .publish("queue", &json!({"phases": {}}))
+        .unwrap_err();
+    match &err {
+        PublishError::Invalid { topic, error } => {
+            assert_eq!(topic, "queue");
+            assert_eq!(error.pointer, "/phases");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(err.to_string().contains("/phases: must be array"), "{err}");
+    let err = server
+        .publisher
+        .publish_json("adw-monitor", "null")
+        .unwrap_err();
+    assert!(matches!(err, PublishError::Invalid { .. }), "{err}");
+    server
+        .publisher
+        .publish("queue", &json!({"phases": [], "paused": true}))
+        .unwrap();
+    wait_until("the valid publish", || {
+        state_of(&server, "queue")["seq"] == 1
+    });
+    assert_eq!(state_of(&server, "adw-monitor")["seq"], 0);
+}
+
+/// An event typed like a preset update is rendered like one, so it is
+/// checked too; any other event is not.
+#[test]
+fn events_posing_as_updates_are_checked() {
+    let server = TestServer::start();
+    let mut ws = server.subscribe("queue");
+    read_data_frame(&mut ws);
+    let (status, body) = server.request(
+        "POST",
+        "/api/v1/broadcast",
+        r#"{"type":"queue_update","data":{"phases":null}}"#,
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.starts_with("/phases: "), "{body}");
+    let err = server
+        .publisher
+        .event("adw_state_update", &json!([]))
+        .unwrap_err();
+    assert!(matches!(err, PublishError::Invalid { .. }), "{err}");
+    let (status, _) = server.request(
+        "POST",
+        "/api/v1/broadcast",
+        r#"{"type":"workflow_completed","data":{}}"#,
+    );
+    assert_eq!(status, 200);
+    // The first frame after the refusal is the accepted event.
+    assert_eq!(
+        read_data_frame(&mut ws).json()["type"],
+        "workflow_completed"
+    );
+}
+
+/// `--no-validate` turns the checks off.
+#[test]
+fn no_validate_accepts_anything() {
+    let server = TestServer::with(|c| c.validate = false);
+    let (status, body) = server.publish("queue", "null");
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `--schema TOPIC=FILE` attaches a schema to any topic.
+#[test]
+fn a_schema_file_guards_its_topic() {
+    let path = std::env::temp_dir().join(format!("statecast-prices-{}.json", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"{"type":"object","required":["bid"],"properties":{"bid":{"type":"number"}}}"#,
+    )
+    .unwrap();
+    let schema_path = path.clone();
+    let server = TestServer::with(move |c| {
+        c.topics.push("prices".into());
+        c.schemas.push(("prices".into(), schema_path));
+    });
+    let (status, body) = server.publish("prices", r#"{"bid":"high"}"#);
+    assert_eq!(
+        (status, body.trim_end()),
+        (422, "/bid: must be number, not string")
+    );
+    let (status, _) = server.publish("prices", r#"{"bid":1.5}"#);
+    assert_eq!(status, 200);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A schema for a topic the server does not serve, or a broken schema
+/// file, stops the server at start with a message naming it.
+#[test]
+fn unusable_schemas_are_refused_at_start() {
+    let config = statecast::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        topics: vec!["prices".into()],
+        schemas: vec![("prices".into(), "/nonexistent/prices.json".into())],
+        ..Default::default()
+    };
+    let err = statecast::Server::bind(config.clone())
+        .err()
+        .expect("refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("prices.json"), "{err}");
+    let mut config = config;
+    config.schemas = vec![("nope".into(), "/dev/null".into())];
+    let err = statecast::Server::bind(config).err().expect("refused");
+    assert!(err.to_string().contains("--schema"), "{err}");
+}
+
+/// A provider whose source turns invalid keeps the last snapshot, reports
+/// the refusal in /healthz, and clears it once the source is valid again.
+#[test]
+fn a_provider_refusal_shows_in_healthz() {
+    let dir = std::env::temp_dir().join(format!("statecast-refusal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("queue.json");
+    std::fs::write(&file, r#"{"phases":[],"paused":false}"#).unwrap();
+    let server = TestServer::start();
+    let spec = statecast::exec::parse_spec(&format!("queue=cat {}@50ms", file.display())).unwrap();
+    let limits = statecast::exec::Limits {
+        timeout: Duration::from_secs(5),
+        max_bytes: 1 << 20,
+    };
+    statecast::exec::spawn(spec, limits, server.publisher.clone()).unwrap();
+    wait_until("the first snapshot", || {
+        state_of(&server, "queue")["seq"] == 1
+    });
+
+    let mut out = std::fs::File::create(&file).unwrap();
+    out.write_all(b"null").unwrap();
+    drop(out);
+    server.wait_health("the refusal to show", |h| {
+        h["providers"]["exec queue"]["ok"] == false
+            && h["providers"]["exec queue"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("(root): must be object"))
+    });
+    assert_eq!(
+        state_of(&server, "queue")["seq"],
+        1,
+        "nothing retained changed"
+    );
+
+    std::fs::write(&file, r#"{"phases":[],"paused":true}"#).unwrap();
+    server.wait_health("the provider to recover", |h| {
+        h["providers"]["exec queue"]["ok"] == true
+            && h["providers"]["exec queue"]["last_error"].is_null()
+    });
+    assert_eq!(state_of(&server, "queue")["data"]["paused"], true);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
