@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test statecast has, on a fresh machine: lints, the Rust unit
-# and integration tests, then the Autobahn conformance cases against the
-# release binary (kosoku, from PyPI, in a local venv).
+# and integration tests, the dashboard contract's own schema check, then the
+# Autobahn conformance cases against the release binary (kosoku and
+# jsonschema, from PyPI, in a local venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,11 +14,15 @@ echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
 
-echo "== conformance (Autobahn cases via kosoku)"
-if [ ! -x .venv/bin/kosoku ]; then
+if [ ! -x .venv/bin/kosoku ] || ! .venv/bin/python -c "import jsonschema" 2>/dev/null; then
     python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check kosoku==0.1.0
+    .venv/bin/pip install --quiet --disable-pip-version-check kosoku==0.1.0 jsonschema==4.26.0
 fi
+
+echo "== contract (every schema against its valid and crashing cases)"
+.venv/bin/python contract/check_cases.py
+
+echo "== conformance (Autobahn cases via kosoku)"
 cargo build --release --quiet
 # The README's first command must keep resolving to the server binary.
 cargo run --release --quiet -- --version

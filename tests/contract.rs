@@ -101,3 +101,71 @@ fn every_adw_endpoint_follows_the_contract() {
     }
     server.wait_health("every panel gone", |h| h["connections"] == 0);
 }
+
+/// The rows of the markdown table whose first cell is a `/ws/` path:
+/// (path, type, default), backticks stripped.
+fn topic_rows(markdown: &str) -> Vec<(String, String, String)> {
+    markdown
+        .lines()
+        .filter(|line| line.starts_with("| `/ws/"))
+        .map(|line| {
+            let cells: Vec<String> = line
+                .trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().trim_matches('`').to_owned())
+                .collect();
+            assert_eq!(cells.len(), 3, "{line}");
+            (cells[0].clone(), cells[1].clone(), cells[2].clone())
+        })
+        .collect()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// The README's topic table is CONTRACT.md's, row for row.
+#[test]
+fn readme_topic_table_matches_the_contract() {
+    let contract = topic_rows(&read("contract/CONTRACT.md"));
+    assert_eq!(contract.len(), 10, "CONTRACT.md lists ten endpoints");
+    assert_eq!(topic_rows(&read("README.md")), contract);
+}
+
+/// What the server holds before any publish is the contract table's safe
+/// empty value, with the start time and the adw_id filled in.
+#[test]
+fn server_defaults_are_the_contract_tables() {
+    let server = TestServer::start();
+    for (path, message_type, default) in topic_rows(&read("contract/CONTRACT.md")) {
+        let topic = path
+            .strip_prefix("/ws/")
+            .unwrap()
+            .replace("{adw_id}", "a1b2c3d4");
+        let (status, body) = server.request("GET", &format!("/api/v1/state/{topic}"), "");
+        assert_eq!(status, 200, "{topic}: {body}");
+        let message: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(message["type"], message_type.as_str(), "{topic}");
+        let mut data = message["data"].clone();
+        // The placeholders stand for the start time: check its form, then
+        // put the placeholder back to compare the rest exactly.
+        for (key, placeholder) in [
+            ("last_updated", "<server start, ISO 8601>"),
+            ("timestamp", "<ISO 8601>"),
+        ] {
+            if default.contains(placeholder) {
+                let time = data[key]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{topic}.{key}"));
+                assert!(
+                    time.ends_with('Z') && time.len() == 20,
+                    "{topic}.{key}: {time}"
+                );
+                data[key] = json!(placeholder);
+            }
+        }
+        let expected: Value =
+            serde_json::from_str(&default.replace("<adw_id>", "a1b2c3d4")).unwrap();
+        assert_eq!(data, expected, "{topic}");
+    }
+}
