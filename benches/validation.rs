@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use statecast::Preset;
-use statecast::schema::Validator;
+use statecast::topic::schema::Validator;
 
 const TOPICS: &[&str] = &[
     "workflows",

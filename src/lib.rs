@@ -6,23 +6,21 @@
 //!
 //! Layout:
 //!
-//! - [`server`]: the one-thread `mio` event loop: accepting, reading,
-//!   routing, fan-out, timers, and the one place connections are removed.
-//! - [`conn`]: a connection's state and lifecycle.
-//! - [`queue`]: the per-connection output queue, with snapshot conflation.
-//! - [`protocol`]: RFC 6455 framing, no I/O.
-//! - [`http`]: HTTP/1.1 parsing, routing and responses, no I/O.
-//! - [`topic`]: topic names, snapshots and message encoding.
-//! - [`adw`]: the ADW dashboard preset: its topics, defaults and schemas.
-//! - [`schema`]: the JSON Schema checks a publish passes before it is retained.
+//! - [`server`]: the one-thread `mio` event loop and what it owns.
+//!   - [`server::conn`]: a connection's state, its lifecycle enum and close cause.
+//!   - [`server::queue`]: the per-connection output queue, with snapshot conflation.
+//! - [`wire`]: the wire formats, without I/O.
+//!   - [`wire::http`]: HTTP/1.1 parsing, routing and responses.
+//!   - [`wire::protocol`]: RFC 6455 framing.
+//! - [`topic`]: the topic registry: names, retained snapshots, subscribers,
+//!   and messages encoded once.
+//!   - [`topic::adw`]: the ADW dashboard preset: its topics, defaults and schemas.
+//!   - [`topic::schema`]: the JSON Schema checks a value passes before it is retained.
 //! - [`publisher`]: the thread-safe handle producers publish through.
-//! - [`config`]: options, defaults and the command line.
-//! - [`config_file`]: the TOML file behind `--config` and `--print-config`.
-//! - [`demo`]: the `--demo` provider thread.
-//! - [`agents`]: the `--agents-dir` provider thread.
-//! - [`poll`]: the `--poll` provider threads.
-//! - [`exec`]: the `--exec` provider threads.
-//! - [`source`]: the fetch / compare / publish / back-off loop providers share.
+//! - [`providers`]: the threads that publish: `--demo`, `--agents-dir`,
+//!   `--poll`, `--exec`, and the loop the last two share.
+//! - [`config`]: options, defaults and the command line; [`config::file`]
+//!   is the TOML file behind `--config` and `--print-config`.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};
@@ -36,22 +34,12 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-pub mod adw;
-pub mod agents;
 pub mod config;
-pub mod config_file;
-pub mod conn;
-pub mod demo;
-pub mod exec;
-pub mod http;
-pub mod poll;
-pub mod protocol;
+pub mod providers;
 pub mod publisher;
-pub mod queue;
-pub mod schema;
 pub mod server;
-pub mod source;
 pub mod topic;
+pub mod wire;
 
 pub use config::Config;
 pub use publisher::{PublishError, Publisher};

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let config = match config::parse_args(std::env::args_os().skip(1)) {
         Ok(Command::Run(config)) => *config,
         Ok(Command::PrintConfig(config)) => {
-            print!("{}", statecast::config_file::render(&config));
+            print!("{}", statecast::config::file::render(&config));
             return ExitCode::SUCCESS;
         }
         Ok(Command::Help) => {
@@ -100,33 +100,32 @@ fn main() -> ExitCode {
 /// The provider threads the configuration asks for.
 struct Providers {
     demo: bool,
-    agents: Option<statecast::agents::AgentsConfig>,
-    polls: Vec<statecast::poll::PollSpec>,
-    poll_limits: statecast::poll::Limits,
-    execs: Vec<statecast::exec::ExecSpec>,
-    exec_limits: statecast::exec::Limits,
+    agents: Option<statecast::providers::agents::AgentsConfig>,
+    polls: Vec<statecast::providers::poll::PollSpec>,
+    poll_limits: statecast::providers::poll::Limits,
+    execs: Vec<statecast::providers::exec::ExecSpec>,
+    exec_limits: statecast::providers::exec::Limits,
 }
 
 impl From<&statecast::Config> for Providers {
     fn from(config: &statecast::Config) -> Self {
         Providers {
             demo: config.demo,
-            agents: config
-                .agents_dir
-                .clone()
-                .map(|dir| statecast::agents::AgentsConfig {
+            agents: config.agents_dir.clone().map(|dir| {
+                statecast::providers::agents::AgentsConfig {
                     dir,
                     scan_interval: config.scan_interval,
                     github_repo: config.github_repo.clone(),
                     agent_program: config.agent_program.clone(),
-                }),
+                }
+            }),
             polls: config.polls.clone(),
-            poll_limits: statecast::poll::Limits {
+            poll_limits: statecast::providers::poll::Limits {
                 timeout: config.poll_timeout,
                 max_bytes: config.max_publish_bytes,
             },
             execs: config.execs.clone(),
-            exec_limits: statecast::exec::Limits {
+            exec_limits: statecast::providers::exec::Limits {
                 timeout: config.exec_timeout,
                 max_bytes: config.max_publish_bytes,
             },
@@ -137,16 +136,16 @@ impl From<&statecast::Config> for Providers {
 /// Starts every provider thread; each publishes through its own handle.
 fn start_providers(server: &Server, p: Providers) -> std::io::Result<()> {
     if p.demo {
-        statecast::demo::spawn(server.publisher())?;
+        statecast::providers::demo::spawn(server.publisher())?;
     }
     if let Some(agents) = p.agents {
-        statecast::agents::spawn(agents, server.publisher())?;
+        statecast::providers::agents::spawn(agents, server.publisher())?;
     }
     for spec in p.polls {
-        statecast::poll::spawn(spec, p.poll_limits, server.publisher())?;
+        statecast::providers::poll::spawn(spec, p.poll_limits, server.publisher())?;
     }
     for spec in p.execs {
-        statecast::exec::spawn(spec, p.exec_limits, server.publisher())?;
+        statecast::providers::exec::spawn(spec, p.exec_limits, server.publisher())?;
     }
     Ok(())
 }

@@ -9,8 +9,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use mio::Waker;
 use serde::Serialize;
 
-use crate::schema::SchemaError;
-use crate::source::Registry;
+use crate::providers::source::Registry;
+use crate::topic::schema::SchemaError;
 use crate::topic::{Rules, TopicError};
 
 /// Commands a publisher can queue. Held at most `CHANNEL_BOUND` deep; a

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use statecast::agents::{AgentsConfig, spawn};
+use statecast::providers::agents::{AgentsConfig, spawn};
 use util::*;
 
 const SCAN: Duration = Duration::from_millis(50);

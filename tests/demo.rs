@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use statecast::demo::{Demo, Output};
+use statecast::providers::demo::{Demo, Output};
 use util::contract::Contract;
 use util::*;
 
@@ -188,7 +188,7 @@ fn demo_start_times_are_recent() {
             && topic.starts_with("adw-state/")
         {
             let start = data["start_time"].as_str().expect("a start_time");
-            let now = statecast::adw::rfc3339(std::time::SystemTime::now());
+            let now = statecast::topic::adw::rfc3339(std::time::SystemTime::now());
             assert_eq!(&start[..13], &now[..13], "{start} vs {now}");
         }
     }
@@ -229,7 +229,8 @@ fn drain(
 #[test]
 fn every_message_the_demo_sends_validates() {
     let server = TestServer::start();
-    statecast::demo::spawn_with(server.publisher.clone(), Duration::from_millis(10)).unwrap();
+    statecast::providers::demo::spawn_with(server.publisher.clone(), Duration::from_millis(10))
+        .unwrap();
     let mut sockets: Vec<(String, TcpStream)> = TOPICS
         .iter()
         .map(|t| (t.to_string(), server.subscribe(t)))

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use statecast::exec::{ExecSpec, Limits, spawn};
+use statecast::providers::exec::{ExecSpec, Limits, spawn};
 use util::*;
 
 /// A script reading its stdout and exit code from files beside it.

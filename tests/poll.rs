@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use statecast::poll::{Limits, PollSpec, spawn};
+use statecast::providers::poll::{Limits, PollSpec, spawn};
 use util::*;
 
 /// What the fake backend answers.

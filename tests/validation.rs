@@ -243,12 +243,14 @@ fn a_provider_refusal_shows_in_healthz() {
     let file = dir.join("queue.json");
     std::fs::write(&file, r#"{"phases":[],"paused":false}"#).unwrap();
     let server = TestServer::start();
-    let spec = statecast::exec::parse_spec(&format!("queue=cat {}@50ms", file.display())).unwrap();
-    let limits = statecast::exec::Limits {
+    let spec =
+        statecast::providers::exec::parse_spec(&format!("queue=cat {}@50ms", file.display()))
+            .unwrap();
+    let limits = statecast::providers::exec::Limits {
         timeout: Duration::from_secs(5),
         max_bytes: 1 << 20,
     };
-    statecast::exec::spawn(spec, limits, server.publisher.clone()).unwrap();
+    statecast::providers::exec::spawn(spec, limits, server.publisher.clone()).unwrap();
     wait_until("the first snapshot", || {
         state_of(&server, "queue")["seq"] == 1
     });

@@ -681,7 +681,7 @@ fn process(client: &mut Client, buf: &[u8], at: u64, tally: &mut Tally) -> io::R
             }
             0x9 => {
                 // The mask is fixed: nothing here is secret.
-                let pong = statecast::protocol::encode_masked(0x8A, payload, [1, 2, 3, 4]);
+                let pong = statecast::wire::protocol::encode_masked(0x8A, payload, [1, 2, 3, 4]);
                 let _ = client.stream.write(&pong);
             }
             0x8 => {

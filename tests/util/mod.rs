@@ -216,7 +216,7 @@ pub fn read_data_frame(stream: &mut TcpStream) -> Frame {
 
 /// A masked client frame, first header byte as given.
 pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    statecast::protocol::encode_masked(first, payload, [0x12, 0x34, 0x56, 0x78])
+    statecast::wire::protocol::encode_masked(first, payload, [0x12, 0x34, 0x56, 0x78])
 }
 
 /// Asserts the server has closed its side: the next read is EOF (a reset

@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime};
 use log::{debug, info, warn};
 use serde_json::{Value, json};
 
-use crate::adw::{self, rfc3339};
+use crate::providers::source::set_status;
 use crate::publisher::{PublishError, Publisher};
-use crate::source::set_status;
+use crate::topic::adw::{self, rfc3339};
 use crate::topic::is_adw_id;
 
 /// The name this provider reports under in `/healthz`.

@@ -8,8 +8,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::providers::source::Source;
 use crate::publisher::Publisher;
-use crate::source::Source;
 
 /// One `--exec` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

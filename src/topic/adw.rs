@@ -35,7 +35,7 @@ impl AdwTopic {
 
 macro_rules! schema {
     ($name:literal) => {
-        include_str!(concat!("../contract/schemas/", $name, ".schema.json"))
+        include_str!(concat!("../../contract/schemas/", $name, ".schema.json"))
     };
 }
 
@@ -92,7 +92,7 @@ pub const TOPICS: &[AdwTopic] = &[
 pub const ADW_STATE_SCHEMA: &str = schema!("adw-state");
 
 /// The schema every frame on an ADW topic must pass, `data` aside.
-pub const ENVELOPE_SCHEMA: &str = include_str!("../contract/envelope.schema.json");
+pub const ENVELOPE_SCHEMA: &str = include_str!("../../contract/envelope.schema.json");
 
 /// Finds a fixed topic by name.
 pub fn topic(name: &str) -> Option<&'static AdwTopic> {

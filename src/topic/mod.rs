@@ -1,6 +1,9 @@
 //! Topics: which names exist, each topic's retained snapshot and subscribers,
 //! and the JSON messages clients receive, encoded once as WebSocket frames.
 
+pub mod adw;
+pub mod schema;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -8,10 +11,10 @@ use std::sync::Arc;
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use crate::adw::{self, ADW_STATE_PREFIX};
-use crate::protocol::write_header;
-use crate::queue::Shared;
-use crate::schema::{SchemaError, Validator};
+use crate::server::queue::Shared;
+use crate::wire::protocol::write_header;
+use adw::ADW_STATE_PREFIX;
+use schema::{SchemaError, Validator};
 
 /// Longest topic name (or `adw_id`) accepted.
 pub const MAX_NAME_LEN: usize = 64;
@@ -20,7 +23,7 @@ pub const MAX_NAME_LEN: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
     /// The ADW dashboard's endpoints (CONTRACT.md), each with its empty
-    /// default and its schema (see [`crate::adw`]).
+    /// default and its schema (see [`crate::topic::adw`]).
     Adw,
     /// No topics but those added with `--topic` or `--any-topic`.
     None,

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use log::{debug, warn};
 use serde_json::{Map, Value, json};
 
-use crate::adw::rfc3339;
 use crate::publisher::{PublishError, Publisher};
+use crate::topic::adw::rfc3339;
 
 /// The client's steps a workflow goes through (CONTRACT.md, adw-state).
 const STEPS: &[&str] = &[

@@ -6,6 +6,9 @@
 //! does that); run the timers. Snapshots go out in [`EventLoop::fan_out`],
 //! events in [`EventLoop::broadcast`].
 
+pub mod conn;
+pub mod queue;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -20,15 +23,15 @@ use serde_json::value::RawValue;
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
-use crate::adw;
 use crate::config::Config;
-use crate::conn::{Conn, Phase};
-use crate::http::{self, ParsedBody, ParsedHead, Response, Route};
-use crate::protocol::{self, CloseReason, Incoming, code};
 use crate::publisher::{self, Command, Inbox, Publisher};
-use crate::queue::Shared;
-use crate::schema::SchemaError;
+use crate::server::conn::{Conn, Phase};
+use crate::server::queue::Shared;
+use crate::topic::adw;
+use crate::topic::schema::SchemaError;
 use crate::topic::{self, Message, Rules, TopicError, Topics};
+use crate::wire::http::{self, ParsedBody, ParsedHead, Response, Route};
+use crate::wire::protocol::{self, CloseReason, Incoming, code};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -717,7 +720,8 @@ impl EventLoop {
             sockets: usize,
             queued_bytes: usize,
             counters: &'a Stats,
-            providers: &'a std::collections::BTreeMap<String, crate::source::ProviderStatus>,
+            providers:
+                &'a std::collections::BTreeMap<String, crate::providers::source::ProviderStatus>,
         }
         let providers = self
             .inbox

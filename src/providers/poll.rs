@@ -9,9 +9,9 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::http::{self, BodyKind, ParsedBody};
+use crate::providers::source::Source;
 use crate::publisher::Publisher;
-use crate::source::Source;
+use crate::wire::http::{self, BodyKind, ParsedBody};
 
 /// One `--poll` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

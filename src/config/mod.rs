@@ -1,6 +1,8 @@
 //! Server configuration: every limit and timeout with its default, the
 //! command-line parser, and the `500ms` / `1MiB` value syntax.
 
+pub mod file;
+
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -50,11 +52,11 @@ pub struct Config {
     /// `OWNER/NAME`, for the `github_url` of each workflow.
     pub github_repo: Option<String>,
     /// URLs polled into topics.
-    pub polls: Vec<crate::poll::PollSpec>,
+    pub polls: Vec<crate::providers::poll::PollSpec>,
     /// Time allowed for one poll request, connect to last byte.
     pub poll_timeout: Duration,
     /// Commands run into topics.
-    pub execs: Vec<crate::exec::ExecSpec>,
+    pub execs: Vec<crate::providers::exec::ExecSpec>,
     /// Time a command may run before it is killed.
     pub exec_timeout: Duration,
     /// JSON Schemas attached to topics with `--schema TOPIC=FILE`.
@@ -249,7 +251,7 @@ where
 
     let mut config = Config::default();
     if let Some((_, Some(path))) = options.iter().find(|(name, _)| name == "--config") {
-        crate::config_file::load(std::path::Path::new(path), &mut config)?;
+        crate::config::file::load(std::path::Path::new(path), &mut config)?;
     }
     let mut print = false;
     for (name, value) in options {
@@ -322,10 +324,10 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
         "--demo" => config.demo = true,
         "--poll" => config
             .polls
-            .push(crate::poll::parse_spec(value()?, DEFAULT_POLL_INTERVAL).map_err(at)?),
+            .push(crate::providers::poll::parse_spec(value()?, DEFAULT_POLL_INTERVAL).map_err(at)?),
         "--exec" => config
             .execs
-            .push(crate::exec::parse_spec(value()?).map_err(at)?),
+            .push(crate::providers::exec::parse_spec(value()?).map_err(at)?),
         "--exec-timeout" => config.exec_timeout = parse_duration(value()?).map_err(at)?,
         "--poll-timeout" => config.poll_timeout = parse_duration(value()?).map_err(at)?,
         "--agents-dir" => config.agents_dir = Some(value()?.into()),

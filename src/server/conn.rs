@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::protocol::{CloseReason, Decoder, encode_close};
-use crate::queue::OutQueue;
+use crate::server::queue::OutQueue;
+use crate::wire::protocol::{CloseReason, Decoder, encode_close};
 
 /// Where a connection is in its life.
 #[derive(Debug)]

@@ -1,0 +1,5 @@
+//! The wire formats, parsed and produced without I/O: HTTP/1.1 requests and
+//! responses, and RFC 6455 frames. Both are tested on byte slices.
+
+pub mod http;
+pub mod protocol;
