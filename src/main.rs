@@ -44,6 +44,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let shared = statecast::providers::shared_with_demo(&config);
+    if !shared.is_empty() {
+        warn!(
+            "--demo and {} publish to the same topics; each overwrites the other's snapshots",
+            shared.join(", ")
+        );
+    }
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
@@ -55,10 +62,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let topics = providers.polls.iter().map(|p| ("--poll", &p.topic));
-    for (option, topic) in topics.chain(providers.execs.iter().map(|e| ("--exec", &e.topic))) {
+    let topics = providers.polls.iter().map(|p| (&p.origin, &p.topic));
+    for (origin, topic) in topics.chain(providers.execs.iter().map(|e| (&e.origin, &e.topic))) {
         if let Err(e) = server.rules().check(topic) {
-            eprintln!("statecast: {option}: {e}");
+            eprintln!("statecast: {origin}: {e}");
             return ExitCode::from(2);
         }
     }
@@ -101,9 +108,9 @@ fn main() -> ExitCode {
 struct Providers {
     demo: bool,
     agents: Option<statecast::providers::agents::AgentsConfig>,
-    polls: Vec<statecast::providers::poll::PollSpec>,
+    polls: Vec<statecast::config::PollSpec>,
     poll_limits: statecast::providers::poll::Limits,
-    execs: Vec<statecast::providers::exec::ExecSpec>,
+    execs: Vec<statecast::config::ExecSpec>,
     exec_limits: statecast::providers::exec::Limits,
 }
 

@@ -1,15 +1,15 @@
 //! The handle producer threads publish through: a bounded channel into the
 //! event loop plus a `mio::Waker`, woken at most once per loop turn.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 use serde::Serialize;
 
-use crate::providers::source::Registry;
 use crate::topic::schema::SchemaError;
 use crate::topic::{Rules, TopicError};
 
@@ -235,4 +235,28 @@ impl Publisher {
         // reports `Closed`.
         let _ = self.waker.wake();
     }
+}
+
+/// How a provider is doing, for `/healthz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProviderStatus {
+    pub ok: bool,
+    pub last_error: Option<String>,
+}
+
+/// Every provider's status by name, shared between provider threads and
+/// the loop's `/healthz`.
+pub type Registry = Arc<Mutex<BTreeMap<String, ProviderStatus>>>;
+
+/// Records a provider's health: `None` is healthy, and clears the last
+/// error so a recovered provider no longer shows one.
+pub fn set_status(registry: &Registry, name: &str, problem: Option<String>) {
+    let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
+    map.insert(
+        name.to_owned(),
+        ProviderStatus {
+            ok: problem.is_none(),
+            last_error: problem,
+        },
+    );
 }

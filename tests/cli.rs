@@ -146,3 +146,91 @@ fn config_errors_name_file_line_and_key() {
     let err = stderr(&statecast(&["--config", file.path()]));
     assert!(err.contains("line 1"), "{err}");
 }
+
+/// Each of these errors says what is wrong in the user's own terms.
+#[test]
+fn errors_a_user_can_act_on() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--bogus"], "unknown option --bogus; see --help"),
+        (&["--exec", "queue=echo {}"], "no interval: one is required"),
+        (&["--poll", "queue="], "--poll: the URL is empty"),
+        (&["--poll", "queue=@5s"], "--poll: the URL is empty"),
+    ];
+    for (args, needle) in cases {
+        let out = statecast(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    let help = stdout(&statecast(&["--help"]));
+    assert!(help.contains("INTERVAL, which is"), "{help}");
+}
+
+/// A `[[poll]]` or `[[exec]]` entry is named by its file and line, in the
+/// file's terms: an unknown topic found once the whole configuration is
+/// known, and a missing key.
+#[test]
+fn config_entries_are_named_by_file_and_line() {
+    let file = File::new(
+        "poll-topic",
+        "ping_interval = \"20s\"\n\n[[poll]]\ntopic = \"nope\"\nurl = \"http://127.0.0.1:1/\"\n",
+    );
+    let out = statecast(&["--config", file.path(), "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}:3: [[poll]]: unknown topic \"nope\"",
+            file.path()
+        )),
+        "{err}"
+    );
+
+    let file = File::new(
+        "exec-interval",
+        "[[exec]]\ntopic = \"queue\"\ncommand = \"cat q.json\"\n",
+    );
+    let err = stderr(&statecast(&["--config", file.path()]));
+    assert!(
+        err.contains(&format!(
+            "{}:1: [[exec]]: the key \"interval\" is missing",
+            file.path()
+        )),
+        "{err}"
+    );
+}
+
+/// `--demo` beside another provider writing the same topics is worth one
+/// warning at start, naming what they share.
+#[test]
+fn demo_beside_another_writer_warns_once() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args([
+            "--demo",
+            "--exec",
+            "queue=cat q.json@1h",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut warnings = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if line.contains("--demo and") {
+            warnings.push(line.clone());
+        }
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("[WARN]") && warnings[0].contains("--exec (queue)"),
+        "{warnings:?}"
+    );
+}

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use statecast::providers::exec::{ExecSpec, Limits, spawn};
+use statecast::config::ExecSpec;
+use statecast::providers::exec::{Limits, spawn};
 use util::*;
 
 /// A script reading its stdout and exit code from files beside it.
@@ -65,6 +66,7 @@ fn start(script: &Script, timeout: Duration, max_bytes: usize) -> TestServer {
         topic: "metrics".into(),
         command: script.command(),
         interval: Duration::from_millis(50),
+        origin: "--exec".into(),
     };
     spawn(
         spec,

@@ -33,7 +33,8 @@ fn refusals_have_precise_statuses() {
     let upgrade = upgrade_request("queue");
     let cases: Vec<(String, u16, &str)> = vec![
         (upgrade_request("nope"), 404, "unknown topic"),
-        (upgrade_request("adw-state/bad.id"), 404, "unknown topic"),
+        (upgrade_request("adw-state/bad.id"), 400, "invalid adw_id"),
+        (upgrade_request("Bad_Name"), 400, "invalid topic name"),
         (
             upgrade.replace("Upgrade: websocket\r\n", ""),
             400,
@@ -139,8 +140,12 @@ fn any_topic_has_no_snapshot_until_published() {
         (status, body.as_str()),
         (200, r#"{"type":"prices_update","seq":1,"data":[1,2]}"#)
     );
-    let (status, _) = server.publish("Prices", "[]");
-    assert_eq!(status, 404);
+    // A malformed name is called malformed, not unknown.
+    let (status, body) = server.publish("Prices", "[]");
+    assert_eq!(status, 400);
+    assert!(body.starts_with("invalid topic name \"Prices\""), "{body}");
+    let (status, body) = server.request("GET", "/api/v1/state/Prices", "");
+    assert_eq!(status, 400, "{body}");
 }
 
 /// `--max-topics` caps dynamic topics with 503.

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use statecast::providers::poll::{Limits, PollSpec, spawn};
+use statecast::config::PollSpec;
+use statecast::providers::poll::{Limits, spawn};
 use util::*;
 
 /// What the fake backend answers.
@@ -89,10 +90,9 @@ impl Backend {
 fn poll(server: &TestServer, backend: &Backend, timeout: Duration, max_bytes: usize) {
     let spec = PollSpec {
         topic: "queue".into(),
-        host: "127.0.0.1".into(),
-        port: backend.port,
-        path: "/api/queue".into(),
+        url: format!("http://localhost:{}/api/queue", backend.port),
         interval: Duration::from_millis(50),
+        origin: "--poll".into(),
     };
     spawn(
         spec,

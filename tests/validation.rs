@@ -244,8 +244,7 @@ fn a_provider_refusal_shows_in_healthz() {
     std::fs::write(&file, r#"{"phases":[],"paused":false}"#).unwrap();
     let server = TestServer::start();
     let spec =
-        statecast::providers::exec::parse_spec(&format!("queue=cat {}@50ms", file.display()))
-            .unwrap();
+        statecast::config::parse_exec(&format!("queue=cat {}@50ms", file.display())).unwrap();
     let limits = statecast::providers::exec::Limits {
         timeout: Duration::from_secs(5),
         max_bytes: 1 << 20,

@@ -22,17 +22,52 @@ const SWITCHES: &[&str] = &["any_topic", "demo", "no_validate"];
 /// Keys the file may not hold: they only make sense on a command line.
 const COMMAND_LINE_ONLY: &[&str] = &["config", "print_config", "help", "version"];
 
+/// The `[[poll]]` and `[[exec]]` tables with where each starts, so an entry
+/// can be named by its own line long after the file was read.
+#[derive(serde::Deserialize, Default)]
+struct Entries {
+    #[serde(default)]
+    poll: Vec<Spanned<Value>>,
+    #[serde(default)]
+    exec: Vec<Spanned<Value>>,
+}
+
 /// Reads `path` into `config`. Errors name the file, the line and the key.
 pub fn load(path: &Path, config: &mut Config) -> Result<(), ArgError> {
     let file = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ArgError(format!("--config: cannot read {file}: {e}")))?;
-    let table: BTreeMap<String, Spanned<Value>> = toml::from_str(&text)
-        .map_err(|e| ArgError(format!("{file}: {}", e.to_string().trim_end())))?;
+    let toml_error = |e: toml::de::Error| ArgError(format!("{file}: {}", e.to_string().trim_end()));
+    let table: BTreeMap<String, Spanned<Value>> = toml::from_str(&text).map_err(toml_error)?;
+    let line_at = |offset: usize| text[..offset].matches('\n').count() + 1;
     for (key, value) in &table {
-        let line = text[..value.span().start].matches('\n').count() + 1;
+        if key == "poll" || key == "exec" {
+            continue;
+        }
+        let line = line_at(value.span().start);
         let fail = |msg: String| ArgError(format!("{file}:{line}: {key}: {msg}"));
         apply(config, key, value.get_ref()).map_err(fail)?;
+    }
+    let entries: Entries = toml::from_str(&text).map_err(toml_error)?;
+    for (kind, items) in [("poll", entries.poll), ("exec", entries.exec)] {
+        for item in items {
+            let origin = format!("{file}:{}: [[{kind}]]", line_at(item.span().start));
+            add_entry(config, kind, item.get_ref(), &origin)
+                .map_err(|msg| ArgError(format!("{origin}: {msg}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds one `[[poll]]` or `[[exec]]` entry, remembering where it was written
+/// for the checks that come once the whole configuration is known.
+fn add_entry(config: &mut Config, kind: &str, item: &Value, origin: &str) -> Result<(), String> {
+    let flag = format!("--{kind}");
+    let spec = entry(kind, item)?;
+    config::set(config, &flag, Some(&spec)).map_err(|e| e.replacen(&format!("{flag}: "), "", 1))?;
+    match kind {
+        "poll" => config.polls.last_mut().expect("just added").origin = origin.to_owned(),
+        _ => config.execs.last_mut().expect("just added").origin = origin.to_owned(),
     }
     Ok(())
 }
@@ -68,15 +103,6 @@ fn apply(config: &mut Config, key: &str, value: &Value) -> Result<(), String> {
             }
         }
         ("topics", _) => return Err("expected a list of topic names".into()),
-        ("poll" | "exec", Value::Array(items)) => {
-            for item in items {
-                let spec = entry(key, item)?;
-                let flag = if key == "poll" { "--poll" } else { "--exec" };
-                config::set(config, flag, Some(&spec))
-                    .map_err(|e| e.replacen(&format!("{flag}: "), "", 1))?;
-            }
-        }
-        ("poll" | "exec", _) => return Err(format!("expected [[{key}]] tables")),
         ("schema", Value::Table(table)) => {
             for (topic, file) in table {
                 let Value::String(file) = file else {
@@ -110,10 +136,14 @@ fn entry(kind: &str, item: &Value) -> Result<String, String> {
             return Err(format!("unknown key {name:?} in [[{kind}]]"));
         }
     }
-    let topic = field("topic")?.ok_or_else(|| format!("[[{kind}]] needs a topic"))?;
-    let what = field(target)?.ok_or_else(|| format!("[[{kind}]] needs a {target}"))?;
+    let missing = |key: &str| format!("the key {key:?} is missing");
+    let topic = field("topic")?.ok_or_else(|| missing("topic"))?;
+    let what = field(target)?.ok_or_else(|| missing(target))?;
     Ok(match field("interval")? {
         Some(interval) => format!("{topic}={what}@{interval}"),
+        // A command has no default interval: say so in the file's terms,
+        // not in the command line's TOPIC=COMMAND@INTERVAL.
+        None if kind == "exec" => return Err(missing("interval")),
         None => format!("{topic}={what}"),
     })
 }

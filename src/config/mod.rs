@@ -2,6 +2,9 @@
 //! command-line parser, and the `500ms` / `1MiB` value syntax.
 
 pub mod file;
+mod specs;
+
+pub use specs::{ExecSpec, Origin, PollSpec, parse_exec, parse_poll};
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -52,11 +55,11 @@ pub struct Config {
     /// `OWNER/NAME`, for the `github_url` of each workflow.
     pub github_repo: Option<String>,
     /// URLs polled into topics.
-    pub polls: Vec<crate::providers::poll::PollSpec>,
+    pub polls: Vec<PollSpec>,
     /// Time allowed for one poll request, connect to last byte.
     pub poll_timeout: Duration,
     /// Commands run into topics.
-    pub execs: Vec<crate::providers::exec::ExecSpec>,
+    pub execs: Vec<ExecSpec>,
     /// Time a command may run before it is killed.
     pub exec_timeout: Duration,
     /// JSON Schemas attached to topics with `--schema TOPIC=FILE`.
@@ -160,12 +163,14 @@ OPTIONS:
     --agent-program NAME        a workflow is running while a process whose command
                                 line runs NAME and names its adw_id exists
                                 [default: aider]
-    --poll TOPIC=URL[@INTERVAL] GET a plain-HTTP URL every INTERVAL [default: 2s] and
+    --poll TOPIC=URL[@INTERVAL] GET an http:// URL (https:// with the `https` build
+                                feature) every INTERVAL [default: 2s] and
                                 publish its JSON to TOPIC when it changes; repeatable
     --poll-timeout DURATION     time allowed for one poll request [default: 5s]
     --exec TOPIC=COMMAND@INTERVAL
-                                run COMMAND (with sh -c) every INTERVAL and publish
-                                its stdout to TOPIC when it is JSON and changed
+                                run COMMAND (with sh -c) every INTERVAL, which is
+                                required, and publish its stdout to TOPIC when it
+                                is JSON and changed
     --exec-timeout DURATION     time a command may run before it and everything
                                 it started are killed [default: 10s]
     --listen ADDR               address to listen on [default: 127.0.0.1:8002]
@@ -201,6 +206,33 @@ VALUES:
     DURATION is a whole number with a unit: 500ms, 20s, 5m, 1h.
     SIZE is a number of bytes, optionally with a unit: 4096, 4KiB, 1MiB.
 ";
+
+/// Options that take a value.
+const OPTIONS: &[&str] = &[
+    "--config",
+    "--listen",
+    "--preset",
+    "--topic",
+    "--schema",
+    "--agent-program",
+    "--poll",
+    "--exec",
+    "--exec-timeout",
+    "--poll-timeout",
+    "--agents-dir",
+    "--scan-interval",
+    "--github-repo",
+    "--max-topics",
+    "--max-publish-bytes",
+    "--max-client-message",
+    "--max-queue-bytes",
+    "--max-connections",
+    "--ping-interval",
+    "--handshake-timeout",
+    "--write-timeout",
+    "--shutdown-timeout",
+    "--log-level",
+];
 
 /// Options that take no value.
 const FLAGS: &[&str] = &[
@@ -239,6 +271,10 @@ where
         };
         let value = if FLAGS.contains(&name.as_str()) {
             None
+        } else if !OPTIONS.contains(&name.as_str()) {
+            // Before asking for a value: `--bogus` alone is not "missing
+            // an argument", it is unknown.
+            return Err(ArgError(format!("unknown option {name}; see --help")));
         } else {
             let v = parser.value()?;
             Some(
@@ -324,10 +360,8 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
         "--demo" => config.demo = true,
         "--poll" => config
             .polls
-            .push(crate::providers::poll::parse_spec(value()?, DEFAULT_POLL_INTERVAL).map_err(at)?),
-        "--exec" => config
-            .execs
-            .push(crate::providers::exec::parse_spec(value()?).map_err(at)?),
+            .push(parse_poll(value()?, DEFAULT_POLL_INTERVAL).map_err(at)?),
+        "--exec" => config.execs.push(parse_exec(value()?).map_err(at)?),
         "--exec-timeout" => config.exec_timeout = parse_duration(value()?).map_err(at)?,
         "--poll-timeout" => config.poll_timeout = parse_duration(value()?).map_err(at)?,
         "--agents-dir" => config.agents_dir = Some(value()?.into()),
@@ -508,36 +542,39 @@ mod tests {
 
     #[test]
     fn help_lists_every_option() {
-        for option in [
-            "--config",
-            "--print-config",
-            "--exec",
-            "--exec-timeout",
-            "--poll",
-            "--poll-timeout",
-            "--demo",
-            "--agents-dir",
-            "--scan-interval",
-            "--github-repo",
-            "--listen",
-            "--preset",
-            "--topic",
-            "--any-topic",
-            "--max-topics",
-            "--max-publish-bytes",
-            "--max-client-message",
-            "--max-queue-bytes",
-            "--max-connections",
-            "--ping-interval",
-            "--handshake-timeout",
-            "--write-timeout",
-            "--shutdown-timeout",
-            "--log-level",
-            "--schema",
-            "--no-validate",
-            "--agent-program",
-        ] {
+        for option in OPTIONS.iter().chain(FLAGS) {
             assert!(HELP.contains(option), "{option} missing from --help");
         }
+    }
+
+    #[test]
+    fn every_option_the_setter_knows_is_listed() {
+        // A name `set` accepts but `parse_args` does not know would be
+        // refused as unknown on the command line.
+        for option in OPTIONS.iter().chain(FLAGS) {
+            if [
+                "--config",
+                "-h",
+                "--help",
+                "-V",
+                "--version",
+                "--print-config",
+            ]
+            .contains(option)
+            {
+                continue;
+            }
+            let mut config = Config::default();
+            let err = set(&mut config, option, None).err().unwrap_or_default();
+            assert!(!err.contains("unknown option"), "{option}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_option_is_called_unknown() {
+        let err = run(&["--bogus"]).unwrap_err();
+        assert_eq!(err.0, "unknown option --bogus; see --help");
+        let err = run(&["--bogus", "1"]).unwrap_err();
+        assert!(err.0.starts_with("unknown option --bogus"), "{err}");
     }
 }

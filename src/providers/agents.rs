@@ -15,8 +15,7 @@ use std::time::{Duration, SystemTime};
 use log::{debug, info, warn};
 use serde_json::{Value, json};
 
-use crate::providers::source::set_status;
-use crate::publisher::{PublishError, Publisher};
+use crate::publisher::{PublishError, Publisher, set_status};
 use crate::topic::adw::{self, rfc3339};
 use crate::topic::is_adw_id;
 

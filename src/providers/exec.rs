@@ -8,32 +8,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::config::ExecSpec;
 use crate::providers::source::Source;
 use crate::publisher::Publisher;
-
-/// One `--exec` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecSpec {
-    pub topic: String,
-    pub command: String,
-    pub interval: Duration,
-}
-
-/// Parses `TOPIC=COMMAND@INTERVAL`; the interval is required, and is what
-/// follows the last `@`.
-pub fn parse_spec(s: &str) -> Result<ExecSpec, String> {
-    let bad = || format!("{s:?} is not TOPIC=COMMAND@INTERVAL");
-    let (topic, rest) = s.split_once('=').ok_or_else(bad)?;
-    let (command, interval) = rest.rsplit_once('@').ok_or_else(bad)?;
-    if topic.is_empty() || command.trim().is_empty() {
-        return Err(bad());
-    }
-    Ok(ExecSpec {
-        topic: topic.to_owned(),
-        command: command.to_owned(),
-        interval: crate::config::parse_duration(interval)?,
-    })
-}
 
 /// Limits for one run.
 #[derive(Debug, Clone, Copy)]
@@ -108,11 +85,16 @@ fn read_capped(reader: &mut impl Read, cap: usize) -> Vec<u8> {
     }
 }
 
+/// SIGKILL to the command's process group (its pid: it leads the group).
 fn kill_group(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pid}")])
-        .stderr(Stdio::null())
-        .status();
+    let Ok(pgid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: killpg only sends a signal; an exited group gives ESRCH,
+    // which is what we want to ignore.
+    unsafe {
+        libc::killpg(pgid, libc::SIGKILL);
+    }
 }
 
 /// Starts one command thread. It stops when the server does.
@@ -138,21 +120,6 @@ mod tests {
         timeout: Duration::from_secs(5),
         max_bytes: 1024,
     };
-
-    #[test]
-    fn specs_parse() {
-        assert_eq!(
-            parse_spec("qc-metrics=./qc.sh --json@30s"),
-            Ok(ExecSpec {
-                topic: "qc-metrics".into(),
-                command: "./qc.sh --json".into(),
-                interval: Duration::from_secs(30),
-            })
-        );
-        assert!(parse_spec("qc-metrics=./qc.sh").is_err());
-        assert!(parse_spec("=x@1s").is_err());
-        assert!(parse_spec("t=x@soon").is_err());
-    }
 
     #[test]
     fn outcomes() {

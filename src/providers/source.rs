@@ -2,24 +2,11 @@
 //! interval, publish only what changed, keep the last snapshot and back off
 //! on failure, log only when the state changes, report health for `/healthz`.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use log::{info, warn};
 
-use crate::publisher::{PublishError, Publisher};
-
-/// How a provider is doing, for `/healthz`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ProviderStatus {
-    pub ok: bool,
-    pub last_error: Option<String>,
-}
-
-/// Every provider's status by name, shared between provider threads and
-/// the loop's `/healthz`.
-pub type Registry = Arc<Mutex<BTreeMap<String, ProviderStatus>>>;
+use crate::publisher::{PublishError, Publisher, set_status};
 
 /// One provider's identity and schedule.
 #[derive(Debug, Clone)]
@@ -106,17 +93,4 @@ impl Source {
                 }
             })
     }
-}
-
-/// Records a provider's health: `None` is healthy, and clears the last
-/// error so a recovered provider no longer shows one.
-pub(crate) fn set_status(registry: &Registry, name: &str, problem: Option<String>) {
-    let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
-    map.insert(
-        name.to_owned(),
-        ProviderStatus {
-            ok: problem.is_none(),
-            last_error: problem,
-        },
-    );
 }

@@ -26,10 +26,10 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 use crate::config::Config;
 use crate::publisher::{self, Command, Inbox, Publisher};
 use crate::server::conn::{Conn, Phase};
-use crate::server::queue::Shared;
 use crate::topic::adw;
-use crate::topic::schema::SchemaError;
+use crate::topic::schema::{SchemaError, Validator};
 use crate::topic::{self, Message, Rules, TopicError, Topics};
+use crate::wire::Shared;
 use crate::wire::http::{self, ParsedBody, ParsedHead, Response, Route};
 use crate::wire::protocol::{self, CloseReason, Incoming, code};
 
@@ -68,6 +68,32 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
+/// The rules a configuration asks for: its topics, the preset's schemas
+/// unless `--no-validate`, and every `--schema`, each compiled once.
+fn rules_for(config: &Config) -> Result<Rules, String> {
+    for (topic, _) in &config.schemas {
+        Rules::new(
+            config.preset,
+            &config.topics,
+            config.any_topic,
+            Validator::off(),
+        )
+        .check(topic)
+        .map_err(|e| format!("--schema: {e}; add it with --topic or --any-topic"))?;
+    }
+    let validator = if config.validate {
+        Validator::new(config.preset, &config.schemas)?
+    } else {
+        Validator::off()
+    };
+    Ok(Rules::new(
+        config.preset,
+        &config.topics,
+        config.any_topic,
+        validator,
+    ))
+}
+
 /// A WebSocket server for live dashboards: configure, bind, run.
 pub struct Server {
     config: Config,
@@ -83,8 +109,8 @@ impl Server {
     /// Fails with `InvalidInput` if a `--schema` cannot be used, before
     /// anything is bound.
     pub fn bind(config: Config) -> io::Result<Server> {
-        let rules = Rules::from_config(&config)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let rules =
+            rules_for(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let rules = Arc::new(rules);
         let poll = Poll::new()?;
         let mut listener = listen(config.listen)?;
@@ -255,6 +281,17 @@ fn after_queueing(
         conn.dirty = true;
         dirty.push(key);
     }
+}
+
+/// A malformed name is the request's fault (400); a well-formed one the
+/// server does not serve is not found (404); a full table is 503.
+fn refused_topic(e: &TopicError, close: bool) -> Response {
+    let status = match e {
+        TopicError::Invalid(_) => http::BAD_REQUEST,
+        TopicError::Unknown(_) => http::NOT_FOUND,
+        TopicError::Full(_) => http::UNAVAILABLE,
+    };
+    http::error(status, &e.to_string(), "", close)
 }
 
 /// 422 with the pointer and the rule on one line; logged at info, since a
@@ -565,13 +602,7 @@ impl EventLoop {
     }
 
     fn upgrade(&mut self, key: usize, head: &http::Head, name: &str, now: Instant) -> bool {
-        let refuse = |e: TopicError| {
-            let status = match e {
-                TopicError::Unknown(_) => http::NOT_FOUND,
-                TopicError::Full(_) => http::UNAVAILABLE,
-            };
-            http::error(status, &e.to_string(), "", true)
-        };
+        let refuse = |e: TopicError| refused_topic(&e, true);
         // Every refusal comes before the 101: a client is never upgraded
         // only to be closed.
         if let Err(e) = self.topics.check(name) {
@@ -616,7 +647,7 @@ impl EventLoop {
         // Validate everything before touching anything: a failed publish
         // changes nothing, not even the topic table.
         if let Err(e) = self.topics.check(name) {
-            return http::error(http::NOT_FOUND, &e.to_string(), "", close);
+            return refused_topic(&e, close);
         }
         let data: &RawValue = match serde_json::from_slice(body) {
             Ok(data) => data,
@@ -689,12 +720,11 @@ impl EventLoop {
                 Some(topic::default_adw_state(name).json().to_vec())
             }
             None => {
-                return http::error(
-                    http::NOT_FOUND,
-                    &TopicError::Unknown(name.into()).to_string(),
-                    "",
-                    close,
-                );
+                let e = match self.topics.rules().check(name) {
+                    Err(e) => e,
+                    Ok(()) => TopicError::Unknown(name.into()),
+                };
+                return refused_topic(&e, close);
             }
         };
         match found {
@@ -720,8 +750,7 @@ impl EventLoop {
             sockets: usize,
             queued_bytes: usize,
             counters: &'a Stats,
-            providers:
-                &'a std::collections::BTreeMap<String, crate::providers::source::ProviderStatus>,
+            providers: &'a std::collections::BTreeMap<String, crate::publisher::ProviderStatus>,
         }
         let providers = self
             .inbox

@@ -7,9 +7,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
-/// Bytes shared by every subscriber of one publish: encoded once, referenced
-/// by each queue that holds it.
-pub type Shared = Arc<[u8]>;
+pub use crate::wire::Shared;
 
 /// What a queued frame is, which decides whether it may be superseded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use crate::server::queue::Shared;
+use crate::wire::Shared;
 use crate::wire::protocol::write_header;
 use adw::ADW_STATE_PREFIX;
 use schema::{SchemaError, Validator};
@@ -48,7 +48,9 @@ pub fn is_adw_id(id: &str) -> bool {
 /// Why a topic name is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicError {
-    /// Not a name this server could ever serve.
+    /// Not a well-formed name: no server could serve it.
+    Invalid(String),
+    /// Well formed, but not a topic this server serves.
     Unknown(String),
     /// A valid name, but `--max-topics` topics exist already.
     Full(usize),
@@ -57,6 +59,16 @@ pub enum TopicError {
 impl fmt::Display for TopicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            TopicError::Invalid(name) => match name.strip_prefix(ADW_STATE_PREFIX) {
+                Some(id) => write!(
+                    f,
+                    "invalid adw_id {id:?}: 1 to {MAX_NAME_LEN} of A-Z, a-z, 0-9, _ and -"
+                ),
+                None => write!(
+                    f,
+                    "invalid topic name {name:?}: 1 to {MAX_NAME_LEN} of a-z, 0-9 and -"
+                ),
+            },
             TopicError::Unknown(name) => write!(f, "unknown topic {name:?}"),
             TopicError::Full(max) => write!(f, "topic limit reached ({max} topics)"),
         }
@@ -86,26 +98,6 @@ impl Rules {
         }
     }
 
-    /// The rules a configuration asks for: its topics, the preset's schemas
-    /// unless `--no-validate`, and every `--schema`, each compiled once.
-    pub fn from_config(config: &crate::Config) -> Result<Self, String> {
-        let mut rules = Rules::new(
-            config.preset,
-            &config.topics,
-            config.any_topic,
-            Validator::off(),
-        );
-        for (topic, _) in &config.schemas {
-            rules
-                .check(topic)
-                .map_err(|e| format!("--schema: {e}; add it with --topic or --any-topic"))?;
-        }
-        if config.validate {
-            rules.validator = Validator::new(config.preset, &config.schemas)?;
-        }
-        Ok(rules)
-    }
-
     /// Whether values published to `topic` are checked against a schema.
     pub fn validates(&self, topic: &str) -> bool {
         self.validator.applies(topic)
@@ -125,20 +117,24 @@ impl Rules {
         self.validator.check_event(message_type, data)
     }
 
-    /// Checks that `name` is a topic this server serves.
+    /// Checks that `name` is a topic this server serves: a malformed name
+    /// is `Invalid`, a well-formed one the server does not serve `Unknown`.
     pub fn check(&self, name: &str) -> Result<(), TopicError> {
-        let ok = match name.strip_prefix(ADW_STATE_PREFIX) {
-            Some(id) => self.preset == Preset::Adw && is_adw_id(id),
-            None => {
-                (self.preset == Preset::Adw && adw::topic(name).is_some())
+        let adw = self.preset == Preset::Adw;
+        let (well_formed, served) = match name.strip_prefix(ADW_STATE_PREFIX) {
+            Some(id) if adw => (is_adw_id(id), true),
+            _ => {
+                let plain = is_plain_name(name);
+                let served = (adw && adw::topic(name).is_some())
                     || self.extra.contains(name)
-                    || (self.any_topic && is_plain_name(name))
+                    || self.any_topic;
+                (plain, served)
             }
         };
-        if ok {
-            Ok(())
-        } else {
-            Err(TopicError::Unknown(name.to_owned()))
+        match (well_formed, served) {
+            (false, _) => Err(TopicError::Invalid(name.to_owned())),
+            (true, false) => Err(TopicError::Unknown(name.to_owned())),
+            (true, true) => Ok(()),
         }
     }
 }
@@ -462,7 +458,14 @@ mod tests {
             topics.find_or_create("nope"),
             Err(TopicError::Unknown("nope".into()))
         );
-        assert!(topics.find_or_create("adw-state/bad.id").is_err());
+        assert_eq!(
+            topics.find_or_create("adw-state/bad.id"),
+            Err(TopicError::Invalid("adw-state/bad.id".into()))
+        );
+        assert_eq!(
+            topics.find_or_create("Bad_Name"),
+            Err(TopicError::Invalid("Bad_Name".into()))
+        );
         let rules = Arc::new(Rules::new(Preset::None, &[], true, Validator::off()));
         let mut any = Topics::new(rules, Preset::None, &[], 2, "2026-11-26T02:15:00Z");
         any.find_or_create("a").unwrap();

@@ -3,3 +3,7 @@
 
 pub mod http;
 pub mod protocol;
+
+/// Encoded bytes shared by every subscriber of one publish: encoded once,
+/// referenced by each output queue that holds them.
+pub type Shared = std::sync::Arc<[u8]>;

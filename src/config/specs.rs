@@ -1,0 +1,170 @@
+//! The provider entries of a configuration: `--poll TOPIC=URL[@INTERVAL]`
+//! and `--exec TOPIC=COMMAND@INTERVAL`, parsed here so the command line and
+//! the config file accept and refuse the same text, and each entry remembers
+//! where it was written for the errors that come later.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::parse_duration;
+
+/// Where an entry was written: `--poll`, or `statecast.toml:7: [[poll]]`.
+pub type Origin = String;
+
+/// One `--poll` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollSpec {
+    pub topic: String,
+    /// An `http://` URL, or `https://` in a build with the `https` feature.
+    pub url: String,
+    pub interval: Duration,
+    pub origin: Origin,
+}
+
+impl fmt::Display for PollSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// Parses `TOPIC=URL[@INTERVAL]`; an `@` followed by a `/` belongs to the URL.
+pub fn parse_poll(s: &str, default_interval: Duration) -> Result<PollSpec, String> {
+    let (topic, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not TOPIC=URL[@INTERVAL]"))?;
+    if topic.is_empty() {
+        return Err(format!("{s:?} names no topic (TOPIC=URL[@INTERVAL])"));
+    }
+    let (url, interval) = match rest.rsplit_once('@') {
+        Some((url, interval)) if !interval.contains('/') => (url, parse_duration(interval)?),
+        _ => (rest, default_interval),
+    };
+    check_url(url)?;
+    Ok(PollSpec {
+        topic: topic.to_owned(),
+        url: url.to_owned(),
+        interval,
+        origin: "--poll".into(),
+    })
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Err("the URL is empty (expected TOPIC=http://HOST[:PORT]/PATH)".into());
+    }
+    let rest = if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        if !cfg!(feature = "https") {
+            return Err(format!(
+                "{url:?}: https:// needs statecast built with `--features https`"
+            ));
+        }
+        rest
+    } else {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
+    };
+    if rest.is_empty() || rest.starts_with(['/', ':', '?', '#']) {
+        return Err(format!("{url:?} has no host"));
+    }
+    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
+/// One `--exec` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub topic: String,
+    pub command: String,
+    pub interval: Duration,
+    pub origin: Origin,
+}
+
+/// Parses `TOPIC=COMMAND@INTERVAL`; the interval is required, and is what
+/// follows the last `@`.
+pub fn parse_exec(s: &str) -> Result<ExecSpec, String> {
+    let (topic, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not TOPIC=COMMAND@INTERVAL"))?;
+    if topic.is_empty() {
+        return Err(format!("{s:?} names no topic (TOPIC=COMMAND@INTERVAL)"));
+    }
+    let (command, interval) = rest.rsplit_once('@').ok_or_else(|| {
+        format!("{s:?} has no interval: one is required, as in {topic}={rest}@30s")
+    })?;
+    if command.trim().is_empty() {
+        return Err(format!("{s:?} names no command"));
+    }
+    Ok(ExecSpec {
+        topic: topic.to_owned(),
+        command: command.to_owned(),
+        interval: parse_duration(interval)?,
+        origin: "--exec".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_specs_parse() {
+        let d = Duration::from_secs(2);
+        let spec = parse_poll("queue=http://localhost:8000/api/queue@500ms", d).unwrap();
+        assert_eq!(spec.url, "http://localhost:8000/api/queue");
+        assert_eq!(spec.interval, Duration::from_millis(500));
+        let s = parse_poll("system-status=http://backend/status?x=1", d).unwrap();
+        assert_eq!(
+            (s.url.as_str(), s.interval),
+            ("http://backend/status?x=1", d)
+        );
+        let v6 = parse_poll("queue=http://[::1]:8000/q", d).unwrap();
+        assert_eq!(v6.to_string(), "http://[::1]:8000/q");
+        assert!(parse_poll("queue", d).is_err());
+        assert!(parse_poll("queue=http://x/@20", d).is_err());
+        assert!(
+            parse_poll("queue=ftp://x/", d)
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert!(
+            parse_poll("queue=http:///x", d)
+                .unwrap_err()
+                .contains("no host")
+        );
+    }
+
+    #[test]
+    fn an_empty_url_is_named_as_such() {
+        let e = parse_poll("queue=", Duration::from_secs(2)).unwrap_err();
+        assert!(e.starts_with("the URL is empty"), "{e}");
+        let e = parse_poll("queue=@5s", Duration::from_secs(2)).unwrap_err();
+        assert!(e.starts_with("the URL is empty"), "{e}");
+    }
+
+    #[test]
+    fn https_needs_the_feature() {
+        let r = parse_poll("queue=https://example.com/q", Duration::from_secs(2));
+        if cfg!(feature = "https") {
+            assert!(r.is_ok(), "{r:?}");
+        } else {
+            assert!(r.unwrap_err().contains("--features https"));
+        }
+    }
+
+    #[test]
+    fn exec_specs_parse() {
+        let spec = parse_exec("qc-metrics=./qc.sh --json@30s").unwrap();
+        assert_eq!(
+            (spec.topic.as_str(), spec.command.as_str(), spec.interval),
+            ("qc-metrics", "./qc.sh --json", Duration::from_secs(30))
+        );
+        let e = parse_exec("qc-metrics=./qc.sh").unwrap_err();
+        assert!(e.contains("no interval: one is required"), "{e}");
+        assert!(parse_exec("=x@1s").is_err());
+        assert!(parse_exec("t=x@soon").is_err());
+    }
+}
