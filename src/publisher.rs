@@ -84,10 +84,12 @@ impl fmt::Debug for Publisher {
 
 /// The loop's end of the channel.
 pub(crate) struct Inbox {
-    pub rx: Receiver<Command>,
-    pub wake_pending: Arc<AtomicBool>,
-    pub closed: Arc<AtomicBool>,
-    pub providers: Registry,
+    rx: Receiver<Command>,
+    /// Shared with every `Publisher`: a wake-up is on its way.
+    wake_pending: Arc<AtomicBool>,
+    /// Set when the loop has gone (on drop), so producers stop.
+    closed: Arc<AtomicBool>,
+    providers: Registry,
 }
 
 impl Drop for Inbox {
@@ -102,6 +104,16 @@ impl Inbox {
     /// publisher's `swap` and everything it sent before it is visible.
     pub fn rearm(&self) {
         self.wake_pending.swap(false, Ordering::AcqRel);
+    }
+
+    /// The next command, if one is waiting.
+    pub fn try_recv(&self) -> Option<Command> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Where providers report their health.
+    pub fn providers(&self) -> &Registry {
+        &self.providers
     }
 }
 

@@ -1,16 +1,94 @@
 //! One client connection: its socket, its lifecycle, its input bytes and its
-//! output queue. The loop in `server.rs` decides what happens to it; this
-//! file only holds the state and the small steps that keep it consistent.
+//! output queue. The loop decides what happens to a connection; the steps
+//! here keep its state consistent, do the connection's own I/O and report
+//! what came of it, so they can be tested on a socket without a loop.
 
-use std::borrow::Cow;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::fmt;
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::server::queue::OutQueue;
-use crate::wire::protocol::{CloseReason, Decoder, encode_close};
+use crate::topic::Subscription;
+use crate::wire::Shared;
+use crate::wire::http::{self, Head, ParsedBody, ParsedHead, Response};
+use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, code, encode_close};
+
+/// How long a connection waits for its peer to close after its last bytes
+/// went out and its write side was shut, so a reset cannot destroy them.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Why a connection ended: one variant per reason, counted and logged once,
+/// when the connection is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// The peer closed the TCP connection; on a WebSocket, without a close
+    /// frame.
+    PeerGone,
+    /// The client sent a close frame and got ours back (RFC 6455 §5.5.1).
+    ClientClose,
+    /// A frame broke RFC 6455; the close code says how (1002, 1007, 1009).
+    Protocol(u16),
+    /// Nothing heard for two ping intervals; closed with 1001.
+    PingTimeout,
+    /// Output queued past `--max-queue-bytes`; closed with 1008.
+    SlowConsumer,
+    /// Output pending and no byte taken for `--write-timeout`; 1008.
+    WriteTimeout,
+    /// No complete request within `--handshake-timeout` (408, or a silent
+    /// close when nothing was sent).
+    HandshakeTimeout,
+    /// An HTTP exchange that ends the connection: `Connection: close`, or
+    /// an error response after which the stream cannot be trusted.
+    HttpDone,
+    /// The server is shutting down (1001, or 503 to a request).
+    Shutdown,
+    /// The socket failed: read, write or poll registration.
+    Io(io::ErrorKind),
+}
+
+impl Close {
+    /// A short stable name, for counters and metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Close::PeerGone => "peer_gone",
+            Close::ClientClose => "client_close",
+            Close::Protocol(_) => "protocol_error",
+            Close::PingTimeout => "ping_timeout",
+            Close::SlowConsumer => "slow_consumer",
+            Close::WriteTimeout => "write_timeout",
+            Close::HandshakeTimeout => "handshake_timeout",
+            Close::HttpDone => "http_done",
+            Close::Shutdown => "shutdown",
+            Close::Io(_) => "io_error",
+        }
+    }
+}
+
+impl fmt::Display for Close {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Close::PeerGone => f.write_str("peer closed the connection"),
+            Close::ClientClose => f.write_str("client sent a close frame"),
+            Close::Protocol(code) => write!(f, "protocol error (close {code})"),
+            Close::PingTimeout => f.write_str("silent for two ping intervals"),
+            Close::SlowConsumer => f.write_str("slow consumer: queue over --max-queue-bytes"),
+            Close::WriteTimeout => {
+                f.write_str("slow consumer: no bytes accepted within --write-timeout")
+            }
+            Close::HandshakeTimeout => {
+                f.write_str("no complete request within --handshake-timeout")
+            }
+            Close::HttpDone => f.write_str("final HTTP response sent"),
+            Close::Shutdown => f.write_str("server shutting down"),
+            Close::Io(kind) => write!(f, "socket error: {kind}"),
+        }
+    }
+}
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -18,67 +96,122 @@ pub enum Phase {
     /// Speaking HTTP/1.1: reading request heads and bodies, possibly several
     /// on one keep-alive connection.
     Http {
+        /// When the current request began (accept time for the first): the
+        /// handshake timeout runs from here.
+        since: Instant,
         /// A `100 Continue` went out for the request being read.
         continue_sent: bool,
     },
     /// An upgraded WebSocket, subscribed to one topic.
     Open {
-        topic: usize,
-        /// This connection's index in the topic's subscriber list.
-        sub_index: usize,
+        sub: Subscription,
         decoder: Decoder,
         /// When the client last sent anything (a pong counts).
         last_heard: Instant,
         /// When the server last pinged it.
         last_ping: Instant,
     },
-    /// The last bytes (a close frame or a final HTTP response) are queued.
-    /// Until they are written `--write-timeout` applies; then the write side
-    /// is shut and the connection is forgotten when the peer closes too, or
-    /// at `deadline`.
-    Closing {
-        /// Set when the write side is shut.
-        deadline: Option<Instant>,
-        /// Why, for the log line when the connection goes.
-        reason: Cow<'static, str>,
-    },
+    /// The last bytes (a close frame or a final HTTP response) are queued;
+    /// `--write-timeout` applies until they are written.
+    Closing { cause: Close },
+    /// The last bytes are out and the write side is shut; input is read
+    /// only to see the peer's end, until `deadline`.
+    Draining { cause: Close, deadline: Instant },
+    /// To be removed at the end of the turn; nothing more is read or written.
+    Done { cause: Close },
 }
 
-impl Phase {
-    pub fn is_open(&self) -> bool {
-        matches!(self, Phase::Open { .. })
-    }
+/// What one read from the socket came to.
+#[derive(Debug)]
+pub enum Received {
+    /// `n` bytes were appended to the input.
+    Data(usize),
+    /// Bytes came after our last frame or response and were dropped.
+    Ignored,
+    /// Nothing more for now.
+    WouldBlock,
+    /// The peer closed its side.
+    Eof,
+    Failed(io::Error),
+}
 
-    pub fn is_closing(&self) -> bool {
-        matches!(self, Phase::Closing { .. })
-    }
+/// What a connection's next HTTP request came to.
+#[derive(Debug)]
+pub enum Request {
+    /// More bytes are needed.
+    Partial,
+    /// A complete request; its bytes are consumed.
+    Complete { head: Head, body: Vec<u8> },
+    /// The request is malformed or too large: answer and close.
+    Refused(Response),
+}
+
+/// What the WebSocket frames read so far came to.
+#[derive(Debug, Default)]
+pub struct Frames {
+    /// Replies (pongs) were queued: the connection needs a write.
+    pub replied: bool,
+    /// The connection must close with this reason, for this cause.
+    pub close: Option<(CloseReason, Close)>,
+}
+
+/// What a write came to.
+#[derive(Debug)]
+pub enum Flushed {
+    /// Everything queued is written.
+    Idle,
+    /// Bytes are left; WRITABLE interest is needed.
+    Pending,
+    Failed(io::Error),
+}
+
+/// A timer's verdict on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Time to ping it.
+    Ping,
+    /// Silent for two ping intervals: close with 1001.
+    PingTimeout,
+    /// Output pending and nothing taken for `--write-timeout`.
+    WriteTimeout,
+    /// No request started within `--handshake-timeout`: just close.
+    HandshakeTimeout,
+    /// A request started but not finished in time: answer 408 and close.
+    RequestTimeout,
+    /// Draining past its deadline: the peer never closed; remove it.
+    LingerOver,
+}
+
+/// The timeouts a connection is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub ping_interval: Duration,
+    pub handshake: Duration,
+    pub write: Duration,
 }
 
 /// A client connection and everything the loop knows about it.
 #[derive(Debug)]
 pub struct Conn {
     /// Monotonic id for logs; slab keys are reused, ids never are.
-    pub id: u64,
-    pub peer: SocketAddr,
-    pub stream: TcpStream,
-    pub phase: Phase,
+    id: u64,
+    peer: SocketAddr,
+    stream: TcpStream,
+    phase: Phase,
     /// Bytes read but not yet consumed. Empty (and unallocated) between
     /// messages, which for a dashboard is always.
-    pub input: Vec<u8>,
-    pub out: OutQueue,
-    /// When the current HTTP request began (accept time for the first);
-    /// the handshake timeout runs from here.
-    pub since: Instant,
+    input: Vec<u8>,
+    out: OutQueue,
     /// Since when output has been pending without the socket taking a byte.
-    pub blocked_since: Option<Instant>,
+    blocked_since: Option<Instant>,
     /// WRITABLE interest is registered: only while output is pending.
-    pub writable: bool,
-    /// Queued in the loop's list of connections to flush this turn.
-    pub dirty: bool,
-    /// The write side has been shut after the last bytes went out.
-    pub write_shut: bool,
-    /// Set when the connection is to be removed, with the reason logged.
-    pub done: Option<Cow<'static, str>>,
+    writable: bool,
+    /// In the loop's list of connections to write this turn.
+    dirty: bool,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
 }
 
 impl Conn {
@@ -88,22 +221,104 @@ impl Conn {
             peer,
             stream,
             phase: Phase::Http {
+                since: now,
                 continue_sent: false,
             },
             input: Vec::new(),
             out: OutQueue::default(),
-            since: now,
             blocked_since: None,
             writable: false,
             dirty: false,
-            write_shut: false,
-            done: None,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open { .. })
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done { .. })
+    }
+
+    /// Whether it is leaving: its last bytes are queued or written.
+    pub fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing { .. } | Phase::Draining { .. })
+    }
+
+    pub fn subscription(&self) -> Option<Subscription> {
+        match self.phase {
+            Phase::Open { sub, .. } => Some(sub),
+            _ => None,
+        }
+    }
+
+    /// Told by the topic registry when a swap-remove moved this connection.
+    pub fn moved_to(&mut self, index: usize) {
+        if let Phase::Open { sub, .. } = &mut self.phase {
+            sub.index = index;
+        }
+    }
+
+    pub fn has_input(&self) -> bool {
+        !self.input.is_empty()
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.out.pending_bytes()
+    }
+
+    /// Puts it in the loop's write list; false if it was there already.
+    pub fn mark_dirty(&mut self) -> bool {
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    // ----- input -----
+
+    /// One read from the socket into `scratch`; data is kept only while the
+    /// connection still reads requests or frames.
+    pub fn receive(&mut self, scratch: &mut [u8], now: Instant) -> Received {
+        match self.stream.read(scratch) {
+            Ok(0) => Received::Eof,
+            Ok(n) => match &mut self.phase {
+                Phase::Http { .. } => {
+                    self.input.extend_from_slice(&scratch[..n]);
+                    Received::Data(n)
+                }
+                Phase::Open { last_heard, .. } => {
+                    *last_heard = now;
+                    self.input.extend_from_slice(&scratch[..n]);
+                    Received::Data(n)
+                }
+                Phase::Closing { .. } | Phase::Draining { .. } | Phase::Done { .. } => {
+                    self.input = Vec::new();
+                    Received::Ignored
+                }
+            },
+            Err(e) if would_block(&e) => Received::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.receive(scratch, now),
+            Err(e) => Received::Failed(e),
         }
     }
 
     /// Removes `n` consumed bytes from the front of the input, releasing the
     /// buffer once it is empty so an idle connection holds none.
-    pub fn consume(&mut self, n: usize) {
+    fn consume(&mut self, n: usize) {
         if n >= self.input.len() {
             self.input = Vec::new();
         } else {
@@ -111,21 +326,347 @@ impl Conn {
         }
     }
 
-    /// Queues bytes owned by this connection alone.
-    pub fn queue(&mut self, bytes: Vec<u8>) {
-        self.out.push(Arc::from(bytes));
+    /// Takes the next complete request from the input, if there is one.
+    /// Sends `100 Continue` the first time a request that asks for it is
+    /// waiting for its body.
+    pub fn next_request(&mut self, max_body: usize, now: Instant) -> Request {
+        let Phase::Http { continue_sent, .. } = &mut self.phase else {
+            return Request::Partial;
+        };
+        let (head, head_len) = match http::parse_head(&self.input) {
+            Ok(ParsedHead::Partial) => return Request::Partial,
+            Ok(ParsedHead::Complete { head, len }) => (head, len),
+            Err(response) => return Request::Refused(response),
+        };
+        match http::parse_body(head.body, &self.input[head_len..], max_body) {
+            Ok(ParsedBody::Complete(body, used)) => {
+                self.consume(head_len + used);
+                self.phase = Phase::Http {
+                    since: now,
+                    continue_sent: false,
+                };
+                Request::Complete { head, body }
+            }
+            Ok(ParsedBody::Partial) => {
+                if head.expect_continue && !*continue_sent {
+                    *continue_sent = true;
+                    self.queue(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec());
+                }
+                Request::Partial
+            }
+            Err(response) => Request::Refused(response),
+        }
     }
 
-    /// Replaces whatever has not started going out with a close frame and
-    /// moves to `Closing`. The caller unsubscribes the connection first.
-    pub fn queue_close(&mut self, reason: &CloseReason) {
+    /// Decodes every complete frame in the input: answers pings and JSON
+    /// pings, and reports a close the peer asked for or a protocol error.
+    pub fn read_frames(&mut self, max_message: usize) -> Frames {
+        let Phase::Open { decoder, .. } = &mut self.phase else {
+            return Frames::default();
+        };
+        let mut frames = Frames::default();
+        let mut used = 0;
+        while frames.close.is_none() {
+            let (n, incoming) = match decoder.decode(&mut self.input[used..], max_message) {
+                Ok((0, _)) => break,
+                Ok(decoded) => decoded,
+                Err(reason) => {
+                    let cause = Close::Protocol(reason.code);
+                    frames.close = Some((reason, cause));
+                    break;
+                }
+            };
+            used += n;
+            let reply = match incoming {
+                Some(Incoming::Ping(payload)) => Some(protocol::encode_frame(
+                    OpCode::Control(Control::Pong),
+                    &payload,
+                )),
+                Some(Incoming::Text(text)) => {
+                    protocol::json_pong(&text).map(|pong| protocol::encode_text(&pong))
+                }
+                // RFC 6455 §5.5.1: reply with a close, echoing the code.
+                Some(Incoming::Close(code)) => {
+                    let reason = CloseReason::new(code.unwrap_or(code::NORMAL), "bye");
+                    frames.close = Some((reason, Close::ClientClose));
+                    None
+                }
+                Some(Incoming::Binary | Incoming::Pong) | None => None,
+            };
+            if let Some(reply) = reply {
+                self.out.push(Shared::from(reply));
+                frames.replied = true;
+            }
+        }
+        self.consume(used);
+        frames
+    }
+
+    // ----- output -----
+
+    /// Queues bytes owned by this connection alone.
+    pub fn queue(&mut self, bytes: Vec<u8>) {
+        self.out.push(Shared::from(bytes));
+    }
+
+    /// Queues a frame shared with other connections (an event, a ping).
+    pub fn push(&mut self, frame: Shared) {
+        self.out.push(frame);
+    }
+
+    /// Queues a snapshot; returns whether it superseded an older one.
+    pub fn push_snapshot(&mut self, frame: Shared) -> bool {
+        self.out.push_snapshot(frame)
+    }
+
+    /// Completes the upgrade: the 101, then the snapshot in the same write.
+    pub fn open(
+        &mut self,
+        accept: &str,
+        sub: Subscription,
+        snapshot: Option<Shared>,
+        now: Instant,
+    ) {
+        self.queue(http::switching_protocols(accept));
+        if let Some(snapshot) = snapshot {
+            self.out.push_snapshot(snapshot);
+        }
+        self.phase = Phase::Open {
+            sub,
+            decoder: Decoder::default(),
+            last_heard: now,
+            last_ping: now,
+        };
+    }
+
+    /// Queues a response; one that ends the exchange moves to `Closing`.
+    pub fn respond(&mut self, response: Response, cause: Close) {
+        self.queue(response.bytes);
+        if response.close {
+            self.input = Vec::new();
+            self.phase = Phase::Closing { cause };
+        }
+    }
+
+    /// Starts the closing handshake: whatever has not started going out is
+    /// replaced by the close frame. Returns the subscription the caller
+    /// must give back to the topic registry.
+    pub fn close_ws(&mut self, reason: &CloseReason, cause: Close) -> Option<Subscription> {
+        let sub = self.subscription()?;
         self.out.drop_unstarted();
         self.queue(encode_close(reason));
         // The close frame gets a full write timeout of its own.
         self.blocked_since = None;
-        self.phase = Phase::Closing {
-            deadline: None,
-            reason: format!("sent close {reason}").into(),
+        self.phase = Phase::Closing { cause };
+        Some(sub)
+    }
+
+    /// Marks it for removal. Returns `None` if it already was; otherwise
+    /// the subscription (if any) the caller must give back. A connection
+    /// already closing keeps the cause it is closing for.
+    pub fn finish(&mut self, cause: Close) -> Option<Option<Subscription>> {
+        let cause = match self.phase {
+            Phase::Done { .. } => return None,
+            Phase::Closing { cause } | Phase::Draining { cause, .. } => cause,
+            _ => cause,
         };
+        let sub = self.subscription();
+        self.phase = Phase::Done { cause };
+        Some(sub)
+    }
+
+    /// Why it is leaving, once it is.
+    pub fn cause(&self) -> Option<Close> {
+        match self.phase {
+            Phase::Closing { cause } | Phase::Draining { cause, .. } | Phase::Done { cause } => {
+                Some(cause)
+            }
+            _ => None,
+        }
+    }
+
+    /// Writes what the socket takes. Once a closing connection's last bytes
+    /// are out, shuts its write side and starts draining: reading until the
+    /// peer closes so a reset cannot destroy what was sent.
+    pub fn flush(&mut self, now: Instant) -> Flushed {
+        self.dirty = false;
+        if self.is_done() {
+            return Flushed::Idle;
+        }
+        let written = match self.out.write_to(&mut self.stream) {
+            Ok(n) => n,
+            Err(e) => return Flushed::Failed(e),
+        };
+        if !self.out.is_empty() {
+            if written > 0 || self.blocked_since.is_none() {
+                self.blocked_since = Some(now);
+            }
+            return Flushed::Pending;
+        }
+        self.blocked_since = None;
+        if let Phase::Closing { cause } = self.phase {
+            let _ = self.stream.shutdown(Shutdown::Write);
+            self.phase = Phase::Draining {
+                cause,
+                deadline: now + LINGER,
+            };
+        }
+        Flushed::Idle
+    }
+
+    /// Registers WRITABLE interest while output is pending, and only then.
+    pub fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let want = !self.out.is_empty();
+        if want == self.writable {
+            return Ok(());
+        }
+        self.writable = want;
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        registry.reregister(&mut self.stream, token, interest)
+    }
+
+    // ----- timers -----
+
+    /// What the clock says about this connection now.
+    pub fn due(&mut self, now: Instant, limits: &Timeouts) -> Option<Due> {
+        let blocked = self
+            .blocked_since
+            .is_some_and(|at| now.duration_since(at) >= limits.write);
+        match &mut self.phase {
+            Phase::Done { .. } => None,
+            _ if blocked => Some(Due::WriteTimeout),
+            Phase::Http { since, .. } if now.duration_since(*since) >= limits.handshake => {
+                Some(if self.input.is_empty() {
+                    Due::HandshakeTimeout
+                } else {
+                    Due::RequestTimeout
+                })
+            }
+            Phase::Open {
+                last_heard,
+                last_ping,
+                ..
+            } => {
+                if now.duration_since(*last_heard) >= limits.ping_interval * 2 {
+                    Some(Due::PingTimeout)
+                } else if now.duration_since(*last_ping) >= limits.ping_interval {
+                    *last_ping = now;
+                    Some(Due::Ping)
+                } else {
+                    None
+                }
+            }
+            Phase::Draining { deadline, .. } if now >= *deadline => Some(Due::LingerOver),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair: our side as the server's mio stream, and the peer.
+    fn pair() -> (Conn, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, addr) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let conn = Conn::new(1, addr, TcpStream::from_std(ours), Instant::now());
+        (conn, peer)
+    }
+
+    fn sub() -> Subscription {
+        Subscription { topic: 0, index: 0 }
+    }
+
+    /// A closing connection whose last bytes are written shuts its write
+    /// side and drains until its deadline; the peer sees the bytes, then EOF.
+    #[test]
+    fn a_written_close_moves_to_draining_and_the_peer_sees_eof() {
+        let (mut conn, mut peer) = pair();
+        let now = Instant::now();
+        conn.open("x", sub(), None, now);
+        let reason = CloseReason::new(code::GOING_AWAY, "going away");
+        assert_eq!(conn.close_ws(&reason, Close::Shutdown), Some(sub()));
+        assert!(matches!(conn.phase(), Phase::Closing { .. }));
+        assert!(matches!(conn.flush(now), Flushed::Idle));
+        match conn.phase() {
+            Phase::Draining { cause, deadline } => {
+                assert_eq!(*cause, Close::Shutdown);
+                assert_eq!(*deadline, now + LINGER);
+            }
+            other => panic!("expected Draining, got {other:?}"),
+        }
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert!(got.ends_with(&encode_close(&reason)), "{got:?}");
+        let limits = Timeouts {
+            ping_interval: Duration::from_secs(20),
+            handshake: Duration::from_secs(10),
+            write: Duration::from_secs(30),
+        };
+        assert_eq!(conn.due(now, &limits), None);
+        assert_eq!(conn.due(now + LINGER, &limits), Some(Due::LingerOver));
+    }
+
+    /// Output the peer does not take stays pending and starts the write
+    /// timeout; the timer then names the cause.
+    #[test]
+    fn unread_output_is_pending_and_times_out() {
+        let (mut conn, _peer) = pair();
+        let now = Instant::now();
+        conn.open("x", sub(), None, now);
+        let big = vec![b'x'; 64 << 20];
+        conn.queue(big);
+        assert!(matches!(conn.flush(now), Flushed::Pending));
+        let limits = Timeouts {
+            ping_interval: Duration::from_secs(3600),
+            handshake: Duration::from_secs(10),
+            write: Duration::from_millis(300),
+        };
+        let later = now + Duration::from_millis(300);
+        assert_eq!(conn.due(later, &limits), Some(Due::WriteTimeout));
+    }
+
+    /// A close frame from the client is answered with the same code; a bad
+    /// frame is a protocol error with its close code.
+    #[test]
+    fn frames_report_the_close_they_call_for() {
+        let (mut conn, _peer) = pair();
+        conn.open("x", sub(), None, Instant::now());
+        conn.input = protocol::encode_masked(0x88, &1000u16.to_be_bytes(), [1, 2, 3, 4]);
+        let frames = conn.read_frames(4096);
+        let (reason, cause) = frames.close.expect("a close");
+        assert_eq!((reason.code, cause), (1000, Close::ClientClose));
+
+        conn.open("x", sub(), None, Instant::now());
+        // Unmasked client frames break RFC 6455 §5.1.
+        conn.input = vec![0x81, 0x01, b'a'];
+        let (reason, cause) = conn.read_frames(4096).close.expect("a close");
+        assert_eq!((reason.code, cause), (1002, Close::Protocol(1002)));
+    }
+
+    /// Finishing keeps the cause a closing connection is leaving for, and
+    /// hands back the subscription exactly once.
+    #[test]
+    fn finish_keeps_the_first_cause_and_reports_once() {
+        let (mut conn, _peer) = pair();
+        conn.open("x", sub(), None, Instant::now());
+        assert_eq!(conn.finish(Close::PeerGone), Some(Some(sub())));
+        assert_eq!(conn.finish(Close::PeerGone), None);
+        assert_eq!(conn.cause(), Some(Close::PeerGone));
+
+        let (mut conn, _peer) = pair();
+        conn.respond(
+            http::error(http::BAD_REQUEST, "no", "", true),
+            Close::HttpDone,
+        );
+        assert_eq!(conn.finish(Close::PeerGone), Some(None));
+        assert_eq!(conn.cause(), Some(Close::HttpDone));
     }
 }

@@ -2,36 +2,47 @@
 //!
 //! A turn of the loop: wait for readiness; accept, read and answer; drain
 //! the publishers' channel; write every connection that has output (one
-//! `writev` each); remove the connections marked done (only [`EventLoop::remove`]
-//! does that); run the timers. Snapshots go out in [`EventLoop::fan_out`],
-//! events in [`EventLoop::broadcast`].
+//! `writev` each); remove the connections marked done; run the timers.
+//!
+//! Where things happen, one file each:
+//! - this file: the loop, accepting, reading, and what a request leads to;
+//! - [`fanout`]: publishes, snapshots to subscribers, events to everyone;
+//! - [`closing`]: writing, closing, the timers, shutdown, and
+//!   `EventLoop::remove`, the one place a connection leaves the poll and
+//!   the slab;
+//! - [`conn`]: one connection's lifecycle and its own I/O;
+//! - [`endpoints`]: what each HTTP request asks the loop to do.
 
+mod closing;
 pub mod conn;
+pub mod endpoints;
+mod fanout;
 pub mod queue;
+pub mod stats;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use serde_json::value::RawValue;
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::config::Config;
-use crate::publisher::{self, Command, Inbox, Publisher};
-use crate::server::conn::{Conn, Phase};
+use crate::publisher::{self, Inbox, Publisher};
+use crate::server::conn::{Close, Conn, Received, Request, Timeouts};
+use crate::server::endpoints::{Action, Answer, HealthView};
+use crate::server::stats::Stats;
 use crate::topic::adw;
-use crate::topic::schema::{SchemaError, Validator};
-use crate::topic::{self, Message, Rules, TopicError, Topics};
+use crate::topic::schema::Validator;
+use crate::topic::{Rules, Topics};
 use crate::wire::Shared;
-use crate::wire::http::{self, ParsedBody, ParsedHead, Response, Route};
-use crate::wire::protocol::{self, CloseReason, Incoming, code};
+use crate::wire::http::{Head, Response};
+use crate::wire::protocol;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -39,10 +50,6 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// One read buffer for the whole loop: connections own input bytes only
 /// while a message is incomplete.
 const SCRATCH_SIZE: usize = 64 << 10;
-
-/// How long a closing connection waits for its peer to close after the last
-/// bytes went out, so the final frame or response is not lost to a reset.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// Most channel commands handled per turn, so sockets are not starved by a
 /// flood of publishes.
@@ -175,8 +182,14 @@ impl Server {
         // Only the loop holds the publisher's inbox; our own Publisher copy
         // is dropped so `Closed` reaches producers when the loop ends.
         drop(self.publisher);
+        let timeouts = Timeouts {
+            ping_interval: config.ping_interval,
+            handshake: config.handshake_timeout,
+            write: config.write_timeout,
+        };
         let mut event_loop = EventLoop {
             config,
+            timeouts,
             poll: self.poll,
             listener: Some(self.listener),
             inbox: self.inbox,
@@ -186,13 +199,11 @@ impl Server {
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             dirty: Vec::new(),
             doomed: Vec::new(),
-            dirty_topics: Vec::new(),
             started: now,
             tick,
             next_tick: now + tick,
             accept_retry: None,
             shutdown_deadline: None,
-            open: 0,
             ping_frame: Arc::from(protocol::encode_frame(OpCode::Control(Control::Ping), b"")),
             pending: Vec::new(),
             pending_index: HashMap::new(),
@@ -204,54 +215,38 @@ impl Server {
     }
 }
 
-/// Counters shown in `/healthz`.
-#[derive(Debug, Default, serde::Serialize)]
-struct Stats {
-    accepted: u64,
-    refused: u64,
-    upgraded: u64,
-    publishes: u64,
-    events: u64,
-    superseded: u64,
-    slow_consumers: u64,
-    ping_timeouts: u64,
-    protocol_errors: u64,
-}
-
-/// A timer's verdict on one connection.
-enum Due {
-    HttpTimeout,
-    PingTimeout,
-    Slow,
-    Expired,
-}
-
+/// The loop's state. Only the loop thread touches it.
 struct EventLoop {
     config: Config,
+    /// The connection timeouts of `config`, in the form `Conn` checks.
+    timeouts: Timeouts,
     poll: Poll,
     /// `None` once shutdown has begun: no new connections.
     listener: Option<TcpListener>,
+    /// Commands from `Publisher`s.
     inbox: Inbox,
+    /// Every connection, keyed by its poll token.
     conns: Slab<Conn>,
+    /// Topics, their snapshots and subscribers.
     topics: Topics,
+    /// The id the next connection gets, for logs.
     next_id: u64,
+    /// One read buffer for every connection.
     scratch: Box<[u8]>,
     /// Connections with output queued this turn, written before the loop
     /// sleeps so several frames leave in one write.
     dirty: Vec<usize>,
-    /// Connections to remove at the end of the turn.
+    /// Connections marked done, removed at the end of the turn.
     doomed: Vec<usize>,
-    /// Topics published this turn, fanned out before writing.
-    dirty_topics: Vec<usize>,
+    /// For `/healthz`'s uptime.
     started: Instant,
     /// Timer resolution: a quarter of the shortest timeout, at most 1 s.
     tick: Duration,
     next_tick: Instant,
     /// Set when accept failed for lack of file descriptors.
     accept_retry: Option<Instant>,
+    /// Set when shutdown began: the loop ends by then at the latest.
     shutdown_deadline: Option<Instant>,
-    /// Open WebSocket connections.
-    open: usize,
     /// Every ping is the same empty frame.
     ping_frame: Shared,
     /// Snapshots from the channel waiting to be encoded: topic, data, count.
@@ -259,46 +254,10 @@ struct EventLoop {
     pending: Vec<(String, String, u64)>,
     pending_index: HashMap<String, usize>,
     stats: Stats,
+    /// When a refusal was last logged, so floods log once a second.
     last_refusal_log: Option<Instant>,
     /// The last drain stopped at `MAX_DRAIN` with commands left.
     backlog: bool,
-}
-
-/// After a fan-out queued a frame for `conn`: schedule its write, and note
-/// it as slow if its queue is now over the limit (closed after the pass,
-/// since closing changes the subscriber list being walked).
-fn after_queueing(
-    conn: &mut Conn,
-    key: usize,
-    max: usize,
-    dirty: &mut Vec<usize>,
-    slow: &mut Vec<usize>,
-) {
-    if conn.out.pending_bytes() > max {
-        slow.push(key);
-    }
-    if !conn.dirty {
-        conn.dirty = true;
-        dirty.push(key);
-    }
-}
-
-/// A malformed name is the request's fault (400); a well-formed one the
-/// server does not serve is not found (404); a full table is 503.
-fn refused_topic(e: &TopicError, close: bool) -> Response {
-    let status = match e {
-        TopicError::Invalid(_) => http::BAD_REQUEST,
-        TopicError::Unknown(_) => http::NOT_FOUND,
-        TopicError::Full(_) => http::UNAVAILABLE,
-    };
-    http::error(status, &e.to_string(), "", close)
-}
-
-/// 422 with the pointer and the rule on one line; logged at info, since a
-/// producer sending what the dashboard cannot render is worth seeing.
-fn refused_by_schema(topic: &str, error: &SchemaError, close: bool) -> Response {
-    info!("publish to {topic:?} refused by its schema: {error}");
-    http::error(http::UNPROCESSABLE, &error.to_string(), "", close)
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -331,8 +290,10 @@ impl EventLoop {
                         if !self.conns.contains(key) {
                             continue;
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(key, now);
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        if readable && let Some(cause) = self.read(key, now) {
+                            self.finish(key, cause);
                         }
                         if event.is_writable() {
                             self.mark_dirty(key);
@@ -340,34 +301,44 @@ impl EventLoop {
                     }
                 }
             }
-            self.drain_commands(now);
-            self.fan_out();
-            self.flush_dirty(now);
-            self.reap();
-            if self.accept_retry.is_some_and(|at| now >= at) {
-                self.accept_retry = None;
-                self.accept(now);
-            }
-            if now >= self.next_tick {
-                self.next_tick = now + self.tick;
-                self.sweep(now);
-                self.flush_dirty(now);
-                self.reap();
-            }
-            if let Some(deadline) = self.shutdown_deadline {
-                if self.conns.is_empty() {
-                    info!("shutdown complete");
-                    return Ok(());
-                }
-                if now >= deadline {
-                    warn!(
-                        "shutdown timeout: dropping {} connections that did not finish closing",
-                        self.conns.len()
-                    );
-                    return Ok(());
-                }
+            if self.end_of_turn(now) {
+                return Ok(());
             }
         }
+    }
+
+    /// Everything after the readiness events: publishes, writes, removals,
+    /// timers. Returns true when shutdown is complete.
+    fn end_of_turn(&mut self, now: Instant) -> bool {
+        self.drain_commands(now);
+        self.fan_out();
+        self.flush_dirty(now);
+        self.reap();
+        if self.accept_retry.is_some_and(|at| now >= at) {
+            self.accept_retry = None;
+            self.accept(now);
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + self.tick;
+            self.sweep(now);
+            self.flush_dirty(now);
+            self.reap();
+        }
+        let Some(deadline) = self.shutdown_deadline else {
+            return false;
+        };
+        if self.conns.is_empty() {
+            info!("shutdown complete");
+            return true;
+        }
+        if now >= deadline {
+            warn!(
+                "shutdown timeout: dropping {} connections that did not finish closing",
+                self.conns.len()
+            );
+            return true;
+        }
+        false
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
@@ -457,765 +428,122 @@ impl EventLoop {
 
     // ----- reading -----
 
-    fn read(&mut self, key: usize, now: Instant) {
+    /// Reads until `WouldBlock`, handling what arrives as it comes. Returns
+    /// the cause when the connection is done; the caller finishes it.
+    fn read(&mut self, key: usize, now: Instant) -> Option<Close> {
         loop {
             let conn = &mut self.conns[key];
-            if conn.done.is_some() {
-                return;
+            if conn.is_done() {
+                return None;
             }
-            match conn.stream.read(&mut self.scratch) {
-                Ok(0) => {
-                    let reason = match conn.phase {
-                        Phase::Open { .. } => "peer closed without a close frame",
-                        Phase::Closing { .. } => "closed",
-                        Phase::Http { .. } => "peer closed",
-                    };
-                    self.finish(key, reason);
-                    return;
-                }
-                Ok(n) => {
-                    // After our last frame or response, input is read only
-                    // to see the peer's end.
-                    if conn.phase.is_closing() {
-                        continue;
-                    }
-                    if let Phase::Open { last_heard, .. } = &mut conn.phase {
-                        *last_heard = now;
-                    }
-                    conn.input.extend_from_slice(&self.scratch[..n]);
-                    self.process_input(key, now);
-                }
-                Err(e) if would_block(&e) => return,
-                Err(e) if interrupted(&e) => continue,
-                Err(e) => {
-                    self.finish(key, format!("read failed: {e}"));
-                    return;
+            match conn.receive(&mut self.scratch, now) {
+                Received::Data(_) => self.process_input(key, now),
+                Received::Ignored => {}
+                Received::WouldBlock => return None,
+                Received::Eof => return Some(Close::PeerGone),
+                Received::Failed(e) => {
+                    debug!("conn={} read failed: {e}", conn.id());
+                    return Some(Close::Io(e.kind()));
                 }
             }
         }
     }
 
+    /// Handles every complete request or frame the input holds.
     fn process_input(&mut self, key: usize, now: Instant) {
-        loop {
+        while self.conns[key].has_input() {
             let conn = &mut self.conns[key];
-            if conn.done.is_some() || conn.input.is_empty() {
-                return;
-            }
-            match conn.phase {
-                Phase::Http { .. } => {
-                    if !self.handle_request(key, now) {
-                        return;
-                    }
-                }
-                Phase::Open { .. } => return self.handle_frames(key),
-                Phase::Closing { .. } => {
-                    conn.input = Vec::new();
-                    return;
-                }
-            }
-        }
-    }
-
-    // ----- HTTP -----
-
-    /// Handles one complete request from the connection's input, if there
-    /// is one. Returns whether more input may be processed.
-    fn handle_request(&mut self, key: usize, now: Instant) -> bool {
-        let conn = &mut self.conns[key];
-        let (head, head_len) = match http::parse_head(&conn.input) {
-            Ok(ParsedHead::Partial) => return false,
-            Ok(ParsedHead::Complete { head, len }) => (head, len),
-            Err(response) => return self.respond(key, response),
-        };
-        let body = http::parse_body(
-            head.body,
-            &conn.input[head_len..],
-            self.config.max_publish_bytes,
-        );
-        let body = match body {
-            Ok(ParsedBody::Complete(body, used)) => {
-                conn.consume(head_len + used);
-                conn.phase = Phase::Http {
-                    continue_sent: false,
-                };
-                conn.since = now;
-                body
-            }
-            Ok(ParsedBody::Partial) => {
-                if head.expect_continue
-                    && matches!(
-                        conn.phase,
-                        Phase::Http {
-                            continue_sent: false
-                        }
-                    )
-                {
-                    conn.queue(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec());
-                    conn.phase = Phase::Http {
-                        continue_sent: true,
-                    };
+            if conn.is_open() {
+                let frames = conn.read_frames(self.config.max_client_message);
+                if frames.replied {
                     self.mark_dirty(key);
                 }
-                return false;
-            }
-            Err(response) => return self.respond(key, response),
-        };
-        let close = !head.keep_alive || self.shutdown_deadline.is_some();
-        let head_only = head.method == "HEAD";
-        let response = match http::route(&head.method, &head.path) {
-            Route::Subscribe(topic) => return self.upgrade(key, &head, &topic, now),
-            Route::Publish(topic) => self.http_publish(&topic, &body, close),
-            Route::Broadcast => self.http_broadcast(&body, close),
-            Route::State(topic) => self.http_state(&topic, close, head_only),
-            Route::Health => http::json(&self.health(), close, head_only),
-            Route::WrongMethod(allow) => http::error(
-                http::METHOD_NOT_ALLOWED,
-                &format!("method {} not allowed here", head.method),
-                &format!("Allow: {allow}\r\n"),
-                close,
-            ),
-            Route::NotFound => http::error(
-                http::NOT_FOUND,
-                &format!("no such endpoint {}", head.path),
-                "",
-                close,
-            ),
-        };
-        self.respond(key, response)
-    }
-
-    /// Queues a response; a closing one moves the connection to `Closing`.
-    /// Returns whether the connection reads further requests.
-    fn respond(&mut self, key: usize, response: Response) -> bool {
-        let conn = &mut self.conns[key];
-        conn.queue(response.bytes);
-        self.mark_dirty(key);
-        if response.close {
-            let conn = &mut self.conns[key];
-            conn.input = Vec::new();
-            conn.phase = Phase::Closing {
-                deadline: None,
-                reason: "final HTTP response sent".into(),
-            };
-        }
-        !response.close
-    }
-
-    fn upgrade(&mut self, key: usize, head: &http::Head, name: &str, now: Instant) -> bool {
-        let refuse = |e: TopicError| refused_topic(&e, true);
-        // Every refusal comes before the 101: a client is never upgraded
-        // only to be closed.
-        if let Err(e) = self.topics.check(name) {
-            return self.respond(key, refuse(e));
-        }
-        let accept = match http::check_upgrade(head) {
-            Ok(accept) => accept,
-            Err(response) => return self.respond(key, response),
-        };
-        if self.shutdown_deadline.is_some() {
-            let response = http::error(http::UNAVAILABLE, "shutting down", "", true);
-            return self.respond(key, response);
-        }
-        let topic_id = match self.topics.find_or_create(name) {
-            Ok(id) => id,
-            Err(e) => return self.respond(key, refuse(e)),
-        };
-        let topic = self.topics.get_mut(topic_id);
-        let sub_index = topic.subscribe(key);
-        let conn = &mut self.conns[key];
-        conn.queue(http::switching_protocols(&accept));
-        // The snapshot follows the 101 in the same write: the client never
-        // has to ask, and never waits.
-        if let Some(snapshot) = &topic.snapshot {
-            conn.out.push_snapshot(snapshot.frame.clone());
-        }
-        conn.phase = Phase::Open {
-            topic: topic_id,
-            sub_index,
-            decoder: Default::default(),
-            last_heard: now,
-            last_ping: now,
-        };
-        debug!("conn={} peer={} subscribed to {name}", conn.id, conn.peer);
-        self.open += 1;
-        self.stats.upgraded += 1;
-        self.mark_dirty(key);
-        true
-    }
-
-    fn http_publish(&mut self, name: &str, body: &[u8], close: bool) -> Response {
-        // Validate everything before touching anything: a failed publish
-        // changes nothing, not even the topic table.
-        if let Err(e) = self.topics.check(name) {
-            return refused_topic(&e, close);
-        }
-        let data: &RawValue = match serde_json::from_slice(body) {
-            Ok(data) => data,
-            Err(e) => {
-                return http::error(http::BAD_REQUEST, &format!("invalid JSON: {e}"), "", close);
-            }
-        };
-        // Parsed whole only for topics with a schema: the others keep the
-        // cheaper `RawValue` check.
-        if self.topics.rules().validates(name) {
-            let value: serde_json::Value =
-                serde_json::from_str(data.get()).expect("RawValue holds valid JSON");
-            if let Err(e) = self.topics.rules().check_data(name, &value) {
-                return refused_by_schema(name, &e, close);
-            }
-        }
-        let id = match self.topics.find_or_create(name) {
-            Ok(id) => id,
-            Err(e) => return http::error(http::UNAVAILABLE, &e.to_string(), "", close),
-        };
-        let (seq, subscribers) = self.publish(id, data.get(), 1);
-        let reply = format!(r#"{{"topic":"{name}","seq":{seq},"subscribers":{subscribers}}}"#);
-        http::json(reply.as_bytes(), close, false)
-    }
-
-    fn http_broadcast(&mut self, body: &[u8], close: bool) -> Response {
-        #[derive(serde::Deserialize)]
-        struct Event<'a> {
-            #[serde(rename = "type")]
-            kind: String,
-            #[serde(borrow)]
-            data: Option<&'a RawValue>,
-        }
-        let bad = |why: String| http::error(http::BAD_REQUEST, &why, "", close);
-        let event: Event = match serde_json::from_slice(body) {
-            Ok(event) => event,
-            Err(e) => return bad(format!("invalid event: {e}")),
-        };
-        // CONTRACT.md: a message of a known type without `data` breaks its panel.
-        let Some(data) = event.data else {
-            return bad("an event needs a \"data\" field".into());
-        };
-        if event.kind.is_empty() {
-            return bad("an event needs a non-empty \"type\"".into());
-        }
-        let value: serde_json::Value =
-            serde_json::from_str(data.get()).expect("RawValue holds valid JSON");
-        if let Err(e) = self.topics.rules().check_event(&event.kind, &value) {
-            return refused_by_schema(&event.kind, &e, close);
-        }
-        let type_json = serde_json::to_string(&event.kind).expect("a string serialises");
-        let delivered = self.broadcast(&type_json, data.get());
-        let reply = format!(r#"{{"type":{type_json},"delivered":{delivered}}}"#);
-        http::json(reply.as_bytes(), close, false)
-    }
-
-    fn http_state(&self, name: &str, close: bool, head_only: bool) -> Response {
-        let found = match self.topics.find(name) {
-            Some(id) => self
-                .topics
-                .get(id)
-                .snapshot
-                .as_ref()
-                .map(|m| m.json().to_vec()),
-            // An adw-state topic nobody has opened yet would still greet a
-            // subscriber with its default.
-            None if self.topics.rules().check(name).is_ok()
-                && name.starts_with(adw::ADW_STATE_PREFIX) =>
-            {
-                Some(topic::default_adw_state(name).json().to_vec())
-            }
-            None => {
-                let e = match self.topics.rules().check(name) {
-                    Err(e) => e,
-                    Ok(()) => TopicError::Unknown(name.into()),
-                };
-                return refused_topic(&e, close);
-            }
-        };
-        match found {
-            Some(json) => http::json(&json, close, head_only),
-            None => http::error(
-                http::NOT_FOUND,
-                &format!("topic {name:?} has no snapshot yet"),
-                "",
-                close,
-            ),
-        }
-    }
-
-    fn health(&self) -> Vec<u8> {
-        /// Field order is the order an operator reads them in.
-        #[derive(serde::Serialize)]
-        struct Health<'a> {
-            status: &'a str,
-            uptime_seconds: u64,
-            connections: usize,
-            topics: usize,
-            version: &'a str,
-            sockets: usize,
-            queued_bytes: usize,
-            counters: &'a Stats,
-            providers: &'a std::collections::BTreeMap<String, crate::publisher::ProviderStatus>,
-        }
-        let providers = self
-            .inbox
-            .providers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let status = if self.shutdown_deadline.is_some() {
-            "shutting_down"
-        } else if providers.values().any(|p| !p.ok) {
-            "degraded"
-        } else {
-            "ok"
-        };
-        let health = Health {
-            status,
-            uptime_seconds: self.started.elapsed().as_secs(),
-            connections: self.open,
-            topics: self.topics.len(),
-            version: env!("CARGO_PKG_VERSION"),
-            sockets: self.conns.len(),
-            queued_bytes: self.conns.iter().map(|(_, c)| c.out.pending_bytes()).sum(),
-            counters: &self.stats,
-            providers: &providers,
-        };
-        serde_json::to_vec(&health).expect("plain data serialises")
-    }
-
-    // ----- WebSocket -----
-
-    fn handle_frames(&mut self, key: usize) {
-        let max = self.config.max_client_message;
-        let conn = &mut self.conns[key];
-        let Conn {
-            phase, input, out, ..
-        } = conn;
-        let Phase::Open { decoder, .. } = phase else {
-            return;
-        };
-        let mut used = 0;
-        let mut wrote = false;
-        let close = loop {
-            match decoder.decode(&mut input[used..], max) {
-                Ok((0, _)) => break None,
-                Ok((n, incoming)) => {
-                    used += n;
-                    let reply = match incoming {
-                        Some(Incoming::Ping(payload)) => Some(protocol::encode_frame(
-                            OpCode::Control(Control::Pong),
-                            &payload,
-                        )),
-                        Some(Incoming::Text(text)) => {
-                            protocol::json_pong(&text).map(|pong| protocol::encode_text(&pong))
-                        }
-                        Some(Incoming::Close(code)) => {
-                            // RFC 6455 §5.5.1: reply with a close, echoing
-                            // the status code.
-                            break Some((
-                                CloseReason::new(code.unwrap_or(code::NORMAL), "bye"),
-                                false,
-                            ));
-                        }
-                        Some(Incoming::Binary | Incoming::Pong) | None => None,
-                    };
-                    if let Some(reply) = reply {
-                        out.push(Arc::from(reply));
-                        wrote = true;
-                    }
+                if let Some((reason, cause)) = frames.close {
+                    self.close_ws(key, &reason, cause);
                 }
-                Err(reason) => break Some((reason, true)),
-            }
-        };
-        conn.consume(used);
-        if wrote {
-            self.mark_dirty(key);
-        }
-        if let Some((reason, failed)) = close {
-            if failed {
-                self.stats.protocol_errors += 1;
-            }
-            self.close_ws(key, reason);
-        }
-    }
-
-    /// Starts the closing handshake from an open connection: unsubscribe,
-    /// queue the close frame, wait for the peer's close.
-    fn close_ws(&mut self, key: usize, reason: CloseReason) {
-        if !self.conns[key].phase.is_open() {
-            return;
-        }
-        self.unsubscribe(key);
-        let conn = &mut self.conns[key];
-        conn.queue_close(&reason);
-        self.mark_dirty(key);
-    }
-
-    fn unsubscribe(&mut self, key: usize) {
-        let Phase::Open {
-            topic, sub_index, ..
-        } = self.conns[key].phase
-        else {
-            return;
-        };
-        let moved = self.topics.get_mut(topic).unsubscribe(sub_index);
-        if let Some(Phase::Open { sub_index: s, .. }) = moved.map(|key| &mut self.conns[key].phase)
-        {
-            *s = sub_index;
-        }
-        self.topics.release_if_unused(topic);
-        // The caller moves the connection out of `Open` (to `Closing`, or
-        // out of the slab) right after, so this runs once per connection.
-        self.open -= 1;
-    }
-
-    fn slow_consumer(&mut self, key: usize, why: &str) {
-        let conn = &self.conns[key];
-        if conn.phase.is_closing() {
-            // Already leaving, and not even its last bytes go out.
-            self.finish(key, format!("final bytes not taken: {why}"));
-            return;
-        }
-        warn!(
-            "conn={} peer={} slow consumer ({why}, {} bytes queued): closing with 1008",
-            conn.id,
-            conn.peer,
-            conn.out.pending_bytes()
-        );
-        self.stats.slow_consumers += 1;
-        if conn.phase.is_open() {
-            self.close_ws(key, CloseReason::new(code::POLICY, "slow consumer"));
-        } else {
-            self.finish(key, "slow consumer");
-        }
-    }
-
-    // ----- publishing -----
-
-    /// Stores a topic's new snapshot and schedules its fan-out. Returns the
-    /// topic's new `seq` and the number of subscribers it will reach.
-    fn publish(&mut self, id: usize, data: &str, publishes: u64) -> (u64, usize) {
-        self.stats.publishes += publishes;
-        let seq = self.topics.get(id).seq + publishes;
-        if self.topics.forget_if_default(id, data) {
-            return (seq, 0);
-        }
-        self.topics.publish(id, data, publishes);
-        let topic = self.topics.get_mut(id);
-        if !topic.fan_out_pending {
-            topic.fan_out_pending = true;
-            self.dirty_topics.push(id);
-        }
-        (seq, topic.subscribers.len())
-    }
-
-    /// Queues each published topic's newest snapshot for every subscriber:
-    /// a clone of the same `Arc`, never a copy. Runs once per turn (and
-    /// before any event, to keep order), so a burst of publishes to one
-    /// topic costs one pass over its subscribers, not one per publish.
-    fn fan_out(&mut self) {
-        let max_queue = self.config.max_queue_bytes;
-        let mut slow = Vec::new();
-        for id in self.dirty_topics.drain(..) {
-            let topic = self.topics.get_mut(id);
-            topic.fan_out_pending = false;
-            let Some(snapshot) = &topic.snapshot else {
-                continue;
-            };
-            for &key in &topic.subscribers {
-                let conn = &mut self.conns[key];
-                if conn.out.push_snapshot(snapshot.frame.clone()) {
-                    self.stats.superseded += 1;
-                }
-                after_queueing(conn, key, max_queue, &mut self.dirty, &mut slow);
-            }
-        }
-        for key in slow {
-            self.slow_consumer(key, "queue over --max-queue-bytes");
-        }
-    }
-
-    /// Sends a one-off event to every open connection, whatever its topic.
-    fn broadcast(&mut self, type_json: &str, data: &str) -> usize {
-        // Snapshots published before this event go out before it.
-        self.fan_out();
-        let message = Message::event(type_json, data);
-        let max_queue = self.config.max_queue_bytes;
-        let mut slow = Vec::new();
-        let mut count = 0;
-        for (key, conn) in self.conns.iter_mut() {
-            if !conn.phase.is_open() || conn.done.is_some() {
-                continue;
-            }
-            count += 1;
-            conn.out.push(message.frame.clone());
-            after_queueing(conn, key, max_queue, &mut self.dirty, &mut slow);
-        }
-        self.stats.events += 1;
-        for key in slow {
-            self.slow_consumer(key, "queue over --max-queue-bytes");
-        }
-        count
-    }
-
-    /// Handles what producer threads sent since the last turn. Snapshots for
-    /// one topic are coalesced so only the newest is encoded, but never
-    /// across an event, so a producer's events and snapshots keep their order.
-    fn drain_commands(&mut self, now: Instant) {
-        self.inbox.rearm();
-        // Set again below if this turn cannot take everything.
-        self.backlog = true;
-        for _ in 0..MAX_DRAIN {
-            let Ok(command) = self.inbox.rx.try_recv() else {
-                self.backlog = false;
-                break;
-            };
-            match command {
-                Command::Snapshot { topic, data } => match self.pending_index.get(&topic) {
-                    Some(&i) => {
-                        let entry = &mut self.pending[i];
-                        entry.1 = data;
-                        entry.2 += 1;
-                    }
-                    None => {
-                        self.pending_index.insert(topic.clone(), self.pending.len());
-                        self.pending.push((topic, data, 1));
-                    }
-                },
-                Command::Event { type_json, data } => {
-                    self.apply_pending();
-                    self.broadcast(&type_json, &data);
-                }
-                Command::Shutdown => {
-                    self.apply_pending();
-                    self.begin_shutdown(now);
-                }
-            }
-        }
-        self.apply_pending();
-    }
-
-    fn apply_pending(&mut self) {
-        self.pending_index.clear();
-        let pending = std::mem::take(&mut self.pending);
-        for (name, data, count) in &pending {
-            match self.topics.find_or_create(name) {
-                Ok(id) => {
-                    self.publish(id, data, *count);
-                }
-                Err(e) => warn!("publish to {name:?} dropped: {e}"),
-            }
-        }
-        // Keep the allocation for the next drain.
-        self.pending = pending;
-        self.pending.clear();
-    }
-
-    // ----- writing -----
-
-    fn mark_dirty(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(key);
-        }
-    }
-
-    fn flush_dirty(&mut self, now: Instant) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for &key in &dirty {
-            self.flush(key, now);
-        }
-        dirty.clear();
-        // Keep the allocation: the next publish needs it again.
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
-    }
-
-    /// Writes what the socket takes and sets WRITABLE interest to match what
-    /// is left: registered while output is pending, dropped once it is not.
-    fn flush(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.dirty = false;
-        if conn.done.is_some() {
-            return;
-        }
-        let written = match conn.out.write_to(&mut conn.stream) {
-            Ok(n) => n,
-            Err(e) => {
-                self.finish(key, format!("write failed: {e}"));
                 return;
             }
+            let request = conn.next_request(self.config.max_publish_bytes, now);
+            match request {
+                Request::Partial => {
+                    // A `100 Continue` may have been queued.
+                    if self.conns[key].pending_bytes() > 0 {
+                        self.mark_dirty(key);
+                    }
+                    return;
+                }
+                Request::Refused(response) => return self.respond(key, response),
+                Request::Complete { head, body } => self.handle_request(key, &head, &body, now),
+            }
+            if self.conns[key].is_closing() {
+                return;
+            }
+        }
+    }
+
+    /// Does what a complete request asks (see [`endpoints`]).
+    fn handle_request(&mut self, key: usize, head: &Head, body: &[u8], now: Instant) {
+        let shutting_down = self.shutdown_deadline.is_some();
+        let answer = Answer {
+            close: !head.keep_alive || shutting_down,
+            head_only: head.method == "HEAD",
         };
-        let want_writable = !conn.out.is_empty();
-        if want_writable {
-            if written > 0 || conn.blocked_since.is_none() {
-                conn.blocked_since = Some(now);
+        let response = match endpoints::handle(head, body, &self.topics, shutting_down) {
+            Action::Respond(response) => response,
+            Action::Subscribe { topic, accept } => {
+                return self.subscribe(key, &topic, &accept, now);
             }
-        } else {
-            conn.blocked_since = None;
-            if let (Phase::Closing { deadline, .. }, false) = (&mut conn.phase, conn.write_shut) {
-                // The last frame or response is out: send FIN, then keep
-                // reading until the peer closes so a reset cannot destroy
-                // what we sent.
-                conn.write_shut = true;
-                *deadline = Some(now + LINGER);
-                let _ = conn.stream.shutdown(Shutdown::Write);
+            Action::Publish { topic, data } => match self.topics.find_or_create(&topic) {
+                Ok(id) => {
+                    let published = self.publish(id, &data, 1);
+                    endpoints::published(&topic, published, answer.close)
+                }
+                Err(e) => endpoints::no_room(&e, answer.close),
+            },
+            Action::Broadcast { type_json, data } => {
+                let delivered = self.broadcast(&type_json, &data);
+                endpoints::broadcasted(&type_json, delivered, answer.close)
             }
-        }
-        if want_writable != conn.writable {
-            let interest = if want_writable {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            conn.writable = want_writable;
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, Token(key), interest)
-            {
-                self.finish(key, format!("reregister failed: {e}"));
-            }
-        }
+            Action::Health => endpoints::health(&self.health_view(), answer),
+        };
+        self.respond(key, response);
     }
 
-    // ----- closing -----
+    /// Queues a response; a closing one ends the connection once written.
+    fn respond(&mut self, key: usize, response: Response) {
+        self.conns[key].respond(response, Close::HttpDone);
+        self.mark_dirty(key);
+    }
 
-    /// Marks a connection for removal at the end of the turn.
-    fn finish(&mut self, key: usize, reason: impl Into<Cow<'static, str>>) {
+    /// Completes an upgrade the endpoint accepted: the 101 and the snapshot
+    /// leave in the same write, so the client never waits.
+    fn subscribe(&mut self, key: usize, name: &str, accept: &str, now: Instant) {
+        let id = match self.topics.find_or_create(name) {
+            Ok(id) => id,
+            Err(e) => return self.respond(key, endpoints::no_room(&e, true)),
+        };
+        let (sub, snapshot) = self.topics.subscribe(id, key);
         let conn = &mut self.conns[key];
-        if conn.done.is_none() {
-            conn.done = Some(reason.into());
-            self.doomed.push(key);
-        }
+        conn.open(accept, sub, snapshot, now);
+        debug!(
+            "conn={} peer={} subscribed to {name}",
+            conn.id(),
+            conn.peer()
+        );
+        self.stats.upgraded += 1;
+        self.mark_dirty(key);
     }
 
-    fn reap(&mut self) {
-        while let Some(key) = self.doomed.pop() {
-            self.remove(key);
-        }
-    }
-
-    /// The one place a connection leaves the poll and the slab.
-    fn remove(&mut self, key: usize) {
-        self.unsubscribe(key);
-        let mut conn = self.conns.remove(key);
-        if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
-            debug!("conn={} deregister failed: {e}", conn.id);
-        }
-        let done = conn.done.as_deref().unwrap_or("removed");
-        match &conn.phase {
-            Phase::Closing { reason, .. } => {
-                debug!(
-                    "conn={} peer={} closed: {reason} ({done})",
-                    conn.id, conn.peer
-                )
-            }
-            _ => debug!("conn={} peer={} closed: {done}", conn.id, conn.peer),
-        }
-    }
-
-    // ----- timers -----
-
-    fn sweep(&mut self, now: Instant) {
-        let ping = self.config.ping_interval;
-        let mut due = Vec::new();
-        for (key, conn) in self.conns.iter_mut() {
-            if conn.done.is_some() {
-                continue;
-            }
-            if conn
-                .blocked_since
-                .is_some_and(|at| now.duration_since(at) >= self.config.write_timeout)
-            {
-                due.push((key, Due::Slow));
-                continue;
-            }
-            match &mut conn.phase {
-                Phase::Http { .. } => {
-                    if now.duration_since(conn.since) >= self.config.handshake_timeout {
-                        due.push((key, Due::HttpTimeout));
-                    }
-                }
-                Phase::Open {
-                    last_heard,
-                    last_ping,
-                    ..
-                } => {
-                    if now.duration_since(*last_heard) >= ping * 2 {
-                        due.push((key, Due::PingTimeout));
-                    } else if now.duration_since(*last_ping) >= ping {
-                        *last_ping = now;
-                        conn.out.push(self.ping_frame.clone());
-                        if !conn.dirty {
-                            conn.dirty = true;
-                            self.dirty.push(key);
-                        }
-                    }
-                }
-                Phase::Closing { deadline, .. } => {
-                    if deadline.is_some_and(|at| now >= at) {
-                        due.push((key, Due::Expired));
-                    }
-                }
-            }
-        }
-        for (key, due) in due {
-            match due {
-                Due::Slow => self.slow_consumer(key, "no bytes accepted within --write-timeout"),
-                Due::HttpTimeout => {
-                    if self.conns[key].input.is_empty() {
-                        self.finish(key, "idle");
-                    } else {
-                        let response = http::error(
-                            http::REQUEST_TIMEOUT,
-                            "request not completed within --handshake-timeout",
-                            "",
-                            true,
-                        );
-                        self.respond(key, response);
-                    }
-                }
-                Due::PingTimeout => {
-                    self.stats.ping_timeouts += 1;
-                    let conn = &self.conns[key];
-                    debug!(
-                        "conn={} peer={} silent for two ping intervals",
-                        conn.id, conn.peer
-                    );
-                    self.close_ws(key, CloseReason::new(code::GOING_AWAY, "ping timeout"));
-                }
-                Due::Expired => self.finish(key, "closing timed out"),
-            }
-        }
-    }
-
-    // ----- shutdown -----
-
-    fn begin_shutdown(&mut self, now: Instant) {
-        if self.shutdown_deadline.is_some() {
-            return;
-        }
-        info!("shutting down: closing {} connections", self.conns.len());
-        self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            let conn = &self.conns[key];
-            match conn.phase {
-                Phase::Open { .. } => {
-                    self.close_ws(key, CloseReason::new(code::GOING_AWAY, "going away"))
-                }
-                Phase::Http { .. } if conn.out.is_empty() && conn.input.is_empty() => {
-                    self.finish(key, "shutdown")
-                }
-                Phase::Http { .. } => {
-                    let response = http::error(http::UNAVAILABLE, "shutting down", "", true);
-                    self.respond(key, response);
-                }
-                Phase::Closing { .. } => {}
-            }
+    fn health_view(&self) -> HealthView<'_> {
+        HealthView {
+            shutting_down: self.shutdown_deadline.is_some(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            connections: self.topics.subscriptions(),
+            topics: self.topics.len(),
+            sockets: self.conns.len(),
+            queued_bytes: self.conns.iter().map(|(_, c)| c.pending_bytes()).sum(),
+            stats: &self.stats,
+            providers: self.inbox.providers(),
         }
     }
 }

@@ -202,25 +202,36 @@ pub fn default_adw_state(name: &str) -> Message {
     Message::snapshot("adw_state_update", Some(id), 0, &data)
 }
 
+/// Where an open connection sits in its topic's subscriber list. The
+/// registry hands it out on subscribe and takes it back on unsubscribe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    pub topic: usize,
+    /// Index in the topic's subscriber list; a swap-remove may move it,
+    /// and [`Topics::unsubscribe`] says whose.
+    pub index: usize,
+}
+
 /// One topic: its retained snapshot and who is subscribed.
 #[derive(Debug)]
 pub struct Topic {
-    pub name: Box<str>,
+    name: Box<str>,
     /// `<topic>_update`, with `-` turned into `_`.
     message_type: Box<str>,
     /// Publishes so far; a default snapshot has seq 0.
-    pub seq: u64,
+    seq: u64,
     /// What a new subscriber gets at once; `None` until the first publish
     /// for topics outside the preset.
-    pub snapshot: Option<Message>,
-    /// Slab keys of the connections subscribed. A connection remembers its
+    snapshot: Option<Message>,
+    /// Slab keys of the connections subscribed. A connection keeps its
     /// index here so leaving is O(1).
-    pub subscribers: Vec<usize>,
+    subscribers: Vec<usize>,
     /// Preset and `--topic` topics live for the server's life; others are
     /// dropped when nobody needs them.
     permanent: bool,
-    /// Published this turn; the loop fans the newest snapshot out once.
-    pub fan_out_pending: bool,
+    /// Published this turn and listed in `Topics::fan_out`: the newest
+    /// snapshot goes out once, however many publishes came.
+    fan_out_pending: bool,
 }
 
 impl Topic {
@@ -241,39 +252,61 @@ impl Topic {
         }
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn snapshot(&self) -> Option<&Message> {
+        self.snapshot.as_ref()
+    }
+
+    pub fn subscribers(&self) -> &[usize] {
+        &self.subscribers
+    }
+
     fn adw_id(&self) -> Option<&str> {
         self.name.strip_prefix(ADW_STATE_PREFIX)
     }
 
     /// Encodes `data` (valid JSON) as the new snapshot, counting `publishes`
     /// publishes of which this is the newest.
-    fn set_snapshot(&mut self, data: &str, publishes: u64) -> &Message {
+    fn set_snapshot(&mut self, data: &str, publishes: u64) {
         self.seq += publishes;
         let message = Message::snapshot(&self.message_type, self.adw_id(), self.seq, data);
-        self.snapshot.insert(message)
+        self.snapshot = Some(message);
     }
 
-    /// Adds a subscriber; returns its index in `subscribers`.
-    pub fn subscribe(&mut self, key: usize) -> usize {
-        self.subscribers.push(key);
-        self.subscribers.len() - 1
-    }
-
-    /// Removes the subscriber at `index`. Returns the key of the connection
-    /// that moved into `index`, which must be told its new index.
-    pub fn unsubscribe(&mut self, index: usize) -> Option<usize> {
-        self.subscribers.swap_remove(index);
-        self.subscribers.get(index).copied()
+    /// Holds nothing a new subscriber would not get anyway.
+    fn unused(&self) -> bool {
+        !self.permanent && self.subscribers.is_empty() && !self.fan_out_pending
     }
 }
 
-/// Every topic that exists, by name and by id.
+/// What a publish came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub seq: u64,
+    /// Subscribers the snapshot will reach.
+    pub subscribers: usize,
+}
+
+/// Every topic that exists, by name and by id, and who is subscribed to
+/// what. The subscriber lists, the fan-out list and the subscription
+/// indexes are written here and nowhere else.
 #[derive(Debug)]
 pub struct Topics {
     rules: Arc<Rules>,
     by_name: HashMap<Box<str>, usize>,
     topics: Slab<Topic>,
     max_topics: usize,
+    /// Topics published since the last fan-out, each once.
+    fan_out: Vec<usize>,
+    /// Subscriptions across all topics: the open WebSockets.
+    subscriptions: usize,
 }
 
 impl Topics {
@@ -290,6 +323,8 @@ impl Topics {
             by_name: HashMap::new(),
             topics: Slab::new(),
             max_topics,
+            fan_out: Vec::new(),
+            subscriptions: 0,
         };
         if preset == Preset::Adw {
             for topic in adw::TOPICS {
@@ -316,6 +351,11 @@ impl Topics {
         id
     }
 
+    fn remove(&mut self, id: usize) {
+        let topic = self.topics.remove(id);
+        self.by_name.remove(&topic.name);
+    }
+
     pub fn rules(&self) -> &Arc<Rules> {
         &self.rules
     }
@@ -326,6 +366,11 @@ impl Topics {
 
     pub fn is_empty(&self) -> bool {
         self.topics.is_empty()
+    }
+
+    /// Open subscriptions across every topic.
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions
     }
 
     /// Finds a topic by name without creating it.
@@ -357,51 +402,83 @@ impl Topics {
         &self.topics[id]
     }
 
-    pub fn get_mut(&mut self, id: usize) -> &mut Topic {
-        &mut self.topics[id]
+    /// Adds connection `key` to topic `id`'s subscribers; returns where it
+    /// sits, and the snapshot it gets at once.
+    pub fn subscribe(&mut self, id: usize, key: usize) -> (Subscription, Option<Shared>) {
+        let topic = &mut self.topics[id];
+        topic.subscribers.push(key);
+        self.subscriptions += 1;
+        let sub = Subscription {
+            topic: id,
+            index: topic.subscribers.len() - 1,
+        };
+        (sub, topic.snapshot.as_ref().map(|m| m.frame.clone()))
     }
 
-    /// Stores `data` (valid JSON) as topic `id`'s snapshot and returns the
-    /// message to fan out.
-    pub fn publish(&mut self, id: usize, data: &str, publishes: u64) -> Message {
-        self.topics[id].set_snapshot(data, publishes).clone()
-    }
-
-    /// Forgets an `adw-state/` topic whose workflow is gone: published back
-    /// to its default `{"adw_id": id}` (or `{}`) with nobody subscribed, it
-    /// holds nothing a new subscriber would not get anyway. Without this,
-    /// every workflow that ever ran would keep a topic until `--max-topics`
-    /// is reached.
-    pub fn forget_if_default(&mut self, id: usize, data: &str) -> bool {
-        let topic = &self.topics[id];
-        let forget = !topic.permanent
-            && topic.subscribers.is_empty()
-            && !topic.fan_out_pending
-            && topic.adw_id().is_some_and(|adw_id| {
-                serde_json::from_str::<serde_json::Value>(data).is_ok_and(|value| {
-                    value == adw::state_default(adw_id) || value == serde_json::json!({})
-                })
-            });
-        if forget {
-            let topic = self.topics.remove(id);
-            self.by_name.remove(&topic.name);
+    /// Takes a subscription back. Returns the key of the connection that a
+    /// swap-remove moved into `sub.index`, which must be told so. A dynamic
+    /// topic nobody needs any more is dropped.
+    pub fn unsubscribe(&mut self, sub: Subscription) -> Option<usize> {
+        let topic = &mut self.topics[sub.topic];
+        topic.subscribers.swap_remove(sub.index);
+        self.subscriptions -= 1;
+        let moved = topic.subscribers.get(sub.index).copied();
+        // Never published and nobody left: it keeps memory flat when
+        // clients open `adw-state/{id}` for ids that come and go.
+        if topic.seq == 0 && topic.unused() {
+            self.remove(sub.topic);
         }
-        forget
+        moved
     }
 
-    /// Drops a topic that holds nothing worth keeping: not permanent, never
-    /// published, nobody subscribed. Keeps memory flat when clients open
-    /// `adw-state/{id}` for ids that come and go.
-    pub fn release_if_unused(&mut self, id: usize) {
-        let topic = &self.topics[id];
-        if !topic.permanent
-            && topic.seq == 0
-            && topic.subscribers.is_empty()
-            && !topic.fan_out_pending
-        {
-            let topic = self.topics.remove(id);
-            self.by_name.remove(&topic.name);
+    /// Stores `data` (valid JSON) as topic `id`'s snapshot, counting
+    /// `publishes` publishes, and lists it for the next fan-out.
+    ///
+    /// An `adw-state/` topic published back to its default (`{"adw_id":
+    /// id}`, or `{}`) with nobody subscribed is forgotten instead: its
+    /// workflow is gone, and a new subscriber would get that default anyway.
+    /// Without this, every workflow that ever ran would keep a topic until
+    /// `--max-topics` is reached.
+    pub fn publish(&mut self, id: usize, data: &str, publishes: u64) -> Published {
+        let topic = &mut self.topics[id];
+        let seq = topic.seq + publishes;
+        let back_to_default = topic.adw_id().is_some_and(|adw_id| {
+            serde_json::from_str::<serde_json::Value>(data).is_ok_and(|value| {
+                value == adw::state_default(adw_id) || value == serde_json::json!({})
+            })
+        });
+        if topic.unused() && back_to_default {
+            self.remove(id);
+            return Published {
+                seq,
+                subscribers: 0,
+            };
         }
+        topic.set_snapshot(data, publishes);
+        if !std::mem::replace(&mut topic.fan_out_pending, true) {
+            self.fan_out.push(id);
+        }
+        Published {
+            seq,
+            subscribers: topic.subscribers.len(),
+        }
+    }
+
+    /// Hands each topic published since the last call, once, with its
+    /// newest snapshot and its subscribers.
+    pub fn fan_out(&mut self, mut each: impl FnMut(&Shared, &[usize])) {
+        for id in self.fan_out.drain(..) {
+            let topic = &mut self.topics[id];
+            topic.fan_out_pending = false;
+            if let Some(snapshot) = &topic.snapshot {
+                each(&snapshot.frame, &topic.subscribers);
+            }
+        }
+    }
+
+    /// Every topic, for `/healthz` and metrics.
+    pub fn iter(&self) -> impl Iterator<Item = &Topic> {
+        self.topics.iter().map(|(_, topic)| topic)
     }
 }
 
@@ -431,7 +508,7 @@ mod tests {
         let topics = adw();
         let queue = topics.get(topics.find("queue").unwrap());
         assert_eq!(
-            std::str::from_utf8(queue.snapshot.as_ref().unwrap().json()).unwrap(),
+            std::str::from_utf8(queue.snapshot().unwrap().json()).unwrap(),
             r#"{"type":"queue_update","seq":0,"data":{"phases":[],"total":0,"paused":false}}"#
         );
         assert_eq!(topics.len(), adw::TOPICS.len());
@@ -441,10 +518,11 @@ mod tests {
     fn adw_state_messages_carry_the_adw_id() {
         let mut topics = adw();
         let id = topics.find_or_create("adw-state/a1b2c3d4").unwrap();
-        let msg = topics.publish(id, r#"{"adw_id":"a1b2c3d4"}"#, 1);
+        topics.publish(id, r#"{"adw_id":"a1b2c3d4","status":"running"}"#, 1);
+        let msg = topics.get(id).snapshot().unwrap();
         assert_eq!(
             std::str::from_utf8(msg.json()).unwrap(),
-            r#"{"type":"adw_state_update","adw_id":"a1b2c3d4","seq":1,"data":{"adw_id":"a1b2c3d4"}}"#
+            r#"{"type":"adw_state_update","adw_id":"a1b2c3d4","seq":1,"data":{"adw_id":"a1b2c3d4","status":"running"}}"#
         );
         // The frame is a complete unmasked text frame around that JSON.
         assert_eq!(msg.frame[0], 0x81);
@@ -478,15 +556,61 @@ mod tests {
     fn unused_dynamic_topics_are_released_but_published_ones_stay() {
         let mut topics = adw();
         let id = topics.find_or_create("adw-state/gone").unwrap();
-        topics.release_if_unused(id);
+        let (sub, snapshot) = topics.subscribe(id, 7);
+        assert!(
+            snapshot.is_some(),
+            "adw-state topics greet with their default"
+        );
+        assert_eq!(topics.subscriptions(), 1);
+        assert_eq!(topics.unsubscribe(sub), None);
+        assert_eq!(topics.subscriptions(), 0);
         assert_eq!(topics.find("adw-state/gone"), None);
+
         let id = topics.find_or_create("adw-state/kept").unwrap();
-        topics.publish(id, "{}", 1);
-        topics.release_if_unused(id);
+        let (sub, _) = topics.subscribe(id, 7);
+        topics.publish(id, r#"{"adw_id":"kept","status":"running"}"#, 1);
+        topics.unsubscribe(sub);
         assert!(topics.find("adw-state/kept").is_some());
         let queue = topics.find("queue").unwrap();
-        topics.release_if_unused(queue);
+        let (sub, _) = topics.subscribe(queue, 7);
+        topics.unsubscribe(sub);
         assert!(topics.find("queue").is_some());
+    }
+
+    #[test]
+    fn unsubscribing_says_who_moved() {
+        let mut topics = adw();
+        let queue = topics.find("queue").unwrap();
+        let (a, _) = topics.subscribe(queue, 10);
+        let (_, _) = topics.subscribe(queue, 11);
+        let (c, _) = topics.subscribe(queue, 12);
+        assert_eq!(c.index, 2);
+        // 12 moves into 10's place.
+        assert_eq!(topics.unsubscribe(a), Some(12));
+        assert_eq!(topics.get(queue).subscribers(), &[12, 11]);
+    }
+
+    #[test]
+    fn a_burst_of_publishes_is_fanned_out_once() {
+        let mut topics = adw();
+        let queue = topics.find("queue").unwrap();
+        topics.subscribe(queue, 3);
+        for i in 0..5 {
+            let p = topics.publish(queue, &format!(r#"{{"phases":[],"total":{i}}}"#), 1);
+            assert_eq!(
+                p,
+                Published {
+                    seq: i + 1,
+                    subscribers: 1
+                }
+            );
+        }
+        let mut calls = Vec::new();
+        topics.fan_out(|frame, subs| calls.push((frame.clone(), subs.to_vec())));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].1, [3]);
+        assert!(String::from_utf8_lossy(&calls[0].0).contains(r#""total":4"#));
+        topics.fan_out(|_, _| panic!("nothing was published since"));
     }
 
     #[test]
@@ -494,15 +618,30 @@ mod tests {
         let mut topics = adw();
         let id = topics.find_or_create("adw-state/done").unwrap();
         topics.publish(id, r#"{"x":1}"#, 1);
-        assert!(!topics.forget_if_default(id, r#"{"x":1}"#));
-        topics.get_mut(id).subscribe(7);
-        assert!(!topics.forget_if_default(id, "{}"), "a subscriber keeps it");
-        topics.get_mut(id).unsubscribe(0);
-        assert!(topics.forget_if_default(id, r#"{"adw_id": "done"}"#));
+        topics.fan_out(|_, _| {});
+        let (sub, _) = topics.subscribe(id, 7);
+        topics.publish(id, "{}", 1);
+        topics.fan_out(|_, _| {});
+        assert!(
+            topics.find("adw-state/done").is_some(),
+            "a subscriber keeps it"
+        );
+        topics.unsubscribe(sub);
+        let p = topics.publish(id, r#"{"adw_id": "done"}"#, 1);
+        assert_eq!(
+            p,
+            Published {
+                seq: 3,
+                subscribers: 0
+            }
+        );
         assert_eq!(topics.find("adw-state/done"), None);
         let id = topics.find_or_create("adw-state/old").unwrap();
-        assert!(!topics.forget_if_default(id, r#"{"adw_id":"other"}"#));
-        assert!(topics.forget_if_default(id, "{}"), "the version 1 default");
+        topics.publish(id, r#"{"adw_id":"other"}"#, 1);
+        topics.fan_out(|_, _| {});
+        assert!(topics.find("adw-state/old").is_some());
+        topics.publish(id, "{}", 1);
+        assert_eq!(topics.find("adw-state/old"), None, "the version 1 default");
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! Writing, closing and the clock: the write pass before the loop sleeps,
+//! the closing handshake, slow consumers, timers, shutdown, and
+//! [`EventLoop::remove`], the one place a connection leaves the poll and
+//! the slab. Connections are marked done and removed after the event batch,
+//! never in the middle of one.
+
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use mio::Token;
+
+use super::EventLoop;
+use crate::server::conn::{Close, Due, Flushed, Phase};
+use crate::wire::http;
+use crate::wire::protocol::{CloseReason, code};
+
+impl EventLoop {
+    // ----- writing -----
+
+    pub(super) fn mark_dirty(&mut self, key: usize) {
+        if self.conns[key].mark_dirty() {
+            self.dirty.push(key);
+        }
+    }
+
+    pub(super) fn flush_dirty(&mut self, now: Instant) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            if let Some(cause) = self.flush(key, now) {
+                self.finish(key, cause);
+            }
+        }
+        dirty.clear();
+        // Keep the allocation: the next publish needs it again.
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Writes what the socket takes and sets WRITABLE interest to match what
+    /// is left. Returns the cause when the connection is done.
+    fn flush(&mut self, key: usize, now: Instant) -> Option<Close> {
+        let conn = self.conns.get_mut(key)?;
+        if let Flushed::Failed(e) = conn.flush(now) {
+            debug!("conn={} write failed: {e}", conn.id());
+            return Some(Close::Io(e.kind()));
+        }
+        if let Err(e) = conn.update_interest(self.poll.registry(), Token(key)) {
+            debug!("conn={} reregister failed: {e}", conn.id());
+            return Some(Close::Io(e.kind()));
+        }
+        None
+    }
+
+    // ----- closing -----
+
+    /// Starts the closing handshake on an open connection: its subscription
+    /// goes back, and the close frame replaces whatever has not started.
+    pub(super) fn close_ws(&mut self, key: usize, reason: &CloseReason, cause: Close) {
+        if let Some(sub) = self.conns[key].close_ws(reason, cause) {
+            self.unsubscribe(sub);
+            self.mark_dirty(key);
+        }
+    }
+
+    fn unsubscribe(&mut self, sub: crate::topic::Subscription) {
+        if let Some(moved) = self.topics.unsubscribe(sub) {
+            self.conns[moved].moved_to(sub.index);
+        }
+    }
+
+    /// A connection whose output is over the limit, or that takes nothing:
+    /// an operator must see it, and it goes with 1008.
+    pub(super) fn slow_consumer(&mut self, key: usize, cause: Close) {
+        let conn = &self.conns[key];
+        if conn.is_closing() {
+            // Already leaving, and not even its last bytes go out.
+            return self.finish(key, cause);
+        }
+        warn!(
+            "conn={} peer={} {cause} ({} bytes queued): closing with 1008",
+            conn.id(),
+            conn.peer(),
+            conn.pending_bytes()
+        );
+        if conn.is_open() {
+            self.close_ws(key, &CloseReason::new(code::POLICY, "slow consumer"), cause);
+        } else {
+            self.finish(key, cause);
+        }
+    }
+
+    /// Marks a connection for removal at the end of the turn.
+    pub(super) fn finish(&mut self, key: usize, cause: Close) {
+        if let Some(sub) = self.conns[key].finish(cause) {
+            if let Some(sub) = sub {
+                self.unsubscribe(sub);
+            }
+            self.doomed.push(key);
+        }
+    }
+
+    pub(super) fn reap(&mut self) {
+        while let Some(key) = self.doomed.pop() {
+            self.remove(key);
+        }
+    }
+
+    /// The one place a connection leaves the poll and the slab. Its cause
+    /// is counted and logged here, once.
+    fn remove(&mut self, key: usize) {
+        let mut conn = self.conns.remove(key);
+        if let Err(e) = self.poll.registry().deregister(conn.stream_mut()) {
+            debug!("conn={} deregister failed: {e}", conn.id());
+        }
+        let cause = conn.cause().unwrap_or(Close::PeerGone);
+        self.stats.closes.count(cause);
+        debug!("conn={} peer={} closed: {cause}", conn.id(), conn.peer());
+    }
+
+    // ----- timers -----
+
+    /// Runs every connection's timers: pings, and the timeouts that close.
+    pub(super) fn sweep(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            match conn.due(now, &self.timeouts) {
+                Some(Due::Ping) => {
+                    conn.push(self.ping_frame.clone());
+                    if conn.mark_dirty() {
+                        self.dirty.push(key);
+                    }
+                }
+                Some(verdict) => due.push((key, verdict)),
+                None => {}
+            }
+        }
+        for (key, verdict) in due {
+            match verdict {
+                Due::Ping => {}
+                Due::RequestTimeout => {
+                    let why = "request not completed within --handshake-timeout";
+                    let response = http::error(http::REQUEST_TIMEOUT, why, "", true);
+                    self.conns[key].respond(response, Close::HandshakeTimeout);
+                    self.mark_dirty(key);
+                }
+                Due::HandshakeTimeout => self.finish(key, Close::HandshakeTimeout),
+                Due::WriteTimeout => self.slow_consumer(key, Close::WriteTimeout),
+                Due::PingTimeout => {
+                    let conn = &self.conns[key];
+                    debug!(
+                        "conn={} peer={} silent for two ping intervals",
+                        conn.id(),
+                        conn.peer()
+                    );
+                    let reason = CloseReason::new(code::GOING_AWAY, "ping timeout");
+                    self.close_ws(key, &reason, Close::PingTimeout);
+                }
+                // The cause it was closing for is kept.
+                Due::LingerOver => self.finish(key, Close::PeerGone),
+            }
+        }
+    }
+
+    // ----- shutdown -----
+
+    /// Stops accepting and starts closing everyone: 1001 to WebSockets, 503
+    /// to a request under way, and idle HTTP connections just go.
+    pub(super) fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!("shutting down: closing {} connections", self.conns.len());
+        self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            match conn.phase() {
+                Phase::Open { .. } => {
+                    let reason = CloseReason::new(code::GOING_AWAY, "going away");
+                    self.close_ws(key, &reason, Close::Shutdown);
+                }
+                Phase::Http { .. } if conn.pending_bytes() == 0 && !conn.has_input() => {
+                    self.finish(key, Close::Shutdown)
+                }
+                Phase::Http { .. } => {
+                    let response = http::error(http::UNAVAILABLE, "shutting down", "", true);
+                    conn.respond(response, Close::Shutdown);
+                    self.mark_dirty(key);
+                }
+                Phase::Closing { .. } | Phase::Draining { .. } | Phase::Done { .. } => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Where a publish goes: the channel from producer threads, a topic's new
+//! snapshot to its subscribers (one shared frame, once per turn however
+//! many publishes came), and one-off events to every open WebSocket.
+
+use std::time::Instant;
+
+use log::warn;
+
+use super::{EventLoop, MAX_DRAIN};
+use crate::publisher::Command;
+use crate::server::conn::Close;
+use crate::topic::{Message, Published};
+
+impl EventLoop {
+    /// Stores a topic's new snapshot; it goes out at the next fan-out.
+    pub(super) fn publish(&mut self, id: usize, data: &str, publishes: u64) -> Published {
+        self.stats.publishes += publishes;
+        self.topics.publish(id, data, publishes)
+    }
+
+    /// Queues each published topic's newest snapshot for every subscriber:
+    /// a clone of the same `Arc`, never a copy. Runs once per turn (and
+    /// before any event, to keep order), so a burst of publishes to one
+    /// topic costs one pass over its subscribers, not one per publish.
+    pub(super) fn fan_out(&mut self) {
+        let max_queue = self.config.max_queue_bytes;
+        let conns = &mut self.conns;
+        let dirty = &mut self.dirty;
+        let stats = &mut self.stats;
+        // Closing changes the subscriber lists being walked: slow
+        // consumers are closed after the pass.
+        let mut slow = Vec::new();
+        self.topics.fan_out(|frame, subscribers| {
+            for &key in subscribers {
+                let conn = &mut conns[key];
+                if conn.push_snapshot(frame.clone()) {
+                    stats.superseded += 1;
+                }
+                if conn.pending_bytes() > max_queue {
+                    slow.push(key);
+                }
+                if conn.mark_dirty() {
+                    dirty.push(key);
+                }
+            }
+        });
+        for key in slow {
+            self.slow_consumer(key, Close::SlowConsumer);
+        }
+    }
+
+    /// Sends a one-off event to every open connection, whatever its topic.
+    pub(super) fn broadcast(&mut self, type_json: &str, data: &str) -> usize {
+        // Snapshots published before this event go out before it.
+        self.fan_out();
+        let message = Message::event(type_json, data);
+        let max_queue = self.config.max_queue_bytes;
+        let mut slow = Vec::new();
+        let mut count = 0;
+        for (key, conn) in self.conns.iter_mut() {
+            if !conn.is_open() {
+                continue;
+            }
+            count += 1;
+            conn.push(message.frame.clone());
+            if conn.pending_bytes() > max_queue {
+                slow.push(key);
+            }
+            if conn.mark_dirty() {
+                self.dirty.push(key);
+            }
+        }
+        self.stats.events += 1;
+        for key in slow {
+            self.slow_consumer(key, Close::SlowConsumer);
+        }
+        count
+    }
+
+    /// Handles what producer threads sent since the last turn. Snapshots for
+    /// one topic are coalesced so only the newest is encoded, but never
+    /// across an event, so a producer's events and snapshots keep their order.
+    pub(super) fn drain_commands(&mut self, now: Instant) {
+        self.inbox.rearm();
+        // Set again below if this turn cannot take everything.
+        self.backlog = true;
+        for _ in 0..MAX_DRAIN {
+            let Some(command) = self.inbox.try_recv() else {
+                self.backlog = false;
+                break;
+            };
+            match command {
+                Command::Snapshot { topic, data } => match self.pending_index.get(&topic) {
+                    Some(&i) => {
+                        let entry = &mut self.pending[i];
+                        entry.1 = data;
+                        entry.2 += 1;
+                    }
+                    None => {
+                        self.pending_index.insert(topic.clone(), self.pending.len());
+                        self.pending.push((topic, data, 1));
+                    }
+                },
+                Command::Event { type_json, data } => {
+                    self.apply_pending();
+                    self.broadcast(&type_json, &data);
+                }
+                Command::Shutdown => {
+                    self.apply_pending();
+                    self.begin_shutdown(now);
+                }
+            }
+        }
+        self.apply_pending();
+    }
+
+    fn apply_pending(&mut self) {
+        self.pending_index.clear();
+        let pending = std::mem::take(&mut self.pending);
+        for (name, data, count) in &pending {
+            match self.topics.find_or_create(name) {
+                Ok(id) => {
+                    self.publish(id, data, *count);
+                }
+                Err(e) => warn!("publish to {name:?} dropped: {e}"),
+            }
+        }
+        // Keep the allocation for the next drain.
+        self.pending = pending;
+        self.pending.clear();
+    }
+}

@@ -1,0 +1,87 @@
+//! The loop's counters, shown in `/healthz`. Closes are counted once, by
+//! their cause, when the connection is removed.
+
+use crate::server::conn::Close;
+
+/// Counters shown in `/healthz`.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Stats {
+    pub accepted: u64,
+    pub refused: u64,
+    pub upgraded: u64,
+    pub publishes: u64,
+    pub events: u64,
+    pub superseded: u64,
+    /// Every connection removed, by the cause it closed for.
+    pub closes: CloseCounts,
+}
+
+/// One counter per close cause, named by [`Close::label`].
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CloseCounts {
+    pub peer_gone: u64,
+    pub client_close: u64,
+    pub protocol_error: u64,
+    pub ping_timeout: u64,
+    pub slow_consumer: u64,
+    pub write_timeout: u64,
+    pub handshake_timeout: u64,
+    pub http_done: u64,
+    pub shutdown: u64,
+    pub io_error: u64,
+}
+
+impl CloseCounts {
+    /// Counts a removed connection by its cause.
+    pub fn count(&mut self, cause: Close) {
+        let counter = match cause {
+            Close::PeerGone => &mut self.peer_gone,
+            Close::ClientClose => &mut self.client_close,
+            Close::Protocol(_) => &mut self.protocol_error,
+            Close::PingTimeout => &mut self.ping_timeout,
+            Close::SlowConsumer => &mut self.slow_consumer,
+            Close::WriteTimeout => &mut self.write_timeout,
+            Close::HandshakeTimeout => &mut self.handshake_timeout,
+            Close::HttpDone => &mut self.http_done,
+            Close::Shutdown => &mut self.shutdown,
+            Close::Io(_) => &mut self.io_error,
+        };
+        *counter += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each cause lands in the counter its label names, so `/healthz` and
+    /// the log line agree.
+    #[test]
+    fn every_cause_is_counted_under_its_label() {
+        let causes = [
+            Close::PeerGone,
+            Close::ClientClose,
+            Close::Protocol(1002),
+            Close::PingTimeout,
+            Close::SlowConsumer,
+            Close::WriteTimeout,
+            Close::HandshakeTimeout,
+            Close::HttpDone,
+            Close::Shutdown,
+            Close::Io(std::io::ErrorKind::BrokenPipe),
+        ];
+        for cause in causes {
+            let mut counts = CloseCounts::default();
+            counts.count(cause);
+            let json = serde_json::to_value(&counts).unwrap();
+            assert_eq!(json[cause.label()], 1, "{cause:?}");
+            let total: u64 = json
+                .as_object()
+                .unwrap()
+                .values()
+                .filter_map(|v| v.as_u64())
+                .sum();
+            assert_eq!(total, 1, "{cause:?}");
+        }
+    }
+}
