@@ -35,14 +35,33 @@ fn main() -> ExitCode {
         .set_thread_level(log::LevelFilter::Off)
         .build();
     let _ = WriteLogger::init(config.log_level, log_config, std::io::stderr());
+    let server = match start(config) {
+        Ok(server) => server,
+        Err(code) => return code,
+    };
+    if let Err(e) = shut_down_on_signals(server.publisher()) {
+        error!("cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+/// Binds the server and starts its providers; a configuration that cannot
+/// run exits 2 with the reason, a failure to start exits 1.
+fn start(config: statecast::Config) -> Result<Server, ExitCode> {
     let listen = config.listen;
     let providers = Providers::from(&config);
     if (providers.demo || providers.agents.is_some()) && config.preset != statecast::Preset::Adw {
         eprintln!(
             "statecast: --demo and --agents-dir publish to the ADW topics and need --preset adw"
         );
-        return ExitCode::from(2);
+        return Err(ExitCode::from(2));
     }
     let shared = statecast::providers::shared_with_demo(&config);
     if !shared.is_empty() {
@@ -55,32 +74,30 @@ fn main() -> ExitCode {
         Ok(server) => server,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
             eprintln!("statecast: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
         Err(e) => {
             error!("cannot listen on {listen}: {e}");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
     let topics = providers.polls.iter().map(|p| (&p.origin, &p.topic));
     for (origin, topic) in topics.chain(providers.execs.iter().map(|e| (&e.origin, &e.topic))) {
         if let Err(e) = server.rules().check(topic) {
             eprintln!("statecast: {origin}: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
     }
     if let Err(e) = start_providers(&server, providers) {
         error!("cannot start a provider thread: {e}");
-        return ExitCode::FAILURE;
+        return Err(ExitCode::FAILURE);
     }
-    let publisher = server.publisher();
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
-        Ok(signals) => signals,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    Ok(server)
+}
+
+/// The first SIGINT or SIGTERM shuts down gracefully; a second exits at once.
+fn shut_down_on_signals(publisher: statecast::Publisher) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -92,16 +109,8 @@ fn main() -> ExitCode {
                 warn!("second signal: exiting without waiting for clients");
                 std::process::exit(1);
             }
-        })
-        .expect("spawning the signal thread");
-
-    match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("event loop failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        })?;
+    Ok(())
 }
 
 /// The provider threads the configuration asks for.

@@ -218,6 +218,13 @@ pub fn render(c: &Config) -> String {
     }
     let _ = writeln!(out, "poll_timeout = {}", quoted(&d(c.poll_timeout)));
     let _ = writeln!(out, "exec_timeout = {}", quoted(&d(c.exec_timeout)));
+    render_tables(c, &mut out);
+    out
+}
+
+/// The tables, which TOML wants after every top-level key.
+fn render_tables(c: &Config, out: &mut String) {
+    let d = config::format_duration;
     if !c.schemas.is_empty() {
         out.push_str("\n[schema]\n");
         for (topic, file) in &c.schemas {
@@ -247,5 +254,4 @@ pub fn render(c: &Config) -> String {
             quoted(&d(e.interval))
         );
     }
-    out
 }

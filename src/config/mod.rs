@@ -307,7 +307,8 @@ where
 }
 
 /// Sets one option, named as on the command line (`--ping-interval`), from
-/// its text. The config file goes through here too, so both accept and
+/// its text. One arm per option, so the match is as long as the option
+/// list: read as a table, it is clearer than any split would be. The config file goes through here too, so both accept and
 /// refuse exactly the same values. Errors start with the option's name.
 pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), String> {
     let value = || value.ok_or_else(|| format!("{name}: missing value"));

@@ -144,39 +144,18 @@ pub fn parse_head(buf: &[u8]) -> Result<ParsedHead, Response> {
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => {
-            if buf.len() > MAX_HEAD {
-                return Err(too_large_head());
-            }
-            return Ok(ParsedHead::Partial);
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(too_large_head()),
-        Err(httparse::Error::Version) if names_other_http_version(buf) => {
-            return Err(error(
-                VERSION_NOT_SUPPORTED,
-                "only HTTP/1.0 and HTTP/1.1 are supported",
-                "",
-                true,
-            ));
-        }
-        Err(e) => {
-            return Err(error(
-                BAD_REQUEST,
-                &format!("malformed request: {e}"),
-                "",
-                true,
-            ));
-        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(too_large_head()),
+        Ok(httparse::Status::Partial) => return Ok(ParsedHead::Partial),
+        Err(e) => return Err(refuse_unparsable(buf, e)),
     };
     if len > MAX_HEAD {
         return Err(too_large_head());
     }
     let minor = req.version.unwrap_or(1);
     let target = req.path.unwrap_or("/");
-    let path = target.split('?').next().unwrap_or(target).to_owned();
     let mut head = Head {
         method: req.method.unwrap_or("GET").to_owned(),
-        path,
+        path: target.split('?').next().unwrap_or(target).to_owned(),
         minor,
         keep_alive: minor >= 1,
         body: BodyKind::Length(0),
@@ -188,81 +167,126 @@ pub fn parse_head(buf: &[u8]) -> Result<ParsedHead, Response> {
         ws_key: None,
         ws_version: None,
     };
-    let mut content_length: Option<usize> = None;
-    let mut chunked = false;
+    let mut framing = Framing::default();
     for h in req.headers.iter() {
-        let value = h.value;
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            let parsed = std::str::from_utf8(value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<usize>().ok());
-            match (parsed, content_length) {
-                (None, _) => return Err(error(BAD_REQUEST, "invalid Content-Length", "", true)),
-                // RFC 9112 §6.3: differing lengths make the message unreadable.
-                (Some(n), Some(m)) if n != m => {
-                    return Err(error(BAD_REQUEST, "conflicting Content-Length", "", true));
-                }
-                (Some(n), _) => content_length = Some(n),
+        read_header(&mut head, &mut framing, h.name, h.value)?;
+    }
+    head.body = framing.body()?;
+    Ok(ParsedHead::Complete { head, len })
+}
+
+/// The answer to a head httparse cannot read.
+fn refuse_unparsable(buf: &[u8], e: httparse::Error) -> Response {
+    match e {
+        httparse::Error::TooManyHeaders => too_large_head(),
+        httparse::Error::Version if names_other_http_version(buf) => error(
+            VERSION_NOT_SUPPORTED,
+            "only HTTP/1.0 and HTTP/1.1 are supported",
+            "",
+            true,
+        ),
+        e => error(BAD_REQUEST, &format!("malformed request: {e}"), "", true),
+    }
+}
+
+/// What the headers say about where the body ends.
+#[derive(Default)]
+struct Framing {
+    content_length: Option<usize>,
+    chunked: bool,
+}
+
+impl Framing {
+    fn content_length(&mut self, value: &[u8]) -> Result<(), Response> {
+        let parsed = std::str::from_utf8(value)
+            .ok()
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<usize>().ok());
+        match (parsed, self.content_length) {
+            (None, _) => Err(error(BAD_REQUEST, "invalid Content-Length", "", true)),
+            // RFC 9112 §6.3: differing lengths make the message unreadable.
+            (Some(n), Some(m)) if n != m => {
+                Err(error(BAD_REQUEST, "conflicting Content-Length", "", true))
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // Only `chunked` alone is understood (RFC 9112 §6.1); anything
-            // else would leave the body's end unknown.
-            if value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                chunked = true;
-            } else {
-                return Err(error(
-                    NOT_IMPLEMENTED,
-                    "unsupported Transfer-Encoding (only chunked is supported)",
-                    "",
-                    true,
-                ));
+            (Some(n), _) => {
+                self.content_length = Some(n);
+                Ok(())
             }
-        } else if name.eq_ignore_ascii_case("connection") {
-            // HTTP/1.0 keep-alive is not offered: the response would need
-            // its own header, and no client of ours needs it.
-            if lists(value, "close") {
-                head.keep_alive = false;
-            }
-            head.connection_upgrade = lists(value, "upgrade");
-        } else if name.eq_ignore_ascii_case("expect") {
-            if value.eq_ignore_ascii_case(b"100-continue") {
-                head.expect_continue = minor >= 1;
-            } else {
-                return Err(error(
-                    Status(417, "Expectation Failed"),
-                    "only Expect: 100-continue is supported",
-                    "",
-                    true,
-                ));
-            }
-        } else if name.eq_ignore_ascii_case("host") {
-            head.host = true;
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            head.upgrade_websocket = lists(value, "websocket");
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            head.ws_key = Some(String::from_utf8_lossy(value).trim().to_owned());
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            head.ws_version = Some(String::from_utf8_lossy(value).trim().to_owned());
-        } else if name.eq_ignore_ascii_case("content-type") {
-            head.content_type = Some(String::from_utf8_lossy(value).trim().to_owned());
         }
     }
-    head.body = match (chunked, content_length) {
-        // RFC 9112 §6.1: a request with both is a smuggling attempt or a bug.
-        (true, Some(_)) => {
+
+    fn transfer_encoding(&mut self, value: &[u8]) -> Result<(), Response> {
+        // Only `chunked` alone is understood (RFC 9112 §6.1); anything
+        // else would leave the body's end unknown.
+        if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
             return Err(error(
-                BAD_REQUEST,
-                "both Transfer-Encoding and Content-Length",
+                NOT_IMPLEMENTED,
+                "unsupported Transfer-Encoding (only chunked is supported)",
                 "",
                 true,
             ));
         }
-        (true, None) => BodyKind::Chunked,
-        (false, n) => BodyKind::Length(n.unwrap_or(0)),
-    };
-    Ok(ParsedHead::Complete { head, len })
+        self.chunked = true;
+        Ok(())
+    }
+
+    fn body(&self) -> Result<BodyKind, Response> {
+        match (self.chunked, self.content_length) {
+            // RFC 9112 §6.1: a request with both is a smuggling attempt or a bug.
+            (true, Some(_)) => Err(error(
+                BAD_REQUEST,
+                "both Transfer-Encoding and Content-Length",
+                "",
+                true,
+            )),
+            (true, None) => Ok(BodyKind::Chunked),
+            (false, n) => Ok(BodyKind::Length(n.unwrap_or(0))),
+        }
+    }
+}
+
+/// Takes in one header; the ones statecast does not use are ignored.
+fn read_header(
+    head: &mut Head,
+    framing: &mut Framing,
+    name: &str,
+    value: &[u8],
+) -> Result<(), Response> {
+    let is = |wanted: &str| name.eq_ignore_ascii_case(wanted);
+    let text = || String::from_utf8_lossy(value).trim().to_owned();
+    if is("content-length") {
+        framing.content_length(value)?;
+    } else if is("transfer-encoding") {
+        framing.transfer_encoding(value)?;
+    } else if is("connection") {
+        // HTTP/1.0 keep-alive is not offered: the response would need
+        // its own header, and no client of ours needs it.
+        if lists(value, "close") {
+            head.keep_alive = false;
+        }
+        head.connection_upgrade = lists(value, "upgrade");
+    } else if is("expect") {
+        if !value.eq_ignore_ascii_case(b"100-continue") {
+            return Err(error(
+                Status(417, "Expectation Failed"),
+                "only Expect: 100-continue is supported",
+                "",
+                true,
+            ));
+        }
+        head.expect_continue = head.minor >= 1;
+    } else if is("host") {
+        head.host = true;
+    } else if is("upgrade") {
+        head.upgrade_websocket = lists(value, "websocket");
+    } else if is("sec-websocket-key") {
+        head.ws_key = Some(text());
+    } else if is("sec-websocket-version") {
+        head.ws_version = Some(text());
+    } else if is("content-type") {
+        head.content_type = Some(text());
+    }
+    Ok(())
 }
 
 /// Whether the request line ends in a well-formed `HTTP/x.y` that is

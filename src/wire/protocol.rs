@@ -172,27 +172,7 @@ impl Decoder {
             Err(_) => return Err(CloseReason::new(code::PROTOCOL, "reserved opcode")),
         };
         let header_len = cursor.position() as usize;
-
-        // RFC 6455 §5.2: "MUST be 0 unless an extension is negotiated"; we
-        // negotiate none.
-        if header.rsv1 || header.rsv2 || header.rsv3 {
-            return Err(CloseReason::new(code::PROTOCOL, "reserved bits set"));
-        }
-        // RFC 6455 §5.1: "The server MUST close the connection upon receiving
-        // a frame that is not masked."
-        let Some(mask) = header.mask else {
-            return Err(CloseReason::new(code::PROTOCOL, "client frame not masked"));
-        };
-        if let OpCode::Control(_) = header.opcode {
-            // RFC 6455 §5.5: control frames MUST have a payload length of 125
-            // bytes or less and MUST NOT be fragmented.
-            if len > MAX_CONTROL_PAYLOAD as u64 {
-                return Err(CloseReason::new(code::PROTOCOL, "control frame too long"));
-            }
-            if !header.is_final {
-                return Err(CloseReason::new(code::PROTOCOL, "fragmented control frame"));
-            }
-        }
+        let mask = check_header(&header, len)?;
         let already = self.fragmented.as_ref().map_or(0, |f| f.bytes.len());
         if len.saturating_add(already as u64) > max_message as u64 {
             return Err(CloseReason::new(code::TOO_BIG, "message too big"));
@@ -204,8 +184,6 @@ impl Decoder {
         let consumed = header_len + len;
         let payload = &mut buf[header_len..consumed];
         unmask(payload, mask);
-        let payload = &*payload;
-
         let incoming = match header.opcode {
             OpCode::Control(Control::Ping) => Some(Incoming::Ping(payload.to_vec())),
             OpCode::Control(Control::Pong) => Some(Incoming::Pong),
@@ -213,50 +191,89 @@ impl Decoder {
             OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
                 unreachable!("FrameHeader::parse refuses reserved opcodes")
             }
-            OpCode::Data(Data::Continue) => {
-                let Some(fragmented) = self.fragmented.as_mut() else {
-                    return Err(CloseReason::new(
-                        code::PROTOCOL,
-                        "continuation without start",
-                    ));
-                };
-                fragmented.bytes.extend_from_slice(payload);
-                if fragmented.text {
-                    check_partial_utf8(&fragmented.bytes, header.is_final)?;
-                }
-                if header.is_final {
-                    let done = self.fragmented.take().expect("checked above");
-                    Some(finish(done.text, done.bytes))
-                } else {
-                    None
-                }
-            }
-            OpCode::Data(data) => {
-                // RFC 6455 §5.4: fragments of one message MUST NOT be
-                // interleaved with another data message.
-                if self.fragmented.is_some() {
-                    return Err(CloseReason::new(
-                        code::PROTOCOL,
-                        "expected continuation frame",
-                    ));
-                }
-                let text = data == Data::Text;
-                if text {
-                    check_partial_utf8(payload, header.is_final)?;
-                }
-                if header.is_final {
-                    Some(finish(text, payload.to_vec()))
-                } else {
-                    self.fragmented = Some(Box::new(Fragmented {
-                        text,
-                        bytes: payload.to_vec(),
-                    }));
-                    None
-                }
-            }
+            OpCode::Data(Data::Continue) => self.continuation(payload, header.is_final)?,
+            OpCode::Data(data) => self.first_fragment(data, payload, header.is_final)?,
         };
         Ok((consumed, incoming))
     }
+
+    /// A frame continuing the message under reassembly.
+    fn continuation(
+        &mut self,
+        payload: &[u8],
+        is_final: bool,
+    ) -> Result<Option<Incoming>, CloseReason> {
+        let Some(fragmented) = self.fragmented.as_mut() else {
+            return Err(CloseReason::new(
+                code::PROTOCOL,
+                "continuation without start",
+            ));
+        };
+        fragmented.bytes.extend_from_slice(payload);
+        if fragmented.text {
+            check_partial_utf8(&fragmented.bytes, is_final)?;
+        }
+        if !is_final {
+            return Ok(None);
+        }
+        let done = self.fragmented.take().expect("checked above");
+        Ok(Some(finish(done.text, done.bytes)))
+    }
+
+    /// A text or binary frame that starts a message (and may end it).
+    fn first_fragment(
+        &mut self,
+        data: Data,
+        payload: &[u8],
+        is_final: bool,
+    ) -> Result<Option<Incoming>, CloseReason> {
+        // RFC 6455 §5.4: fragments of one message MUST NOT be interleaved
+        // with another data message.
+        if self.fragmented.is_some() {
+            return Err(CloseReason::new(
+                code::PROTOCOL,
+                "expected continuation frame",
+            ));
+        }
+        let text = data == Data::Text;
+        if text {
+            check_partial_utf8(payload, is_final)?;
+        }
+        if is_final {
+            return Ok(Some(finish(text, payload.to_vec())));
+        }
+        self.fragmented = Some(Box::new(Fragmented {
+            text,
+            bytes: payload.to_vec(),
+        }));
+        Ok(None)
+    }
+}
+
+/// The checks a client frame's header must pass whatever its payload;
+/// returns its mask.
+fn check_header(header: &FrameHeader, len: u64) -> Result<[u8; 4], CloseReason> {
+    // RFC 6455 §5.2: "MUST be 0 unless an extension is negotiated"; we
+    // negotiate none.
+    if header.rsv1 || header.rsv2 || header.rsv3 {
+        return Err(CloseReason::new(code::PROTOCOL, "reserved bits set"));
+    }
+    // RFC 6455 §5.1: "The server MUST close the connection upon receiving
+    // a frame that is not masked."
+    let Some(mask) = header.mask else {
+        return Err(CloseReason::new(code::PROTOCOL, "client frame not masked"));
+    };
+    if let OpCode::Control(_) = header.opcode {
+        // RFC 6455 §5.5: control frames MUST have a payload length of 125
+        // bytes or less and MUST NOT be fragmented.
+        if len > MAX_CONTROL_PAYLOAD as u64 {
+            return Err(CloseReason::new(code::PROTOCOL, "control frame too long"));
+        }
+        if !header.is_final {
+            return Err(CloseReason::new(code::PROTOCOL, "fragmented control frame"));
+        }
+    }
+    Ok(mask)
 }
 
 fn finish(text: bool, bytes: Vec<u8>) -> Incoming {

@@ -1,0 +1,326 @@
+//! The WebSocket clients: a hand-rolled mio client per connection, one
+//! prepared upgrade request, large reads, no per-message allocation.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::now_ns;
+use crate::options::Options;
+use crate::schedule::http_post;
+
+pub(crate) const UPGRADE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub(crate) enum ClientState {
+    Connecting,
+    Handshaking,
+    Open,
+    Closed,
+}
+
+pub(crate) struct Client {
+    pub(crate) stream: TcpStream,
+    pub(crate) state: ClientState,
+    /// A partial frame carried over between reads; empty almost always.
+    pub(crate) partial: Vec<u8>,
+    /// The snapshot sent on connect has arrived.
+    pub(crate) snapshot: bool,
+    /// Index of the last message received, for loss and order checks.
+    pub(crate) last: Option<u64>,
+    pub(crate) received: u64,
+    /// Warm-up messages received (they carry `"w"` instead of `"i"`).
+    pub(crate) warmed: u64,
+    pub(crate) stalled: bool,
+    pub(crate) close_code: Option<u16>,
+}
+
+/// Everything the clients observed.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub(crate) snapshots: usize,
+    pub(crate) latencies_us: Vec<u32>,
+    pub(crate) deliveries: u64,
+    pub(crate) out_of_order: u64,
+    pub(crate) last_delivery_ns: u64,
+    pub(crate) closed: usize,
+}
+
+pub(crate) struct Clients {
+    pub(crate) poll: Poll,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) request: Vec<u8>,
+    pub(crate) tally: Tally,
+}
+
+/// Parses the decimal number after `key` in `text`.
+pub(crate) fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
+    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&text[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+impl Clients {
+    pub(crate) fn new(topic: &str, host: SocketAddr) -> io::Result<Clients> {
+        let request = format!(
+            "GET /api/v1/ws/{topic} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {UPGRADE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes();
+        Ok(Clients {
+            poll: Poll::new()?,
+            clients: Vec::new(),
+            scratch: vec![0; 256 << 10],
+            request,
+            tally: Tally::default(),
+        })
+    }
+
+    /// Opens `n` more connections, a bounded number in flight at a time,
+    /// and waits until every open one holds its snapshot.
+    pub(crate) fn open(
+        &mut self,
+        addr: SocketAddr,
+        n: usize,
+        stalled: usize,
+        deadline: Duration,
+    ) -> io::Result<()> {
+        let start = Instant::now();
+        let target = self.clients.len() + n;
+        let first_stalled = target - stalled;
+        let mut events = Events::with_capacity(4096);
+        while self.tally.snapshots < target {
+            // Connecting and handshaking clients; bounded so the listen
+            // backlog never overflows.
+            while self.clients.len() < target && self.clients.len() - self.tally.snapshots < 2048 {
+                let mut stream = TcpStream::connect(addr)?;
+                let token = Token(self.clients.len());
+                // On loopback the connection is usually up by now: send the
+                // upgrade at once and skip a round of readiness events.
+                let state = match stream.write(&self.request) {
+                    Ok(n) if n == self.request.len() => ClientState::Handshaking,
+                    Ok(_) => return Err(io::Error::other("short write of the upgrade request")),
+                    Err(_) => ClientState::Connecting,
+                };
+                let interest = if state == ClientState::Connecting {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                self.poll
+                    .registry()
+                    .register(&mut stream, token, interest)?;
+                let index = self.clients.len();
+                self.clients.push(Client {
+                    stream,
+                    state,
+                    partial: Vec::new(),
+                    snapshot: false,
+                    last: None,
+                    received: 0,
+                    warmed: 0,
+                    stalled: index >= first_stalled,
+                    close_code: None,
+                });
+            }
+            self.turn(&mut events, Some(Duration::from_millis(50)))?;
+            if start.elapsed() > deadline {
+                return Err(io::Error::other(format!(
+                    "only {} of {target} snapshots after {deadline:?}",
+                    self.tally.snapshots
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `--warmup` messages one at a time, each waited for until
+    /// every healthy client has it. Measured here: on fresh loopback
+    /// connections the first ten to fifteen rounds of 16 KiB frames cost
+    /// the writer about 60% more per write than later ones, which would
+    /// charge a one-off start-up cost to the per-delivery figure.
+    pub(crate) fn warm_up(&mut self, addr: SocketAddr, o: &Options) -> io::Result<()> {
+        let pad = "x".repeat(o.payload.saturating_sub(20));
+        let mut events = Events::with_capacity(4096);
+        for k in 0..o.warmup as u64 {
+            http_post(
+                addr,
+                "/api/v1/publish/load",
+                &format!(r#"{{"w":{k},"p":"{pad}"}}"#),
+            )?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self
+                .clients
+                .iter()
+                .any(|c| !c.stalled && c.state == ClientState::Open && c.warmed <= k)
+            {
+                if Instant::now() > deadline {
+                    return Err(io::Error::other(format!(
+                        "warm-up publish {k} not delivered in 30 s"
+                    )));
+                }
+                self.turn(&mut events, Some(Duration::from_millis(20)))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn turn(
+        &mut self,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        self.poll.poll(events, timeout)?;
+        for event in events.iter() {
+            let index = event.token().0;
+            self.ready(index, event.is_writable())?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ready(&mut self, index: usize, writable: bool) -> io::Result<()> {
+        let client = &mut self.clients[index];
+        if client.state == ClientState::Connecting && writable {
+            match client.stream.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    return Err(io::Error::other(format!("connect failed: {e}")));
+                }
+                Ok(None) => {}
+            }
+            match client.stream.write(&self.request) {
+                Ok(n) if n == self.request.len() => {}
+                Ok(_) => return Err(io::Error::other("short write of the upgrade request")),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            client.state = ClientState::Handshaking;
+            self.poll.registry().reregister(
+                &mut client.stream,
+                Token(index),
+                Interest::READABLE,
+            )?;
+        }
+        if client.state == ClientState::Connecting || client.state == ClientState::Closed {
+            return Ok(());
+        }
+        loop {
+            let client = &mut self.clients[index];
+            if client.stalled && client.snapshot {
+                return Ok(());
+            }
+            let n = match client.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    client.state = ClientState::Closed;
+                    self.tally.closed += 1;
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    client.state = ClientState::Closed;
+                    self.tally.closed += 1;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            let received_at = now_ns();
+            // Frames are parsed where they landed; only a trailing partial
+            // frame is copied.
+            let mut data = std::mem::take(&mut client.partial);
+            let buf: &[u8] = if data.is_empty() {
+                &self.scratch[..n]
+            } else {
+                data.extend_from_slice(&self.scratch[..n]);
+                &data
+            };
+            let used = process(client, buf, received_at, &mut self.tally)?;
+            let rest = buf[used..].to_vec();
+            let client = &mut self.clients[index];
+            client.partial = rest;
+        }
+    }
+}
+
+/// Consumes complete frames (and the 101) from `buf`; returns bytes used.
+pub(crate) fn process(
+    client: &mut Client,
+    buf: &[u8],
+    at: u64,
+    tally: &mut Tally,
+) -> io::Result<usize> {
+    let mut used = 0;
+    if client.state == ClientState::Handshaking {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return Ok(0);
+        };
+        if !buf.starts_with(b"HTTP/1.1 101") {
+            return Err(io::Error::other(format!(
+                "upgrade refused: {}",
+                String::from_utf8_lossy(&buf[..end])
+            )));
+        }
+        used = end + 4;
+        client.state = ClientState::Open;
+    }
+    loop {
+        let rest = &buf[used..];
+        if rest.len() < 2 {
+            return Ok(used);
+        }
+        let (len, header) = match rest[1] & 0x7f {
+            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+            127 if rest.len() >= 10 => (
+                u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            126 | 127 => return Ok(used),
+            n => (n as usize, 2),
+        };
+        if rest.len() < header + len {
+            return Ok(used);
+        }
+        let payload = &rest[header..header + len];
+        match rest[0] & 0x0f {
+            0x1 => {
+                if !client.snapshot {
+                    client.snapshot = true;
+                    tally.snapshots += 1;
+                } else if let (Some(i), Some(t)) = (
+                    number_after(payload, b"\"i\":"),
+                    number_after(payload, b"\"t\":"),
+                ) {
+                    if client.last.is_some_and(|last| i <= last) {
+                        tally.out_of_order += 1;
+                    }
+                    client.last = Some(i);
+                    client.received += 1;
+                    tally.deliveries += 1;
+                    tally
+                        .latencies_us
+                        .push((at.saturating_sub(t) / 1000) as u32);
+                    tally.last_delivery_ns = at;
+                } else if number_after(payload, b"\"w\":").is_some() {
+                    client.warmed += 1;
+                }
+            }
+            0x9 => {
+                // The mask is fixed: nothing here is secret.
+                let pong = statecast::wire::protocol::encode_masked(0x8A, payload, [1, 2, 3, 4]);
+                let _ = client.stream.write(&pong);
+            }
+            0x8 => {
+                client.close_code = payload.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+            }
+            _ => {}
+        }
+        used += header + len;
+    }
+}

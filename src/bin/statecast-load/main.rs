@@ -1,0 +1,63 @@
+//! `statecast-load`: a load generator for statecast, and the kernel floor it
+//! is measured against.
+//!
+//! It opens N WebSockets to one topic with a hand-rolled mio client (one
+//! prepared upgrade request, large reads, no per-message allocation), waits
+//! for every snapshot, then publishes M messages over HTTP keep-alive, each
+//! carrying its send time, and reports latency, throughput, losses and the
+//! server's CPU per delivery beside the floor: the CPU one process spends
+//! to `write()` the same frame to the same number of loopback sockets.
+//!
+//! Runs with `--floor-child` are that floor process; users never call it.
+
+//!
+//! Layout: [`options`] the command line; [`target`] the server under test
+//! and the CPU clocks; [`client`] the WebSocket clients; [`schedule`] the
+//! publishing; [`floor`] the kernel floor; [`report`] a run from start to
+//! figures.
+
+mod client;
+mod floor;
+mod options;
+mod report;
+mod schedule;
+mod target;
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use options::Command;
+
+/// Clock shared by publisher and clients: nanoseconds since start.
+pub(crate) fn now_ns() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The `p`th percentile of sorted samples, 0 for none.
+pub(crate) fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let result = match options::parse(std::env::args().skip(1)) {
+        Ok(Command::Help) => {
+            print!("{}", options::HELP);
+            return;
+        }
+        Ok(Command::FloorChild) => floor::floor_child(),
+        Ok(Command::Run(options)) => report::run(options),
+        Err(e) => {
+            eprintln!("statecast-load: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("statecast-load: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,166 @@
+//! Publishing: over HTTP keep-alive (paced or pipelined) or through an
+//! in-process `Publisher`, on one schedule that stamps each payload with
+//! its send time.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream as StdStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::now_ns;
+use crate::options::Options;
+
+pub(crate) struct PublishReport {
+    pub(crate) sent: usize,
+    pub(crate) elapsed: Duration,
+}
+
+/// Publishes over one keep-alive connection. Paced: one request at a time,
+/// each sent at its scheduled instant. Burst: requests are pipelined, a
+/// reader thread counting the responses, so the server sees many publishes
+/// per turn, as it would from many producers.
+pub(crate) fn publisher(
+    addr: SocketAddr,
+    o: &Options,
+    stop: Arc<AtomicBool>,
+) -> io::Result<PublishReport> {
+    let mut stream = StdStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut reader = Some(BufReader::new(stream.try_clone()?));
+    let path = if o.event {
+        "/api/v1/broadcast"
+    } else {
+        "/api/v1/publish/load"
+    };
+    let responses = if o.rate <= 0.0 {
+        let messages = o.messages;
+        let mut reader = reader.take().expect("reader");
+        Some(std::thread::spawn(move || -> io::Result<()> {
+            for _ in 0..messages {
+                read_response(&mut reader)?;
+            }
+            Ok(())
+        }))
+    } else {
+        None
+    };
+    let mut request = Vec::with_capacity(o.payload + 200);
+    let start = Instant::now();
+    let report = schedule(o, &stop, |data| {
+        let body = if o.event {
+            format!(r#"{{"type":"load","data":{data}}}"#)
+        } else {
+            data
+        };
+        request.clear();
+        write!(
+            request,
+            "POST {path} HTTP/1.1\r\nHost: load\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        stream.write_all(&request)?;
+        match reader.as_mut() {
+            Some(reader) => read_response(reader),
+            None => Ok(()),
+        }
+    })?;
+    if let Some(responses) = responses {
+        responses
+            .join()
+            .map_err(|_| io::Error::other("response reader panicked"))??;
+    }
+    // A pipelined publish counts once the server has answered it.
+    Ok(PublishReport {
+        elapsed: start.elapsed(),
+        ..report
+    })
+}
+
+/// Publishes through an in-process `Publisher`, paced or as fast as it goes.
+pub(crate) fn publish_inproc(
+    p: &statecast::Publisher,
+    o: &Options,
+    stop: Arc<AtomicBool>,
+) -> io::Result<PublishReport> {
+    schedule(o, &stop, |data| {
+        let result = if o.event {
+            let raw = serde_json::value::RawValue::from_string(data).map_err(io::Error::other)?;
+            p.event("load", &raw)
+        } else {
+            p.publish_json("load", &data)
+        };
+        result.map_err(io::Error::other)
+    })
+}
+
+/// The publishing schedule both paths share: `--messages` payloads, each
+/// stamped with its send time, one every `1/--rate` seconds or back to
+/// back, handed to `send`.
+pub(crate) fn schedule(
+    o: &Options,
+    stop: &AtomicBool,
+    mut send: impl FnMut(String) -> io::Result<()>,
+) -> io::Result<PublishReport> {
+    let pad = "x".repeat(o.payload.saturating_sub(40));
+    let interval = (o.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / o.rate));
+    let start = Instant::now();
+    let mut sent = 0;
+    for i in 0..o.messages {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(interval) = interval {
+            let due = start + interval * i as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        send(format!(r#"{{"i":{i},"t":{},"p":"{pad}"}}"#, now_ns()))?;
+        sent += 1;
+    }
+    Ok(PublishReport {
+        sent,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Reads one HTTP response, failing unless it is a 200.
+pub(crate) fn read_response(reader: &mut impl BufRead) -> io::Result<()> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    if !line.starts_with("HTTP/1.1 200") {
+        return Err(io::Error::other(format!("publish refused: {line:?}")));
+    }
+    let mut length = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.strip_prefix("Content-Length: ") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)
+}
+
+/// One POST on its own connection, for set-up.
+pub(crate) fn http_post(addr: SocketAddr, path: &str, body: &str) -> io::Result<()> {
+    let mut stream = StdStream::connect(addr)?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    if !response.starts_with("HTTP/1.1 200") {
+        return Err(io::Error::other(format!(
+            "set-up publish refused: {response}"
+        )));
+    }
+    Ok(())
+}
