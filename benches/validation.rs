@@ -12,20 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use statecast::Preset;
+use statecast::topic::adw;
 use statecast::topic::schema::Validator;
-
-const TOPICS: &[&str] = &[
-    "workflows",
-    "routes",
-    "workflow-history",
-    "adw-state",
-    "adw-monitor",
-    "queue",
-    "system-status",
-    "webhook-status",
-    "planned-features",
-    "qc-metrics",
-];
 
 /// The richest valid value of a topic's case file.
 fn sample(name: &str) -> Value {
@@ -82,13 +70,12 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let budget = Duration::from_millis(if full { 500 } else { 5 });
     let validator = Validator::new(Preset::Adw, &[]).unwrap();
-    let mut samples: Vec<(String, String, Value)> = TOPICS
-        .iter()
+    let mut samples: Vec<(String, String, Value)> = adw::schema_names()
         .map(|name| {
-            let topic = if *name == "adw-state" {
+            let topic = if name == "adw-state" {
                 "adw-state/a1b2c3d4".to_owned()
             } else {
-                (*name).to_owned()
+                name.to_owned()
             };
             (name.to_string(), topic, sample(name))
         })

@@ -33,7 +33,7 @@ fn state_of(server: &TestServer, topic: &str) -> Value {
 #[test]
 fn every_contract_case_is_refused_or_accepted_as_the_contract_says() {
     let server = TestServer::start();
-    for name in contract::TOPICS {
+    for name in contract::topics() {
         let topic = topic_for(name);
         let (valid, invalid) = Contract::cases(name);
         let mut ws = server.subscribe(&topic);
@@ -91,7 +91,7 @@ fn the_error_names_the_pointer_and_the_rule() {
 #[test]
 fn preset_defaults_validate() {
     let server = TestServer::start();
-    for name in contract::TOPICS {
+    for name in contract::topics() {
         let topic = topic_for(name);
         let message = state_of(&server, &topic);
         assert_eq!(message["seq"], 0, "{topic}");

@@ -94,6 +94,12 @@ pub const ADW_STATE_SCHEMA: &str = schema!("adw-state");
 /// The schema every frame on an ADW topic must pass, `data` aside.
 pub const ENVELOPE_SCHEMA: &str = include_str!("../../contract/envelope.schema.json");
 
+/// The name of every schema in `contract/schemas/`: each fixed topic's, and
+/// `adw-state` for the `adw-state/{adw_id}` family.
+pub fn schema_names() -> impl Iterator<Item = &'static str> {
+    TOPICS.iter().map(|t| t.name).chain(["adw-state"])
+}
+
 /// Finds a fixed topic by name.
 pub fn topic(name: &str) -> Option<&'static AdwTopic> {
     TOPICS.iter().find(|t| t.name == name)

@@ -10,18 +10,10 @@ use std::sync::OnceLock;
 use boon::{Compiler, SchemaIndex, Schemas};
 use serde_json::Value;
 
-pub const TOPICS: &[&str] = &[
-    "workflows",
-    "routes",
-    "workflow-history",
-    "adw-state",
-    "adw-monitor",
-    "queue",
-    "system-status",
-    "webhook-status",
-    "planned-features",
-    "qc-metrics",
-];
+/// Every schema's name: the nine fixed topics and `adw-state`.
+pub fn topics() -> Vec<&'static str> {
+    statecast::topic::adw::schema_names().collect()
+}
 
 pub struct Contract {
     schemas: Schemas,
@@ -57,7 +49,7 @@ impl Contract {
         let mut compiler = Compiler::new();
         let mut schemas = Schemas::new();
         let mut by_name = HashMap::new();
-        let names = TOPICS.iter().copied().chain(["envelope"]);
+        let names = topics().into_iter().chain(["envelope"]);
         for name in names {
             let path = if name == "envelope" {
                 dir().join("envelope.schema.json")
