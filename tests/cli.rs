@@ -234,3 +234,24 @@ fn demo_beside_another_writer_warns_once() {
         "{warnings:?}"
     );
 }
+
+/// `[schema]` in the file is `--schema`: printed back, and a broken schema
+/// file stops the server at start naming it.
+#[test]
+fn schema_table_in_the_config_file() {
+    let file = File::new("schema", "[schema]\nqueue = \"/nonexistent/queue.json\"\n");
+    let out = statecast(&["--config", file.path(), "--print-config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("[schema]\n\"queue\" = \"/nonexistent/queue.json\""),
+        "{}",
+        stdout(&out)
+    );
+    let out = statecast(&["--config", file.path(), "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent/queue.json"),
+        "{}",
+        stderr(&out)
+    );
+}
