@@ -68,6 +68,19 @@ fn refusals_have_precise_statuses() {
             "no such endpoint",
         ),
         ("NOT HTTP AT ALL\r\n\r\n".into(), 400, "malformed"),
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused, a
+        // publish included.
+        (
+            "POST /api/v1/publish/queue HTTP/1.1\r\nContent-Length: 13\r\n\r\n{\"phases\":[]}"
+                .into(),
+            400,
+            "Host",
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n".into(),
+            400,
+            "Host",
+        ),
     ];
     for (request, status, reason) in cases {
         let mut stream = server.connect();

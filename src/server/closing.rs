@@ -9,10 +9,12 @@ use std::time::Instant;
 use log::{debug, info, warn};
 use mio::Token;
 
-use super::EventLoop;
+use super::{EventLoop, enqueue};
 use crate::server::conn::{Close, Due, Flushed, Phase};
+use crate::server::queue::Out;
+use crate::wire::Shared;
 use crate::wire::http;
-use crate::wire::protocol::{CloseReason, code};
+use crate::wire::protocol::{CloseReason, code, encode_close};
 
 impl EventLoop {
     // ----- writing -----
@@ -24,6 +26,7 @@ impl EventLoop {
     }
 
     pub(super) fn flush_dirty(&mut self, now: Instant) {
+        self.close_over_limit();
         let mut dirty = std::mem::take(&mut self.dirty);
         for &key in &dirty {
             if let Some(cause) = self.flush(key, now) {
@@ -57,9 +60,24 @@ impl EventLoop {
     /// Starts the closing handshake on an open connection: its subscription
     /// goes back, and the close frame replaces whatever has not started.
     pub(super) fn close_ws(&mut self, key: usize, reason: &CloseReason, cause: Close) {
-        if let Some(sub) = self.conns[key].close_ws(reason, cause) {
+        if let Some(sub) = self.conns[key].close_ws(cause) {
             self.unsubscribe(sub);
-            self.mark_dirty(key);
+            self.enqueue(key, Out::Bytes(Shared::from(encode_close(reason))));
+        }
+    }
+
+    /// Closes the connections an enqueue found over `--max-queue-bytes`,
+    /// now that no pass over a subscriber list is under way.
+    fn close_over_limit(&mut self) {
+        let max = self.config.max_queue_bytes;
+        for key in std::mem::take(&mut self.over_limit) {
+            let over = self
+                .conns
+                .get(key)
+                .is_some_and(|c| !c.is_done() && !c.is_closing() && c.pending_bytes() > max);
+            if over {
+                self.slow_consumer(key, Close::SlowConsumer);
+            }
         }
     }
 
@@ -126,10 +144,9 @@ impl EventLoop {
         for (key, conn) in self.conns.iter_mut() {
             match conn.due(now, &self.timeouts) {
                 Some(Due::Ping) => {
-                    conn.push(self.ping_frame.clone());
-                    if conn.mark_dirty() {
-                        self.dirty.push(key);
-                    }
+                    let ping = Out::Bytes(self.ping_frame.clone());
+                    let max = self.config.max_queue_bytes;
+                    enqueue(conn, key, ping, max, &mut self.dirty, &mut self.over_limit);
                 }
                 Some(verdict) => due.push((key, verdict)),
                 None => {}
@@ -141,8 +158,7 @@ impl EventLoop {
                 Due::RequestTimeout => {
                     let why = "request not completed within --handshake-timeout";
                     let response = http::error(http::REQUEST_TIMEOUT, why, "", true);
-                    self.conns[key].respond(response, Close::HandshakeTimeout);
-                    self.mark_dirty(key);
+                    self.respond(key, response, Close::HandshakeTimeout);
                 }
                 Due::HandshakeTimeout => self.finish(key, Close::HandshakeTimeout),
                 Due::WriteTimeout => self.slow_consumer(key, Close::WriteTimeout),
@@ -177,7 +193,7 @@ impl EventLoop {
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            let conn = &mut self.conns[key];
+            let conn = &self.conns[key];
             match conn.phase() {
                 Phase::Open { .. } => {
                     let reason = CloseReason::new(code::GOING_AWAY, "going away");
@@ -188,8 +204,7 @@ impl EventLoop {
                 }
                 Phase::Http { .. } => {
                     let response = http::error(http::UNAVAILABLE, "shutting down", "", true);
-                    conn.respond(response, Close::Shutdown);
-                    self.mark_dirty(key);
+                    self.respond(key, response, Close::Shutdown);
                 }
                 Phase::Closing { .. } | Phase::Draining { .. } | Phase::Done { .. } => {}
             }

@@ -12,11 +12,11 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
-use crate::server::queue::OutQueue;
+use crate::server::queue::{Out, OutQueue};
 use crate::topic::Subscription;
 use crate::wire::Shared;
 use crate::wire::http::{self, Head, ParsedBody, ParsedHead, Response};
-use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, code, encode_close};
+use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, code};
 
 /// How long a connection waits for its peer to close after its last bytes
 /// went out and its write side was shut, so a reset cannot destroy them.
@@ -35,6 +35,8 @@ pub enum Close {
     Protocol(u16),
     /// Nothing heard for two ping intervals; closed with 1001.
     PingTimeout,
+    /// Pings far faster than their pongs can go out; closed with 1008.
+    PingFlood,
     /// Output queued past `--max-queue-bytes`; closed with 1008.
     SlowConsumer,
     /// Output pending and no byte taken for `--write-timeout`; 1008.
@@ -59,6 +61,7 @@ impl Close {
             Close::ClientClose => "client_close",
             Close::Protocol(_) => "protocol_error",
             Close::PingTimeout => "ping_timeout",
+            Close::PingFlood => "ping_flood",
             Close::SlowConsumer => "slow_consumer",
             Close::WriteTimeout => "write_timeout",
             Close::HandshakeTimeout => "handshake_timeout",
@@ -76,6 +79,7 @@ impl fmt::Display for Close {
             Close::ClientClose => f.write_str("client sent a close frame"),
             Close::Protocol(code) => write!(f, "protocol error (close {code})"),
             Close::PingTimeout => f.write_str("silent for two ping intervals"),
+            Close::PingFlood => f.write_str("ping flood: pongs superseded before they went out"),
             Close::SlowConsumer => f.write_str("slow consumer: queue over --max-queue-bytes"),
             Close::WriteTimeout => {
                 f.write_str("slow consumer: no bytes accepted within --write-timeout")
@@ -110,6 +114,9 @@ pub enum Phase {
         last_heard: Instant,
         /// When the server last pinged it.
         last_ping: Instant,
+        /// Pongs replaced before they were written since the output last
+        /// drained: how far the client's pings outrun its reading.
+        pongs_dropped: u32,
     },
     /// The last bytes (a close frame or a final HTTP response) are queued;
     /// `--write-timeout` applies until they are written.
@@ -140,6 +147,9 @@ pub enum Received {
 pub enum Request {
     /// More bytes are needed.
     Partial,
+    /// More bytes are needed, and the client waits for `100 Continue`
+    /// before sending them.
+    Continue,
     /// A complete request; its bytes are consumed.
     Complete { head: Head, body: Vec<u8> },
     /// The request is malformed or too large: answer and close.
@@ -149,8 +159,8 @@ pub enum Request {
 /// What the WebSocket frames read so far came to.
 #[derive(Debug, Default)]
 pub struct Frames {
-    /// Replies (pongs) were queued: the connection needs a write.
-    pub replied: bool,
+    /// Replies to queue, in order: pongs and JSON pongs.
+    pub replies: Vec<Out>,
     /// The connection must close with this reason, for this cause.
     pub close: Option<(CloseReason, Close)>,
 }
@@ -347,13 +357,11 @@ impl Conn {
                 };
                 Request::Complete { head, body }
             }
-            Ok(ParsedBody::Partial) => {
-                if head.expect_continue && !*continue_sent {
-                    *continue_sent = true;
-                    self.queue(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec());
-                }
-                Request::Partial
+            Ok(ParsedBody::Partial) if head.expect_continue && !*continue_sent => {
+                *continue_sent = true;
+                Request::Continue
             }
+            Ok(ParsedBody::Partial) => Request::Partial,
             Err(response) => Request::Refused(response),
         }
     }
@@ -378,13 +386,12 @@ impl Conn {
             };
             used += n;
             let reply = match incoming {
-                Some(Incoming::Ping(payload)) => Some(protocol::encode_frame(
-                    OpCode::Control(Control::Pong),
-                    &payload,
-                )),
-                Some(Incoming::Text(text)) => {
-                    protocol::json_pong(&text).map(|pong| protocol::encode_text(&pong))
+                Some(Incoming::Ping(payload)) => {
+                    let pong = protocol::encode_frame(OpCode::Control(Control::Pong), &payload);
+                    Some(Out::Pong(Shared::from(pong)))
                 }
+                Some(Incoming::Text(text)) => protocol::json_pong(&text)
+                    .map(|pong| Out::Bytes(Shared::from(protocol::encode_text(&pong)))),
                 // RFC 6455 §5.5.1: reply with a close, echoing the code.
                 Some(Incoming::Close(code)) => {
                     let reason = CloseReason::new(code.unwrap_or(code::NORMAL), "bye");
@@ -394,8 +401,7 @@ impl Conn {
                 Some(Incoming::Binary | Incoming::Pong) | None => None,
             };
             if let Some(reply) = reply {
-                self.out.push(Shared::from(reply));
-                frames.replied = true;
+                frames.replies.push(reply);
             }
         }
         self.consume(used);
@@ -404,57 +410,47 @@ impl Conn {
 
     // ----- output -----
 
-    /// Queues bytes owned by this connection alone.
-    pub fn queue(&mut self, bytes: Vec<u8>) {
-        self.out.push(Shared::from(bytes));
-    }
-
-    /// Queues a frame shared with other connections (an event, a ping).
-    pub fn push(&mut self, frame: Shared) {
-        self.out.push(frame);
-    }
-
-    /// Queues a snapshot; returns whether it superseded an older one.
-    pub fn push_snapshot(&mut self, frame: Shared) -> bool {
-        self.out.push_snapshot(frame)
-    }
-
-    /// Completes the upgrade: the 101, then the snapshot in the same write.
-    pub fn open(
-        &mut self,
-        accept: &str,
-        sub: Subscription,
-        snapshot: Option<Shared>,
-        now: Instant,
-    ) {
-        self.queue(http::switching_protocols(accept));
-        if let Some(snapshot) = snapshot {
-            self.out.push_snapshot(snapshot);
+    /// Queues `out` by its rule; returns whether it superseded something.
+    /// Only the loop's one enqueue calls this, which applies the limit.
+    pub fn enqueue(&mut self, out: Out) -> bool {
+        let pong = matches!(out, Out::Pong(_));
+        let superseded = self.out.enqueue(out);
+        if let (true, true, Phase::Open { pongs_dropped, .. }) = (pong, superseded, &mut self.phase)
+        {
+            *pongs_dropped = pongs_dropped.saturating_add(1);
         }
+        superseded
+    }
+
+    /// Whether its pings outrun its reading by more than `limit` pongs: a
+    /// flood, which conflation keeps small but must not keep forever.
+    pub fn ping_flooding(&self, limit: u32) -> bool {
+        matches!(self.phase, Phase::Open { pongs_dropped, .. } if pongs_dropped > limit)
+    }
+
+    /// Completes the upgrade; the loop queues the 101 and the snapshot.
+    pub fn open(&mut self, sub: Subscription, now: Instant) {
         self.phase = Phase::Open {
             sub,
             decoder: Decoder::default(),
             last_heard: now,
             last_ping: now,
+            pongs_dropped: 0,
         };
     }
 
-    /// Queues a response; one that ends the exchange moves to `Closing`.
-    pub fn respond(&mut self, response: Response, cause: Close) {
-        self.queue(response.bytes);
-        if response.close {
-            self.input = Vec::new();
-            self.phase = Phase::Closing { cause };
-        }
+    /// After a response that ends the exchange: nothing more is read.
+    pub fn end_http(&mut self, cause: Close) {
+        self.input = Vec::new();
+        self.phase = Phase::Closing { cause };
     }
 
     /// Starts the closing handshake: whatever has not started going out is
-    /// replaced by the close frame. Returns the subscription the caller
-    /// must give back to the topic registry.
-    pub fn close_ws(&mut self, reason: &CloseReason, cause: Close) -> Option<Subscription> {
+    /// dropped, for the close frame the loop queues next. Returns the
+    /// subscription the caller must give back to the topic registry.
+    pub fn close_ws(&mut self, cause: Close) -> Option<Subscription> {
         let sub = self.subscription()?;
         self.out.drop_unstarted();
-        self.queue(encode_close(reason));
         // The close frame gets a full write timeout of its own.
         self.blocked_since = None;
         self.phase = Phase::Closing { cause };
@@ -504,6 +500,9 @@ impl Conn {
             return Flushed::Pending;
         }
         self.blocked_since = None;
+        if let Phase::Open { pongs_dropped, .. } = &mut self.phase {
+            *pongs_dropped = 0;
+        }
         if let Phase::Closing { cause } = self.phase {
             let _ = self.stream.shutdown(Shutdown::Write);
             self.phase = Phase::Draining {
@@ -569,6 +568,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::protocol::encode_close;
 
     /// A connected pair: our side as the server's mio stream, and the peer.
     fn pair() -> (Conn, std::net::TcpStream) {
@@ -590,9 +590,10 @@ mod tests {
     fn a_written_close_moves_to_draining_and_the_peer_sees_eof() {
         let (mut conn, mut peer) = pair();
         let now = Instant::now();
-        conn.open("x", sub(), None, now);
+        conn.open(sub(), now);
         let reason = CloseReason::new(code::GOING_AWAY, "going away");
-        assert_eq!(conn.close_ws(&reason, Close::Shutdown), Some(sub()));
+        assert_eq!(conn.close_ws(Close::Shutdown), Some(sub()));
+        conn.enqueue(Out::Bytes(Shared::from(encode_close(&reason))));
         assert!(matches!(conn.phase(), Phase::Closing { .. }));
         assert!(matches!(conn.flush(now), Flushed::Idle));
         match conn.phase() {
@@ -620,9 +621,8 @@ mod tests {
     fn unread_output_is_pending_and_times_out() {
         let (mut conn, _peer) = pair();
         let now = Instant::now();
-        conn.open("x", sub(), None, now);
-        let big = vec![b'x'; 64 << 20];
-        conn.queue(big);
+        conn.open(sub(), now);
+        conn.enqueue(Out::Bytes(Shared::from(vec![b'x'; 64 << 20])));
         assert!(matches!(conn.flush(now), Flushed::Pending));
         let limits = Timeouts {
             ping_interval: Duration::from_secs(3600),
@@ -638,13 +638,13 @@ mod tests {
     #[test]
     fn frames_report_the_close_they_call_for() {
         let (mut conn, _peer) = pair();
-        conn.open("x", sub(), None, Instant::now());
+        conn.open(sub(), Instant::now());
         conn.input = protocol::encode_masked(0x88, &1000u16.to_be_bytes(), [1, 2, 3, 4]);
         let frames = conn.read_frames(4096);
         let (reason, cause) = frames.close.expect("a close");
         assert_eq!((reason.code, cause), (1000, Close::ClientClose));
 
-        conn.open("x", sub(), None, Instant::now());
+        conn.open(sub(), Instant::now());
         // Unmasked client frames break RFC 6455 §5.1.
         conn.input = vec![0x81, 0x01, b'a'];
         let (reason, cause) = conn.read_frames(4096).close.expect("a close");
@@ -656,16 +656,13 @@ mod tests {
     #[test]
     fn finish_keeps_the_first_cause_and_reports_once() {
         let (mut conn, _peer) = pair();
-        conn.open("x", sub(), None, Instant::now());
+        conn.open(sub(), Instant::now());
         assert_eq!(conn.finish(Close::PeerGone), Some(Some(sub())));
         assert_eq!(conn.finish(Close::PeerGone), None);
         assert_eq!(conn.cause(), Some(Close::PeerGone));
 
         let (mut conn, _peer) = pair();
-        conn.respond(
-            http::error(http::BAD_REQUEST, "no", "", true),
-            Close::HttpDone,
-        );
+        conn.end_http(Close::HttpDone);
         assert_eq!(conn.finish(Close::PeerGone), Some(None));
         assert_eq!(conn.cause(), Some(Close::HttpDone));
     }

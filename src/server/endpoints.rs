@@ -45,6 +45,16 @@ pub fn handle(head: &Head, body: &[u8], topics: &Topics, shutting_down: bool) ->
         head_only: head.method == "HEAD",
     };
     let close = answer.close;
+    // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
+    // code to any HTTP/1.1 request message that lacks a Host header field."
+    if head.minor >= 1 && !head.host {
+        return Action::Respond(http::error(
+            http::BAD_REQUEST,
+            "an HTTP/1.1 request needs a Host header",
+            "",
+            true,
+        ));
+    }
     match http::route(&head.method, &head.path) {
         Route::Subscribe(topic) => subscribe(head, topic, topics, shutting_down),
         Route::Publish(topic) => publish(topic, body, topics, close),

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use log::warn;
 
-use super::{EventLoop, MAX_DRAIN};
+use super::{EventLoop, MAX_DRAIN, enqueue};
 use crate::publisher::Command;
-use crate::server::conn::Close;
+use crate::server::queue::Out;
 use crate::topic::{Message, Published};
 
 impl EventLoop {
@@ -23,30 +23,19 @@ impl EventLoop {
     /// before any event, to keep order), so a burst of publishes to one
     /// topic costs one pass over its subscribers, not one per publish.
     pub(super) fn fan_out(&mut self) {
-        let max_queue = self.config.max_queue_bytes;
-        let conns = &mut self.conns;
-        let dirty = &mut self.dirty;
+        let max = self.config.max_queue_bytes;
+        let (conns, dirty, over) = (&mut self.conns, &mut self.dirty, &mut self.over_limit);
         let stats = &mut self.stats;
-        // Closing changes the subscriber lists being walked: slow
-        // consumers are closed after the pass.
-        let mut slow = Vec::new();
+        // Closing would change the subscriber lists being walked: a
+        // connection over its limit is closed after the pass.
         self.topics.fan_out(|frame, subscribers| {
             for &key in subscribers {
-                let conn = &mut conns[key];
-                if conn.push_snapshot(frame.clone()) {
+                let out = Out::Snapshot(frame.clone());
+                if enqueue(&mut conns[key], key, out, max, dirty, over) {
                     stats.superseded += 1;
-                }
-                if conn.pending_bytes() > max_queue {
-                    slow.push(key);
-                }
-                if conn.mark_dirty() {
-                    dirty.push(key);
                 }
             }
         });
-        for key in slow {
-            self.slow_consumer(key, Close::SlowConsumer);
-        }
     }
 
     /// Sends a one-off event to every open connection, whatever its topic.
@@ -54,26 +43,17 @@ impl EventLoop {
         // Snapshots published before this event go out before it.
         self.fan_out();
         let message = Message::event(type_json, data);
-        let max_queue = self.config.max_queue_bytes;
-        let mut slow = Vec::new();
+        let max = self.config.max_queue_bytes;
         let mut count = 0;
         for (key, conn) in self.conns.iter_mut() {
             if !conn.is_open() {
                 continue;
             }
             count += 1;
-            conn.push(message.frame.clone());
-            if conn.pending_bytes() > max_queue {
-                slow.push(key);
-            }
-            if conn.mark_dirty() {
-                self.dirty.push(key);
-            }
+            let out = Out::Bytes(message.frame.clone());
+            enqueue(conn, key, out, max, &mut self.dirty, &mut self.over_limit);
         }
         self.stats.events += 1;
-        for key in slow {
-            self.slow_consumer(key, Close::SlowConsumer);
-        }
         count
     }
 

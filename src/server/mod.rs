@@ -36,13 +36,14 @@ use crate::config::Config;
 use crate::publisher::{self, Inbox, Publisher};
 use crate::server::conn::{Close, Conn, Received, Request, Timeouts};
 use crate::server::endpoints::{Action, Answer, HealthView};
+use crate::server::queue::Out;
 use crate::server::stats::Stats;
 use crate::topic::adw;
 use crate::topic::schema::Validator;
 use crate::topic::{Rules, Topics};
 use crate::wire::Shared;
-use crate::wire::http::{Head, Response};
-use crate::wire::protocol;
+use crate::wire::http::{self, Head, Response};
+use crate::wire::protocol::{self, CloseReason, code};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -50,6 +51,19 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// One read buffer for the whole loop: connections own input bytes only
 /// while a message is incomplete.
 const SCRATCH_SIZE: usize = 64 << 10;
+
+/// Bytes one connection may have read for it per turn: a client flooding
+/// frames or requests delays the others by at most this much work.
+const READ_BUDGET: usize = 4 * SCRATCH_SIZE;
+
+/// Responses an HTTP connection may have waiting before its further
+/// pipelined requests are left unread until they drain.
+const HTTP_OUTPUT_BOUND: usize = 64 << 10;
+
+/// Pongs a client may let the server replace unsent (RFC 6455 §5.5.3
+/// allows answering only the latest ping) before it is closed as a ping
+/// flood. Dashboards ping once in a while, never faster than they read.
+const PING_FLOOD: u32 = 1024;
 
 /// Most channel commands handled per turn, so sockets are not starved by a
 /// flood of publishes.
@@ -199,6 +213,8 @@ impl Server {
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             dirty: Vec::new(),
             doomed: Vec::new(),
+            over_limit: Vec::new(),
+            read_later: Vec::new(),
             started: now,
             tick,
             next_tick: now + tick,
@@ -238,6 +254,12 @@ struct EventLoop {
     dirty: Vec<usize>,
     /// Connections marked done, removed at the end of the turn.
     doomed: Vec<usize>,
+    /// Connections an enqueue found over `--max-queue-bytes`, closed before
+    /// the write pass.
+    over_limit: Vec<usize>,
+    /// Connections with input left unread (budget spent, or held back by
+    /// backpressure), by key and id, read again after the write pass.
+    read_later: Vec<(usize, u64)>,
     /// For `/healthz`'s uptime.
     started: Instant,
     /// Timer resolution: a quarter of the shortest timeout, at most 1 s.
@@ -258,6 +280,30 @@ struct EventLoop {
     last_refusal_log: Option<Instant>,
     /// The last drain stopped at `MAX_DRAIN` with commands left.
     backlog: bool,
+}
+
+/// Queues `out` for connection `key`: the one way any byte is queued
+/// (redis checks its output limit on every append, and so does this). The
+/// connection is scheduled for the write pass, and one over
+/// `--max-queue-bytes` is listed in `over` to be closed once the current
+/// pass over connections is done. Returns whether `out` superseded an
+/// older snapshot or pong.
+fn enqueue(
+    conn: &mut Conn,
+    key: usize,
+    out: Out,
+    max: usize,
+    dirty: &mut Vec<usize>,
+    over: &mut Vec<usize>,
+) -> bool {
+    let superseded = conn.enqueue(out);
+    if conn.pending_bytes() > max {
+        over.push(key);
+    }
+    if conn.mark_dirty() {
+        dirty.push(key);
+    }
+    superseded
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -313,6 +359,8 @@ impl EventLoop {
         self.drain_commands(now);
         self.fan_out();
         self.flush_dirty(now);
+        self.read_again(now);
+        self.flush_dirty(now);
         self.reap();
         if self.accept_retry.is_some_and(|at| now >= at) {
             self.accept_retry = None;
@@ -342,7 +390,11 @@ impl EventLoop {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if self.backlog {
+        let budget_spent = self
+            .read_later
+            .iter()
+            .any(|&(key, _)| self.conns.contains(key) && !self.held_back(key));
+        if self.backlog || budget_spent {
             return Duration::ZERO;
         }
         let mut until = self.next_tick;
@@ -428,16 +480,26 @@ impl EventLoop {
 
     // ----- reading -----
 
-    /// Reads until `WouldBlock`, handling what arrives as it comes. Returns
-    /// the cause when the connection is done; the caller finishes it.
+    /// Reads until `WouldBlock`, handling what arrives as it comes, within
+    /// this turn's budget. Returns the cause when the connection is done;
+    /// the caller finishes it. A connection left with bytes unread (budget
+    /// spent, or HTTP responses piling up) is listed to read again later.
     fn read(&mut self, key: usize, now: Instant) -> Option<Close> {
+        let mut budget = READ_BUDGET;
         loop {
-            let conn = &mut self.conns[key];
-            if conn.is_done() {
+            if self.conns[key].is_done() {
                 return None;
             }
+            if budget == 0 || self.held_back(key) {
+                self.read_later.push((key, self.conns[key].id()));
+                return None;
+            }
+            let conn = &mut self.conns[key];
             match conn.receive(&mut self.scratch, now) {
-                Received::Data(_) => self.process_input(key, now),
+                Received::Data(n) => {
+                    budget = budget.saturating_sub(n);
+                    self.process_input(key, now);
+                }
                 Received::Ignored => {}
                 Received::WouldBlock => return None,
                 Received::Eof => return Some(Close::PeerGone),
@@ -449,30 +511,69 @@ impl EventLoop {
         }
     }
 
-    /// Handles every complete request or frame the input holds.
+    /// Whether an HTTP connection's answers are piling up unread: it is not
+    /// read again until they drain (backpressure, as HTTP servers do it).
+    fn held_back(&self, key: usize) -> bool {
+        let conn = &self.conns[key];
+        !conn.is_open() && conn.pending_bytes() > HTTP_OUTPUT_BOUND
+    }
+
+    /// Reads again the connections a previous read left with input unread,
+    /// those no longer held back first in line. Returns whether any is
+    /// still waiting for its budget (then the loop must not sleep).
+    fn read_again(&mut self, now: Instant) {
+        let waiting = std::mem::take(&mut self.read_later);
+        for (key, id) in waiting {
+            // A slab key may have been reused: the id says whose entry it is.
+            let Some(conn) = self.conns.get(key) else {
+                continue;
+            };
+            if conn.id() != id || conn.is_done() {
+                continue;
+            }
+            if self.held_back(key) {
+                self.read_later.push((key, id));
+                continue;
+            }
+            // Input already read may hold complete requests.
+            self.process_input(key, now);
+            if let Some(cause) = self.read(key, now) {
+                self.finish(key, cause);
+            }
+        }
+    }
+
+    /// Handles every complete request or frame the input holds, until a
+    /// pipelining client's answers pile up.
     fn process_input(&mut self, key: usize, now: Instant) {
-        while self.conns[key].has_input() {
+        while self.conns[key].has_input() && !self.held_back(key) {
             let conn = &mut self.conns[key];
             if conn.is_open() {
                 let frames = conn.read_frames(self.config.max_client_message);
-                if frames.replied {
-                    self.mark_dirty(key);
+                for reply in frames.replies {
+                    self.enqueue(key, reply);
                 }
-                if let Some((reason, cause)) = frames.close {
+                let flooding = self.conns[key].ping_flooding(PING_FLOOD);
+                let close = match frames.close {
+                    Some(close) => Some(close),
+                    None if flooding => Some((
+                        CloseReason::new(code::POLICY, "ping flood"),
+                        Close::PingFlood,
+                    )),
+                    None => None,
+                };
+                if let Some((reason, cause)) = close {
                     self.close_ws(key, &reason, cause);
                 }
                 return;
             }
-            let request = conn.next_request(self.config.max_publish_bytes, now);
-            match request {
-                Request::Partial => {
-                    // A `100 Continue` may have been queued.
-                    if self.conns[key].pending_bytes() > 0 {
-                        self.mark_dirty(key);
-                    }
-                    return;
+            match conn.next_request(self.config.max_publish_bytes, now) {
+                Request::Partial => return,
+                Request::Continue => {
+                    let bytes = Shared::from(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
+                    return self.enqueue(key, Out::Bytes(bytes));
                 }
-                Request::Refused(response) => return self.respond(key, response),
+                Request::Refused(response) => return self.respond(key, response, Close::HttpDone),
                 Request::Complete { head, body } => self.handle_request(key, &head, &body, now),
             }
             if self.conns[key].is_closing() {
@@ -506,13 +607,16 @@ impl EventLoop {
             }
             Action::Health => endpoints::health(&self.health_view(), answer),
         };
-        self.respond(key, response);
+        self.respond(key, response, Close::HttpDone);
     }
 
-    /// Queues a response; a closing one ends the connection once written.
-    fn respond(&mut self, key: usize, response: Response) {
-        self.conns[key].respond(response, Close::HttpDone);
-        self.mark_dirty(key);
+    /// Queues a response; one that ends the exchange closes the connection
+    /// once written, for `cause`.
+    fn respond(&mut self, key: usize, response: Response, cause: Close) {
+        self.enqueue(key, Out::Bytes(Shared::from(response.bytes)));
+        if response.close {
+            self.conns[key].end_http(cause);
+        }
     }
 
     /// Completes an upgrade the endpoint accepted: the 101 and the snapshot
@@ -520,18 +624,29 @@ impl EventLoop {
     fn subscribe(&mut self, key: usize, name: &str, accept: &str, now: Instant) {
         let id = match self.topics.find_or_create(name) {
             Ok(id) => id,
-            Err(e) => return self.respond(key, endpoints::no_room(&e, true)),
+            Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
         let (sub, snapshot) = self.topics.subscribe(id, key);
-        let conn = &mut self.conns[key];
-        conn.open(accept, sub, snapshot, now);
+        self.conns[key].open(sub, now);
+        let switching = Shared::from(http::switching_protocols(accept));
+        self.enqueue(key, Out::Bytes(switching));
+        if let Some(snapshot) = snapshot {
+            self.enqueue(key, Out::Snapshot(snapshot));
+        }
+        let conn = &self.conns[key];
         debug!(
             "conn={} peer={} subscribed to {name}",
             conn.id(),
             conn.peer()
         );
         self.stats.upgraded += 1;
-        self.mark_dirty(key);
+    }
+
+    /// The one way bytes are queued for a connection; see [`enqueue`].
+    fn enqueue(&mut self, key: usize, out: Out) {
+        let max = self.config.max_queue_bytes;
+        let conn = &mut self.conns[key];
+        enqueue(conn, key, out, max, &mut self.dirty, &mut self.over_limit);
     }
 
     fn health_view(&self) -> HealthView<'_> {

@@ -11,11 +11,25 @@ pub use crate::wire::Shared;
 
 /// What a queued frame is, which decides whether it may be superseded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+enum Kind {
     /// A topic's retained state: a newer one replaces it if it has not started.
     Snapshot,
-    /// Anything else (events, control frames, HTTP responses): never dropped.
+    /// A pong: RFC 6455 §5.5.3 lets a pong answer only the latest ping, so a
+    /// newer one replaces one not yet sent, and a ping flood queues one.
+    Pong,
+    /// Anything else (events, close frames, HTTP responses): never dropped.
     Other,
+}
+
+/// Something to queue for a connection, with the rule that applies to it.
+#[derive(Debug, Clone)]
+pub enum Out {
+    /// Bytes that must all go out, in order.
+    Bytes(Shared),
+    /// A topic's snapshot: supersedes an older unstarted one.
+    Snapshot(Shared),
+    /// A pong: replaces an unsent pong.
+    Pong(Shared),
 }
 
 #[derive(Debug)]
@@ -50,8 +64,46 @@ impl OutQueue {
         self.pending
     }
 
+    /// Queues `out` by its rule; returns whether something older was
+    /// superseded.
+    pub fn enqueue(&mut self, out: Out) -> bool {
+        match out {
+            Out::Bytes(bytes) => {
+                self.push(bytes);
+                false
+            }
+            Out::Snapshot(bytes) => self.push_snapshot(bytes),
+            Out::Pong(bytes) => self.push_pong(bytes),
+        }
+    }
+
+    /// Queues a pong in the place of one not yet started, if any.
+    fn push_pong(&mut self, bytes: Shared) -> bool {
+        let first_unstarted = usize::from(self.head_written > 0);
+        let unsent = self
+            .items
+            .iter_mut()
+            .skip(first_unstarted)
+            .find(|item| item.kind == Kind::Pong);
+        match unsent {
+            Some(item) => {
+                self.pending = self.pending - item.bytes.len() + bytes.len();
+                item.bytes = bytes;
+                true
+            }
+            None => {
+                self.pending += bytes.len();
+                self.items.push_back(Item {
+                    bytes,
+                    kind: Kind::Pong,
+                });
+                false
+            }
+        }
+    }
+
     /// Queues bytes that must all go out, in order.
-    pub fn push(&mut self, bytes: Shared) {
+    fn push(&mut self, bytes: Shared) {
         self.pending += bytes.len();
         self.items.push_back(Item {
             bytes,
@@ -65,7 +117,7 @@ impl OutQueue {
     /// before it. Returns whether an older one was superseded. The same
     /// snapshot already waiting (a client that subscribed in the turn it
     /// was published) is not queued twice.
-    pub fn push_snapshot(&mut self, bytes: Shared) -> bool {
+    fn push_snapshot(&mut self, bytes: Shared) -> bool {
         let first_unstarted = usize::from(self.head_written > 0);
         let superseded = self
             .items
@@ -212,6 +264,28 @@ mod tests {
         w.limit = 100;
         q.write_to(&mut w).unwrap();
         assert_eq!(w.out, b"snap-1snap-3");
+    }
+
+    /// A ping flood queues one pong: each newer one replaces the unsent one,
+    /// in its place, and a pong already going out is left whole.
+    #[test]
+    fn pongs_are_conflated() {
+        let mut q = OutQueue::default();
+        q.enqueue(Out::Pong(shared("p1")));
+        q.enqueue(Out::Bytes(shared("e1")));
+        for i in 2..1000 {
+            assert!(q.enqueue(Out::Pong(shared(&format!("p{i}")))));
+        }
+        assert_eq!(q.pending_bytes(), 4 + 2);
+        let mut w = Trickle {
+            out: vec![],
+            limit: 1,
+        };
+        q.write_to(&mut w).unwrap();
+        assert!(!q.enqueue(Out::Pong(shared("px"))), "p999 has started");
+        w.limit = 100;
+        q.write_to(&mut w).unwrap();
+        assert_eq!(w.out, b"p999e1px");
     }
 
     #[test]

@@ -239,3 +239,123 @@ pub fn expect_eof(stream: &mut TcpStream) {
 pub fn check_message(topic: &str, message: &serde_json::Value) {
     contract::Contract::get().check_message(topic, message);
 }
+
+/// The real binary on port 0 in a process of its own, for what a test
+/// must see from outside: its RSS, its descriptors, its exit. Killed on
+/// drop.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    /// Everything it logged, collected in a thread.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Binary {
+    pub fn start(args: &[&str]) -> Binary {
+        Self::start_with(args, |_| {})
+    }
+
+    /// Starts it after `prepare` has set up the command (environment,
+    /// limits).
+    pub fn start_with(args: &[&str], prepare: impl FnOnce(&mut std::process::Command)) -> Binary {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_statecast"));
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stderr(std::process::Stdio::piped());
+        prepare(&mut command);
+        let mut child = command.spawn().expect("starting statecast");
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(DEADLINE)
+            .expect("statecast did not say where it listens")
+            .parse()
+            .unwrap();
+        Binary { child, addr, log }
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server is running");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Open file descriptors.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+    }
+
+    pub fn subscribe(&self, topic: &str) -> TcpStream {
+        let mut stream = self.connect();
+        stream.write_all(upgrade_request(topic).as_bytes()).unwrap();
+        let (status, _, _) = read_response(&mut stream);
+        assert_eq!(status, 101, "upgrade to {topic}");
+        stream
+    }
+
+    /// One request on a fresh connection; returns status and body.
+    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        request_at(self.addr, method, path, body, "")
+    }
+
+    pub fn health(&self) -> serde_json::Value {
+        let (status, body) = self.request("GET", "/healthz", "");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request with extra header lines on a fresh connection to `addr`.
+pub fn request_at(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).unwrap();
+    let (status, _, body) = read_response(&mut stream);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

@@ -1,0 +1,140 @@
+//! The output floods of issue 10 against the real binary: a client that
+//! pipelines requests, floods pings, or floods JSON pings, and never reads.
+//! Each is bounded in memory and closed, and a healthy client beside it
+//! still gets its publishes.
+
+mod util;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use util::*;
+
+/// RSS the server may add while one client floods it. The issue saw
+/// 1.5 GiB in 2 s before the fix.
+const RSS_BOUND_KIB: u64 = 48 << 10;
+
+/// Writes `unit` over and over for `for_how_long`, never reading. Returns
+/// the bytes the kernel took.
+fn flood(mut stream: TcpStream, unit: &[u8], for_how_long: Duration) -> u64 {
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let batch: Vec<u8> = unit.repeat((64 << 10) / unit.len() + 1);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < for_how_long {
+        match stream.write(&batch) {
+            Ok(n) => sent += n as u64,
+            // Blocked: the server has stopped reading us. Keep trying.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    sent
+}
+
+/// Runs a flood beside a healthy subscriber: checks the server's RSS stays
+/// bounded while it lasts, that the healthy client gets a publish made in
+/// the middle of it, and returns the server's /healthz after the flood.
+fn survive(server: &Binary, flooder: TcpStream, unit: &[u8]) -> serde_json::Value {
+    let mut healthy = server.subscribe("queue");
+    read_data_frame(&mut healthy);
+    let base = server.rss_kib();
+    let unit = unit.to_vec();
+    let flooding = std::thread::spawn(move || flood(flooder, &unit, Duration::from_secs(3)));
+    let mut peak = base;
+    let start = Instant::now();
+    let mut published = false;
+    let publish = || {
+        let body = r#"{"phases":[],"paused":true}"#;
+        let (status, reply) = server.request("POST", "/api/v1/publish/queue", body);
+        assert_eq!(status, 200, "{reply}");
+    };
+    while !flooding.is_finished() {
+        peak = peak.max(server.rss_kib());
+        if !published && start.elapsed() > Duration::from_millis(500) {
+            publish();
+            published = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The server may have closed the flooder before then.
+    if !published {
+        publish();
+    }
+    let sent = flooding.join().unwrap();
+    assert!(sent > 1 << 20, "the flood sent only {sent} bytes");
+    assert!(
+        peak - base < RSS_BOUND_KIB,
+        "RSS grew from {base} KiB to {peak} KiB while {sent} bytes flooded in"
+    );
+    // The healthy client got the publish made during the flood.
+    let frame = read_data_frame(&mut healthy).json();
+    assert_eq!(frame["data"]["paused"], true, "{frame}");
+    server.health()
+}
+
+/// Pipelined `GET /healthz` never read: the server stops reading the
+/// connection once its answers pile up, instead of queueing without end,
+/// and closes it when it takes nothing for `--write-timeout`.
+#[test]
+fn pipelined_requests_never_read_are_held_back() {
+    let server = Binary::start(&["--write-timeout", "1s"]);
+    let flooder = server.connect();
+    let health = survive(
+        &server,
+        flooder,
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert!(
+        health["queued_bytes"].as_u64().unwrap() < 1 << 20,
+        "{health}"
+    );
+    wait_until("the flooder to be closed", || {
+        server.health()["counters"]["closes"]["write_timeout"] == 1
+    });
+}
+
+/// Pings never read: one pong waits at a time (a newer replaces it), and
+/// a client whose pings outrun its reading is closed with 1008 and counted.
+#[test]
+fn a_ping_flood_is_bounded_and_closed() {
+    let server = Binary::start(&[]);
+    let flooder = server.subscribe("routes");
+    let probe = flooder.try_clone().unwrap();
+    let health = survive(&server, flooder, &client_frame(0x89, b"are you there"));
+    assert!(
+        health["queued_bytes"].as_u64().unwrap() < 1 << 20,
+        "{health}"
+    );
+    wait_until("the flooder to be closed", || {
+        server.health()["counters"]["closes"]["ping_flood"] == 1
+    });
+    // What it finds when it finally reads: pongs, then a 1008.
+    let mut probe = probe;
+    let close = loop {
+        let frame = read_frame(&mut probe);
+        if frame.opcode == 0x8 {
+            break frame;
+        }
+        assert!(matches!(frame.opcode, 0x1 | 0xA), "{frame:?}");
+    };
+    assert_eq!(close.close_code(), 1008);
+}
+
+/// JSON pings never read: their pongs are data and are never dropped, so
+/// the queue reaches `--max-queue-bytes` and the client is closed as a
+/// slow consumer.
+#[test]
+fn a_json_ping_flood_hits_the_queue_limit() {
+    let server = Binary::start(&["--max-queue-bytes", "256KiB"]);
+    let flooder = server.subscribe("routes");
+    let ping = client_frame(0x81, br#"{"type":"ping","timestamp":1}"#);
+    survive(&server, flooder, &ping);
+    wait_until("the flooder to be closed as slow", || {
+        server.health()["counters"]["closes"]["slow_consumer"] == 1
+    });
+}
