@@ -17,7 +17,14 @@ use crate::config::{self, ArgError, Config};
 use crate::topic::Preset;
 
 /// Options that are switches: `true` turns them on.
-const SWITCHES: &[&str] = &["any_topic", "demo", "no_validate"];
+const SWITCHES: &[&str] = &[
+    "any_topic",
+    "demo",
+    "no_validate",
+    "allow_any_origin",
+    "require_origin",
+    "insecure_publish",
+];
 
 /// Keys the file may not hold: they only make sense on a command line.
 const COMMAND_LINE_ONLY: &[&str] = &["config", "print_config", "help", "version"];
@@ -103,6 +110,15 @@ fn apply(config: &mut Config, key: &str, value: &Value) -> Result<(), String> {
             }
         }
         ("topics", _) => return Err("expected a list of topic names".into()),
+        ("allow_origins", Value::Array(items)) => {
+            for item in items {
+                let Value::String(origin) = item else {
+                    return Err(format!("expected a list of strings, found {item}"));
+                };
+                config::set(config, "--allow-origin", Some(origin))
+                    .map_err(|e| e.replacen("--allow-origin: ", "", 1))?;
+            }
+        }
         ("schema", Value::Table(table)) => {
             for (topic, file) in table {
                 let Value::String(file) = file else {
@@ -209,6 +225,21 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(out, "demo = {}", c.demo);
     let _ = writeln!(out, "no_validate = {}", !c.validate);
     let _ = writeln!(out, "agent_program = {}", quoted(&c.agent_program));
+    let origins: Vec<String> = c.allow_origins.iter().map(|o| quoted(o)).collect();
+    let _ = writeln!(out, "allow_origins = [{}]", origins.join(", "));
+    let _ = writeln!(out, "allow_any_origin = {}", c.allow_any_origin);
+    let _ = writeln!(out, "require_origin = {}", c.require_origin);
+    let _ = writeln!(out, "insecure_publish = {}", c.insecure_publish);
+    let _ = writeln!(out, "max_connections_per_ip = {}", c.max_connections_per_ip);
+    // Tokens are never printed: say that one is set, in a comment.
+    for (key, token) in [
+        ("publish_token", &c.publish_token),
+        ("subscribe_token", &c.subscribe_token),
+    ] {
+        if token.is_some() {
+            let _ = writeln!(out, "# {key} is set; not printed");
+        }
+    }
     if let Some(dir) = &c.agents_dir {
         let _ = writeln!(out, "agents_dir = {}", quoted(&dir.to_string_lossy()));
     }

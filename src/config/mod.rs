@@ -14,6 +14,27 @@ use log::LevelFilter;
 
 use crate::topic::{self, Preset};
 
+/// A token: never printed, not even by `{:?}`, so it cannot reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(token: &str) -> Secret {
+        Secret(token.to_owned())
+    }
+
+    /// The token itself, for the one comparison that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// Everything the server can be told. `Config::default()` is what
 /// `statecast` with no flags runs.
 #[derive(Debug, Clone)]
@@ -68,6 +89,20 @@ pub struct Config {
     pub validate: bool,
     /// The agent program whose process marks a workflow as running.
     pub agent_program: String,
+    /// Origins browsers may connect from (`*` for any).
+    pub allow_origins: Vec<String>,
+    /// Any origin may connect, on any address.
+    pub allow_any_origin: bool,
+    /// Subscribers must send `Origin`.
+    pub require_origin: bool,
+    /// Publish and broadcast need this as `Authorization: Bearer`.
+    pub publish_token: Option<Secret>,
+    /// Without a publish token, anyone may publish on a public address.
+    pub insecure_publish: bool,
+    /// Subscribers need this, as `?token=` or `Authorization: Bearer`.
+    pub subscribe_token: Option<Secret>,
+    /// Most connections from one IP address; 0 for no limit.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Config {
@@ -98,6 +133,13 @@ impl Default for Config {
             schemas: Vec::new(),
             validate: true,
             agent_program: "aider".into(),
+            allow_origins: Vec::new(),
+            allow_any_origin: false,
+            require_origin: false,
+            publish_token: None,
+            insecure_publish: false,
+            subscribe_token: None,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -189,7 +231,11 @@ OPTIONS:
     --max-client-message SIZE   largest message a client may send [default: 4KiB]
     --max-queue-bytes SIZE      output queued for one client before it is closed
                                 with 1008 \"slow consumer\" [default: 1MiB]
-    --max-connections N         most connections at once [default: 100000]
+    --max-connections N         most connections at once; past it a client gets 503
+                                with Retry-After, and /healthz still answers
+                                [default: 100000]
+    --max-connections-per-ip N  most connections from one IP address; past it 429
+                                with Retry-After; 0 for no limit [default: 0]
     --ping-interval DURATION    ping every client this often; close one silent
                                 for two intervals [default: 20s]
     --handshake-timeout DURATION
@@ -199,6 +245,23 @@ OPTIONS:
     --shutdown-timeout DURATION time clients get to take their 1001 close on
                                 SIGINT/SIGTERM [default: 5s]
     --log-level LEVEL           off, error, warn, info, debug or trace [default: info]
+
+ACCESS:
+    --allow-origin ORIGIN       an origin browsers may connect from, exactly as they
+                                send it (https://dash.example.com), or *; repeatable.
+                                Others get 403. On a loopback address any origin may
+                                connect unless this is given; on any other address
+                                the server refuses to start without it
+    --allow-any-origin          any origin may connect, on any address
+    --require-origin            refuse (403) subscribers that send no Origin
+    --publish-token TOKEN       publish and broadcast need `Authorization: Bearer
+                                TOKEN` (else 401); also STATECAST_PUBLISH_TOKEN.
+                                On a non-loopback address one is required unless
+    --insecure-publish          lets anyone publish on a non-loopback address
+    --subscribe-token TOKEN     subscribers need ?token=TOKEN or `Authorization:
+                                Bearer TOKEN` (else 401); also
+                                STATECAST_SUBSCRIBE_TOKEN. Tokens: 16 characters
+                                or more; never logged or printed
     -h, --help                  print this help
     -V, --version               print the version
 
@@ -232,6 +295,10 @@ const OPTIONS: &[&str] = &[
     "--write-timeout",
     "--shutdown-timeout",
     "--log-level",
+    "--allow-origin",
+    "--publish-token",
+    "--subscribe-token",
+    "--max-connections-per-ip",
 ];
 
 /// Options that take no value.
@@ -244,6 +311,9 @@ const FLAGS: &[&str] = &[
     "--demo",
     "--print-config",
     "--no-validate",
+    "--allow-any-origin",
+    "--require-origin",
+    "--insecure-publish",
 ];
 
 /// Parses the command line (without the program name). A `--config FILE`
@@ -288,6 +358,16 @@ where
     let mut config = Config::default();
     if let Some((_, Some(path))) = options.iter().find(|(name, _)| name == "--config") {
         crate::config::file::load(std::path::Path::new(path), &mut config)?;
+    }
+    // The environment keeps tokens off the command line, where any user
+    // of the host could read them; a flag still wins.
+    for (var, option) in [
+        ("STATECAST_PUBLISH_TOKEN", "--publish-token"),
+        ("STATECAST_SUBSCRIBE_TOKEN", "--subscribe-token"),
+    ] {
+        if let Ok(token) = std::env::var(var) {
+            set(&mut config, option, Some(&token)).map_err(|e| ArgError(format!("{var}: {e}")))?;
+        }
     }
     let mut print = false;
     for (name, value) in options {
@@ -337,6 +417,40 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
             config.topics.push(topic.to_owned());
         }
         "--any-topic" => config.any_topic = true,
+        "--allow-any-origin" => config.allow_any_origin = true,
+        "--require-origin" => config.require_origin = true,
+        "--insecure-publish" => config.insecure_publish = true,
+        "--allow-origin" => {
+            let origin = value()?;
+            let plausible =
+                origin == "*" || origin.starts_with("http://") || origin.starts_with("https://");
+            if !plausible {
+                return Err(at(format!(
+                    "{origin:?} is not an origin (expected e.g. https://dash.example.com, or *)"
+                )));
+            }
+            config.allow_origins.push(origin.to_owned());
+        }
+        "--publish-token" | "--subscribe-token" => {
+            let token = value()?;
+            // Said without the value: a token must not reach a terminal log.
+            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(at(
+                    "a token needs at least 16 characters and no spaces".into()
+                ));
+            }
+            let token = Some(Secret::new(token));
+            match name {
+                "--publish-token" => config.publish_token = token,
+                _ => config.subscribe_token = token,
+            }
+        }
+        "--max-connections-per-ip" => {
+            let v = value()?;
+            config.max_connections_per_ip = v
+                .parse()
+                .map_err(|_| at(format!("{v:?} is not a whole number (0 for no limit)")))?;
+        }
         "--no-validate" => config.validate = false,
         "--schema" => {
             let spec = value()?;

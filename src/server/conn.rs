@@ -151,7 +151,7 @@ pub enum Request {
     /// before sending them.
     Continue,
     /// A complete request; its bytes are consumed.
-    Complete { head: Head, body: Vec<u8> },
+    Complete { head: Box<Head>, body: Vec<u8> },
     /// The request is malformed or too large: answer and close.
     Refused(Response),
 }

@@ -7,6 +7,7 @@ use log::info;
 use serde_json::value::RawValue;
 
 use crate::publisher::Registry;
+use crate::server::access::Access;
 use crate::server::stats::Stats;
 use crate::topic::schema::SchemaError;
 use crate::topic::{self, Published, TopicError, Topics, adw};
@@ -38,8 +39,14 @@ pub struct Answer {
     pub head_only: bool,
 }
 
-/// Routes one complete request.
-pub fn handle(head: &Head, body: &[u8], topics: &Topics, shutting_down: bool) -> Action {
+/// Routes one complete request, after the access checks its route needs.
+pub fn handle(
+    head: &Head,
+    body: &[u8],
+    topics: &Topics,
+    access: &Access,
+    shutting_down: bool,
+) -> Action {
     let answer = Answer {
         close: !head.keep_alive || shutting_down,
         head_only: head.method == "HEAD",
@@ -55,7 +62,21 @@ pub fn handle(head: &Head, body: &[u8], topics: &Topics, shutting_down: bool) ->
             true,
         ));
     }
-    match http::route(&head.method, &head.path) {
+    let route = http::route(&head.method, &head.path);
+    let subscribing = matches!(route, Route::Subscribe(_));
+    let publishing = matches!(route, Route::Publish(_) | Route::Broadcast);
+    let checked =
+        access
+            .check_origin(head, subscribing)
+            .and_then(|()| match (subscribing, publishing) {
+                (true, _) => access.check_subscribe(head),
+                (_, true) => access.check_publish(head),
+                _ => Ok(()),
+            });
+    if let Err(refused) = checked {
+        return Action::Respond(refused);
+    }
+    match route {
         Route::Subscribe(topic) => subscribe(head, topic, topics, shutting_down),
         Route::Publish(topic) => publish(topic, body, topics, close),
         Route::Broadcast => broadcast(body, topics, close),
@@ -274,6 +295,10 @@ mod tests {
     use crate::topic::schema::Validator;
     use crate::topic::{Preset, Rules};
 
+    fn access() -> Access {
+        Access::from_config(&crate::Config::default()).unwrap()
+    }
+
     fn topics() -> Topics {
         let validator = Validator::new(Preset::Adw, &[]).unwrap();
         let rules = Arc::new(Rules::new(Preset::Adw, &[], false, validator));
@@ -283,7 +308,7 @@ mod tests {
     fn request(method: &str, path: &str) -> Head {
         let raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
         match http::parse_head(raw.as_bytes()) {
-            Ok(http::ParsedHead::Complete { head, .. }) => head,
+            Ok(http::ParsedHead::Complete { head, .. }) => *head,
             _ => panic!("a complete head"),
         }
     }
@@ -304,16 +329,25 @@ mod tests {
     fn publishes_are_checked_before_the_loop_acts() {
         let topics = topics();
         let head = request("POST", "/api/v1/publish/queue");
-        let ok = handle(&head, br#"{"phases":[]}"#, &topics, false);
+        let ok = handle(&head, br#"{"phases":[]}"#, &topics, &access(), false);
         assert!(
             matches!(&ok, Action::Publish { topic, data } if topic == "queue" && data == r#"{"phases":[]}"#)
         );
-        assert_eq!(status(&handle(&head, b"null", &topics, false)), 422);
-        assert_eq!(status(&handle(&head, b"{", &topics, false)), 400);
+        assert_eq!(
+            status(&handle(&head, b"null", &topics, &access(), false)),
+            422
+        );
+        assert_eq!(status(&handle(&head, b"{", &topics, &access(), false)), 400);
         let bad_name = request("POST", "/api/v1/publish/Queue");
-        assert_eq!(status(&handle(&bad_name, b"{}", &topics, false)), 400);
+        assert_eq!(
+            status(&handle(&bad_name, b"{}", &topics, &access(), false)),
+            400
+        );
         let unknown = request("POST", "/api/v1/publish/nope");
-        assert_eq!(status(&handle(&unknown, b"{}", &topics, false)), 404);
+        assert_eq!(
+            status(&handle(&unknown, b"{}", &topics, &access(), false)),
+            404
+        );
         assert_eq!(topics.get(topics.find("queue").unwrap()).seq(), 0);
     }
 
@@ -322,10 +356,10 @@ mod tests {
         let topics = topics();
         let head = request("POST", "/api/v1/broadcast");
         let bad = br#"{"type":"queue_update","data":{"phases":null}}"#;
-        assert_eq!(status(&handle(&head, bad, &topics, false)), 422);
+        assert_eq!(status(&handle(&head, bad, &topics, &access(), false)), 422);
         let ok = br#"{"type":"workflow_completed","data":{}}"#;
         assert!(matches!(
-            handle(&head, ok, &topics, false),
+            handle(&head, ok, &topics, &access(), false),
             Action::Broadcast { .. }
         ));
     }

@@ -13,6 +13,7 @@
 //! - [`conn`]: one connection's lifecycle and its own I/O;
 //! - [`endpoints`]: what each HTTP request asks the loop to do.
 
+pub mod access;
 mod closing;
 pub mod conn;
 pub mod endpoints;
@@ -34,6 +35,7 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::config::Config;
 use crate::publisher::{self, Inbox, Publisher};
+use crate::server::access::Access;
 use crate::server::conn::{Close, Conn, Received, Request, Timeouts};
 use crate::server::endpoints::{Action, Answer, HealthView};
 use crate::server::queue::Out;
@@ -118,6 +120,7 @@ fn rules_for(config: &Config) -> Result<Rules, String> {
 /// A WebSocket server for live dashboards: configure, bind, run.
 pub struct Server {
     config: Config,
+    access: Access,
     poll: Poll,
     listener: TcpListener,
     inbox: Inbox,
@@ -133,6 +136,8 @@ impl Server {
         let rules =
             rules_for(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let rules = Arc::new(rules);
+        let access = Access::from_config(&config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         let mut listener = listen(config.listen)?;
         poll.registry()
@@ -141,6 +146,7 @@ impl Server {
         let (publisher, inbox) = publisher::channel(waker, rules.clone());
         Ok(Server {
             config,
+            access,
             poll,
             listener,
             inbox,
@@ -203,6 +209,7 @@ impl Server {
         };
         let mut event_loop = EventLoop {
             config,
+            access: self.access,
             timeouts,
             poll: self.poll,
             listener: Some(self.listener),
@@ -234,6 +241,8 @@ impl Server {
 /// The loop's state. Only the loop thread touches it.
 struct EventLoop {
     config: Config,
+    /// Origins and tokens.
+    access: Access,
     /// The connection timeouts of `config`, in the form `Conn` checks.
     timeouts: Timeouts,
     poll: Poll,
@@ -589,7 +598,8 @@ impl EventLoop {
             close: !head.keep_alive || shutting_down,
             head_only: head.method == "HEAD",
         };
-        let response = match endpoints::handle(head, body, &self.topics, shutting_down) {
+        let action = endpoints::handle(head, body, &self.topics, &self.access, shutting_down);
+        let response = match action {
             Action::Respond(response) => response,
             Action::Subscribe { topic, accept } => {
                 return self.subscribe(key, &topic, &accept, now);

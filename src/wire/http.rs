@@ -106,6 +106,8 @@ pub struct Head {
     pub method: String,
     /// The path without its query string.
     pub path: String,
+    /// The query string, without its `?`.
+    pub query: Option<String>,
     /// HTTP/1.x minor version.
     pub minor: u8,
     /// Whether the client wants the connection kept after this exchange.
@@ -120,6 +122,28 @@ pub struct Head {
     pub connection_upgrade: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// `Origin`, sent by browsers.
+    pub origin: Option<String>,
+    /// `Authorization`, whole.
+    pub authorization: Option<String>,
+}
+
+impl Head {
+    /// The value of `name` in the query string, if present. Values are
+    /// taken as they are: statecast's own parameters need no decoding.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .as_deref()?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    }
+
+    /// The token of an `Authorization: Bearer` header.
+    pub fn bearer(&self) -> Option<&str> {
+        let value = self.authorization.as_deref()?;
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
 }
 
 /// The outcome of looking at the start of a buffer for a request head.
@@ -128,7 +152,7 @@ pub enum ParsedHead {
     /// More bytes are needed.
     Partial,
     /// A complete head of `len` bytes.
-    Complete { head: Head, len: usize },
+    Complete { head: Box<Head>, len: usize },
 }
 
 /// Whether a comma-separated header value lists `token`, ignoring case.
@@ -153,9 +177,14 @@ pub fn parse_head(buf: &[u8]) -> Result<ParsedHead, Response> {
     }
     let minor = req.version.unwrap_or(1);
     let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_owned())),
+        None => (target, None),
+    };
     let mut head = Head {
         method: req.method.unwrap_or("GET").to_owned(),
-        path: target.split('?').next().unwrap_or(target).to_owned(),
+        path: path.to_owned(),
+        query,
         minor,
         keep_alive: minor >= 1,
         body: BodyKind::Length(0),
@@ -166,13 +195,18 @@ pub fn parse_head(buf: &[u8]) -> Result<ParsedHead, Response> {
         connection_upgrade: false,
         ws_key: None,
         ws_version: None,
+        origin: None,
+        authorization: None,
     };
     let mut framing = Framing::default();
     for h in req.headers.iter() {
         read_header(&mut head, &mut framing, h.name, h.value)?;
     }
     head.body = framing.body()?;
-    Ok(ParsedHead::Complete { head, len })
+    Ok(ParsedHead::Complete {
+        head: Box::new(head),
+        len,
+    })
 }
 
 /// The answer to a head httparse cannot read.
@@ -285,6 +319,10 @@ fn read_header(
         head.ws_version = Some(text());
     } else if is("content-type") {
         head.content_type = Some(text());
+    } else if is("origin") {
+        head.origin = Some(text());
+    } else if is("authorization") {
+        head.authorization = Some(text());
     }
     Ok(())
 }
@@ -490,7 +528,7 @@ mod tests {
         match parse_head(raw.as_bytes()) {
             Ok(ParsedHead::Complete { head, len }) => {
                 assert_eq!(len, raw.len());
-                head
+                *head
             }
             other => panic!("expected a complete head, got {other:?}"),
         }
