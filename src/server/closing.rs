@@ -131,6 +131,13 @@ impl EventLoop {
         if let Err(e) = self.poll.registry().deregister(conn.stream_mut()) {
             debug!("conn={} deregister failed: {e}", conn.id());
         }
+        let ip = conn.peer().ip();
+        if let Some(count) = self.per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
         let cause = conn.cause().unwrap_or(Close::PeerGone);
         self.stats.closes.count(cause);
         debug!("conn={} peer={} closed: {cause}", conn.id(), conn.peer());

@@ -218,6 +218,9 @@ pub struct Conn {
     writable: bool,
     /// In the loop's list of connections to write this turn.
     dirty: bool,
+    /// Accepted past `--max-connections`, into the reserve kept for
+    /// `/healthz`: any other request gets 503.
+    reserve: bool,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -225,7 +228,7 @@ fn would_block(e: &io::Error) -> bool {
 }
 
 impl Conn {
-    pub fn new(id: u64, peer: SocketAddr, stream: TcpStream, now: Instant) -> Conn {
+    pub fn new(id: u64, peer: SocketAddr, stream: TcpStream, now: Instant, reserve: bool) -> Conn {
         Conn {
             id,
             peer,
@@ -239,7 +242,13 @@ impl Conn {
             blocked_since: None,
             writable: false,
             dirty: false,
+            reserve,
         }
+    }
+
+    /// Accepted into the `/healthz` reserve past `--max-connections`.
+    pub fn in_reserve(&self) -> bool {
+        self.reserve
     }
 
     pub fn id(&self) -> u64 {
@@ -576,7 +585,7 @@ mod tests {
         let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, addr) = listener.accept().unwrap();
         ours.set_nonblocking(true).unwrap();
-        let conn = Conn::new(1, addr, TcpStream::from_std(ours), Instant::now());
+        let conn = Conn::new(1, addr, TcpStream::from_std(ours), Instant::now(), false);
         (conn, peer)
     }
 

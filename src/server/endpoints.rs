@@ -46,6 +46,7 @@ pub fn handle(
     topics: &Topics,
     access: &Access,
     shutting_down: bool,
+    reserve: bool,
 ) -> Action {
     let answer = Answer {
         close: !head.keep_alive || shutting_down,
@@ -63,6 +64,16 @@ pub fn handle(
         ));
     }
     let route = http::route(&head.method, &head.path);
+    // Past --max-connections only /healthz is answered, so an operator can
+    // still see why.
+    if reserve && route != Route::Health {
+        return Action::Respond(http::error(
+            http::UNAVAILABLE,
+            "at --max-connections; retry later",
+            "Retry-After: 1\r\n",
+            true,
+        ));
+    }
     let subscribing = matches!(route, Route::Subscribe(_));
     let publishing = matches!(route, Route::Publish(_) | Route::Broadcast);
     let checked =
@@ -329,23 +340,26 @@ mod tests {
     fn publishes_are_checked_before_the_loop_acts() {
         let topics = topics();
         let head = request("POST", "/api/v1/publish/queue");
-        let ok = handle(&head, br#"{"phases":[]}"#, &topics, &access(), false);
+        let ok = handle(&head, br#"{"phases":[]}"#, &topics, &access(), false, false);
         assert!(
             matches!(&ok, Action::Publish { topic, data } if topic == "queue" && data == r#"{"phases":[]}"#)
         );
         assert_eq!(
-            status(&handle(&head, b"null", &topics, &access(), false)),
+            status(&handle(&head, b"null", &topics, &access(), false, false)),
             422
         );
-        assert_eq!(status(&handle(&head, b"{", &topics, &access(), false)), 400);
+        assert_eq!(
+            status(&handle(&head, b"{", &topics, &access(), false, false)),
+            400
+        );
         let bad_name = request("POST", "/api/v1/publish/Queue");
         assert_eq!(
-            status(&handle(&bad_name, b"{}", &topics, &access(), false)),
+            status(&handle(&bad_name, b"{}", &topics, &access(), false, false)),
             400
         );
         let unknown = request("POST", "/api/v1/publish/nope");
         assert_eq!(
-            status(&handle(&unknown, b"{}", &topics, &access(), false)),
+            status(&handle(&unknown, b"{}", &topics, &access(), false, false)),
             404
         );
         assert_eq!(topics.get(topics.find("queue").unwrap()).seq(), 0);
@@ -356,10 +370,13 @@ mod tests {
         let topics = topics();
         let head = request("POST", "/api/v1/broadcast");
         let bad = br#"{"type":"queue_update","data":{"phases":null}}"#;
-        assert_eq!(status(&handle(&head, bad, &topics, &access(), false)), 422);
+        assert_eq!(
+            status(&handle(&head, bad, &topics, &access(), false, false)),
+            422
+        );
         let ok = br#"{"type":"workflow_completed","data":{}}"#;
         assert!(matches!(
-            handle(&head, ok, &topics, &access(), false),
+            handle(&head, ok, &topics, &access(), false, false),
             Action::Broadcast { .. }
         ));
     }

@@ -13,6 +13,7 @@
 //! - [`conn`]: one connection's lifecycle and its own I/O;
 //! - [`endpoints`]: what each HTTP request asks the loop to do.
 
+mod accept;
 pub mod access;
 mod closing;
 pub mod conn;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
@@ -226,6 +227,9 @@ impl Server {
             tick,
             next_tick: now + tick,
             accept_retry: None,
+            spare_fd: std::fs::File::open("/dev/null").ok(),
+            fds_exhausted: false,
+            per_ip: HashMap::new(),
             shutdown_deadline: None,
             ping_frame: Arc::from(protocol::encode_frame(OpCode::Control(Control::Ping), b"")),
             pending: Vec::new(),
@@ -276,6 +280,13 @@ struct EventLoop {
     next_tick: Instant,
     /// Set when accept failed for lack of file descriptors.
     accept_retry: Option<Instant>,
+    /// A descriptor held in reserve: given up to accept and refuse one
+    /// connection when the process has no other (EMFILE).
+    spare_fd: Option<std::fs::File>,
+    /// Descriptors ran out and nothing has been accepted since: logged once.
+    fds_exhausted: bool,
+    /// Open connections per peer address, for `--max-connections-per-ip`.
+    per_ip: HashMap<std::net::IpAddr, u32>,
     /// Set when shutdown began: the loop ends by then at the latest.
     shutdown_deadline: Option<Instant>,
     /// Every ping is the same empty frame.
@@ -416,77 +427,6 @@ impl EventLoop {
         until.saturating_duration_since(now)
     }
 
-    // ----- accepting -----
-
-    fn accept(&mut self, now: Instant) {
-        loop {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            let (stream, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if would_block(&e) => return,
-                Err(e) if interrupted(&e) => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(24 | 23)) => {
-                    // EMFILE / ENFILE: the connection waits in the backlog.
-                    // Edge-triggered readiness will not fire again for it,
-                    // so retry on a timer.
-                    self.log_refusal(now, &format!("accept failed: {e}"));
-                    self.accept_retry = Some(now + Duration::from_millis(50));
-                    return;
-                }
-                Err(e) => {
-                    // ECONNABORTED and friends concern one connection only.
-                    debug!("accept failed: {e}");
-                    continue;
-                }
-            };
-            if self.conns.len() >= self.config.max_connections {
-                self.stats.refused += 1;
-                let max = self.config.max_connections;
-                self.log_refusal(now, &format!("refusing {peer}: at --max-connections {max}"));
-                drop(stream);
-                continue;
-            }
-            self.add(stream, peer, now);
-        }
-    }
-
-    /// Logs a refusal at most once a second: under a flood the log must not
-    /// become the bottleneck.
-    fn log_refusal(&mut self, now: Instant, message: &str) {
-        if self
-            .last_refusal_log
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-        {
-            self.last_refusal_log = Some(now);
-            warn!("{message}");
-        }
-    }
-
-    fn add(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
-        // Elsewhere accepted sockets do not inherit TCP_NODELAY from the listener.
-        #[cfg(not(target_os = "linux"))]
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!("peer={peer} set_nodelay failed: {e}");
-        }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, Token(key), Interest::READABLE)
-        {
-            warn!("peer={peer} could not be registered: {e}");
-            return;
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.stats.accepted += 1;
-        debug!("conn={id} peer={peer} accepted");
-        entry.insert(Conn::new(id, peer, stream, now));
-    }
-
     // ----- reading -----
 
     /// Reads until `WouldBlock`, handling what arrives as it comes, within
@@ -598,7 +538,15 @@ impl EventLoop {
             close: !head.keep_alive || shutting_down,
             head_only: head.method == "HEAD",
         };
-        let action = endpoints::handle(head, body, &self.topics, &self.access, shutting_down);
+        let reserve = self.conns[key].in_reserve();
+        let action = endpoints::handle(
+            head,
+            body,
+            &self.topics,
+            &self.access,
+            shutting_down,
+            reserve,
+        );
         let response = match action {
             Action::Respond(response) => response,
             Action::Subscribe { topic, accept } => {

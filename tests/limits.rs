@@ -1,0 +1,160 @@
+//! Connection limits answer instead of dropping: 503 with `Retry-After`
+//! past `--max-connections` (with `/healthz` still answered), 429 past
+//! `--max-connections-per-ip`, and a server out of file descriptors that
+//! neither spins nor dies.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use util::*;
+
+/// Reads whatever the server sends until it closes: the refusal it wrote
+/// at once, without waiting for a request.
+fn refusal(mut stream: TcpStream) -> String {
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+/// Past `--max-connections` an upgrade gets 503 with `Retry-After`, and
+/// `/healthz` is still answered from the reserve.
+#[test]
+fn a_full_server_answers_503_and_still_reports_health() {
+    let server = TestServer::with(|c| c.max_connections = 3);
+    let _held: Vec<TcpStream> = (0..3).map(|_| server.subscribe("queue")).collect();
+    let mut extra = server.connect();
+    extra
+        .write_all(upgrade_request("queue").as_bytes())
+        .unwrap();
+    let (status, head, _) = read_response(&mut extra);
+    assert_eq!(status, 503);
+    assert!(head.contains("Retry-After: 1"), "{head}");
+    let health = server.health();
+    assert_eq!(health["connections"], 3);
+    assert!(
+        health["counters"]["refused"].as_u64().unwrap() >= 1,
+        "{health}"
+    );
+}
+
+/// With the reserve full too, the refusal is written at once.
+#[test]
+fn past_the_reserve_the_refusal_comes_at_once() {
+    let server = TestServer::with(|c| c.max_connections = 2);
+    let _held: Vec<TcpStream> = (0..2).map(|_| server.subscribe("queue")).collect();
+    // Idle connections fill the /healthz reserve.
+    let idle: Vec<TcpStream> = (0..16).map(|_| server.connect()).collect();
+    wait_until("the reserve to fill", || {
+        let text = refusal(server.connect());
+        text.starts_with("HTTP/1.1 503")
+    });
+    let text = refusal(server.connect());
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("Retry-After: 1"), "{text}");
+    drop(idle);
+}
+
+/// Past `--max-connections-per-ip` a peer gets 429 with `Retry-After`;
+/// once it closes one, it may connect again.
+#[test]
+fn the_per_ip_cap_answers_429() {
+    let server = TestServer::with(|c| c.max_connections_per_ip = 2);
+    let first = server.subscribe("queue");
+    let _second = server.subscribe("queue");
+    let text = refusal(server.connect());
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    assert!(text.contains("Retry-After: 1"), "{text}");
+    drop(first);
+    wait_until("a slot to free up", || {
+        let mut s = server.connect();
+        s.write_all(upgrade_request("queue").as_bytes()).unwrap();
+        read_response(&mut s).0 == 101
+    });
+}
+
+/// CPU seconds the process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// With its descriptors exhausted the server answers new connections 503
+/// (through a spare descriptor), does not spin, says so once, and serves
+/// again as soon as connections close.
+#[test]
+fn running_out_of_descriptors_is_survived() {
+    let server = Binary::start_with(&[], |c| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            c.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 40,
+                    rlim_max: 40,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let held: Vec<TcpStream> = (0..60)
+        .map(|_| {
+            let s = TcpStream::connect(server.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            s
+        })
+        .collect();
+    wait_until("the server to run out", || {
+        server
+            .log
+            .lock()
+            .unwrap()
+            .contains("out of file descriptors")
+    });
+    // The last ones, past what the descriptors allow, were answered 503.
+    let answered = held.iter().rev().any(|s| {
+        let mut buf = [0u8; 12];
+        let mut s = s;
+        s.read(&mut buf)
+            .is_ok_and(|n| n >= 12 && buf.starts_with(b"HTTP/1.1 503"))
+    });
+    assert!(answered, "no connection was told 503");
+    // Not a busy loop: while full, the server sleeps.
+    let pid = server.child.id();
+    let (cpu, wall) = (cpu_seconds(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = (cpu_seconds(pid) - cpu) / wall.elapsed().as_secs_f64();
+    assert!(
+        busy < 0.5,
+        "the server used {:.0}% of a core while out of descriptors",
+        busy * 100.0
+    );
+    let log = server.log.lock().unwrap().clone();
+    assert_eq!(log.matches("out of file descriptors").count(), 1, "{log}");
+    drop(held);
+    wait_until("the server to serve again", || {
+        let Ok(mut s) = TcpStream::connect(server.addr) else {
+            return false;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let request = "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        s.write_all(request.as_bytes()).is_ok() && {
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            text.starts_with("HTTP/1.1 200")
+        }
+    });
+}
