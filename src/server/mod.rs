@@ -452,6 +452,10 @@ impl EventLoop {
                 Received::Ignored => {}
                 Received::WouldBlock => return None,
                 Received::Eof => return Some(Close::PeerGone),
+                // A reset is the peer leaving abruptly, not a fault here.
+                Received::Failed(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Some(Close::PeerGone);
+                }
                 Received::Failed(e) => {
                     debug!("conn={} read failed: {e}", conn.id());
                     return Some(Close::Io(e.kind()));
