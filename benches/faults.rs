@@ -418,10 +418,7 @@ fn converge(addr: SocketAddr, last: u64, reconnects: &AtomicU64, deadline: Insta
             }
         }
         if head.starts_with(b"HTTP/1.1 101") {
-            loop {
-                let Some(frame) = try_frame(&mut ws) else {
-                    break;
-                };
+            while let Some(frame) = try_frame(&mut ws) {
                 if frame.opcode == 0x1 && frame.json()["data"]["n"] == last {
                     return true;
                 }
@@ -555,7 +552,7 @@ fn soak(plan: &Plan) {
                 ws.set_read_timeout(Some(DEADLINE)).unwrap();
                 ws.write_all(upgrade_request("queue").as_bytes()).unwrap();
                 read_response(&mut ws);
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     reset(ws);
                 }
                 i += 1;
