@@ -44,8 +44,13 @@ pub fn load(path: &Path, config: &mut Config) -> Result<(), ArgError> {
     let file = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ArgError(format!("--config: cannot read {file}: {e}")))?;
+    apply_text(&text, &file.to_string(), config)
+}
+
+/// Applies the text of a config file named `file` (for errors) to `config`.
+pub fn apply_text(text: &str, file: &str, config: &mut Config) -> Result<(), ArgError> {
     let toml_error = |e: toml::de::Error| ArgError(format!("{file}: {}", e.to_string().trim_end()));
-    let table: BTreeMap<String, Spanned<Value>> = toml::from_str(&text).map_err(toml_error)?;
+    let table: BTreeMap<String, Spanned<Value>> = toml::from_str(text).map_err(toml_error)?;
     let line_at = |offset: usize| text[..offset].matches('\n').count() + 1;
     for (key, value) in &table {
         if key == "poll" || key == "exec" {
@@ -55,7 +60,7 @@ pub fn load(path: &Path, config: &mut Config) -> Result<(), ArgError> {
         let fail = |msg: String| ArgError(format!("{file}:{line}: {key}: {msg}"));
         apply(config, key, value.get_ref()).map_err(fail)?;
     }
-    let entries: Entries = toml::from_str(&text).map_err(toml_error)?;
+    let entries: Entries = toml::from_str(text).map_err(toml_error)?;
     for (kind, items) in [("poll", entries.poll), ("exec", entries.exec)] {
         for item in items {
             let origin = format!("{file}:{}: [[{kind}]]", line_at(item.span().start));

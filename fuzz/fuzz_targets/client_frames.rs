@@ -1,0 +1,22 @@
+//! The client-frame decoder on arbitrary bytes, frame after frame as the
+//! server feeds it: nothing may panic, and it never consumes more than it
+//! was given.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use statecast::wire::protocol::Decoder;
+
+fuzz_target!(|data: &[u8]| {
+    let mut buf = data.to_vec();
+    let mut decoder = Decoder::default();
+    let mut at = 0;
+    while at < buf.len() {
+        match decoder.decode(&mut buf[at..], 4096) {
+            Ok((0, _)) | Err(_) => break,
+            Ok((n, _)) => {
+                assert!(n <= buf.len() - at);
+                at += n;
+            }
+        }
+    }
+});

@@ -1,0 +1,21 @@
+//! The config file parser on arbitrary text: errors, never a panic, and
+//! what it accepts prints back as a file that reads back the same.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use statecast::Config;
+use statecast::config::file;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut config = Config::default();
+    if file::apply_text(text, "fuzz.toml", &mut config).is_ok() {
+        let printed = file::render(&config);
+        let mut again = Config::default();
+        file::apply_text(&printed, "printed.toml", &mut again)
+            .unwrap_or_else(|e| panic!("printed config does not read back: {e}\n{printed}"));
+        assert_eq!(file::render(&again), printed);
+    }
+});
