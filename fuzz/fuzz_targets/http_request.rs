@@ -9,7 +9,9 @@ use statecast::wire::http::{self, ParsedBody, ParsedHead};
 fuzz_target!(|data: &[u8]| {
     if let Ok(ParsedHead::Complete { head, len }) = http::parse_head(data) {
         assert!(len <= data.len());
-        if let Ok(ParsedBody::Complete(body, used)) = http::parse_body(head.body, &data[len..], 1 << 20) {
+        if let Ok(ParsedBody::Complete(body, used)) =
+            http::parse_body(head.body, &data[len..], 1 << 20)
+        {
             assert!(used <= data.len() - len);
             assert!(body.len() <= used);
         }
