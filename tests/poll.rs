@@ -139,6 +139,9 @@ fn failing_source_recovers() {
     let server = TestServer::start();
     poll(&server, &backend, Duration::from_secs(2), 1 << 20);
     server.wait_health("degraded", |h| h["status"] == "degraded");
+    // A failing provider makes /healthz answer 503, the body unchanged.
+    let (status, body) = server.request("GET", "/healthz", "");
+    assert_eq!(status, 503, "{body}");
     let health = server.health();
     let provider = &health["providers"]["poll queue"];
     assert_eq!(provider["ok"], false);

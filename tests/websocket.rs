@@ -320,3 +320,30 @@ fn write_timeout_closes_a_stuck_client() {
     assert_eq!(server.health()["counters"]["closes"]["slow_consumer"], 0);
     assert_eq!(server.health()["connections"], 0);
 }
+
+/// `?since=<seq>`: a client that already has the topic's current `seq`
+/// gets no resend; one behind gets the snapshot at once.
+#[test]
+fn since_skips_the_resend_only_when_the_seq_is_current() {
+    let server = TestServer::start();
+    server.publish("queue", r#"{"phases":[],"total":1}"#);
+    server.publish("queue", r#"{"phases":[],"total":2}"#);
+    let resume = |since: &str| {
+        let mut ws = server.connect();
+        let request = upgrade_request(&format!("queue?since={since}"));
+        ws.write_all(request.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut ws).0, 101);
+        ws
+    };
+    let mut behind = resume("1");
+    assert_eq!(read_data_frame(&mut behind).json()["seq"], 2);
+    let mut current = resume("2");
+    // Nothing was resent: the first frame it gets is the next publish.
+    server.publish("queue", r#"{"phases":[],"total":3}"#);
+    let next = read_data_frame(&mut current).json();
+    assert_eq!(
+        (next["seq"].as_u64(), next["data"]["total"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(read_data_frame(&mut behind).json()["seq"], 3);
+}

@@ -19,8 +19,13 @@ pub enum Action {
     /// Answer with this response.
     Respond(Response),
     /// Upgrade the connection with this `Sec-WebSocket-Accept` and subscribe
-    /// it to `topic`.
-    Subscribe { topic: String, accept: String },
+    /// it to `topic`. `since` is the `seq` the client already has
+    /// (`?since=`): if the topic is still there, the snapshot is not sent.
+    Subscribe {
+        topic: String,
+        accept: String,
+        since: Option<u64>,
+    },
     /// Store `data` (checked JSON) as `topic`'s snapshot, then answer with
     /// [`published`].
     Publish { topic: String, data: String },
@@ -121,7 +126,12 @@ fn subscribe(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -
     if shutting_down {
         return Action::Respond(http::error(http::UNAVAILABLE, "shutting down", "", true));
     }
-    Action::Subscribe { topic, accept }
+    let since = head.query_param("since").and_then(|s| s.parse().ok());
+    Action::Subscribe {
+        topic,
+        accept,
+        since,
+    }
 }
 
 /// Checks everything before anything is touched: the name, the JSON, and
@@ -242,7 +252,8 @@ pub struct HealthView<'a> {
     pub providers: &'a Registry,
 }
 
-/// `/healthz`: `degraded` while a provider is failing.
+/// `/healthz`: `degraded` while a provider is failing, and then 503 so a
+/// load balancer or a monitor sees it without reading the body.
 pub fn health(view: &HealthView, answer: Answer) -> Response {
     /// Field order is the order an operator reads them in.
     #[derive(serde::Serialize)]
@@ -277,7 +288,19 @@ pub fn health(view: &HealthView, answer: Answer) -> Response {
         providers: &providers,
     };
     let body = serde_json::to_vec(&health).expect("plain data serialises");
-    http::json(&body, answer.close, answer.head_only)
+    let code = if status == "ok" {
+        http::OK
+    } else {
+        http::UNAVAILABLE
+    };
+    http::response(
+        code,
+        "application/json",
+        "",
+        &body,
+        answer.close,
+        answer.head_only,
+    )
 }
 
 /// A malformed name is the request's fault (400); a well-formed one the

@@ -553,9 +553,11 @@ impl EventLoop {
         );
         let response = match action {
             Action::Respond(response) => response,
-            Action::Subscribe { topic, accept } => {
-                return self.subscribe(key, &topic, &accept, now);
-            }
+            Action::Subscribe {
+                topic,
+                accept,
+                since,
+            } => return self.subscribe(key, &topic, &accept, since, now),
             Action::Publish { topic, data } => match self.topics.find_or_create(&topic) {
                 Ok(id) => {
                     let published = self.publish(id, &data, 1);
@@ -582,13 +584,23 @@ impl EventLoop {
     }
 
     /// Completes an upgrade the endpoint accepted: the 101 and the snapshot
-    /// leave in the same write, so the client never waits.
-    fn subscribe(&mut self, key: usize, name: &str, accept: &str, now: Instant) {
+    /// leave in the same write, so the client never waits. A client that
+    /// says it has the topic's current `seq` (`?since=`) gets no resend.
+    fn subscribe(
+        &mut self,
+        key: usize,
+        name: &str,
+        accept: &str,
+        since: Option<u64>,
+        now: Instant,
+    ) {
         let id = match self.topics.find_or_create(name) {
             Ok(id) => id,
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
+        let current = Some(self.topics.get(id).seq());
         let (sub, snapshot) = self.topics.subscribe(id, key);
+        let snapshot = snapshot.filter(|_| since != current);
         self.conns[key].open(sub, now);
         let switching = Shared::from(http::switching_protocols(accept));
         self.enqueue(key, Out::Bytes(switching));
