@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use log::{error, warn};
+use log::{error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use simplelog::{ConfigBuilder, WriteLogger};
@@ -88,9 +88,21 @@ fn start(config: statecast::Config) -> Result<Server, ExitCode> {
             return Err(ExitCode::from(2));
         }
     }
+    let running = providers.describe();
     if let Err(e) = start_providers(&server, providers) {
         error!("cannot start a provider thread: {e}");
         return Err(ExitCode::FAILURE);
+    }
+    if let Ok(addr) = server.local_addr() {
+        let running = if running.is_empty() {
+            "none".to_owned()
+        } else {
+            running.join(", ")
+        };
+        info!(
+            "statecast {}: WebSockets at ws://{addr}/api/v1/ws/<topic>, health at http://{addr}/healthz; providers: {running}",
+            env!("CARGO_PKG_VERSION"),
+        );
     }
     Ok(server)
 }
@@ -146,6 +158,26 @@ impl From<&statecast::Config> for Providers {
                 max_bytes: config.max_publish_bytes,
             },
         }
+    }
+}
+
+impl Providers {
+    /// One phrase per provider, for the start line.
+    fn describe(&self) -> Vec<String> {
+        let mut running = Vec::new();
+        if self.demo {
+            running.push("demo".to_owned());
+        }
+        if let Some(agents) = &self.agents {
+            running.push(format!("agents {}", agents.dir.display()));
+        }
+        for poll in &self.polls {
+            running.push(format!("poll {} <- {}", poll.topic, poll.url));
+        }
+        for exec in &self.execs {
+            running.push(format!("exec {} <- `{}`", exec.topic, exec.command));
+        }
+        running
     }
 }
 

@@ -222,6 +222,7 @@ pub fn render(c: &Config) -> String {
     );
     let _ = writeln!(out, "write_timeout = {}", quoted(&d(c.write_timeout)));
     let _ = writeln!(out, "shutdown_timeout = {}", quoted(&d(c.shutdown_timeout)));
+    let _ = writeln!(out, "stats_interval = {}", quoted(&d(c.stats_interval)));
     let _ = writeln!(
         out,
         "log_level = {}",

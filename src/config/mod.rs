@@ -103,6 +103,9 @@ pub struct Config {
     pub subscribe_token: Option<Secret>,
     /// Most connections from one IP address; 0 for no limit.
     pub max_connections_per_ip: usize,
+    /// How often a summary line, and the refusals since the last one, are
+    /// logged at info.
+    pub stats_interval: Duration,
 }
 
 impl Default for Config {
@@ -140,6 +143,7 @@ impl Default for Config {
             insecure_publish: false,
             subscribe_token: None,
             max_connections_per_ip: 0,
+            stats_interval: Duration::from_secs(60),
         }
     }
 }
@@ -245,6 +249,9 @@ OPTIONS:
     --shutdown-timeout DURATION time clients get to take their 1001 close on
                                 SIGINT/SIGTERM [default: 5s]
     --log-level LEVEL           off, error, warn, info, debug or trace [default: info]
+    --stats-interval DURATION   log a summary line (connections, topics, publishes,
+                                deliveries) and the refusals and protocol closes
+                                since the last one, a line per reason [default: 60s]
 
 ACCESS:
     --allow-origin ORIGIN       an origin browsers may connect from, exactly as they
@@ -299,6 +306,7 @@ const OPTIONS: &[&str] = &[
     "--publish-token",
     "--subscribe-token",
     "--max-connections-per-ip",
+    "--stats-interval",
 ];
 
 /// Options that take no value.
@@ -505,6 +513,7 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
         "--handshake-timeout" => config.handshake_timeout = parse_duration(value()?).map_err(at)?,
         "--write-timeout" => config.write_timeout = parse_duration(value()?).map_err(at)?,
         "--shutdown-timeout" => config.shutdown_timeout = parse_duration(value()?).map_err(at)?,
+        "--stats-interval" => config.stats_interval = parse_duration(value()?).map_err(at)?,
         "--log-level" => {
             let v = value()?;
             config.log_level = v.parse().map_err(|_| {

@@ -116,6 +116,7 @@ impl EventLoop {
             "Retry-After: 1\r\n",
             true,
         );
+        self.interval.note(&response);
         let _ = (&stream).write(&response.bytes);
     }
 

@@ -3,7 +3,7 @@
 //! what the loop should do. None touches a connection, a socket or the
 //! topic table, so a refused request changes nothing.
 
-use log::info;
+use log::debug;
 use serde_json::value::RawValue;
 
 use crate::publisher::Registry;
@@ -314,10 +314,10 @@ fn refused_topic(e: &TopicError, close: bool) -> Response {
     http::error(status, &e.to_string(), "", close)
 }
 
-/// 422 with the pointer and the rule on one line; logged at info, since a
-/// producer sending what the dashboard cannot render is worth seeing.
+/// 422 with the pointer and the rule on one line. Counted in the stats
+/// interval's refusals; each one is logged at debug.
 fn refused_by_schema(topic: &str, error: &SchemaError, close: bool) -> Response {
-    info!("publish to {topic:?} refused by its schema: {error}");
+    debug!("publish to {topic:?} refused by its schema: {error}");
     http::error(http::UNPROCESSABLE, &error.to_string(), "", close)
 }
 

@@ -34,6 +34,7 @@ impl EventLoop {
                 if enqueue(&mut conns[key], key, out, max, dirty, over) {
                     stats.superseded += 1;
                 }
+                stats.deliveries += 1;
             }
         });
     }
@@ -54,6 +55,7 @@ impl EventLoop {
             enqueue(conn, key, out, max, &mut self.dirty, &mut self.over_limit);
         }
         self.stats.events += 1;
+        self.stats.deliveries += count as u64;
         count
     }
 

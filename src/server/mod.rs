@@ -40,7 +40,7 @@ use crate::server::access::Access;
 use crate::server::conn::{Close, Conn, Received, Request, Timeouts};
 use crate::server::endpoints::{Action, Answer, HealthView};
 use crate::server::queue::Out;
-use crate::server::stats::Stats;
+use crate::server::stats::{Interval, Stats};
 use crate::topic::adw;
 use crate::topic::schema::Validator;
 use crate::topic::{Rules, Topics};
@@ -203,6 +203,7 @@ impl Server {
         // Only the loop holds the publisher's inbox; our own Publisher copy
         // is dropped so `Closed` reaches producers when the loop ends.
         drop(self.publisher);
+        let config_stats_interval = config.stats_interval;
         let timeouts = Timeouts {
             ping_interval: config.ping_interval,
             handshake: config.handshake_timeout,
@@ -235,6 +236,8 @@ impl Server {
             pending: Vec::new(),
             pending_index: HashMap::new(),
             stats: Stats::default(),
+            interval: Interval::default(),
+            next_stats: now + config_stats_interval,
             last_refusal_log: None,
             backlog: false,
         };
@@ -296,6 +299,9 @@ struct EventLoop {
     pending: Vec<(String, String, u64)>,
     pending_index: HashMap<String, usize>,
     stats: Stats,
+    /// What the next stats line reports, and when it is due.
+    interval: Interval,
+    next_stats: Instant,
     /// When a refusal was last logged, so floods log once a second.
     last_refusal_log: Option<Instant>,
     /// The last drain stopped at `MAX_DRAIN` with commands left.
@@ -385,6 +391,12 @@ impl EventLoop {
         if self.accept_retry.is_some_and(|at| now >= at) {
             self.accept_retry = None;
             self.accept(now);
+        }
+        if now >= self.next_stats {
+            self.next_stats = now + self.config.stats_interval;
+            let (connections, topics) = (self.topics.subscriptions(), self.topics.len());
+            self.interval
+                .log(&self.stats, connections, topics, self.config.stats_interval);
         }
         if now >= self.next_tick {
             self.next_tick = now + self.tick;
@@ -577,6 +589,7 @@ impl EventLoop {
     /// Queues a response; one that ends the exchange closes the connection
     /// once written, for `cause`.
     fn respond(&mut self, key: usize, response: Response, cause: Close) {
+        self.interval.note(&response);
         self.enqueue(key, Out::Bytes(Shared::from(response.bytes)));
         if response.close {
             self.conns[key].end_http(cause);

@@ -1,7 +1,77 @@
 //! The loop's counters, shown in `/healthz`. Closes are counted once, by
 //! their cause, when the connection is removed.
 
+use std::collections::BTreeMap;
+
+use log::info;
+
 use crate::server::conn::Close;
+use crate::wire::http::Response;
+
+/// What the operator sees every `--stats-interval`: a summary line, then
+/// one line per kind of refusal and per protocol close since the last,
+/// with a count, rather than a line per client.
+#[derive(Debug, Default)]
+pub struct Interval {
+    /// Refused requests by status line, e.g. `404 Not Found`.
+    refusals: BTreeMap<String, u64>,
+    /// Counters at the start of the interval.
+    publishes: u64,
+    deliveries: u64,
+    closes: CloseCounts,
+}
+
+impl Interval {
+    /// Notes a response, if it is a refusal.
+    pub fn note(&mut self, response: &Response) {
+        let line = response
+            .bytes
+            .split(|&b| b == b'\r')
+            .next()
+            .unwrap_or_default();
+        let status = String::from_utf8_lossy(line.get(9..).unwrap_or_default());
+        if !status.starts_with(['1', '2', '3']) {
+            *self.refusals.entry(status.into_owned()).or_default() += 1;
+        }
+    }
+
+    /// Logs the interval and starts the next.
+    pub fn log(
+        &mut self,
+        stats: &Stats,
+        connections: usize,
+        topics: usize,
+        every: std::time::Duration,
+    ) {
+        let secs = every.as_secs_f64();
+        info!(
+            "stats: {connections} connections, {topics} topics; in the last {secs:.0}s {} publishes, {} deliveries",
+            stats.publishes - self.publishes,
+            stats.deliveries - self.deliveries
+        );
+        for (status, n) in std::mem::take(&mut self.refusals) {
+            info!("refused in the last {secs:.0}s: {n} x {status}");
+        }
+        let now = serde_json::to_value(&stats.closes).unwrap_or_default();
+        let then = serde_json::to_value(&self.closes).unwrap_or_default();
+        for cause in [
+            "protocol_error",
+            "ping_timeout",
+            "ping_flood",
+            "slow_consumer",
+            "write_timeout",
+            "handshake_timeout",
+        ] {
+            let n = now[cause].as_u64().unwrap_or(0) - then[cause].as_u64().unwrap_or(0);
+            if n > 0 {
+                info!("closed in the last {secs:.0}s: {n} x {cause}");
+            }
+        }
+        self.publishes = stats.publishes;
+        self.deliveries = stats.deliveries;
+        self.closes = stats.closes.clone();
+    }
+}
 
 /// Counters shown in `/healthz`.
 #[derive(Debug, Default, serde::Serialize)]
@@ -11,13 +81,15 @@ pub struct Stats {
     pub upgraded: u64,
     pub publishes: u64,
     pub events: u64,
+    /// Snapshots and events queued for a subscriber.
+    pub deliveries: u64,
     pub superseded: u64,
     /// Every connection removed, by the cause it closed for.
     pub closes: CloseCounts,
 }
 
 /// One counter per close cause, named by [`Close::label`].
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct CloseCounts {
     pub peer_gone: u64,
     pub client_close: u64,
