@@ -66,6 +66,15 @@ impl EventLoop {
         }
     }
 
+    /// Ends an SSE stream: no close frame in SSE, the connection just ends
+    /// once what has started going out is written.
+    pub(super) fn end_stream(&mut self, key: usize, cause: Close) {
+        if let Some(sub) = self.conns[key].end_stream(cause) {
+            self.unsubscribe(sub);
+            self.mark_dirty(key);
+        }
+    }
+
     /// Closes the connections an enqueue found over `--max-queue-bytes`,
     /// now that no pass over a subscriber list is under way.
     fn close_over_limit(&mut self) {
@@ -103,6 +112,8 @@ impl EventLoop {
         );
         if conn.is_open() {
             self.close_ws(key, &CloseReason::new(code::POLICY, "slow consumer"), cause);
+        } else if conn.is_stream() {
+            self.end_stream(key, cause);
         } else {
             self.finish(key, cause);
         }
@@ -162,6 +173,10 @@ impl EventLoop {
         for (key, verdict) in due {
             match verdict {
                 Due::Ping => {}
+                Due::KeepAlive => {
+                    let comment = Shared::from(http::EVENT_STREAM_KEEPALIVE);
+                    self.enqueue(key, Out::Bytes(comment));
+                }
                 Due::RequestTimeout => {
                     let why = "request not completed within --handshake-timeout";
                     let response = http::error(http::REQUEST_TIMEOUT, why, "", true);
@@ -206,6 +221,7 @@ impl EventLoop {
                     let reason = CloseReason::new(code::GOING_AWAY, "going away");
                     self.close_ws(key, &reason, Close::Shutdown);
                 }
+                Phase::Stream { .. } => self.end_stream(key, Close::Shutdown),
                 Phase::Http { .. } if conn.pending_bytes() == 0 && !conn.has_input() => {
                     self.finish(key, Close::Shutdown)
                 }

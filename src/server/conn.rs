@@ -118,6 +118,13 @@ pub enum Phase {
         /// drained: how far the client's pings outrun its reading.
         pongs_dropped: u32,
     },
+    /// A Server-Sent Events stream, subscribed to one topic. The client
+    /// never speaks; a comment line keeps the connection alive.
+    Stream {
+        sub: Subscription,
+        /// When the last keep-alive comment was queued.
+        last_comment: Instant,
+    },
     /// The last bytes (a close frame or a final HTTP response) are queued;
     /// `--write-timeout` applies until they are written.
     Closing { cause: Close },
@@ -180,6 +187,8 @@ pub enum Flushed {
 pub enum Due {
     /// Time to ping it.
     Ping,
+    /// Time for an SSE keep-alive comment.
+    KeepAlive,
     /// Silent for two ping intervals: close with 1001.
     PingTimeout,
     /// Output pending and nothing taken for `--write-timeout`.
@@ -263,8 +272,24 @@ impl Conn {
         &self.phase
     }
 
+    /// An open WebSocket.
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open { .. })
+    }
+
+    /// Subscribed to a topic, by WebSocket or by SSE.
+    pub fn is_subscriber(&self) -> bool {
+        matches!(self.phase, Phase::Open { .. } | Phase::Stream { .. })
+    }
+
+    /// Still speaking HTTP: reading requests.
+    pub fn is_http(&self) -> bool {
+        matches!(self.phase, Phase::Http { .. })
+    }
+
+    /// A Server-Sent Events stream.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.phase, Phase::Stream { .. })
     }
 
     pub fn is_done(&self) -> bool {
@@ -278,14 +303,14 @@ impl Conn {
 
     pub fn subscription(&self) -> Option<Subscription> {
         match self.phase {
-            Phase::Open { sub, .. } => Some(sub),
+            Phase::Open { sub, .. } | Phase::Stream { sub, .. } => Some(sub),
             _ => None,
         }
     }
 
     /// Told by the topic registry when a swap-remove moved this connection.
     pub fn moved_to(&mut self, index: usize) {
-        if let Phase::Open { sub, .. } = &mut self.phase {
+        if let Phase::Open { sub, .. } | Phase::Stream { sub, .. } = &mut self.phase {
             sub.index = index;
         }
     }
@@ -324,7 +349,12 @@ impl Conn {
                     self.input.extend_from_slice(&scratch[..n]);
                     Received::Data(n)
                 }
-                Phase::Closing { .. } | Phase::Draining { .. } | Phase::Done { .. } => {
+                // An SSE client has nothing to say; after our last bytes,
+                // input is read only to see the peer's end.
+                Phase::Stream { .. }
+                | Phase::Closing { .. }
+                | Phase::Draining { .. }
+                | Phase::Done { .. } => {
                     self.input = Vec::new();
                     Received::Ignored
                 }
@@ -448,6 +478,29 @@ impl Conn {
         };
     }
 
+    /// Starts an SSE stream; the loop queues the response head and the
+    /// snapshot.
+    pub fn open_stream(&mut self, sub: Subscription, now: Instant) {
+        self.phase = Phase::Stream {
+            sub,
+            last_comment: now,
+        };
+    }
+
+    /// Ends an SSE stream: what has not started going out is dropped, and
+    /// the connection closes once the rest is written. Returns the
+    /// subscription to give back.
+    pub fn end_stream(&mut self, cause: Close) -> Option<Subscription> {
+        let sub = match self.phase {
+            Phase::Stream { sub, .. } => sub,
+            _ => return None,
+        };
+        self.out.drop_unstarted();
+        self.blocked_since = None;
+        self.phase = Phase::Closing { cause };
+        Some(sub)
+    }
+
     /// After a response that ends the exchange: nothing more is read.
     pub fn end_http(&mut self, cause: Close) {
         self.input = Vec::new();
@@ -568,6 +621,12 @@ impl Conn {
                     None
                 }
             }
+            Phase::Stream { last_comment, .. }
+                if now.duration_since(*last_comment) >= limits.ping_interval =>
+            {
+                *last_comment = now;
+                Some(Due::KeepAlive)
+            }
             Phase::Draining { deadline, .. } if now >= *deadline => Some(Due::LingerOver),
             _ => None,
         }
@@ -590,7 +649,11 @@ mod tests {
     }
 
     fn sub() -> Subscription {
-        Subscription { topic: 0, index: 0 }
+        Subscription {
+            topic: 0,
+            index: 0,
+            stream: false,
+        }
     }
 
     /// A closing connection whose last bytes are written shuts its write

@@ -26,6 +26,10 @@ pub enum Action {
         accept: String,
         since: Option<u64>,
     },
+    /// Answer with an event stream and subscribe the connection to `topic`.
+    /// `since` is the client's `Last-Event-ID` (or `?since=`): no resend
+    /// when the topic is still there.
+    Stream { topic: String, since: Option<u64> },
     /// Store `data` (checked JSON) as `topic`'s snapshot, then answer with
     /// [`published`].
     Publish { topic: String, data: String },
@@ -79,7 +83,7 @@ pub fn handle(
             true,
         ));
     }
-    let subscribing = matches!(route, Route::Subscribe(_));
+    let subscribing = matches!(route, Route::Subscribe(_) | Route::Stream(_));
     let publishing = matches!(route, Route::Publish(_) | Route::Broadcast);
     let checked =
         access
@@ -94,6 +98,7 @@ pub fn handle(
     }
     match route {
         Route::Subscribe(topic) => subscribe(head, topic, topics, shutting_down),
+        Route::Stream(topic) => stream(head, topic, topics, shutting_down),
         Route::Publish(topic) => publish(topic, body, topics, close),
         Route::Broadcast => broadcast(body, topics, close),
         Route::State(topic) => Action::Respond(state(&topic, topics, answer)),
@@ -132,6 +137,23 @@ fn subscribe(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -
         accept,
         since,
     }
+}
+
+/// An SSE subscription: the same checks as a WebSocket's, without the
+/// upgrade.
+fn stream(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -> Action {
+    if let Err(e) = topics.check(&topic) {
+        return Action::Respond(refused_topic(&e, true));
+    }
+    if shutting_down {
+        return Action::Respond(http::error(http::UNAVAILABLE, "shutting down", "", true));
+    }
+    let since = head
+        .last_event_id
+        .as_deref()
+        .or(head.query_param("since"))
+        .and_then(|s| s.trim().parse().ok());
+    Action::Stream { topic, since }
 }
 
 /// Checks everything before anything is touched: the name, the JSON, and

@@ -28,9 +28,14 @@ impl EventLoop {
         let stats = &mut self.stats;
         // Closing would change the subscriber lists being walked: a
         // connection over its limit is closed after the pass.
-        self.topics.fan_out(|frame, subscribers| {
+        self.topics.fan_out(|frame, sse, subscribers| {
             for &key in subscribers {
-                let out = Out::Snapshot(frame.clone());
+                let conn = &conns[key];
+                let bytes = match sse {
+                    Some(sse) if conn.is_stream() => sse,
+                    _ => frame,
+                };
+                let out = Out::Snapshot(bytes.clone());
                 if enqueue(&mut conns[key], key, out, max, dirty, over) {
                     stats.superseded += 1;
                 }
@@ -44,14 +49,21 @@ impl EventLoop {
         // Snapshots published before this event go out before it.
         self.fan_out();
         let message = Message::event(type_json, data);
+        // Encoded for SSE once, if a stream is there to take it.
+        let mut sse = None;
         let max = self.config.max_queue_bytes;
         let mut count = 0;
         for (key, conn) in self.conns.iter_mut() {
-            if !conn.is_open() {
+            if !conn.is_subscriber() {
                 continue;
             }
             count += 1;
-            let out = Out::Bytes(message.frame.clone());
+            let bytes = if conn.is_stream() {
+                sse.get_or_insert_with(|| message.sse(None)).clone()
+            } else {
+                message.frame.clone()
+            };
+            let out = Out::Bytes(bytes);
             enqueue(conn, key, out, max, &mut self.dirty, &mut self.over_limit);
         }
         self.stats.events += 1;

@@ -480,7 +480,7 @@ impl EventLoop {
     /// read again until they drain (backpressure, as HTTP servers do it).
     fn held_back(&self, key: usize) -> bool {
         let conn = &self.conns[key];
-        !conn.is_open() && conn.pending_bytes() > HTTP_OUTPUT_BOUND
+        conn.is_http() && conn.pending_bytes() > HTTP_OUTPUT_BOUND
     }
 
     /// Reads again the connections a previous read left with input unread,
@@ -570,6 +570,7 @@ impl EventLoop {
                 accept,
                 since,
             } => return self.subscribe(key, &topic, &accept, since, now),
+            Action::Stream { topic, since } => return self.stream(key, &topic, since, now),
             Action::Publish { topic, data } => match self.topics.find_or_create(&topic) {
                 Ok(id) => {
                     let published = self.publish(id, &data, 1);
@@ -612,7 +613,7 @@ impl EventLoop {
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
         let current = Some(self.topics.get(id).seq());
-        let (sub, snapshot) = self.topics.subscribe(id, key);
+        let (sub, snapshot) = self.topics.subscribe(id, key, false);
         let snapshot = snapshot.filter(|_| since != current);
         self.conns[key].open(sub, now);
         let switching = Shared::from(http::switching_protocols(accept));
@@ -626,6 +627,27 @@ impl EventLoop {
             conn.id(),
             conn.peer()
         );
+        self.stats.upgraded += 1;
+    }
+
+    /// Starts an SSE stream the endpoint accepted: the response head and
+    /// the snapshot as its first event (none if `since` is the topic's
+    /// current seq, as `Last-Event-ID` says after a reconnect).
+    fn stream(&mut self, key: usize, name: &str, since: Option<u64>, now: Instant) {
+        let id = match self.topics.find_or_create(name) {
+            Ok(id) => id,
+            Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
+        };
+        let current = Some(self.topics.get(id).seq());
+        let (sub, snapshot) = self.topics.subscribe(id, key, true);
+        self.conns[key].open_stream(sub, now);
+        let head = Shared::from(http::EVENT_STREAM_HEAD);
+        self.enqueue(key, Out::Bytes(head));
+        if let Some(snapshot) = snapshot.filter(|_| since != current) {
+            self.enqueue(key, Out::Snapshot(snapshot));
+        }
+        let conn = &self.conns[key];
+        debug!("conn={} peer={} streaming {name}", conn.id(), conn.peer());
         self.stats.upgraded += 1;
     }
 

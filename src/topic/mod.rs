@@ -182,6 +182,25 @@ impl Message {
         Message::from_parts(&[head.as_bytes(), data.as_bytes(), b"}"])
     }
 
+    /// The same message as a Server-Sent Event: `id:` (for a snapshot, its
+    /// seq, which `Last-Event-ID` brings back), then the JSON as `data:`
+    /// lines. A published value keeps its own line breaks, so each line is
+    /// its own `data:` line, which the client joins back with `\n`.
+    pub fn sse(&self, id: Option<u64>) -> Shared {
+        let json = self.json();
+        let mut out = Vec::with_capacity(json.len() + 32);
+        if let Some(id) = id {
+            out.extend_from_slice(format!("id: {id}\n").as_bytes());
+        }
+        for line in json.split(|&b| b == b'\n') {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+        Shared::from(out)
+    }
+
     /// A one-off event: `{"type":..,"data":..}`; `type_json` is already a
     /// JSON string literal.
     pub fn event(type_json: &str, data: &str) -> Message {
@@ -210,6 +229,8 @@ pub struct Subscription {
     /// Index in the topic's subscriber list; a swap-remove may move it,
     /// and [`Topics::unsubscribe`] says whose.
     pub index: usize,
+    /// An SSE stream rather than a WebSocket.
+    pub stream: bool,
 }
 
 /// One topic: its retained snapshot and who is subscribed.
@@ -226,6 +247,11 @@ pub struct Topic {
     /// Slab keys of the connections subscribed. A connection keeps its
     /// index here so leaving is O(1).
     subscribers: Vec<usize>,
+    /// How many of them are SSE streams.
+    streams: usize,
+    /// The snapshot as a Server-Sent Event, encoded once when a stream
+    /// first needs it.
+    sse: Option<Shared>,
     /// Preset and `--topic` topics live for the server's life; others are
     /// dropped when nobody needs them.
     permanent: bool,
@@ -247,6 +273,8 @@ impl Topic {
             seq: 0,
             snapshot: None,
             subscribers: Vec::new(),
+            streams: 0,
+            sse: None,
             permanent,
             fan_out_pending: false,
         }
@@ -278,6 +306,15 @@ impl Topic {
         self.seq += publishes;
         let message = Message::snapshot(&self.message_type, self.adw_id(), self.seq, data);
         self.snapshot = Some(message);
+        self.sse = None;
+    }
+
+    /// The snapshot as an SSE event, encoded at most once per publish.
+    fn sse_snapshot(&mut self) -> Option<Shared> {
+        if self.sse.is_none() {
+            self.sse = self.snapshot.as_ref().map(|m| m.sse(Some(self.seq)));
+        }
+        self.sse.clone()
     }
 
     /// Holds nothing a new subscriber would not get anyway.
@@ -403,16 +440,29 @@ impl Topics {
     }
 
     /// Adds connection `key` to topic `id`'s subscribers; returns where it
-    /// sits, and the snapshot it gets at once.
-    pub fn subscribe(&mut self, id: usize, key: usize) -> (Subscription, Option<Shared>) {
+    /// sits, and the snapshot it gets at once, as a WebSocket frame or, for
+    /// a `stream`, as a Server-Sent Event.
+    pub fn subscribe(
+        &mut self,
+        id: usize,
+        key: usize,
+        stream: bool,
+    ) -> (Subscription, Option<Shared>) {
         let topic = &mut self.topics[id];
         topic.subscribers.push(key);
         self.subscriptions += 1;
         let sub = Subscription {
             topic: id,
             index: topic.subscribers.len() - 1,
+            stream,
         };
-        (sub, topic.snapshot.as_ref().map(|m| m.frame.clone()))
+        let snapshot = if stream {
+            topic.streams += 1;
+            topic.sse_snapshot()
+        } else {
+            topic.snapshot.as_ref().map(|m| m.frame.clone())
+        };
+        (sub, snapshot)
     }
 
     /// Takes a subscription back. Returns the key of the connection that a
@@ -421,6 +471,7 @@ impl Topics {
     pub fn unsubscribe(&mut self, sub: Subscription) -> Option<usize> {
         let topic = &mut self.topics[sub.topic];
         topic.subscribers.swap_remove(sub.index);
+        topic.streams -= usize::from(sub.stream);
         self.subscriptions -= 1;
         let moved = topic.subscribers.get(sub.index).copied();
         // Never published and nobody left: it keeps memory flat when
@@ -465,13 +516,19 @@ impl Topics {
     }
 
     /// Hands each topic published since the last call, once, with its
-    /// newest snapshot and its subscribers.
-    pub fn fan_out(&mut self, mut each: impl FnMut(&Shared, &[usize])) {
+    /// newest snapshot (as a frame, and as an SSE event when it has
+    /// streams) and its subscribers.
+    pub fn fan_out(&mut self, mut each: impl FnMut(&Shared, Option<&Shared>, &[usize])) {
         for id in self.fan_out.drain(..) {
             let topic = &mut self.topics[id];
             topic.fan_out_pending = false;
+            let sse = if topic.streams > 0 {
+                topic.sse_snapshot()
+            } else {
+                None
+            };
             if let Some(snapshot) = &topic.snapshot {
-                each(&snapshot.frame, &topic.subscribers);
+                each(&snapshot.frame, sse.as_ref(), &topic.subscribers);
             }
         }
     }
@@ -556,7 +613,7 @@ mod tests {
     fn unused_dynamic_topics_are_released_but_published_ones_stay() {
         let mut topics = adw();
         let id = topics.find_or_create("adw-state/gone").unwrap();
-        let (sub, snapshot) = topics.subscribe(id, 7);
+        let (sub, snapshot) = topics.subscribe(id, 7, false);
         assert!(
             snapshot.is_some(),
             "adw-state topics greet with their default"
@@ -567,12 +624,12 @@ mod tests {
         assert_eq!(topics.find("adw-state/gone"), None);
 
         let id = topics.find_or_create("adw-state/kept").unwrap();
-        let (sub, _) = topics.subscribe(id, 7);
+        let (sub, _) = topics.subscribe(id, 7, false);
         topics.publish(id, r#"{"adw_id":"kept","status":"running"}"#, 1);
         topics.unsubscribe(sub);
         assert!(topics.find("adw-state/kept").is_some());
         let queue = topics.find("queue").unwrap();
-        let (sub, _) = topics.subscribe(queue, 7);
+        let (sub, _) = topics.subscribe(queue, 7, false);
         topics.unsubscribe(sub);
         assert!(topics.find("queue").is_some());
     }
@@ -581,9 +638,9 @@ mod tests {
     fn unsubscribing_says_who_moved() {
         let mut topics = adw();
         let queue = topics.find("queue").unwrap();
-        let (a, _) = topics.subscribe(queue, 10);
-        let (_, _) = topics.subscribe(queue, 11);
-        let (c, _) = topics.subscribe(queue, 12);
+        let (a, _) = topics.subscribe(queue, 10, false);
+        let (_, _) = topics.subscribe(queue, 11, false);
+        let (c, _) = topics.subscribe(queue, 12, false);
         assert_eq!(c.index, 2);
         // 12 moves into 10's place.
         assert_eq!(topics.unsubscribe(a), Some(12));
@@ -594,7 +651,7 @@ mod tests {
     fn a_burst_of_publishes_is_fanned_out_once() {
         let mut topics = adw();
         let queue = topics.find("queue").unwrap();
-        topics.subscribe(queue, 3);
+        topics.subscribe(queue, 3, false);
         for i in 0..5 {
             let p = topics.publish(queue, &format!(r#"{{"phases":[],"total":{i}}}"#), 1);
             assert_eq!(
@@ -606,11 +663,11 @@ mod tests {
             );
         }
         let mut calls = Vec::new();
-        topics.fan_out(|frame, subs| calls.push((frame.clone(), subs.to_vec())));
+        topics.fan_out(|frame, _, subs| calls.push((frame.clone(), subs.to_vec())));
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].1, [3]);
         assert!(String::from_utf8_lossy(&calls[0].0).contains(r#""total":4"#));
-        topics.fan_out(|_, _| panic!("nothing was published since"));
+        topics.fan_out(|_, _, _| panic!("nothing was published since"));
     }
 
     #[test]
@@ -618,10 +675,10 @@ mod tests {
         let mut topics = adw();
         let id = topics.find_or_create("adw-state/done").unwrap();
         topics.publish(id, r#"{"x":1}"#, 1);
-        topics.fan_out(|_, _| {});
-        let (sub, _) = topics.subscribe(id, 7);
+        topics.fan_out(|_, _, _| {});
+        let (sub, _) = topics.subscribe(id, 7, false);
         topics.publish(id, "{}", 1);
-        topics.fan_out(|_, _| {});
+        topics.fan_out(|_, _, _| {});
         assert!(
             topics.find("adw-state/done").is_some(),
             "a subscriber keeps it"
@@ -638,7 +695,7 @@ mod tests {
         assert_eq!(topics.find("adw-state/done"), None);
         let id = topics.find_or_create("adw-state/old").unwrap();
         topics.publish(id, r#"{"adw_id":"other"}"#, 1);
-        topics.fan_out(|_, _| {});
+        topics.fan_out(|_, _, _| {});
         assert!(topics.find("adw-state/old").is_some());
         topics.publish(id, "{}", 1);
         assert_eq!(topics.find("adw-state/old"), None, "the version 1 default");

@@ -85,6 +85,13 @@ pub fn json(body: &[u8], close: bool, head_only: bool) -> Response {
     response(OK, "application/json", "", body, close, head_only)
 }
 
+/// The head of a Server-Sent Events response: the body is the stream,
+/// delimited by the connection's end. Proxies are asked not to buffer it.
+pub const EVENT_STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n";
+
+/// An SSE comment: keeps the connection and proxies awake.
+pub const EVENT_STREAM_KEEPALIVE: &[u8] = b": keep-alive\n\n";
+
 /// The 101 that completes a WebSocket upgrade (RFC 6455 §4.2.2).
 pub fn switching_protocols(accept: &str) -> Vec<u8> {
     format!(
@@ -126,6 +133,8 @@ pub struct Head {
     pub origin: Option<String>,
     /// `Authorization`, whole.
     pub authorization: Option<String>,
+    /// `Last-Event-ID`, sent by a reconnecting `EventSource`.
+    pub last_event_id: Option<String>,
 }
 
 impl Head {
@@ -197,6 +206,7 @@ pub fn parse_head(buf: &[u8]) -> Result<ParsedHead, Response> {
         ws_version: None,
         origin: None,
         authorization: None,
+        last_event_id: None,
     };
     let mut framing = Framing::default();
     for h in req.headers.iter() {
@@ -323,6 +333,8 @@ fn read_header(
         head.origin = Some(text());
     } else if is("authorization") {
         head.authorization = Some(text());
+    } else if is("last-event-id") {
+        head.last_event_id = Some(text());
     }
     Ok(())
 }
@@ -433,6 +445,8 @@ fn parse_chunked(buf: &[u8], max: usize) -> Result<ParsedBody, Response> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Subscribe(String),
+    /// Server-Sent Events on a topic.
+    Stream(String),
     Publish(String),
     Broadcast,
     State(String),
@@ -455,6 +469,9 @@ pub fn route(method: &str, path: &str) -> Route {
     };
     if let Some(topic) = path.strip_prefix("/api/v1/ws/") {
         return pick(method == "GET", Route::Subscribe(topic.to_owned()), "GET");
+    }
+    if let Some(topic) = path.strip_prefix("/api/v1/sse/") {
+        return pick(method == "GET", Route::Stream(topic.to_owned()), "GET");
     }
     if let Some(topic) = path.strip_prefix("/api/v1/publish/") {
         return pick(post, Route::Publish(topic.to_owned()), "POST");

@@ -1,0 +1,144 @@
+//! Server-Sent Events on the same loop: the same messages as the
+//! WebSocket, `id:` the seq, `Last-Event-ID` honoured, events included,
+//! a comment as keep-alive.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+use util::*;
+
+/// One SSE event: its id, its data lines joined, or a comment.
+#[derive(Debug, PartialEq)]
+struct Event {
+    id: Option<u64>,
+    data: String,
+    comment: bool,
+}
+
+impl Event {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {:?}", self.data))
+    }
+}
+
+/// Opens a stream on `topic` with extra header lines; checks the head.
+fn open(server: &TestServer, topic: &str, extra: &str) -> TcpStream {
+    let mut s = server.connect();
+    let request = format!(
+        "GET /api/v1/sse/{topic} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n{extra}\r\n"
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Content-Type: text/event-stream"), "{head}");
+    s
+}
+
+/// Reads the next event (up to its blank line).
+fn next(s: &mut TcpStream) -> Event {
+    let mut text = Vec::new();
+    let mut byte = [0u8];
+    while !text.ends_with(b"\n\n") {
+        s.read_exact(&mut byte).expect("reading an event");
+        text.push(byte[0]);
+    }
+    let text = String::from_utf8(text).unwrap();
+    let mut event = Event {
+        id: None,
+        data: String::new(),
+        comment: false,
+    };
+    let mut lines = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(id) = line.strip_prefix("id: ") {
+            event.id = Some(id.parse().unwrap());
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            lines.push(data.to_owned());
+        } else if line.starts_with(':') {
+            event.comment = true;
+        } else {
+            panic!("unexpected line {line:?}");
+        }
+    }
+    event.data = lines.join("\n");
+    event
+}
+
+/// The snapshot at once, then each publish, with the WebSocket's messages
+/// and the seq as `id:`; a value's own line breaks survive as data lines.
+#[test]
+fn a_stream_carries_the_same_messages() {
+    let server = TestServer::start();
+    let mut s = open(&server, "queue", "");
+    let first = next(&mut s);
+    assert_eq!(first.id, Some(0));
+    check_message("queue", &first.json());
+    let pretty = "{\n  \"phases\": [],\n  \"paused\": true\n}";
+    server.publish("queue", pretty);
+    let update = next(&mut s);
+    assert_eq!(update.id, Some(1));
+    assert_eq!(update.data.lines().count(), 4, "{:?}", update.data);
+    let message = update.json();
+    check_message("queue", &message);
+    assert_eq!(message["data"]["paused"], true);
+    // Events reach streams too, without an id.
+    let event = r#"{"type":"workflow_completed","data":{"adw_id":"a1b2c3d4"}}"#;
+    assert_eq!(server.request("POST", "/api/v1/broadcast", event).0, 200);
+    let got = next(&mut s);
+    assert_eq!(got.id, None);
+    assert_eq!(got.json()["type"], "workflow_completed");
+}
+
+/// `Last-Event-ID` equal to the topic's seq: no resend. Behind: the
+/// snapshot at once.
+#[test]
+fn last_event_id_resumes_without_a_resend() {
+    let server = TestServer::start();
+    server.publish("queue", r#"{"phases":[],"total":1}"#);
+    let mut current = open(&server, "queue", "Last-Event-ID: 1\r\n");
+    let mut behind = open(&server, "queue", "Last-Event-ID: 0\r\n");
+    assert_eq!(next(&mut behind).id, Some(1));
+    server.publish("queue", r#"{"phases":[],"total":2}"#);
+    let first = next(&mut current);
+    assert_eq!(
+        first.id,
+        Some(2),
+        "the first event after resuming is the next publish"
+    );
+    assert_eq!(first.json()["data"]["total"], 2);
+    assert_eq!(next(&mut behind).id, Some(2));
+}
+
+/// A quiet stream gets a comment every ping interval; the stream counts
+/// as a connection and leaves when the client goes.
+#[test]
+fn keep_alive_comments_and_leaving() {
+    let server = TestServer::with(|c| c.ping_interval = Duration::from_millis(200));
+    let mut s = open(&server, "routes", "");
+    next(&mut s);
+    assert!(next(&mut s).comment, "a keep-alive comment");
+    assert_eq!(server.health()["connections"], 1);
+    drop(s);
+    server.wait_health("the stream to leave", |h| h["connections"] == 0);
+}
+
+/// Shutdown ends a stream cleanly: the client reads to EOF.
+#[test]
+fn shutdown_ends_streams() {
+    let server = TestServer::start();
+    let mut s = open(&server, "queue", "");
+    next(&mut s);
+    drop(server);
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("a clean end");
+}
