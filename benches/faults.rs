@@ -539,6 +539,12 @@ fn soak(plan: &Plan) {
                 let Some(frame) = try_frame(&mut ws) else {
                     continue;
                 };
+                // A live dashboard's browser answers pings; so do these,
+                // or the server rightly closes them after two intervals.
+                if frame.opcode == 0x9 {
+                    let _ = ws.write_all(&client_frame(0x8A, &frame.payload));
+                    continue;
+                }
                 if frame.opcode != 0x1 {
                     continue;
                 }
@@ -588,6 +594,15 @@ fn soak(plan: &Plan) {
         if Instant::now() >= next {
             next += window;
             let mut l = std::mem::take(&mut *latencies.lock().unwrap());
+            // Conflation may merge publishes, but every steady subscriber
+            // must keep receiving: a window with fewer deliveries than
+            // subscribers has lost some.
+            let connected = server.health()["connections"].as_u64().unwrap_or(0);
+            assert!(
+                connected >= steady as u64,
+                "steady subscribers lost: {connected} left"
+            );
+            assert!(l.len() >= steady, "only {} deliveries in a window", l.len());
             l.sort_unstable();
             let p99 = l.get(l.len() * 99 / 100).copied().unwrap_or(0);
             let sample = (server.rss_kib(), server.fds(), p99);

@@ -243,7 +243,7 @@ fn every_message_the_demo_sends_validates() {
             }
         }
     }
-    assert!(frames > 100, "only {frames} frames");
+    assert!(frames > 40, "only {frames} frames");
     assert!(watched.len() >= 4, "{watched:?}");
     for topic in fixed {
         assert!(last.contains_key(topic), "nothing on {topic}");
