@@ -17,13 +17,17 @@ echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
 
-if [ ! -x .venv/bin/kosoku ] || ! .venv/bin/python -c "import jsonschema" 2>/dev/null; then
+if [ ! -x .venv/bin/kosoku ] || ! .venv/bin/python -c "import jsonschema, prometheus_client" 2>/dev/null; then
     python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check kosoku==0.1.0 jsonschema==4.26.0
+    .venv/bin/pip install --quiet --disable-pip-version-check kosoku==0.1.0 jsonschema==4.26.0 prometheus-client==0.26.0
 fi
 
 echo "== contract (every schema against its valid and crashing cases)"
 .venv/bin/python contract/check_cases.py
+
+echo "== /metrics through prometheus_client's parser"
+cargo build --release --quiet
+.venv/bin/python scripts/metrics_check.py target/release/statecast
 
 echo "== conformance (Autobahn cases via kosoku)"
 cargo build --release --quiet

@@ -254,6 +254,8 @@ impl Publisher {
 pub struct ProviderStatus {
     pub ok: bool,
     pub last_error: Option<String>,
+    /// Times it went into error, or its error changed.
+    pub errors: u64,
 }
 
 /// Every provider's status by name, shared between provider threads and
@@ -264,11 +266,14 @@ pub type Registry = Arc<Mutex<BTreeMap<String, ProviderStatus>>>;
 /// error so a recovered provider no longer shows one.
 pub fn set_status(registry: &Registry, name: &str, problem: Option<String>) {
     let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
-    map.insert(
-        name.to_owned(),
-        ProviderStatus {
-            ok: problem.is_none(),
-            last_error: problem,
-        },
-    );
+    let status = map.entry(name.to_owned()).or_insert(ProviderStatus {
+        ok: true,
+        last_error: None,
+        errors: 0,
+    });
+    if problem.is_some() && problem != status.last_error {
+        status.errors += 1;
+    }
+    status.ok = problem.is_none();
+    status.last_error = problem;
 }

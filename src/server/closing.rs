@@ -44,7 +44,7 @@ impl EventLoop {
     /// is left. Returns the cause when the connection is done.
     fn flush(&mut self, key: usize, now: Instant) -> Option<Close> {
         let conn = self.conns.get_mut(key)?;
-        if let Flushed::Failed(e) = conn.flush(now) {
+        if let Flushed::Failed(e) = conn.flush(now, &mut self.stats) {
             debug!("conn={} write failed: {e}", conn.id());
             return Some(Close::Io(e.kind()));
         }

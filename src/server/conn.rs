@@ -13,6 +13,7 @@ use mio::{Interest, Registry, Token};
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::server::queue::{Out, OutQueue};
+use crate::server::stats::Stats;
 use crate::topic::Subscription;
 use crate::wire::Shared;
 use crate::wire::http::{self, Head, ParsedBody, ParsedHead, Response};
@@ -546,15 +547,19 @@ impl Conn {
     /// Writes what the socket takes. Once a closing connection's last bytes
     /// are out, shuts its write side and starts draining: reading until the
     /// peer closes so a reset cannot destroy what was sent.
-    pub fn flush(&mut self, now: Instant) -> Flushed {
+    pub fn flush(&mut self, now: Instant, stats: &mut Stats) -> Flushed {
         self.dirty = false;
         if self.is_done() {
             return Flushed::Idle;
         }
-        let written = match self.out.write_to(&mut self.stream) {
+        let latency = &mut stats.latency;
+        let mut done =
+            |published: Instant| latency.observe(now.saturating_duration_since(published));
+        let written = match self.out.write_to(&mut self.stream, &mut done) {
             Ok(n) => n,
             Err(e) => return Flushed::Failed(e),
         };
+        stats.bytes_out += written as u64;
         if !self.out.is_empty() {
             if written > 0 || self.blocked_since.is_none() {
                 self.blocked_since = Some(now);
@@ -667,7 +672,10 @@ mod tests {
         assert_eq!(conn.close_ws(Close::Shutdown), Some(sub()));
         conn.enqueue(Out::Bytes(Shared::from(encode_close(&reason))));
         assert!(matches!(conn.phase(), Phase::Closing { .. }));
-        assert!(matches!(conn.flush(now), Flushed::Idle));
+        assert!(matches!(
+            conn.flush(now, &mut Stats::default()),
+            Flushed::Idle
+        ));
         match conn.phase() {
             Phase::Draining { cause, deadline } => {
                 assert_eq!(*cause, Close::Shutdown);
@@ -695,7 +703,10 @@ mod tests {
         let now = Instant::now();
         conn.open(sub(), now);
         conn.enqueue(Out::Bytes(Shared::from(vec![b'x'; 64 << 20])));
-        assert!(matches!(conn.flush(now), Flushed::Pending));
+        assert!(matches!(
+            conn.flush(now, &mut Stats::default()),
+            Flushed::Pending
+        ));
         let limits = Timeouts {
             ping_interval: Duration::from_secs(3600),
             handshake: Duration::from_secs(10),

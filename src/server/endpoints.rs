@@ -38,6 +38,8 @@ pub enum Action {
     Broadcast { type_json: String, data: String },
     /// Answer with [`health`].
     Health,
+    /// Answer with the Prometheus metrics.
+    Metrics,
 }
 
 /// How the answer ends: whether the connection closes after it, and whether
@@ -103,6 +105,7 @@ pub fn handle(
         Route::Broadcast => broadcast(body, topics, close),
         Route::State(topic) => Action::Respond(state(&topic, topics, answer)),
         Route::Health => Action::Health,
+        Route::Metrics => Action::Metrics,
         Route::WrongMethod(allow) => Action::Respond(http::error(
             http::METHOD_NOT_ALLOWED,
             &format!("method {} not allowed here", head.method),

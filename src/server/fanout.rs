@@ -28,14 +28,14 @@ impl EventLoop {
         let stats = &mut self.stats;
         // Closing would change the subscriber lists being walked: a
         // connection over its limit is closed after the pass.
-        self.topics.fan_out(|frame, sse, subscribers| {
+        self.topics.fan_out(|frame, sse, published, subscribers| {
             for &key in subscribers {
                 let conn = &conns[key];
                 let bytes = match sse {
                     Some(sse) if conn.is_stream() => sse,
                     _ => frame,
                 };
-                let out = Out::Snapshot(bytes.clone());
+                let out = Out::Snapshot(bytes.clone(), Some(published));
                 if enqueue(&mut conns[key], key, out, max, dirty, over) {
                     stats.superseded += 1;
                 }

@@ -19,6 +19,7 @@ mod closing;
 pub mod conn;
 pub mod endpoints;
 mod fanout;
+pub mod metrics;
 pub mod queue;
 pub mod stats;
 
@@ -583,7 +584,18 @@ impl EventLoop {
                 endpoints::broadcasted(&type_json, delivered, answer.close)
             }
             Action::Health => endpoints::health(&self.health_view(), answer),
+            Action::Metrics => self.metrics(answer),
         };
+        let publishing = matches!(head.path.split('/').nth(3), Some("publish" | "broadcast"));
+        let status = response
+            .bytes
+            .get(9..12)
+            .and_then(|s| std::str::from_utf8(s).ok());
+        if let (true, Some(status)) = (publishing, status.and_then(|s| s.parse::<u16>().ok()))
+            && status >= 400
+        {
+            self.stats.refused_publishes.count(status);
+        }
         self.respond(key, response, Close::HttpDone);
     }
 
@@ -619,7 +631,7 @@ impl EventLoop {
         let switching = Shared::from(http::switching_protocols(accept));
         self.enqueue(key, Out::Bytes(switching));
         if let Some(snapshot) = snapshot {
-            self.enqueue(key, Out::Snapshot(snapshot));
+            self.enqueue(key, Out::Snapshot(snapshot, None));
         }
         let conn = &self.conns[key];
         debug!(
@@ -644,7 +656,7 @@ impl EventLoop {
         let head = Shared::from(http::EVENT_STREAM_HEAD);
         self.enqueue(key, Out::Bytes(head));
         if let Some(snapshot) = snapshot.filter(|_| since != current) {
-            self.enqueue(key, Out::Snapshot(snapshot));
+            self.enqueue(key, Out::Snapshot(snapshot, None));
         }
         let conn = &self.conns[key];
         debug!("conn={} peer={} streaming {name}", conn.id(), conn.peer());
@@ -656,6 +668,33 @@ impl EventLoop {
         let max = self.config.max_queue_bytes;
         let conn = &mut self.conns[key];
         enqueue(conn, key, out, max, &mut self.dirty, &mut self.over_limit);
+    }
+
+    fn metrics(&self, answer: Answer) -> Response {
+        let providers = self
+            .inbox
+            .providers()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let streams = self.topics.iter().map(|t| t.streams()).sum::<usize>();
+        let view = metrics::MetricsView {
+            stats: &self.stats,
+            topics: &self.topics,
+            websockets: self.topics.subscriptions() - streams,
+            streams,
+            providers: &providers,
+            now: Instant::now(),
+        };
+        let body = metrics::render(&view);
+        let content_type = "text/plain; version=0.0.4; charset=utf-8";
+        http::response(
+            http::OK,
+            content_type,
+            "",
+            body.as_bytes(),
+            answer.close,
+            answer.head_only,
+        )
     }
 
     fn health_view(&self) -> HealthView<'_> {

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
+use std::time::Instant;
 
 pub use crate::wire::Shared;
 
@@ -26,8 +27,10 @@ enum Kind {
 pub enum Out {
     /// Bytes that must all go out, in order.
     Bytes(Shared),
-    /// A topic's snapshot: supersedes an older unstarted one.
-    Snapshot(Shared),
+    /// A topic's snapshot: supersedes an older unstarted one. With the
+    /// instant it was published, when it is a publish being fanned out, so
+    /// its publish-to-written time can be measured.
+    Snapshot(Shared, Option<Instant>),
     /// A pong: replaces an unsent pong.
     Pong(Shared),
 }
@@ -36,6 +39,8 @@ pub enum Out {
 struct Item {
     bytes: Shared,
     kind: Kind,
+    /// When the publish it carries was made, for the latency histogram.
+    published: Option<Instant>,
 }
 
 /// Most buffers handed to one `writev`; Linux accepts 1024, but past a few
@@ -72,7 +77,7 @@ impl OutQueue {
                 self.push(bytes);
                 false
             }
-            Out::Snapshot(bytes) => self.push_snapshot(bytes),
+            Out::Snapshot(bytes, published) => self.push_snapshot(bytes, published),
             Out::Pong(bytes) => self.push_pong(bytes),
         }
     }
@@ -96,6 +101,7 @@ impl OutQueue {
                 self.items.push_back(Item {
                     bytes,
                     kind: Kind::Pong,
+                    published: None,
                 });
                 false
             }
@@ -108,6 +114,7 @@ impl OutQueue {
         self.items.push_back(Item {
             bytes,
             kind: Kind::Other,
+            published: None,
         });
     }
 
@@ -117,7 +124,7 @@ impl OutQueue {
     /// before it. Returns whether an older one was superseded. The same
     /// snapshot already waiting (a client that subscribed in the turn it
     /// was published) is not queued twice.
-    fn push_snapshot(&mut self, bytes: Shared) -> bool {
+    fn push_snapshot(&mut self, bytes: Shared, published: Option<Instant>) -> bool {
         let first_unstarted = usize::from(self.head_written > 0);
         let superseded = self
             .items
@@ -136,6 +143,7 @@ impl OutQueue {
         self.items.push_back(Item {
             bytes,
             kind: Kind::Snapshot,
+            published,
         });
         superseded.is_some()
     }
@@ -152,7 +160,11 @@ impl OutQueue {
     /// Writes as much as the writer takes, several buffers per call. Returns
     /// the bytes written; stops at `WouldBlock` (returned as `Ok`) or when
     /// the queue is empty.
-    pub fn write_to(&mut self, writer: &mut impl Write) -> io::Result<usize> {
+    pub fn write_to(
+        &mut self,
+        writer: &mut impl Write,
+        done: &mut impl FnMut(Instant),
+    ) -> io::Result<usize> {
         let mut total = 0;
         while !self.items.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
@@ -170,7 +182,7 @@ impl OutQueue {
                 Err(e) => return Err(e),
             };
             total += written;
-            self.advance(written);
+            self.advance(written, done);
         }
         if self.items.is_empty() {
             // Release the ring buffer: idle connections are the common case
@@ -180,7 +192,9 @@ impl OutQueue {
         Ok(total)
     }
 
-    fn advance(&mut self, mut written: usize) {
+    /// Moves past `written` bytes; `done` hears the publish instant of each
+    /// snapshot now written whole.
+    fn advance(&mut self, mut written: usize, done: &mut impl FnMut(Instant)) {
         self.pending -= written;
         while written > 0 {
             let front = self.items.front().expect("wrote more than was queued");
@@ -188,7 +202,9 @@ impl OutQueue {
             if written >= left {
                 written -= left;
                 self.head_written = 0;
-                self.items.pop_front();
+                if let Some(published) = self.items.pop_front().and_then(|i| i.published) {
+                    done(published);
+                }
             } else {
                 self.head_written += written;
                 written = 0;
@@ -203,6 +219,12 @@ mod tests {
 
     fn shared(s: &str) -> Shared {
         Arc::from(s.as_bytes())
+    }
+
+    impl OutQueue {
+        fn push_snapshot_t(&mut self, bytes: Shared) -> bool {
+            self.push_snapshot(bytes, None)
+        }
     }
 
     /// A writer that takes at most `limit` bytes, then would block.
@@ -229,14 +251,14 @@ mod tests {
     #[test]
     fn newer_snapshot_supersedes_unstarted_one_and_moves_behind_events() {
         let mut q = OutQueue::default();
-        q.push_snapshot(shared("s1"));
+        q.push_snapshot_t(shared("s1"));
         q.push(shared("e1"));
-        assert!(q.push_snapshot(shared("s2")));
+        assert!(q.push_snapshot_t(shared("s2")));
         let mut w = Trickle {
             out: vec![],
             limit: 100,
         };
-        q.write_to(&mut w).unwrap();
+        q.write_to(&mut w, &mut |_| {}).unwrap();
         assert_eq!(w.out, b"e1s2");
         assert_eq!(q.pending_bytes(), 0);
     }
@@ -245,24 +267,24 @@ mod tests {
     fn the_same_snapshot_is_not_queued_twice() {
         let mut q = OutQueue::default();
         let snap = shared("s1");
-        q.push_snapshot(snap.clone());
-        assert!(!q.push_snapshot(snap));
+        q.push_snapshot_t(snap.clone());
+        assert!(!q.push_snapshot_t(snap));
         assert_eq!(q.pending_bytes(), 2);
     }
 
     #[test]
     fn half_written_snapshot_is_kept_whole() {
         let mut q = OutQueue::default();
-        q.push_snapshot(shared("snap-1"));
+        q.push_snapshot_t(shared("snap-1"));
         let mut w = Trickle {
             out: vec![],
             limit: 3,
         };
-        assert_eq!(q.write_to(&mut w).unwrap(), 3);
-        assert!(!q.push_snapshot(shared("snap-2")));
-        assert!(q.push_snapshot(shared("snap-3")));
+        assert_eq!(q.write_to(&mut w, &mut |_| {}).unwrap(), 3);
+        assert!(!q.push_snapshot_t(shared("snap-2")));
+        assert!(q.push_snapshot_t(shared("snap-3")));
         w.limit = 100;
-        q.write_to(&mut w).unwrap();
+        q.write_to(&mut w, &mut |_| {}).unwrap();
         assert_eq!(w.out, b"snap-1snap-3");
     }
 
@@ -281,10 +303,10 @@ mod tests {
             out: vec![],
             limit: 1,
         };
-        q.write_to(&mut w).unwrap();
+        q.write_to(&mut w, &mut |_| {}).unwrap();
         assert!(!q.enqueue(Out::Pong(shared("px"))), "p999 has started");
         w.limit = 100;
-        q.write_to(&mut w).unwrap();
+        q.write_to(&mut w, &mut |_| {}).unwrap();
         assert_eq!(w.out, b"p999e1px");
     }
 
@@ -297,12 +319,12 @@ mod tests {
             out: vec![],
             limit: 2,
         };
-        q.write_to(&mut w).unwrap();
+        q.write_to(&mut w, &mut |_| {}).unwrap();
         q.drop_unstarted();
         q.push(shared("CLOSE"));
         assert_eq!(q.pending_bytes(), 2 + 5);
         w.limit = 100;
-        q.write_to(&mut w).unwrap();
+        q.write_to(&mut w, &mut |_| {}).unwrap();
         assert_eq!(w.out, b"abcdCLOSE");
         assert!(q.is_empty());
     }

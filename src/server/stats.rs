@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use log::info;
 
 use crate::server::conn::Close;
+use crate::server::metrics::Histogram;
 use crate::wire::http::Response;
 
 /// What the operator sees every `--stats-interval`: a summary line, then
@@ -86,6 +87,39 @@ pub struct Stats {
     pub superseded: u64,
     /// Every connection removed, by the cause it closed for.
     pub closes: CloseCounts,
+    /// Publishes and broadcasts refused, by reason.
+    pub refused_publishes: RefusedPublishes,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// From a publish reaching the loop to its snapshot written whole.
+    #[serde(skip)]
+    pub latency: Histogram,
+}
+
+/// Publishes and broadcasts refused, by reason.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RefusedPublishes {
+    /// 422: the topic's schema refused the value.
+    pub validation: u64,
+    /// 401: no valid publish token.
+    pub auth: u64,
+    /// 413 or 503: over a size or topic limit.
+    pub limit: u64,
+    /// 400 or 404: bad JSON, a malformed or unknown topic.
+    pub invalid: u64,
+}
+
+impl RefusedPublishes {
+    /// Counts a refused publish by its status.
+    pub fn count(&mut self, status: u16) {
+        let counter = match status {
+            422 => &mut self.validation,
+            401 | 403 => &mut self.auth,
+            413 | 503 => &mut self.limit,
+            _ => &mut self.invalid,
+        };
+        *counter += 1;
+    }
 }
 
 /// One counter per close cause, named by [`Close::label`].

@@ -249,6 +249,10 @@ pub struct Topic {
     subscribers: Vec<usize>,
     /// How many of them are SSE streams.
     streams: usize,
+    /// When the snapshot was last set (the server's start for a default).
+    published_at: std::time::Instant,
+    /// Snapshots queued for subscribers, across publishes.
+    deliveries: u64,
     /// The snapshot as a Server-Sent Event, encoded once when a stream
     /// first needs it.
     sse: Option<Shared>,
@@ -274,6 +278,8 @@ impl Topic {
             snapshot: None,
             subscribers: Vec::new(),
             streams: 0,
+            published_at: std::time::Instant::now(),
+            deliveries: 0,
             sse: None,
             permanent,
             fan_out_pending: false,
@@ -307,6 +313,20 @@ impl Topic {
         let message = Message::snapshot(&self.message_type, self.adw_id(), self.seq, data);
         self.snapshot = Some(message);
         self.sse = None;
+        self.published_at = std::time::Instant::now();
+    }
+
+    pub fn published_at(&self) -> std::time::Instant {
+        self.published_at
+    }
+
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries
+    }
+
+    /// How many subscribers are SSE streams.
+    pub fn streams(&self) -> usize {
+        self.streams
     }
 
     /// The snapshot as an SSE event, encoded at most once per publish.
@@ -518,7 +538,10 @@ impl Topics {
     /// Hands each topic published since the last call, once, with its
     /// newest snapshot (as a frame, and as an SSE event when it has
     /// streams) and its subscribers.
-    pub fn fan_out(&mut self, mut each: impl FnMut(&Shared, Option<&Shared>, &[usize])) {
+    pub fn fan_out(
+        &mut self,
+        mut each: impl FnMut(&Shared, Option<&Shared>, std::time::Instant, &[usize]),
+    ) {
         for id in self.fan_out.drain(..) {
             let topic = &mut self.topics[id];
             topic.fan_out_pending = false;
@@ -528,7 +551,13 @@ impl Topics {
                 None
             };
             if let Some(snapshot) = &topic.snapshot {
-                each(&snapshot.frame, sse.as_ref(), &topic.subscribers);
+                topic.deliveries += topic.subscribers.len() as u64;
+                each(
+                    &snapshot.frame,
+                    sse.as_ref(),
+                    topic.published_at,
+                    &topic.subscribers,
+                );
             }
         }
     }
@@ -663,11 +692,11 @@ mod tests {
             );
         }
         let mut calls = Vec::new();
-        topics.fan_out(|frame, _, subs| calls.push((frame.clone(), subs.to_vec())));
+        topics.fan_out(|frame, _, _, subs| calls.push((frame.clone(), subs.to_vec())));
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].1, [3]);
         assert!(String::from_utf8_lossy(&calls[0].0).contains(r#""total":4"#));
-        topics.fan_out(|_, _, _| panic!("nothing was published since"));
+        topics.fan_out(|_, _, _, _| panic!("nothing was published since"));
     }
 
     #[test]
@@ -675,10 +704,10 @@ mod tests {
         let mut topics = adw();
         let id = topics.find_or_create("adw-state/done").unwrap();
         topics.publish(id, r#"{"x":1}"#, 1);
-        topics.fan_out(|_, _, _| {});
+        topics.fan_out(|_, _, _, _| {});
         let (sub, _) = topics.subscribe(id, 7, false);
         topics.publish(id, "{}", 1);
-        topics.fan_out(|_, _, _| {});
+        topics.fan_out(|_, _, _, _| {});
         assert!(
             topics.find("adw-state/done").is_some(),
             "a subscriber keeps it"
@@ -695,7 +724,7 @@ mod tests {
         assert_eq!(topics.find("adw-state/done"), None);
         let id = topics.find_or_create("adw-state/old").unwrap();
         topics.publish(id, r#"{"adw_id":"other"}"#, 1);
-        topics.fan_out(|_, _, _| {});
+        topics.fan_out(|_, _, _, _| {});
         assert!(topics.find("adw-state/old").is_some());
         topics.publish(id, "{}", 1);
         assert_eq!(topics.find("adw-state/old"), None, "the version 1 default");

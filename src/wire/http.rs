@@ -451,6 +451,8 @@ pub enum Route {
     Broadcast,
     State(String),
     Health,
+    /// Prometheus metrics.
+    Metrics,
     /// The path exists, the method does not: 405 with this `Allow`.
     WrongMethod(&'static str),
     NotFound,
@@ -482,6 +484,7 @@ pub fn route(method: &str, path: &str) -> Route {
     match path {
         "/api/v1/broadcast" => pick(post, Route::Broadcast, "POST"),
         "/healthz" => pick(get, Route::Health, "GET, HEAD"),
+        "/metrics" => pick(get, Route::Metrics, "GET, HEAD"),
         _ => Route::NotFound,
     }
 }
