@@ -29,6 +29,19 @@ echo "== /metrics through prometheus_client's parser"
 cargo build --release --quiet
 .venv/bin/python scripts/metrics_check.py target/release/statecast
 
+echo "== the live page in Chromium (playwright-core)"
+# Debian's Chromium, never a downloaded browser; installed here when absent
+# (CI runs as root on a fresh machine). No browser is a failure, not a skip.
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -q && apt-get install -y -q chromium
+    else
+        echo "chromium is not installed: apt-get install chromium (as root)" >&2
+        exit 1
+    fi
+fi
+(cd tests/browser && npm ci --silent --no-audit --no-fund && node page.test.mjs ../../target/release/statecast 60)
+
 echo "== conformance (Autobahn cases via kosoku)"
 cargo build --release --quiet
 # The README's first command must keep resolving to the server binary.

@@ -471,7 +471,7 @@ impl Demo {
         let output = 8_000 + self.rng.below(20_000);
         let cached = input * (40 + self.rng.below(50)) / 100;
         let total = input + output;
-        let actual = round1(total as f64 / 1000.0 * 0.08) / 10.0 + 0.1;
+        let actual = ((total as f64 / 1000.0 * 0.008 + 0.1) * 100.0).round() / 100.0;
         let steps_done = if failed { 3 + self.rng.below(4) } else { 8 };
         let phase_cost = |share: f64| (actual * share * 1000.0).round() / 1000.0;
         let ended = SystemTime::now();

@@ -106,6 +106,8 @@ pub fn handle(
         Route::State(topic) => Action::Respond(state(&topic, topics, answer)),
         Route::Health => Action::Health,
         Route::Metrics => Action::Metrics,
+        Route::Page => Action::Respond(asset(PAGE, "text/html; charset=utf-8", answer)),
+        Route::Script => Action::Respond(asset(SCRIPT, "text/javascript; charset=utf-8", answer)),
         Route::WrongMethod(allow) => Action::Respond(http::error(
             http::METHOD_NOT_ALLOWED,
             &format!("method {} not allowed here", head.method),
@@ -140,6 +142,24 @@ fn subscribe(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -
         accept,
         since,
     }
+}
+
+/// The live page at `/`: the ADW panels over WebSockets, compiled into the
+/// binary, nothing from a CDN.
+const PAGE: &str = include_str!("web/index.html");
+
+/// `/statecast.js`: the client the page uses, for anyone's dashboard.
+const SCRIPT: &str = include_str!("web/statecast.js");
+
+fn asset(body: &str, content_type: &str, answer: Answer) -> Response {
+    http::response(
+        http::OK,
+        content_type,
+        "Cache-Control: no-cache\r\n",
+        body.as_bytes(),
+        answer.close,
+        answer.head_only,
+    )
 }
 
 /// An SSE subscription: the same checks as a WebSocket's, without the

@@ -453,6 +453,10 @@ pub enum Route {
     Health,
     /// Prometheus metrics.
     Metrics,
+    /// The live page.
+    Page,
+    /// The JavaScript client.
+    Script,
     /// The path exists, the method does not: 405 with this `Allow`.
     WrongMethod(&'static str),
     NotFound,
@@ -485,6 +489,8 @@ pub fn route(method: &str, path: &str) -> Route {
         "/api/v1/broadcast" => pick(post, Route::Broadcast, "POST"),
         "/healthz" => pick(get, Route::Health, "GET, HEAD"),
         "/metrics" => pick(get, Route::Metrics, "GET, HEAD"),
+        "/" | "/index.html" => pick(get, Route::Page, "GET, HEAD"),
+        "/statecast.js" => pick(get, Route::Script, "GET, HEAD"),
         _ => Route::NotFound,
     }
 }

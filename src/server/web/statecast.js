@@ -1,0 +1,105 @@
+// statecast.js: a small client for statecast topics, no dependencies.
+//
+//   const sub = statecast.subscribe("/api/v1/ws/queue", {
+//     onMessage(msg) { render(msg.data); },      // each new snapshot or event
+//     onState(state) { badge(state); },          // "connecting" | "open" | "closed" | "refused"
+//     staleAfter: 30000,                         // ms of silence before .stale is set
+//     onStale(stale) { dim(stale); },
+//   });
+//   sub.close();
+//
+// Reconnects with exponential backoff and full jitter (so a restart never
+// causes a stampede), resumes with ?since=<seq> so an unchanged topic sends
+// nothing again, and stops on a 1008 policy close.
+(function (global) {
+  "use strict";
+
+  function subscribe(path, options) {
+    const o = Object.assign(
+      { baseDelay: 500, maxDelay: 30000, staleAfter: 30000 },
+      options || {}
+    );
+    const sub = { seq: null, stale: false, state: "connecting", closed: false };
+    let ws = null;
+    let attempt = 0;
+    let retryTimer = null;
+    let staleTimer = null;
+
+    function setState(state) {
+      sub.state = state;
+      if (o.onState) o.onState(state);
+    }
+
+    function setStale(stale) {
+      if (sub.stale !== stale) {
+        sub.stale = stale;
+        if (o.onStale) o.onStale(stale);
+      }
+    }
+
+    function heard() {
+      setStale(false);
+      clearTimeout(staleTimer);
+      staleTimer = setTimeout(() => setStale(true), o.staleAfter);
+    }
+
+    function url() {
+      const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+      const base = o.url || scheme + "//" + location.host;
+      const sep = path.indexOf("?") < 0 ? "?" : "&";
+      return base + path + (sub.seq === null ? "" : sep + "since=" + sub.seq);
+    }
+
+    function connect() {
+      if (sub.closed) return;
+      setState("connecting");
+      ws = new WebSocket(url());
+      ws.onopen = () => {
+        attempt = 0;
+        setState("open");
+        heard();
+      };
+      ws.onmessage = (event) => {
+        heard();
+        let msg;
+        try {
+          msg = JSON.parse(event.data);
+        } catch (e) {
+          return;
+        }
+        // A snapshot already held (same seq) is not rendered again.
+        if (typeof msg.seq === "number") {
+          if (msg.seq === sub.seq) return;
+          sub.seq = msg.seq;
+        }
+        if (o.onMessage) o.onMessage(msg);
+      };
+      ws.onclose = (event) => {
+        clearTimeout(staleTimer);
+        if (sub.closed) return;
+        // 1008: the server refused us on purpose (slow consumer, policy);
+        // retrying would only repeat it.
+        if (event.code === 1008) {
+          setState("refused");
+          return;
+        }
+        setState("closed");
+        // Full jitter: anywhere between 0 and the capped exponential delay.
+        const cap = Math.min(o.maxDelay, o.baseDelay * Math.pow(2, attempt));
+        attempt += 1;
+        retryTimer = setTimeout(connect, Math.random() * cap);
+      };
+    }
+
+    sub.close = () => {
+      sub.closed = true;
+      clearTimeout(retryTimer);
+      clearTimeout(staleTimer);
+      if (ws) ws.close(1000);
+    };
+    connect();
+    return sub;
+  }
+
+  global.statecast = { subscribe: subscribe };
+})(typeof window !== "undefined" ? window : this);

@@ -1,0 +1,138 @@
+// The live page at / in Debian's Chromium, headless, driven by
+// playwright-core, against the real binary:
+//   1. every panel renders its snapshot on load;
+//   2. an HTTP publish shows on its panel within 1 s;
+//   3. with a 1 s ping interval the page stays 60 s with no socket closed;
+//   4. the server stops and restarts: the page shows the outage, then
+//      reconnects by itself and renders the new state;
+//   5. EventSource on the SSE endpoint gets the snapshot and an update;
+//   6. a screenshot is written under target/.
+// Any failure exits non-zero; a browser that cannot start is a failure.
+//
+// Usage: node page.test.mjs PATH_TO_STATECAST [STAY_SECONDS]
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const binary = process.argv[2];
+const staySeconds = Number(process.argv[3] || 60);
+const fail = (why) => {
+  console.error("FAIL: " + why);
+  process.exit(1);
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function start(listen) {
+  const child = spawn(binary, ["--demo", "--ping-interval", "1s", "--listen", listen], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  return new Promise((resolve, reject) => {
+    let log = "";
+    child.stderr.on("data", (chunk) => {
+      log += chunk;
+      const m = log.match(/listening on (\S+)/);
+      if (m) resolve({ child, addr: m[1] });
+    });
+    child.on("exit", (code) => reject(new Error("statecast exited " + code + ":\n" + log)));
+  });
+}
+
+async function until(what, ms, check) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await sleep(50);
+  }
+  fail("timed out after " + ms + " ms waiting for " + what);
+}
+
+const topics = ["queue", "adw-monitor", "system-status", "webhook-status", "workflow-history",
+  "planned-features", "qc-metrics", "workflows", "routes"];
+
+let server = await start("127.0.0.1:0");
+const base = "http://" + server.addr;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+}).catch((e) => fail("the browser did not start: " + e.message));
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  // Count every WebSocket close the page sees, whatever its code.
+  await page.addInitScript(() => {
+    window.__closes = [];
+    const Native = window.WebSocket;
+    window.WebSocket = function (url, protocols) {
+      const ws = new Native(url, protocols);
+      ws.addEventListener("close", (e) => window.__closes.push({ url, code: e.code }));
+      return ws;
+    };
+    window.WebSocket.prototype = Native.prototype;
+  });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(base + "/");
+
+  // 1. Every panel renders its snapshot on load.
+  await until("every panel to render", 5000, () =>
+    page.evaluate((ts) => ts.every((t) => document.getElementById("panel-" + t)?.dataset.seq !== undefined), topics));
+  const texts = await page.evaluate((ts) => ts.map((t) => document.querySelector("#panel-" + t + " .body").textContent), topics);
+  texts.forEach((text, i) => { if (text.startsWith("cannot render")) fail(topics[i] + ": " + text); });
+  console.log("ok: every panel rendered its snapshot");
+
+  // 2. An HTTP publish shows on its panel within 1 s.
+  const marker = "Browser test phase " + Date.now();
+  const queue = { phases: [{ queue_id: "q-1", phase_number: 1, status: "running", phase_data: { title: marker, content: "" } }], total: 1, paused: false };
+  const published = Date.now();
+  const res = await fetch(base + "/api/v1/publish/queue", { method: "POST", body: JSON.stringify(queue) });
+  if (res.status !== 200) fail("publish answered " + res.status);
+  // The demo republishes the queue too: look for the marker before it does.
+  await until("the publish to show", 1000, () =>
+    page.evaluate((m) => document.getElementById("panel-queue").textContent.includes(m), marker));
+  console.log("ok: a publish showed on its panel in " + (Date.now() - published) + " ms");
+
+  // 3. With a 1 s ping interval, no socket closes for the stay.
+  await sleep(staySeconds * 1000);
+  const closes = await page.evaluate(() => window.__closes);
+  if (closes.length) fail("sockets closed during the stay: " + JSON.stringify(closes));
+  console.log("ok: " + staySeconds + " s with a 1 s ping interval and no socket closed");
+
+  // 4. Stop, see the outage, restart on the same address, see the new state.
+  server.child.kill("SIGTERM");
+  await until("the page to show the outage", 5000, () =>
+    page.evaluate(() => [...document.querySelectorAll(".conn")].every((c) => c.textContent !== "open")));
+  console.log("ok: the page shows the outage");
+  server = await start(server.addr);
+  const after = "After restart " + Date.now();
+  await fetch(base + "/api/v1/publish/queue", { method: "POST",
+    body: JSON.stringify({ phases: [{ phase_number: 1, status: "queued", phase_data: { title: after } }], paused: true }) });
+  await until("the page to reconnect and render the new state", 40000, () =>
+    page.evaluate((m) => document.getElementById("panel-queue").textContent.includes(m) &&
+      [...document.querySelectorAll(".conn")].every((c) => c.textContent === "open"), after));
+  console.log("ok: the page reconnected by itself and rendered the new state");
+
+  // 5. EventSource gets the snapshot and an update.
+  const sse = page.evaluate(() => new Promise((resolve, reject) => {
+    const seen = [];
+    const es = new EventSource("/api/v1/sse/webhook-status");
+    es.onmessage = (e) => {
+      seen.push({ id: e.lastEventId, type: JSON.parse(e.data).type, status: JSON.parse(e.data).data.status });
+      if (seen.length === 2) { es.close(); resolve(seen); }
+    };
+    setTimeout(() => reject(new Error("EventSource saw " + JSON.stringify(seen))), 5000);
+  }));
+  await sleep(300);
+  await fetch(base + "/api/v1/publish/webhook-status", { method: "POST", body: JSON.stringify({ status: "sse-test" }) });
+  const seen = await sse;
+  if (seen[0].type !== "webhook_status_update" || seen[1].status !== "sse-test") fail("SSE saw " + JSON.stringify(seen));
+  console.log("ok: EventSource got the snapshot (id " + seen[0].id + ") and the update (id " + seen[1].id + ")");
+
+  // 6. A screenshot.
+  mkdirSync("../../target/browser", { recursive: true });
+  await page.screenshot({ path: "../../target/browser/page.png", fullPage: true });
+  if (errors.length) fail("page errors: " + errors.join("; "));
+  console.log("ok: screenshot in target/browser/page.png");
+} finally {
+  await browser.close();
+  server.child.kill("SIGTERM");
+}
