@@ -100,7 +100,7 @@ fn start(config: statecast::Config) -> Result<Server, ExitCode> {
             running.join(", ")
         };
         info!(
-            "statecast {}: WebSockets at ws://{addr}/api/v1/ws/<topic>, health at http://{addr}/healthz; providers: {running}",
+            "statecast {}: open http://{addr}/ for the live page; WebSockets at ws://{addr}/api/v1/ws/<topic>, SSE at http://{addr}/api/v1/sse/<topic>, health at http://{addr}/healthz, metrics at http://{addr}/metrics; providers: {running}",
             env!("CARGO_PKG_VERSION"),
         );
     }
