@@ -51,6 +51,10 @@ def main():
             time.sleep(0.05)
         assert post(addr, "/api/v1/publish/queue", "null") == 422
         assert post(addr, "/api/v1/publish/Queue", "{}") == 400
+        try:
+            urllib.request.urlopen(f"http://{addr}/api/v1/ws/nope")
+        except urllib.error.HTTPError as e:
+            assert e.code in (400, 404), e.code
         time.sleep(0.2)
         text = urllib.request.urlopen(f"http://{addr}/metrics").read().decode()
         samples = {}
@@ -68,6 +72,8 @@ def main():
             (value("statecast_refused_publishes_total", reason="validation"), 1),
             (value("statecast_refused_publishes_total", reason="invalid"), 1),
             (value("statecast_publish_to_write_seconds_count"), 6),
+            (value("statecast_handshakes_total", outcome="rejected"), 1),
+            (value("statecast_handshakes_total", outcome="subscribed"), 3),
         ]
         for got, want in checks:
             assert got == want, (got, want, text)

@@ -105,6 +105,11 @@ pub fn render(v: &MetricsView) -> String {
         "statecast_handshakes_total{{outcome=\"refused\"}} {}",
         s.refused
     );
+    let _ = writeln!(
+        out,
+        "statecast_handshakes_total{{outcome=\"rejected\"}} {}",
+        s.rejected_subscriptions
+    );
     header(
         &mut out,
         "statecast_closes_total",

@@ -586,17 +586,27 @@ impl EventLoop {
             Action::Health => endpoints::health(&self.health_view(), answer),
             Action::Metrics => self.metrics(answer),
         };
-        let publishing = matches!(head.path.split('/').nth(3), Some("publish" | "broadcast"));
+        self.count_refusal(&head.path, &response);
+        self.respond(key, response, Close::HttpDone);
+    }
+
+    /// Counts a refused publish by reason, or a rejected subscription.
+    fn count_refusal(&mut self, path: &str, response: &Response) {
         let status = response
             .bytes
             .get(9..12)
             .and_then(|s| std::str::from_utf8(s).ok());
-        if let (true, Some(status)) = (publishing, status.and_then(|s| s.parse::<u16>().ok()))
-            && status >= 400
-        {
-            self.stats.refused_publishes.count(status);
+        let Some(status) = status.and_then(|s| s.parse::<u16>().ok()) else {
+            return;
+        };
+        if status < 400 {
+            return;
         }
-        self.respond(key, response, Close::HttpDone);
+        match path.split('/').nth(3) {
+            Some("publish" | "broadcast") => self.stats.refused_publishes.count(status),
+            Some("ws" | "sse") => self.stats.rejected_subscriptions += 1,
+            _ => {}
+        }
     }
 
     /// Queues a response; one that ends the exchange closes the connection

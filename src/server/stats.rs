@@ -89,6 +89,9 @@ pub struct Stats {
     pub closes: CloseCounts,
     /// Publishes and broadcasts refused, by reason.
     pub refused_publishes: RefusedPublishes,
+    /// WebSocket upgrades and SSE requests answered with an error (unknown
+    /// topic, bad handshake, origin, token, shutdown).
+    pub rejected_subscriptions: u64,
     /// Bytes written to clients.
     pub bytes_out: u64,
     /// From a publish reaching the loop to its snapshot written whole.
