@@ -43,6 +43,9 @@ struct Item {
     published: Option<Instant>,
 }
 
+/// Pongs that may wait to go out before a newer one replaces the newest.
+const MAX_UNSENT_PONGS: usize = 16;
+
 /// Most buffers handed to one `writev`; Linux accepts 1024, but past a few
 /// dozen the kernel's per-iovec cost beats the saved syscalls.
 const MAX_IOVECS: usize = 64;
@@ -82,30 +85,30 @@ impl OutQueue {
         }
     }
 
-    /// Queues a pong in the place of one not yet started, if any.
+    /// Queues a pong. Up to `MAX_UNSENT_PONGS` wait to go out, each
+    /// answering its ping (Autobahn 2.10 checks that ten pings in a row get
+    /// ten pongs); past that a newer pong replaces the newest unsent one,
+    /// so a ping flood queues a bounded few.
     fn push_pong(&mut self, bytes: Shared) -> bool {
         let first_unstarted = usize::from(self.head_written > 0);
-        let unsent = self
+        let mut unsent = self
             .items
             .iter_mut()
             .skip(first_unstarted)
-            .find(|item| item.kind == Kind::Pong);
-        match unsent {
-            Some(item) => {
-                self.pending = self.pending - item.bytes.len() + bytes.len();
-                item.bytes = bytes;
-                true
-            }
-            None => {
-                self.pending += bytes.len();
-                self.items.push_back(Item {
-                    bytes,
-                    kind: Kind::Pong,
-                    published: None,
-                });
-                false
-            }
+            .filter(|item| item.kind == Kind::Pong);
+        if let Some(newest) = unsent.by_ref().nth(MAX_UNSENT_PONGS - 1) {
+            let newest = unsent.last().unwrap_or(newest);
+            self.pending = self.pending - newest.bytes.len() + bytes.len();
+            newest.bytes = bytes;
+            return true;
         }
+        self.pending += bytes.len();
+        self.items.push_back(Item {
+            bytes,
+            kind: Kind::Pong,
+            published: None,
+        });
+        false
     }
 
     /// Queues bytes that must all go out, in order.
@@ -293,21 +296,24 @@ mod tests {
     #[test]
     fn pongs_are_conflated() {
         let mut q = OutQueue::default();
-        q.enqueue(Out::Pong(shared("p1")));
         q.enqueue(Out::Bytes(shared("e1")));
-        for i in 2..1000 {
-            assert!(q.enqueue(Out::Pong(shared(&format!("p{i}")))));
+        // Each of the first sixteen gets its own pong.
+        for i in 0..MAX_UNSENT_PONGS {
+            assert!(!q.enqueue(Out::Pong(shared(&format!("p{i:02}")))));
         }
-        assert_eq!(q.pending_bytes(), 4 + 2);
+        // A flood only replaces the newest unsent one.
+        for i in 16..1000 {
+            assert!(q.enqueue(Out::Pong(shared(&format!("p{i:03}")))));
+        }
+        assert_eq!(q.pending_bytes(), 2 + 15 * 3 + 4);
         let mut w = Trickle {
             out: vec![],
-            limit: 1,
+            limit: 1000,
         };
         q.write_to(&mut w, &mut |_| {}).unwrap();
-        assert!(!q.enqueue(Out::Pong(shared("px"))), "p999 has started");
-        w.limit = 100;
-        q.write_to(&mut w, &mut |_| {}).unwrap();
-        assert_eq!(w.out, b"p999e1px");
+        let out = String::from_utf8(w.out).unwrap();
+        assert!(out.starts_with("e1p00p01"), "{out}");
+        assert!(out.ends_with("p14p999"), "{out}");
     }
 
     #[test]
