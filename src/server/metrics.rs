@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::publisher::ProviderStatus;
 use crate::server::stats::Stats;
-use crate::topic::Topics;
+use crate::topic::{Topic, Topics};
 
 /// Upper bounds, in seconds, of the publish-to-written histogram.
 const BUCKETS: [f64; 12] = [
@@ -193,66 +193,54 @@ pub fn render(v: &MetricsView) -> String {
     out
 }
 
+/// One sample per topic of the metric `name`.
+fn per_topic(
+    out: &mut String,
+    v: &MetricsView,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(&Topic) -> String,
+) {
+    header(out, name, kind, help);
+    for t in v.topics.iter() {
+        let _ = writeln!(out, "{name}{{topic=\"{}\"}} {}", label(t.name()), value(t));
+    }
+}
+
 fn topic_metrics(out: &mut String, v: &MetricsView) {
-    header(
+    per_topic(
         out,
+        v,
         "statecast_topic_subscribers",
         "gauge",
         "Subscribers per topic.",
+        |t| t.subscribers().len().to_string(),
     );
-    for t in v.topics.iter() {
-        let _ = writeln!(
-            out,
-            "statecast_topic_subscribers{{topic=\"{}\"}} {}",
-            label(t.name()),
-            t.subscribers().len()
-        );
-    }
-    header(
+    per_topic(
         out,
+        v,
         "statecast_publishes_total",
         "counter",
         "Publishes per topic.",
+        |t| t.seq().to_string(),
     );
-    for t in v.topics.iter() {
-        let _ = writeln!(
-            out,
-            "statecast_publishes_total{{topic=\"{}\"}} {}",
-            label(t.name()),
-            t.seq()
-        );
-    }
-    header(
+    let help = "Snapshots queued for subscribers, per topic.";
+    per_topic(out, v, "statecast_deliveries_total", "counter", help, |t| {
+        t.deliveries().to_string()
+    });
+    let help = "Time since each topic's snapshot was set.";
+    per_topic(
         out,
-        "statecast_deliveries_total",
-        "counter",
-        "Snapshots queued for subscribers, per topic.",
-    );
-    for t in v.topics.iter() {
-        let _ = writeln!(
-            out,
-            "statecast_deliveries_total{{topic=\"{}\"}} {}",
-            label(t.name()),
-            t.deliveries()
-        );
-    }
-    header(
-        out,
+        v,
         "statecast_snapshot_age_seconds",
         "gauge",
-        "Time since each topic's snapshot was set.",
+        help,
+        |t| {
+            let age = v.now.saturating_duration_since(t.published_at());
+            format!("{:.3}", age.as_secs_f64())
+        },
     );
-    for t in v.topics.iter() {
-        let age = v
-            .now
-            .saturating_duration_since(t.published_at())
-            .as_secs_f64();
-        let _ = writeln!(
-            out,
-            "statecast_snapshot_age_seconds{{topic=\"{}\"}} {age:.3}",
-            label(t.name())
-        );
-    }
 }
 
 fn histogram(out: &mut String, h: &Histogram) {

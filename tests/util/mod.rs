@@ -46,31 +46,17 @@ impl TestServer {
     }
 
     pub fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream
+        connect_to(self.addr)
     }
 
     /// Opens a WebSocket on `topic` and reads the 101.
     pub fn subscribe(&self, topic: &str) -> TcpStream {
-        let mut stream = self.connect();
-        stream.write_all(upgrade_request(topic).as_bytes()).unwrap();
-        let (status, _, _) = read_response(&mut stream);
-        assert_eq!(status, 101, "upgrade to {topic}");
-        stream
+        subscribe_at(self.addr, topic)
     }
 
     /// One HTTP request on a fresh connection; returns status and body.
     pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let mut stream = self.connect();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(req.as_bytes()).unwrap();
-        let (status, _, body) = read_response(&mut stream);
-        (status, String::from_utf8(body).unwrap())
+        request_at(self.addr, method, path, body, "")
     }
 
     pub fn publish(&self, topic: &str, json: &str) -> (u16, String) {
@@ -80,11 +66,7 @@ impl TestServer {
     /// `/healthz`'s body: 200 when ok, 503 when degraded or shutting
     /// down, the same JSON either way.
     pub fn health(&self) -> serde_json::Value {
-        let (status, body) = self.request("GET", "/healthz", "");
-        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let expected = if health["status"] == "ok" { 200 } else { 503 };
-        assert_eq!(status, expected, "{body}");
-        health
+        health_at(self.addr)
     }
 
     /// Waits until `/healthz` satisfies `check`.
@@ -312,18 +294,11 @@ impl Binary {
     }
 
     pub fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream
+        connect_to(self.addr)
     }
 
     pub fn subscribe(&self, topic: &str) -> TcpStream {
-        let mut stream = self.connect();
-        stream.write_all(upgrade_request(topic).as_bytes()).unwrap();
-        let (status, _, _) = read_response(&mut stream);
-        assert_eq!(status, 101, "upgrade to {topic}");
-        stream
+        subscribe_at(self.addr, topic)
     }
 
     /// One request on a fresh connection; returns status and body.
@@ -332,11 +307,7 @@ impl Binary {
     }
 
     pub fn health(&self) -> serde_json::Value {
-        let (status, body) = self.request("GET", "/healthz", "");
-        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let expected = if health["status"] == "ok" { 200 } else { 503 };
-        assert_eq!(status, expected, "{body}");
-        health
+        health_at(self.addr)
     }
 }
 
@@ -364,4 +335,30 @@ pub fn request_at(
     stream.write_all(req.as_bytes()).unwrap();
     let (status, _, body) = read_response(&mut stream);
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A connection with a read timeout, Nagle off.
+pub fn connect_to(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Opens a WebSocket on `topic` and reads the 101.
+pub fn subscribe_at(addr: SocketAddr, topic: &str) -> TcpStream {
+    let mut stream = connect_to(addr);
+    stream.write_all(upgrade_request(topic).as_bytes()).unwrap();
+    let (status, _, _) = read_response(&mut stream);
+    assert_eq!(status, 101, "upgrade to {topic}");
+    stream
+}
+
+/// `/healthz`'s body: 200 when ok, 503 when degraded or shutting down.
+pub fn health_at(addr: SocketAddr) -> serde_json::Value {
+    let (status, body) = request_at(addr, "GET", "/healthz", "", "");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let expected = if health["status"] == "ok" { 200 } else { 503 };
+    assert_eq!(status, expected, "{body}");
+    health
 }
