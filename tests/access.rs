@@ -111,6 +111,17 @@ fn subscribing_needs_the_subscribe_token() {
     assert_eq!(upgrade_with(&server, &ok, ""), 101);
     let header = format!("Authorization: Bearer {SUBSCRIBE}\r\n");
     assert_eq!(upgrade_with(&server, "/api/v1/ws/queue", &header), 101);
+    // EventSource cannot set headers: SSE takes the token in the query.
+    let sse = |target: &str| {
+        let mut s = server.connect();
+        let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+        s.write_all(request.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        std::io::Read::read_exact(&mut s, &mut head).unwrap();
+        String::from_utf8_lossy(&head[9..12]).into_owned()
+    };
+    assert_eq!(sse("/api/v1/sse/queue"), "401");
+    assert_eq!(sse(&format!("/api/v1/sse/queue?token={SUBSCRIBE}")), "200");
 }
 
 /// On an address other hosts can reach, the server will not start without
