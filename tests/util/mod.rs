@@ -45,30 +45,6 @@ impl TestServer {
         }
     }
 
-    pub fn connect(&self) -> TcpStream {
-        connect_to(self.addr)
-    }
-
-    /// Opens a WebSocket on `topic` and reads the 101.
-    pub fn subscribe(&self, topic: &str) -> TcpStream {
-        subscribe_at(self.addr, topic)
-    }
-
-    /// One HTTP request on a fresh connection; returns status and body.
-    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        request_at(self.addr, method, path, body, "")
-    }
-
-    pub fn publish(&self, topic: &str, json: &str) -> (u16, String) {
-        self.request("POST", &format!("/api/v1/publish/{topic}"), json)
-    }
-
-    /// `/healthz`'s body: 200 when ok, 503 when degraded or shutting
-    /// down, the same JSON either way.
-    pub fn health(&self) -> serde_json::Value {
-        health_at(self.addr)
-    }
-
     /// Waits until `/healthz` satisfies `check`.
     #[track_caller]
     pub fn wait_health(&self, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
@@ -292,23 +268,6 @@ impl Binary {
             .map(|d| d.count())
             .unwrap_or(0)
     }
-
-    pub fn connect(&self) -> TcpStream {
-        connect_to(self.addr)
-    }
-
-    pub fn subscribe(&self, topic: &str) -> TcpStream {
-        subscribe_at(self.addr, topic)
-    }
-
-    /// One request on a fresh connection; returns status and body.
-    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        request_at(self.addr, method, path, body, "")
-    }
-
-    pub fn health(&self) -> serde_json::Value {
-        health_at(self.addr)
-    }
 }
 
 impl Drop for Binary {
@@ -361,4 +320,45 @@ pub fn health_at(addr: SocketAddr) -> serde_json::Value {
     let expected = if health["status"] == "ok" { 200 } else { 503 };
     assert_eq!(status, expected, "{body}");
     health
+}
+
+/// What a test does to a server, in a thread or a process alike.
+pub trait Serving {
+    fn addr(&self) -> SocketAddr;
+
+    fn connect(&self) -> TcpStream {
+        connect_to(self.addr())
+    }
+
+    /// Opens a WebSocket on `topic` and reads the 101.
+    fn subscribe(&self, topic: &str) -> TcpStream {
+        subscribe_at(self.addr(), topic)
+    }
+
+    /// One HTTP request on a fresh connection; returns status and body.
+    fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        request_at(self.addr(), method, path, body, "")
+    }
+
+    fn publish(&self, topic: &str, json: &str) -> (u16, String) {
+        self.request("POST", &format!("/api/v1/publish/{topic}"), json)
+    }
+
+    /// `/healthz`'s body: 200 when ok, 503 when degraded or shutting
+    /// down, the same JSON either way.
+    fn health(&self) -> serde_json::Value {
+        health_at(self.addr())
+    }
+}
+
+impl Serving for TestServer {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Serving for Binary {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
