@@ -103,12 +103,13 @@ try {
     page.evaluate(() => [...document.querySelectorAll(".conn")].every((c) => c.textContent !== "open")));
   console.log("ok: the page shows the outage");
   server = await start(server.addr);
+  await until("the page to reconnect by itself", 40000, () =>
+    page.evaluate(() => [...document.querySelectorAll(".conn")].every((c) => c.textContent === "open")));
   const after = "After restart " + Date.now();
   await fetch(base + "/api/v1/publish/queue", { method: "POST",
     body: JSON.stringify({ phases: [{ phase_number: 1, status: "queued", phase_data: { title: after } }], paused: true }) });
-  await until("the page to reconnect and render the new state", 40000, () =>
-    page.evaluate((m) => document.getElementById("panel-queue").textContent.includes(m) &&
-      [...document.querySelectorAll(".conn")].every((c) => c.textContent === "open"), after));
+  await until("the page to render the new server's state", 2000, () =>
+    page.evaluate((m) => document.getElementById("panel-queue").textContent.includes(m), after));
   console.log("ok: the page reconnected by itself and rendered the new state");
 
   // 5. EventSource gets the snapshot and an update.

@@ -83,6 +83,10 @@
           setState("refused");
           return;
         }
+        // 1001: the server is going away (a restart or a deploy). Its
+        // next run counts seq from scratch, so a seq held from this one
+        // proves nothing there: ask for the snapshot again.
+        if (event.code === 1001) sub.seq = null;
         setState("closed");
         // Full jitter: anywhere between 0 and the capped exponential delay.
         const cap = Math.min(o.maxDelay, o.baseDelay * Math.pow(2, attempt));
