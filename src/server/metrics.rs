@@ -64,133 +64,139 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One metric: its header, then a sample per `(labels, value)`; labels
+/// are written as given (`transport="sse"`), empty for none.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, String)]) {
+    header(out, name, kind, help);
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// A sample with one label.
+fn with(key: &str, value: &str, n: impl ToString) -> (String, String) {
+    (format!("{key}=\"{}\"", label(value)), n.to_string())
+}
+
+/// A sample without labels.
+fn bare(n: impl ToString) -> (String, String) {
+    (String::new(), n.to_string())
+}
+
 /// The text of `/metrics`.
 pub fn render(v: &MetricsView) -> String {
     let mut out = String::new();
-    let s = v.stats;
-    header(
-        &mut out,
-        "statecast_connections",
-        "gauge",
-        "Open subscriptions by transport.",
-    );
-    let _ = writeln!(
-        out,
-        "statecast_connections{{transport=\"websocket\"}} {}",
-        v.websockets
-    );
-    let _ = writeln!(
-        out,
-        "statecast_connections{{transport=\"sse\"}} {}",
-        v.streams
-    );
-    header(
-        &mut out,
-        "statecast_handshakes_total",
-        "counter",
-        "Connections accepted and upgraded, and refused at accept.",
-    );
-    let _ = writeln!(
-        out,
-        "statecast_handshakes_total{{outcome=\"accepted\"}} {}",
-        s.accepted
-    );
-    let _ = writeln!(
-        out,
-        "statecast_handshakes_total{{outcome=\"subscribed\"}} {}",
-        s.upgraded
-    );
-    let _ = writeln!(
-        out,
-        "statecast_handshakes_total{{outcome=\"refused\"}} {}",
-        s.refused
-    );
-    let _ = writeln!(
-        out,
-        "statecast_handshakes_total{{outcome=\"rejected\"}} {}",
-        s.rejected_subscriptions
-    );
-    header(
-        &mut out,
-        "statecast_closes_total",
-        "counter",
-        "Connections removed, by the cause they closed for.",
-    );
-    let closes = serde_json::to_value(&s.closes).unwrap_or_default();
-    for (cause, n) in closes.as_object().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "statecast_closes_total{{cause=\"{}\"}} {}",
-            label(cause),
-            n
-        );
-    }
-    header(
-        &mut out,
-        "statecast_slow_consumer_closes_total",
-        "counter",
-        "Closes for a full queue or a write timeout.",
-    );
-    let _ = writeln!(
-        out,
-        "statecast_slow_consumer_closes_total {}",
-        s.closes.slow_consumer + s.closes.write_timeout
-    );
-    header(
-        &mut out,
-        "statecast_refused_publishes_total",
-        "counter",
-        "Publishes and broadcasts refused, by reason.",
-    );
-    for (reason, n) in [
-        ("validation", s.refused_publishes.validation),
-        ("auth", s.refused_publishes.auth),
-        ("limit", s.refused_publishes.limit),
-        ("invalid", s.refused_publishes.invalid),
-    ] {
-        let _ = writeln!(
-            out,
-            "statecast_refused_publishes_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    header(
-        &mut out,
-        "statecast_bytes_out_total",
-        "counter",
-        "Bytes written to clients.",
-    );
-    let _ = writeln!(out, "statecast_bytes_out_total {}", s.bytes_out);
-    header(
-        &mut out,
-        "statecast_frames_conflated_total",
-        "counter",
-        "Queued snapshots superseded by a newer one before they went out.",
-    );
-    let _ = writeln!(out, "statecast_frames_conflated_total {}", s.superseded);
-    header(
-        &mut out,
-        "statecast_events_total",
-        "counter",
-        "One-off events broadcast.",
-    );
-    let _ = writeln!(out, "statecast_events_total {}", s.events);
+    connection_metrics(&mut out, v);
+    traffic_metrics(&mut out, v.stats);
     topic_metrics(&mut out, v);
-    header(
+    let errors: Vec<_> = v
+        .providers
+        .iter()
+        .map(|(name, status)| with("provider", name, status.errors))
+        .collect();
+    let help = "Times a provider went into error or its error changed.";
+    metric(
         &mut out,
         "statecast_provider_errors_total",
         "counter",
-        "Times a provider went into error or its error changed.",
+        help,
+        &errors,
     );
-    for (name, status) in v.providers {
-        let _ = writeln!(
-            out,
-            "statecast_provider_errors_total{{provider=\"{}\"}} {}",
-            label(name),
-            status.errors
-        );
-    }
-    histogram(&mut out, &s.latency);
+    histogram(&mut out, &v.stats.latency);
     out
+}
+
+fn connection_metrics(out: &mut String, v: &MetricsView) {
+    let s = v.stats;
+    let transports = [
+        with("transport", "websocket", v.websockets),
+        with("transport", "sse", v.streams),
+    ];
+    metric(
+        out,
+        "statecast_connections",
+        "gauge",
+        "Open subscriptions by transport.",
+        &transports,
+    );
+    let outcomes = [
+        with("outcome", "accepted", s.accepted),
+        with("outcome", "subscribed", s.upgraded),
+        with("outcome", "refused", s.refused),
+        with("outcome", "rejected", s.rejected_subscriptions),
+    ];
+    let help = "Connections accepted, subscribed, refused at accept, and subscriptions rejected.";
+    metric(
+        out,
+        "statecast_handshakes_total",
+        "counter",
+        help,
+        &outcomes,
+    );
+    let closes = serde_json::to_value(&s.closes).unwrap_or_default();
+    let causes: Vec<_> = closes
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(cause, n)| with("cause", cause, n))
+        .collect();
+    let help = "Connections removed, by the cause they closed for.";
+    metric(out, "statecast_closes_total", "counter", help, &causes);
+    let slow = [bare(s.closes.slow_consumer + s.closes.write_timeout)];
+    let help = "Closes for a full queue or a write timeout.";
+    metric(
+        out,
+        "statecast_slow_consumer_closes_total",
+        "counter",
+        help,
+        &slow,
+    );
+}
+
+fn traffic_metrics(out: &mut String, s: &Stats) {
+    let r = &s.refused_publishes;
+    let reasons = [
+        with("reason", "validation", r.validation),
+        with("reason", "auth", r.auth),
+        with("reason", "limit", r.limit),
+        with("reason", "invalid", r.invalid),
+    ];
+    let help = "Publishes and broadcasts refused, by reason.";
+    metric(
+        out,
+        "statecast_refused_publishes_total",
+        "counter",
+        help,
+        &reasons,
+    );
+    let help = "Bytes written to clients.";
+    metric(
+        out,
+        "statecast_bytes_out_total",
+        "counter",
+        help,
+        &[bare(s.bytes_out)],
+    );
+    let help = "Queued snapshots superseded by a newer one before they went out.";
+    metric(
+        out,
+        "statecast_frames_conflated_total",
+        "counter",
+        help,
+        &[bare(s.superseded)],
+    );
+    let help = "One-off events broadcast.";
+    metric(
+        out,
+        "statecast_events_total",
+        "counter",
+        help,
+        &[bare(s.events)],
+    );
 }
 
 /// One sample per topic of the metric `name`.
