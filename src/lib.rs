@@ -6,9 +6,14 @@
 //!
 //! Layout:
 //!
-//! - [`server`]: the one-thread `mio` event loop and what it owns.
+//! - [`server`]: the one-thread `mio` event loop and what it owns (its
+//!   private `fanout`, `closing` and `accept` files hold where a publish
+//!   goes, where a connection ends, and the connection limits).
 //!   - [`server::conn`]: a connection's state, its lifecycle enum and close cause.
 //!   - [`server::queue`]: the per-connection output queue, with snapshot conflation.
+//!   - [`server::endpoints`]: what each HTTP request asks the loop to do.
+//!   - [`server::access`]: origins and tokens.
+//!   - [`server::stats`], [`server::metrics`]: counters, the stats log line, `/metrics`.
 //! - [`wire`]: the wire formats, without I/O.
 //!   - [`wire::http`]: HTTP/1.1 parsing, routing and responses.
 //!   - [`wire::protocol`]: RFC 6455 framing.
