@@ -5,13 +5,15 @@
 //! `writev` each); remove the connections marked done; run the timers.
 //!
 //! Where things happen, one file each:
-//! - this file: the loop, accepting, reading, and what a request leads to;
-//! - [`fanout`]: publishes, snapshots to subscribers, events to everyone;
-//! - [`closing`]: writing, closing, the timers, shutdown, and
+//! - this file: the loop, reading, and what a request leads to;
+//! - `accept.rs`: accepting, and the connection limits;
+//! - `fanout.rs`: publishes, snapshots to subscribers, events to everyone;
+//! - `closing.rs`: writing, closing, the timers, shutdown, and
 //!   `EventLoop::remove`, the one place a connection leaves the poll and
 //!   the slab;
 //! - [`conn`]: one connection's lifecycle and its own I/O;
-//! - [`endpoints`]: what each HTTP request asks the loop to do.
+//! - [`endpoints`]: what each HTTP request asks the loop to do;
+//! - [`access`]: origins and tokens; [`metrics`]: `/metrics`.
 
 mod accept;
 pub mod access;
