@@ -185,27 +185,32 @@ fn publish(topic: String, body: &[u8], topics: &Topics, close: bool) -> Action {
     if let Err(e) = topics.check(&topic) {
         return Action::Respond(refused_topic(&e, close));
     }
-    let data: &RawValue = match serde_json::from_slice(body) {
-        Ok(data) => data,
-        Err(e) => {
-            let why = format!("invalid JSON: {e}");
-            return Action::Respond(http::error(http::BAD_REQUEST, &why, "", close));
-        }
+    let invalid = |e: serde_json::Error| {
+        let why = format!("invalid JSON: {e}");
+        Action::Respond(http::error(http::BAD_REQUEST, &why, "", close))
     };
-    // Parsed whole only for topics with a schema: the others keep the
-    // cheaper `RawValue` check.
+    // Parsed whole, once, only for topics with a schema: the others keep
+    // the cheaper `RawValue` check.
     let rules = topics.rules();
-    if rules.validates(&topic) {
-        let value: serde_json::Value =
-            serde_json::from_str(data.get()).expect("RawValue holds valid JSON");
+    let data = if rules.validates(&topic) {
+        let value: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(value) => value,
+            Err(e) => return invalid(e),
+        };
         if let Err(e) = rules.check_data(&topic, &value) {
             return Action::Respond(refused_by_schema(&topic, &e, close));
         }
-    }
-    Action::Publish {
-        data: data.get().to_owned(),
-        topic,
-    }
+        // One JSON value with only JSON whitespace around it, which is
+        // what `RawValue` would have kept.
+        let text = std::str::from_utf8(body).expect("parsed as JSON");
+        text.trim_matches([' ', '\t', '\n', '\r']).to_owned()
+    } else {
+        match serde_json::from_slice::<&RawValue>(body) {
+            Ok(raw) => raw.get().to_owned(),
+            Err(e) => return invalid(e),
+        }
+    };
+    Action::Publish { data, topic }
 }
 
 /// The reply to a publish the loop stored.

@@ -208,10 +208,12 @@ fn per_topic(
     help: &str,
     value: impl Fn(&Topic) -> String,
 ) {
-    header(out, name, kind, help);
-    for t in v.topics.iter() {
-        let _ = writeln!(out, "{name}{{topic=\"{}\"}} {}", label(t.name()), value(t));
-    }
+    let samples: Vec<_> = v
+        .topics
+        .iter()
+        .map(|t| with("topic", t.name(), value(t)))
+        .collect();
+    metric(out, name, kind, help, &samples);
 }
 
 fn topic_metrics(out: &mut String, v: &MetricsView) {
