@@ -166,7 +166,14 @@ impl EventLoop {
         if let Err(e) = self
             .poll
             .registry()
-            .register(&mut stream, Token(key), Interest::READABLE)
+            // Both interests for good: edge-triggered, WRITABLE fires only
+            // when a full socket drains, so a slow consumer costs no
+            // `EPOLL_CTL_MOD` on the way in or out.
+            .register(
+                &mut stream,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            )
         {
             warn!("peer={peer} could not be registered: {e}");
             return;

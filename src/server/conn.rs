@@ -9,10 +9,10 @@ use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::server::queue::{Out, OutQueue};
+use crate::server::sock::Sender;
 use crate::server::stats::Stats;
 use crate::topic::Subscription;
 use crate::wire::Shared;
@@ -183,6 +183,16 @@ pub enum Flushed {
     Failed(io::Error),
 }
 
+/// What became of a frame handed to [`Conn::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// The socket took all of it.
+    Written,
+    /// Some or all of it waits in the queue; `superseded` says whether it
+    /// replaced an older snapshot there.
+    Queued { superseded: bool },
+}
+
 /// A timer's verdict on one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
@@ -224,8 +234,6 @@ pub struct Conn {
     out: OutQueue,
     /// Since when output has been pending without the socket taking a byte.
     blocked_since: Option<Instant>,
-    /// WRITABLE interest is registered: only while output is pending.
-    writable: bool,
     /// In the loop's list of connections to write this turn.
     dirty: bool,
     /// Accepted past `--max-connections`, into the reserve kept for
@@ -250,7 +258,6 @@ impl Conn {
             input: Vec::new(),
             out: OutQueue::default(),
             blocked_since: None,
-            writable: false,
             dirty: false,
             reserve,
         }
@@ -462,6 +469,33 @@ impl Conn {
         superseded
     }
 
+    /// Sends a fanned-out frame at once when nothing is queued before it:
+    /// one `send` and no queue is the common case of a delivery. What the
+    /// socket does not take is queued; the caller then applies the limit
+    /// and schedules the write.
+    pub fn deliver(&mut self, out: Out, now: Instant, stats: &mut Stats) -> Delivered {
+        if !self.out.is_empty() || self.is_done() {
+            let superseded = self.enqueue(out);
+            return Delivered::Queued { superseded };
+        }
+        let latency = &mut stats.latency;
+        let mut done =
+            |published: Instant| latency.observe(now.saturating_duration_since(published));
+        // On an error the frame is queued whole: the write pass meets the
+        // error again and ends the connection, outside the walk over
+        // subscribers.
+        let written = self
+            .out
+            .write_through(&mut Sender(&self.stream), out, &mut done)
+            .unwrap_or_default();
+        stats.bytes_out += written as u64;
+        if self.out.is_empty() {
+            return Delivered::Written;
+        }
+        self.blocked_since.get_or_insert(now);
+        Delivered::Queued { superseded: false }
+    }
+
     /// Whether its pings outrun its reading by more than `limit` pongs: a
     /// flood, which conflation keeps small but must not keep forever.
     pub fn ping_flooding(&self, limit: u32) -> bool {
@@ -555,7 +589,7 @@ impl Conn {
         let latency = &mut stats.latency;
         let mut done =
             |published: Instant| latency.observe(now.saturating_duration_since(published));
-        let written = match self.out.write_to(&mut self.stream, &mut done) {
+        let written = match self.out.write_to(&mut Sender(&self.stream), &mut done) {
             Ok(n) => n,
             Err(e) => return Flushed::Failed(e),
         };
@@ -578,21 +612,6 @@ impl Conn {
             };
         }
         Flushed::Idle
-    }
-
-    /// Registers WRITABLE interest while output is pending, and only then.
-    pub fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let want = !self.out.is_empty();
-        if want == self.writable {
-            return Ok(());
-        }
-        self.writable = want;
-        let interest = if want {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        registry.reregister(&mut self.stream, token, interest)
     }
 
     // ----- timers -----

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use log::warn;
 
-use super::{EventLoop, MAX_DRAIN, enqueue};
+use super::{EventLoop, MAX_DRAIN, schedule};
 use crate::publisher::Command;
+use crate::server::conn::Delivered;
 use crate::server::queue::Out;
 use crate::topic::{Message, Published};
 
@@ -22,7 +23,7 @@ impl EventLoop {
     /// a clone of the same `Arc`, never a copy. Runs once per turn (and
     /// before any event, to keep order), so a burst of publishes to one
     /// topic costs one pass over its subscribers, not one per publish.
-    pub(super) fn fan_out(&mut self) {
+    pub(super) fn fan_out(&mut self, now: Instant) {
         let max = self.config.max_queue_bytes;
         let (conns, dirty, over) = (&mut self.conns, &mut self.dirty, &mut self.over_limit);
         let stats = &mut self.stats;
@@ -36,18 +37,20 @@ impl EventLoop {
                     _ => frame,
                 };
                 let out = Out::Snapshot(bytes.clone(), Some(published));
-                if enqueue(&mut conns[key], key, out, max, dirty, over) {
-                    stats.superseded += 1;
-                }
                 stats.deliveries += 1;
+                let conn = &mut conns[key];
+                if let Delivered::Queued { superseded } = conn.deliver(out, now, stats) {
+                    stats.superseded += u64::from(superseded);
+                    schedule(conn, key, max, dirty, over);
+                }
             }
         });
     }
 
     /// Sends a one-off event to every open connection, whatever its topic.
-    pub(super) fn broadcast(&mut self, type_json: &str, data: &str) -> usize {
+    pub(super) fn broadcast(&mut self, type_json: &str, data: &str, now: Instant) -> usize {
         // Snapshots published before this event go out before it.
-        self.fan_out();
+        self.fan_out(now);
         let message = Message::event(type_json, data);
         // Encoded for SSE once, if a stream is there to take it.
         let mut sse = None;
@@ -63,8 +66,10 @@ impl EventLoop {
             } else {
                 message.frame.clone()
             };
-            let out = Out::Bytes(bytes);
-            enqueue(conn, key, out, max, &mut self.dirty, &mut self.over_limit);
+            if let Delivered::Queued { .. } = conn.deliver(Out::Bytes(bytes), now, &mut self.stats)
+            {
+                schedule(conn, key, max, &mut self.dirty, &mut self.over_limit);
+            }
         }
         self.stats.events += 1;
         self.stats.deliveries += count as u64;
@@ -97,7 +102,7 @@ impl EventLoop {
                 },
                 Command::Event { type_json, data } => {
                     self.apply_pending();
-                    self.broadcast(&type_json, &data);
+                    self.broadcast(&type_json, &data, now);
                 }
                 Command::Shutdown => {
                     self.apply_pending();

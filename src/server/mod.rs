@@ -23,6 +23,7 @@ pub mod endpoints;
 mod fanout;
 pub mod metrics;
 pub mod queue;
+mod sock;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -326,13 +327,25 @@ fn enqueue(
     over: &mut Vec<usize>,
 ) -> bool {
     let superseded = conn.enqueue(out);
+    schedule(conn, key, max, dirty, over);
+    superseded
+}
+
+/// The rest of [`enqueue`], for bytes a connection queued by itself
+/// ([`Conn::deliver`]): the limit, and a place in the write pass.
+fn schedule(
+    conn: &mut Conn,
+    key: usize,
+    max: usize,
+    dirty: &mut Vec<usize>,
+    over: &mut Vec<usize>,
+) {
     if conn.pending_bytes() > max {
         over.push(key);
     }
     if conn.mark_dirty() {
         dirty.push(key);
     }
-    superseded
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -365,12 +378,15 @@ impl EventLoop {
                         if !self.conns.contains(key) {
                             continue;
                         }
-                        let readable =
-                            event.is_readable() || event.is_read_closed() || event.is_error();
-                        if readable && let Some(cause) = self.read(key, now) {
+                        let closed = event.is_read_closed() || event.is_error();
+                        let readable = event.is_readable() || closed;
+                        if readable && let Some(cause) = self.read(key, now, closed) {
                             self.finish(key, cause);
                         }
-                        if event.is_writable() {
+                        // WRITABLE is registered for good (edge-triggered, it
+                        // fires only once a full socket drains), so it is
+                        // news only to a connection with output waiting.
+                        if event.is_writable() && self.conns[key].pending_bytes() > 0 {
                             self.mark_dirty(key);
                         }
                     }
@@ -386,7 +402,7 @@ impl EventLoop {
     /// timers. Returns true when shutdown is complete.
     fn end_of_turn(&mut self, now: Instant) -> bool {
         self.drain_commands(now);
-        self.fan_out();
+        self.fan_out(now);
         self.flush_dirty(now);
         self.read_again(now);
         self.flush_dirty(now);
@@ -444,11 +460,17 @@ impl EventLoop {
 
     // ----- reading -----
 
-    /// Reads until `WouldBlock`, handling what arrives as it comes, within
-    /// this turn's budget. Returns the cause when the connection is done;
-    /// the caller finishes it. A connection left with bytes unread (budget
-    /// spent, or HTTP responses piling up) is listed to read again later.
-    fn read(&mut self, key: usize, now: Instant) -> Option<Close> {
+    /// Reads until `WouldBlock` or a short read, handling what arrives as it
+    /// comes, within this turn's budget. Returns the cause when the
+    /// connection is done; the caller finishes it. A connection left with
+    /// bytes unread (budget spent, or HTTP responses piling up) is listed to
+    /// read again later.
+    ///
+    /// A read that did not fill the buffer emptied the socket: bytes that
+    /// come later raise a new edge, so the `recv` that would only say
+    /// `EAGAIN` is skipped (a syscall per request, as tokio does). Unless
+    /// the peer's end was reported (`closed`): its EOF must still be read.
+    fn read(&mut self, key: usize, now: Instant, closed: bool) -> Option<Close> {
         let mut budget = READ_BUDGET;
         loop {
             if self.conns[key].is_done() {
@@ -463,6 +485,10 @@ impl EventLoop {
                 Received::Data(n) => {
                     budget = budget.saturating_sub(n);
                     self.process_input(key, now);
+                    // Held back, it must be listed to finish its input later.
+                    if n < self.scratch.len() && !closed && !self.held_back(key) {
+                        return None;
+                    }
                 }
                 Received::Ignored => {}
                 Received::WouldBlock => return None,
@@ -505,7 +531,7 @@ impl EventLoop {
             }
             // Input already read may hold complete requests.
             self.process_input(key, now);
-            if let Some(cause) = self.read(key, now) {
+            if let Some(cause) = self.read(key, now, true) {
                 self.finish(key, cause);
             }
         }
@@ -582,7 +608,7 @@ impl EventLoop {
                 Err(e) => endpoints::no_room(&e, answer.close),
             },
             Action::Broadcast { type_json, data } => {
-                let delivered = self.broadcast(&type_json, &data);
+                let delivered = self.broadcast(&type_json, &data, now);
                 endpoints::broadcasted(&type_json, delivered, answer.close)
             }
             Action::Health => endpoints::health(&self.health_view(), answer),

@@ -195,6 +195,42 @@ impl OutQueue {
         Ok(total)
     }
 
+    /// Writes `out` straight to `writer`, the queue being empty, and queues
+    /// what was not taken (all of it on an error, which is returned: the
+    /// next write meets it again). Returns the bytes written.
+    pub fn write_through(
+        &mut self,
+        writer: &mut impl Write,
+        out: Out,
+        done: &mut impl FnMut(Instant),
+    ) -> io::Result<usize> {
+        debug_assert!(self.items.is_empty(), "write-through past queued bytes");
+        let (bytes, published) = match &out {
+            Out::Bytes(bytes) | Out::Pong(bytes) => (bytes, None),
+            Out::Snapshot(bytes, published) => (bytes, *published),
+        };
+        let written = loop {
+            match writer.write(bytes) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+                Err(e) => {
+                    self.enqueue(out);
+                    return Err(e);
+                }
+            }
+        };
+        if written == bytes.len() {
+            if let Some(published) = published {
+                done(published);
+            }
+            return Ok(written);
+        }
+        self.enqueue(out);
+        self.advance(written, done);
+        Ok(written)
+    }
+
     /// Moves past `written` bytes; `done` hears the publish instant of each
     /// snapshot now written whole.
     fn advance(&mut self, mut written: usize, done: &mut impl FnMut(Instant)) {
@@ -333,5 +369,44 @@ mod tests {
         q.write_to(&mut w, &mut |_| {}).unwrap();
         assert_eq!(w.out, b"abcdCLOSE");
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn write_through_queues_only_what_the_socket_left() {
+        let mut q = OutQueue::default();
+        let mut heard = 0;
+        let mut w = Trickle {
+            out: vec![],
+            limit: 100,
+        };
+        let at = Instant::now();
+        let out = Out::Snapshot(shared("whole"), Some(at));
+        assert_eq!(
+            q.write_through(&mut w, out, &mut |_| heard += 1).unwrap(),
+            5
+        );
+        assert!(q.is_empty());
+        assert_eq!(heard, 1);
+
+        // Half taken: the rest is queued as started, so a newer snapshot
+        // cannot replace it and follows it instead.
+        w.limit = 3;
+        let out = Out::Snapshot(shared("snap-1"), Some(at));
+        assert_eq!(
+            q.write_through(&mut w, out, &mut |_| heard += 1).unwrap(),
+            3
+        );
+        assert_eq!(q.pending_bytes(), 3);
+        assert!(!q.push_snapshot_t(shared("snap-2")));
+        // Nothing taken: all of it is queued.
+        let mut full = OutQueue::default();
+        let out = Out::Bytes(shared("event"));
+        assert_eq!(full.write_through(&mut w, out, &mut |_| {}).unwrap(), 0);
+        assert_eq!(full.pending_bytes(), 5);
+
+        w.limit = 100;
+        q.write_to(&mut w, &mut |_| heard += 1).unwrap();
+        assert_eq!(w.out, b"wholesnap-1snap-2");
+        assert_eq!(heard, 2, "a snapshot is heard of once, when written whole");
     }
 }
