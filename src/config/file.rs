@@ -21,6 +21,7 @@ const SWITCHES: &[&str] = &[
     "any_topic",
     "demo",
     "no_validate",
+    "no_compression",
     "allow_any_origin",
     "require_origin",
     "insecure_publish",
@@ -230,6 +231,7 @@ pub fn render(c: &Config) -> String {
     );
     let _ = writeln!(out, "demo = {}", c.demo);
     let _ = writeln!(out, "no_validate = {}", !c.validate);
+    let _ = writeln!(out, "no_compression = {}", !c.compression);
     let _ = writeln!(out, "agent_program = {}", quoted(&c.agent_program));
     let origins: Vec<String> = c.allow_origins.iter().map(|o| quoted(o)).collect();
     let _ = writeln!(out, "allow_origins = [{}]", origins.join(", "));

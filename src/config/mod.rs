@@ -87,6 +87,9 @@ pub struct Config {
     pub schemas: Vec<(String, std::path::PathBuf)>,
     /// Check published data against the schemas (off with `--no-validate`).
     pub validate: bool,
+    /// Offer permessage-deflate to clients that ask (off with
+    /// `--no-compression`).
+    pub compression: bool,
     /// The agent program whose process marks a workflow as running.
     pub agent_program: String,
     /// Origins browsers may connect from (`*` for any).
@@ -135,6 +138,7 @@ impl Default for Config {
             exec_timeout: Duration::from_secs(10),
             schemas: Vec::new(),
             validate: true,
+            compression: true,
             agent_program: "aider".into(),
             allow_origins: Vec::new(),
             allow_any_origin: false,
@@ -231,6 +235,11 @@ OPTIONS:
     --no-validate               publish without checking values against schemas
                                 (the ADW topics are checked against the contract
                                 by default)
+    --no-compression            never compress: refuse permessage-deflate, which
+                                is otherwise accepted from every client that
+                                offers it (browsers do); each message of 256 bytes
+                                or more is then compressed once per publish, and
+                                every such client gets the same compressed frame
     --max-publish-bytes SIZE    largest publish body [default: 1MiB]
     --max-client-message SIZE   largest message a client may send [default: 4KiB]
     --max-queue-bytes SIZE      output queued for one client before it is closed
@@ -319,6 +328,7 @@ const FLAGS: &[&str] = &[
     "--demo",
     "--print-config",
     "--no-validate",
+    "--no-compression",
     "--allow-any-origin",
     "--require-origin",
     "--insecure-publish",
@@ -460,6 +470,7 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
                 .map_err(|_| at(format!("{v:?} is not a whole number (0 for no limit)")))?;
         }
         "--no-validate" => config.validate = false,
+        "--no-compression" => config.compression = false,
         "--schema" => {
             let spec = value()?;
             let (topic, file) = spec

@@ -816,6 +816,51 @@ fn publish_all(publisher: &Publisher, outputs: Vec<Output>) -> Result<(), Publis
     Ok(())
 }
 
+/// A workflow-history value of `items` finished workflows, each the
+/// contract's item cut to its identity and numeric fields (about 330 bytes
+/// of JSON; 50 items make the 16 KiB snapshot the compression benchmark and
+/// tests use). Values vary as real ones do, so it compresses like real data
+/// rather than like one item repeated.
+pub fn history_fixture(items: usize, seed: u64) -> Value {
+    let mut rng = Rng(seed | 1);
+    let workflows: Vec<Value> = (0..items as u64)
+        .map(|i| {
+            let input = 20_000 + rng.below(200_000);
+            let output = 2_000 + rng.below(30_000);
+            let cached = rng.below(input);
+            let cost = (input + output * 5) as f64 * 0.000_003;
+            let steps = 1 + rng.below(9);
+            json!({
+                "id": 1000 + i,
+                "adw_id": format!("{:08x}", rng.next() as u32),
+                "issue_number": 100 + rng.below(400),
+                "status": if rng.one_in(8) { "failed" } else { "completed" },
+                "duration_seconds": 300 + rng.below(4000),
+                "retry_count": u64::from(rng.one_in(6)),
+                "steps_completed": steps,
+                "steps_total": 9,
+                "input_tokens": input,
+                "output_tokens": output,
+                "cached_tokens": cached,
+                "total_tokens": input + output,
+                "cache_efficiency_percent": cached * 100 / input,
+                "actual_cost_total": (cost * 100.0).round() / 100.0,
+                "actual_cost_per_step": (cost / steps as f64 * 1e4).round() / 1e4,
+                "hour_of_day": rng.below(24),
+            })
+        })
+        .collect();
+    json!({
+        "workflows": workflows,
+        "total_count": items,
+        "analytics": {
+            "total_workflows": items, "completed_workflows": items, "failed_workflows": 0,
+            "avg_duration_seconds": 1900.5, "success_rate_percent": 100.0,
+            "workflows_by_model": {"claude-sonnet-4-5": items}, "workflows_by_template": {},
+        },
+    })
+}
+
 /// Starts the demo provider thread. It stops when the server does.
 pub fn spawn(publisher: Publisher) -> std::io::Result<std::thread::JoinHandle<()>> {
     spawn_with(publisher, TICK)

@@ -14,7 +14,7 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 use crate::server::queue::{Out, OutQueue};
 use crate::server::sock::Sender;
 use crate::server::stats::Stats;
-use crate::topic::Subscription;
+use crate::topic::{Form, Subscription};
 use crate::wire::Shared;
 use crate::wire::http::{self, Head, ParsedBody, ParsedHead, Response};
 use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, code};
@@ -296,6 +296,14 @@ impl Conn {
     }
 
     /// A Server-Sent Events stream.
+    /// The encoding its messages go out in; `None` before it subscribes.
+    pub fn form(&self) -> Option<Form> {
+        match &self.phase {
+            Phase::Open { sub, .. } | Phase::Stream { sub, .. } => Some(sub.form),
+            _ => None,
+        }
+    }
+
     pub fn is_stream(&self) -> bool {
         matches!(self.phase, Phase::Stream { .. })
     }
@@ -506,7 +514,7 @@ impl Conn {
     pub fn open(&mut self, sub: Subscription, now: Instant) {
         self.phase = Phase::Open {
             sub,
-            decoder: Decoder::default(),
+            decoder: Decoder::new(sub.form == Form::Deflate),
             last_heard: now,
             last_ping: now,
             pongs_dropped: 0,
@@ -676,7 +684,7 @@ mod tests {
         Subscription {
             topic: 0,
             index: 0,
-            stream: false,
+            form: crate::topic::Form::Frame,
         }
     }
 

@@ -10,7 +10,7 @@ use super::{EventLoop, MAX_DRAIN, schedule};
 use crate::publisher::Command;
 use crate::server::conn::Delivered;
 use crate::server::queue::Out;
-use crate::topic::{Message, Published};
+use crate::topic::{Form, Message, Published};
 
 impl EventLoop {
     /// Stores a topic's new snapshot; it goes out at the next fan-out.
@@ -29,14 +29,10 @@ impl EventLoop {
         let stats = &mut self.stats;
         // Closing would change the subscriber lists being walked: a
         // connection over its limit is closed after the pass.
-        self.topics.fan_out(|frame, sse, published, subscribers| {
+        self.topics.fan_out(|encoded, published, subscribers| {
             for &key in subscribers {
-                let conn = &conns[key];
-                let bytes = match sse {
-                    Some(sse) if conn.is_stream() => sse,
-                    _ => frame,
-                };
-                let out = Out::Snapshot(bytes.clone(), Some(published));
+                let form = conns[key].form().unwrap_or(Form::Frame);
+                let out = Out::Snapshot(encoded.pick(form).clone(), Some(published));
                 stats.deliveries += 1;
                 let conn = &mut conns[key];
                 if let Delivered::Queued { superseded } = conn.deliver(out, now, stats) {
@@ -52,8 +48,8 @@ impl EventLoop {
         // Snapshots published before this event go out before it.
         self.fan_out(now);
         let message = Message::event(type_json, data);
-        // Encoded for SSE once, if a stream is there to take it.
-        let mut sse = None;
+        // Encoded for SSE and compressed once each, if a subscriber needs it.
+        let (mut sse, mut deflated) = (None, None);
         let max = self.config.max_queue_bytes;
         let mut count = 0;
         for (key, conn) in self.conns.iter_mut() {
@@ -61,10 +57,14 @@ impl EventLoop {
                 continue;
             }
             count += 1;
-            let bytes = if conn.is_stream() {
-                sse.get_or_insert_with(|| message.sse(None)).clone()
-            } else {
-                message.frame.clone()
+            let bytes = match conn.form() {
+                Some(Form::Sse) => sse.get_or_insert_with(|| message.sse(None)).clone(),
+                Some(Form::Deflate) => deflated
+                    .get_or_insert_with(|| self.topics.compressor.compress(&message))
+                    .as_ref()
+                    .unwrap_or(&message.frame)
+                    .clone(),
+                _ => message.frame.clone(),
             };
             if let Delivered::Queued { .. } = conn.deliver(Out::Bytes(bytes), now, &mut self.stats)
             {

@@ -106,8 +106,30 @@ pub fn render(v: &MetricsView) -> String {
         help,
         &errors,
     );
+    compression_metrics(&mut out, v);
     histogram(&mut out, &v.stats.latency);
     out
+}
+
+/// What permessage-deflate costs: one compression per message that a
+/// subscriber with the extension needed, never one per subscriber.
+fn compression_metrics(out: &mut String, v: &MetricsView) {
+    let c = &v.topics.compressor;
+    let help = "Messages compressed for permessage-deflate subscribers (once each).";
+    metric(
+        out,
+        "statecast_compressed_messages_total",
+        "counter",
+        help,
+        &[bare(c.messages)],
+    );
+    metric(
+        out,
+        "statecast_compress_seconds_total",
+        "counter",
+        "Time spent compressing those messages.",
+        &[bare(c.busy.as_secs_f64())],
+    );
 }
 
 fn connection_metrics(out: &mut String, v: &MetricsView) {

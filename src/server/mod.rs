@@ -47,7 +47,7 @@ use crate::server::queue::Out;
 use crate::server::stats::{Interval, Stats};
 use crate::topic::adw;
 use crate::topic::schema::Validator;
-use crate::topic::{Rules, Topics};
+use crate::topic::{Form, Rules, Topics};
 use crate::wire::Shared;
 use crate::wire::http::{self, Head, Response};
 use crate::wire::protocol::{self, CloseReason, code};
@@ -598,7 +598,10 @@ impl EventLoop {
                 topic,
                 accept,
                 since,
-            } => return self.subscribe(key, &topic, &accept, since, now),
+            } => {
+                let deflate = self.config.compression && head.deflate;
+                return self.subscribe(key, &topic, &accept, since, deflate, now);
+            }
             Action::Stream { topic, since } => return self.stream(key, &topic, since, now),
             Action::Publish { topic, data } => match self.topics.find_or_create(&topic) {
                 Ok(id) => {
@@ -649,13 +652,16 @@ impl EventLoop {
 
     /// Completes an upgrade the endpoint accepted: the 101 and the snapshot
     /// leave in the same write, so the client never waits. A client that
-    /// says it has the topic's current `seq` (`?since=`) gets no resend.
+    /// says it has the topic's current `seq` (`?since=`) gets no resend;
+    /// one that agreed to permessage-deflate (`deflate`) gets compressed
+    /// frames.
     fn subscribe(
         &mut self,
         key: usize,
         name: &str,
         accept: &str,
         since: Option<u64>,
+        deflate: bool,
         now: Instant,
     ) {
         let id = match self.topics.find_or_create(name) {
@@ -663,10 +669,11 @@ impl EventLoop {
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
         let current = Some(self.topics.get(id).seq());
-        let (sub, snapshot) = self.topics.subscribe(id, key, false);
+        let form = if deflate { Form::Deflate } else { Form::Frame };
+        let (sub, snapshot) = self.topics.subscribe(id, key, form);
         let snapshot = snapshot.filter(|_| since != current);
         self.conns[key].open(sub, now);
-        let switching = Shared::from(http::switching_protocols(accept));
+        let switching = Shared::from(http::switching_protocols(accept, deflate));
         self.enqueue(key, Out::Bytes(switching));
         if let Some(snapshot) = snapshot {
             self.enqueue(key, Out::Snapshot(snapshot, None));
@@ -689,7 +696,7 @@ impl EventLoop {
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
         let current = Some(self.topics.get(id).seq());
-        let (sub, snapshot) = self.topics.subscribe(id, key, true);
+        let (sub, snapshot) = self.topics.subscribe(id, key, Form::Sse);
         self.conns[key].open_stream(sub, now);
         let head = Shared::from(http::EVENT_STREAM_HEAD);
         self.enqueue(key, Out::Bytes(head));

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
+use crate::wire::deflate::{self, Deflater};
+
 use crate::wire::Shared;
 use crate::wire::protocol::write_header;
 use adw::ADW_STATE_PREFIX;
@@ -229,8 +231,67 @@ pub struct Subscription {
     /// Index in the topic's subscriber list; a swap-remove may move it,
     /// and [`Topics::unsubscribe`] says whose.
     pub index: usize,
-    /// An SSE stream rather than a WebSocket.
-    pub stream: bool,
+    /// What encoding of each message it takes.
+    pub form: Form,
+}
+
+/// The encodings a subscriber may take a message in. Each is made at most
+/// once per message, and only when a subscriber needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// A WebSocket text frame.
+    Frame,
+    /// A WebSocket that negotiated permessage-deflate: the compressed frame
+    /// when the message is worth compressing, else the plain one.
+    Deflate,
+    /// A Server-Sent Event.
+    Sse,
+}
+
+/// One message in the encodings its subscribers need: the frame always,
+/// the others when asked for (`deflated` is `None` also when compressing
+/// did not pay).
+#[derive(Debug, Clone, Copy)]
+pub struct Encoded<'a> {
+    pub frame: &'a Shared,
+    pub deflated: Option<&'a Shared>,
+    pub sse: Option<&'a Shared>,
+}
+
+impl<'a> Encoded<'a> {
+    /// The bytes a subscriber of `form` gets.
+    pub fn pick(&self, form: Form) -> &'a Shared {
+        match form {
+            Form::Frame => self.frame,
+            Form::Deflate => self.deflated.unwrap_or(self.frame),
+            Form::Sse => self.sse.unwrap_or(self.frame),
+        }
+    }
+}
+
+/// The one compressor for every message (see [`crate::wire::deflate`]),
+/// and what it has cost, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Compressor {
+    deflater: Deflater,
+    /// Messages compressed, whether or not the result was used.
+    pub messages: u64,
+    /// Time spent compressing them.
+    pub busy: std::time::Duration,
+}
+
+impl Compressor {
+    /// `message` as a compressed frame, or `None` when it is not worth it.
+    pub fn compress(&mut self, message: &Message) -> Option<Shared> {
+        if message.json().len() < deflate::MIN_COMPRESSED {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let frame = self.deflater.text_frame(message.json()).map(Shared::from);
+        self.messages += 1;
+        self.busy += started.elapsed();
+        frame
+    }
 }
 
 /// One topic: its retained snapshot and who is subscribed.
@@ -249,6 +310,8 @@ pub struct Topic {
     subscribers: Vec<usize>,
     /// How many of them are SSE streams.
     streams: usize,
+    /// How many of them negotiated permessage-deflate.
+    deflaters: usize,
     /// When the snapshot was last set (the server's start for a default).
     published_at: std::time::Instant,
     /// Snapshots queued for subscribers, across publishes.
@@ -256,6 +319,9 @@ pub struct Topic {
     /// The snapshot as a Server-Sent Event, encoded once when a stream
     /// first needs it.
     sse: Option<Shared>,
+    /// The snapshot compressed, once a subscriber that negotiated
+    /// permessage-deflate needs it (the inner `None`: not worth it).
+    deflated: Option<Option<Shared>>,
     /// Preset and `--topic` topics live for the server's life; others are
     /// dropped when nobody needs them.
     permanent: bool,
@@ -278,9 +344,11 @@ impl Topic {
             snapshot: None,
             subscribers: Vec::new(),
             streams: 0,
+            deflaters: 0,
             published_at: std::time::Instant::now(),
             deliveries: 0,
             sse: None,
+            deflated: None,
             permanent,
             fan_out_pending: false,
         }
@@ -313,6 +381,7 @@ impl Topic {
         let message = Message::snapshot(&self.message_type, self.adw_id(), self.seq, data);
         self.snapshot = Some(message);
         self.sse = None;
+        self.deflated = None;
         self.published_at = std::time::Instant::now();
     }
 
@@ -335,6 +404,25 @@ impl Topic {
             self.sse = self.snapshot.as_ref().map(|m| m.sse(Some(self.seq)));
         }
         self.sse.clone()
+    }
+
+    /// The snapshot compressed, at most once per publish.
+    fn deflated_snapshot(&mut self, compressor: &mut Compressor) -> Option<Shared> {
+        if self.deflated.is_none() {
+            let snapshot = self.snapshot.as_ref()?;
+            self.deflated = Some(compressor.compress(snapshot));
+        }
+        self.deflated.clone().flatten()
+    }
+
+    /// The snapshot in `form`.
+    fn snapshot_as(&mut self, form: Form, compressor: &mut Compressor) -> Option<Shared> {
+        let frame = self.snapshot.as_ref()?.frame.clone();
+        match form {
+            Form::Frame => Some(frame),
+            Form::Deflate => self.deflated_snapshot(compressor).or(Some(frame)),
+            Form::Sse => self.sse_snapshot(),
+        }
     }
 
     /// Holds nothing a new subscriber would not get anyway.
@@ -364,6 +452,7 @@ pub struct Topics {
     fan_out: Vec<usize>,
     /// Subscriptions across all topics: the open WebSockets.
     subscriptions: usize,
+    pub compressor: Compressor,
 }
 
 impl Topics {
@@ -382,6 +471,7 @@ impl Topics {
             max_topics,
             fan_out: Vec::new(),
             subscriptions: 0,
+            compressor: Compressor::default(),
         };
         if preset == Preset::Adw {
             for topic in adw::TOPICS {
@@ -460,13 +550,12 @@ impl Topics {
     }
 
     /// Adds connection `key` to topic `id`'s subscribers; returns where it
-    /// sits, and the snapshot it gets at once, as a WebSocket frame or, for
-    /// a `stream`, as a Server-Sent Event.
+    /// sits, and the snapshot it gets at once, encoded in its `form`.
     pub fn subscribe(
         &mut self,
         id: usize,
         key: usize,
-        stream: bool,
+        form: Form,
     ) -> (Subscription, Option<Shared>) {
         let topic = &mut self.topics[id];
         topic.subscribers.push(key);
@@ -474,15 +563,14 @@ impl Topics {
         let sub = Subscription {
             topic: id,
             index: topic.subscribers.len() - 1,
-            stream,
+            form,
         };
-        let snapshot = if stream {
-            topic.streams += 1;
-            topic.sse_snapshot()
-        } else {
-            topic.snapshot.as_ref().map(|m| m.frame.clone())
-        };
-        (sub, snapshot)
+        match form {
+            Form::Frame => {}
+            Form::Deflate => topic.deflaters += 1,
+            Form::Sse => topic.streams += 1,
+        }
+        (sub, topic.snapshot_as(form, &mut self.compressor))
     }
 
     /// Takes a subscription back. Returns the key of the connection that a
@@ -491,7 +579,11 @@ impl Topics {
     pub fn unsubscribe(&mut self, sub: Subscription) -> Option<usize> {
         let topic = &mut self.topics[sub.topic];
         topic.subscribers.swap_remove(sub.index);
-        topic.streams -= usize::from(sub.stream);
+        match sub.form {
+            Form::Frame => {}
+            Form::Deflate => topic.deflaters -= 1,
+            Form::Sse => topic.streams -= 1,
+        }
         self.subscriptions -= 1;
         let moved = topic.subscribers.get(sub.index).copied();
         // Never published and nobody left: it keeps memory flat when
@@ -536,28 +628,24 @@ impl Topics {
     }
 
     /// Hands each topic published since the last call, once, with its
-    /// newest snapshot (as a frame, and as an SSE event when it has
-    /// streams) and its subscribers.
-    pub fn fan_out(
-        &mut self,
-        mut each: impl FnMut(&Shared, Option<&Shared>, std::time::Instant, &[usize]),
-    ) {
+    /// newest snapshot in the encodings its subscribers need, and its
+    /// subscribers.
+    pub fn fan_out(&mut self, mut each: impl FnMut(Encoded<'_>, std::time::Instant, &[usize])) {
         for id in self.fan_out.drain(..) {
             let topic = &mut self.topics[id];
             topic.fan_out_pending = false;
-            let sse = if topic.streams > 0 {
-                topic.sse_snapshot()
-            } else {
-                None
-            };
+            let sse = (topic.streams > 0).then(|| topic.sse_snapshot()).flatten();
+            let deflated = (topic.deflaters > 0)
+                .then(|| topic.deflated_snapshot(&mut self.compressor))
+                .flatten();
             if let Some(snapshot) = &topic.snapshot {
                 topic.deliveries += topic.subscribers.len() as u64;
-                each(
-                    &snapshot.frame,
-                    sse.as_ref(),
-                    topic.published_at,
-                    &topic.subscribers,
-                );
+                let encoded = Encoded {
+                    frame: &snapshot.frame,
+                    deflated: deflated.as_ref(),
+                    sse: sse.as_ref(),
+                };
+                each(encoded, topic.published_at, &topic.subscribers);
             }
         }
     }
@@ -642,7 +730,7 @@ mod tests {
     fn unused_dynamic_topics_are_released_but_published_ones_stay() {
         let mut topics = adw();
         let id = topics.find_or_create("adw-state/gone").unwrap();
-        let (sub, snapshot) = topics.subscribe(id, 7, false);
+        let (sub, snapshot) = topics.subscribe(id, 7, Form::Frame);
         assert!(
             snapshot.is_some(),
             "adw-state topics greet with their default"
@@ -653,12 +741,12 @@ mod tests {
         assert_eq!(topics.find("adw-state/gone"), None);
 
         let id = topics.find_or_create("adw-state/kept").unwrap();
-        let (sub, _) = topics.subscribe(id, 7, false);
+        let (sub, _) = topics.subscribe(id, 7, Form::Frame);
         topics.publish(id, r#"{"adw_id":"kept","status":"running"}"#, 1);
         topics.unsubscribe(sub);
         assert!(topics.find("adw-state/kept").is_some());
         let queue = topics.find("queue").unwrap();
-        let (sub, _) = topics.subscribe(queue, 7, false);
+        let (sub, _) = topics.subscribe(queue, 7, Form::Frame);
         topics.unsubscribe(sub);
         assert!(topics.find("queue").is_some());
     }
@@ -667,9 +755,9 @@ mod tests {
     fn unsubscribing_says_who_moved() {
         let mut topics = adw();
         let queue = topics.find("queue").unwrap();
-        let (a, _) = topics.subscribe(queue, 10, false);
-        let (_, _) = topics.subscribe(queue, 11, false);
-        let (c, _) = topics.subscribe(queue, 12, false);
+        let (a, _) = topics.subscribe(queue, 10, Form::Frame);
+        let (_, _) = topics.subscribe(queue, 11, Form::Frame);
+        let (c, _) = topics.subscribe(queue, 12, Form::Frame);
         assert_eq!(c.index, 2);
         // 12 moves into 10's place.
         assert_eq!(topics.unsubscribe(a), Some(12));
@@ -680,7 +768,7 @@ mod tests {
     fn a_burst_of_publishes_is_fanned_out_once() {
         let mut topics = adw();
         let queue = topics.find("queue").unwrap();
-        topics.subscribe(queue, 3, false);
+        topics.subscribe(queue, 3, Form::Frame);
         for i in 0..5 {
             let p = topics.publish(queue, &format!(r#"{{"phases":[],"total":{i}}}"#), 1);
             assert_eq!(
@@ -692,11 +780,42 @@ mod tests {
             );
         }
         let mut calls = Vec::new();
-        topics.fan_out(|frame, _, _, subs| calls.push((frame.clone(), subs.to_vec())));
+        topics.fan_out(|encoded, _, subs| calls.push((encoded.frame.clone(), subs.to_vec())));
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].1, [3]);
         assert!(String::from_utf8_lossy(&calls[0].0).contains(r#""total":4"#));
-        topics.fan_out(|_, _, _, _| panic!("nothing was published since"));
+        topics.fan_out(|_, _, _| panic!("nothing was published since"));
+    }
+
+    /// One compression per publish, whatever the number of subscribers
+    /// that negotiated it, and none while nobody did.
+    #[test]
+    fn a_snapshot_is_compressed_once_and_only_for_deflate_subscribers() {
+        let mut topics = adw();
+        let queue = topics.find("queue").unwrap();
+        let big = format!(r#"{{"phases":[{}],"total":0}}"#, vec!["{}"; 300].join(","));
+        topics.subscribe(queue, 1, Form::Frame);
+        topics.publish(queue, &big, 1);
+        topics.fan_out(|encoded, _, _| assert!(encoded.deflated.is_none()));
+        assert_eq!(topics.compressor.messages, 0);
+
+        let (_, first) = topics.subscribe(queue, 2, Form::Deflate);
+        let (_, second) = topics.subscribe(queue, 3, Form::Deflate);
+        assert_eq!(topics.compressor.messages, 1);
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first[0], 0xc1, "FIN, RSV1, text");
+
+        topics.publish(queue, &big.replace("0}", "1}"), 1);
+        let mut forms = Vec::new();
+        topics.fan_out(|encoded, _, subs| {
+            forms = [Form::Frame, Form::Deflate]
+                .map(|form| encoded.pick(form).len())
+                .to_vec();
+            assert_eq!(subs, [1, 2, 3]);
+        });
+        assert_eq!(topics.compressor.messages, 2);
+        assert!(forms[1] * 4 < forms[0], "{forms:?}");
     }
 
     #[test]
@@ -704,10 +823,10 @@ mod tests {
         let mut topics = adw();
         let id = topics.find_or_create("adw-state/done").unwrap();
         topics.publish(id, r#"{"x":1}"#, 1);
-        topics.fan_out(|_, _, _, _| {});
-        let (sub, _) = topics.subscribe(id, 7, false);
+        topics.fan_out(|_, _, _| {});
+        let (sub, _) = topics.subscribe(id, 7, Form::Frame);
         topics.publish(id, "{}", 1);
-        topics.fan_out(|_, _, _, _| {});
+        topics.fan_out(|_, _, _| {});
         assert!(
             topics.find("adw-state/done").is_some(),
             "a subscriber keeps it"
@@ -724,7 +843,7 @@ mod tests {
         assert_eq!(topics.find("adw-state/done"), None);
         let id = topics.find_or_create("adw-state/old").unwrap();
         topics.publish(id, r#"{"adw_id":"other"}"#, 1);
-        topics.fan_out(|_, _, _, _| {});
+        topics.fan_out(|_, _, _| {});
         assert!(topics.find("adw-state/old").is_some());
         topics.publish(id, "{}", 1);
         assert_eq!(topics.find("adw-state/old"), None, "the version 1 default");

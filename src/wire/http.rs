@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::wire::deflate;
 use tungstenite::handshake::derive_accept_key;
 
 /// Largest request head accepted; a longer one gets 431.
@@ -92,10 +93,12 @@ pub const EVENT_STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/eve
 /// An SSE comment: keeps the connection and proxies awake.
 pub const EVENT_STREAM_KEEPALIVE: &[u8] = b": keep-alive\n\n";
 
-/// The 101 that completes a WebSocket upgrade (RFC 6455 §4.2.2).
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
+/// The 101 that completes a WebSocket upgrade (RFC 6455 §4.2.2), with the
+/// permessage-deflate answer when the extension was agreed.
+pub fn switching_protocols(accept: &str, deflate: bool) -> Vec<u8> {
+    let extension = if deflate { deflate::RESPONSE } else { "" };
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extension}\r\n"
     )
     .into_bytes()
 }
@@ -129,6 +132,9 @@ pub struct Head {
     pub connection_upgrade: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// A `Sec-WebSocket-Extensions` offer of permessage-deflate this server
+    /// can accept.
+    pub deflate: bool,
     /// `Origin`, sent by browsers.
     pub origin: Option<String>,
     /// `Authorization`, whole.
@@ -204,6 +210,7 @@ pub fn parse_head(buf: &[u8]) -> Result<ParsedHead, Response> {
         connection_upgrade: false,
         ws_key: None,
         ws_version: None,
+        deflate: false,
         origin: None,
         authorization: None,
         last_event_id: None,
@@ -327,6 +334,9 @@ fn read_header(
         head.ws_key = Some(text());
     } else if is("sec-websocket-version") {
         head.ws_version = Some(text());
+    } else if is("sec-websocket-extensions") {
+        // The header may come more than once: any acceptable offer counts.
+        head.deflate |= deflate::accepts(&text());
     } else if is("content-type") {
         head.content_type = Some(text());
     } else if is("origin") {

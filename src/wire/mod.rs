@@ -1,6 +1,8 @@
 //! The wire formats, parsed and produced without I/O: HTTP/1.1 requests and
-//! responses, and RFC 6455 frames. Both are tested on byte slices.
+//! responses, RFC 6455 frames and RFC 7692 compression. Each is tested on
+//! byte slices.
 
+pub mod deflate;
 pub mod http;
 pub mod protocol;
 

@@ -11,6 +11,8 @@ use std::fmt;
 use std::io::Cursor;
 
 use tungstenite::protocol::frame::FrameHeader;
+
+use crate::wire::deflate::{self, InflateError};
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 /// Close codes the server sends (RFC 6455 §7.4.1).
@@ -142,6 +144,8 @@ pub enum Incoming {
 #[derive(Debug)]
 struct Fragmented {
     text: bool,
+    /// Its first frame had RSV1 set: the bytes are deflated (RFC 7692).
+    compressed: bool,
     bytes: Vec<u8>,
 }
 
@@ -151,9 +155,19 @@ struct Fragmented {
 #[derive(Debug, Default)]
 pub struct Decoder {
     fragmented: Option<Box<Fragmented>>,
+    /// permessage-deflate was agreed: RSV1 marks a compressed message.
+    deflate: bool,
 }
 
 impl Decoder {
+    /// A decoder for a connection that agreed to permessage-deflate, or not.
+    pub fn new(deflate: bool) -> Decoder {
+        Decoder {
+            fragmented: None,
+            deflate,
+        }
+    }
+
     /// Decodes the first frame in `buf`, unmasking it in place.
     ///
     /// Returns the number of bytes consumed and, when the frame completes a
@@ -172,7 +186,7 @@ impl Decoder {
             Err(_) => return Err(CloseReason::new(code::PROTOCOL, "reserved opcode")),
         };
         let header_len = cursor.position() as usize;
-        let mask = check_header(&header, len)?;
+        let mask = check_header(&header, len, self.deflate)?;
         let already = self.fragmented.as_ref().map_or(0, |f| f.bytes.len());
         if len.saturating_add(already as u64) > max_message as u64 {
             return Err(CloseReason::new(code::TOO_BIG, "message too big"));
@@ -191,8 +205,17 @@ impl Decoder {
             OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
                 unreachable!("FrameHeader::parse refuses reserved opcodes")
             }
-            OpCode::Data(Data::Continue) => self.continuation(payload, header.is_final)?,
-            OpCode::Data(data) => self.first_fragment(data, payload, header.is_final)?,
+            OpCode::Data(Data::Continue) => {
+                self.continuation(payload, header.is_final, max_message)?
+            }
+            OpCode::Data(data) => {
+                let first = First {
+                    text: data == Data::Text,
+                    compressed: header.rsv1,
+                    is_final: header.is_final,
+                };
+                self.first_fragment(first, payload, max_message)?
+            }
         };
         Ok((consumed, incoming))
     }
@@ -202,6 +225,7 @@ impl Decoder {
         &mut self,
         payload: &[u8],
         is_final: bool,
+        max_message: usize,
     ) -> Result<Option<Incoming>, CloseReason> {
         let Some(fragmented) = self.fragmented.as_mut() else {
             return Err(CloseReason::new(
@@ -210,22 +234,23 @@ impl Decoder {
             ));
         };
         fragmented.bytes.extend_from_slice(payload);
-        if fragmented.text {
+        // Compressed text can only be checked once inflated.
+        if fragmented.text && !fragmented.compressed {
             check_partial_utf8(&fragmented.bytes, is_final)?;
         }
         if !is_final {
             return Ok(None);
         }
         let done = self.fragmented.take().expect("checked above");
-        Ok(Some(finish(done.text, done.bytes)))
+        complete(done.text, done.compressed, done.bytes, max_message)
     }
 
     /// A text or binary frame that starts a message (and may end it).
     fn first_fragment(
         &mut self,
-        data: Data,
+        first: First,
         payload: &[u8],
-        is_final: bool,
+        max_message: usize,
     ) -> Result<Option<Incoming>, CloseReason> {
         // RFC 6455 §5.4: fragments of one message MUST NOT be interleaved
         // with another data message.
@@ -235,27 +260,57 @@ impl Decoder {
                 "expected continuation frame",
             ));
         }
-        let text = data == Data::Text;
-        if text {
-            check_partial_utf8(payload, is_final)?;
+        if first.text && !first.compressed {
+            check_partial_utf8(payload, first.is_final)?;
         }
-        if is_final {
-            return Ok(Some(finish(text, payload.to_vec())));
+        if first.is_final {
+            return complete(first.text, first.compressed, payload.to_vec(), max_message);
         }
         self.fragmented = Some(Box::new(Fragmented {
-            text,
+            text: first.text,
+            compressed: first.compressed,
             bytes: payload.to_vec(),
         }));
         Ok(None)
     }
 }
 
+/// What the frame starting a message says of it.
+struct First {
+    text: bool,
+    compressed: bool,
+    is_final: bool,
+}
+
+/// A whole message's payload: inflated if it was compressed (RFC 7692
+/// §6.2), within `max_message`, and checked to be UTF-8 if text.
+fn complete(
+    text: bool,
+    compressed: bool,
+    bytes: Vec<u8>,
+    max_message: usize,
+) -> Result<Option<Incoming>, CloseReason> {
+    if !compressed {
+        return Ok(Some(finish(text, bytes)));
+    }
+    let bytes = deflate::inflate(&bytes, max_message).map_err(|e| match e {
+        InflateError::TooBig => CloseReason::new(code::TOO_BIG, "message too big"),
+        InflateError::Corrupt => CloseReason::new(code::INVALID_DATA, "invalid compressed data"),
+    })?;
+    if text {
+        check_partial_utf8(&bytes, true)?;
+    }
+    Ok(Some(finish(text, bytes)))
+}
+
 /// The checks a client frame's header must pass whatever its payload;
 /// returns its mask.
-fn check_header(header: &FrameHeader, len: u64) -> Result<[u8; 4], CloseReason> {
-    // RFC 6455 §5.2: "MUST be 0 unless an extension is negotiated"; we
-    // negotiate none.
-    if header.rsv1 || header.rsv2 || header.rsv3 {
+fn check_header(header: &FrameHeader, len: u64, deflate: bool) -> Result<[u8; 4], CloseReason> {
+    // RFC 6455 §5.2: "MUST be 0 unless an extension is negotiated". With
+    // permessage-deflate, RSV1 marks the first frame of a compressed data
+    // message, and nothing else (RFC 7692 §6).
+    let starts_message = matches!(header.opcode, OpCode::Data(d) if d != Data::Continue);
+    if header.rsv1 && !(deflate && starts_message) || header.rsv2 || header.rsv3 {
         return Err(CloseReason::new(code::PROTOCOL, "reserved bits set"));
     }
     // RFC 6455 §5.1: "The server MUST close the connection upon receiving
@@ -357,7 +412,10 @@ mod tests {
     }
 
     fn decode_all(frames: &[u8]) -> Result<Vec<Incoming>, CloseReason> {
-        let mut decoder = Decoder::default();
+        decode_with(Decoder::default(), frames)
+    }
+
+    fn decode_with(mut decoder: Decoder, frames: &[u8]) -> Result<Vec<Incoming>, CloseReason> {
         let mut buf = frames.to_vec();
         let mut at = 0;
         let mut out = Vec::new();
@@ -529,5 +587,83 @@ mod tests {
         );
         assert_eq!(json_pong(r#"{"type":"client_ready"}"#), None);
         assert_eq!(json_pong("hello"), None);
+    }
+
+    /// A client's compressed message: raw deflate, sync-flush tail removed.
+    fn deflated(text: impl AsRef<[u8]>) -> Vec<u8> {
+        let text = text.as_ref();
+        use flate2::{Compress, Compression, FlushCompress};
+        let mut c = Compress::new(Compression::default(), false);
+        let mut out = Vec::with_capacity(text.len() + 64);
+        c.compress_vec(text, &mut out, FlushCompress::Sync).unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    #[test]
+    fn compressed_messages_inflate_when_deflate_was_agreed() {
+        let ping = r#"{"type":"ping","timestamp":1}"#;
+        let body = deflated(ping);
+        // FIN + RSV1 + text, whole.
+        let whole = client_frame(0xc1, &body);
+        assert_eq!(
+            decode_with(Decoder::new(true), &whole).unwrap(),
+            vec![Incoming::Text(ping.into())]
+        );
+        // Fragmented: RSV1 on the first frame only, a ping between.
+        let (a, b) = body.split_at(body.len() / 2);
+        let mut frames = client_frame(0x41, a);
+        frames.extend(client_frame(0x89, b"hi"));
+        frames.extend(client_frame(0x80, b));
+        assert_eq!(
+            decode_with(Decoder::new(true), &frames).unwrap(),
+            vec![Incoming::Ping(b"hi".to_vec()), Incoming::Text(ping.into())]
+        );
+        // Plain messages still pass on a deflate connection.
+        let plain = client_frame(0x81, b"plain");
+        assert_eq!(
+            decode_with(Decoder::new(true), &plain).unwrap(),
+            vec![Incoming::Text("plain".into())]
+        );
+    }
+
+    #[test]
+    fn rsv1_is_an_error_where_deflate_does_not_allow_it() {
+        let body = deflated("hello");
+        let cases = [
+            (Decoder::new(false), client_frame(0xc1, &body)),
+            // On a continuation frame, and on a control frame.
+            (Decoder::new(true), {
+                let mut f = client_frame(0x01, b"he");
+                f.extend(client_frame(0xc0, b"llo"));
+                f
+            }),
+            (Decoder::new(true), client_frame(0xc9, b"")),
+        ];
+        for (decoder, frames) in cases {
+            let err = decode_with(decoder, &frames).unwrap_err();
+            assert_eq!(
+                (err.code, err.reason),
+                (code::PROTOCOL, "reserved bits set")
+            );
+        }
+    }
+
+    #[test]
+    fn bad_or_oversized_compressed_messages_fail_with_their_codes() {
+        let garbage = client_frame(0xc1, &[0xff; 16]);
+        let err = decode_with(Decoder::new(true), &garbage).unwrap_err();
+        assert_eq!(err.code, code::INVALID_DATA);
+        // 64 KiB of one byte deflates to a few hundred: inside the 4 KiB
+        // frame limit, far past the 4 KiB message limit once inflated.
+        let bomb = client_frame(0xc1, &deflated("a".repeat(64 << 10)));
+        assert!(bomb.len() < 4096);
+        let err = decode_with(Decoder::new(true), &bomb).unwrap_err();
+        assert_eq!(err.code, code::TOO_BIG);
+        // Inflated text is still checked to be UTF-8.
+        let invalid = client_frame(0xc1, &deflated([0xc3, 0x28, 0x41, 0x41]));
+        let err = decode_with(Decoder::new(true), &invalid).unwrap_err();
+        assert_eq!(err.code, code::INVALID_DATA);
     }
 }
