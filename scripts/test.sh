@@ -17,9 +17,10 @@ echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
 
-if [ ! -x .venv/bin/kosoku ] || ! .venv/bin/python -c "import jsonschema, prometheus_client" 2>/dev/null; then
+if [ ! -x .venv/bin/kosoku ] || ! .venv/bin/python -c "import jsonschema, prometheus_client, websockets" 2>/dev/null; then
     python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check kosoku==0.1.0 jsonschema==4.26.0 prometheus-client==0.26.0
+    .venv/bin/pip install --quiet --disable-pip-version-check kosoku==0.1.0 jsonschema==4.26.0 \
+        prometheus-client==0.26.0 websockets==17.4
 fi
 
 echo "== contract (every schema against its valid and crashing cases)"
@@ -28,6 +29,9 @@ echo "== contract (every schema against its valid and crashing cases)"
 echo "== /metrics through prometheus_client's parser"
 cargo build --release --quiet
 .venv/bin/python scripts/metrics_check.py target/release/statecast
+
+echo "== permessage-deflate against Python's websockets"
+.venv/bin/python scripts/deflate_check.py target/release/statecast
 
 echo "== the live page in Chromium (playwright-core)"
 # Debian's Chromium, never a downloaded browser; installed here when absent

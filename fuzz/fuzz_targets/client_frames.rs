@@ -1,14 +1,18 @@
 //! The client-frame decoder on arbitrary bytes, frame after frame as the
-//! server feeds it: nothing may panic, and it never consumes more than it
-//! was given.
+//! server feeds it, with permessage-deflate agreed when the first byte is
+//! odd (so compressed messages are inflated too): nothing may panic, and it
+//! never consumes more than it was given.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use statecast::wire::protocol::Decoder;
 
 fuzz_target!(|data: &[u8]| {
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
     let mut buf = data.to_vec();
-    let mut decoder = Decoder::default();
+    let mut decoder = Decoder::new(mode & 1 == 1);
     let mut at = 0;
     while at < buf.len() {
         match decoder.decode(&mut buf[at..], 4096) {

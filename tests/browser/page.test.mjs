@@ -1,6 +1,8 @@
 // The live page at / in Debian's Chromium, headless, driven by
 // playwright-core, against the real binary:
-//   1. every panel renders its snapshot on load;
+//   1. every panel renders its snapshot on load, each socket having agreed
+//      to permessage-deflate (Chromium offers it by default) and the
+//      server having compressed what was large enough;
 //   2. an HTTP publish shows on its panel within 1 s;
 //   3. with a 1 s ping interval the page stays 60 s with no socket closed;
 //   4. the server stops and restarts: the page shows the outage, then
@@ -61,10 +63,12 @@ try {
   // Count every WebSocket close the page sees, whatever its code.
   await page.addInitScript(() => {
     window.__closes = [];
+    window.__extensions = [];
     const Native = window.WebSocket;
     window.WebSocket = function (url, protocols) {
       const ws = new Native(url, protocols);
       ws.addEventListener("close", (e) => window.__closes.push({ url, code: e.code }));
+      ws.addEventListener("open", () => window.__extensions.push(ws.extensions));
       return ws;
     };
     window.WebSocket.prototype = Native.prototype;
@@ -79,6 +83,14 @@ try {
   const texts = await page.evaluate((ts) => ts.map((t) => document.querySelector("#panel-" + t + " .body").textContent), topics);
   texts.forEach((text, i) => { if (text.startsWith("cannot render")) fail(topics[i] + ": " + text); });
   console.log("ok: every panel rendered its snapshot");
+  const extensions = await page.evaluate(() => window.__extensions);
+  const deflate = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+  if (extensions.length === 0 || !extensions.every((e) => e === deflate))
+    fail("sockets did not all agree to permessage-deflate: " + JSON.stringify(extensions));
+  const metrics = await (await fetch(base + "/metrics")).text();
+  const compressed = Number(metrics.match(/^statecast_compressed_messages_total (\S+)$/m)?.[1]);
+  if (!(compressed > 0)) fail("no message was compressed for the page: " + compressed);
+  console.log("ok: " + extensions.length + " sockets agreed to permessage-deflate; " + compressed + " messages compressed");
 
   // 2. An HTTP publish shows on its panel within 1 s.
   const marker = "Browser test phase " + Date.now();

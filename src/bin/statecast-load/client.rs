@@ -36,6 +36,8 @@ pub(crate) struct Client {
     pub(crate) warmed: u64,
     pub(crate) stalled: bool,
     pub(crate) close_code: Option<u16>,
+    /// Its place among the clients, which says its topic.
+    pub(crate) index: u32,
 }
 
 /// Everything the clients observed.
@@ -47,14 +49,60 @@ pub(crate) struct Tally {
     pub(crate) out_of_order: u64,
     pub(crate) last_delivery_ns: u64,
     pub(crate) closed: usize,
+    /// Frame bytes (header and payload) of the measured deliveries.
+    pub(crate) wire_bytes: u64,
+    /// Deliveries that came compressed.
+    pub(crate) compressed: u64,
+    /// Dashboards run: every message is a delivery, and each snapshot's
+    /// `(client, seq, received at)` is kept to be matched with its publish.
+    pub(crate) dashboards: bool,
+    pub(crate) samples: Vec<(u32, u64, u64)>,
+    /// Dashboards run: events (no seq) received.
+    pub(crate) events: u64,
+}
+
+/// Inflates permessage-deflate messages: one inflater, reset per message
+/// (the server keeps no context), and one output buffer, both reused.
+pub(crate) struct Inflater {
+    inflater: flate2::Decompress,
+    input: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Inflater {
+    fn new() -> Inflater {
+        Inflater {
+            inflater: flate2::Decompress::new(false),
+            input: Vec::new(),
+            out: Vec::with_capacity(1 << 20),
+        }
+    }
+
+    /// The message `payload` carries, inflated (RFC 7692 §7.2.2).
+    fn inflate(&mut self, payload: &[u8]) -> io::Result<&[u8]> {
+        self.inflater.reset(false);
+        self.input.clear();
+        self.input.extend_from_slice(payload);
+        self.input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        self.out.clear();
+        self.inflater
+            .decompress_vec(&self.input, &mut self.out, flate2::FlushDecompress::Sync)
+            .map_err(io::Error::other)?;
+        if self.inflater.total_in() as usize != self.input.len() {
+            return Err(io::Error::other("a compressed message inflates past 1 MiB"));
+        }
+        Ok(&self.out)
+    }
 }
 
 pub(crate) struct Clients {
     pub(crate) poll: Poll,
     pub(crate) clients: Vec<Client>,
     pub(crate) scratch: Vec<u8>,
-    pub(crate) request: Vec<u8>,
+    /// One upgrade request per topic; client `k` uses `k % len`.
+    pub(crate) requests: Vec<Vec<u8>>,
     pub(crate) tally: Tally,
+    pub(crate) inflater: Inflater,
 }
 
 /// Parses the decimal number after `key` in `text`.
@@ -68,17 +116,33 @@ pub(crate) fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
 }
 
 impl Clients {
-    pub(crate) fn new(topic: &str, host: SocketAddr) -> io::Result<Clients> {
-        let request = format!(
-            "GET /api/v1/ws/{topic} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {UPGRADE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .into_bytes();
+    /// Clients of `topic`; with `deflate`, they offer permessage-deflate the
+    /// way Chromium does.
+    pub(crate) fn new(topic: &str, host: SocketAddr, deflate: bool) -> io::Result<Clients> {
+        Clients::of(&[topic], host, deflate)
+    }
+
+    /// Clients spread over `topics` in turn: a dashboard's sockets when
+    /// the count is a multiple of them.
+    pub(crate) fn of(topics: &[&str], host: SocketAddr, deflate: bool) -> io::Result<Clients> {
+        let offer = if deflate {
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        } else {
+            ""
+        };
+        let requests = topics.iter().map(|topic| {
+            format!(
+                "GET /api/v1/ws/{topic} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {UPGRADE_KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+            )
+            .into_bytes()
+        });
         Ok(Clients {
             poll: Poll::new()?,
             clients: Vec::new(),
             scratch: vec![0; 256 << 10],
-            request,
+            requests: requests.collect(),
             tally: Tally::default(),
+            inflater: Inflater::new(),
         })
     }
 
@@ -101,10 +165,11 @@ impl Clients {
             while self.clients.len() < target && self.clients.len() - self.tally.snapshots < 2048 {
                 let mut stream = TcpStream::connect(addr)?;
                 let token = Token(self.clients.len());
+                let request = &self.requests[token.0 % self.requests.len()];
                 // On loopback the connection is usually up by now: send the
                 // upgrade at once and skip a round of readiness events.
-                let state = match stream.write(&self.request) {
-                    Ok(n) if n == self.request.len() => ClientState::Handshaking,
+                let state = match stream.write(request) {
+                    Ok(n) if n == request.len() => ClientState::Handshaking,
                     Ok(_) => return Err(io::Error::other("short write of the upgrade request")),
                     Err(_) => ClientState::Connecting,
                 };
@@ -127,6 +192,7 @@ impl Clients {
                     warmed: 0,
                     stalled: index >= first_stalled,
                     close_code: None,
+                    index: index as u32,
                 });
             }
             self.turn(&mut events, Some(Duration::from_millis(50)))?;
@@ -193,8 +259,9 @@ impl Clients {
                 }
                 Ok(None) => {}
             }
-            match client.stream.write(&self.request) {
-                Ok(n) if n == self.request.len() => {}
+            let request = &self.requests[index % self.requests.len()];
+            match client.stream.write(request) {
+                Ok(n) if n == request.len() => {}
                 Ok(_) => return Err(io::Error::other("short write of the upgrade request")),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
@@ -241,7 +308,13 @@ impl Clients {
                 data.extend_from_slice(&self.scratch[..n]);
                 &data
             };
-            let used = process(client, buf, received_at, &mut self.tally)?;
+            let used = process(
+                client,
+                buf,
+                received_at,
+                &mut self.tally,
+                &mut self.inflater,
+            )?;
             let rest = buf[used..].to_vec();
             let client = &mut self.clients[index];
             client.partial = rest;
@@ -255,6 +328,7 @@ pub(crate) fn process(
     buf: &[u8],
     at: u64,
     tally: &mut Tally,
+    inflater: &mut Inflater,
 ) -> io::Result<usize> {
     let mut used = 0;
     if client.state == ClientState::Handshaking {
@@ -287,12 +361,25 @@ pub(crate) fn process(
         if rest.len() < header + len {
             return Ok(used);
         }
-        let payload = &rest[header..header + len];
+        let compressed = rest[0] & 0x40 != 0;
+        let payload = if compressed {
+            inflater.inflate(&rest[header..header + len])?
+        } else {
+            &rest[header..header + len]
+        };
         match rest[0] & 0x0f {
             0x1 => {
                 if !client.snapshot {
                     client.snapshot = true;
                     tally.snapshots += 1;
+                } else if tally.dashboards {
+                    match number_after(payload, b"\"seq\":") {
+                        Some(seq) => tally.samples.push((client.index, seq, at)),
+                        None => tally.events += 1,
+                    }
+                    tally.deliveries += 1;
+                    tally.wire_bytes += (header + len) as u64;
+                    tally.compressed += u64::from(compressed);
                 } else if let (Some(i), Some(t)) = (
                     number_after(payload, b"\"i\":"),
                     number_after(payload, b"\"t\":"),
@@ -303,6 +390,8 @@ pub(crate) fn process(
                     client.last = Some(i);
                     client.received += 1;
                     tally.deliveries += 1;
+                    tally.wire_bytes += (header + len) as u64;
+                    tally.compressed += u64::from(compressed);
                     tally
                         .latencies_us
                         .push((at.saturating_sub(t) / 1000) as u32);

@@ -14,9 +14,10 @@
 //! Layout: [`options`] the command line; [`target`] the server under test
 //! and the CPU clocks; [`client`] the WebSocket clients; [`schedule`] the
 //! publishing; [`floor`] the kernel floor; [`report`] a run from start to
-//! figures.
+//! figures; [`dashboards`] the realistic run.
 
 mod client;
+mod dashboards;
 mod floor;
 mod options;
 mod report;
@@ -50,6 +51,7 @@ fn main() {
             return;
         }
         Ok(Command::FloorChild) => floor::floor_child(),
+        Ok(Command::Run(options)) if options.dashboards > 0 => dashboards::run(&options),
         Ok(Command::Run(options)) => report::run(options),
         Err(e) => {
             eprintln!("statecast-load: {e}");

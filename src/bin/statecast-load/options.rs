@@ -17,6 +17,17 @@ OPTIONS:
     --messages M          publishes to send [default: 100]
     --rate R              publishes per second; 0 = as fast as possible [default: 10]
     --payload BYTES       size of each message's data [default: 256]
+    --data KIND           filler (a padded string of --payload bytes) or history (a
+                          16 KiB workflow-history of 50 items, which compresses like
+                          the real thing; --payload is then ignored) [default: filler]
+    --deflate             clients offer permessage-deflate, as browsers do, and
+                          inflate what comes compressed; bytes on the wire per
+                          delivery and the server's compression time are reported
+    --dashboards N        instead: N dashboards, each with the real client's eight
+                          sockets, fed the demo's topics at the demo's sizes and
+                          rates for --seconds; CPU per delivery, latency per topic
+                          and RSS are reported
+    --seconds S           how long --dashboards publishes [default: 30]
     --kind KIND           snapshot (conflated) or event (never dropped) [default: snapshot]
     --publish HOW         http (POST over keep-alive, to a server process) or inproc
                           (a Publisher, to a server thread in this process, pinned
@@ -58,6 +69,13 @@ pub(crate) struct Options {
     pub json: bool,
     /// Publish through a `Publisher` to a server thread in this process.
     pub inproc: bool,
+    /// Publish the workflow-history fixture rather than filler.
+    pub history: bool,
+    /// Clients offer permessage-deflate.
+    pub deflate: bool,
+    /// Dashboards for the realistic run; 0 for the single-topic run.
+    pub dashboards: usize,
+    pub seconds: f64,
 }
 
 impl Default for Options {
@@ -78,6 +96,10 @@ impl Default for Options {
             memory: Vec::new(),
             json: false,
             inproc: false,
+            history: false,
+            deflate: false,
+            dashboards: 0,
+            seconds: 30.0,
         }
     }
 }
@@ -121,6 +143,10 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, S
                 o.json = true;
                 continue;
             }
+            Long("deflate") => {
+                o.deflate = true;
+                continue;
+            }
             Long(name) => format!("--{name}"),
             Short(c) => return Err(format!("unknown option -{c}; see --help")),
             Value(v) => return Err(format!("unexpected argument {v:?}; see --help")),
@@ -146,6 +172,9 @@ fn set(o: &mut Options, name: &str, parser: &mut lexopt::Parser) -> Result<(), S
         "--warmup",
         "--memory",
         "--publish",
+        "--data",
+        "--dashboards",
+        "--seconds",
     ];
     if !known.contains(&name) {
         return Err(format!("unknown option {name}; see --help"));
@@ -174,6 +203,9 @@ fn set(o: &mut Options, name: &str, parser: &mut lexopt::Parser) -> Result<(), S
                 .map(|n| number(name, n))
                 .collect::<Result<_, _>>()?
         }
+        "--data" => o.history = choice(name, v, "history", "filler")?,
+        "--dashboards" => o.dashboards = number(name, v)?,
+        "--seconds" => o.seconds = number(name, v)?,
         _ => o.inproc = choice(name, v, "inproc", "http")?,
     }
     Ok(())

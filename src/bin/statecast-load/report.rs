@@ -11,7 +11,7 @@ use mio::Events;
 use crate::client::Clients;
 use crate::floor::{Floor, measure_floor};
 use crate::options::Options;
-use crate::schedule::{PublishReport, http_post, publish_inproc, publisher};
+use crate::schedule::{PublishReport, http_post, metric, publish_inproc, publisher};
 use crate::target::{Target, rss_kib, start_inproc, start_target};
 use crate::{now_ns, percentile};
 
@@ -42,11 +42,23 @@ struct Received {
     latencies: Vec<u32>,
     deliveries: u64,
     out_of_order: u64,
+    wire_bytes: u64,
+    compressed: u64,
+    /// The server's compression time per compressed message, when it has
+    /// a `/metrics` to say.
+    compress_us: Option<f64>,
 }
 
 /// Runs one measurement as the options say, and prints its figures.
-pub(crate) fn run(o: Options) -> io::Result<()> {
+pub(crate) fn run(mut o: Options) -> io::Result<()> {
     now_ns();
+    if o.history {
+        // The fixture, the index and the time stamp.
+        o.payload = statecast::providers::demo::history_fixture(50, 7)
+            .to_string()
+            .len()
+            + 30;
+    }
     let target = if o.inproc {
         if !o.memory.is_empty() {
             return Err(io::Error::other(
@@ -63,7 +75,7 @@ pub(crate) fn run(o: Options) -> io::Result<()> {
         return memory(&o, &target);
     }
     let stalled = ((o.connections as f64) * o.stalled / 100.0).round() as usize;
-    let mut clients = Clients::new("load", target.addr)?;
+    let mut clients = Clients::new("load", target.addr, o.deflate)?;
     let connect = connect(&o, &target, &mut clients, stalled)?;
     clients.warm_up(target.addr, &o)?;
     let received = publish_and_receive(&o, &target, &mut clients, stalled)?;
@@ -147,6 +159,13 @@ fn publish_and_receive(
         .join()
         .map_err(|_| io::Error::other("publisher panicked"))??;
     let (server_cpu, own_cpu) = target.cpu_since(&mark);
+    let compress_us = match (
+        metric(target.addr, "statecast_compress_seconds_total"),
+        metric(target.addr, "statecast_compressed_messages_total"),
+    ) {
+        (Ok(seconds), Ok(messages)) if messages > 0.0 => Some(seconds * 1e6 / messages),
+        _ => None,
+    };
     let healthy_missing_last = healthy - clients.clients.iter().filter(has_last).count();
     let tally = &mut clients.tally;
     tally.latencies_us.sort_unstable();
@@ -160,6 +179,9 @@ fn publish_and_receive(
         latencies: std::mem::take(&mut tally.latencies_us),
         deliveries: tally.deliveries,
         out_of_order: tally.out_of_order,
+        wire_bytes: tally.wire_bytes,
+        compressed: tally.compressed,
+        compress_us,
     })
 }
 
@@ -211,6 +233,11 @@ fn figures(
         "ratio_to_paced_floor": per_delivery.zip(paced).map(|(p, f)| p / f.2),
         "ratio_to_floor": per_delivery.zip(floor).map(|(p, f)| p / f.per_write_ns),
         "generator_busy": r.own_cpu as f64 / window as f64,
+        "data": if o.history { "history" } else { "filler" },
+        "deflate": o.deflate,
+        "compressed_deliveries": r.compressed,
+        "wire_bytes_per_delivery": r.wire_bytes as f64 / r.deliveries.max(1) as f64,
+        "server_compress_us_per_message": r.compress_us,
     })
 }
 
@@ -273,6 +300,13 @@ pub(crate) fn print_report(r: &serde_json::Value) {
         r["healthy_missing_last"]
     );
     println!("deliveries/s: {}", f(&r["deliveries_per_second"]));
+    println!(
+        "bytes on the wire per delivery: {} ({} of {} deliveries compressed; server compression {} us per message)",
+        f(&r["wire_bytes_per_delivery"]),
+        r["compressed_deliveries"],
+        r["deliveries"],
+        f(&r["server_compress_us_per_message"]),
+    );
     let l = &r["latency_us"];
     println!(
         "latency us: p50 {} p99 {} p99.9 {} max {}",
@@ -314,7 +348,7 @@ pub(crate) fn memory(o: &Options, target: &Target) -> io::Result<()> {
     let pid = target
         .pid
         .ok_or_else(|| io::Error::other("--memory needs a spawned server or --server-pid"))?;
-    let mut clients = Clients::new("load", target.addr)?;
+    let mut clients = Clients::new("load", target.addr, o.deflate)?;
     let base = rss_kib(pid);
     let mut points = vec![(0usize, base)];
     for &n in &o.memory {

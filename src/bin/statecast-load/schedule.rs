@@ -103,6 +103,14 @@ pub(crate) fn schedule(
     mut send: impl FnMut(String) -> io::Result<()>,
 ) -> io::Result<PublishReport> {
     let pad = "x".repeat(o.payload.saturating_sub(40));
+    let filler = format!(r#""p":"{pad}"}}"#);
+    // The fixture's object, opened up so the index and time go first.
+    let body = if o.history {
+        let fixture = statecast::providers::demo::history_fixture(50, 7).to_string();
+        fixture[1..].to_owned()
+    } else {
+        filler
+    };
     let interval = (o.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / o.rate));
     let start = Instant::now();
     let mut sent = 0;
@@ -116,7 +124,7 @@ pub(crate) fn schedule(
                 std::thread::sleep(wait);
             }
         }
-        send(format!(r#"{{"i":{i},"t":{},"p":"{pad}"}}"#, now_ns()))?;
+        send(format!(r#"{{"i":{i},"t":{},{body}"#, now_ns()))?;
         sent += 1;
     }
     Ok(PublishReport {
@@ -145,6 +153,21 @@ pub(crate) fn read_response(reader: &mut impl BufRead) -> io::Result<()> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)
+}
+
+/// The value of an unlabelled sample in the server's `/metrics`.
+pub(crate) fn metric(addr: SocketAddr, name: &str) -> io::Result<f64> {
+    let mut stream = StdStream::connect(addr)?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("{name} not in /metrics")))
 }
 
 /// One POST on its own connection, for set-up.

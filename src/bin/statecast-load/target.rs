@@ -91,19 +91,17 @@ pub(crate) fn start_target(o: &Options) -> io::Result<Target> {
             .to_string_lossy()
             .into_owned(),
     };
+    // The dashboards run serves the ADW topics, schemas checked, as a
+    // deployment would; the others one topic of their own.
+    let topics: &[&str] = if o.dashboards > 0 {
+        &["--preset", "adw"]
+    } else {
+        &["--preset", "none", "--topic", "load"]
+    };
     let mut child = pinned(o.server_cpu, &binary)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--preset",
-            "none",
-            "--topic",
-            "load",
-            "--log-level",
-            "info",
-            "--max-publish-bytes",
-            "4MiB",
-        ])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(topics)
+        .args(["--log-level", "info", "--max-publish-bytes", "4MiB"])
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| io::Error::other(format!("spawning {binary}: {e}")))?;
