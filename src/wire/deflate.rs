@@ -71,7 +71,7 @@ pub fn accepts(header_value: &str) -> bool {
 /// The one compressor the server keeps, reset before each message.
 pub struct Deflater {
     compress: Compress,
-    /// Reused between messages; only its spare capacity is written.
+    /// Reused between messages; grows to the largest message, never shrinks.
     buf: Vec<u8>,
 }
 
@@ -119,21 +119,36 @@ impl Deflater {
     /// Deflates `payload` on its own (no context before it, none kept after)
     /// and strips the sync flush's tail; `None` unless it came out smaller.
     fn compress(&mut self, payload: &[u8]) -> Option<&[u8]> {
+        let len = self.deflate(payload)?.len();
+        (len < payload.len()).then(|| &self.buf[..len])
+    }
+
+    /// The size `payload` deflates to, however short or incompressible:
+    /// what `benches/compression.rs` measures the threshold with.
+    pub fn deflated_len(&mut self, payload: &[u8]) -> usize {
+        self.deflate(payload).map_or(usize::MAX, <[u8]>::len)
+    }
+
+    fn deflate(&mut self, payload: &[u8]) -> Option<&[u8]> {
         self.compress.reset();
-        self.buf.clear();
-        // Deflate can grow incompressible input slightly; past the input's
-        // own size, compressing is pointless anyway.
-        self.buf.reserve(payload.len() + 64);
+        // Deflate grows incompressible input by a few bytes per block. The
+        // buffer is a slice that only ever grows: `compress_vec` would zero
+        // a vector's whole spare capacity on every call, which after one
+        // large message is a large `memset` for every small one.
+        let room = payload.len() + payload.len() / 100 + 64;
+        if self.buf.len() < room {
+            self.buf.resize(room, 0);
+        }
         let status = self
             .compress
-            .compress_vec(payload, &mut self.buf, FlushCompress::Sync)
+            .compress(payload, &mut self.buf[..room], FlushCompress::Sync)
             .ok()?;
         let consumed = self.compress.total_in() as usize == payload.len();
-        if status != Status::Ok || !consumed || !self.buf.ends_with(&TAIL) {
+        let out = &self.buf[..self.compress.total_out() as usize];
+        if status != Status::Ok || !consumed || !out.ends_with(&TAIL) {
             return None;
         }
-        let len = self.buf.len() - TAIL.len();
-        (len < payload.len()).then(|| &self.buf[..len])
+        Some(&out[..out.len() - TAIL.len()])
     }
 }
 
