@@ -235,11 +235,10 @@ OPTIONS:
     --no-validate               publish without checking values against schemas
                                 (the ADW topics are checked against the contract
                                 by default)
-    --no-compression            never compress: refuse permessage-deflate, which
-                                is otherwise accepted from every client that
-                                offers it (browsers do); each message of 256 bytes
-                                or more is then compressed once per publish, and
-                                every such client gets the same compressed frame
+    --no-compression            refuse permessage-deflate. Without this, a client
+                                that offers it (browsers do) gets each message of
+                                256 bytes or more compressed, once per message
+                                for every such client
     --max-publish-bytes SIZE    largest publish body [default: 1MiB]
     --max-client-message SIZE   largest message a client may send [default: 4KiB]
     --max-queue-bytes SIZE      output queued for one client before it is closed
