@@ -17,11 +17,14 @@
 //! - [`wire`]: the wire formats, without I/O.
 //!   - [`wire::http`]: HTTP/1.1 parsing, routing and responses.
 //!   - [`wire::protocol`]: RFC 6455 framing.
+//!   - [`wire::deflate`]: permessage-deflate (RFC 7692).
 //! - [`topic`]: the topic registry: names, retained snapshots, subscribers,
 //!   and messages encoded once.
 //!   - [`topic::adw`]: the ADW dashboard preset: its topics, defaults and schemas.
 //!   - [`topic::schema`]: the JSON Schema checks a value passes before it is retained.
 //! - [`publisher`]: the thread-safe handle producers publish through.
+//! - [`cluster`]: nodes joined through Redis (`--redis`): the writer and
+//!   subscriber threads beside the loop.
 //! - [`providers`]: the threads that publish: `--demo`, `--agents-dir`,
 //!   `--poll`, `--exec`, and the loop the last two share.
 //! - [`config`]: options, defaults and the command line; [`config::file`]
@@ -39,6 +42,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod cluster;
 pub mod config;
 pub mod providers;
 pub mod publisher;

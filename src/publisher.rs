@@ -26,6 +26,47 @@ pub(crate) enum Command {
     Event { type_json: String, data: String },
     /// Stop accepting, close every client with 1001, return from `run`.
     Shutdown,
+    /// From the link to Redis (`--redis`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Cluster(Replicated),
+}
+
+/// What the loop asks the link to Redis to send (see [`crate::cluster`]).
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A topic's new snapshot; `req` names an HTTP publish waiting for
+    /// its seq; `floor` is the lowest seq it may get.
+    Snapshot {
+        req: Option<u64>,
+        topic: String,
+        data: String,
+        floor: u64,
+        /// Already served by this node (written back after an outage): if
+        /// Redis cannot take it, it is only remembered again.
+        served: bool,
+    },
+    /// A one-off event for every node's clients.
+    Event { type_json: String, data: String },
+}
+
+/// What the link to Redis tells the loop (see [`crate::cluster`]).
+#[derive(Debug)]
+pub enum Replicated {
+    /// A snapshot as Redis ordered it.
+    Snapshot {
+        topic: String,
+        seq: u64,
+        data: String,
+    },
+    /// An event from some node.
+    Event { type_json: String, data: String },
+    /// The writer stored an HTTP publish: its answer can go out.
+    Stored { req: u64, topic: String, seq: u64 },
+    /// Redis could not take this publish: serve it here.
+    Failed(Outgoing),
+    /// The link is back: topics served locally meanwhile are to be written
+    /// back.
+    Up,
 }
 
 /// Why a publish did not go through.
@@ -224,6 +265,12 @@ impl Publisher {
     /// Asks the server to shut down: 1001 to every client, then `run` returns.
     pub fn shutdown(&self) -> Result<(), PublishError> {
         self.send(Command::Shutdown)
+    }
+
+    /// Hands the loop what the link to Redis received.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster(&self, replicated: Replicated) -> Result<(), PublishError> {
+        self.send(Command::Cluster(replicated))
     }
 
     fn send(&self, command: Command) -> Result<(), PublishError> {

@@ -255,6 +255,19 @@ pub fn render(c: &Config) -> String {
     if let Some(repo) = &c.github_repo {
         let _ = writeln!(out, "github_repo = {}", quoted(repo));
     }
+    if let Some(url) = &c.redis {
+        // A password in the URL stays out of the printout.
+        let shown = config::redacted_url(url.expose());
+        if shown == url.expose() {
+            let _ = writeln!(out, "redis = {}", quoted(&shown));
+        } else {
+            let _ = writeln!(
+                out,
+                "# redis = {} (its password is not printed)",
+                quoted(&shown)
+            );
+        }
+    }
     let _ = writeln!(out, "poll_timeout = {}", quoted(&d(c.poll_timeout)));
     let _ = writeln!(out, "exec_timeout = {}", quoted(&d(c.exec_timeout)));
     render_tables(c, &mut out);

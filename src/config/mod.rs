@@ -75,6 +75,8 @@ pub struct Config {
     pub scan_interval: Duration,
     /// `OWNER/NAME`, for the `github_url` of each workflow.
     pub github_repo: Option<String>,
+    /// `--redis`: join the other nodes on this Redis (`redis://HOST:PORT[/DB]`).
+    pub redis: Option<Secret>,
     /// URLs polled into topics.
     pub polls: Vec<PollSpec>,
     /// Time allowed for one poll request, connect to last byte.
@@ -132,6 +134,7 @@ impl Default for Config {
             agents_dir: None,
             scan_interval: Duration::from_millis(500),
             github_repo: None,
+            redis: None,
             polls: Vec::new(),
             poll_timeout: Duration::from_secs(5),
             execs: Vec::new(),
@@ -209,6 +212,13 @@ OPTIONS:
     --agents-dir DIR            publish adw-state/<id>, workflows and adw-monitor from
                                 DIR/<adw_id>/adw_state.json files
     --scan-interval DURATION    how often --agents-dir is scanned [default: 500ms]
+    --redis URL                 join the other nodes that use this Redis
+                                (redis://[:PASSWORD@]HOST:PORT[/DB]): every publish
+                                goes through it to every node, in one order per
+                                topic, with one seq; snapshots are kept there for
+                                nodes that start late. While it is unreachable,
+                                publishes are served locally and /healthz says
+                                degraded
     --github-repo OWNER/NAME    repository for each workflow's github_url
     --agent-program NAME        a workflow is running while a process whose command
                                 line runs NAME and names its adw_id exists
@@ -300,6 +310,7 @@ const OPTIONS: &[&str] = &[
     "--agents-dir",
     "--scan-interval",
     "--github-repo",
+    "--redis",
     "--max-topics",
     "--max-publish-bytes",
     "--max-client-message",
@@ -499,6 +510,13 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
         "--poll-timeout" => config.poll_timeout = parse_duration(value()?).map_err(at)?,
         "--agents-dir" => config.agents_dir = Some(value()?.into()),
         "--scan-interval" => config.scan_interval = parse_duration(value()?).map_err(at)?,
+        "--redis" => {
+            let url = value()?;
+            if !url.starts_with("redis://") {
+                return Err(at(format!("{:?} is not a redis:// URL", redacted_url(url))));
+            }
+            config.redis = Some(Secret::new(url));
+        }
         "--github-repo" => {
             let repo = value()?;
             let valid = repo.split_once('/').is_some_and(|(owner, name)| {
@@ -609,6 +627,20 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((auth, host)) => {
+            let user = auth.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,5 +742,20 @@ mod tests {
         assert_eq!(err.0, "unknown option --bogus; see --help");
         let err = run(&["--bogus", "1"]).unwrap_err();
         assert!(err.0.starts_with("unknown option --bogus"), "{err}");
+    }
+
+    #[test]
+    fn redis_passwords_never_show() {
+        assert_eq!(
+            redacted_url("redis://:hunter2@db:6379/1"),
+            "redis://:***@db:6379/1"
+        );
+        assert_eq!(
+            redacted_url("redis://app:hunter2@db:6379"),
+            "redis://app:***@db:6379"
+        );
+        assert_eq!(redacted_url("redis://db:6379"), "redis://db:6379");
+        let e = run(&["--redis", "http://:hunter2@db"]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 }

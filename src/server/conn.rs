@@ -239,6 +239,9 @@ pub struct Conn {
     /// Accepted past `--max-connections`, into the reserve kept for
     /// `/healthz`: any other request gets 503.
     reserve: bool,
+    /// An HTTP publish waits for Redis to order it: nothing more is read
+    /// until it is answered, so answers keep the requests' order.
+    awaiting: bool,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -260,10 +263,19 @@ impl Conn {
             blocked_since: None,
             dirty: false,
             reserve,
+            awaiting: false,
         }
     }
 
     /// Accepted into the `/healthz` reserve past `--max-connections`.
+    pub fn is_awaiting(&self) -> bool {
+        self.awaiting
+    }
+
+    pub fn set_awaiting(&mut self, awaiting: bool) {
+        self.awaiting = awaiting;
+    }
+
     pub fn in_reserve(&self) -> bool {
         self.reserve
     }

@@ -4,8 +4,6 @@
 
 use std::time::Instant;
 
-use log::warn;
-
 use super::{EventLoop, MAX_DRAIN, schedule};
 use crate::publisher::Command;
 use crate::server::conn::Delivered;
@@ -102,7 +100,11 @@ impl EventLoop {
                 },
                 Command::Event { type_json, data } => {
                     self.apply_pending();
-                    self.broadcast(&type_json, &data, now);
+                    self.send_event(type_json, data, now);
+                }
+                Command::Cluster(incoming) => {
+                    self.apply_pending();
+                    self.replicated(incoming, now);
                 }
                 Command::Shutdown => {
                     self.apply_pending();
@@ -115,17 +117,11 @@ impl EventLoop {
 
     fn apply_pending(&mut self) {
         self.pending_index.clear();
-        let pending = std::mem::take(&mut self.pending);
-        for (name, data, count) in &pending {
-            match self.topics.find_or_create(name) {
-                Ok(id) => {
-                    self.publish(id, data, *count);
-                }
-                Err(e) => warn!("publish to {name:?} dropped: {e}"),
-            }
+        let mut pending = std::mem::take(&mut self.pending);
+        for (name, data, count) in pending.drain(..) {
+            self.publish_snapshot(&name, data, count);
         }
         // Keep the allocation for the next drain.
         self.pending = pending;
-        self.pending.clear();
     }
 }

@@ -98,6 +98,13 @@ pub fn render(v: &MetricsView) -> String {
         .iter()
         .map(|(name, status)| with("provider", name, status.errors))
         .collect();
+    let up: Vec<_> = v
+        .providers
+        .iter()
+        .map(|(name, status)| with("provider", name, u8::from(status.ok)))
+        .collect();
+    let help = "1 while a provider (or the link to Redis) works, 0 while it fails.";
+    metric(&mut out, "statecast_provider_up", "gauge", help, &up);
     let help = "Times a provider went into error or its error changed.";
     metric(
         &mut out,

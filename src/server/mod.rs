@@ -18,6 +18,7 @@
 mod accept;
 pub mod access;
 mod closing;
+mod cluster;
 pub mod conn;
 pub mod endpoints;
 mod fanout;
@@ -131,6 +132,8 @@ pub struct Server {
     inbox: Inbox,
     publisher: Publisher,
     rules: Arc<Rules>,
+    /// `--redis`: the writer's end, once its threads run.
+    link: Option<crate::cluster::Link>,
 }
 
 impl Server {
@@ -149,7 +152,15 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (publisher, inbox) = publisher::channel(waker, rules.clone());
+        let link = match &config.redis {
+            Some(url) => Some(
+                crate::cluster::start(url.expose(), publisher.clone())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
         Ok(Server {
+            link,
             config,
             access,
             poll,
@@ -244,6 +255,7 @@ impl Server {
             next_stats: now + config_stats_interval,
             last_refusal_log: None,
             backlog: false,
+            cluster: self.link.map(cluster::Cluster::new),
         };
         event_loop.run()
     }
@@ -310,6 +322,8 @@ struct EventLoop {
     last_refusal_log: Option<Instant>,
     /// The last drain stopped at `MAX_DRAIN` with commands left.
     backlog: bool,
+    /// `--redis`: the link to the other nodes.
+    cluster: Option<cluster::Cluster>,
 }
 
 /// Queues `out` for connection `key`: the one way any byte is queued
@@ -505,11 +519,12 @@ impl EventLoop {
         }
     }
 
-    /// Whether an HTTP connection's answers are piling up unread: it is not
-    /// read again until they drain (backpressure, as HTTP servers do it).
+    /// Whether an HTTP connection's answers are piling up unread, or one is
+    /// still waiting for Redis: it is not read again until they drain
+    /// (backpressure, as HTTP servers do it).
     fn held_back(&self, key: usize) -> bool {
         let conn = &self.conns[key];
-        conn.is_http() && conn.pending_bytes() > HTTP_OUTPUT_BOUND
+        conn.is_http() && (conn.pending_bytes() > HTTP_OUTPUT_BOUND || conn.is_awaiting())
     }
 
     /// Reads again the connections a previous read left with input unread,
@@ -604,6 +619,8 @@ impl EventLoop {
             }
             Action::Stream { topic, since } => return self.stream(key, &topic, since, now),
             Action::Publish { topic, data } => match self.topics.find_or_create(&topic) {
+                // Under --redis, answered once Redis has ordered it.
+                Ok(_) if self.publish_http(key, &topic, &data, answer) => return,
                 Ok(id) => {
                     let published = self.publish(id, &data, 1);
                     endpoints::published(&topic, published, answer.close)
@@ -611,7 +628,7 @@ impl EventLoop {
                 Err(e) => endpoints::no_room(&e, answer.close),
             },
             Action::Broadcast { type_json, data } => {
-                let delivered = self.broadcast(&type_json, &data, now);
+                let delivered = self.send_event(type_json.clone(), data, now);
                 endpoints::broadcasted(&type_json, delivered, answer.close)
             }
             Action::Health => endpoints::health(&self.health_view(), answer),

@@ -147,6 +147,8 @@ impl Rules {
 pub struct Message {
     pub frame: Shared,
     header_len: usize,
+    /// Where `data` starts in the JSON; it runs to the closing brace.
+    data_at: usize,
 }
 
 impl Message {
@@ -155,8 +157,14 @@ impl Message {
         &self.frame[self.header_len..]
     }
 
+    /// The published value inside the message: `data` of the envelope.
+    pub fn data(&self) -> &[u8] {
+        let json = self.json();
+        &json[self.data_at..json.len() - 1]
+    }
+
     /// Frames the concatenation of `parts` as one text message, in one
-    /// allocation.
+    /// allocation; the last two parts are the value and the closing brace.
     fn from_parts(parts: &[&[u8]]) -> Message {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let mut frame = Vec::with_capacity(len + 10);
@@ -165,9 +173,11 @@ impl Message {
         for part in parts {
             frame.extend_from_slice(part);
         }
+        let data_at = parts[..parts.len() - 2].iter().map(|p| p.len()).sum();
         Message {
             frame: Arc::from(frame),
             header_len,
+            data_at,
         }
     }
 

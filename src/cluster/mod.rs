@@ -1,0 +1,57 @@
+//! Nodes joined through Redis (`--redis URL`): two threads beside the loop,
+//! so the loop never waits on Redis.
+//!
+//! - The **writer** takes each publish the loop accepted and runs one Lua
+//!   script: bump the topic's seq (`statecast:seq`), keep the snapshot
+//!   (`statecast:snapshots`), `PUBLISH` it on `statecast:publish`. Redis
+//!   runs scripts one at a time, so the order of seqs is the order of
+//!   messages, on every node. When Redis cannot be reached the publish goes
+//!   back to the loop to be served locally, and the topic is written back
+//!   once the link returns.
+//! - The **subscriber** listens on `statecast:publish` and hands every
+//!   message to the loop, its own node's included: a node applies a
+//!   snapshot only when its seq is newer than the one it has, so nothing is
+//!   delivered twice. After each (re)connect it re-reads every snapshot.
+//!
+//! Trouble with Redis shows as the provider `redis` in `/healthz`
+//! (degraded, with the error) and `/metrics`; both threads retry with a
+//! backoff from 100 ms to 5 s.
+
+#[cfg(feature = "redis")]
+mod link;
+
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+use crate::publisher::Publisher;
+pub use crate::publisher::{Outgoing, Replicated as Incoming};
+
+/// The name the link's health is shown under.
+pub const NAME: &str = "redis";
+
+/// Starts the link to Redis at `url`: the writer and the subscriber.
+#[cfg(feature = "redis")]
+pub fn start(url: &str, publisher: Publisher) -> Result<Link, String> {
+    link::start(url, publisher)
+}
+
+/// This build has no Redis client.
+#[cfg(not(feature = "redis"))]
+pub fn start(_url: &str, _publisher: Publisher) -> Result<Link, String> {
+    Err("--redis: this build has no Redis support; build with --features redis".into())
+}
+
+/// The loop's end of the link.
+#[derive(Debug)]
+pub struct Link {
+    tx: SyncSender<Outgoing>,
+}
+
+impl Link {
+    /// Hands `out` to the writer; gives it back when the writer is too far
+    /// behind to take it.
+    pub fn send(&self, out: Outgoing) -> Result<(), Outgoing> {
+        self.tx.try_send(out).map_err(|e| match e {
+            TrySendError::Full(out) | TrySendError::Disconnected(out) => out,
+        })
+    }
+}

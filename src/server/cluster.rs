@@ -1,0 +1,248 @@
+//! The loop's side of `--redis`: publishes go to the writer thread instead
+//! of straight to subscribers, and what Redis orders comes back through the
+//! channel to be served. An HTTP publish is answered once Redis has given
+//! it a seq; its connection reads nothing more until then.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use log::warn;
+
+use super::EventLoop;
+use super::endpoints::{self, Answer};
+use crate::cluster::{Incoming, Link, Outgoing};
+use crate::server::conn::Close;
+use crate::topic::Published;
+
+/// The link and what the loop remembers about it.
+#[derive(Debug)]
+pub(super) struct Cluster {
+    link: Link,
+    /// Topics served locally while Redis was unreachable: written back
+    /// when it returns.
+    unreplicated: HashSet<String>,
+    /// HTTP publishes waiting for their seq: the connection (key and id)
+    /// and how to answer.
+    awaiting: HashMap<u64, (usize, u64, Answer)>,
+    next_req: u64,
+}
+
+impl Cluster {
+    pub(super) fn new(link: Link) -> Cluster {
+        Cluster {
+            link,
+            unreplicated: HashSet::new(),
+            awaiting: HashMap::new(),
+            next_req: 1,
+        }
+    }
+}
+
+impl EventLoop {
+    /// A snapshot a local producer published: to Redis when linked, else
+    /// (or when the writer is too far behind) straight to subscribers.
+    pub(super) fn publish_snapshot(&mut self, topic: &str, data: String, count: u64) {
+        let floor = self.next_seq(topic);
+        let out = match &self.cluster {
+            Some(cluster) => {
+                let out = Outgoing::Snapshot {
+                    req: None,
+                    topic: topic.to_owned(),
+                    data,
+                    floor,
+                    served: false,
+                };
+                match cluster.link.send(out) {
+                    Ok(()) => return,
+                    Err(out) => out,
+                }
+            }
+            None => {
+                self.publish_here(topic, &data, count);
+                return;
+            }
+        };
+        self.serve_failed(out, Instant::now());
+    }
+
+    /// An event a local producer sent: through Redis when linked.
+    pub(super) fn send_event(&mut self, type_json: String, data: String, now: Instant) -> usize {
+        if let Some(cluster) = &self.cluster {
+            let local = self.topics.subscriptions();
+            match cluster.link.send(Outgoing::Event { type_json, data }) {
+                Ok(()) => return local,
+                Err(out) => return self.serve_failed(out, now),
+            }
+        }
+        self.broadcast(&type_json, &data, now)
+    }
+
+    /// An HTTP publish under `--redis`: handed to the writer, answered when
+    /// Redis has ordered it. Returns false when there is no link (the
+    /// caller publishes here).
+    pub(super) fn publish_http(
+        &mut self,
+        key: usize,
+        topic: &str,
+        data: &str,
+        answer: Answer,
+    ) -> bool {
+        let floor = self.next_seq(topic);
+        let Some(cluster) = &mut self.cluster else {
+            return false;
+        };
+        let req = cluster.next_req;
+        cluster.next_req += 1;
+        let out = Outgoing::Snapshot {
+            req: Some(req),
+            topic: topic.to_owned(),
+            data: data.to_owned(),
+            floor,
+            served: false,
+        };
+        let id = self.conns[key].id();
+        cluster.awaiting.insert(req, (key, id, answer));
+        self.conns[key].set_awaiting(true);
+        if let Err(out) = cluster.link.send(out) {
+            self.serve_failed(out, Instant::now());
+        }
+        true
+    }
+
+    /// The lowest seq a new publish to `topic` may get: one past what this
+    /// node serves. Redis takes the higher of that and its own counter, so
+    /// a Redis that restarted empty cannot hand out seqs that every node
+    /// would ignore as old.
+    fn next_seq(&self, topic: &str) -> u64 {
+        self.topics
+            .find(topic)
+            .map_or(1, |id| self.topics.get(id).seq() + 1)
+    }
+
+    /// Publishes to this node's subscribers only.
+    fn publish_here(&mut self, topic: &str, data: &str, count: u64) -> Option<Published> {
+        match self.topics.find_or_create(topic) {
+            Ok(id) => Some(self.publish(id, data, count)),
+            Err(e) => {
+                warn!("publish to {topic:?} dropped: {e}");
+                None
+            }
+        }
+    }
+
+    /// What the link reported.
+    pub(super) fn replicated(&mut self, incoming: Incoming, now: Instant) {
+        match incoming {
+            Incoming::Snapshot { topic, seq, data } => self.apply_replicated(&topic, seq, &data),
+            Incoming::Event { type_json, data } => {
+                self.broadcast(&type_json, &data, now);
+            }
+            Incoming::Stored { req, topic, seq } => {
+                let subscribers = self
+                    .topics
+                    .find(&topic)
+                    .map_or(0, |id| self.topics.get(id).subscribers().len());
+                self.answer(req, &topic, Published { seq, subscribers }, now);
+            }
+            Incoming::Failed(out) => {
+                self.serve_failed(out, now);
+            }
+            Incoming::Up => self.write_back(),
+        }
+    }
+
+    /// A snapshot in Redis's order: served when newer than what this node
+    /// has, so a node's own publishes, and snapshots re-read after a
+    /// reconnect, are never delivered twice.
+    fn apply_replicated(&mut self, topic: &str, seq: u64, data: &str) {
+        let id = match self.topics.find_or_create(topic) {
+            Ok(id) => id,
+            Err(e) => return warn!("redis: a publish to {topic:?} cannot be served here: {e}"),
+        };
+        let current = self.topics.get(id).seq();
+        if seq <= current {
+            return;
+        }
+        if let Some(cluster) = &mut self.cluster {
+            cluster.unreplicated.remove(topic);
+        }
+        self.publish(id, data, seq - current);
+    }
+
+    /// Serves here what Redis could not take; returns the subscribers an
+    /// event reached.
+    fn serve_failed(&mut self, out: Outgoing, now: Instant) -> usize {
+        match out {
+            Outgoing::Event { type_json, data } => self.broadcast(&type_json, &data, now),
+            Outgoing::Snapshot {
+                req,
+                topic,
+                data,
+                served,
+                ..
+            } => {
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.unreplicated.insert(topic.clone());
+                }
+                let published = if served {
+                    None
+                } else {
+                    self.publish_here(&topic, &data, 1)
+                };
+                if let Some(req) = req {
+                    let published = published.unwrap_or(Published {
+                        seq: 0,
+                        subscribers: 0,
+                    });
+                    self.answer(req, &topic, published, now);
+                }
+                0
+            }
+        }
+    }
+
+    /// Answers a waiting HTTP publish, then lets its connection go on.
+    fn answer(&mut self, req: u64, topic: &str, published: Published, now: Instant) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let Some((key, id, answer)) = cluster.awaiting.remove(&req) else {
+            return;
+        };
+        // The connection may have gone, and its slab key been reused.
+        if self.conns.get(key).is_none_or(|c| c.id() != id) {
+            return;
+        }
+        self.conns[key].set_awaiting(false);
+        let response = endpoints::published(topic, published, answer.close);
+        self.respond(key, response, Close::HttpDone);
+        self.process_input(key, now);
+    }
+
+    /// The link is back: each topic served only here meanwhile goes to
+    /// Redis with its current value, its seq as the floor.
+    fn write_back(&mut self) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        for topic in std::mem::take(&mut cluster.unreplicated) {
+            let Some(id) = self.topics.find(&topic) else {
+                continue;
+            };
+            let current = self.topics.get(id);
+            let Some(snapshot) = current.snapshot() else {
+                continue;
+            };
+            let out = Outgoing::Snapshot {
+                req: None,
+                topic: topic.clone(),
+                data: String::from_utf8_lossy(snapshot.data()).into_owned(),
+                floor: current.seq(),
+                served: true,
+            };
+            if cluster.link.send(out).is_err() {
+                cluster.unreplicated.insert(topic);
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Nodes joined through a real `redis-server` (started here on a free
+//! port): cross-node delivery, late nodes, Redis stopped and restarted,
+//! no duplicates. `scripts/test.sh` installs `redis-server` from Debian;
+//! without it these tests fail, saying so.
+
+mod util;
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use statecast::config::Secret;
+use util::*;
+
+/// A `redis-server` of our own, no persistence, on a port of our own.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = free_port();
+        let mut redis = Redis { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): scripts/test.sh installs it \
+                     (apt-get install redis-server)"
+                )
+            });
+        self.child = Some(child);
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        wait_until("redis-server to listen", || {
+            TcpStream::connect(addr).is_ok()
+        });
+    }
+
+    /// Runs one command (inline form) and returns the first line of its reply.
+    fn command(&self, line: &str) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply).unwrap();
+        reply
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn node(redis: &Redis) -> TestServer {
+    let url = redis.url();
+    let node = TestServer::with(|c| c.redis = Some(Secret::new(&url)));
+    node.wait_health("the node to reach redis", |h| {
+        h["providers"]["redis"]["ok"] == true
+    });
+    node
+}
+
+/// The seq of a published `{"n":N}` snapshot, and N.
+fn next_update(ws: &mut TcpStream) -> (u64, u64) {
+    let message = read_data_frame(ws).json();
+    (
+        message["seq"].as_u64().unwrap(),
+        message["data"]["n"].as_u64().unwrap_or(0),
+    )
+}
+
+fn publish_n(node: &TestServer, n: u64) -> u64 {
+    let (status, body) = node.publish("counter", &format!(r#"{{"n":{n}}}"#));
+    assert_eq!(status, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    reply["seq"].as_u64().unwrap()
+}
+
+/// Reads until `n` arrives. Every message on the way must be newer than
+/// the one before, by seq and by value: the same value twice is a
+/// duplicate delivery even under a new seq.
+#[track_caller]
+fn read_until(ws: &mut TcpStream, n: u64, last: &mut (u64, u64)) {
+    loop {
+        let (seq, got) = next_update(ws);
+        assert!(
+            seq > last.0 && got > last.1,
+            "seq {seq} n {got} after seq {} n {}: a duplicate or a step back",
+            last.0,
+            last.1
+        );
+        *last = (seq, got);
+        if got == n {
+            return;
+        }
+        assert!(got < n, "got {got} past {n}");
+    }
+}
+
+/// A subscriber to `counter` and the seq and value of its snapshot: zeros
+/// when nothing was published yet (then no snapshot comes).
+fn open(node: &TestServer, published: bool) -> (TcpStream, (u64, u64)) {
+    let mut ws = node.subscribe("counter");
+    if !published {
+        return (ws, (0, 0));
+    }
+    let first = next_update(&mut ws);
+    (ws, first)
+}
+
+fn with_counter(redis: &Redis) -> TestServer {
+    let url = redis.url();
+    let node = TestServer::with(|c| {
+        c.redis = Some(Secret::new(&url));
+        c.topics.push("counter".into());
+    });
+    node.wait_health("the node to reach redis", |h| {
+        h["providers"]["redis"]["ok"] == true
+    });
+    node
+}
+
+#[test]
+fn a_publish_on_one_node_reaches_the_others_once_in_order() {
+    let redis = Redis::start();
+    let nodes = [
+        with_counter(&redis),
+        with_counter(&redis),
+        with_counter(&redis),
+    ];
+    let mut b = open(&nodes[1], false);
+    let mut c = open(&nodes[2], false);
+
+    let started = Instant::now();
+    assert_eq!(publish_n(&nodes[0], 1), 1);
+    read_until(&mut b.0, 1, &mut b.1);
+    let first = started.elapsed();
+    assert!(
+        first < Duration::from_millis(100),
+        "node A to node B took {first:?}"
+    );
+
+    // Publishes from every node share one seq per topic.
+    let mut seqs = Vec::new();
+    for n in 2..=60 {
+        seqs.push(publish_n(&nodes[n as usize % 3], n));
+    }
+    assert_eq!(seqs, (2..=60).collect::<Vec<_>>(), "one counter in Redis");
+    read_until(&mut b.0, 60, &mut b.1);
+    read_until(&mut c.0, 60, &mut c.1);
+    // A node's own publishes come back through Redis, and are served once.
+    let mut a = open(&nodes[0], true);
+    assert_eq!(a.1, (60, 60));
+
+    // Events cross too.
+    let (status, _) = nodes[2].request(
+        "POST",
+        "/api/v1/broadcast",
+        r#"{"type":"deploy","data":{"v":2}}"#,
+    );
+    assert_eq!(status, 200);
+    for ws in [&mut a.0, &mut b.0] {
+        let event = read_data_frame(ws).json();
+        assert_eq!(event, serde_json::json!({"type":"deploy","data":{"v":2}}));
+    }
+}
+
+#[test]
+fn a_node_started_after_the_publish_serves_the_snapshot() {
+    let redis = Redis::start();
+    let first = with_counter(&redis);
+    publish_n(&first, 7);
+    let late = with_counter(&redis);
+    let mut ws = late.subscribe("counter");
+    let snapshot = read_data_frame(&mut ws).json();
+    assert_eq!(
+        (snapshot["seq"].as_u64(), snapshot["data"]["n"].as_u64()),
+        (Some(1), Some(7))
+    );
+}
+
+#[test]
+fn clients_converge_after_redis_restarts_and_nothing_is_doubled() {
+    let mut redis = Redis::start();
+    let (a_node, b_node) = (with_counter(&redis), with_counter(&redis));
+    let mut a = open(&a_node, false);
+    let mut b = open(&b_node, false);
+    publish_n(&a_node, 1);
+    read_until(&mut a.0, 1, &mut a.1);
+    read_until(&mut b.0, 1, &mut b.1);
+
+    redis.stop();
+    // Still served locally, and the node says it is degraded.
+    publish_n(&a_node, 2);
+    read_until(&mut a.0, 2, &mut a.1);
+    a_node.wait_health("A to report redis down", |h| {
+        h["status"] == "degraded" && h["providers"]["redis"]["ok"] == false
+    });
+    let (status, metrics) = a_node.request("GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"statecast_provider_up{provider="redis"} 0"#),
+        "{metrics}"
+    );
+
+    // Back, empty (no persistence): A writes back what only it served.
+    redis.restart();
+    read_until(&mut b.0, 2, &mut b.1);
+    a_node.wait_health("A to reach redis again", |h| h["status"] == "ok");
+    publish_n(&b_node, 3);
+    read_until(&mut a.0, 3, &mut a.1);
+    read_until(&mut b.0, 3, &mut b.1);
+    // A node started now sees the newest too.
+    let c_node = with_counter(&redis);
+    let (_, latest) = open(&c_node, true);
+    assert_eq!(latest, b.1);
+}
+
+#[test]
+fn the_demo_topics_pass_through_redis_unchanged() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut ws = b.subscribe("queue");
+    read_data_frame(&mut ws);
+    let queue = r#"{"phases":[],"total":3,"paused":true}"#;
+    assert_eq!(a.publish("queue", queue).0, 200);
+    let message = read_data_frame(&mut ws).json();
+    check_message("queue", &message);
+    assert_eq!(
+        message["data"],
+        serde_json::from_str::<serde_json::Value>(queue).unwrap()
+    );
+}
+
+#[test]
+fn a_lost_subscription_or_an_emptied_redis_loses_and_doubles_nothing() {
+    let redis = Redis::start();
+    let (a_node, b_node) = (with_counter(&redis), with_counter(&redis));
+    let mut b = open(&b_node, false);
+    for n in 1..=3 {
+        publish_n(&a_node, n);
+    }
+    read_until(&mut b.0, 3, &mut b.1);
+
+    // Every node's subscription is cut: each reconnects and re-reads the
+    // snapshots, which it already has; nothing may be delivered again.
+    let killed = redis.command("CLIENT KILL TYPE pubsub");
+    assert!(killed.starts_with(':'), "{killed}");
+    b_node.wait_health("B to see the subscription lost", |h| {
+        h["providers"]["redis"]["errors"].as_u64() >= Some(1)
+    });
+    b_node.wait_health("B to subscribe again", |h| h["status"] == "ok");
+    publish_n(&a_node, 4);
+    read_until(&mut b.0, 4, &mut b.1);
+
+    // Redis forgets everything while the nodes stay up and nobody
+    // publishes: the next publish must still reach everyone.
+    assert_eq!(redis.command("FLUSHALL"), "+OK\r\n");
+    publish_n(&b_node, 5);
+    read_until(&mut b.0, 5, &mut b.1);
+    let mut a = open(&a_node, true);
+    assert_eq!(a.1, b.1);
+    publish_n(&a_node, 6);
+    read_until(&mut a.0, 6, &mut a.1);
+}
