@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
 # Runs every test statecast has, on a fresh machine: lints, the Rust unit
-# and integration tests, the dashboard contract's own schema check, then the
-# Autobahn conformance cases against the release binary (kosoku and
-# jsonschema, from PyPI, in a local venv).
+# and integration tests (the cluster and deployment tests need Debian's
+# redis-server and nginx, installed here when missing), the dashboard
+# contract's own schema check, compression against Python's websockets, the
+# page in Chromium, then the Autobahn conformance cases against the release
+# binary (kosoku and jsonschema, from PyPI, in a local venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Debian packages the tests run: installed when absent (CI runs as root on a
+# fresh machine). A missing one is a failure, never a skip.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    else
+        echo "missing: ${missing[*]}: apt-get install ${missing[*]} (as root)" >&2
+        exit 1
+    fi
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -13,6 +30,8 @@ cargo clippy --all-targets -- -D warnings
 # The `https` feature (TLS for --poll) is not in the default build; keep it
 # compiling.
 cargo check --quiet --features https
+# Nor is the leanest build, without the Redis client.
+cargo clippy --quiet --no-default-features -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
@@ -34,16 +53,7 @@ echo "== permessage-deflate against Python's websockets"
 .venv/bin/python scripts/deflate_check.py target/release/statecast
 
 echo "== the live page in Chromium (playwright-core)"
-# Debian's Chromium, never a downloaded browser; installed here when absent
-# (CI runs as root on a fresh machine). No browser is a failure, not a skip.
-if ! command -v chromium >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -q && apt-get install -y -q chromium
-    else
-        echo "chromium is not installed: apt-get install chromium (as root)" >&2
-        exit 1
-    fi
-fi
+# Debian's Chromium (installed above), never a downloaded browser.
 (cd tests/browser && npm ci --silent --no-audit --no-fund && node page.test.mjs ../../target/release/statecast 60)
 
 echo "== conformance (Autobahn cases via kosoku)"

@@ -1,0 +1,339 @@
+//! The README's deployment, run: Debian's nginx, with the configuration
+//! taken from the README, in front of two nodes joined through
+//! `redis-server`. WebSocket and SSE clients through nginx get snapshots and
+//! updates, and when one node stops they reconnect to the other and
+//! converge. `scripts/test.sh` installs nginx and redis-server; without
+//! them this test fails, saying so.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use statecast::config::Secret;
+use util::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(program: &str, args: &[&str], why: &str) -> Running {
+    let child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): {why}"));
+    Running(child)
+}
+
+fn wait_listening(addr: SocketAddr, what: &str) {
+    wait_until(what, || TcpStream::connect(addr).is_ok());
+}
+
+/// The ```nginx block of the README, for two nodes and one listen port.
+fn nginx_config(dir: &std::path::Path, listen: u16, nodes: [SocketAddr; 2]) -> String {
+    let readme = include_str!("../README.md");
+    let block = readme
+        .split("```nginx\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has an nginx block");
+    assert!(block.contains("127.0.0.1:8002") && block.contains("127.0.0.1:8003"));
+    let d = dir.display();
+    let paths = format!(
+        "http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n"
+    );
+    let body = block
+        .replace("127.0.0.1:8002", &nodes[0].to_string())
+        .replace("127.0.0.1:8003", &nodes[1].to_string())
+        .replace("listen 8080;", &format!("listen 127.0.0.1:{listen};"))
+        .replacen("http {\n", &paths, 1);
+    format!("daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n{body}")
+}
+
+fn node(redis_url: &str, port: u16) -> TestServer {
+    TestServer::with(|c| {
+        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.redis = Some(Secret::new(redis_url));
+        c.topics.push("counter".into());
+    })
+}
+
+/// A client through nginx that reconnects when its connection ends, as the
+/// dashboard does, and remembers the newest `n` it saw.
+trait Client {
+    /// Reads what is there within `wait`; false when the connection ended.
+    fn read(&mut self, wait: Duration) -> bool;
+    fn latest(&self) -> u64;
+    fn reconnect(&mut self);
+}
+
+struct Ws {
+    addr: SocketAddr,
+    stream: TcpStream,
+    latest: u64,
+    seqs: Vec<u64>,
+}
+
+impl Ws {
+    fn open(addr: SocketAddr) -> Ws {
+        let stream = subscribe_at(addr, "counter");
+        Ws {
+            addr,
+            stream,
+            latest: 0,
+            seqs: Vec::new(),
+        }
+    }
+}
+
+impl Client for Ws {
+    fn read(&mut self, wait: Duration) -> bool {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut head = [0u8; 2];
+        match self.stream.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return true;
+            }
+            Err(_) => return false,
+        }
+        self.stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                self.stream.read_exact(&mut b).unwrap();
+                u16::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0; len];
+        if self.stream.read_exact(&mut payload).is_err() {
+            return false;
+        }
+        match head[0] & 0x0f {
+            0x1 => {
+                let message: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                let seq = message["seq"].as_u64().unwrap();
+                assert!(
+                    self.seqs.last().is_none_or(|&last| seq >= last),
+                    "seq {seq} after {:?}",
+                    self.seqs.last()
+                );
+                self.seqs.push(seq);
+                self.latest = message["data"]["n"].as_u64().unwrap();
+                true
+            }
+            0x8 => false,
+            _ => true,
+        }
+    }
+
+    fn latest(&self) -> u64 {
+        self.latest
+    }
+
+    fn reconnect(&mut self) {
+        self.stream = subscribe_at(self.addr, "counter");
+        // A new connection starts its own order.
+        self.seqs.clear();
+    }
+}
+
+struct Sse {
+    addr: SocketAddr,
+    reader: BufReader<TcpStream>,
+    latest: u64,
+}
+
+impl Sse {
+    fn open(addr: SocketAddr) -> Sse {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /api/v1/sse/counter HTTP/1.1\r\nHost: dash\r\nAccept: text/event-stream\r\n\r\n")
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+        }
+        Sse {
+            addr,
+            reader,
+            latest: 0,
+        }
+    }
+}
+
+impl Client for Sse {
+    /// nginx sends the stream chunked: chunk sizes are lines of hex
+    /// digits, skipped; `data:` lines carry the messages.
+    fn read(&mut self, wait: Duration) -> bool {
+        self.reader.get_ref().set_read_timeout(Some(wait)).unwrap();
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return true;
+            }
+            Err(_) => return false,
+        }
+        if let Some(json) = line.trim_end().strip_prefix("data: ") {
+            let message: serde_json::Value = serde_json::from_str(json).unwrap();
+            self.latest = message["data"]["n"].as_u64().unwrap_or(self.latest);
+        }
+        // The last chunk of a chunked body: the node went away.
+        line != "0\r\n"
+    }
+
+    fn latest(&self) -> u64 {
+        self.latest
+    }
+
+    fn reconnect(&mut self) {
+        *self = Sse::open(self.addr);
+    }
+}
+
+/// Reads every client until each has seen `n`, reconnecting those whose
+/// connection ended.
+fn converge(clients: &mut [Box<dyn Client>], n: u64) {
+    let start = Instant::now();
+    for client in clients.iter_mut() {
+        while client.latest() != n {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "a client stuck at {} waiting for {n}",
+                client.latest()
+            );
+            if !client.read(Duration::from_millis(50)) {
+                // As the dashboard does, after a pause.
+                std::thread::sleep(Duration::from_millis(100));
+                client.reconnect();
+            }
+        }
+    }
+}
+
+fn publish(addr: SocketAddr, n: u64) {
+    let (status, body) = request_at(
+        addr,
+        "POST",
+        "/api/v1/publish/counter",
+        &format!(r#"{{"n":{n}}}"#),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn clients_through_nginx_survive_a_node_stopping() {
+    let dir = std::env::temp_dir().join(format!("statecast-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let redis_port = free_port();
+    let _redis = spawn(
+        "redis-server",
+        &[
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        "scripts/test.sh installs it (apt-get install redis-server)",
+    );
+    wait_listening(
+        format!("127.0.0.1:{redis_port}").parse().unwrap(),
+        "redis-server",
+    );
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let ports = [free_port(), free_port()];
+    let a = node(&url, ports[0]);
+    let b = node(&url, ports[1]);
+    let listen = free_port();
+    let config = nginx_config(&dir, listen, [a.addr, b.addr]);
+    std::fs::write(dir.join("nginx.conf"), config).unwrap();
+    let conf = dir.join("nginx.conf");
+    // Debian puts it in /usr/sbin, outside a user's PATH.
+    let nginx = ["/usr/sbin/nginx", "nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("nginx");
+    let _nginx = spawn(
+        nginx,
+        &[
+            "-p",
+            dir.to_str().unwrap(),
+            "-e",
+            dir.join("error.log").to_str().unwrap(),
+            "-c",
+            conf.to_str().unwrap(),
+        ],
+        "scripts/test.sh installs it (apt-get install nginx)",
+    );
+    let front: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+    wait_listening(front, "nginx");
+
+    publish(front, 1);
+    // Round robin spreads them over both nodes.
+    let mut clients: Vec<Box<dyn Client>> = Vec::new();
+    for _ in 0..4 {
+        clients.push(Box::new(Ws::open(front)));
+        clients.push(Box::new(Sse::open(front)));
+    }
+    converge(&mut clients, 1);
+    publish(front, 2);
+    converge(&mut clients, 2);
+    for node in [&a, &b] {
+        let health = node.health();
+        assert!(
+            health["connections"].as_u64() >= Some(2),
+            "both nodes serve clients: {health}"
+        );
+    }
+
+    // Node A stops: its clients reconnect through nginx to B.
+    drop(a);
+    publish(front, 3);
+    converge(&mut clients, 3);
+    publish(front, 4);
+    converge(&mut clients, 4);
+    assert_eq!(b.health()["connections"].as_u64(), Some(8), "all on B now");
+    let _ = std::fs::remove_dir_all(&dir);
+}
