@@ -11,6 +11,9 @@ USAGE:
 OPTIONS:
     --server ADDR         use a running server (default: spawn one)
     --server-pid PID      its pid, for CPU and memory figures
+    --publish-to ADDR     publish to this server instead: another node joined
+                          to the first through Redis, to measure cross-node
+                          delivery [default: the server the clients use]
     --spawn PATH          server binary to spawn [default: statecast next to this binary]
     --server-cpu N        pin the spawned server and floor to this CPU [default: 0]
     --connections N       WebSockets to open [default: 1000]
@@ -49,6 +52,8 @@ pub(crate) struct Options {
     /// A running server to measure; `None` spawns one.
     pub server: Option<SocketAddr>,
     pub server_pid: Option<u32>,
+    /// Where publishes go, when not to `server`.
+    pub publish_to: Option<SocketAddr>,
     /// The server binary to spawn.
     pub spawn: Option<String>,
     /// The CPU the server and the floor are pinned to.
@@ -83,6 +88,7 @@ impl Default for Options {
         Options {
             server: None,
             server_pid: None,
+            publish_to: None,
             spawn: None,
             server_cpu: 0,
             connections: 1000,
@@ -161,6 +167,7 @@ fn set(o: &mut Options, name: &str, parser: &mut lexopt::Parser) -> Result<(), S
     let known = [
         "--server",
         "--server-pid",
+        "--publish-to",
         "--spawn",
         "--server-cpu",
         "--connections",
@@ -188,6 +195,7 @@ fn set(o: &mut Options, name: &str, parser: &mut lexopt::Parser) -> Result<(), S
     match name {
         "--server" => o.server = Some(number(name, v)?),
         "--server-pid" => o.server_pid = Some(number(name, v)?),
+        "--publish-to" => o.publish_to = Some(number(name, v)?),
         "--spawn" => o.spawn = Some(value.clone()),
         "--server-cpu" => o.server_cpu = number(name, v)?,
         "--connections" => o.connections = number(name, v)?,

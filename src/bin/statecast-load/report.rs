@@ -127,7 +127,8 @@ fn publish_and_receive(
     let stop = Arc::new(AtomicBool::new(false));
     let publish_start = now_ns();
     let publishing = {
-        let (o, addr, stop) = (o.clone(), target.addr, stop.clone());
+        let addr = o.publish_to.unwrap_or(target.addr);
+        let (o, stop) = (o.clone(), stop.clone());
         let inproc = target.inproc.clone();
         std::thread::spawn(move || match inproc {
             Some(p) => publish_inproc(&p, &o, stop),
