@@ -73,14 +73,6 @@ impl Drop for Redis {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn node(redis: &Redis) -> TestServer {
     let url = redis.url();
     let node = TestServer::with(|c| c.redis = Some(Secret::new(&url)));

@@ -5,7 +5,7 @@
 
 mod util;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 
 use flate2::{Decompress, FlushDecompress};
@@ -47,31 +47,15 @@ fn subscribe_offering(server: &TestServer, topic: &str) -> (TcpStream, Option<St
 /// (a fresh inflater each time: the server agreed to no context takeover).
 fn read_message(stream: &mut TcpStream) -> Message {
     loop {
-        let mut head = [0u8; 2];
-        stream.read_exact(&mut head).unwrap();
-        assert_eq!(head[1] & 0x80, 0, "server frames are never masked");
-        assert_eq!(head[0] & 0x30, 0, "RSV2 and RSV3 stay clear");
-        let len = match head[1] & 0x7f {
-            126 => {
-                let mut b = [0u8; 2];
-                stream.read_exact(&mut b).unwrap();
-                u16::from_be_bytes(b) as usize
-            }
-            127 => {
-                let mut b = [0u8; 8];
-                stream.read_exact(&mut b).unwrap();
-                u64::from_be_bytes(b) as usize
-            }
-            n => n as usize,
-        };
-        let mut payload = vec![0; len];
-        stream.read_exact(&mut payload).unwrap();
-        let opcode = head[0] & 0x0f;
+        let (first, payload) = read_raw_frame(stream);
+        assert_eq!(first & 0x30, 0, "RSV2 and RSV3 stay clear");
+        let len = payload.len();
+        let opcode = first & 0x0f;
         if opcode == 0x9 {
             continue;
         }
-        assert_eq!(head[0] & 0x80, 0x80, "whole messages only");
-        let compressed = head[0] & 0x40 != 0;
+        assert_eq!(first & 0x80, 0x80, "whole messages only");
+        let compressed = first & 0x40 != 0;
         let text = if compressed {
             assert_eq!(opcode, 0x1, "only text frames are compressed");
             inflate(&payload)

@@ -15,14 +15,6 @@ use std::time::{Duration, Instant};
 use statecast::config::Secret;
 use util::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A process killed when the test ends, however it ends.
 struct Running(Child);
 
@@ -75,6 +67,14 @@ fn node(redis_url: &str, port: u16) -> TestServer {
     })
 }
 
+/// A read that timed out: the connection is fine, nothing came.
+fn nothing_yet(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 /// A client through nginx that reconnects when its connection ends, as the
 /// dashboard does, and remembers the newest `n` it saw.
 trait Client {
@@ -109,14 +109,7 @@ impl Client for Ws {
         let mut head = [0u8; 2];
         match self.stream.read_exact(&mut head) {
             Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return true;
-            }
+            Err(e) if nothing_yet(&e) => return true,
             Err(_) => return false,
         }
         self.stream.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -201,14 +194,7 @@ impl Client for Sse {
         match self.reader.read_line(&mut line) {
             Ok(0) => return false,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return true;
-            }
+            Err(e) if nothing_yet(&e) => return true,
             Err(_) => return false,
         }
         if let Some(json) = line.trim_end().strip_prefix("data: ") {

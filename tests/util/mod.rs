@@ -138,10 +138,21 @@ impl Frame {
 
 /// Reads one server frame, checking it is unmasked as RFC 6455 §5.1 requires.
 pub fn read_frame(stream: &mut TcpStream) -> Frame {
+    let (first, payload) = read_raw_frame(stream);
+    assert_eq!(first & 0x70, 0, "reserved bits set");
+    Frame {
+        opcode: first & 0x0f,
+        fin: first & 0x80 != 0,
+        payload,
+    }
+}
+
+/// Reads one unmasked server frame: its first header byte (FIN, RSV bits,
+/// opcode) as is, and its payload.
+pub fn read_raw_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).expect("reading frame header");
     assert_eq!(head[1] & 0x80, 0, "server frames must not be masked");
-    assert_eq!(head[0] & 0x70, 0, "reserved bits set");
     let len = match head[1] & 0x7f {
         126 => {
             let mut b = [0u8; 2];
@@ -159,11 +170,16 @@ pub fn read_frame(stream: &mut TcpStream) -> Frame {
     stream
         .read_exact(&mut payload)
         .expect("reading frame payload");
-    Frame {
-        opcode: head[0] & 0x0f,
-        fin: head[0] & 0x80 != 0,
-        payload,
-    }
+    (head[0], payload)
+}
+
+/// A free port on the loopback interface, for a helper process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Reads frames until one that is not a ping.
