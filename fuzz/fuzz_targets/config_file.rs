@@ -1,5 +1,6 @@
 //! The config file parser on arbitrary text: errors, never a panic, and
-//! what it accepts prints back as a file that reads back the same.
+//! what it accepts prints back as a file that reads back the same, but for
+//! secrets (a Redis password), which are printed only as a comment.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,6 +17,12 @@ fuzz_target!(|data: &[u8]| {
         let mut again = Config::default();
         file::apply_text(&printed, "printed.toml", &mut again)
             .unwrap_or_else(|e| panic!("printed config does not read back: {e}\n{printed}"));
-        assert_eq!(file::render(&again), printed);
+        let settings = |text: &str| {
+            text.lines()
+                .filter(|line| !line.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(settings(&file::render(&again)), settings(&printed));
     }
 });

@@ -206,7 +206,7 @@ fn subscriber(client: redis::Client, publisher: Publisher, failed: Arc<AtomicBoo
             Ok(()) => return,
             Err(e) => {
                 failed.store(true, Ordering::Relaxed);
-                report(&publisher, Some(format!("subscription lost: {e}")));
+                report(&publisher, Some(format!("subscription failed: {e}")));
             }
         }
         std::thread::sleep(backoff);
