@@ -285,3 +285,45 @@ fn a_lost_subscription_or_an_emptied_redis_loses_and_doubles_nothing() {
     publish_n(&a_node, 6);
     read_until(&mut a.0, 6, &mut a.1);
 }
+
+/// Pipelined requests on one connection are answered in order: a publish
+/// waits for Redis, and the request behind it waits for that answer.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    use std::io::{Read, Write};
+    let redis = Redis::start();
+    let node = with_counter(&redis);
+    let mut stream = node.connect();
+    let publish = |n: u64| {
+        let body = format!(r#"{{"n":{n}}}"#);
+        format!(
+            "POST /api/v1/publish/counter HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let health = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    let requests = [
+        publish(1),
+        health.into(),
+        publish(2),
+        health.into(),
+        publish(3),
+    ];
+    stream.write_all(requests.concat().as_bytes()).unwrap();
+    let mut answers = Vec::new();
+    for _ in &requests {
+        let (status, _, body) = read_response(&mut stream);
+        assert_eq!(status, 200);
+        let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        answers.push(match reply["seq"].as_u64() {
+            Some(seq) => format!("seq {seq}"),
+            None => "health".to_owned(),
+        });
+    }
+    assert_eq!(answers, ["seq 1", "health", "seq 2", "health", "seq 3"]);
+    let mut rest = [0u8; 1];
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    assert!(stream.read(&mut rest).is_err(), "nothing more was answered");
+}

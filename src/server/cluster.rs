@@ -142,7 +142,7 @@ impl EventLoop {
                     .topics
                     .find(&topic)
                     .map_or(0, |id| self.topics.get(id).subscribers().len());
-                self.answer(req, &topic, Published { seq, subscribers }, now);
+                self.answer(req, &topic, Published { seq, subscribers });
             }
             Incoming::Failed(out) => {
                 self.serve_failed(out, now);
@@ -194,7 +194,7 @@ impl EventLoop {
                         seq: 0,
                         subscribers: 0,
                     });
-                    self.answer(req, &topic, published, now);
+                    self.answer(req, &topic, published);
                 }
                 0
             }
@@ -202,7 +202,7 @@ impl EventLoop {
     }
 
     /// Answers a waiting HTTP publish, then lets its connection go on.
-    fn answer(&mut self, req: u64, topic: &str, published: Published, now: Instant) {
+    fn answer(&mut self, req: u64, topic: &str, published: Published) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -216,7 +216,10 @@ impl EventLoop {
         self.conns[key].set_awaiting(false);
         let response = endpoints::published(topic, published, answer.close);
         self.respond(key, response, Close::HttpDone);
-        self.process_input(key, now);
+        // Pipelined requests behind it are read at the end of the turn,
+        // not from here: this may run inside the handling of a request of
+        // the same connection, and must not recurse into the next.
+        self.read_later.push((key, id));
     }
 
     /// The link is back: each topic served only here meanwhile goes to
