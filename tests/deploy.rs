@@ -15,11 +15,22 @@ use std::time::{Duration, Instant};
 use statecast::config::Secret;
 use util::*;
 
-/// A process killed when the test ends, however it ends.
+/// A process stopped when the test ends, however it ends: SIGTERM first,
+/// so nginx's master takes its workers down with it (SIGKILL would leave
+/// them running, holding the port), then SIGKILL if it lingers.
 struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
