@@ -267,7 +267,7 @@ impl Conn {
         }
     }
 
-    /// Accepted into the `/healthz` reserve past `--max-connections`.
+    /// An HTTP publish of its waits for Redis (`--redis`).
     pub fn is_awaiting(&self) -> bool {
         self.awaiting
     }
@@ -276,6 +276,7 @@ impl Conn {
         self.awaiting = awaiting;
     }
 
+    /// Accepted into the `/healthz` reserve past `--max-connections`.
     pub fn in_reserve(&self) -> bool {
         self.reserve
     }
@@ -307,7 +308,6 @@ impl Conn {
         matches!(self.phase, Phase::Http { .. })
     }
 
-    /// A Server-Sent Events stream.
     /// The encoding its messages go out in; `None` before it subscribes.
     pub fn form(&self) -> Option<Form> {
         match &self.phase {
@@ -316,6 +316,7 @@ impl Conn {
         }
     }
 
+    /// A Server-Sent Events stream.
     pub fn is_stream(&self) -> bool {
         matches!(self.phase, Phase::Stream { .. })
     }

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use crate::wire::deflate::{self, Deflater};
-
 use crate::wire::Shared;
+use crate::wire::deflate::{self, Deflater};
 use crate::wire::protocol::write_header;
 use adw::ADW_STATE_PREFIX;
 use schema::{SchemaError, Validator};
