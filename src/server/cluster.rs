@@ -40,41 +40,25 @@ impl Cluster {
 
 impl EventLoop {
     /// A snapshot a local producer published: to Redis when linked, else
-    /// (or when the writer is too far behind) straight to subscribers.
+    /// straight to subscribers.
     pub(super) fn publish_snapshot(&mut self, topic: &str, data: String, count: u64) {
-        let floor = self.next_seq(topic);
-        let out = match &self.cluster {
-            Some(cluster) => {
-                let out = Outgoing::Snapshot {
-                    req: None,
-                    topic: topic.to_owned(),
-                    data,
-                    floor,
-                    served: false,
-                };
-                match cluster.link.send(out) {
-                    Ok(()) => return,
-                    Err(out) => out,
-                }
-            }
-            None => {
-                self.publish_here(topic, &data, count);
-                return;
-            }
-        };
-        self.serve_failed(out, Instant::now());
+        if self.cluster.is_none() {
+            self.publish_here(topic, &data, count);
+            return;
+        }
+        let out = self.outgoing(None, topic, data);
+        self.send_out(out, Instant::now());
     }
 
-    /// An event a local producer sent: through Redis when linked.
+    /// An event a local producer sent: through Redis when linked. Returns
+    /// the subscribers here it reaches.
     pub(super) fn send_event(&mut self, type_json: String, data: String, now: Instant) -> usize {
-        if let Some(cluster) = &self.cluster {
-            let local = self.topics.subscriptions();
-            match cluster.link.send(Outgoing::Event { type_json, data }) {
-                Ok(()) => return local,
-                Err(out) => return self.serve_failed(out, now),
-            }
+        if self.cluster.is_none() {
+            return self.broadcast(&type_json, &data, now);
         }
-        self.broadcast(&type_json, &data, now)
+        let local = self.topics.subscriptions();
+        let out = Outgoing::Event { type_json, data };
+        self.send_out(out, now).unwrap_or(local)
     }
 
     /// An HTTP publish under `--redis`: handed to the writer, answered when
@@ -87,36 +71,45 @@ impl EventLoop {
         data: &str,
         answer: Answer,
     ) -> bool {
-        let floor = self.next_seq(topic);
         let Some(cluster) = &mut self.cluster else {
             return false;
         };
         let req = cluster.next_req;
         cluster.next_req += 1;
-        let out = Outgoing::Snapshot {
-            req: Some(req),
-            topic: topic.to_owned(),
-            data: data.to_owned(),
-            floor,
-            served: false,
-        };
         let id = self.conns[key].id();
         cluster.awaiting.insert(req, (key, id, answer));
         self.conns[key].set_awaiting(true);
-        if let Err(out) = cluster.link.send(out) {
-            self.serve_failed(out, Instant::now());
-        }
+        let out = self.outgoing(Some(req), topic, data.to_owned());
+        self.send_out(out, Instant::now());
         true
     }
 
-    /// The lowest seq a new publish to `topic` may get: one past what this
-    /// node serves. Redis takes the higher of that and its own counter, so
-    /// a Redis that restarted empty cannot hand out seqs that every node
-    /// would ignore as old.
-    fn next_seq(&self, topic: &str) -> u64 {
-        self.topics
+    /// A new publish to `topic` as the writer takes it. Its floor is one
+    /// past the seq this node serves: Redis takes the higher of that and
+    /// its own counter, so a Redis that restarted empty cannot hand out
+    /// seqs that every node would ignore as old.
+    fn outgoing(&self, req: Option<u64>, topic: &str, data: String) -> Outgoing {
+        let floor = self
+            .topics
             .find(topic)
-            .map_or(1, |id| self.topics.get(id).seq() + 1)
+            .map_or(1, |id| self.topics.get(id).seq() + 1);
+        Outgoing::Snapshot {
+            req,
+            topic: topic.to_owned(),
+            data,
+            floor,
+            served: false,
+        }
+    }
+
+    /// Hands `out` to the writer; when the writer is too far behind to take
+    /// it, serves it here and returns the subscribers an event reached.
+    fn send_out(&mut self, out: Outgoing, now: Instant) -> Option<usize> {
+        let cluster = self.cluster.as_ref()?;
+        match cluster.link.send(out) {
+            Ok(()) => None,
+            Err(out) => Some(self.serve_failed(out, now)),
+        }
     }
 
     /// Publishes to this node's subscribers only.
@@ -147,7 +140,7 @@ impl EventLoop {
             Incoming::Failed(out) => {
                 self.serve_failed(out, now);
             }
-            Incoming::Up => self.write_back(),
+            Incoming::Up => self.write_back(now),
         }
     }
 
@@ -224,11 +217,12 @@ impl EventLoop {
 
     /// The link is back: each topic served only here meanwhile goes to
     /// Redis with its current value, its seq as the floor.
-    fn write_back(&mut self) {
+    fn write_back(&mut self, now: Instant) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        for topic in std::mem::take(&mut cluster.unreplicated) {
+        let topics = std::mem::take(&mut cluster.unreplicated);
+        for topic in topics {
             let Some(id) = self.topics.find(&topic) else {
                 continue;
             };
@@ -238,14 +232,13 @@ impl EventLoop {
             };
             let out = Outgoing::Snapshot {
                 req: None,
-                topic: topic.clone(),
                 data: String::from_utf8_lossy(snapshot.data()).into_owned(),
                 floor: current.seq(),
                 served: true,
+                topic,
             };
-            if cluster.link.send(out).is_err() {
-                cluster.unreplicated.insert(topic);
-            }
+            // Not taken: remembered again (see `serve_failed`).
+            self.send_out(out, now);
         }
     }
 }
