@@ -1,7 +1,5 @@
 //! The two threads of the link to Redis, and what they do when it fails.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -46,7 +44,6 @@ pub(super) fn start(url: &str, publisher: Publisher) -> Result<Link, String> {
     let client = redis::Client::open(url).map_err(|e| format!("--redis {shown}: {e}"))?;
     info!("redis: joining the nodes on {shown}");
     let (tx, rx) = sync_channel(OUTGOING_BOUND);
-    let failed = Arc::new(AtomicBool::new(false));
     set_status(publisher.providers(), NAME, None);
     let writer = Writer {
         client: client.clone(),
@@ -62,7 +59,7 @@ pub(super) fn start(url: &str, publisher: Publisher) -> Result<Link, String> {
         .map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("redis-subscriber".into())
-        .spawn(move || subscriber(client, publisher, failed))
+        .spawn(move || subscriber(client, publisher))
         .map_err(|e| e.to_string())?;
     Ok(Link { tx })
 }
@@ -198,31 +195,24 @@ fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
 }
 
 /// Listens, re-reads the snapshots after each connect, and retries with a
-/// backoff; returns when the loop has gone.
-fn subscriber(client: redis::Client, publisher: Publisher, failed: Arc<AtomicBool>) {
+/// backoff that starts over with each outage; returns when the loop has
+/// gone.
+fn subscriber(client: redis::Client, publisher: Publisher) {
     let mut backoff = BACKOFF_MIN;
+    // Set by a failure, cleared by `listen` once subscribed again.
+    let mut down = false;
     while !publisher.is_closed() {
-        match listen(&client, &publisher, &failed) {
+        match listen(&client, &publisher, &mut down) {
             Ok(()) => return,
-            Err(e) => {
-                failed.store(true, Ordering::Relaxed);
-                report(&publisher, Some(format!("subscription failed: {e}")));
-            }
+            Err(e) => report(&publisher, Some(format!("subscription failed: {e}"))),
         }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-        if publisher.is_closed() {
-            return;
-        }
-        if let Ok(()) = probe(&client) {
+        if !down {
             backoff = BACKOFF_MIN;
         }
+        down = true;
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-}
-
-fn probe(client: &redis::Client) -> redis::RedisResult<()> {
-    let mut conn = connect(client)?;
-    redis::cmd("PING").query::<String>(&mut conn).map(|_| ())
 }
 
 /// One subscription, from connect to error. `Ok` only when the loop has
@@ -230,7 +220,7 @@ fn probe(client: &redis::Client) -> redis::RedisResult<()> {
 fn listen(
     client: &redis::Client,
     publisher: &Publisher,
-    failed: &AtomicBool,
+    down: &mut bool,
 ) -> redis::RedisResult<()> {
     let mut listening = connect(client)?;
     // Wakes now and then to notice the loop has gone.
@@ -251,7 +241,7 @@ fn listen(
             return Ok(());
         }
     }
-    if failed.swap(false, Ordering::Relaxed) && publisher.cluster(Incoming::Up).is_err() {
+    if std::mem::take(down) && publisher.cluster(Incoming::Up).is_err() {
         return Ok(());
     }
     report(publisher, None);
