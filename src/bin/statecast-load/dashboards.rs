@@ -4,7 +4,7 @@
 //! from publish to read per topic, and RSS.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use statecast::providers::demo::{Demo, Output, TICK};
 
 use crate::client::Clients;
 use crate::options::Options;
-use crate::schedule::metric;
+use crate::schedule::{compression, read_response};
 use crate::target::{rss_kib, start_target};
 use crate::{now_ns, percentile};
 
@@ -87,13 +87,7 @@ pub(crate) fn run(o: &Options) -> io::Result<()> {
         .map_err(|_| io::Error::other("publisher panicked"))??;
     let (server_cpu, own_cpu) = target.cpu_since(&mark);
     let rss = target.pid.map(rss_kib);
-    let compress = match (
-        metric(target.addr, "statecast_compress_seconds_total"),
-        metric(target.addr, "statecast_compressed_messages_total"),
-    ) {
-        (Ok(s), Ok(n)) if n > 0.0 => Some((n, s * 1e6 / n)),
-        _ => None,
-    };
+    let compress = compression(target.addr);
     let figures = figures(&clients, &published);
     let tally = &clients.tally;
     let result = serde_json::json!({
@@ -244,40 +238,14 @@ impl Producer {
             "POST {path} HTTP/1.1\r\nHost: load\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
-        let reply = self.response()?;
+        let reply = read_response(&mut self.reader)?;
         self.sent += 1;
         if let Some(topic) = topic {
-            let seq = crate::client::number_after(reply.as_bytes(), b"\"seq\":")
-                .ok_or_else(|| io::Error::other(format!("no seq in {reply}")))?;
+            let seq = crate::client::number_after(&reply, b"\"seq\":").ok_or_else(|| {
+                io::Error::other(format!("no seq in {}", String::from_utf8_lossy(&reply)))
+            })?;
             self.published.insert((topic.clone(), seq), at);
         }
         Ok(())
-    }
-
-    /// Reads one response; its body, or an error unless it is a 200.
-    fn response(&mut self) -> io::Result<String> {
-        let mut status = String::new();
-        self.reader.read_line(&mut status)?;
-        let mut length = 0;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line)?;
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some(v) = line.strip_prefix("Content-Length: ") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body)?;
-        let body = String::from_utf8_lossy(&body).into_owned();
-        if !status.starts_with("HTTP/1.1 200") {
-            return Err(io::Error::other(format!(
-                "publish refused: {status} {body}"
-            )));
-        }
-        Ok(body)
     }
 }

@@ -11,7 +11,7 @@ use mio::Events;
 use crate::client::Clients;
 use crate::floor::{Floor, measure_floor};
 use crate::options::Options;
-use crate::schedule::{PublishReport, http_post, metric, publish_inproc, publisher};
+use crate::schedule::{PublishReport, compression, http_post, publish_inproc, publisher};
 use crate::target::{Target, rss_kib, start_inproc, start_target};
 use crate::{now_ns, percentile};
 
@@ -160,13 +160,7 @@ fn publish_and_receive(
         .join()
         .map_err(|_| io::Error::other("publisher panicked"))??;
     let (server_cpu, own_cpu) = target.cpu_since(&mark);
-    let compress_us = match (
-        metric(target.addr, "statecast_compress_seconds_total"),
-        metric(target.addr, "statecast_compressed_messages_total"),
-    ) {
-        (Ok(seconds), Ok(messages)) if messages > 0.0 => Some(seconds * 1e6 / messages),
-        _ => None,
-    };
+    let compress_us = compression(target.addr).map(|(_, us)| us);
     let healthy_missing_last = healthy - clients.clients.iter().filter(has_last).count();
     let tally = &mut clients.tally;
     tally.latencies_us.sort_unstable();

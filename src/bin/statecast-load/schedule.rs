@@ -61,7 +61,7 @@ pub(crate) fn publisher(
         )?;
         stream.write_all(&request)?;
         match reader.as_mut() {
-            Some(reader) => read_response(reader),
+            Some(reader) => read_response(reader).map(drop),
             None => Ok(()),
         }
     })?;
@@ -133,14 +133,13 @@ pub(crate) fn schedule(
     })
 }
 
-/// Reads one HTTP response, failing unless it is a 200.
-pub(crate) fn read_response(reader: &mut impl BufRead) -> io::Result<()> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    if !line.starts_with("HTTP/1.1 200") {
-        return Err(io::Error::other(format!("publish refused: {line:?}")));
-    }
+/// Reads one HTTP response: its body, or an error (with the body) unless
+/// it is a 200.
+pub(crate) fn read_response(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
     let mut length = 0;
+    let mut line = String::new();
     loop {
         line.clear();
         reader.read_line(&mut line)?;
@@ -152,11 +151,27 @@ pub(crate) fn read_response(reader: &mut impl BufRead) -> io::Result<()> {
         }
     }
     let mut body = vec![0; length];
-    reader.read_exact(&mut body)
+    reader.read_exact(&mut body)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(io::Error::other(format!(
+            "publish refused: {} {}",
+            status.trim_end(),
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    Ok(body)
+}
+
+/// What the server says compression cost it: messages compressed, and
+/// microseconds per message; `None` before the first.
+pub(crate) fn compression(addr: SocketAddr) -> Option<(f64, f64)> {
+    let seconds = metric(addr, "statecast_compress_seconds_total").ok()?;
+    let messages = metric(addr, "statecast_compressed_messages_total").ok()?;
+    (messages > 0.0).then(|| (messages, seconds * 1e6 / messages))
 }
 
 /// The value of an unlabelled sample in the server's `/metrics`.
-pub(crate) fn metric(addr: SocketAddr, name: &str) -> io::Result<f64> {
+fn metric(addr: SocketAddr, name: &str) -> io::Result<f64> {
     let mut stream = StdStream::connect(addr)?;
     write!(
         stream,
