@@ -93,19 +93,17 @@ pub fn render(v: &MetricsView) -> String {
     connection_metrics(&mut out, v);
     traffic_metrics(&mut out, v.stats);
     topic_metrics(&mut out, v);
-    let errors: Vec<_> = v
-        .providers
-        .iter()
-        .map(|(name, status)| with("provider", name, status.errors))
-        .collect();
-    let up: Vec<_> = v
-        .providers
-        .iter()
-        .map(|(name, status)| with("provider", name, u8::from(status.ok)))
-        .collect();
+    let per_provider = |value: fn(&ProviderStatus) -> u64| -> Vec<_> {
+        v.providers
+            .iter()
+            .map(|(name, status)| with("provider", name, value(status)))
+            .collect()
+    };
     let help = "1 while a provider (or the link to Redis) works, 0 while it fails.";
+    let up = per_provider(|s| u64::from(s.ok));
     metric(&mut out, "statecast_provider_up", "gauge", help, &up);
     let help = "Times a provider went into error or its error changed.";
+    let errors = per_provider(|s| s.errors);
     metric(
         &mut out,
         "statecast_provider_errors_total",
