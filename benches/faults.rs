@@ -80,7 +80,7 @@ fn row(fault: &str, figures: String) {
 /// connecting meanwhile get their snapshot within 100 ms.
 fn slowloris(plan: &Plan) {
     let server = Binary::start(&[]);
-    let header = b"GET /api/v1/ws/queue HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n";
+    let header = b"GET /api/v1/ws/queue HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n";
     let mut drips: Vec<TcpStream> = (0..plan.slowloris_sockets)
         .map(|_| TcpStream::connect(server.addr).unwrap())
         .collect();
@@ -291,7 +291,7 @@ fn floods() {
         (
             "pipelined GET /healthz",
             &["--write-timeout", "1s"],
-            b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
             "write_timeout",
         ),
         ("ping flood", &[], client_frame(0x89, b"x"), "ping_flood"),

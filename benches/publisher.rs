@@ -31,7 +31,7 @@ fn main() {
     let mut ws = TcpStream::connect(addr).unwrap();
     ws.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     ws.write_all(
-        b"GET /api/v1/ws/ticks HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        b"GET /api/v1/ws/ticks HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .unwrap();
     // The subscriber reads in its own thread until it sees the last publish.

@@ -26,7 +26,7 @@ def start(binary):
 def subscribe(addr, path):
     host, port = addr.rsplit(":", 1)
     s = socket.create_connection((host, int(port)))
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
     assert s.recv(4096).startswith(b"HTTP/1.1 101"), path
     return s
@@ -45,7 +45,7 @@ def main():
     try:
         ws = [subscribe(addr, "/api/v1/ws/queue") for _ in range(2)]
         sse = socket.create_connection(tuple([addr.rsplit(":", 1)[0], int(addr.rsplit(":", 1)[1])]))
-        sse.sendall(b"GET /api/v1/sse/routes HTTP/1.1\r\nHost: t\r\n\r\n")
+        sse.sendall(b"GET /api/v1/sse/routes HTTP/1.1\r\nHost: localhost\r\n\r\n")
         for i in range(3):
             assert post(addr, "/api/v1/publish/queue", '{"phases":[],"total":%d}' % i) == 200
             time.sleep(0.05)

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::topic::schema::SchemaError;
 use crate::topic::{Rules, TopicError};
+use crate::wire::json::{self, JsonError};
 
 /// Commands a publisher can queue. Held at most `CHANNEL_BOUND` deep; a
 /// producer that outruns the loop waits, which bounds memory and is the
@@ -76,8 +77,8 @@ pub enum PublishError {
     Closed,
     /// The topic is not one the server serves.
     Topic(TopicError),
-    /// The data did not serialise, or is not valid JSON.
-    Json(serde_json::Error),
+    /// The data did not serialise, or is not I-JSON.
+    Json(JsonError),
     /// The topic's schema refuses the data (HTTP answers 422); nothing
     /// retained changed.
     Invalid { topic: String, error: SchemaError },
@@ -88,7 +89,7 @@ impl fmt::Display for PublishError {
         match self {
             PublishError::Closed => f.write_str("the server has stopped"),
             PublishError::Topic(e) => e.fmt(f),
-            PublishError::Json(e) => write!(f, "invalid JSON: {e}"),
+            PublishError::Json(e) => e.fmt(f),
             PublishError::Invalid { topic, error } => {
                 write!(f, "refused by the schema of {topic}: {error}")
             }
@@ -190,35 +191,26 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         self.rules.check(topic).map_err(PublishError::Topic)?;
         if self.rules.validates(topic) {
-            let value = serde_json::to_value(data).map_err(PublishError::Json)?;
+            let value = serde_json::to_value(data).map_err(|e| PublishError::Json(e.into()))?;
             self.check(topic, &value)?;
         }
-        let data = serde_json::to_string(data).map_err(PublishError::Json)?;
+        let data = serde_json::to_string(data).map_err(|e| PublishError::Json(e.into()))?;
         self.send(Command::Snapshot {
             topic: topic.to_owned(),
             data,
         })
     }
 
-    /// Makes `json` (checked to be valid JSON, and against the topic's
-    /// schema) `topic`'s snapshot.
+    /// Makes `json` `topic`'s snapshot once it has passed as I-JSON and
+    /// against the topic's schema. What is sent is the value's compact
+    /// text, never `json` itself.
     pub fn publish_json(&self, topic: &str, json: &str) -> Result<(), PublishError> {
         self.rules.check(topic).map_err(PublishError::Topic)?;
-        let data = if self.rules.validates(topic) {
-            let value: serde_json::Value =
-                serde_json::from_str(json).map_err(PublishError::Json)?;
-            self.check(topic, &value)?;
-            // Parsed whole, so it is one JSON value with only whitespace
-            // around it, which is what `RawValue` would have kept.
-            json.trim()
-        } else {
-            let raw: &serde_json::value::RawValue =
-                serde_json::from_str(json).map_err(PublishError::Json)?;
-            raw.get()
-        };
+        let (value, data) = json::canonical(json.as_bytes()).map_err(PublishError::Json)?;
+        self.check(topic, &value)?;
         self.send(Command::Snapshot {
             topic: topic.to_owned(),
-            data: data.to_owned(),
+            data,
         })
     }
 
@@ -240,16 +232,22 @@ impl Publisher {
         event_type: &str,
         data: &T,
     ) -> Result<(), PublishError> {
-        let type_json = serde_json::to_string(event_type).map_err(PublishError::Json)?;
-        let value = serde_json::to_value(data).map_err(PublishError::Json)?;
+        let type_json =
+            serde_json::to_string(event_type).map_err(|e| PublishError::Json(e.into()))?;
+        let value = serde_json::to_value(data).map_err(|e| PublishError::Json(e.into()))?;
         self.rules
             .check_event(event_type, &value)
             .map_err(|error| PublishError::Invalid {
                 topic: event_type.to_owned(),
                 error,
             })?;
-        let data = serde_json::to_string(&value).map_err(PublishError::Json)?;
+        let data = serde_json::to_string(&value).map_err(|e| PublishError::Json(e.into()))?;
         self.send(Command::Event { type_json, data })
+    }
+
+    /// The topic rules publishes are checked against.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     /// Whether the server has stopped; every publish would fail with `Closed`.

@@ -1,6 +1,7 @@
-//! Origin and token checks over the wire: 403 for an origin not allowed,
-//! 401 without the right token, both before anything else happens; a
-//! public address refused at start without a policy; tokens never logged.
+//! Host, origin and token checks over the wire: 421 for a foreign `Host`,
+//! 403 for an origin not allowed, 401 without the right token, each from
+//! the head before a body byte is read; a public address refused at start
+//! without a policy; tokens never logged.
 
 mod util;
 
@@ -15,7 +16,7 @@ const SUBSCRIBE: &str = "subscribe-token-0123456789";
 fn upgrade_with(server: &TestServer, target: &str, extra: &str) -> u16 {
     let mut stream = server.connect();
     let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     stream.write_all(request.as_bytes()).unwrap();
     read_response(&mut stream).0
@@ -40,10 +41,19 @@ fn origins_not_allowed_get_403() {
         101,
         "no Origin: not a browser"
     );
+    assert_eq!(
+        upgrade_with(&server, ws, "Origin: http://localhost:5173\r\n"),
+        101,
+        "loopback origins stay allowed beside the listed ones"
+    );
     let strict = TestServer::with(|c| c.require_origin = true);
     assert_eq!(upgrade_with(&strict, ws, ""), 403);
     assert_eq!(
         upgrade_with(&strict, ws, "Origin: https://any.example\r\n"),
+        403
+    );
+    assert_eq!(
+        upgrade_with(&strict, ws, "Origin: http://localhost:5173\r\n"),
         101
     );
 }
@@ -114,7 +124,7 @@ fn subscribing_needs_the_subscribe_token() {
     // EventSource cannot set headers: SSE takes the token in the query.
     let sse = |target: &str| {
         let mut s = server.connect();
-        let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
         s.write_all(request.as_bytes()).unwrap();
         let mut head = [0u8; 12];
         std::io::Read::read_exact(&mut s, &mut head).unwrap();
@@ -175,7 +185,7 @@ fn tokens_come_from_the_environment_and_never_reach_the_log() {
     assert_eq!(status, 200);
     let mut ws = server.connect();
     let request = format!(
-        "GET /api/v1/ws/queue?token={wrong} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        "GET /api/v1/ws/queue?token={wrong} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     ws.write_all(request.as_bytes()).unwrap();
     read_response(&mut ws);
@@ -200,4 +210,205 @@ fn tokens_come_from_the_environment_and_never_reach_the_log() {
         assert!(!log.contains(token), "a token reached the log:\n{log}");
         assert!(!printed.contains(token), "a token was printed");
     }
+}
+
+/// Sends `request` as it is and reads the answer.
+fn exchange(server: &TestServer, request: &str) -> (u16, String) {
+    let mut stream = server.connect();
+    stream.write_all(request.as_bytes()).unwrap();
+    let (status, _, body) = read_response(&mut stream);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One request on each route, with `extra` header lines: the status it got.
+fn every_route(server: &TestServer, extra: &str) -> Vec<(&'static str, u16)> {
+    let ws = format!(
+        "GET /api/v1/ws/queue HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let post = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let requests = [
+        ("websocket", ws),
+        ("sse", get("/api/v1/sse/queue")),
+        (
+            "publish",
+            post("/api/v1/publish/queue", r#"{"phases":[],"paused":true}"#),
+        ),
+        (
+            "broadcast",
+            post("/api/v1/broadcast", r#"{"type":"x","data":1}"#),
+        ),
+        ("state", get("/api/v1/state/queue")),
+        ("healthz", get("/healthz")),
+        ("metrics", get("/metrics")),
+        ("page", get("/")),
+        ("script", get("/statecast.js")),
+    ];
+    requests
+        .into_iter()
+        .map(|(name, request)| (name, exchange(server, &request).0))
+        .collect()
+}
+
+/// On loopback, by default, a page from another site is refused on every
+/// route, WebSocket and page included; the dashboard's dev server on
+/// localhost:5173 and a client that sends no Origin are served. Nothing
+/// the refused requests sent changed a topic.
+#[test]
+fn a_page_from_another_site_is_refused_on_every_route() {
+    let server = TestServer::start();
+    for (route, status) in every_route(&server, "Origin: http://evil.example\r\n") {
+        assert_eq!(status, 403, "{route}");
+    }
+    // A no-cors fetch: no Origin would be a browser bug, but the browser
+    // also says the request is cross-site.
+    for (route, status) in every_route(&server, "Sec-Fetch-Site: cross-site\r\n") {
+        assert_eq!(status, 403, "{route}");
+    }
+    let state = server.request("GET", "/api/v1/state/queue", "").1;
+    assert!(state.contains(r#""paused":false"#), "unchanged: {state}");
+    for extra in [
+        "Origin: http://localhost:5173\r\n",
+        "Origin: http://127.0.0.1:8002\r\n",
+        "",
+    ] {
+        for (route, status) in every_route(&server, extra) {
+            let ok = if route == "websocket" { 101 } else { 200 };
+            assert_eq!(status, ok, "{route} with {extra:?}");
+        }
+    }
+    let state = server.request("GET", "/api/v1/state/queue", "").1;
+    assert!(state.contains(r#""paused":true"#), "published: {state}");
+}
+
+/// DNS rebinding: a page whose name now resolves to 127.0.0.1 sends its
+/// own name as `Host`, and is not served; a name given with --allow-host
+/// is.
+#[test]
+fn a_foreign_host_gets_421() {
+    let server = TestServer::with(|c| c.allow_hosts = vec!["dash.example.com".into()]);
+    let get = |host: &str, path: &str| {
+        exchange(
+            &server,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    for path in ["/", "/healthz", "/api/v1/state/queue", "/api/v1/sse/queue"] {
+        let (status, body) = get("attacker.example", path);
+        assert_eq!(status, 421, "{path}");
+        assert!(body.contains("--allow-host"), "{body}");
+        assert_eq!(get("attacker.example:8002", path).0, 421, "{path}");
+    }
+    let ws = format!(
+        "GET /api/v1/ws/queue HTTP/1.1\r\nHost: attacker.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    assert_eq!(exchange(&server, &ws).0, 421);
+    for host in [
+        "localhost",
+        &server.addr.to_string(),
+        "[::1]:8002",
+        "dash.example.com",
+    ] {
+        assert_eq!(get(host, "/healthz").0, 200, "{host}");
+    }
+}
+
+/// With a subscribe token, every read path needs it: the WebSocket, SSE,
+/// `/api/v1/state` and `/metrics`; `/healthz` says only its status
+/// without it. `--public-metrics` opens `/metrics` alone.
+#[test]
+fn every_read_path_needs_the_subscribe_token() {
+    let server = TestServer::with(|c| {
+        c.subscribe_token = Some(Secret::new(SUBSCRIBE));
+        c.publish_token = Some(Secret::new(PUBLISH));
+    });
+    let read = |path: &str, extra: &str| {
+        exchange(
+            &server,
+            &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"),
+        )
+    };
+    let bearer = format!("Authorization: Bearer {SUBSCRIBE}\r\n");
+    for path in ["/api/v1/state/queue", "/metrics"] {
+        assert_eq!(read(path, "").0, 401, "{path}");
+        assert_eq!(read(path, &bearer).0, 200, "{path}");
+        assert_eq!(
+            read(&format!("{path}?token={SUBSCRIBE}"), "").0,
+            200,
+            "{path}"
+        );
+    }
+    let (status, brief) = read("/healthz", "");
+    assert_eq!(status, 200);
+    let brief: serde_json::Value = serde_json::from_str(&brief).unwrap();
+    assert_eq!(brief, serde_json::json!({"status": "ok"}));
+    let (_, full) = read("/healthz", &bearer);
+    let full: serde_json::Value = serde_json::from_str(&full).unwrap();
+    assert!(
+        full["counters"].is_object() && full["providers"].is_object(),
+        "{full}"
+    );
+    let open = TestServer::with(|c| {
+        c.subscribe_token = Some(Secret::new(SUBSCRIBE));
+        c.public_metrics = true;
+    });
+    assert_eq!(open.request("GET", "/metrics", "").0, 200);
+    assert_eq!(open.request("GET", "/api/v1/state/queue", "").0, 401);
+}
+
+/// 401, 403, 404, 405 and 413 come from the head alone: the client has
+/// sent none of the body it announced, gets its answer, and the connection
+/// is closed.
+#[test]
+fn refusals_come_before_the_body_and_close() {
+    let server = TestServer::with(|c| c.publish_token = Some(Secret::new(PUBLISH)));
+    let bearer = format!("Authorization: Bearer {PUBLISH}\r\n");
+    let cases = [
+        ("POST /api/v1/publish/queue", "", 401),
+        (
+            "POST /api/v1/publish/queue",
+            "Origin: http://evil.example\r\n",
+            403,
+        ),
+        ("POST /api/v1/publish/nope", bearer.as_str(), 404),
+        ("POST /nope", "", 404),
+        ("POST /healthz", "", 405),
+        ("GET /", "", 413),
+        ("GET /healthz", "", 413),
+    ];
+    for (line, extra, status) in cases {
+        let mut stream = server.connect();
+        let head =
+            format!("{line} HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: 1000000\r\n\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut stream).0, status, "{line} {extra}");
+        expect_eof(&mut stream);
+    }
+    // Over the size limit, announced: refused before a byte of it.
+    let mut stream = server.connect();
+    let head = format!(
+        "POST /api/v1/publish/queue HTTP/1.1\r\nHost: localhost\r\n{bearer}Content-Length: 2000000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut stream).0, 413);
+    expect_eof(&mut stream);
+}
+
+/// Trailers past 8 KiB get 431, however they are cut into lines.
+#[test]
+fn trailers_are_capped() {
+    let server = TestServer::start();
+    let line = format!("X-Pad: {}\r\n", "a".repeat(200));
+    let request = format!(
+        "POST /api/v1/publish/qc-metrics HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\n{}\r\n",
+        line.repeat(50)
+    );
+    assert_eq!(exchange(&server, &request).0, 431);
 }

@@ -297,11 +297,11 @@ fn pipelined_requests_are_answered_in_order() {
     let publish = |n: u64| {
         let body = format!(r#"{{"n":{n}}}"#);
         format!(
-            "POST /api/v1/publish/counter HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /api/v1/publish/counter HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
     };
-    let health = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    let health = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let requests = [
         publish(1),
         health.into(),

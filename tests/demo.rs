@@ -41,7 +41,8 @@ impl Seen {
             }
             "system-status" => {
                 let services = data["services"].as_object().unwrap();
-                let keys: Vec<&str> = services.keys().map(String::as_str).collect();
+                let mut keys: Vec<&str> = services.keys().map(String::as_str).collect();
+                keys.sort_unstable();
                 let drawn = [
                     "backend_api",
                     "database",

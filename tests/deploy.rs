@@ -70,8 +70,18 @@ fn nginx_config(dir: &std::path::Path, listen: u16, nodes: [SocketAddr; 2]) -> S
     format!("daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n{body}")
 }
 
+/// The public name nginx serves, as a browser that resolved it to nginx on
+/// 127.0.0.1 would send it; the nodes know it from `--allow-host`.
+const PUBLIC_NAME: &str = "dash.example.com";
+
 fn node(redis_url: &str, port: u16) -> TestServer {
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(&format!("--allow-host {PUBLIC_NAME}")),
+        "the README's node commands name the public host"
+    );
     TestServer::with(|c| {
+        c.allow_hosts = vec![PUBLIC_NAME.into()];
         c.listen = format!("127.0.0.1:{port}").parse().unwrap();
         c.redis = Some(Secret::new(redis_url));
         c.topics.push("counter".into());
@@ -104,7 +114,7 @@ struct Ws {
 
 impl Ws {
     fn open(addr: SocketAddr) -> Ws {
-        let stream = subscribe_at(addr, "counter");
+        let stream = subscribe_public(addr);
         Ws {
             addr,
             stream,
@@ -159,7 +169,7 @@ impl Client for Ws {
     }
 
     fn reconnect(&mut self) {
-        self.stream = subscribe_at(self.addr, "counter");
+        self.stream = subscribe_public(self.addr);
         // A new connection starts its own order.
         self.seqs.clear();
     }
@@ -175,7 +185,10 @@ impl Sse {
     fn open(addr: SocketAddr) -> Sse {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream
-            .write_all(b"GET /api/v1/sse/counter HTTP/1.1\r\nHost: dash\r\nAccept: text/event-stream\r\n\r\n")
+            .write_all(
+                format!("GET /api/v1/sse/counter HTTP/1.1\r\nHost: {PUBLIC_NAME}\r\nAccept: text/event-stream\r\n\r\n")
+                    .as_bytes(),
+            )
             .unwrap();
         let mut reader = BufReader::new(stream);
         let mut status = String::new();
@@ -246,14 +259,26 @@ fn converge(clients: &mut [Box<dyn Client>], n: u64) {
 }
 
 fn publish(addr: SocketAddr, n: u64) {
-    let (status, body) = request_at(
-        addr,
-        "POST",
-        "/api/v1/publish/counter",
-        &format!(r#"{{"n":{n}}}"#),
-        "",
+    let mut stream = connect_to(addr);
+    let body = format!(r#"{{"n":{n}}}"#);
+    let request = format!(
+        "POST /api/v1/publish/counter HTTP/1.1\r\nHost: {PUBLIC_NAME}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
-    assert_eq!(status, 200, "{body}");
+    stream.write_all(request.as_bytes()).unwrap();
+    let (status, _, body) = read_response(&mut stream);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}
+
+/// A WebSocket on `counter` through nginx, under the public name.
+fn subscribe_public(addr: SocketAddr) -> TcpStream {
+    let mut stream = connect_to(addr);
+    let request =
+        upgrade_request("counter").replace("Host: localhost", &format!("Host: {PUBLIC_NAME}"));
+    stream.write_all(request.as_bytes()).unwrap();
+    let (status, _, _) = read_response(&mut stream);
+    assert_eq!(status, 101);
+    stream
 }
 
 #[test]

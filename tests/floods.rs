@@ -87,7 +87,7 @@ fn pipelined_requests_never_read_are_held_back() {
     let health = survive(
         &server,
         flooder,
-        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
     );
     assert!(
         health["queued_bytes"].as_u64().unwrap() < 1 << 20,

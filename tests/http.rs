@@ -52,18 +52,18 @@ fn refusals_have_precise_statuses() {
             "request head",
         ),
         (
-            "DELETE /api/v1/publish/queue HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into(),
+            "DELETE /api/v1/publish/queue HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".into(),
             405,
             "not allowed",
         ),
         (
-            "POST /api/v1/publish/queue HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n"
+            "POST /api/v1/publish/queue HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2000000\r\n\r\n"
                 .into(),
             413,
             "limit",
         ),
         (
-            "GET /elsewhere HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into(),
+            "GET /elsewhere HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".into(),
             404,
             "no such endpoint",
         ),
@@ -183,9 +183,9 @@ fn keep_alive_and_pipelining() {
     let mut stream = server.connect();
     let body = r#"{"status":"ok"}"#;
     let pipelined = format!(
-        "POST /api/v1/publish/webhook-status HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}\
-         GET /api/v1/state/webhook-status HTTP/1.1\r\nHost: t\r\n\r\n\
-         GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        "POST /api/v1/publish/webhook-status HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /api/v1/state/webhook-status HTTP/1.1\r\nHost: localhost\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(pipelined.as_bytes()).unwrap();
@@ -211,7 +211,7 @@ fn partial_requests_are_assembled() {
     let mut stream = server.connect();
     let body = "[{}]";
     let request = format!(
-        "POST /api/v1/publish/workflows HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n{body}"
+        "POST /api/v1/publish/workflows HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\n{body}"
     );
     for chunk in request.as_bytes().chunks(7) {
         stream.write_all(chunk).unwrap();
@@ -229,7 +229,7 @@ fn expect_continue_and_chunked_bodies() {
     let server = TestServer::start();
     let mut stream = server.connect();
     stream
-        .write_all(b"POST /api/v1/publish/routes HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        .write_all(b"POST /api/v1/publish/routes HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
         .unwrap();
     let (status, _, _) = read_response(&mut stream);
     assert_eq!(status, 100);
@@ -238,7 +238,7 @@ fn expect_continue_and_chunked_bodies() {
     assert_eq!(status, 200);
 
     stream
-        .write_all(b"POST /api/v1/publish/workflows HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[{}\r\n1\r\n]\r\n0\r\n\r\n")
+        .write_all(b"POST /api/v1/publish/workflows HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[{}\r\n1\r\n]\r\n0\r\n\r\n")
         .unwrap();
     let (status, _, body) = read_response(&mut stream);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));

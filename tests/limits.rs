@@ -150,7 +150,7 @@ fn running_out_of_descriptors_is_survived() {
             return false;
         };
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let request = "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let request = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
         s.write_all(request.as_bytes()).is_ok() && {
             let mut text = String::new();
             let _ = s.read_to_string(&mut text);

@@ -7,6 +7,8 @@ use log::{info, warn};
 
 use super::{Incoming, Link, NAME, Outgoing};
 use crate::publisher::{Publisher, set_status};
+use crate::topic::Rules;
+use crate::wire::json;
 
 const SEQ_KEY: &str = "statecast:seq";
 const SNAPSHOTS_KEY: &str = "statecast:snapshots";
@@ -235,10 +237,13 @@ fn listen(
         .query(&mut reader)?;
     drop(reader);
     for (topic, value) in snapshots {
-        if let Some(incoming) = snapshot(&topic, &value)
-            && publisher.cluster(incoming).is_err()
-        {
-            return Ok(());
+        match snapshot(&topic, &value, publisher.rules()) {
+            Ok(incoming) => {
+                if publisher.cluster(incoming).is_err() {
+                    return Ok(());
+                }
+            }
+            Err(why) => warn!("redis: ignoring the stored snapshot: {why}"),
         }
     }
     if std::mem::take(down) && publisher.cluster(Incoming::Up).is_err() {
@@ -257,9 +262,12 @@ fn listen(
             Err(e) => return Err(e),
         };
         let payload: String = message.get_payload()?;
-        let Some(incoming) = parse(&payload) else {
-            warn!("redis: ignoring a malformed message on {CHANNEL}");
-            continue;
+        let incoming = match parse(&payload, publisher.rules()) {
+            Ok(incoming) => incoming,
+            Err(why) => {
+                warn!("redis: ignoring a message on {CHANNEL}: {why}");
+                continue;
+            }
         };
         if publisher.cluster(incoming).is_err() {
             return Ok(());
@@ -267,54 +275,87 @@ fn listen(
     }
 }
 
+/// The highest seq taken from Redis: 2^53, the largest integer every JSON
+/// client reads exactly (RFC 7493 §2.2), and far from overflowing when
+/// counted on.
+pub const MAX_SEQ: u64 = 1 << 53;
+
 /// A message on the channel: `S topic seq data` or `E {"type":..,"data":..}`.
-fn parse(payload: &str) -> Option<Incoming> {
+/// What another node (or anyone who can write to Redis) sent is checked
+/// like a local publish: I-JSON, the topic's name and schema, a sane seq.
+fn parse(payload: &str, rules: &Rules) -> Result<Incoming, String> {
     if let Some(rest) = payload.strip_prefix("S ") {
-        let (topic, value) = rest.split_once(' ')?;
-        return snapshot(topic, value);
+        let (topic, value) = rest.split_once(' ').ok_or("a snapshot without a value")?;
+        return snapshot(topic, value, rules);
     }
-    let event = payload.strip_prefix("E ")?;
-    #[derive(serde::Deserialize)]
-    struct Event<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: &'a serde_json::value::RawValue,
-        #[serde(borrow)]
-        data: &'a serde_json::value::RawValue,
-    }
-    let event: Event = serde_json::from_str(event).ok()?;
-    Some(Incoming::Event {
-        type_json: event.kind.get().to_owned(),
-        data: event.data.get().to_owned(),
+    let event = payload.strip_prefix("E ").ok_or("neither S nor E")?;
+    let event = match json::parse(event.as_bytes()).map_err(|e| e.to_string())? {
+        serde_json::Value::Object(event) => event,
+        _ => return Err("an event that is not an object".into()),
+    };
+    let (Some(serde_json::Value::String(kind)), Some(data)) =
+        (event.get("type"), event.get("data"))
+    else {
+        return Err("an event without a string type and data".into());
+    };
+    rules
+        .check_event(kind, data)
+        .map_err(|e| format!("event {kind:?} refused by its schema: {e}"))?;
+    Ok(Incoming::Event {
+        type_json: json::compact(&serde_json::Value::from(kind.as_str())),
+        data: json::compact(data),
     })
 }
 
 /// A stored value, `seq data`, as a snapshot for `topic`.
-fn snapshot(topic: &str, value: &str) -> Option<Incoming> {
-    let (seq, data) = value.split_once(' ')?;
-    Some(Incoming::Snapshot {
+fn snapshot(topic: &str, value: &str, rules: &Rules) -> Result<Incoming, String> {
+    let (seq, data) = value.split_once(' ').ok_or("a value without a seq")?;
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| format!("seq {seq:?} is not a number"))?;
+    if seq == 0 || seq > MAX_SEQ {
+        return Err(format!("seq {seq} of {topic:?} is outside 1..=2^53"));
+    }
+    rules.check(topic).map_err(|e| e.to_string())?;
+    let (value, data) = json::canonical(data.as_bytes()).map_err(|e| format!("{topic:?}: {e}"))?;
+    rules
+        .check_data(topic, &value)
+        .map_err(|e| format!("{topic:?} refused by its schema: {e}"))?;
+    Ok(Incoming::Snapshot {
         topic: topic.to_owned(),
-        seq: seq.parse().ok()?,
-        data: data.to_owned(),
+        seq,
+        data,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic::Preset;
+    use crate::topic::schema::Validator;
+
+    fn rules() -> Rules {
+        let validator = Validator::new(Preset::Adw, &[]).unwrap();
+        Rules::new(Preset::Adw, &[], false, validator)
+    }
 
     #[test]
     fn messages_parse_and_bad_ones_are_refused() {
-        match parse(r#"S queue 12 {"phases":[]}"#) {
-            Some(Incoming::Snapshot { topic, seq, data }) => {
+        let rules = rules();
+        match parse(
+            "S queue 12 {\"phases\": [],\r\"total\":0,\"paused\":false}",
+            &rules,
+        ) {
+            Ok(Incoming::Snapshot { topic, seq, data }) => {
                 assert_eq!(
                     (topic.as_str(), seq, data.as_str()),
-                    ("queue", 12, r#"{"phases":[]}"#)
+                    ("queue", 12, r#"{"phases":[],"total":0,"paused":false}"#)
                 );
             }
             other => panic!("{other:?}"),
         }
-        match parse(r#"E {"type":"a b","data":{"x":1}}"#) {
-            Some(Incoming::Event { type_json, data }) => {
+        match parse(r#"E {"type":"a b","data":{"x":1}}"#, &rules) {
+            Ok(Incoming::Event { type_json, data }) => {
                 assert_eq!(
                     (type_json.as_str(), data.as_str()),
                     (r#""a b""#, r#"{"x":1}"#)
@@ -323,7 +364,37 @@ mod tests {
             other => panic!("{other:?}"),
         }
         for bad in ["", "S queue", "S queue x {}", "E {", "X queue 1 {}"] {
-            assert!(parse(bad).is_none(), "{bad}");
+            assert!(parse(bad, &rules).is_err(), "{bad}");
         }
+    }
+
+    /// Redis is not trusted more than an HTTP client: a seq past 2^53 (or
+    /// one that would overflow when counted on), JSON that is not I-JSON,
+    /// a schema's refusal and an unserved topic are each refused.
+    #[test]
+    fn values_from_redis_are_checked_like_local_publishes() {
+        let rules = rules();
+        let max = format!("S qc-metrics {} {{}}", u64::MAX);
+        let past = format!("S qc-metrics {} {{}}", MAX_SEQ + 1);
+        let at = format!("S routes {MAX_SEQ} []");
+        for (bad, why) in [
+            (max.as_str(), "outside"),
+            (past.as_str(), "outside"),
+            ("S qc-metrics 0 {}", "outside"),
+            ("S qc-metrics 3 1e400", "out of range"),
+            (r#"S qc-metrics 3 "\ud800""#, "escape"),
+            (r#"S queue 3 {"phases":null}"#, "schema"),
+            ("S no-such-topic 3 {}", "no-such-topic"),
+            (
+                r#"E {"type":"queue_update","data":{"phases":null}}"#,
+                "schema",
+            ),
+            (r#"E {"type":"x","data":1e400}"#, "out of range"),
+        ] {
+            let e = parse(bad, &rules).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let ok = parse(&at, &rules);
+        assert!(ok.is_ok(), "{ok:?}");
     }
 }

@@ -25,6 +25,7 @@ const SWITCHES: &[&str] = &[
     "allow_any_origin",
     "require_origin",
     "insecure_publish",
+    "public_metrics",
 ];
 
 /// Keys the file may not hold: they only make sense on a command line.
@@ -116,13 +117,18 @@ fn apply(config: &mut Config, key: &str, value: &Value) -> Result<(), String> {
             }
         }
         ("topics", _) => return Err("expected a list of topic names".into()),
-        ("allow_origins", Value::Array(items)) => {
+        ("allow_origins" | "allow_hosts", Value::Array(items)) => {
+            let flag = if key == "allow_origins" {
+                "--allow-origin"
+            } else {
+                "--allow-host"
+            };
             for item in items {
-                let Value::String(origin) = item else {
+                let Value::String(item) = item else {
                     return Err(format!("expected a list of strings, found {item}"));
                 };
-                config::set(config, "--allow-origin", Some(origin))
-                    .map_err(|e| e.replacen("--allow-origin: ", "", 1))?;
+                config::set(config, flag, Some(item))
+                    .map_err(|e| e.replacen(&format!("{flag}: "), "", 1))?;
             }
         }
         ("schema", Value::Table(table)) => {
@@ -237,6 +243,9 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(out, "allow_origins = [{}]", origins.join(", "));
     let _ = writeln!(out, "allow_any_origin = {}", c.allow_any_origin);
     let _ = writeln!(out, "require_origin = {}", c.require_origin);
+    let hosts: Vec<String> = c.allow_hosts.iter().map(|h| quoted(h)).collect();
+    let _ = writeln!(out, "allow_hosts = [{}]", hosts.join(", "));
+    let _ = writeln!(out, "public_metrics = {}", c.public_metrics);
     let _ = writeln!(out, "insecure_publish = {}", c.insecure_publish);
     let _ = writeln!(out, "max_connections_per_ip = {}", c.max_connections_per_ip);
     // Tokens are never printed: say that one is set, in a comment.

@@ -100,6 +100,10 @@ pub struct Config {
     pub allow_any_origin: bool,
     /// Subscribers must send `Origin`.
     pub require_origin: bool,
+    /// Names `Host` may carry besides the loopback ones (`*` for any).
+    pub allow_hosts: Vec<String>,
+    /// `/metrics` answers without the subscribe token.
+    pub public_metrics: bool,
     /// Publish and broadcast need this as `Authorization: Bearer`.
     pub publish_token: Option<Secret>,
     /// Without a publish token, anyone may publish on a public address.
@@ -146,6 +150,8 @@ impl Default for Config {
             allow_origins: Vec::new(),
             allow_any_origin: false,
             require_origin: false,
+            allow_hosts: Vec::new(),
+            public_metrics: false,
             publish_token: None,
             insecure_publish: false,
             subscribe_token: None,
@@ -272,21 +278,31 @@ OPTIONS:
                                 since the last one, a line per reason [default: 60s]
 
 ACCESS:
-    --allow-origin ORIGIN       an origin browsers may connect from, exactly as they
-                                send it (https://dash.example.com), or *; repeatable.
-                                Others get 403. On a loopback address any origin may
-                                connect unless this is given; on any other address
-                                the server refuses to start without it
+    --allow-origin ORIGIN       an origin browsers may also connect from, exactly as
+                                they send it (https://dash.example.com), or *;
+                                repeatable. A request from any other Origin gets 403
+                                on every route. On a loopback address the loopback
+                                origins (http(s)://localhost, 127.0.0.0/8, [::1], on
+                                any port) are allowed already; on any other address
+                                the server refuses to start without this
     --allow-any-origin          any origin may connect, on any address
     --require-origin            refuse (403) subscribers that send no Origin
+    --allow-host NAME           a name the Host header may carry (dash.example.com),
+                                or *; repeatable. On a loopback address only
+                                localhost, *.localhost and loopback IPs are served
+                                otherwise (421), which stops DNS rebinding; behind
+                                a proxy on the same host, give its public name
     --publish-token TOKEN       publish and broadcast need `Authorization: Bearer
                                 TOKEN` (else 401); also STATECAST_PUBLISH_TOKEN.
                                 On a non-loopback address one is required unless
     --insecure-publish          lets anyone publish on a non-loopback address
     --subscribe-token TOKEN     subscribers need ?token=TOKEN or `Authorization:
                                 Bearer TOKEN` (else 401); also
-                                STATECAST_SUBSCRIBE_TOKEN. Tokens: 16 characters
-                                or more; never logged or printed
+                                STATECAST_SUBSCRIBE_TOKEN. With it, /api/v1/state,
+                                /metrics and the details of /healthz need a token
+                                too. Tokens: 16 characters or more; never logged
+                                or printed
+    --public-metrics            /metrics answers without the subscribe token
     -h, --help                  print this help
     -V, --version               print the version
 
@@ -322,6 +338,7 @@ const OPTIONS: &[&str] = &[
     "--shutdown-timeout",
     "--log-level",
     "--allow-origin",
+    "--allow-host",
     "--publish-token",
     "--subscribe-token",
     "--max-connections-per-ip",
@@ -342,6 +359,7 @@ const FLAGS: &[&str] = &[
     "--allow-any-origin",
     "--require-origin",
     "--insecure-publish",
+    "--public-metrics",
 ];
 
 /// Parses the command line (without the program name). A `--config FILE`
@@ -448,6 +466,21 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
         "--allow-any-origin" => config.allow_any_origin = true,
         "--require-origin" => config.require_origin = true,
         "--insecure-publish" => config.insecure_publish = true,
+        "--public-metrics" => config.public_metrics = true,
+        "--allow-host" => {
+            let host = value()?;
+            let plausible = host == "*"
+                || (!host.is_empty()
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)));
+            if !plausible {
+                return Err(at(format!(
+                    "{host:?} is not a host name (expected e.g. dash.example.com, or *)"
+                )));
+            }
+            config.allow_hosts.push(host.to_ascii_lowercase());
+        }
         "--allow-origin" => {
             let origin = value()?;
             let plausible =

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::config::ExecSpec;
 use crate::providers::source::Source;
 use crate::publisher::Publisher;
+use crate::wire::json;
 
 /// Limits for one run.
 #[derive(Debug, Clone, Copy)]
@@ -66,9 +67,8 @@ pub fn run(command: &str, limits: Limits) -> Result<String, String> {
     if stdout.len() > max {
         return Err(format!("output over the limit of {max} bytes"));
     }
-    let raw: &serde_json::value::RawValue =
-        serde_json::from_slice(&stdout).map_err(|e| format!("invalid JSON on stdout: {e}"))?;
-    Ok(raw.get().to_owned())
+    let (_, text) = json::canonical(&stdout).map_err(|e| format!("{e} on stdout"))?;
+    Ok(text)
 }
 
 fn read_capped(reader: &mut impl Read, cap: usize) -> Vec<u8> {
@@ -123,7 +123,7 @@ mod tests {
 
     #[test]
     fn outcomes() {
-        assert_eq!(run(r#"echo '{"a": 1}'"#, LIMITS), Ok(r#"{"a": 1}"#.into()));
+        assert_eq!(run(r#"echo '{"a": 1}'"#, LIMITS), Ok(r#"{"a":1}"#.into()));
         let err = run("echo oops >&2; exit 3", LIMITS).unwrap_err();
         assert!(
             err.contains("exit status: 3") && err.contains("oops"),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::config::PollSpec;
 use crate::providers::source::Source;
 use crate::publisher::Publisher;
+use crate::wire::json;
 
 /// Limits for one fetch.
 #[derive(Debug, Clone, Copy)]
@@ -58,9 +59,8 @@ pub fn fetch(agent: &ureq::Agent, url: &str, limits: Limits) -> Result<String, S
         .limit(limits.max_bytes as u64)
         .read_to_vec()
         .map_err(describe)?;
-    let raw: &serde_json::value::RawValue =
-        serde_json::from_slice(&body).map_err(|e| format!("invalid JSON: {e}"))?;
-    Ok(raw.get().to_owned())
+    let (_, text) = json::canonical(&body).map_err(|e| e.to_string())?;
+    Ok(text)
 }
 
 /// Starts one polling thread. It stops when the server does.

@@ -1,27 +1,33 @@
-//! Who may do what: the origin policy against cross-site WebSocket
-//! hijacking, and the publish and subscribe tokens. Each check answers a
-//! refused request itself (403 or 401) before anything else happens.
+//! Who may do what: which `Host` names and browser origins are served
+//! (against DNS rebinding and cross-site requests from other pages), and
+//! the publish and subscribe tokens. Each check answers a refused request
+//! itself (421, 403 or 401) before its body is read.
+
+use std::net::{IpAddr, Ipv6Addr};
 
 use subtle::ConstantTimeEq;
 
 use crate::config::{Config, Secret};
-use crate::wire::http::{self, Head, Response, Status};
+use crate::wire::http::{self, Head, Response, Route, Status};
 
 const FORBIDDEN: Status = Status(403, "Forbidden");
 const UNAUTHORIZED: Status = Status(401, "Unauthorized");
-
-/// Which origins browsers may connect from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Origins {
-    Any,
-    Only(Vec<String>),
-}
+const MISDIRECTED: Status = Status(421, "Misdirected Request");
 
 /// The access rules of one server.
 #[derive(Debug)]
 pub struct Access {
-    origins: Origins,
+    /// Any origin may connect (`--allow-any-origin`, or `*`).
+    any_origin: bool,
+    /// The loopback origins are allowed: the default on a loopback address.
+    loopback_origins: bool,
+    /// Origins given with `--allow-origin`, normalized.
+    origins: Vec<String>,
+    /// Names `Host` may carry besides the loopback ones; `None` when any
+    /// host is served (off loopback without `--allow-host`, or `*`).
+    hosts: Option<Vec<String>>,
     require_origin: bool,
+    public_metrics: bool,
     publish_token: Option<Secret>,
     subscribe_token: Option<Secret>,
 }
@@ -46,47 +52,100 @@ impl Access {
                  publishes with --insecure-publish"
             ));
         }
-        let any = config.allow_any_origin
-            || config.allow_origins.iter().any(|o| o == "*")
-            || (loopback && config.allow_origins.is_empty());
-        let origins = if any {
-            Origins::Any
+        let any_host = config.allow_hosts.iter().any(|h| h == "*");
+        let hosts = if any_host || (!loopback && config.allow_hosts.is_empty()) {
+            None
         } else {
-            Origins::Only(config.allow_origins.iter().map(|o| normalize(o)).collect())
+            Some(
+                config
+                    .allow_hosts
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+            )
         };
         Ok(Access {
-            origins,
+            any_origin: config.allow_any_origin || config.allow_origins.iter().any(|o| o == "*"),
+            loopback_origins: loopback,
+            origins: config.allow_origins.iter().map(|o| normalize(o)).collect(),
+            hosts,
             require_origin: config.require_origin,
+            public_metrics: config.public_metrics,
             publish_token: config.publish_token.clone(),
             subscribe_token: config.subscribe_token.clone(),
         })
     }
 
-    /// A browser's `Origin` must be allowed; a request without one (not a
-    /// browser) is allowed unless `--require-origin` asks for one when
-    /// subscribing.
-    pub fn check_origin(&self, head: &Head, subscribing: bool) -> Result<(), Response> {
-        let Some(origin) = head.origin.as_deref() else {
-            if subscribing && self.require_origin {
-                return Err(http::error(
-                    FORBIDDEN,
-                    "an Origin header is required",
-                    "",
-                    true,
-                ));
+    /// Everything a request's head must pass before its route is served:
+    /// its `Host`, its origin, and the token the route needs.
+    pub fn check(&self, head: &Head, route: &Route) -> Result<(), Response> {
+        self.check_host(head)?;
+        self.check_origin(head, route)?;
+        match route {
+            Route::Subscribe(_) | Route::Stream(_) | Route::State(_) => self.check_subscribe(head),
+            Route::Publish(_) | Route::Broadcast => self.check_publish(head),
+            Route::Metrics if !self.public_metrics && !self.may_read(head) => {
+                Err(unauthorized("/metrics"))
             }
+            _ => Ok(()),
+        }
+    }
+
+    /// A DNS-rebinding page reaches us under its own name: on a loopback
+    /// address only loopback names, and those given with `--allow-host`,
+    /// are served. A request without `Host` (HTTP/1.0) is not a browser's.
+    fn check_host(&self, head: &Head) -> Result<(), Response> {
+        let (Some(allowed), Some(host)) = (&self.hosts, head.host.as_deref()) else {
             return Ok(());
         };
-        match &self.origins {
-            Origins::Any => Ok(()),
-            Origins::Only(allowed) if allowed.iter().any(|a| *a == normalize(origin)) => Ok(()),
-            Origins::Only(_) => Err(http::error(
-                FORBIDDEN,
-                &format!("origin {origin:?} is not allowed"),
-                "",
-                true,
-            )),
+        let name = host_name(host);
+        if is_loopback_name(&name) || allowed.iter().any(|a| *a == name || *a == host) {
+            return Ok(());
         }
+        Err(http::error(
+            MISDIRECTED,
+            &format!("host {host:?} is not served here (see --allow-host)"),
+            "",
+            true,
+        ))
+    }
+
+    /// A browser's `Origin` must be allowed. A request without one is not
+    /// a browser's script, unless the browser says it is cross-site
+    /// (`Sec-Fetch-Site`): then only a top-level navigation to the page
+    /// (a link followed) is served, since the page holds no data.
+    fn check_origin(&self, head: &Head, route: &Route) -> Result<(), Response> {
+        if self.any_origin {
+            return Ok(());
+        }
+        let refuse = |why: String| Err(http::error(FORBIDDEN, &why, "", true));
+        match head.origin.as_deref() {
+            Some(origin) if self.allows(origin) => Ok(()),
+            Some(origin) => refuse(format!(
+                "origin {origin:?} is not allowed (see --allow-origin)"
+            )),
+            None if head.fetch_site.as_deref() == Some("cross-site") => {
+                let navigation = *route == Route::Page
+                    && head.fetch_mode.as_deref() == Some("navigate")
+                    && head.fetch_dest.as_deref() == Some("document");
+                if navigation {
+                    Ok(())
+                } else {
+                    refuse("a cross-site request from an origin that is not allowed".into())
+                }
+            }
+            None if self.require_origin
+                && matches!(route, Route::Subscribe(_) | Route::Stream(_)) =>
+            {
+                refuse("an Origin header is required".into())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn allows(&self, origin: &str) -> bool {
+        let origin = normalize(origin);
+        self.origins.contains(&origin) || (self.loopback_origins && is_loopback_origin(&origin))
     }
 
     /// Publish and broadcast need `Authorization: Bearer <--publish-token>`
@@ -98,22 +157,79 @@ impl Access {
         }
     }
 
-    /// Subscribing needs the `--subscribe-token`, as `?token=` or as
-    /// `Authorization: Bearer`, when one is set.
+    /// Reading a topic (WebSocket, SSE, `/api/v1/state`) needs the
+    /// `--subscribe-token`, as `?token=` or as `Authorization: Bearer`,
+    /// when one is set.
     pub fn check_subscribe(&self, head: &Head) -> Result<(), Response> {
-        let Some(token) = &self.subscribe_token else {
-            return Ok(());
-        };
-        if token.matches(head.query_param("token")) || token.matches(head.bearer()) {
+        if self.may_read(head) {
             return Ok(());
         }
         Err(unauthorized("subscribing"))
+    }
+
+    /// Whether this request may read what the subscribe token guards: no
+    /// token is set, or it carries the subscribe or the publish token.
+    pub fn may_read(&self, head: &Head) -> bool {
+        let Some(token) = &self.subscribe_token else {
+            return true;
+        };
+        let offered = [head.query_param("token"), head.bearer()];
+        offered.into_iter().any(|offered| {
+            token.matches(offered)
+                || self
+                    .publish_token
+                    .as_ref()
+                    .is_some_and(|p| p.matches(offered))
+        })
     }
 }
 
 /// Origins compare without case and without a trailing slash.
 fn normalize(origin: &str) -> String {
     origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// A `Host` value's name, without its port, lowercased; an IPv6 literal
+/// keeps its brackets.
+fn host_name(host: &str) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => host.get(..=end).unwrap_or_default().to_owned(),
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_owned(),
+        _ => host,
+    }
+    .trim_end_matches('.')
+    .to_owned()
+}
+
+/// `localhost`, a name under `.localhost` (browsers resolve both to
+/// loopback themselves, RFC 6761 §6.3), or a loopback IP literal: names
+/// no rebinding DNS answer can stand behind.
+fn is_loopback_name(name: &str) -> bool {
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    let ip = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().map(IpAddr::V6),
+        None => name.parse::<IpAddr>(),
+    };
+    ip.is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `http(s)://` and a loopback name, on any port.
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(authority) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    !authority.contains(['/', '@', '?', '#']) && is_loopback_name(&host_name(authority))
 }
 
 /// The 401: says what is needed, never what was sent.
@@ -140,7 +256,7 @@ mod tests {
     use super::*;
 
     fn head(extra: &str, target: &str) -> Head {
-        let raw = format!("GET {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+        let raw = format!("GET {target} HTTP/1.1\r\n{extra}\r\n");
         match http::parse_head(raw.as_bytes()) {
             Ok(http::ParsedHead::Complete { head, .. }) => *head,
             _ => panic!("a head"),
@@ -151,6 +267,27 @@ mod tests {
         let mut c = Config::default();
         f(&mut c);
         c
+    }
+
+    fn status(r: Result<(), Response>) -> u16 {
+        match r {
+            Ok(()) => 200,
+            Err(r) => String::from_utf8_lossy(&r.bytes)[9..12].parse().unwrap(),
+        }
+    }
+
+    fn routes() -> Vec<Route> {
+        vec![
+            Route::Subscribe("queue".into()),
+            Route::Stream("queue".into()),
+            Route::Publish("queue".into()),
+            Route::Broadcast,
+            Route::State("queue".into()),
+            Route::Health,
+            Route::Metrics,
+            Route::Page,
+            Route::Script,
+        ]
     }
 
     #[test]
@@ -178,28 +315,132 @@ mod tests {
         );
     }
 
+    /// On loopback, by default: the loopback origins on any port pass on
+    /// every route; any other origin gets 403 on every route; a request
+    /// with no Origin (curl) passes unless the browser says cross-site.
     #[test]
-    fn origins_are_checked_when_sent() {
+    fn loopback_serves_loopback_origins_only() {
+        let access = Access::from_config(&Config::default()).unwrap();
+        for route in routes() {
+            for origin in [
+                "http://localhost:5173",
+                "http://localhost",
+                "https://LOCALHOST:8443/",
+                "http://127.0.0.1:8002",
+                "http://127.1.2.3",
+                "http://[::1]:3000",
+                "http://app.localhost:5173",
+            ] {
+                let h = head(&format!("Host: 127.0.0.1\r\nOrigin: {origin}\r\n"), "/");
+                assert_eq!(status(access.check(&h, &route)), 200, "{origin} {route:?}");
+            }
+            for origin in [
+                "http://evil.example",
+                "http://localhost.evil.example",
+                "http://127.0.0.1.evil.example",
+                "http://[::2]",
+                "null",
+                "file://",
+                "http://user@localhost",
+                "ftp://localhost",
+            ] {
+                let h = head(&format!("Host: 127.0.0.1\r\nOrigin: {origin}\r\n"), "/");
+                assert_eq!(status(access.check(&h, &route)), 403, "{origin} {route:?}");
+            }
+            let curl = head("Host: 127.0.0.1\r\n", "/");
+            assert_eq!(status(access.check(&curl, &route)), 200, "{route:?}");
+            let cross = head("Host: 127.0.0.1\r\nSec-Fetch-Site: cross-site\r\n", "/");
+            assert_eq!(status(access.check(&cross, &route)), 403, "{route:?}");
+        }
+        // A link followed from another site opens the page, which holds
+        // no data; its sockets then carry the loopback origin.
+        let link = head(
+            "Host: localhost\r\nSec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-Dest: document\r\n",
+            "/",
+        );
+        assert_eq!(status(access.check(&link, &Route::Page)), 200);
+        assert_eq!(status(access.check(&link, &Route::Health)), 403);
+        let framed = head(
+            "Host: localhost\r\nSec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-Dest: iframe\r\n",
+            "/",
+        );
+        assert_eq!(status(access.check(&framed, &Route::Page)), 403);
+    }
+
+    #[test]
+    fn allowed_and_any_origins() {
         let access = Access::from_config(&config(|c| {
             c.allow_origins = vec!["https://Dash.example/".into()];
         }))
         .unwrap();
-        assert!(
-            access
-                .check_origin(&head("Origin: https://dash.example\r\n", "/"), true)
-                .is_ok()
+        let with = |origin: &str| head(&format!("Host: localhost\r\nOrigin: {origin}\r\n"), "/");
+        let ws = Route::Subscribe("queue".into());
+        assert_eq!(
+            status(access.check(&with("https://dash.example"), &ws)),
+            200
         );
-        let refused = access
-            .check_origin(&head("Origin: https://evil.example\r\n", "/"), true)
-            .unwrap_err();
-        assert!(String::from_utf8_lossy(&refused.bytes).starts_with("HTTP/1.1 403"));
-        assert!(
-            access.check_origin(&head("", "/"), true).is_ok(),
-            "no Origin: not a browser"
+        assert_eq!(
+            status(access.check(&with("http://localhost:5173"), &ws)),
+            200
         );
+        assert_eq!(
+            status(access.check(&with("https://evil.example"), &ws)),
+            403
+        );
+        let any = Access::from_config(&config(|c| c.allow_any_origin = true)).unwrap();
+        assert_eq!(status(any.check(&with("https://evil.example"), &ws)), 200);
         let strict = Access::from_config(&config(|c| c.require_origin = true)).unwrap();
-        assert!(strict.check_origin(&head("", "/"), true).is_err());
-        assert!(strict.check_origin(&head("", "/"), false).is_ok());
+        let bare = head("Host: localhost\r\n", "/");
+        assert_eq!(status(strict.check(&bare, &ws)), 403);
+        assert_eq!(status(strict.check(&bare, &Route::Health)), 200);
+    }
+
+    /// DNS rebinding: a page on evil.example whose name now points at
+    /// 127.0.0.1 sends `Host: evil.example`; it gets 421.
+    #[test]
+    fn loopback_serves_loopback_hosts_and_allowed_names() {
+        let access = Access::from_config(&config(|c| {
+            c.allow_hosts = vec!["dash.example.com".into()];
+        }))
+        .unwrap();
+        for host in [
+            "localhost",
+            "localhost:8002",
+            "LocalHost.",
+            "127.0.0.1:8002",
+            "127.9.9.9",
+            "[::1]:8002",
+            "app.localhost",
+            "dash.example.com",
+            "dash.example.com:443",
+        ] {
+            let h = head(&format!("Host: {host}\r\n"), "/");
+            assert_eq!(status(access.check(&h, &Route::Health)), 200, "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8002",
+            "localhost.evil.example",
+            "192.168.1.2",
+            "[::2]",
+            "0.0.0.0",
+        ] {
+            let h = head(&format!("Host: {host}\r\n"), "/");
+            assert_eq!(status(access.check(&h, &Route::Page)), 421, "{host}");
+        }
+        let public = Access::from_config(&config(|c| {
+            c.listen = "0.0.0.0:8002".parse().unwrap();
+            c.allow_any_origin = true;
+            c.insecure_publish = true;
+        }))
+        .unwrap();
+        let h = head("Host: dash.example.com\r\n", "/");
+        assert_eq!(status(public.check(&h, &Route::Page)), 200, "off loopback");
+        let any = Access::from_config(&config(|c| c.allow_hosts = vec!["*".into()])).unwrap();
+        assert_eq!(
+            status(any.check(&head("Host: evil.example\r\n", "/"), &Route::Page)),
+            200
+        );
     }
 
     #[test]
@@ -241,5 +482,41 @@ mod tests {
                 .is_ok()
         );
         assert!(access.check_subscribe(&head("", "/x?token=nope")).is_err());
+    }
+
+    /// With a subscribe token, every read path needs it: the sockets,
+    /// `/api/v1/state` and `/metrics` (unless `--public-metrics`).
+    #[test]
+    fn the_subscribe_token_covers_every_read_path() {
+        let token = |public: bool| {
+            Access::from_config(&config(|c| {
+                c.subscribe_token = Some(Secret::new("r3ad-r3ad-r3ad-r3ad"));
+                c.publish_token = Some(Secret::new("wr1te-wr1te-wr1te"));
+                c.public_metrics = public;
+            }))
+            .unwrap()
+        };
+        let access = token(false);
+        let bare = head("Host: localhost\r\n", "/");
+        let read = head("Host: localhost\r\n", "/x?token=r3ad-r3ad-r3ad-r3ad");
+        let write = head(
+            "Host: localhost\r\nAuthorization: Bearer wr1te-wr1te-wr1te\r\n",
+            "/",
+        );
+        for route in [
+            Route::Subscribe("queue".into()),
+            Route::Stream("queue".into()),
+            Route::State("queue".into()),
+            Route::Metrics,
+        ] {
+            assert_eq!(status(access.check(&bare, &route)), 401, "{route:?}");
+            assert_eq!(status(access.check(&read, &route)), 200, "{route:?}");
+        }
+        assert_eq!(status(access.check(&write, &Route::Metrics)), 200);
+        assert_eq!(status(access.check(&bare, &Route::Health)), 200);
+        assert!(!access.may_read(&bare) && access.may_read(&read) && access.may_read(&write));
+        assert_eq!(status(token(true).check(&bare, &Route::Metrics)), 200);
+        let open = Access::from_config(&Config::default()).unwrap();
+        assert!(open.may_read(&bare));
     }
 }

@@ -216,7 +216,11 @@ impl EventLoop {
                     self.close_ws(key, &reason, Close::Shutdown);
                 }
                 Phase::Stream { .. } => self.end_stream(key, Close::Shutdown),
-                Phase::Http { .. } if conn.pending_bytes() == 0 && !conn.has_input() => {
+                Phase::Http { reader, .. }
+                    if conn.pending_bytes() == 0
+                        && !conn.has_input()
+                        && !reader.is_reading_body() =>
+                {
                     self.finish(key, Close::Shutdown)
                 }
                 Phase::Http { .. } => {

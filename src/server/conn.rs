@@ -16,7 +16,7 @@ use crate::server::sock::Sender;
 use crate::server::stats::Stats;
 use crate::topic::{Form, Subscription};
 use crate::wire::Shared;
-use crate::wire::http::{self, Head, ParsedBody, ParsedHead, Response};
+use crate::wire::http::{Head, Next, RequestReader, Response, Route};
 use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, code};
 
 /// How long a connection waits for its peer to close after its last bytes
@@ -104,8 +104,8 @@ pub enum Phase {
         /// When the current request began (accept time for the first): the
         /// handshake timeout runs from here.
         since: Instant,
-        /// A `100 Continue` went out for the request being read.
-        continue_sent: bool,
+        /// Where the request being read stands.
+        reader: RequestReader,
     },
     /// An upgraded WebSocket, subscribed to one topic.
     Open {
@@ -141,8 +141,8 @@ pub enum Phase {
 pub enum Received {
     /// `n` bytes were appended to the input.
     Data(usize),
-    /// Bytes came after our last frame or response and were dropped.
-    Ignored,
+    /// `n` bytes came after our last frame or response and were dropped.
+    Ignored(usize),
     /// Nothing more for now.
     WouldBlock,
     /// The peer closed its side.
@@ -256,7 +256,7 @@ impl Conn {
             stream,
             phase: Phase::Http {
                 since: now,
-                continue_sent: false,
+                reader: RequestReader::default(),
             },
             input: Vec::new(),
             out: OutQueue::default(),
@@ -385,7 +385,7 @@ impl Conn {
                 | Phase::Draining { .. }
                 | Phase::Done { .. } => {
                     self.input = Vec::new();
-                    Received::Ignored
+                    Received::Ignored(n)
                 }
             },
             Err(e) if would_block(&e) => Received::WouldBlock,
@@ -404,33 +404,38 @@ impl Conn {
         }
     }
 
-    /// Takes the next complete request from the input, if there is one.
-    /// Sends `100 Continue` the first time a request that asks for it is
-    /// waiting for its body.
-    pub fn next_request(&mut self, max_body: usize, now: Instant) -> Request {
-        let Phase::Http { continue_sent, .. } = &mut self.phase else {
-            return Request::Partial;
+    /// Takes the next step of the request being read: a head to route and
+    /// authorize, then (once [`admit`](Self::admit)ted) its body, as far
+    /// as the input goes. What is used leaves the input.
+    pub fn next_request(&mut self, now: Instant) -> Next {
+        let Phase::Http { since, reader } = &mut self.phase else {
+            return Next::Partial;
         };
-        let (head, head_len) = match http::parse_head(&self.input) {
-            Ok(ParsedHead::Partial) => return Request::Partial,
-            Ok(ParsedHead::Complete { head, len }) => (head, len),
-            Err(response) => return Request::Refused(response),
-        };
-        match http::parse_body(head.body, &self.input[head_len..], max_body) {
-            Ok(ParsedBody::Complete(body, used)) => {
-                self.consume(head_len + used);
-                self.phase = Phase::Http {
-                    since: now,
-                    continue_sent: false,
-                };
-                Request::Complete { head, body }
-            }
-            Ok(ParsedBody::Partial) if head.expect_continue && !*continue_sent => {
-                *continue_sent = true;
-                Request::Continue
-            }
-            Ok(ParsedBody::Partial) => Request::Partial,
-            Err(response) => Request::Refused(response),
+        let (used, next) = reader.next(&self.input);
+        if matches!(next, Next::Complete(..)) {
+            *since = now;
+        }
+        self.consume(used);
+        next
+    }
+
+    /// Whether an admitted request is reading its body.
+    pub fn is_reading_body(&self) -> bool {
+        matches!(&self.phase, Phase::Http { reader, .. } if reader.is_reading_body())
+    }
+
+    /// Lets the request whose head was just taken read its body, at most
+    /// `max_body` bytes of it.
+    pub fn admit(
+        &mut self,
+        head: Box<Head>,
+        head_len: usize,
+        route: Route,
+        max_body: usize,
+    ) -> Result<(), Response> {
+        match &mut self.phase {
+            Phase::Http { reader, .. } => reader.admit(head, head_len, route, max_body),
+            _ => Ok(()),
         }
     }
 
@@ -645,8 +650,8 @@ impl Conn {
         match &mut self.phase {
             Phase::Done { .. } => None,
             _ if blocked => Some(Due::WriteTimeout),
-            Phase::Http { since, .. } if now.duration_since(*since) >= limits.handshake => {
-                Some(if self.input.is_empty() {
+            Phase::Http { since, reader } if now.duration_since(*since) >= limits.handshake => {
+                Some(if self.input.is_empty() && !reader.is_reading_body() {
                     Due::HandshakeTimeout
                 } else {
                     Due::RequestTimeout

@@ -4,14 +4,14 @@
 //! topic table, so a refused request changes nothing.
 
 use log::debug;
-use serde_json::value::RawValue;
 
 use crate::publisher::Registry;
 use crate::server::access::Access;
 use crate::server::stats::Stats;
 use crate::topic::schema::SchemaError;
 use crate::topic::{self, Published, TopicError, Topics, adw};
-use crate::wire::http::{self, Head, Response, Route};
+use crate::wire::http::{self, BodyKind, Head, INTERNAL_ERROR, Response, Route};
+use crate::wire::json;
 
 /// What a request asks the loop to do.
 #[derive(Debug)]
@@ -36,8 +36,9 @@ pub enum Action {
     /// Send an event to every open WebSocket, then answer with
     /// [`broadcasted`].
     Broadcast { type_json: String, data: String },
-    /// Answer with [`health`].
-    Health,
+    /// Answer with [`health`]; `details` when the request may see more
+    /// than the status.
+    Health { details: bool },
     /// Answer with the Prometheus metrics.
     Metrics,
 }
@@ -50,75 +51,113 @@ pub struct Answer {
     pub head_only: bool,
 }
 
-/// Routes one complete request, after the access checks its route needs.
-pub fn handle(
+/// Routes a request's head and decides, before a byte of its body is read,
+/// whether it is served: its `Host`, the server's capacity, its origin and
+/// token, the method and path, and whether it may carry a body. A refusal
+/// closes the connection, since the body it may have sent is never read.
+pub fn admit(
     head: &Head,
-    body: &[u8],
     topics: &Topics,
     access: &Access,
-    shutting_down: bool,
     reserve: bool,
-) -> Action {
-    let answer = Answer {
-        close: !head.keep_alive || shutting_down,
-        head_only: head.method == "HEAD",
-    };
-    let close = answer.close;
+) -> Result<Route, Response> {
     // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
     // code to any HTTP/1.1 request message that lacks a Host header field."
-    if head.minor >= 1 && !head.host {
-        return Action::Respond(http::error(
+    if head.minor >= 1 && head.host.is_none() {
+        return Err(http::error(
             http::BAD_REQUEST,
             "an HTTP/1.1 request needs a Host header",
             "",
             true,
         ));
     }
+    // A bug on purpose, for the test of the loop's panic boundary; test
+    // builds only.
+    #[cfg(test)]
+    #[allow(clippy::panic)]
+    if head.path == PANIC_PATH {
+        panic!("a handler bug made for a test");
+    }
     let route = http::route(&head.method, &head.path);
     // Past --max-connections only /healthz is answered, so an operator can
     // still see why.
     if reserve && route != Route::Health {
-        return Action::Respond(http::error(
+        return Err(http::error(
             http::UNAVAILABLE,
             "at --max-connections; retry later",
             "Retry-After: 1\r\n",
             true,
         ));
     }
-    let subscribing = matches!(route, Route::Subscribe(_) | Route::Stream(_));
-    let publishing = matches!(route, Route::Publish(_) | Route::Broadcast);
-    let checked =
-        access
-            .check_origin(head, subscribing)
-            .and_then(|()| match (subscribing, publishing) {
-                (true, _) => access.check_subscribe(head),
-                (_, true) => access.check_publish(head),
-                _ => Ok(()),
-            });
-    if let Err(refused) = checked {
-        return Action::Respond(refused);
+    access.check(head, &route)?;
+    match &route {
+        Route::WrongMethod(allow) => {
+            return Err(http::error(
+                http::METHOD_NOT_ALLOWED,
+                &format!("method {} not allowed here", head.method),
+                &format!("Allow: {allow}\r\n"),
+                true,
+            ));
+        }
+        Route::NotFound => {
+            return Err(http::error(
+                http::NOT_FOUND,
+                &format!("no such endpoint {}", head.path),
+                "",
+                true,
+            ));
+        }
+        Route::Publish(topic) => topics.check(topic).map_err(|e| refused_topic(&e, true))?,
+        _ => {}
     }
+    let takes_body = matches!(route, Route::Publish(_) | Route::Broadcast);
+    if !takes_body && head.body != BodyKind::Length(0) {
+        return Err(http::error(
+            http::PAYLOAD_TOO_LARGE,
+            &format!("{} takes no request body", head.path),
+            "",
+            true,
+        ));
+    }
+    Ok(route)
+}
+
+/// The path at which a test build's handler panics.
+#[cfg(test)]
+pub const PANIC_PATH: &str = "/test/panic";
+
+/// Serves one complete request that [`admit`] let in.
+pub fn handle(
+    head: &Head,
+    route: Route,
+    body: &[u8],
+    topics: &Topics,
+    access: &Access,
+    shutting_down: bool,
+) -> Action {
+    let answer = Answer {
+        close: !head.keep_alive || shutting_down,
+        head_only: head.method == "HEAD",
+    };
+    let close = answer.close;
     match route {
         Route::Subscribe(topic) => subscribe(head, topic, topics, shutting_down),
         Route::Stream(topic) => stream(head, topic, topics, shutting_down),
         Route::Publish(topic) => publish(topic, body, topics, close),
         Route::Broadcast => broadcast(body, topics, close),
         Route::State(topic) => Action::Respond(state(&topic, topics, answer)),
-        Route::Health => Action::Health,
+        Route::Health => Action::Health {
+            details: access.may_read(head),
+        },
         Route::Metrics => Action::Metrics,
         Route::Page => Action::Respond(asset(PAGE, "text/html; charset=utf-8", answer)),
         Route::Script => Action::Respond(asset(SCRIPT, "text/javascript; charset=utf-8", answer)),
-        Route::WrongMethod(allow) => Action::Respond(http::error(
-            http::METHOD_NOT_ALLOWED,
-            &format!("method {} not allowed here", head.method),
-            &format!("Allow: {allow}\r\n"),
-            close,
-        )),
-        Route::NotFound => Action::Respond(http::error(
+        // `admit` answers these; kept total so a change there cannot panic.
+        Route::WrongMethod(_) | Route::NotFound => Action::Respond(http::error(
             http::NOT_FOUND,
             &format!("no such endpoint {}", head.path),
             "",
-            close,
+            true,
         )),
     }
 }
@@ -155,7 +194,8 @@ fn asset(body: &str, content_type: &str, answer: Answer) -> Response {
     http::response(
         http::OK,
         content_type,
-        "Cache-Control: no-cache\r\n",
+        // The page holds no data, but no other site may frame it either.
+        "Cache-Control: no-cache\r\nContent-Security-Policy: frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\n",
         body.as_bytes(),
         answer.close,
         answer.head_only,
@@ -180,36 +220,21 @@ fn stream(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -> A
 }
 
 /// Checks everything before anything is touched: the name, the JSON, and
-/// the topic's schema.
+/// the topic's schema. What is stored is our own compact text of the value
+/// that passed, never the sender's bytes.
 fn publish(topic: String, body: &[u8], topics: &Topics, close: bool) -> Action {
     if let Err(e) = topics.check(&topic) {
         return Action::Respond(refused_topic(&e, close));
     }
-    let invalid = |e: serde_json::Error| {
-        let why = format!("invalid JSON: {e}");
-        Action::Respond(http::error(http::BAD_REQUEST, &why, "", close))
-    };
-    // Parsed whole, once, only for topics with a schema: the others keep
-    // the cheaper `RawValue` check.
-    let rules = topics.rules();
-    let data = if rules.validates(&topic) {
-        let value: serde_json::Value = match serde_json::from_slice(body) {
-            Ok(value) => value,
-            Err(e) => return invalid(e),
-        };
-        if let Err(e) = rules.check_data(&topic, &value) {
-            return Action::Respond(refused_by_schema(&topic, &e, close));
-        }
-        // One JSON value with only JSON whitespace around it, which is
-        // what `RawValue` would have kept.
-        let text = std::str::from_utf8(body).expect("parsed as JSON");
-        text.trim_matches([' ', '\t', '\n', '\r']).to_owned()
-    } else {
-        match serde_json::from_slice::<&RawValue>(body) {
-            Ok(raw) => raw.get().to_owned(),
-            Err(e) => return invalid(e),
+    let (value, data) = match json::canonical(body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            return Action::Respond(http::error(http::BAD_REQUEST, &e.to_string(), "", close));
         }
     };
+    if let Err(e) = topics.rules().check_data(&topic, &value) {
+        return Action::Respond(refused_by_schema(&topic, &e, close));
+    }
     Action::Publish { data, topic }
 }
 
@@ -226,33 +251,26 @@ pub fn no_room(e: &TopicError, close: bool) -> Response {
 }
 
 fn broadcast(body: &[u8], topics: &Topics, close: bool) -> Action {
-    #[derive(serde::Deserialize)]
-    struct Event<'a> {
-        #[serde(rename = "type")]
-        kind: String,
-        #[serde(borrow)]
-        data: Option<&'a RawValue>,
-    }
     let bad = |why: String| Action::Respond(http::error(http::BAD_REQUEST, &why, "", close));
-    let event: Event = match serde_json::from_slice(body) {
-        Ok(event) => event,
-        Err(e) => return bad(format!("invalid event: {e}")),
+    let event = match json::parse(body) {
+        Ok(serde_json::Value::Object(event)) => event,
+        Ok(_) => return bad("an event is a JSON object with \"type\" and \"data\"".into()),
+        Err(e) => return bad(e.to_string()),
+    };
+    let kind = match event.get("type") {
+        Some(serde_json::Value::String(kind)) if !kind.is_empty() => kind,
+        _ => return bad("an event needs a non-empty string \"type\"".into()),
     };
     // CONTRACT.md: a message of a known type without `data` breaks its panel.
-    let Some(data) = event.data else {
+    let Some(data) = event.get("data") else {
         return bad("an event needs a \"data\" field".into());
     };
-    if event.kind.is_empty() {
-        return bad("an event needs a non-empty \"type\"".into());
-    }
-    let value: serde_json::Value =
-        serde_json::from_str(data.get()).expect("RawValue holds valid JSON");
-    if let Err(e) = topics.rules().check_event(&event.kind, &value) {
-        return Action::Respond(refused_by_schema(&event.kind, &e, close));
+    if let Err(e) = topics.rules().check_event(kind, data) {
+        return Action::Respond(refused_by_schema(kind, &e, close));
     }
     Action::Broadcast {
-        type_json: serde_json::to_string(&event.kind).expect("a string serialises"),
-        data: data.get().to_owned(),
+        type_json: json::compact(&serde_json::Value::from(kind.as_str())),
+        data: json::compact(data),
     }
 }
 
@@ -303,12 +321,19 @@ pub struct HealthView<'a> {
 }
 
 /// `/healthz`: `degraded` while a provider is failing, and then 503 so a
-/// load balancer or a monitor sees it without reading the body.
-pub fn health(view: &HealthView, answer: Answer) -> Response {
+/// load balancer or a monitor sees it without reading the body. The status
+/// is public; the rest (provider errors, which can name files and hold a
+/// command's stderr, and the counters) only with `details`.
+pub fn health(view: &HealthView, answer: Answer, details: bool) -> Response {
     /// Field order is the order an operator reads them in.
     #[derive(serde::Serialize)]
     struct Health<'a> {
         status: &'a str,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        details: Option<Details<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct Details<'a> {
         uptime_seconds: u64,
         connections: usize,
         topics: usize,
@@ -328,16 +353,21 @@ pub fn health(view: &HealthView, answer: Answer) -> Response {
     };
     let health = Health {
         status,
-        uptime_seconds: view.uptime_seconds,
-        connections: view.connections,
-        topics: view.topics,
-        version: env!("CARGO_PKG_VERSION"),
-        sockets: view.sockets,
-        queued_bytes: view.queued_bytes,
-        counters: view.stats,
-        providers: &providers,
+        details: details.then(|| Details {
+            uptime_seconds: view.uptime_seconds,
+            connections: view.connections,
+            topics: view.topics,
+            version: env!("CARGO_PKG_VERSION"),
+            sockets: view.sockets,
+            queued_bytes: view.queued_bytes,
+            counters: view.stats,
+            providers: &providers,
+        }),
     };
-    let body = serde_json::to_vec(&health).expect("plain data serialises");
+    let body = match serde_json::to_vec(&health) {
+        Ok(body) => body,
+        Err(e) => return http::error(INTERNAL_ERROR, &format!("health: {e}"), "", true),
+    };
     let code = if status == "ok" {
         http::OK
     } else {
@@ -390,10 +420,19 @@ mod tests {
     }
 
     fn request(method: &str, path: &str) -> Head {
-        let raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        let raw =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
         match http::parse_head(raw.as_bytes()) {
             Ok(http::ParsedHead::Complete { head, .. }) => *head,
             _ => panic!("a complete head"),
+        }
+    }
+
+    /// What the loop does with a request: admit its head, then handle it.
+    fn serve(head: &Head, body: &[u8], topics: &Topics) -> Action {
+        match admit(head, topics, &access(), false) {
+            Ok(route) => handle(head, route, body, topics, &access(), false),
+            Err(response) => Action::Respond(response),
         }
     }
 
@@ -413,28 +452,16 @@ mod tests {
     fn publishes_are_checked_before_the_loop_acts() {
         let topics = topics();
         let head = request("POST", "/api/v1/publish/queue");
-        let ok = handle(&head, br#"{"phases":[]}"#, &topics, &access(), false, false);
+        let ok = serve(&head, br#"{"phases":[]}"#, &topics);
         assert!(
             matches!(&ok, Action::Publish { topic, data } if topic == "queue" && data == r#"{"phases":[]}"#)
         );
-        assert_eq!(
-            status(&handle(&head, b"null", &topics, &access(), false, false)),
-            422
-        );
-        assert_eq!(
-            status(&handle(&head, b"{", &topics, &access(), false, false)),
-            400
-        );
+        assert_eq!(status(&serve(&head, b"null", &topics)), 422);
+        assert_eq!(status(&serve(&head, b"{", &topics)), 400);
         let bad_name = request("POST", "/api/v1/publish/Queue");
-        assert_eq!(
-            status(&handle(&bad_name, b"{}", &topics, &access(), false, false)),
-            400
-        );
+        assert_eq!(status(&serve(&bad_name, b"{}", &topics)), 400);
         let unknown = request("POST", "/api/v1/publish/nope");
-        assert_eq!(
-            status(&handle(&unknown, b"{}", &topics, &access(), false, false)),
-            404
-        );
+        assert_eq!(status(&serve(&unknown, b"{}", &topics)), 404);
         assert_eq!(topics.get(topics.find("queue").unwrap()).seq(), 0);
     }
 
@@ -443,14 +470,134 @@ mod tests {
         let topics = topics();
         let head = request("POST", "/api/v1/broadcast");
         let bad = br#"{"type":"queue_update","data":{"phases":null}}"#;
-        assert_eq!(
-            status(&handle(&head, bad, &topics, &access(), false, false)),
-            422
-        );
+        assert_eq!(status(&serve(&head, bad, &topics)), 422);
         let ok = br#"{"type":"workflow_completed","data":{}}"#;
         assert!(matches!(
-            handle(&head, ok, &topics, &access(), false, false),
+            serve(&head, ok, &topics),
             Action::Broadcast { .. }
         ));
+    }
+
+    /// The inputs that once ended the process get 400 with a position, on
+    /// a topic with a schema, one without, and as a broadcast; what is
+    /// accepted is stored as our own compact text.
+    #[test]
+    fn bodies_that_are_not_i_json_get_400() {
+        let topics = topics();
+        let broadcast = request("POST", "/api/v1/broadcast");
+        for body in [
+            r#"{"type":"x","data":1e400}"#,
+            r#"{"type":"x","data":"\ud800"}"#,
+            &format!(r#"{{"type":"x","data":{}}}"#, "[".repeat(200)),
+            r#"{"type":"x","type":"y","data":1}"#,
+        ] {
+            let answer = serve(&broadcast, body.as_bytes(), &topics);
+            assert_eq!(status(&answer), 400, "{body}");
+            let Action::Respond(r) = answer else {
+                unreachable!()
+            };
+            assert!(
+                String::from_utf8_lossy(&r.bytes).contains("column"),
+                "{body}"
+            );
+        }
+        let plain = request("POST", "/api/v1/publish/adw-state/abc12345");
+        for body in ["1e400", r#""\ud800""#, &"[".repeat(500_000)] {
+            assert_eq!(status(&serve(&plain, body.as_bytes(), &topics)), 400);
+        }
+        let event = serve(
+            &broadcast,
+            b"{\"type\" : \"x\",\r\"data\":[1,\r2]}",
+            &topics,
+        );
+        assert!(
+            matches!(&event, Action::Broadcast { type_json, data } if type_json == "\"x\"" && data == "[1,2]"),
+            "{event:?}"
+        );
+    }
+
+    /// Refusals by route, method, topic and body come from the head alone,
+    /// and each closes the connection, its body unread.
+    #[test]
+    fn heads_are_refused_before_their_bodies() {
+        let topics = topics();
+        let admitted = |raw: &str| {
+            let head = match http::parse_head(raw.as_bytes()) {
+                Ok(http::ParsedHead::Complete { head, .. }) => head,
+                other => panic!("{other:?}"),
+            };
+            admit(&head, &topics, &access(), false).map_err(|r| {
+                assert!(r.close);
+                String::from_utf8_lossy(&r.bytes)[9..12]
+                    .parse::<u16>()
+                    .unwrap()
+            })
+        };
+        let cases = [
+            (
+                "GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\n",
+                413,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
+                413,
+            ),
+            (
+                "POST /nope HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\n",
+                404,
+            ),
+            (
+                "PUT /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\n",
+                405,
+            ),
+            (
+                "POST /api/v1/publish/nope HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\n",
+                404,
+            ),
+            (
+                "POST /api/v1/publish/queue HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 5\r\n\r\n",
+                421,
+            ),
+            (
+                "POST /api/v1/publish/queue HTTP/1.1\r\nHost: localhost\r\nOrigin: http://evil.example\r\nContent-Length: 5\r\n\r\n",
+                403,
+            ),
+            ("GET / HTTP/1.1\r\n\r\n", 400),
+        ];
+        for (raw, status) in cases {
+            assert_eq!(admitted(raw).err(), Some(status), "{raw}");
+        }
+        assert!(admitted("POST /api/v1/publish/queue HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\n").is_ok());
+    }
+
+    /// Without the token, /healthz says only its status.
+    #[test]
+    fn health_details_need_the_token() {
+        let stats = Stats::default();
+        let registry = crate::publisher::Registry::default();
+        crate::publisher::set_status(&registry, "exec x", Some("/secret/path: boom".into()));
+        let view = HealthView {
+            shutting_down: false,
+            uptime_seconds: 1,
+            connections: 2,
+            topics: 3,
+            sockets: 4,
+            queued_bytes: 5,
+            stats: &stats,
+            providers: &registry,
+        };
+        let answer = Answer {
+            close: false,
+            head_only: false,
+        };
+        let brief = health(&view, answer, false);
+        let text = String::from_utf8_lossy(&brief.bytes);
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(text.ends_with(r#"{"status":"degraded"}"#), "{text}");
+        let full = String::from_utf8_lossy(&health(&view, answer, true).bytes).into_owned();
+        assert!(
+            full.contains("/secret/path") && full.contains("\"counters\""),
+            "{full}"
+        );
     }
 }

@@ -164,6 +164,13 @@ fn connection_metrics(out: &mut String, v: &MetricsView) {
         help,
         &outcomes,
     );
+    metric(
+        out,
+        "statecast_handler_panics_total",
+        "counter",
+        "Requests whose handler panicked: answered 500, their connection closed.",
+        &[bare(s.handler_panics)],
+    );
     let closes = serde_json::to_value(&s.closes).unwrap_or_default();
     let causes: Vec<_> = closes
         .as_object()

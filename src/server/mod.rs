@@ -42,7 +42,7 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 use crate::config::Config;
 use crate::publisher::{self, Inbox, Publisher};
 use crate::server::access::Access;
-use crate::server::conn::{Close, Conn, Received, Request, Timeouts};
+use crate::server::conn::{Close, Conn, Received, Timeouts};
 use crate::server::endpoints::{Action, Answer, HealthView};
 use crate::server::queue::Out;
 use crate::server::stats::{Interval, Stats};
@@ -50,7 +50,7 @@ use crate::topic::adw;
 use crate::topic::schema::Validator;
 use crate::topic::{Form, Rules, Topics};
 use crate::wire::Shared;
-use crate::wire::http::{self, Head, Response};
+use crate::wire::http::{self, Head, Next, Response, Route};
 use crate::wire::protocol::{self, CloseReason, code};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -362,6 +362,26 @@ fn schedule(
     }
 }
 
+/// Runs a pure request handler so that a bug in it (a panic) costs only
+/// this request: it is answered 500 and its connection closed, and the
+/// loop, which every client shares, carries on. The handlers only read the
+/// loop's state, so nothing is left half-changed by an unwinding one.
+fn contained<T>(head: &Head, handler: impl FnOnce() -> T) -> Result<T, Response> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)).map_err(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        log::error!(
+            "the handler of {} {} panicked ({what}); answered 500",
+            head.method,
+            head.path
+        );
+        http::error(http::INTERNAL_ERROR, "internal error", "", true)
+    })
+}
+
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -504,7 +524,10 @@ impl EventLoop {
                         return None;
                     }
                 }
-                Received::Ignored => {}
+                // Dropped bytes cost a read all the same: a peer that keeps
+                // writing to a closing connection or a stream must not hold
+                // the loop.
+                Received::Ignored(n) => budget = budget.saturating_sub(n),
                 Received::WouldBlock => return None,
                 Received::Eof => return Some(Close::PeerGone),
                 // A reset is the peer leaving abruptly, not a fault here.
@@ -555,7 +578,11 @@ impl EventLoop {
     /// Handles every complete request or frame the input holds, until a
     /// pipelining client's answers pile up.
     fn process_input(&mut self, key: usize, now: Instant) {
-        while self.conns[key].has_input() && !self.held_back(key) {
+        // A request admitted with its whole body read may be complete with
+        // no input left: reading it again finishes it.
+        while (self.conns[key].has_input() || self.conns[key].is_reading_body())
+            && !self.held_back(key)
+        {
             let conn = &mut self.conns[key];
             if conn.is_open() {
                 let frames = conn.read_frames(self.config.max_client_message);
@@ -576,14 +603,21 @@ impl EventLoop {
                 }
                 return;
             }
-            match conn.next_request(self.config.max_publish_bytes, now) {
-                Request::Partial => return,
-                Request::Continue => {
+            match conn.next_request(now) {
+                Next::Partial => return,
+                Next::Continue => {
                     let bytes = Shared::from(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
                     return self.enqueue(key, Out::Bytes(bytes));
                 }
-                Request::Refused(response) => return self.respond(key, response, Close::HttpDone),
-                Request::Complete { head, body } => self.handle_request(key, &head, &body, now),
+                Next::Refused(response) => return self.respond(key, response, Close::HttpDone),
+                Next::Head(head, len) => {
+                    if let Err(response) = self.admit_request(key, head, len) {
+                        return self.respond(key, response, Close::HttpDone);
+                    }
+                }
+                Next::Complete(head, route, body) => {
+                    self.handle_request(key, &head, route, &body, now)
+                }
             }
             if self.conns[key].is_closing() {
                 return;
@@ -591,22 +625,45 @@ impl EventLoop {
         }
     }
 
+    /// Routes and authorizes a request's head; only if it is let in is its
+    /// body read.
+    fn admit_request(&mut self, key: usize, head: Box<Head>, len: usize) -> Result<(), Response> {
+        let reserve = self.conns[key].in_reserve();
+        let (topics, access) = (&self.topics, &self.access);
+        let admitted = contained(&head, || endpoints::admit(&head, topics, access, reserve));
+        let route = match admitted {
+            Ok(Ok(route)) => route,
+            Ok(Err(response)) => {
+                self.count_refusal(&head.path, &response);
+                return Err(response);
+            }
+            Err(response) => {
+                self.stats.handler_panics += 1;
+                return Err(response);
+            }
+        };
+        let max_body = self.config.max_publish_bytes;
+        // Only publish and broadcast take a body, so only they meet its limit.
+        self.conns[key]
+            .admit(head, len, route, max_body)
+            .inspect_err(|_| self.stats.refused_publishes.count(413))
+    }
+
     /// Does what a complete request asks (see [`endpoints`]).
-    fn handle_request(&mut self, key: usize, head: &Head, body: &[u8], now: Instant) {
+    fn handle_request(&mut self, key: usize, head: &Head, route: Route, body: &[u8], now: Instant) {
         let shutting_down = self.shutdown_deadline.is_some();
         let answer = Answer {
             close: !head.keep_alive || shutting_down,
             head_only: head.method == "HEAD",
         };
-        let reserve = self.conns[key].in_reserve();
-        let action = endpoints::handle(
-            head,
-            body,
-            &self.topics,
-            &self.access,
-            shutting_down,
-            reserve,
-        );
+        let (topics, access) = (&self.topics, &self.access);
+        let action = contained(head, || {
+            endpoints::handle(head, route, body, topics, access, shutting_down)
+        });
+        let action = action.unwrap_or_else(|response| {
+            self.stats.handler_panics += 1;
+            Action::Respond(response)
+        });
         let response = match action {
             Action::Respond(response) => response,
             Action::Subscribe {
@@ -631,7 +688,7 @@ impl EventLoop {
                 let delivered = self.send_event(type_json.clone(), data, now);
                 endpoints::broadcasted(&type_json, delivered, answer.close)
             }
-            Action::Health => endpoints::health(&self.health_view(), answer),
+            Action::Health { details } => endpoints::health(&self.health_view(), answer, details),
             Action::Metrics => self.metrics(answer),
         };
         self.count_refusal(&head.path, &response);
@@ -791,5 +848,76 @@ mod tests {
             }
         };
         assert!(accepted.nodelay().unwrap());
+    }
+
+    /// A handler that panics (a bug) costs its own request only: it is
+    /// answered 500 and closed, counted in /metrics, and the loop goes on
+    /// serving a subscriber that was already there, and new requests.
+    #[test]
+    fn a_panicking_handler_answers_500_and_the_server_carries_on() {
+        use std::io::{Read, Write};
+
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
+        let server = Server::bind(config).unwrap();
+        let addr = server.local_addr().unwrap();
+        let publisher = server.publisher();
+        let running = std::thread::spawn(move || server.run());
+        let exchange = |request: &str| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut answer = String::new();
+            // The server closes after the answer: read to the end.
+            stream.read_to_string(&mut answer).unwrap();
+            answer
+        };
+        let mut subscriber = std::net::TcpStream::connect(addr).unwrap();
+        subscriber
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        subscriber
+            .write_all(
+                b"GET /api/v1/ws/queue HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .unwrap();
+        let mut greeting = [0u8; 512];
+        let n = subscriber.read(&mut greeting).unwrap();
+        assert!(greeting[..n].starts_with(b"HTTP/1.1 101"));
+
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            endpoints::PANIC_PATH
+        );
+        let answer = exchange(&request);
+        assert!(answer.starts_with("HTTP/1.1 500 "), "{answer}");
+        assert!(answer.contains("Connection: close"), "{answer}");
+        let answer = exchange(&request);
+        assert!(answer.starts_with("HTTP/1.1 500 "), "{answer}");
+
+        let metrics =
+            exchange("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        assert!(
+            metrics.contains("\nstatecast_handler_panics_total 2\n"),
+            "{metrics}"
+        );
+        publisher
+            .publish("queue", &serde_json::json!({"phases": [], "paused": true}))
+            .unwrap();
+        let mut update = Vec::new();
+        while !String::from_utf8_lossy(&update).contains(r#""paused":true"#) {
+            let mut buf = [0u8; 4096];
+            let n = subscriber
+                .read(&mut buf)
+                .expect("the subscriber still gets updates");
+            assert!(n > 0, "the subscriber was closed");
+            update.extend_from_slice(&buf[..n]);
+        }
+        publisher.shutdown().unwrap();
+        running.join().unwrap().unwrap();
     }
 }

@@ -94,6 +94,9 @@ pub struct Stats {
     pub rejected_subscriptions: u64,
     /// Bytes written to clients.
     pub bytes_out: u64,
+    /// Requests whose handler panicked (a bug): each was answered 500 and
+    /// its connection closed; nothing else was affected.
+    pub handler_panics: u64,
     /// From a publish reaching the loop to its snapshot written whole.
     #[serde(skip)]
     pub latency: Histogram,

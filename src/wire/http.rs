@@ -27,6 +27,7 @@ pub const PAYLOAD_TOO_LARGE: Status = Status(413, "Content Too Large");
 pub const UNPROCESSABLE: Status = Status(422, "Unprocessable Content");
 pub const UPGRADE_REQUIRED: Status = Status(426, "Upgrade Required");
 pub const HEADERS_TOO_LARGE: Status = Status(431, "Request Header Fields Too Large");
+pub const INTERNAL_ERROR: Status = Status(500, "Internal Server Error");
 pub const NOT_IMPLEMENTED: Status = Status(501, "Not Implemented");
 pub const UNAVAILABLE: Status = Status(503, "Service Unavailable");
 pub const VERSION_NOT_SUPPORTED: Status = Status(505, "HTTP Version Not Supported");
@@ -125,7 +126,13 @@ pub struct Head {
     pub body: BodyKind,
     pub expect_continue: bool,
     pub content_type: Option<String>,
-    pub host: bool,
+    /// `Host`, as sent.
+    pub host: Option<String>,
+    /// `Sec-Fetch-Site`, `Sec-Fetch-Mode` and `Sec-Fetch-Dest`: what a
+    /// browser says about who asked, and for what.
+    pub fetch_site: Option<String>,
+    pub fetch_mode: Option<String>,
+    pub fetch_dest: Option<String>,
     /// `Upgrade` lists `websocket`.
     pub upgrade_websocket: bool,
     /// `Connection` lists `upgrade`.
@@ -205,7 +212,10 @@ pub fn parse_head(buf: &[u8]) -> Result<ParsedHead, Response> {
         body: BodyKind::Length(0),
         expect_continue: false,
         content_type: None,
-        host: false,
+        host: None,
+        fetch_site: None,
+        fetch_mode: None,
+        fetch_dest: None,
         upgrade_websocket: false,
         connection_upgrade: false,
         ws_key: None,
@@ -327,7 +337,13 @@ fn read_header(
         }
         head.expect_continue = head.minor >= 1;
     } else if is("host") {
-        head.host = true;
+        head.host = Some(text());
+    } else if is("sec-fetch-site") {
+        head.fetch_site = Some(text());
+    } else if is("sec-fetch-mode") {
+        head.fetch_mode = Some(text());
+    } else if is("sec-fetch-dest") {
+        head.fetch_dest = Some(text());
     } else if is("upgrade") {
         head.upgrade_websocket = lists(value, "websocket");
     } else if is("sec-websocket-key") {
@@ -373,25 +389,6 @@ fn too_large_head() -> Response {
     )
 }
 
-/// The outcome of reading a body from the bytes after the head.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ParsedBody {
-    Partial,
-    /// The body and the bytes it took (framing included).
-    Complete(Vec<u8>, usize),
-}
-
-/// Reads a body delimited as `kind` from the start of `buf`, refusing one
-/// over `max` bytes with 413 as soon as that is known.
-pub fn parse_body(kind: BodyKind, buf: &[u8], max: usize) -> Result<ParsedBody, Response> {
-    match kind {
-        BodyKind::Length(n) if n > max => Err(too_large_body(max)),
-        BodyKind::Length(n) if buf.len() < n => Ok(ParsedBody::Partial),
-        BodyKind::Length(n) => Ok(ParsedBody::Complete(buf[..n].to_vec(), n)),
-        BodyKind::Chunked => parse_chunked(buf, max),
-    }
-}
-
 pub fn too_large_body(max: usize) -> Response {
     error(
         PAYLOAD_TOO_LARGE,
@@ -401,53 +398,282 @@ pub fn too_large_body(max: usize) -> Response {
     )
 }
 
-/// Decodes a chunked body (RFC 9112 §7.1), trailers skipped.
-fn parse_chunked(buf: &[u8], max: usize) -> Result<ParsedBody, Response> {
-    let bad = || error(BAD_REQUEST, "malformed chunked body", "", true);
-    let mut body = Vec::new();
-    let mut at = 0;
-    loop {
-        let size = match httparse::parse_chunk_size(&buf[at..]) {
-            Ok(httparse::Status::Complete((used, size))) => {
-                at += used;
-                size
-            }
-            Ok(httparse::Status::Partial) => {
-                if buf.len() - at > 1024 {
-                    return Err(bad());
-                }
-                return Ok(ParsedBody::Partial);
-            }
-            Err(_) => return Err(bad()),
+/// Largest trailer section after a chunked body; more gets 431.
+pub const MAX_TRAILERS: usize = 8 << 10;
+
+/// Largest chunk-size line (with extensions); a longer one is malformed.
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// The most bytes one request may take on the wire, head, chunk framing,
+/// trailers and body together, when a body may hold `max_body`: twice the
+/// body, so honest chunking always fits, plus the head's and trailers' own
+/// limits.
+pub fn max_request_bytes(max_body: usize) -> usize {
+    max_body
+        .saturating_mul(2)
+        .saturating_add(MAX_HEAD + MAX_TRAILERS)
+}
+
+/// Where a chunked body's decoding stands (RFC 9112 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, with this much left.
+    Data(usize),
+    /// After a chunk's data, expecting its CRLF.
+    DataEnd,
+    /// After the last chunk, in the trailer section, this many bytes in.
+    Trailers(usize),
+}
+
+/// A request body read as its bytes arrive: every byte is looked at once,
+/// so a body sent a byte at a time costs time linear in its size.
+#[derive(Debug)]
+pub struct BodyReader {
+    body: Vec<u8>,
+    /// Bytes of the body still to come (`Content-Length`), or where the
+    /// chunked decoding stands.
+    framing: Result<usize, Chunk>,
+    max_body: usize,
+    /// Bytes of the request taken so far, its head included.
+    taken: usize,
+    max_total: usize,
+}
+
+impl BodyReader {
+    /// Reads the body `kind` announces for a request whose head took
+    /// `head_len` bytes. A declared length over `max_body` is refused here,
+    /// before a byte of it is read.
+    pub fn new(kind: BodyKind, head_len: usize, max_body: usize) -> Result<BodyReader, Response> {
+        let framing = match kind {
+            BodyKind::Length(n) if n > max_body => return Err(too_large_body(max_body)),
+            BodyKind::Length(n) => Ok(n),
+            BodyKind::Chunked => Err(Chunk::Size),
         };
-        if size == 0 {
-            // Trailer fields, each ending in CRLF, then an empty line.
-            loop {
-                let Some(end) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
-                    if buf.len() - at > MAX_HEAD {
-                        return Err(bad());
-                    }
-                    return Ok(ParsedBody::Partial);
-                };
-                at += end + 2;
-                if end == 0 {
-                    return Ok(ParsedBody::Complete(body, at));
+        Ok(BodyReader {
+            body: Vec::new(),
+            framing,
+            max_body,
+            taken: head_len,
+            max_total: max_request_bytes(max_body),
+        })
+    }
+
+    /// Whether the whole body has been read.
+    pub fn is_complete(&self) -> bool {
+        self.framing == Ok(0)
+    }
+
+    /// The body, once complete.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
+    /// Takes what it can from the front of `input` and returns how many
+    /// bytes it used. Bytes it leaves (a partial chunk-size line, say) are
+    /// to be offered again with more behind them.
+    pub fn feed(&mut self, input: &[u8]) -> Result<usize, Response> {
+        let mut at = 0;
+        while !self.is_complete() {
+            let rest = input.get(at..).unwrap_or_default();
+            let used = match self.framing {
+                Ok(left) => {
+                    let n = left.min(rest.len());
+                    self.body
+                        .extend_from_slice(rest.get(..n).unwrap_or_default());
+                    self.framing = Ok(left - n);
+                    n
                 }
+                Err(chunk) => self.chunked(chunk, rest)?,
+            };
+            if used == 0 {
+                break;
+            }
+            at += used;
+            self.taken = self.taken.saturating_add(used);
+            if self.taken > self.max_total {
+                return Err(error(
+                    PAYLOAD_TOO_LARGE,
+                    &format!("request over the limit of {} bytes", self.max_total),
+                    "",
+                    true,
+                ));
             }
         }
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        if body.len().saturating_add(size) > max {
-            return Err(too_large_body(max));
+        Ok(at)
+    }
+
+    /// One step of chunked decoding; returns the bytes it used, 0 when it
+    /// needs more.
+    fn chunked(&mut self, chunk: Chunk, rest: &[u8]) -> Result<usize, Response> {
+        let bad = |why: &str| {
+            error(
+                BAD_REQUEST,
+                &format!("malformed chunked body: {why}"),
+                "",
+                true,
+            )
+        };
+        match chunk {
+            Chunk::Size => match httparse::parse_chunk_size(rest) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    let size = usize::try_from(size).unwrap_or(usize::MAX);
+                    if self.body.len().saturating_add(size) > self.max_body {
+                        return Err(too_large_body(self.max_body));
+                    }
+                    self.framing = Err(if size == 0 {
+                        Chunk::Trailers(0)
+                    } else {
+                        Chunk::Data(size)
+                    });
+                    Ok(used)
+                }
+                Ok(httparse::Status::Partial) if rest.len() > MAX_CHUNK_LINE => {
+                    Err(bad("chunk-size line too long"))
+                }
+                Ok(httparse::Status::Partial) => Ok(0),
+                Err(_) => Err(bad("invalid chunk size")),
+            },
+            Chunk::Data(left) => {
+                let n = left.min(rest.len());
+                self.body
+                    .extend_from_slice(rest.get(..n).unwrap_or_default());
+                self.framing = Err(if n == left {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left - n)
+                });
+                Ok(n)
+            }
+            Chunk::DataEnd => match rest.get(..2) {
+                None if rest.first().is_none_or(|&b| b == b'\r') => Ok(0),
+                Some(b"\r\n") => {
+                    self.framing = Err(Chunk::Size);
+                    Ok(2)
+                }
+                _ => Err(bad("chunk data not followed by CRLF")),
+            },
+            Chunk::Trailers(seen) => {
+                // Trailer fields are skipped, a line at a time; an empty
+                // line ends the body.
+                let too_many = || {
+                    error(
+                        HEADERS_TOO_LARGE,
+                        &format!("trailers over {MAX_TRAILERS} bytes"),
+                        "",
+                        true,
+                    )
+                };
+                let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+                    if seen.saturating_add(rest.len()) > MAX_TRAILERS {
+                        return Err(too_many());
+                    }
+                    return Ok(0);
+                };
+                let seen = seen.saturating_add(end + 2);
+                if seen > MAX_TRAILERS {
+                    return Err(too_many());
+                }
+                self.framing = if end == 0 {
+                    Ok(0)
+                } else {
+                    Err(Chunk::Trailers(seen))
+                };
+                Ok(end + 2)
+            }
         }
-        if buf.len() - at < size.saturating_add(2) {
-            return Ok(ParsedBody::Partial);
+    }
+}
+
+/// What reading a connection's input came to.
+#[derive(Debug)]
+pub enum Next {
+    /// More bytes are needed.
+    Partial,
+    /// A new request's head and the bytes it took, consumed. The caller
+    /// routes and authorizes it, then calls [`RequestReader::admit`] or
+    /// answers.
+    Head(Box<Head>, usize),
+    /// The admitted request waits for `100 Continue` before its body.
+    Continue,
+    /// The admitted request is complete.
+    Complete(Box<Head>, Route, Vec<u8>),
+    /// Malformed or too large: answer and close.
+    Refused(Response),
+}
+
+/// Reads requests from a connection's input: a head, then, only once the
+/// request is admitted, its body. Nothing is read twice.
+#[derive(Debug, Default)]
+pub struct RequestReader {
+    admitted: Option<Box<Admitted>>,
+}
+
+#[derive(Debug)]
+struct Admitted {
+    head: Box<Head>,
+    route: Route,
+    body: BodyReader,
+    continue_sent: bool,
+}
+
+impl RequestReader {
+    /// Takes what it can from the front of `input`; returns how many bytes
+    /// it used and what they came to.
+    pub fn next(&mut self, input: &[u8]) -> (usize, Next) {
+        let Some(admitted) = &mut self.admitted else {
+            return match parse_head(input) {
+                Ok(ParsedHead::Partial) => (0, Next::Partial),
+                Ok(ParsedHead::Complete { head, len }) => (len, Next::Head(head, len)),
+                Err(response) => (0, Next::Refused(response)),
+            };
+        };
+        let used = match admitted.body.feed(input) {
+            Ok(used) => used,
+            Err(response) => return (0, Next::Refused(response)),
+        };
+        if !admitted.body.is_complete() {
+            if admitted.head.expect_continue && !admitted.continue_sent {
+                admitted.continue_sent = true;
+                return (used, Next::Continue);
+            }
+            return (used, Next::Partial);
         }
-        body.extend_from_slice(&buf[at..at + size]);
-        at += size;
-        if &buf[at..at + 2] != b"\r\n" {
-            return Err(bad());
+        match self.admitted.take() {
+            Some(done) => {
+                let Admitted {
+                    head, route, body, ..
+                } = *done;
+                (used, Next::Complete(head, route, body.into_body()))
+            }
+            None => (used, Next::Partial),
         }
-        at += 2;
+    }
+
+    /// Lets the request whose head [`next`](Self::next) returned read its
+    /// body, of at most `max_body` bytes (413 otherwise). `head_len` is
+    /// what its head took, counted toward the request's total.
+    pub fn admit(
+        &mut self,
+        head: Box<Head>,
+        head_len: usize,
+        route: Route,
+        max_body: usize,
+    ) -> Result<(), Response> {
+        let body = BodyReader::new(head.body, head_len, max_body)?;
+        self.admitted = Some(Box::new(Admitted {
+            head,
+            route,
+            body,
+            continue_sent: false,
+        }));
+        Ok(())
+    }
+
+    /// Whether a request is admitted and reading its body.
+    pub fn is_reading_body(&self) -> bool {
+        self.admitted.is_some()
     }
 }
 
@@ -521,7 +747,7 @@ pub fn check_upgrade(head: &Head) -> Result<String, Response> {
     if !head.connection_upgrade {
         return refuse("expected Connection: Upgrade");
     }
-    if !head.host {
+    if head.host.is_none() {
         return refuse("missing Host header");
     }
     match head.ws_version.as_deref() {
@@ -641,40 +867,129 @@ mod tests {
         assert!(!head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
     }
 
+    /// Feeds `input` to a body reader `step` bytes at a time, as reads
+    /// would deliver it; returns the body and the bytes it used.
+    fn read_body(
+        kind: BodyKind,
+        input: &[u8],
+        max: usize,
+        step: usize,
+    ) -> Result<Option<(Vec<u8>, usize)>, Response> {
+        let mut reader = BodyReader::new(kind, 0, max)?;
+        let mut pending = Vec::new();
+        let mut used = 0;
+        for piece in input.chunks(step) {
+            pending.extend_from_slice(piece);
+            let n = reader.feed(&pending)?;
+            pending.drain(..n);
+            used += n;
+            if reader.is_complete() {
+                return Ok(Some((reader.into_body(), used)));
+            }
+        }
+        Ok(reader.is_complete().then(|| (Vec::new(), used)))
+    }
+
     #[test]
     fn bodies_by_length_and_chunked() {
+        assert_eq!(read_body(BodyKind::Length(3), b"ab", 10, 1), Ok(None));
         assert_eq!(
-            parse_body(BodyKind::Length(3), b"ab", 10),
-            Ok(ParsedBody::Partial)
+            read_body(BodyKind::Length(3), b"abcGET", 10, 6),
+            Ok(Some((b"abc".to_vec(), 3)))
         );
         assert_eq!(
-            parse_body(BodyKind::Length(3), b"abcGET", 10),
-            Ok(ParsedBody::Complete(b"abc".to_vec(), 3))
-        );
-        assert_eq!(
-            status_of(parse_body(BodyKind::Length(11), b"", 10).unwrap_err()),
+            status_of(read_body(BodyKind::Length(11), b"", 10, 1).unwrap_err()),
             413
         );
         let chunked = b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nTrailer: x\r\n\r\nNEXT";
-        assert_eq!(
-            parse_body(BodyKind::Chunked, chunked, 10),
-            Ok(ParsedBody::Complete(b"abcde".to_vec(), chunked.len() - 4))
-        );
-        for cut in 0..chunked.len() - 4 {
+        for step in 1..chunked.len() {
             assert_eq!(
-                parse_body(BodyKind::Chunked, &chunked[..cut], 10),
-                Ok(ParsedBody::Partial),
-                "cut at {cut}"
+                read_body(BodyKind::Chunked, chunked, 10, step),
+                Ok(Some((b"abcde".to_vec(), chunked.len() - 4))),
+                "read {step} bytes at a time"
+            );
+            assert_eq!(
+                read_body(BodyKind::Chunked, &chunked[..chunked.len() - 5], 10, step),
+                Ok(None),
+                "cut short, read {step} at a time"
             );
         }
         assert_eq!(
-            status_of(parse_body(BodyKind::Chunked, chunked, 4).unwrap_err()),
+            status_of(read_body(BodyKind::Chunked, chunked, 4, 1).unwrap_err()),
             413
         );
         assert_eq!(
-            status_of(parse_body(BodyKind::Chunked, b"3\r\nabcX\r\n", 10).unwrap_err()),
+            status_of(read_body(BodyKind::Chunked, b"3\r\nabcX\r\n", 10, 1).unwrap_err()),
             400
         );
+    }
+
+    /// Trailers are capped at 8 KiB, whether they come as one long line or
+    /// many short ones, and the whole request has one cap, framing included.
+    #[test]
+    fn trailers_and_framing_have_limits() {
+        let line = format!("X: {}\r\n", "a".repeat(100));
+        let many = format!(
+            "1\r\na\r\n0\r\n{}\r\n",
+            line.repeat(MAX_TRAILERS / line.len() + 1)
+        );
+        assert_eq!(
+            status_of(read_body(BodyKind::Chunked, many.as_bytes(), 10, 64).unwrap_err()),
+            431
+        );
+        let long = format!("1\r\na\r\n0\r\nX: {}", "a".repeat(MAX_TRAILERS));
+        assert_eq!(
+            status_of(read_body(BodyKind::Chunked, long.as_bytes(), 10, 64).unwrap_err()),
+            431
+        );
+        let fits = format!(
+            "1\r\na\r\n0\r\n{}\r\n",
+            line.repeat(MAX_TRAILERS / line.len() - 1)
+        );
+        assert!(matches!(
+            read_body(BodyKind::Chunked, fits.as_bytes(), 10, 64),
+            Ok(Some(_))
+        ));
+        // A byte per chunk is six bytes of framing per byte of body: past
+        // twice the body limit (plus head and trailers), it is refused.
+        let max = 64 << 10;
+        let bytewise = "1\r\na\r\n".repeat(max) + "0\r\n\r\n";
+        let refused = read_body(BodyKind::Chunked, bytewise.as_bytes(), max, 4096).unwrap_err();
+        assert_eq!(status_of(refused.clone()), 413);
+        assert!(String::from_utf8_lossy(&refused.bytes).contains("request over the limit"));
+        let small = "1\r\na\r\n".repeat(1000) + "0\r\n\r\n";
+        assert!(matches!(
+            read_body(BodyKind::Chunked, small.as_bytes(), max, 1),
+            Ok(Some((body, _))) if body.len() == 1000
+        ));
+    }
+
+    /// The reader hands over a head before it looks at the body, and reads
+    /// the body only once the request is admitted.
+    #[test]
+    fn a_head_comes_before_its_body_is_read() {
+        let raw = b"POST /api/v1/publish/x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}GET";
+        let mut reader = RequestReader::default();
+        let (used, next) = reader.next(raw);
+        let Next::Head(head, _) = next else {
+            panic!("{next:?}")
+        };
+        assert_eq!(&raw[used..], b"{}GET");
+        let route = route(&head.method, &head.path);
+        reader.admit(head, used, route.clone(), 1).unwrap_err();
+        reader
+            .admit(
+                Box::new(self::head("POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n")),
+                used,
+                route,
+                10,
+            )
+            .unwrap();
+        match reader.next(&raw[used..]) {
+            (2, Next::Complete(_, _, body)) => assert_eq!(body, b"{}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!reader.is_reading_body());
     }
 
     #[test]

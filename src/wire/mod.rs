@@ -1,9 +1,10 @@
 //! The wire formats, parsed and produced without I/O: HTTP/1.1 requests and
-//! responses, RFC 6455 frames and RFC 7692 compression. Each is tested on
+//! responses, published JSON, RFC 6455 frames and RFC 7692 compression. Each is tested on
 //! byte slices.
 
 pub mod deflate;
 pub mod http;
+pub mod json;
 pub mod protocol;
 
 /// Encoded bytes shared by every subscriber of one publish: encoded once,

@@ -235,7 +235,7 @@ impl Producer {
         let at = now_ns();
         write!(
             self.stream,
-            "POST {path} HTTP/1.1\r\nHost: load\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
         let reply = read_response(&mut self.reader)?;

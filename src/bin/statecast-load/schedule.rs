@@ -56,7 +56,7 @@ pub(crate) fn publisher(
         request.clear();
         write!(
             request,
-            "POST {path} HTTP/1.1\r\nHost: load\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
         stream.write_all(&request)?;
@@ -175,7 +175,7 @@ fn metric(addr: SocketAddr, name: &str) -> io::Result<f64> {
     let mut stream = StdStream::connect(addr)?;
     write!(
         stream,
-        "GET /metrics HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n"
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -190,7 +190,7 @@ pub(crate) fn http_post(addr: SocketAddr, path: &str, body: &str) -> io::Result<
     let mut stream = StdStream::connect(addr)?;
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut response = String::new();
