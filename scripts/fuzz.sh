@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-for target in http_request client_frames config_file; do
+for target in request_path client_frames config_file; do
     mkdir -p "fuzz/corpus/$target"
     echo "== $target for ${seconds}s"
     (cd fuzz && cargo fuzz run "$target" "corpus/$target" "seeds/$target" -- \

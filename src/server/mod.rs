@@ -22,6 +22,8 @@ mod cluster;
 pub mod conn;
 pub mod endpoints;
 mod fanout;
+#[doc(hidden)]
+pub mod harness;
 pub mod metrics;
 pub mod queue;
 mod sock;
@@ -697,13 +699,7 @@ impl EventLoop {
 
     /// Counts a refused publish by reason, or a rejected subscription.
     fn count_refusal(&mut self, path: &str, response: &Response) {
-        let status = response
-            .bytes
-            .get(9..12)
-            .and_then(|s| std::str::from_utf8(s).ok());
-        let Some(status) = status.and_then(|s| s.parse::<u16>().ok()) else {
-            return;
-        };
+        let status = response.status;
         if status < 400 {
             return;
         }

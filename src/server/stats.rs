@@ -25,13 +25,13 @@ pub struct Interval {
 impl Interval {
     /// Notes a response, if it is a refusal.
     pub fn note(&mut self, response: &Response) {
-        let line = response
-            .bytes
-            .split(|&b| b == b'\r')
-            .next()
-            .unwrap_or_default();
-        let status = String::from_utf8_lossy(line.get(9..).unwrap_or_default());
-        if !status.starts_with(['1', '2', '3']) {
+        if response.status >= 400 {
+            let line = response
+                .bytes
+                .split(|&b| b == b'\r')
+                .next()
+                .unwrap_or_default();
+            let status = String::from_utf8_lossy(line.get(9..).unwrap_or_default());
             *self.refusals.entry(status.into_owned()).or_default() += 1;
         }
     }

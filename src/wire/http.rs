@@ -36,6 +36,8 @@ pub const VERSION_NOT_SUPPORTED: Status = Status(505, "HTTP Version Not Supporte
 /// after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// The status code, as written in `bytes`.
+    pub status: u16,
     pub bytes: Vec<u8>,
     pub close: bool,
 }
@@ -65,7 +67,11 @@ pub fn response(
     if !head_only {
         bytes.extend_from_slice(body);
     }
-    Response { bytes, close }
+    Response {
+        status: status.0,
+        bytes,
+        close,
+    }
 }
 
 /// A short plain-text error; errors before the head is understood always

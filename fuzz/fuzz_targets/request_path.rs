@@ -1,0 +1,24 @@
+//! The whole request path on arbitrary bytes: the HTTP reader (cut into
+//! reads of a size the input picks), admission, routing and every
+//! endpoint, with and without schemas and tokens, as far as the bytes a
+//! subscriber would get. Nothing may panic, and whatever is accepted must
+//! reach a subscriber as I-JSON on one SSE line. `tests/fuzz_corpus.rs`
+//! replays the seeds on stable.
+#![no_main]
+
+use std::cell::RefCell;
+
+use libfuzzer_sys::fuzz_target;
+use statecast::server::harness::Setups;
+
+thread_local! {
+    /// Compiling the schemas is slow: built once, reset per input.
+    static SETUPS: RefCell<Setups> = RefCell::new(Setups::new().expect("the setups"));
+}
+
+fuzz_target!(|data: &[u8]| {
+    SETUPS.with(|setups| {
+        let statuses = setups.borrow_mut().run(data);
+        assert!(statuses.iter().all(|s| (100..600).contains(s)));
+    });
+});
