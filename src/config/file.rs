@@ -79,9 +79,12 @@ fn add_entry(config: &mut Config, kind: &str, item: &Value, origin: &str) -> Res
     let flag = format!("--{kind}");
     let spec = entry(kind, item)?;
     config::set(config, &flag, Some(&spec)).map_err(|e| e.replacen(&format!("{flag}: "), "", 1))?;
-    match kind {
-        "poll" => config.polls.last_mut().expect("just added").origin = origin.to_owned(),
-        _ => config.execs.last_mut().expect("just added").origin = origin.to_owned(),
+    let added = match kind {
+        "poll" => config.polls.last_mut().map(|p| &mut p.origin),
+        _ => config.execs.last_mut().map(|e| &mut e.origin),
+    };
+    if let Some(at) = added {
+        *at = origin.to_owned();
     }
     Ok(())
 }

@@ -136,7 +136,9 @@ impl Scanner {
         let monitor = self.monitor(&live_command_lines());
         if self.last_monitor.as_ref() != Some(&monitor) {
             let mut message = monitor.clone();
-            message["last_updated"] = json!(rfc3339(SystemTime::now()));
+            if let Some(message) = message.as_object_mut() {
+                message.insert("last_updated".into(), json!(rfc3339(SystemTime::now())));
+            }
             publisher.publish("adw-monitor", &message)?;
             self.last_monitor = Some(monitor);
         }
@@ -298,7 +300,7 @@ impl Scanner {
                 } else {
                     dirs.len().saturating_sub(1)
                 };
-                dirs[..done].iter().map(|p| (*p).to_owned()).collect()
+                dirs.iter().take(done).map(|p| (*p).to_owned()).collect()
             }
         };
         let current_phase = match state["current_phase"].as_str() {

@@ -32,8 +32,9 @@ pub fn run(command: &str, limits: Limits) -> Result<String, String> {
         .spawn()
         .map_err(|e| format!("cannot run sh: {e}"))?;
     let max = limits.max_bytes;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("sh started without its pipes".into());
+    };
     // Read both pipes while waiting, so a chatty command never blocks on a
     // full pipe; stop keeping bytes past the limit.
     let out = std::thread::spawn(move || read_capped(&mut stdout, max + 1));
@@ -79,7 +80,7 @@ fn read_capped(reader: &mut impl Read, cap: usize) -> Vec<u8> {
             Ok(0) | Err(_) => return kept,
             Ok(n) => {
                 let room = cap.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
+                kept.extend_from_slice(buf.get(..n.min(room)).unwrap_or_default());
             }
         }
     }

@@ -370,12 +370,14 @@ impl Conn {
             Ok(0) => Received::Eof,
             Ok(n) => match &mut self.phase {
                 Phase::Http { .. } => {
-                    self.input.extend_from_slice(&scratch[..n]);
+                    self.input
+                        .extend_from_slice(scratch.get(..n).unwrap_or_default());
                     Received::Data(n)
                 }
                 Phase::Open { last_heard, .. } => {
                     *last_heard = now;
-                    self.input.extend_from_slice(&scratch[..n]);
+                    self.input
+                        .extend_from_slice(scratch.get(..n).unwrap_or_default());
                     Received::Data(n)
                 }
                 // An SSE client has nothing to say; after our last bytes,
@@ -448,7 +450,8 @@ impl Conn {
         let mut frames = Frames::default();
         let mut used = 0;
         while frames.close.is_none() {
-            let (n, incoming) = match decoder.decode(&mut self.input[used..], max_message) {
+            let rest = self.input.get_mut(used..).unwrap_or_default();
+            let (n, incoming) = match decoder.decode(rest, max_message) {
                 Ok((0, _)) => break,
                 Ok(decoded) => decoded,
                 Err(reason) => {

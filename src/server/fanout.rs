@@ -89,9 +89,10 @@ impl EventLoop {
             match command {
                 Command::Snapshot { topic, data } => match self.pending_index.get(&topic) {
                     Some(&i) => {
-                        let entry = &mut self.pending[i];
-                        entry.1 = data;
-                        entry.2 += 1;
+                        if let Some(entry) = self.pending.get_mut(i) {
+                            entry.1 = data;
+                            entry.2 += 1;
+                        }
                     }
                     None => {
                         self.pending_index.insert(topic.clone(), self.pending.len());

@@ -136,11 +136,16 @@ impl OutQueue {
             .rposition(|item| item.kind == Kind::Snapshot)
             .map(|i| i + first_unstarted);
         if let Some(i) = superseded {
-            if Arc::ptr_eq(&self.items[i].bytes, &bytes) {
+            if self
+                .items
+                .get(i)
+                .is_some_and(|old| Arc::ptr_eq(&old.bytes, &bytes))
+            {
                 return false;
             }
-            let old = self.items.remove(i).expect("index from rposition");
-            self.pending -= old.bytes.len();
+            if let Some(old) = self.items.remove(i) {
+                self.pending -= old.bytes.len();
+            }
         }
         self.pending += bytes.len();
         self.items.push_back(Item {
@@ -172,12 +177,12 @@ impl OutQueue {
         while !self.items.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
-            for (i, item) in self.items.iter().take(MAX_IOVECS).enumerate() {
+            for (slice, (i, item)) in slices.iter_mut().zip(self.items.iter().enumerate()) {
                 let start = if i == 0 { self.head_written } else { 0 };
-                slices[i] = IoSlice::new(&item.bytes[start..]);
+                *slice = IoSlice::new(item.bytes.get(start..).unwrap_or_default());
                 count += 1;
             }
-            let written = match writer.write_vectored(&slices[..count]) {
+            let written = match writer.write_vectored(slices.get(..count).unwrap_or_default()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -236,7 +241,10 @@ impl OutQueue {
     fn advance(&mut self, mut written: usize, done: &mut impl FnMut(Instant)) {
         self.pending -= written;
         while written > 0 {
-            let front = self.items.front().expect("wrote more than was queued");
+            // The writer took no more than was offered, which is queued.
+            let Some(front) = self.items.front() else {
+                return;
+            };
             let left = front.bytes.len() - self.head_written;
             if written >= left {
                 written -= left;

@@ -63,7 +63,8 @@ impl Interval {
             "write_timeout",
             "handshake_timeout",
         ] {
-            let n = now[cause].as_u64().unwrap_or(0) - then[cause].as_u64().unwrap_or(0);
+            let count = |v: &serde_json::Value| v.get(cause).and_then(|n| n.as_u64()).unwrap_or(0);
+            let n = count(&now).saturating_sub(count(&then));
             if n > 0 {
                 info!("closed in the last {secs:.0}s: {n} x {cause}");
             }

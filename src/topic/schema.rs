@@ -136,8 +136,9 @@ fn compile_text(
 ) -> Result<SchemaIndex, String> {
     let schema: Value =
         serde_json::from_str(text).map_err(|e| format!("embedded schema is not JSON: {e}"))?;
-    let id = schema["$id"]
-        .as_str()
+    let id = schema
+        .get("$id")
+        .and_then(Value::as_str)
         .ok_or("embedded schema has no $id")?
         .to_owned();
     compiler
@@ -191,9 +192,8 @@ fn best<'a, 's, 'v>(error: &'a ValidationError<'s, 'v>) -> &'a ValidationError<'
             });
             deeper.unwrap_or(error)
         }
-        _ if error.causes.is_empty() => error,
         // Group, Schema, Reference, AllOf, if/then and the like wrap causes.
-        _ => best(&error.causes[0]),
+        _ => error.causes.first().map_or(error, best),
     }
 }
 

@@ -109,9 +109,7 @@ impl Deflater {
             ..FrameHeader::default()
         };
         let mut frame = Vec::with_capacity(body.len() + 10);
-        header
-            .format(body.len() as u64, &mut frame)
-            .expect("writing to a Vec cannot fail");
+        header.format(body.len() as u64, &mut frame).ok()?;
         frame.extend_from_slice(body);
         Some(frame)
     }
@@ -120,7 +118,7 @@ impl Deflater {
     /// and strips the sync flush's tail; `None` unless it came out smaller.
     fn compress(&mut self, payload: &[u8]) -> Option<&[u8]> {
         let len = self.deflate(payload)?.len();
-        (len < payload.len()).then(|| &self.buf[..len])
+        self.buf.get(..len).filter(|_| len < payload.len())
     }
 
     /// The size `payload` deflates to, however short or incompressible:
@@ -141,14 +139,14 @@ impl Deflater {
         }
         let status = self
             .compress
-            .compress(payload, &mut self.buf[..room], FlushCompress::Sync)
+            .compress(payload, self.buf.get_mut(..room)?, FlushCompress::Sync)
             .ok()?;
         let consumed = self.compress.total_in() as usize == payload.len();
-        let out = &self.buf[..self.compress.total_out() as usize];
-        if status != Status::Ok || !consumed || !out.ends_with(&TAIL) {
+        let out = self.buf.get(..self.compress.total_out() as usize)?;
+        if status != Status::Ok || !consumed {
             return None;
         }
-        Some(&out[..out.len() - TAIL.len()])
+        out.strip_suffix(&TAIL)
     }
 }
 
@@ -181,7 +179,11 @@ pub fn inflate(compressed: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
         }
         let (read, wrote) = (inflater.total_in(), out.len());
         let status = inflater
-            .decompress_vec(&input[read as usize..], &mut out, FlushDecompress::Sync)
+            .decompress_vec(
+                input.get(read as usize..).unwrap_or_default(),
+                &mut out,
+                FlushDecompress::Sync,
+            )
             .map_err(|_| InflateError::Corrupt)?;
         let all_read = inflater.total_in() as usize == input.len();
         if status == Status::StreamEnd || (all_read && out.len() < out.capacity()) {

@@ -779,13 +779,13 @@ pub fn check_upgrade(head: &Head) -> Result<String, Response> {
 /// RFC 6455 §4.1: the key is a base64-encoded 16-byte value, so exactly 22
 /// base64 characters (the last of which carries only 2 bits) and `==`.
 fn is_valid_key(key: &str) -> bool {
-    let b = key.as_bytes();
-    b.len() == 24
-        && b[..22]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
-        && matches!(b[21], b'A' | b'Q' | b'g' | b'w')
-        && &b[22..] == b"=="
+    let Some((chars, b"==")) = key.as_bytes().split_at_checked(22) else {
+        return false;
+    };
+    chars
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        && matches!(chars.last(), Some(b'A' | b'Q' | b'g' | b'w'))
 }
 
 #[cfg(test)]

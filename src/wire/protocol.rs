@@ -64,9 +64,8 @@ pub fn write_header(opcode: OpCode, len: usize, out: &mut Vec<u8>) {
         opcode,
         ..FrameHeader::default()
     };
-    header
-        .format(len as u64, out)
-        .expect("writing to a Vec cannot fail");
+    // Writing to a `Vec` cannot fail.
+    let _ = header.format(len as u64, out);
 }
 
 /// Length of the header [`write_header`] writes for a payload of `len` bytes.
@@ -119,7 +118,7 @@ pub fn encode_masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
         }
     }
     out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
     out
 }
 
@@ -196,14 +195,18 @@ impl Decoder {
             return Ok((0, None));
         }
         let consumed = header_len + len;
-        let payload = &mut buf[header_len..consumed];
+        let Some(payload) = buf.get_mut(header_len..consumed) else {
+            return Ok((0, None));
+        };
         unmask(payload, mask);
         let incoming = match header.opcode {
             OpCode::Control(Control::Ping) => Some(Incoming::Ping(payload.to_vec())),
             OpCode::Control(Control::Pong) => Some(Incoming::Pong),
             OpCode::Control(Control::Close) => Some(Incoming::Close(parse_close(payload)?)),
+            // FrameHeader::parse refuses these already; refused here too,
+            // so a change there cannot panic here.
             OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
-                unreachable!("FrameHeader::parse refuses reserved opcodes")
+                return Err(CloseReason::new(code::PROTOCOL, "reserved opcode"));
             }
             OpCode::Data(Data::Continue) => {
                 self.continuation(payload, header.is_final, max_message)?
@@ -241,8 +244,10 @@ impl Decoder {
         if !is_final {
             return Ok(None);
         }
-        let done = self.fragmented.take().expect("checked above");
-        complete(done.text, done.compressed, done.bytes, max_message)
+        match self.fragmented.take() {
+            Some(done) => complete(done.text, done.compressed, done.bytes, max_message),
+            None => Ok(None),
+        }
     }
 
     /// A text or binary frame that starts a message (and may end it).
@@ -291,7 +296,7 @@ fn complete(
     max_message: usize,
 ) -> Result<Option<Incoming>, CloseReason> {
     if !compressed {
-        return Ok(Some(finish(text, bytes)));
+        return finish(text, bytes).map(Some);
     }
     let bytes = deflate::inflate(&bytes, max_message).map_err(|e| match e {
         InflateError::TooBig => CloseReason::new(code::TOO_BIG, "message too big"),
@@ -300,7 +305,7 @@ fn complete(
     if text {
         check_partial_utf8(&bytes, true)?;
     }
-    Ok(Some(finish(text, bytes)))
+    finish(text, bytes).map(Some)
 }
 
 /// The checks a client frame's header must pass whatever its payload;
@@ -331,12 +336,15 @@ fn check_header(header: &FrameHeader, len: u64, deflate: bool) -> Result<[u8; 4]
     Ok(mask)
 }
 
-fn finish(text: bool, bytes: Vec<u8>) -> Incoming {
-    if text {
-        Incoming::Text(String::from_utf8(bytes).expect("validated while reassembling"))
-    } else {
-        Incoming::Binary
+/// Text was checked while it was reassembled; checked again here rather
+/// than trusted, at the cost of one pass over a short message.
+fn finish(text: bool, bytes: Vec<u8>) -> Result<Incoming, CloseReason> {
+    if !text {
+        return Ok(Incoming::Binary);
     }
+    String::from_utf8(bytes)
+        .map(Incoming::Text)
+        .map_err(|_| CloseReason::new(code::INVALID_DATA, "invalid UTF-8"))
 }
 
 /// Fails fast on invalid UTF-8: a sequence cut at the end of a non-final
@@ -377,8 +385,8 @@ fn parse_close(payload: &[u8]) -> Result<Option<u16>, CloseReason> {
 }
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    for (i, byte) in payload.iter_mut().enumerate() {
-        *byte ^= mask[i & 3];
+    for (byte, m) in payload.iter_mut().zip(mask.iter().cycle()) {
+        *byte ^= m;
     }
 }
 
