@@ -145,6 +145,7 @@ impl From<&statecast::Config> for Providers {
                     scan_interval: config.scan_interval,
                     github_repo: config.github_repo.clone(),
                     agent_program: config.agent_program.clone(),
+                    max_bytes: config.max_publish_bytes,
                 }
             }),
             polls: config.polls.clone(),

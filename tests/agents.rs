@@ -46,6 +46,7 @@ fn start(dir: &Path) -> TestServer {
             scan_interval: SCAN,
             github_repo: Some("acme/app".into()),
             agent_program: "aider".into(),
+            max_bytes: 64 << 10,
         },
         server.publisher.clone(),
     )
@@ -387,4 +388,75 @@ fn monitor_statuses_are_derived() {
     assert_eq!(workflow("fail0001")["last_error"], "boom");
     assert!(monitor["last_updated"].is_string());
     check_message("workflows", &state_of(&server, "workflows"));
+}
+
+/// A state file that is a symlink (to any JSON file the server may read,
+/// or to /dev/zero), a FIFO (which would hang the scan) or too large is
+/// not read: the provider says why in /healthz, keeps the last good
+/// state, and goes on scanning the rest.
+#[test]
+fn only_regular_files_are_read() {
+    let dir = TempDir::new();
+    let server = start(&dir.0);
+    let elsewhere = dir.0.join("secret.json");
+    fs::write(
+        &elsewhere,
+        r#"{"adw_id":"link0001","issue_class":"from elsewhere"}"#,
+    )
+    .unwrap();
+    let cases: [(&str, &dyn Fn(&Path), &str); 4] = [
+        (
+            "link0001",
+            &|p| std::os::unix::fs::symlink(&elsewhere, p).unwrap(),
+            "symlink",
+        ),
+        (
+            "zero0001",
+            &|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+            "symlink",
+        ),
+        (
+            "fifo0001",
+            &|p| {
+                let path = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+                assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+            },
+            "not a regular file",
+        ),
+        (
+            "huge0001",
+            &|p| {
+                fs::write(
+                    p,
+                    format!(r#"{{"adw_id":"huge0001","x":"{}"}}"#, "a".repeat(70_000)),
+                )
+                .unwrap()
+            },
+            "over --max-publish-bytes",
+        ),
+    ];
+    for (id, make, why) in cases {
+        fs::create_dir_all(dir.0.join(id)).unwrap();
+        make(&dir.0.join(id).join("adw_state.json"));
+        server.wait_health(&format!("{id} to be reported"), |h| {
+            h["providers"]["agents"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(id) && e.contains(why))
+        });
+        assert_eq!(
+            state_of(&server, &format!("adw-state/{id}"))["seq"],
+            0,
+            "{id}"
+        );
+        fs::remove_dir_all(dir.0.join(id)).unwrap();
+    }
+    // The scan goes on: a regular file beside them is published.
+    write_state(
+        &dir.0,
+        "good0001",
+        &json!({"adw_id":"good0001","all_adws":["adw_plan_iso"]}),
+    );
+    wait_until("the good state", || {
+        state_of(&server, "adw-state/good0001")["seq"] == 1
+    });
 }

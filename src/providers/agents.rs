@@ -42,6 +42,8 @@ pub struct AgentsConfig {
     /// The agent program: a workflow is running while a process runs it
     /// with the workflow's id on its command line.
     pub agent_program: String,
+    /// The largest state file read (`--max-publish-bytes`).
+    pub max_bytes: usize,
 }
 
 /// What the provider remembers of one workflow directory.
@@ -150,9 +152,19 @@ impl Scanner {
     /// schema refuses, keeps the last good state and is logged once.
     fn read_state(&mut self, id: &str, publisher: &Publisher) -> Result<(), PublishError> {
         let path = self.config.dir.join(id).join("adw_state.json");
-        let Ok(raw) = fs::read(&path) else {
+        let raw = match read_regular(&path, self.config.max_bytes) {
+            Ok(Some(raw)) => raw,
             // No state file yet (or it vanished mid-rename): keep what we had.
-            return Ok(());
+            Ok(None) => return Ok(()),
+            Err(why) => {
+                let known = self.known.entry(id.to_owned()).or_default();
+                if known.invalid.as_deref() != Some(why.as_str()) {
+                    warn!("agents: {}: {why}; skipped", path.display());
+                }
+                known.raw.clear();
+                known.invalid = Some(why);
+                return Ok(());
+            }
         };
         let known = self.known.entry(id.to_owned()).or_default();
         if raw == known.raw {
@@ -428,4 +440,40 @@ pub fn spawn(
                 std::thread::sleep(interval);
             }
         })
+}
+/// Reads `path` if it is a regular file of at most `max` bytes. A
+/// symlink is not followed (it could name any file the server may read),
+/// and a FIFO or a device is not opened for reading (one would hang the
+/// thread, the other never end): each is an error for `/healthz`.
+/// `Ok(None)` when there is no file.
+fn read_regular(path: &Path, max: usize) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+    // writer before the type could be checked.
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err("a symlink, not followed".into());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut raw = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| e.to_string())?;
+    if raw.len() > max {
+        return Err(format!("over --max-publish-bytes ({max} bytes)"));
+    }
+    Ok(Some(raw))
 }

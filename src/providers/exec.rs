@@ -40,20 +40,28 @@ pub fn run(command: &str, limits: Limits) -> Result<String, String> {
     let out = std::thread::spawn(move || read_capped(&mut stdout, max + 1));
     let err = std::thread::spawn(move || read_capped(&mut stderr, 4096));
     let deadline = Instant::now() + limits.timeout;
+    // The group is killed while the child is still unreaped: until it is
+    // reaped its pid, which names the group, cannot be given to another
+    // process, so the signal cannot reach anyone else's group.
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
+        match has_exited(child.id()) {
+            Ok(true) => {
+                // Anything it left running in its group goes too.
+                kill_group(child.id());
+                match child.wait() {
+                    Ok(status) => break status,
+                    Err(e) => return Err(format!("waiting for the command: {e}")),
+                }
+            }
+            Ok(false) if Instant::now() >= deadline => {
                 kill_group(child.id());
                 let _ = child.wait();
                 return Err(format!("timed out after {:?}; killed", limits.timeout));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(false) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => return Err(format!("waiting for the command: {e}")),
         }
     };
-    // The command is done; anything it left running in its group goes too.
-    kill_group(child.id());
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     if !status.success() {
@@ -87,6 +95,21 @@ fn read_capped(reader: &mut impl Read, cap: usize) -> Vec<u8> {
 }
 
 /// SIGKILL to the command's process group (its pid: it leads the group).
+/// Whether the child has exited, leaving it unreaped (`WNOWAIT`).
+fn has_exited(pid: u32) -> std::io::Result<bool> {
+    let id = libc::id_t::from(pid);
+    // SAFETY: siginfo_t is plain data, zeroed as waitid(2) asks for
+    // WNOHANG; waitid only writes into it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: `info` is a valid, writable siginfo_t.
+    if unsafe { libc::waitid(libc::P_PID, id, &mut info, flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled `info`; si_pid is 0 while the child runs.
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
 fn kill_group(pid: u32) {
     let Ok(pgid) = libc::pid_t::try_from(pid) else {
         return;
@@ -137,6 +160,45 @@ mod tests {
         );
         let big = run("head -c 5000 /dev/zero | tr '\\0' 1", LIMITS).unwrap_err();
         assert!(big.contains("limit"), "{big}");
+    }
+
+    /// A command that exits and leaves a process behind in its group: the
+    /// leftover is killed, and it is killed before the command is reaped,
+    /// while the group's id cannot yet name anyone else's group.
+    #[test]
+    fn what_a_command_leaves_running_is_killed_before_it_is_reaped() {
+        let pidfile = std::env::temp_dir().join(format!("statecast-exec-{}", std::process::id()));
+        let command = format!(
+            "sleep 30 >/dev/null 2>&1 & echo $! > {}; echo '{{}}'",
+            pidfile.display()
+        );
+        assert_eq!(run(&command, LIMITS), Ok("{}".into()));
+        let leftover: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = std::fs::remove_file(&pidfile);
+        // Killed, and reaped by init once its parent has gone: its /proc
+        // entry goes, or shows it as a zombie.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{leftover}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "left running: {stat}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // `has_exited` sees an exit without reaping it.
+        let mut child = Command::new("true").spawn().unwrap();
+        while !has_exited(child.id()).unwrap() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        assert!(stat.contains(") Z "), "still there, unreaped: {stat}");
+        assert!(child.wait().unwrap().success());
     }
 
     #[test]
