@@ -404,7 +404,8 @@ fn only_regular_files_are_read() {
         r#"{"adw_id":"link0001","issue_class":"from elsewhere"}"#,
     )
     .unwrap();
-    let cases: [(&str, &dyn Fn(&Path), &str); 4] = [
+    type Make<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Make, &str); 4] = [
         (
             "link0001",
             &|p| std::os::unix::fs::symlink(&elsewhere, p).unwrap(),
