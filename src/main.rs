@@ -6,9 +6,29 @@ use std::process::ExitCode;
 use log::{error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use simplelog::{ConfigBuilder, WriteLogger};
+use simplelog::{CombinedLogger, ConfigBuilder, WriteLogger};
 use statecast::Server;
 use statecast::config::{self, Command};
+
+/// statecast's own lines at `level`; the crates it uses at info at most,
+/// because their debug and trace lines (an HTTP client's request line,
+/// say) show URLs whole, and statecast shows them only redacted.
+fn init_logging(level: log::LevelFilter) -> Result<(), log::SetLoggerError> {
+    let ours = ConfigBuilder::new()
+        .set_target_level(log::LevelFilter::Off)
+        .set_thread_level(log::LevelFilter::Off)
+        .add_filter_allow_str("statecast")
+        .build();
+    let theirs = ConfigBuilder::new()
+        .set_target_level(log::LevelFilter::Error)
+        .set_thread_level(log::LevelFilter::Off)
+        .add_filter_ignore_str("statecast")
+        .build();
+    CombinedLogger::init(vec![
+        WriteLogger::new(level, ours, std::io::stderr()),
+        WriteLogger::new(level.min(log::LevelFilter::Info), theirs, std::io::stderr()),
+    ])
+}
 
 fn main() -> ExitCode {
     let config = match config::parse_args(std::env::args_os().skip(1)) {
@@ -30,11 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log_config = ConfigBuilder::new()
-        .set_target_level(log::LevelFilter::Off)
-        .set_thread_level(log::LevelFilter::Off)
-        .build();
-    let _ = WriteLogger::init(config.log_level, log_config, std::io::stderr());
+    let _ = init_logging(config.log_level);
     let server = match start(config) {
         Ok(server) => server,
         Err(code) => return code,
@@ -173,7 +189,8 @@ impl Providers {
             running.push(format!("agents {}", agents.dir.display()));
         }
         for poll in &self.polls {
-            running.push(format!("poll {} <- {}", poll.topic, poll.url));
+            let url = statecast::config::redacted_url(&poll.url);
+            running.push(format!("poll {} <- {url}", poll.topic));
         }
         for exec in &self.execs {
             running.push(format!("exec {} <- `{}`", exec.topic, exec.command));

@@ -157,11 +157,28 @@ fn a_public_address_needs_a_policy() {
     );
 }
 
-/// The token from the environment guards publishes, and no token, right
-/// or wrong, ever reaches the log, even at debug level.
+/// Secrets in URLs: a polled URL's user info and query, and a Redis
+/// password holding `@` (URL parsers split at the last one).
+const POLL_URL: &str = "http://pollu:pollpass@127.0.0.1:9/api?apikey=pollkey";
+const REDIS_URL: &str = "redis://:redis@pass@127.0.0.1:9/0";
+const URL_SECRETS: [&str; 4] = ["pollpass", "pollkey", "redis@pass", "pass@127"];
+
+/// The token from the environment guards publishes, and no secret ever
+/// reaches the log, even at trace level: no token, right or wrong, and no
+/// password or query of a polled URL or of the Redis URL, failing as both
+/// do here. Nor do /healthz or --print-config show them.
 #[test]
 fn tokens_come_from_the_environment_and_never_reach_the_log() {
-    let server = Binary::start_with(&["--log-level", "trace"], |c| {
+    let poll = format!("queue={POLL_URL}@100ms");
+    let args = [
+        "--log-level",
+        "trace",
+        "--poll",
+        &poll,
+        "--redis",
+        REDIS_URL,
+    ];
+    let server = Binary::start_with(&args, |c| {
         c.env("STATECAST_PUBLISH_TOKEN", PUBLISH);
     });
     let body = r#"{"phases":[]}"#;
@@ -189,9 +206,14 @@ fn tokens_come_from_the_environment_and_never_reach_the_log() {
     );
     ws.write_all(request.as_bytes()).unwrap();
     read_response(&mut ws);
-    server.health();
+    // Both providers have failed, and said so, by the time health shows it.
+    wait_until("the poll and Redis errors", || {
+        let h = server.health();
+        h["providers"]["poll queue"]["ok"] == false && h["providers"]["redis"]["ok"] == false
+    });
+    let health = server.request("GET", "/healthz", "").1;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_statecast"))
-        .args(["--print-config"])
+        .args(["--print-config", "--poll", &poll, "--redis", REDIS_URL])
         .env("STATECAST_PUBLISH_TOKEN", PUBLISH)
         .output()
         .unwrap();
@@ -206,10 +228,19 @@ fn tokens_come_from_the_environment_and_never_reach_the_log() {
         server.log.lock().unwrap().matches("accepted").count() >= 4
     });
     let log = server.log.lock().unwrap().clone();
-    for token in [PUBLISH, wrong] {
-        assert!(!log.contains(token), "a token reached the log:\n{log}");
-        assert!(!printed.contains(token), "a token was printed");
+    for secret in [PUBLISH, wrong].into_iter().chain(URL_SECRETS) {
+        assert!(!log.contains(secret), "{secret} reached the log:\n{log}");
+        assert!(
+            !printed.contains(secret),
+            "{secret} was printed:\n{printed}"
+        );
+        assert!(!health.contains(secret), "{secret} in /healthz:\n{health}");
     }
+    assert!(
+        log.contains("127.0.0.1:9/api?***"),
+        "the poll URL is named, redacted:\n{log}"
+    );
+    assert!(printed.contains("[[poll]] for queue is set"), "{printed}");
 }
 
 /// Sends `request` as it is and reads the answer.

@@ -301,6 +301,16 @@ fn render_tables(c: &Config, out: &mut String) {
         }
     }
     for p in &c.polls {
+        if config::has_secret(&p.url) {
+            // Not printed; said in a comment, as tokens are.
+            let _ = write!(
+                out,
+                "\n# [[poll]] for {} is set; its URL holds a secret, not printed: {}\n",
+                p.topic,
+                config::redacted_url(&p.url)
+            );
+            continue;
+        }
         let _ = write!(
             out,
             "\n[[poll]]\ntopic = {}\nurl = {}\ninterval = {}\n",

@@ -660,18 +660,30 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// `url` with any password replaced by `***`, for logs and errors.
+/// `url` as logs, errors, `/healthz` and `--print-config` may show it:
+/// user info and the query string, where secrets go (`user:pass@`,
+/// `?apikey=`), become `***`. User info ends at the last `@`, as URL
+/// parsers read it, so a password holding `@` is hidden whole; an `@` in
+/// the query hides more than it needs to, never less.
 pub fn redacted_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
-        Some((auth, host)) => {
-            let user = auth.split_once(':').map_or("", |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
+    let (shown, hid_user) = match rest.rsplit_once('@') {
+        Some((_, host)) => (host, true),
+        None => (rest, false),
+    };
+    let user = if hid_user { "***@" } else { "" };
+    // The fragment, if any, goes with the query: it is never sent anyway.
+    match shown.split_once(['?', '#']) {
+        Some((before, _)) => format!("{scheme}://{user}{before}?***"),
+        None => format!("{scheme}://{user}{shown}"),
     }
+}
+
+/// Whether `url` holds what [`redacted_url`] hides.
+pub fn has_secret(url: &str) -> bool {
+    redacted_url(url) != url
 }
 
 #[cfg(test)]
@@ -779,15 +791,32 @@ mod tests {
 
     #[test]
     fn redis_passwords_never_show() {
-        assert_eq!(
-            redacted_url("redis://:hunter2@db:6379/1"),
-            "redis://:***@db:6379/1"
-        );
-        assert_eq!(
-            redacted_url("redis://app:hunter2@db:6379"),
-            "redis://app:***@db:6379"
-        );
-        assert_eq!(redacted_url("redis://db:6379"), "redis://db:6379");
+        for (url, shown) in [
+            ("redis://:hunter2@db:6379/1", "redis://***@db:6379/1"),
+            ("redis://app:hunter2@db:6379", "redis://***@db:6379"),
+            // Split at the last @, as URL parsers do.
+            ("redis://:p@ss@host", "redis://***@host"),
+            ("rediss://:a@b@c@host:6380/0", "rediss://***@host:6380/0"),
+            ("redis://db:6379", "redis://db:6379"),
+            (
+                "https://user:pass@api.example/x?apikey=k3y",
+                "https://***@api.example/x?***",
+            ),
+            (
+                "https://api.example/q?apikey=k3y&x=1",
+                "https://api.example/q?***",
+            ),
+            ("https://api.example/q#tok3n", "https://api.example/q?***"),
+            (
+                "http://localhost:8000/api/v1/queue",
+                "http://localhost:8000/api/v1/queue",
+            ),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+            for secret in ["hunter2", "p@ss", "pass", "k3y", "tok3n", "a@b"] {
+                assert!(!redacted_url(url).contains(secret), "{url}");
+            }
+        }
         let e = run(&["--redis", "http://:hunter2@db"]).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
     }

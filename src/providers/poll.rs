@@ -46,7 +46,10 @@ pub fn fetch(agent: &ureq::Agent, url: &str, limits: Limits) -> Result<String, S
         ureq::Error::BodyExceedsLimit(_) => {
             format!("response body over the limit of {} bytes", limits.max_bytes)
         }
-        other => other.to_string(),
+        // An error may quote the URL; it is shown redacted.
+        other => other
+            .to_string()
+            .replace(url, &crate::config::redacted_url(url)),
     };
     let mut response = agent
         .get(url)
@@ -71,7 +74,7 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let source = Source {
         name: format!("poll {}", spec.topic),
-        what: spec.url.clone(),
+        what: crate::config::redacted_url(&spec.url),
         topic: spec.topic.clone(),
         interval: spec.interval,
     };
