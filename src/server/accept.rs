@@ -5,7 +5,7 @@
 //! descriptors, which must not turn into a busy loop.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -72,14 +72,12 @@ impl EventLoop {
 
     /// Applies the connection limits to a new connection.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
-        let per_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        let client = client_of(peer.ip());
+        let per_ip = self.per_ip.get(&client).copied().unwrap_or(0);
         let cap = self.config.max_connections_per_ip;
         if cap > 0 && per_ip as usize >= cap {
             let status = http::Status(429, "Too Many Requests");
-            let why = format!(
-                "more than --max-connections-per-ip {cap} from {}",
-                peer.ip()
-            );
+            let why = format!("more than --max-connections-per-ip {cap} from {client}");
             return self.refuse_now(stream, status, &why, now);
         }
         let max = self.config.max_connections;
@@ -181,8 +179,41 @@ impl EventLoop {
         let id = self.next_id;
         self.next_id += 1;
         self.stats.accepted += 1;
-        *self.per_ip.entry(peer.ip()).or_default() += 1;
+        *self.per_ip.entry(client_of(peer.ip())).or_default() += 1;
         debug!("conn={id} peer={peer} accepted");
         entry.insert(Conn::new(id, peer, stream, now, reserve));
+    }
+}
+
+/// Who a peer address counts as for `--max-connections-per-ip`: an IPv4
+/// address itself, an IPv6 address by its /64. One host is commonly given
+/// a whole /64 and may pick any address in it, so counting each address
+/// would let it open as many connections as it likes.
+pub(super) fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !0u128 << 64)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One /64 is one client; another /64, or an IPv4 address (mapped or
+    /// not), is another.
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = client_of(ip("2001:db8:1:2:aaaa::1"));
+        assert_eq!(a, client_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")));
+        assert_eq!(a, ip("2001:db8:1:2::"));
+        assert_ne!(a, client_of(ip("2001:db8:1:3::1")));
+        assert_eq!(client_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(client_of(ip("10.0.0.1")), ip("10.0.0.1"));
+        assert_ne!(client_of(ip("10.0.0.1")), client_of(ip("10.0.0.2")));
     }
 }

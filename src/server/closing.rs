@@ -142,7 +142,7 @@ impl EventLoop {
         // Closing the descriptor (dropping `conn`) takes it out of the
         // epoll set: no `EPOLL_CTL_DEL` is needed, a syscall per close saved.
         let conn = self.conns.remove(key);
-        let ip = conn.peer().ip();
+        let ip = super::accept::client_of(conn.peer().ip());
         if let Some(count) = self.per_ip.get_mut(&ip) {
             *count -= 1;
             if *count == 0 {
