@@ -56,6 +56,9 @@ echo "== the live page in Chromium (playwright-core)"
 # Debian's Chromium (installed above), never a downloaded browser.
 (cd tests/browser && npm ci --silent --no-audit --no-fund && node page.test.mjs ../../target/release/statecast 60)
 
+echo "== another site's page in Chromium: refused on every path (playwright-core)"
+(cd tests/browser && node cross-site.test.mjs ../../target/release/statecast)
+
 echo "== conformance (Autobahn cases via kosoku)"
 cargo build --release --quiet
 # The README's first command must keep resolving to the server binary.

@@ -29,7 +29,13 @@ pub enum Action {
     /// Answer with an event stream and subscribe the connection to `topic`.
     /// `since` is the client's `Last-Event-ID` (or `?since=`): no resend
     /// when the topic is still there.
-    Stream { topic: String, since: Option<u64> },
+    Stream {
+        topic: String,
+        since: Option<u64>,
+        /// The allowed `Origin` the stream's head names, so a page there
+        /// may read it.
+        origin: Option<String>,
+    },
     /// Store `data` (checked JSON) as `topic`'s snapshot, then answer with
     /// [`published`].
     Publish { topic: String, data: String },
@@ -145,7 +151,7 @@ pub fn handle(
         Route::Stream(topic) => stream(head, topic, topics, shutting_down),
         Route::Publish(topic) => publish(topic, body, topics, close),
         Route::Broadcast => broadcast(body, topics, close),
-        Route::State(topic) => Action::Respond(state(&topic, topics, answer)),
+        Route::State(topic) => Action::Respond(state(head, &topic, topics, answer)),
         Route::Health => Action::Health {
             details: access.may_read(head),
         },
@@ -216,7 +222,11 @@ fn stream(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -> A
         .as_deref()
         .or(head.query_param("since"))
         .and_then(|s| s.trim().parse().ok());
-    Action::Stream { topic, since }
+    Action::Stream {
+        topic,
+        since,
+        origin: head.origin.clone(),
+    }
 }
 
 /// Checks everything before anything is touched: the name, the JSON, and
@@ -281,7 +291,7 @@ pub fn broadcasted(type_json: &str, delivered: usize, close: bool) -> Response {
 }
 
 /// The message a new subscriber would get now.
-fn state(name: &str, topics: &Topics, answer: Answer) -> Response {
+fn state(head: &Head, name: &str, topics: &Topics, answer: Answer) -> Response {
     let found = match topics.find(name) {
         Some(id) => topics.get(id).snapshot().map(|m| m.json().to_vec()),
         // An adw-state topic nobody has opened yet would still greet a
@@ -298,7 +308,14 @@ fn state(name: &str, topics: &Topics, answer: Answer) -> Response {
         }
     };
     match found {
-        Some(json) => http::json(&json, answer.close, answer.head_only),
+        Some(json) => http::response(
+            http::OK,
+            "application/json",
+            &http::cors(head.origin.as_deref()),
+            &json,
+            answer.close,
+            answer.head_only,
+        ),
         None => http::error(
             http::NOT_FOUND,
             &format!("topic {name:?} has no snapshot yet"),

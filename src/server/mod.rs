@@ -682,7 +682,11 @@ impl EventLoop {
                 let deflate = self.config.compression && head.deflate;
                 return self.subscribe(key, &topic, &accept, since, deflate, now);
             }
-            Action::Stream { topic, since } => return self.stream(key, &topic, since, now),
+            Action::Stream {
+                topic,
+                since,
+                origin,
+            } => return self.stream(key, &topic, since, origin.as_deref(), now),
             Action::Publish { topic, data } => match self.topics.find_or_create(&topic) {
                 // Under --redis, answered once Redis has ordered it.
                 Ok(_) if self.publish_http(key, &topic, &data, answer) => return,
@@ -766,7 +770,14 @@ impl EventLoop {
     /// Starts an SSE stream the endpoint accepted: the response head and
     /// the snapshot as its first event (none if `since` is the topic's
     /// current seq, as `Last-Event-ID` says after a reconnect).
-    fn stream(&mut self, key: usize, name: &str, since: Option<u64>, now: Instant) {
+    fn stream(
+        &mut self,
+        key: usize,
+        name: &str,
+        since: Option<u64>,
+        origin: Option<&str>,
+        now: Instant,
+    ) {
         let id = match self.topics.find_or_create(name) {
             Ok(id) => id,
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
@@ -774,7 +785,7 @@ impl EventLoop {
         let current = Some(self.topics.get(id).seq());
         let (sub, snapshot) = self.topics.subscribe(id, key, Form::Sse);
         self.conns[key].open_stream(sub, now);
-        let head = Shared::from(http::EVENT_STREAM_HEAD);
+        let head = Shared::from(http::event_stream_head(&http::cors(origin)));
         self.enqueue(key, Out::Bytes(head));
         if let Some(snapshot) = snapshot.filter(|_| since != current) {
             self.enqueue(key, Out::Snapshot(snapshot, None));

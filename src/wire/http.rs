@@ -95,7 +95,20 @@ pub fn json(body: &[u8], close: bool, head_only: bool) -> Response {
 
 /// The head of a Server-Sent Events response: the body is the stream,
 /// delimited by the connection's end. Proxies are asked not to buffer it.
-pub const EVENT_STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n";
+/// `extra` holds complete header lines ([`cors`], say).
+pub fn event_stream_head(extra: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n{extra}\r\n")
+        .into_bytes()
+}
+
+/// The header lines that let a page from `origin`, already checked to be
+/// allowed, read a response (an `EventSource` or a `fetch` from the
+/// dashboard's dev server on another port).
+pub fn cors(origin: Option<&str>) -> String {
+    origin.map_or_else(String::new, |origin| {
+        format!("Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n")
+    })
+}
 
 /// An SSE comment: keeps the connection and proxies awake.
 pub const EVENT_STREAM_KEEPALIVE: &[u8] = b": keep-alive\n\n";

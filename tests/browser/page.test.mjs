@@ -32,7 +32,7 @@ function start(listen) {
     let log = "";
     child.stderr.on("data", (chunk) => {
       log += chunk;
-      const m = log.match(/listening on (\S+)/);
+      const m = log.match(/listening on (\S+) /);
       if (m) resolve({ child, addr: m[1] });
     });
     child.on("exit", (code) => reject(new Error("statecast exited " + code + ":\n" + log)));
