@@ -1,7 +1,8 @@
-//! What checking a publish against its topic's schema costs, per ADW topic,
-//! at the contract's example sizes (the richest valid value of each topic's
-//! case file) and for a 50-item workflow-history: the parse into a
-//! `serde_json::Value` that only validated topics pay, and the check itself.
+//! What taking in a publish costs, per ADW topic, at the contract's example
+//! sizes (the richest valid value of each topic's case file), for a 50-item
+//! workflow-history and for one just under 1 MiB: the I-JSON parse into a
+//! `serde_json::Value` and the compact text written back out, which every
+//! publish pays, and the schema check, which validated topics add.
 //!
 //! `cargo bench --bench validation`; under `cargo test` it runs each
 //! measurement briefly and checks that every sample passes.
@@ -14,6 +15,7 @@ use serde_json::Value;
 use statecast::Preset;
 use statecast::topic::adw;
 use statecast::topic::schema::Validator;
+use statecast::wire::json;
 
 /// The richest valid value of a topic's case file.
 fn sample(name: &str) -> Value {
@@ -85,26 +87,42 @@ fn main() {
         "workflow-history".into(),
         history(50),
     ));
+    // The largest that fits the default --max-publish-bytes of 1 MiB.
+    let per_item = history(2).to_string().len() - history(1).to_string().len();
+    let mut items = ((1 << 20) - history(0).to_string().len()) / per_item;
+    while history(items).to_string().len() > 1 << 20 {
+        items -= 1;
+    }
+    samples.push((
+        format!("workflow-history, {items} items"),
+        "workflow-history".into(),
+        history(items),
+    ));
 
-    println!("| topic | bytes | parse to Value | schema check | total |");
-    println!("|---|---|---|---|---|");
+    println!("| topic | bytes | I-JSON parse | compact text | schema check | total |");
+    println!("|---|---|---|---|---|---|");
     for (label, topic, data) in &samples {
         let text = data.to_string();
         validator
             .check(topic, data)
             .unwrap_or_else(|e| panic!("{label}: sample refused: {e}"));
+        assert!(text.len() <= 1 << 20, "{label}: {} bytes", text.len());
         let parse = time(budget, || {
-            black_box(serde_json::from_str::<Value>(black_box(&text)).unwrap());
+            black_box(json::parse(black_box(text.as_bytes())).unwrap());
+        });
+        let compact = time(budget, || {
+            black_box(json::compact(black_box(data)));
         });
         let check = time(budget, || {
             black_box(validator.check(topic, black_box(data))).unwrap();
         });
         println!(
-            "| {label} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} |",
             text.len(),
             micros(parse),
+            micros(compact),
             micros(check),
-            micros(parse + check)
+            micros(parse + compact + check)
         );
     }
 }

@@ -236,8 +236,17 @@ impl Binary {
     /// Starts it after `prepare` has set up the command (environment,
     /// limits).
     pub fn start_with(args: &[&str], prepare: impl FnOnce(&mut std::process::Command)) -> Binary {
+        Self::start_program(env!("CARGO_BIN_EXE_statecast"), args, prepare)
+    }
+
+    /// Starts `program`, another build of statecast (a bench's A/B run).
+    pub fn start_program(
+        program: &str,
+        args: &[&str],
+        prepare: impl FnOnce(&mut std::process::Command),
+    ) -> Binary {
         use std::io::BufRead;
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_statecast"));
+        let mut command = std::process::Command::new(program);
         command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
