@@ -14,6 +14,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
@@ -27,14 +28,16 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
-# The `https` feature (TLS for --poll) is not in the default build; keep it
-# compiling.
-cargo check --quiet --features https
+# The `tls` feature (--poll https://, --redis rediss://) is not in the
+# default build; keep it clean too.
+cargo clippy --quiet --all-targets --features tls -- -D warnings
 # Nor is the leanest build, without the Redis client.
 cargo clippy --quiet --no-default-features -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
+echo "== rediss:// against redis-server on a TLS port (--features tls)"
+cargo test --features tls --test rediss
 
 if [ ! -x .venv/bin/kosoku ] || ! .venv/bin/python -c "import jsonschema, prometheus_client, websockets" 2>/dev/null; then
     python3 -m venv .venv

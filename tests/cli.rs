@@ -255,3 +255,20 @@ fn schema_table_in_the_config_file() {
         stderr(&out)
     );
 }
+
+/// A build without the `tls` feature says how to get `rediss://`, rather
+/// than failing to connect.
+#[cfg(all(feature = "redis", not(feature = "tls")))]
+#[test]
+fn rediss_without_tls_says_which_feature() {
+    let out = statecast(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        "rediss://:s3cret@127.0.0.1:1",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--features tls"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}

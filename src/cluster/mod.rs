@@ -31,6 +31,12 @@ pub const NAME: &str = "redis";
 /// Starts the link to Redis at `url`: the writer and the subscriber.
 #[cfg(feature = "redis")]
 pub fn start(url: &str, publisher: Publisher) -> Result<Link, String> {
+    if url.starts_with("rediss://") && !cfg!(feature = "tls") {
+        return Err(
+            "--redis: rediss:// needs TLS, which this build leaves out; build with --features tls"
+                .into(),
+        );
+    }
     link::start(url, publisher)
 }
 

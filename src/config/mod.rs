@@ -219,7 +219,9 @@ OPTIONS:
                                 DIR/<adw_id>/adw_state.json files
     --scan-interval DURATION    how often --agents-dir is scanned [default: 500ms]
     --redis URL                 join the other nodes that use this Redis
-                                (redis://[:PASSWORD@]HOST:PORT[/DB]): every publish
+                                (redis://[:PASSWORD@]HOST:PORT[/DB], or rediss://
+                                for TLS in a build with --features tls, trusting
+                                the system's roots or SSL_CERT_FILE): every publish
                                 goes through it to every node, in one order per
                                 topic, with one seq; snapshots are kept there for
                                 nodes that start late. While it is unreachable,
@@ -545,8 +547,11 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
         "--scan-interval" => config.scan_interval = parse_duration(value()?).map_err(at)?,
         "--redis" => {
             let url = value()?;
-            if !url.starts_with("redis://") {
-                return Err(at(format!("{:?} is not a redis:// URL", redacted_url(url))));
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                return Err(at(format!(
+                    "{:?} is not a redis:// or rediss:// URL",
+                    redacted_url(url)
+                )));
             }
             config.redis = Some(Secret::new(url));
         }
