@@ -317,3 +317,45 @@ fn finished_workflow_topics_are_forgotten() {
     );
     assert_eq!(server.health()["topics"], 9);
 }
+
+/// The bodies that once ended the process (a broadcast whose data the
+/// syntax check passed and the full parse refused) or were stored and
+/// served raw (on a topic without a schema): each is 400 with the parser's
+/// line and column, the server goes on serving, and a subscriber on the
+/// same topic never sees them.
+#[test]
+fn bodies_that_once_ended_the_process_get_400() {
+    let server = TestServer::with(|c| c.any_topic = true);
+    let mut ws = server.subscribe("queue");
+    read_data_frame(&mut ws);
+    let deep = "[".repeat(500_000);
+    let broadcasts = [
+        r#"{"type":"x","data":1e400}"#.to_owned(),
+        r#"{"type":"x","data":"\ud800"}"#.to_owned(),
+        format!(r#"{{"type":"x","data":{}}}"#, "[".repeat(200)),
+    ];
+    for body in &broadcasts {
+        let (status, reply) = server.request("POST", "/api/v1/broadcast", body);
+        assert_eq!(status, 400, "{body}: {reply}");
+        assert!(reply.contains("line 1 column"), "{reply}");
+    }
+    for body in ["1e400", r#""\ud800""#, deep.as_str(), "{\"a\":1,\"a\":2}"] {
+        let (status, reply) = server.request("POST", "/api/v1/publish/no-schema", body);
+        assert_eq!(status, 400, "{reply}");
+        assert!(reply.contains("column"), "{reply}");
+    }
+    assert_eq!(server.request("GET", "/api/v1/state/no-schema", "").0, 404);
+    // A bare CR between tokens is gone from what is stored and sent.
+    let (status, _) = server.request("POST", "/api/v1/publish/no-schema", "{\"a\":\r[1,\r2]}");
+    assert_eq!(status, 200);
+    assert_eq!(
+        server.request("GET", "/api/v1/state/no-schema", "").1,
+        r#"{"type":"no_schema_update","seq":1,"data":{"a":[1,2]}}"#
+    );
+    // Still serving, and the subscriber saw nothing of the refused ones.
+    let body = r#"{"phases":[],"paused":true}"#;
+    assert_eq!(server.request("POST", "/api/v1/publish/queue", body).0, 200);
+    let next = read_data_frame(&mut ws).json();
+    assert_eq!(next["seq"], 1, "{next}");
+    assert_eq!(server.health()["status"], "ok");
+}

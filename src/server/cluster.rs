@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use log::warn;
+use log::{debug, warn};
 
 use super::EventLoop;
 use super::endpoints::{self, Answer};
@@ -160,7 +160,9 @@ impl EventLoop {
         };
         let current = self.topics.get(id).seq();
         if seq <= current {
-            return;
+            // This node's own publishes come back this way; so does a
+            // snapshot re-read after a reconnect.
+            return debug!("redis: {topic:?} seq {seq} is not newer than {current}; not served");
         }
         if let Some(cluster) = &mut self.cluster {
             cluster.unreplicated.remove(topic);
