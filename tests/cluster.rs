@@ -280,6 +280,13 @@ fn a_lost_subscription_or_an_emptied_redis_loses_and_doubles_nothing() {
     assert_eq!(redis.command("FLUSHALL"), "+OK\r\n");
     publish_n(&b_node, 5);
     read_until(&mut b.0, 5, &mut b.1);
+    // A hears of 5 through Redis too, on its own time.
+    wait_until("A to serve 5", || {
+        a_node
+            .request("GET", "/api/v1/state/counter", "")
+            .1
+            .contains(r#""seq":5"#)
+    });
     let mut a = open(&a_node, true);
     assert_eq!(a.1, b.1);
     publish_n(&a_node, 6);
