@@ -1,4 +1,4 @@
-//! The fault and soak harness (issue 10), against the real binary on
+//! The fault and soak harness, against the real binary on
 //! loopback: slowloris, churn, half-open peers, output floods, a lossy
 //! slow link through an in-repo proxy, and a soak of churn plus publishing.
 //! Each run prints its figures and panics on a lost client, a leak or a

@@ -1,4 +1,4 @@
-//! The output floods of issue 10 against the real binary: a client that
+//! Output floods against the real binary: a client that
 //! pipelines requests, floods pings, or floods JSON pings, and never reads.
 //! Each is bounded in memory and closed, and a healthy client beside it
 //! still gets its publishes.
@@ -15,25 +15,35 @@ use util::*;
 /// 1.5 GiB in 2 s before the fix.
 const RSS_BOUND_KIB: u64 = 48 << 10;
 
-/// Writes `unit` over and over for `for_how_long`, never reading. Returns
-/// the bytes the kernel took.
-fn flood(mut stream: TcpStream, unit: &[u8], for_how_long: Duration) -> u64 {
+/// The longest a flood goes on: a server that never closes the flooder
+/// fails the test here.
+const FLOOD_CAP: Duration = Duration::from_secs(30);
+
+/// Writes `unit` over and over, never reading, until the server closes the
+/// connection (a write fails). Returns the bytes the kernel took; panics
+/// if the server has not closed it within `FLOOD_CAP`. After the server's
+/// close, the connection drains: what the flooder still writes is read and
+/// dropped, and must not keep the loop from its timers, which end it.
+fn flood(mut stream: TcpStream, unit: &[u8]) -> u64 {
     stream
         .set_write_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let batch: Vec<u8> = unit.repeat((64 << 10) / unit.len() + 1);
     let start = Instant::now();
     let mut sent = 0u64;
-    while start.elapsed() < for_how_long {
+    loop {
+        assert!(
+            start.elapsed() < FLOOD_CAP,
+            "the server never closed the flooder"
+        );
         match stream.write(&batch) {
             Ok(n) => sent += n as u64,
             // Blocked: the server has stopped reading us. Keep trying.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => break,
+            Err(_) => return sent,
         }
     }
-    sent
 }
 
 /// Runs a flood beside a healthy subscriber: checks the server's RSS stays
@@ -44,7 +54,7 @@ fn survive(server: &Binary, flooder: TcpStream, unit: &[u8]) -> serde_json::Valu
     read_data_frame(&mut healthy);
     let base = server.rss_kib();
     let unit = unit.to_vec();
-    let flooding = std::thread::spawn(move || flood(flooder, &unit, Duration::from_secs(3)));
+    let flooding = std::thread::spawn(move || flood(flooder, &unit));
     let mut peak = base;
     let start = Instant::now();
     let mut published = false;
@@ -65,7 +75,9 @@ fn survive(server: &Binary, flooder: TcpStream, unit: &[u8]) -> serde_json::Valu
     if !published {
         publish();
     }
-    let sent = flooding.join().unwrap();
+    let sent = flooding
+        .join()
+        .expect("the flood ended with the server's close");
     assert!(sent > 1 << 20, "the flood sent only {sent} bytes");
     assert!(
         peak - base < RSS_BOUND_KIB,
