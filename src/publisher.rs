@@ -224,8 +224,8 @@ impl Publisher {
             })
     }
 
-    /// Sends `{"type":event_type,"data":data}` to every open connection,
-    /// once. An event typed like a preset topic's update (`queue_update`)
+    /// Sends `{"type":event_type,"data":data}` to every subscriber
+    /// (WebSocket or SSE), once. An event typed like a preset topic's update (`queue_update`)
     /// is rendered like one, so it must pass that topic's schema.
     pub fn event<T: Serialize + ?Sized>(
         &self,

@@ -178,7 +178,8 @@ pub struct Frames {
 pub enum Flushed {
     /// Everything queued is written.
     Idle,
-    /// Bytes are left; WRITABLE interest is needed.
+    /// Bytes are left; the next WRITABLE event (registered for good) writes
+    /// them.
     Pending,
     Failed(io::Error),
 }

@@ -39,7 +39,7 @@ pub enum Action {
     /// Store `data` (checked JSON) as `topic`'s snapshot, then answer with
     /// [`published`].
     Publish { topic: String, data: String },
-    /// Send an event to every open WebSocket, then answer with
+    /// Send an event to every subscriber, WebSocket and SSE, then answer with
     /// [`broadcasted`].
     Broadcast { type_json: String, data: String },
     /// Answer with [`health`]; `details` when the request may see more
@@ -329,6 +329,7 @@ fn state(head: &Head, name: &str, topics: &Topics, answer: Answer) -> Response {
 pub struct HealthView<'a> {
     pub shutting_down: bool,
     pub uptime_seconds: u64,
+    /// Subscriptions: open WebSockets and SSE streams.
     pub connections: usize,
     pub topics: usize,
     pub sockets: usize,

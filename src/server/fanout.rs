@@ -1,6 +1,7 @@
 //! Where a publish goes: the channel from producer threads, a topic's new
 //! snapshot to its subscribers (one shared frame, once per turn however
-//! many publishes came), and one-off events to every open WebSocket.
+//! many publishes came), and one-off events to every subscriber (WebSocket
+//! or SSE).
 
 use std::time::Instant;
 

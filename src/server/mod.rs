@@ -559,8 +559,8 @@ impl EventLoop {
     }
 
     /// Reads again the connections a previous read left with input unread,
-    /// those no longer held back first in line. Returns whether any is
-    /// still waiting for its budget (then the loop must not sleep).
+    /// those no longer held back first in line. One still waiting for its
+    /// budget is listed again (and the loop does not sleep while any is).
     fn read_again(&mut self, now: Instant) {
         let waiting = std::mem::take(&mut self.read_later);
         for (key, id) in waiting {

@@ -460,7 +460,7 @@ pub struct Topics {
     max_topics: usize,
     /// Topics published since the last fan-out, each once.
     fan_out: Vec<usize>,
-    /// Subscriptions across all topics: the open WebSockets.
+    /// Subscriptions across all topics: open WebSockets and SSE streams.
     subscriptions: usize,
     pub compressor: Compressor,
 }
