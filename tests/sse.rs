@@ -135,13 +135,30 @@ fn keep_alive_comments_and_leaving() {
     server.wait_health("the stream to leave", |h| h["connections"] == 0);
 }
 
-/// Shutdown ends a stream cleanly: the client reads to EOF.
+/// Shutdown ends a stream at once and cleanly: the client reads to EOF
+/// while the server still runs, held open for 30 s by a WebSocket client
+/// that never answers its close. (When the process exits every socket
+/// ends anyway; this shows the stream was ended, not dropped.)
 #[test]
 fn shutdown_ends_streams() {
-    let server = TestServer::start();
-    let mut s = open(&server, "queue", "");
+    let server = Binary::start(&["--shutdown-timeout", "30s"]);
+    let _silent = server.subscribe("routes");
+    let mut s = server.connect();
+    s.write_all(b"GET /api/v1/sse/queue HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let (status, _, _) = read_response(&mut s);
+    assert_eq!(status, 200);
     next(&mut s);
-    drop(server);
+    let pid = server.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).expect("a clean end");
+    // A process that has exited stays a zombie until the test reaps it.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let running = stat.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z'));
+    assert!(running, "the stream ended only because the process did: {stat}");
 }
