@@ -196,8 +196,13 @@ fn partial_write_keeps_last_good_state() {
 
     let path = dir.0.join("feed01/adw_state.json");
     fs::write(&path, r#"{"adw_id":"feed01","st"#).unwrap();
-    // Several scans pass over the broken file without publishing.
-    std::thread::sleep(SCAN * 4);
+    // A scan has read the broken file once the provider reports it; it
+    // published nothing.
+    server.wait_health("the broken file to be reported", |h| {
+        h["providers"]["agents"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("feed01"))
+    });
     assert_eq!(state_of(&server, "adw-state/feed01")["seq"], 1);
     let completed = Instant::now();
     fs::write(&path, r#"{"adw_id":"feed01","step":2}"#).unwrap();

@@ -25,7 +25,7 @@ impl Script {
         fs::create_dir_all(&dir).unwrap();
         fs::write(
             dir.join("run.sh"),
-            "#!/bin/sh\nd=$(dirname \"$0\")\n[ -f \"$d/hang\" ] && sleep 30\ncat \"$d/out\"\nexit $(cat \"$d/code\")\n",
+            "#!/bin/sh\nd=$(dirname \"$0\")\necho >> \"$d/runs\"\n[ -f \"$d/hang\" ] && sleep 30\ncat \"$d/out\"\nexit $(cat \"$d/code\")\n",
         )
         .unwrap();
         let script = Script { dir };
@@ -45,6 +45,11 @@ impl Script {
         } else {
             let _ = fs::remove_file(path);
         }
+    }
+
+    /// How many times the script has started.
+    fn runs(&self) -> usize {
+        fs::read_to_string(self.dir.join("runs")).map_or(0, |r| r.lines().count())
     }
 
     fn command(&self) -> String {
@@ -93,7 +98,9 @@ fn publishes_changed_output_only() {
     script.set(r#"{"coverage":80}"#, 0);
     let server = start(&script, Duration::from_secs(5), 1 << 20);
     wait_until("the first publish", || qc(&server)["seq"] == 1);
-    std::thread::sleep(Duration::from_millis(300));
+    // Three more runs with the same output: counted, not timed.
+    let runs = script.runs();
+    wait_until("three more runs", || script.runs() >= runs + 3);
     assert_eq!(qc(&server)["seq"], 1, "unchanged output is not republished");
     script.set(r#"{"coverage":81}"#, 0);
     wait_until("the change", || qc(&server)["data"]["coverage"] == 81);
