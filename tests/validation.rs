@@ -185,8 +185,14 @@ fn events_posing_as_updates_are_checked() {
 #[test]
 fn no_validate_accepts_anything() {
     let server = TestServer::with(|c| c.validate = false);
+    let mut ws = server.subscribe("queue");
+    read_data_frame(&mut ws);
     let (status, body) = server.publish("queue", "null");
     assert_eq!(status, 200, "{body}");
+    // Stored and sent as it is, though the queue's schema would refuse it.
+    let (_, state) = server.request("GET", "/api/v1/state/queue", "");
+    assert_eq!(state, r#"{"type":"queue_update","seq":1,"data":null}"#);
+    assert_eq!(read_data_frame(&mut ws).json()["data"], serde_json::Value::Null);
 }
 
 /// `--schema TOPIC=FILE` attaches a schema to any topic.
