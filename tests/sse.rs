@@ -159,6 +159,12 @@ fn shutdown_ends_streams() {
     s.read_to_end(&mut rest).expect("a clean end");
     // A process that has exited stays a zombie until the test reaps it.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let running = stat.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z'));
-    assert!(running, "the stream ended only because the process did: {stat}");
+    let running = stat
+        .rsplit(") ")
+        .next()
+        .is_some_and(|rest| !rest.starts_with('Z'));
+    assert!(
+        running,
+        "the stream ended only because the process did: {stat}"
+    );
 }

@@ -192,7 +192,10 @@ fn no_validate_accepts_anything() {
     // Stored and sent as it is, though the queue's schema would refuse it.
     let (_, state) = server.request("GET", "/api/v1/state/queue", "");
     assert_eq!(state, r#"{"type":"queue_update","seq":1,"data":null}"#);
-    assert_eq!(read_data_frame(&mut ws).json()["data"], serde_json::Value::Null);
+    assert_eq!(
+        read_data_frame(&mut ws).json()["data"],
+        serde_json::Value::Null
+    );
 }
 
 /// `--schema TOPIC=FILE` attaches a schema to any topic.

@@ -239,7 +239,10 @@ fn stalled_reader_is_conflated_and_does_not_delay_others() {
         let (status, _) = server.publish("webhook-status", &format!(r#"{{"status":"{filler}"}}"#));
         assert_eq!(status, 200);
         let frame = read_data_frame(&mut healthy).json();
-        assert_eq!(frame["seq"], seq, "the healthy client got every publish in turn");
+        assert_eq!(
+            frame["seq"], seq,
+            "the healthy client got every publish in turn"
+        );
     }
 
     // The stalled client's queue holds at most the frame in flight and the

@@ -272,7 +272,7 @@ mod tests {
     fn status(r: Result<(), Response>) -> u16 {
         match r {
             Ok(()) => 200,
-            Err(r) => String::from_utf8_lossy(&r.bytes)[9..12].parse().unwrap(),
+            Err(r) => r.status.0,
         }
     }
 

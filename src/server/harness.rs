@@ -115,7 +115,7 @@ impl Harness {
                 if response.close {
                     return Err(response);
                 }
-                Ok(response.status)
+                Ok(response.status.0)
             }
             Action::Subscribe { .. } => Ok(101),
             Action::Stream { .. } => Ok(200),
@@ -180,7 +180,7 @@ fn fresh_topics(rules: &Arc<Rules>, config: &Config) -> Topics {
 }
 
 fn answered(mut statuses: Vec<u16>, response: &Response) -> Vec<u16> {
-    statuses.push(response.status);
+    statuses.push(response.status.0);
     statuses
 }
 

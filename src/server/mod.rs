@@ -58,7 +58,7 @@ use crate::topic::adw;
 use crate::topic::schema::Validator;
 use crate::topic::{Form, Rules, Topics};
 use crate::wire::Shared;
-use crate::wire::http::{self, Head, Next, Response, Route};
+use crate::wire::http::{self, Head, Next, Purpose, Response, Route};
 use crate::wire::protocol::{self, CloseReason, code};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -642,7 +642,8 @@ impl EventLoop {
         let route = match admitted {
             Ok(Ok(route)) => route,
             Ok(Err(response)) => {
-                self.count_refusal(&head.path, &response);
+                let purpose = http::route(&head.method, &head.path).purpose();
+                self.count_refusal(purpose, &response);
                 return Err(response);
             }
             Err(response) => {
@@ -664,6 +665,7 @@ impl EventLoop {
             close: !head.keep_alive || shutting_down,
             head_only: head.method == "HEAD",
         };
+        let purpose = route.purpose();
         let (topics, access) = (&self.topics, &self.access);
         let action = contained(head, || {
             endpoints::handle(head, route, body, topics, access, shutting_down)
@@ -703,20 +705,20 @@ impl EventLoop {
             Action::Health { details } => endpoints::health(&self.health_view(), answer, details),
             Action::Metrics => self.metrics(answer),
         };
-        self.count_refusal(&head.path, &response);
+        self.count_refusal(purpose, &response);
         self.respond(key, response, Close::HttpDone);
     }
 
     /// Counts a refused publish by reason, or a rejected subscription.
-    fn count_refusal(&mut self, path: &str, response: &Response) {
-        let status = response.status;
+    fn count_refusal(&mut self, purpose: Purpose, response: &Response) {
+        let status = response.status.0;
         if status < 400 {
             return;
         }
-        match path.split('/').nth(3) {
-            Some("publish" | "broadcast") => self.stats.refused_publishes.count(status),
-            Some("ws" | "sse") => self.stats.rejected_subscriptions += 1,
-            _ => {}
+        match purpose {
+            Purpose::Publish => self.stats.refused_publishes.count(status),
+            Purpose::Subscribe => self.stats.rejected_subscriptions += 1,
+            Purpose::Other => {}
         }
     }
 

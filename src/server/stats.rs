@@ -7,7 +7,7 @@ use log::info;
 
 use crate::server::conn::Close;
 use crate::server::metrics::Histogram;
-use crate::wire::http::Response;
+use crate::wire::http::{self, Response};
 
 /// What the operator sees every `--stats-interval`: a summary line, then
 /// one line per kind of refusal and per protocol close since the last,
@@ -25,14 +25,9 @@ pub struct Interval {
 impl Interval {
     /// Notes a response, if it is a refusal.
     pub fn note(&mut self, response: &Response) {
-        if response.status >= 400 {
-            let line = response
-                .bytes
-                .split(|&b| b == b'\r')
-                .next()
-                .unwrap_or_default();
-            let status = String::from_utf8_lossy(line.get(9..).unwrap_or_default());
-            *self.refusals.entry(status.into_owned()).or_default() += 1;
+        let http::Status(code, reason) = response.status;
+        if code >= 400 {
+            *self.refusals.entry(format!("{code} {reason}")).or_default() += 1;
         }
     }
 

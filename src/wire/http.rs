@@ -36,8 +36,8 @@ pub const VERSION_NOT_SUPPORTED: Status = Status(505, "HTTP Version Not Supporte
 /// after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
-    /// The status code, as written in `bytes`.
-    pub status: u16,
+    /// The status, as written in `bytes`.
+    pub status: Status,
     pub bytes: Vec<u8>,
     pub close: bool,
 }
@@ -68,7 +68,7 @@ pub fn response(
         bytes.extend_from_slice(body);
     }
     Response {
-        status: status.0,
+        status,
         bytes,
         close,
     }
@@ -717,6 +717,26 @@ pub enum Route {
     NotFound,
 }
 
+/// What a route is for, as its refusals are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Publish or broadcast.
+    Publish,
+    /// A WebSocket or an SSE stream.
+    Subscribe,
+    Other,
+}
+
+impl Route {
+    pub fn purpose(&self) -> Purpose {
+        match self {
+            Route::Publish(_) | Route::Broadcast => Purpose::Publish,
+            Route::Subscribe(_) | Route::Stream(_) => Purpose::Subscribe,
+            _ => Purpose::Other,
+        }
+    }
+}
+
 /// Routes a method and path.
 pub fn route(method: &str, path: &str) -> Route {
     let get = matches!(method, "GET" | "HEAD");
@@ -816,10 +836,7 @@ mod tests {
     }
 
     fn status_of(r: Response) -> u16 {
-        std::str::from_utf8(&r.bytes[9..12])
-            .unwrap()
-            .parse()
-            .unwrap()
+        r.status.0
     }
 
     const UPGRADE: &str = "GET /api/v1/ws/queue HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
