@@ -23,54 +23,73 @@ use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, code};
 /// went out and its write side was shut, so a reset cannot destroy them.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-/// Why a connection ended: one variant per reason, counted and logged once,
-/// when the connection is removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Close {
-    /// The peer closed the TCP connection; on a WebSocket, without a close
-    /// frame.
-    PeerGone,
-    /// The client sent a close frame and got ours back (RFC 6455 §5.5.1).
-    ClientClose,
-    /// A frame broke RFC 6455; the close code says how (1002, 1007, 1009).
-    Protocol(u16),
-    /// Nothing heard for two ping intervals; closed with 1001.
-    PingTimeout,
-    /// Pings far faster than their pongs can go out; closed with 1008.
-    PingFlood,
-    /// Output queued past `--max-queue-bytes`; closed with 1008.
-    SlowConsumer,
-    /// Output pending and no byte taken for `--write-timeout`; 1008.
-    WriteTimeout,
-    /// No complete request within `--handshake-timeout` (408, or a silent
-    /// close when nothing was sent).
-    HandshakeTimeout,
-    /// An HTTP exchange that ends the connection: `Connection: close`, or
-    /// an error response after which the stream cannot be trusted.
-    HttpDone,
-    /// The server is shutting down (1001, or 503 to a request).
-    Shutdown,
-    /// The socket failed: read, write or poll registration.
-    Io(io::ErrorKind),
+/// Declares [`Close`] once: each cause's doc, its label (the counter's
+/// name in `/healthz`, the `cause` of `statecast_closes_total`) and whether
+/// the stats line reports it (the causes an operator should look at). The
+/// counters, the `/healthz` keys, the metric and the log lines all come
+/// from here.
+macro_rules! close_causes {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident $(($field:ty))? => $label:literal, $reported:literal;
+    )*) => {
+        /// Why a connection ended: one variant per reason, counted and
+        /// logged once, when the connection is removed.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Close {
+            $($(#[doc = $doc])* $name $(($field))?,)*
+        }
+
+        /// The causes in declaration order, for indexing counters.
+        #[repr(usize)]
+        enum CauseIndex {
+            $($name,)*
+        }
+
+        impl Close {
+            /// Every cause's label, in declaration order.
+            pub const LABELS: &'static [&'static str] = &[$($label),*];
+
+            /// Whether the stats line reports each cause, in the same order.
+            pub const REPORTED: &'static [bool] = &[$($reported),*];
+
+            /// This cause's place in [`LABELS`](Self::LABELS).
+            pub fn index(self) -> usize {
+                match self {
+                    $(Close::$name { .. } => CauseIndex::$name as usize,)*
+                }
+            }
+
+        }
+    };
 }
 
-impl Close {
-    /// A short stable name, for counters and metrics labels.
-    pub fn label(self) -> &'static str {
-        match self {
-            Close::PeerGone => "peer_gone",
-            Close::ClientClose => "client_close",
-            Close::Protocol(_) => "protocol_error",
-            Close::PingTimeout => "ping_timeout",
-            Close::PingFlood => "ping_flood",
-            Close::SlowConsumer => "slow_consumer",
-            Close::WriteTimeout => "write_timeout",
-            Close::HandshakeTimeout => "handshake_timeout",
-            Close::HttpDone => "http_done",
-            Close::Shutdown => "shutdown",
-            Close::Io(_) => "io_error",
-        }
-    }
+close_causes! {
+    /// The peer closed the TCP connection; on a WebSocket, without a close
+    /// frame.
+    PeerGone => "peer_gone", false;
+    /// The client sent a close frame and got ours back (RFC 6455 §5.5.1).
+    ClientClose => "client_close", false;
+    /// A frame broke RFC 6455; the close code says how (1002, 1007, 1009).
+    Protocol(u16) => "protocol_error", true;
+    /// Nothing heard for two ping intervals; closed with 1001.
+    PingTimeout => "ping_timeout", true;
+    /// Pings far faster than their pongs can go out; closed with 1008.
+    PingFlood => "ping_flood", true;
+    /// Output queued past `--max-queue-bytes`; closed with 1008.
+    SlowConsumer => "slow_consumer", true;
+    /// Output pending and no byte taken for `--write-timeout`; 1008.
+    WriteTimeout => "write_timeout", true;
+    /// No complete request within `--handshake-timeout` (408, or a silent
+    /// close when nothing was sent).
+    HandshakeTimeout => "handshake_timeout", true;
+    /// An HTTP exchange that ends the connection: `Connection: close`, or
+    /// an error response after which the stream cannot be trusted.
+    HttpDone => "http_done", false;
+    /// The server is shutting down (1001, or 503 to a request).
+    Shutdown => "shutdown", false;
+    /// The socket failed: read, write or poll registration.
+    Io(io::ErrorKind) => "io_error", false;
 }
 
 impl fmt::Display for Close {

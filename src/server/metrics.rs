@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::publisher::ProviderStatus;
+use crate::server::conn::Close;
 use crate::server::stats::Stats;
 use crate::topic::{Topic, Topics};
 
@@ -171,16 +172,16 @@ fn connection_metrics(out: &mut String, v: &MetricsView) {
         "Requests whose handler panicked: answered 500, their connection closed.",
         &[bare(s.handler_panics)],
     );
-    let closes = serde_json::to_value(&s.closes).unwrap_or_default();
-    let causes: Vec<_> = closes
-        .as_object()
-        .into_iter()
-        .flatten()
+    let causes: Vec<_> = s
+        .closes
+        .iter()
         .map(|(cause, n)| with("cause", cause, n))
         .collect();
     let help = "Connections removed, by the cause they closed for.";
     metric(out, "statecast_closes_total", "counter", help, &causes);
-    let slow = [bare(s.closes.slow_consumer + s.closes.write_timeout)];
+    let slow = [bare(
+        s.closes.of(Close::SlowConsumer) + s.closes.of(Close::WriteTimeout),
+    )];
     let help = "Closes for a full queue or a write timeout.";
     metric(
         out,

@@ -48,19 +48,11 @@ impl Interval {
         for (status, n) in std::mem::take(&mut self.refusals) {
             info!("refused in the last {secs:.0}s: {n} x {status}");
         }
-        let now = serde_json::to_value(&stats.closes).unwrap_or_default();
-        let then = serde_json::to_value(&self.closes).unwrap_or_default();
-        for cause in [
-            "protocol_error",
-            "ping_timeout",
-            "ping_flood",
-            "slow_consumer",
-            "write_timeout",
-            "handshake_timeout",
-        ] {
-            let count = |v: &serde_json::Value| v.get(cause).and_then(|n| n.as_u64()).unwrap_or(0);
-            let n = count(&now).saturating_sub(count(&then));
-            if n > 0 {
+        let reported = Close::REPORTED.iter();
+        let since = stats.closes.iter().zip(self.closes.iter()).zip(reported);
+        for (((cause, now), (_, then)), &reported) in since {
+            let n = now.saturating_sub(then);
+            if reported && n > 0 {
                 info!("closed in the last {secs:.0}s: {n} x {cause}");
             }
         }
@@ -124,39 +116,33 @@ impl RefusedPublishes {
     }
 }
 
-/// One counter per close cause, named by [`Close::label`].
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct CloseCounts {
-    pub peer_gone: u64,
-    pub client_close: u64,
-    pub protocol_error: u64,
-    pub ping_timeout: u64,
-    pub ping_flood: u64,
-    pub slow_consumer: u64,
-    pub write_timeout: u64,
-    pub handshake_timeout: u64,
-    pub http_done: u64,
-    pub shutdown: u64,
-    pub io_error: u64,
-}
+/// One counter per close cause, in [`Close::LABELS`]' order; shown in
+/// `/healthz` as an object keyed by label.
+#[derive(Debug, Default, Clone)]
+pub struct CloseCounts([u64; Close::LABELS.len()]);
 
 impl CloseCounts {
     /// Counts a removed connection by its cause.
     pub fn count(&mut self, cause: Close) {
-        let counter = match cause {
-            Close::PeerGone => &mut self.peer_gone,
-            Close::ClientClose => &mut self.client_close,
-            Close::Protocol(_) => &mut self.protocol_error,
-            Close::PingTimeout => &mut self.ping_timeout,
-            Close::PingFlood => &mut self.ping_flood,
-            Close::SlowConsumer => &mut self.slow_consumer,
-            Close::WriteTimeout => &mut self.write_timeout,
-            Close::HandshakeTimeout => &mut self.handshake_timeout,
-            Close::HttpDone => &mut self.http_done,
-            Close::Shutdown => &mut self.shutdown,
-            Close::Io(_) => &mut self.io_error,
-        };
-        *counter += 1;
+        if let Some(n) = self.0.get_mut(cause.index()) {
+            *n += 1;
+        }
+    }
+
+    /// The count of one cause.
+    pub fn of(&self, cause: Close) -> u64 {
+        self.0.get(cause.index()).copied().unwrap_or(0)
+    }
+
+    /// Each cause's label and count, in declaration order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Close::LABELS.iter().copied().zip(self.0.iter().copied())
+    }
+}
+
+impl serde::Serialize for CloseCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
     }
 }
 
@@ -184,8 +170,9 @@ mod tests {
         for cause in causes {
             let mut counts = CloseCounts::default();
             counts.count(cause);
+            assert_eq!(counts.of(cause), 1, "{cause:?}");
             let json = serde_json::to_value(&counts).unwrap();
-            assert_eq!(json[cause.label()], 1, "{cause:?}");
+            assert_eq!(json[Close::LABELS[cause.index()]], 1, "{cause:?}");
             let total: u64 = json
                 .as_object()
                 .unwrap()
