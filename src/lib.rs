@@ -6,16 +6,17 @@
 //!
 //! Layout:
 //!
-//! - [`server`]: the one-thread `mio` event loop and what it owns (its
-//!   private `fanout`, `closing` and `accept` files hold where a publish
-//!   goes, where a connection ends, and the connection limits).
-//!   - [`server::conn`]: a connection's state, its lifecycle enum and close cause.
-//!   - [`server::queue`]: the per-connection output queue, with snapshot conflation.
-//!   - [`server::endpoints`]: what each HTTP request asks the loop to do.
-//!   - [`server::access`]: origins and tokens.
-//!   - [`server::stats`], [`server::metrics`]: counters, the stats log line, `/metrics`.
+//! - [`server`]: the one-thread `mio` event loop and what it owns, in
+//!   private files: `fanout`, `closing` and `accept` (where a publish goes,
+//!   where a connection ends, the connection limits), `conn` (a
+//!   connection's state, its lifecycle enum and close cause), `queue` (the
+//!   per-connection output queue, with snapshot conflation), `endpoints`
+//!   (what each HTTP request asks the loop to do), `access` (hosts,
+//!   origins and tokens), `stats` and `metrics` (counters, the stats log
+//!   line, `/metrics`).
 //! - [`wire`]: the wire formats, without I/O.
-//!   - [`wire::http`]: HTTP/1.1 parsing, routing and responses.
+//!   - [`wire::http`]: HTTP/1.1 requests read incrementally, routing and responses.
+//!   - [`wire::json`]: published JSON, taken in as I-JSON and written back compact.
 //!   - [`wire::protocol`]: RFC 6455 framing.
 //!   - [`wire::deflate`]: permessage-deflate (RFC 7692).
 //! - [`topic`]: the topic registry: names, retained snapshots, subscribers,

@@ -86,7 +86,7 @@ fn shutdown_timeout_bounds_the_wait() {
     let start = Instant::now();
     drop(server);
     assert!(
-        start.elapsed() < statecast::server::conn::LINGER * 3 / 4,
+        start.elapsed() < statecast::server::LINGER * 3 / 4,
         "took {:?}",
         start.elapsed()
     );

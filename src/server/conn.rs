@@ -169,20 +169,6 @@ pub enum Received {
     Failed(io::Error),
 }
 
-/// What a connection's next HTTP request came to.
-#[derive(Debug)]
-pub enum Request {
-    /// More bytes are needed.
-    Partial,
-    /// More bytes are needed, and the client waits for `100 Continue`
-    /// before sending them.
-    Continue,
-    /// A complete request; its bytes are consumed.
-    Complete { head: Box<Head>, body: Vec<u8> },
-    /// The request is malformed or too large: answer and close.
-    Refused(Response),
-}
-
 /// What the WebSocket frames read so far came to.
 #[derive(Debug, Default)]
 pub struct Frames {
@@ -375,10 +361,6 @@ impl Conn {
     /// Puts it in the loop's write list; false if it was there already.
     pub fn mark_dirty(&mut self) -> bool {
         !std::mem::replace(&mut self.dirty, true)
-    }
-
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
     }
 
     // ----- input -----

@@ -35,10 +35,6 @@ impl Histogram {
         self.count += 1;
         self.sum += secs;
     }
-
-    pub fn count(&self) -> u64 {
-        self.count
-    }
 }
 
 /// What `/metrics` reports, gathered by the loop.

@@ -22,18 +22,20 @@
 #![allow(clippy::indexing_slicing)]
 
 mod accept;
-pub mod access;
+mod access;
 mod closing;
 mod cluster;
-pub mod conn;
-pub mod endpoints;
+mod conn;
+mod endpoints;
 mod fanout;
 #[doc(hidden)]
 pub mod harness;
-pub mod metrics;
-pub mod queue;
+mod metrics;
+mod queue;
 mod sock;
-pub mod stats;
+mod stats;
+
+pub use conn::LINGER;
 
 use std::collections::HashMap;
 use std::io;

@@ -68,15 +68,6 @@ pub fn write_header(opcode: OpCode, len: usize, out: &mut Vec<u8>) {
     let _ = header.format(len as u64, out);
 }
 
-/// Length of the header [`write_header`] writes for a payload of `len` bytes.
-pub fn header_len(len: usize) -> usize {
-    match len {
-        0..=125 => 2,
-        126..=65535 => 4,
-        _ => 10,
-    }
-}
-
 /// Encodes a close frame with a code and a reason. The reason is truncated on
 /// a character boundary so the payload stays within a control frame's 125 bytes.
 pub fn encode_close(reason: &CloseReason) -> Vec<u8> {
@@ -461,8 +452,9 @@ mod tests {
             &encode_text(&"a".repeat(256))[..4],
             [0x81, 0x7e, 0x01, 0x00]
         );
-        for len in [0, 125, 126, 65535, 65536] {
-            assert_eq!(encode_text(&"a".repeat(len)).len(), header_len(len) + len);
+        // RFC 6455 §5.2: 7-bit lengths to 125, then 16-bit, then 64-bit.
+        for (len, header) in [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
+            assert_eq!(encode_text(&"a".repeat(len)).len(), header + len);
         }
     }
 
