@@ -11,9 +11,10 @@
 //! - `closing.rs`: writing, closing, the timers, shutdown, and
 //!   `EventLoop::remove`, the one place a connection leaves the poll and
 //!   the slab;
-//! - [`conn`]: one connection's lifecycle and its own I/O;
-//! - [`endpoints`]: what each HTTP request asks the loop to do;
-//! - [`access`]: origins and tokens; [`metrics`]: `/metrics`.
+//! - `conn.rs`: one connection's lifecycle and its own I/O;
+//! - `endpoints.rs`: what each HTTP request asks the loop to do;
+//! - `access.rs`: hosts, origins and tokens; `metrics.rs`: `/metrics`;
+//! - `harness.rs`: the request path without a socket, for the fuzzer.
 
 // Proof for the indexing below: a slab key is used only while its entry is
 // there: keys come from poll tokens and the loop's own lists, each checked
