@@ -69,7 +69,7 @@ close_causes! {
     /// frame.
     PeerGone => "peer_gone", false;
     /// The client sent a close frame and got ours back (RFC 6455 §5.5.1).
-    CloseFrame => "client_close", false;
+    ClientClosed => "client_close", false;
     /// A frame broke RFC 6455; the close code says how (1002, 1007, 1009).
     Protocol(u16) => "protocol_error", true;
     /// Nothing heard for two ping intervals; closed with 1001.
@@ -96,7 +96,7 @@ impl fmt::Display for Close {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Close::PeerGone => f.write_str("peer closed the connection"),
-            Close::CloseFrame => f.write_str("client sent a close frame"),
+            Close::ClientClosed => f.write_str("client sent a close frame"),
             Close::Protocol(code) => write!(f, "protocol error (close {code})"),
             Close::PingTimeout => f.write_str("silent for two ping intervals"),
             Close::PingFlood => f.write_str("ping flood: pongs superseded before they went out"),
@@ -473,7 +473,7 @@ impl Conn {
                 // RFC 6455 §5.5.1: reply with a close, echoing the code.
                 Some(Incoming::Close(code)) => {
                     let reason = CloseReason::new(code.unwrap_or(code::NORMAL), "bye");
-                    frames.close = Some((reason, Close::CloseFrame));
+                    frames.close = Some((reason, Close::ClientClosed));
                     None
                 }
                 Some(Incoming::Binary | Incoming::Pong) | None => None,
@@ -775,7 +775,7 @@ mod tests {
         conn.input = protocol::encode_masked(0x88, &1000u16.to_be_bytes(), [1, 2, 3, 4]);
         let frames = conn.read_frames(4096);
         let (reason, cause) = frames.close.expect("a close");
-        assert_eq!((reason.code, cause), (1000, Close::CloseFrame));
+        assert_eq!((reason.code, cause), (1000, Close::ClientClosed));
 
         conn.open(sub(), Instant::now());
         // Unmasked client frames break RFC 6455 §5.1.

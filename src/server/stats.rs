@@ -156,7 +156,7 @@ mod tests {
     fn every_cause_is_counted_under_its_label() {
         let causes = [
             Close::PeerGone,
-            Close::CloseFrame,
+            Close::ClientClosed,
             Close::Protocol(1002),
             Close::PingTimeout,
             Close::PingFlood,
