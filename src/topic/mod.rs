@@ -465,8 +465,10 @@ pub struct Topics {
     pub compressor: Compressor,
 }
 
-// Proof: a topic id is an index the table handed out, and topics are never
-// removed from `topics`, only their names forgotten.
+// Proof: a topic id is an index the table handed out, and a topic leaves
+// the table only while unused (no subscription holds its id, no fan-out is
+// pending for it), so every id held elsewhere names a live topic. An id
+// must not be kept across a publish that may forget its topic.
 #[allow(clippy::indexing_slicing)]
 impl Topics {
     /// `started` (RFC 3339) fills the defaults' `last_updated` and `timestamp`.
