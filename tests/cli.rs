@@ -272,3 +272,25 @@ fn rediss_without_tls_says_which_feature() {
     assert!(err.contains("--features tls"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+/// docs/options.md shows `--help` as the binary prints it, so every flag
+/// is documented and no documented flag is stale.
+#[test]
+fn the_options_page_is_the_help() {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/options.md"))
+        .expect("docs/options.md");
+    let shown = page
+        .split("```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a text block");
+    let help = stdout(&statecast(&["--help"]));
+    assert!(
+        shown == help,
+        "docs/options.md differs from `statecast --help`; paste the new output into its text block"
+    );
+    for flag in help.split_whitespace().filter(|w| w.starts_with("--")) {
+        let flag = flag.trim_end_matches([',', '.', ')', ';']);
+        assert!(page.contains(flag), "{flag}");
+    }
+}

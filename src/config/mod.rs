@@ -205,9 +205,13 @@ ENDPOINTS:
     GET  /api/v1/ws/<topic>        WebSocket: snapshot now, updates as they happen
     POST /api/v1/publish/<topic>   JSON body becomes the topic's snapshot; 422 with
                                    the failing JSON pointer if its schema refuses it
-    POST /api/v1/broadcast         {\"type\":..,\"data\":..} to every client, not retained
+    GET  /api/v1/sse/<topic>       the same messages as Server-Sent Events
+    POST /api/v1/broadcast         {\"type\":..,\"data\":..} to every subscriber, not retained
     GET  /api/v1/state/<topic>     the message a new subscriber would get now
-    GET  /healthz                  status, uptime, connections, topics
+    GET  /healthz                  status; with the subscribe token (if one is set)
+                                   uptime, connections, counters and providers
+    GET  /metrics                  Prometheus metrics
+    GET  /, /statecast.js          the live page and its JavaScript client
 
 OPTIONS:
     --config FILE               read options from a TOML file (keys are the option
