@@ -91,6 +91,7 @@ fn poll(server: &TestServer, backend: &Backend, timeout: Duration, max_bytes: us
     let spec = PollSpec {
         topic: "queue".into(),
         url: format!("http://localhost:{}/api/queue", backend.port),
+        pointer: None,
         interval: Duration::from_millis(50),
         origin: "--poll".into(),
     };

@@ -235,9 +235,12 @@ OPTIONS:
     --agent-program NAME        a workflow is running while a process whose command
                                 line runs NAME and names its adw_id exists
                                 [default: aider]
-    --poll TOPIC=URL[@INTERVAL] GET an http:// URL (https:// with the `https` build
-                                feature) every INTERVAL [default: 2s] and
-                                publish its JSON to TOPIC when it changes; repeatable
+    --poll TOPIC=URL[#POINTER][@INTERVAL]
+                                GET an http:// URL (https:// in a build with the
+                                `tls` or `https` feature) every INTERVAL [default:
+                                2s] and publish its JSON to TOPIC when it changes,
+                                or the part the JSON pointer names (#/routes);
+                                repeatable
     --poll-timeout DURATION     time allowed for one poll request [default: 5s]
     --exec TOPIC=COMMAND@INTERVAL
                                 run COMMAND (with sh -c) every INTERVAL, which is

@@ -1,4 +1,4 @@
-//! The provider entries of a configuration: `--poll TOPIC=URL[@INTERVAL]`
+//! The provider entries of a configuration: `--poll TOPIC=URL[#POINTER][@INTERVAL]`
 //! and `--exec TOPIC=COMMAND@INTERVAL`, parsed here so the command line and
 //! the config file accept and refuse the same text, and each entry remembers
 //! where it was written for the errors that come later.
@@ -17,17 +17,27 @@ pub struct PollSpec {
     pub topic: String,
     /// An `http://` URL, or `https://` in a build with the `https` feature.
     pub url: String,
+    /// A JSON pointer (RFC 6901) to the part of the answer that is the
+    /// topic's value, written after the URL as its fragment (`#/routes`);
+    /// the whole answer without one.
+    pub pointer: Option<String>,
     pub interval: Duration,
     pub origin: Origin,
 }
 
 impl fmt::Display for PollSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.url)
+        f.write_str(&self.url)?;
+        match &self.pointer {
+            Some(pointer) => write!(f, "#{pointer}"),
+            None => Ok(()),
+        }
     }
 }
 
-/// Parses `TOPIC=URL[@INTERVAL]`; an `@` followed by a `/` belongs to the URL.
+/// Parses `TOPIC=URL[#POINTER][@INTERVAL]`; an `@` followed by a `/`
+/// belongs to the URL. The fragment, never sent to the server, is a JSON
+/// pointer to the part of the answer to publish.
 pub fn parse_poll(s: &str, default_interval: Duration) -> Result<PollSpec, String> {
     let (topic, rest) = s
         .split_once('=')
@@ -39,16 +49,28 @@ pub fn parse_poll(s: &str, default_interval: Duration) -> Result<PollSpec, Strin
         Some((url, interval)) if !interval.contains('/') => (url, parse_duration(interval)?),
         _ => (rest, default_interval),
     };
+    let (url, pointer) = match url.split_once('#') {
+        Some((_, pointer)) if !pointer.is_empty() && !pointer.starts_with('/') => {
+            return Err(format!(
+                "#{pointer} is not a JSON pointer (expected e.g. #/routes)"
+            ));
+        }
+        Some((url, pointer)) => (url, (!pointer.is_empty()).then(|| pointer.to_owned())),
+        None => (url, None),
+    };
     check_url(url)?;
     Ok(PollSpec {
         topic: topic.to_owned(),
         url: url.to_owned(),
+        pointer,
         interval,
         origin: "--poll".into(),
     })
 }
 
 fn check_url(url: &str) -> Result<(), String> {
+    // What the errors show: a URL's user info and query are secrets.
+    let shown = super::redacted_url(url);
     if url.is_empty() {
         return Err("the URL is empty (expected TOPIC=http://HOST[:PORT]/PATH)".into());
     }
@@ -57,19 +79,19 @@ fn check_url(url: &str) -> Result<(), String> {
     } else if let Some(rest) = url.strip_prefix("https://") {
         if !cfg!(feature = "https") {
             return Err(format!(
-                "{url:?}: https:// needs statecast built with `--features https`"
+                "{shown:?}: https:// needs statecast built with `--features https`"
             ));
         }
         rest
     } else {
-        return Err(format!("{url:?} is not an http:// or https:// URL"));
+        return Err(format!("{shown:?} is not an http:// or https:// URL"));
     };
     if rest.is_empty() || rest.starts_with(['/', ':', '?', '#']) {
-        return Err(format!("{url:?} has no host"));
+        return Err(format!("{shown:?} has no host"));
     }
-    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("{shown:?}: {e}"))?;
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} has no host"));
+        return Err(format!("{shown:?} has no host"));
     }
     Ok(())
 }
@@ -135,6 +157,23 @@ mod tests {
                 .unwrap_err()
                 .contains("no host")
         );
+    }
+
+    /// The fragment is a JSON pointer to the part of the answer; it is not
+    /// part of the URL fetched, and prints back the way it was written.
+    #[test]
+    fn a_pointer_picks_part_of_the_answer() {
+        let d = Duration::from_secs(2);
+        let s = parse_poll("routes=http://b:8000/api/v1/routes#/routes@5s", d).unwrap();
+        assert_eq!(s.url, "http://b:8000/api/v1/routes");
+        assert_eq!(s.pointer.as_deref(), Some("/routes"));
+        assert_eq!(s.interval, Duration::from_secs(5));
+        assert_eq!(s.to_string(), "http://b:8000/api/v1/routes#/routes");
+        let e = parse_poll("routes=http://b/x#routes", d).unwrap_err();
+        assert!(e.contains("JSON pointer"), "{e}");
+        // Errors never show a URL's secrets.
+        let e = parse_poll("q=ftp://user:s3cret@b/x?key=k3y", d).unwrap_err();
+        assert!(!e.contains("s3cret") && !e.contains("k3y"), "{e}");
     }
 
     #[test]

@@ -32,8 +32,14 @@ pub fn agent(limits: Limits) -> ureq::Agent {
         .into()
 }
 
-/// GETs the URL and returns its body, which must be a 200 with valid JSON.
-pub fn fetch(agent: &ureq::Agent, url: &str, limits: Limits) -> Result<String, String> {
+/// GETs the URL and returns its body, which must be a 200 with I-JSON, or
+/// the part of it `pointer` names.
+pub fn fetch(
+    agent: &ureq::Agent,
+    url: &str,
+    pointer: Option<&str>,
+    limits: Limits,
+) -> Result<String, String> {
     let describe = |e: ureq::Error| match e {
         ureq::Error::StatusCode(code) => {
             let reason = ureq::http::StatusCode::from_u16(code)
@@ -62,8 +68,14 @@ pub fn fetch(agent: &ureq::Agent, url: &str, limits: Limits) -> Result<String, S
         .limit(limits.max_bytes as u64)
         .read_to_vec()
         .map_err(describe)?;
-    let (_, text) = json::canonical(&body).map_err(|e| e.to_string())?;
-    Ok(text)
+    let (value, text) = json::canonical(&body).map_err(|e| e.to_string())?;
+    match pointer {
+        None => Ok(text),
+        Some(pointer) => value
+            .pointer(pointer)
+            .map(json::compact)
+            .ok_or_else(|| format!("the answer has nothing at #{pointer}")),
+    }
 }
 
 /// Starts one polling thread. It stops when the server does.
@@ -79,5 +91,7 @@ pub fn spawn(
         interval: spec.interval,
     };
     let agent = agent(limits);
-    source.spawn(publisher, move || fetch(&agent, &spec.url, limits))
+    source.spawn(publisher, move || {
+        fetch(&agent, &spec.url, spec.pointer.as_deref(), limits)
+    })
 }
