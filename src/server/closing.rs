@@ -49,7 +49,9 @@ impl EventLoop {
     /// event. Returns the cause when the connection is done.
     fn flush(&mut self, key: usize, now: Instant) -> Option<Close> {
         let conn = self.conns.get_mut(key)?;
-        if let Flushed::Failed(e) = conn.flush(now, &mut self.stats) {
+        let (flushed, written) = conn.flush(now, &mut self.stats.latency.ages_at(now));
+        self.stats.bytes_out += written as u64;
+        if let Flushed::Failed(e) = flushed {
             debug!("conn={} write failed: {e}", conn.id());
             return Some(Close::Io(e.kind()));
         }

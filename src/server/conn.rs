@@ -13,7 +13,6 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::server::queue::{Out, OutQueue};
 use crate::server::sock::Sender;
-use crate::server::stats::Stats;
 use crate::topic::{Form, Subscription};
 use crate::wire::Shared;
 use crate::wire::http::{Head, Next, RequestReader, Response, Route};
@@ -504,27 +503,28 @@ impl Conn {
     /// one `send` and no queue is the common case of a delivery. What the
     /// socket does not take is queued; the caller then applies the limit
     /// and schedules the write.
-    pub fn deliver(&mut self, out: Out, now: Instant, stats: &mut Stats) -> Delivered {
+    pub fn deliver(
+        &mut self,
+        out: Out,
+        now: Instant,
+        done: &mut impl FnMut(Instant),
+    ) -> (Delivered, usize) {
         if !self.out.is_empty() || self.is_done() {
             let superseded = self.enqueue(out);
-            return Delivered::Queued { superseded };
+            return (Delivered::Queued { superseded }, 0);
         }
-        let latency = &mut stats.latency;
-        let mut done =
-            |published: Instant| latency.observe(now.saturating_duration_since(published));
         // On an error the frame is queued whole: the write pass meets the
         // error again and ends the connection, outside the walk over
         // subscribers.
         let written = self
             .out
-            .write_through(&mut Sender(&self.stream), out, &mut done)
+            .write_through(&mut Sender(&self.stream), out, done)
             .unwrap_or_default();
-        stats.bytes_out += written as u64;
         if self.out.is_empty() {
-            return Delivered::Written;
+            return (Delivered::Written, written);
         }
         self.blocked_since.get_or_insert(now);
-        Delivered::Queued { superseded: false }
+        (Delivered::Queued { superseded: false }, written)
     }
 
     /// Whether its pings outrun its reading by more than `limit` pongs: a
@@ -612,24 +612,20 @@ impl Conn {
     /// Writes what the socket takes. Once a closing connection's last bytes
     /// are out, shuts its write side and starts draining: reading until the
     /// peer closes so a reset cannot destroy what was sent.
-    pub fn flush(&mut self, now: Instant, stats: &mut Stats) -> Flushed {
+    pub fn flush(&mut self, now: Instant, done: &mut impl FnMut(Instant)) -> (Flushed, usize) {
         self.dirty = false;
         if self.is_done() {
-            return Flushed::Idle;
+            return (Flushed::Idle, 0);
         }
-        let latency = &mut stats.latency;
-        let mut done =
-            |published: Instant| latency.observe(now.saturating_duration_since(published));
-        let written = match self.out.write_to(&mut Sender(&self.stream), &mut done) {
+        let written = match self.out.write_to(&mut Sender(&self.stream), done) {
             Ok(n) => n,
-            Err(e) => return Flushed::Failed(e),
+            Err(e) => return (Flushed::Failed(e), 0),
         };
-        stats.bytes_out += written as u64;
         if !self.out.is_empty() {
             if written > 0 || self.blocked_since.is_none() {
                 self.blocked_since = Some(now);
             }
-            return Flushed::Pending;
+            return (Flushed::Pending, written);
         }
         self.blocked_since = None;
         if let Phase::Open { pongs_dropped, .. } = &mut self.phase {
@@ -642,7 +638,7 @@ impl Conn {
                 deadline: now + LINGER,
             };
         }
-        Flushed::Idle
+        (Flushed::Idle, written)
     }
 
     // ----- timers -----
@@ -722,10 +718,7 @@ mod tests {
         assert_eq!(conn.close_ws(Close::Shutdown), Some(sub()));
         conn.enqueue(Out::Bytes(Shared::from(encode_close(&reason))));
         assert!(matches!(conn.phase(), Phase::Closing { .. }));
-        assert!(matches!(
-            conn.flush(now, &mut Stats::default()),
-            Flushed::Idle
-        ));
+        assert!(matches!(conn.flush(now, &mut |_| {}).0, Flushed::Idle));
         match conn.phase() {
             Phase::Draining { cause, deadline } => {
                 assert_eq!(*cause, Close::Shutdown);
@@ -753,10 +746,7 @@ mod tests {
         let now = Instant::now();
         conn.open(sub(), now);
         conn.enqueue(Out::Bytes(Shared::from(vec![b'x'; 64 << 20])));
-        assert!(matches!(
-            conn.flush(now, &mut Stats::default()),
-            Flushed::Pending
-        ));
+        assert!(matches!(conn.flush(now, &mut |_| {}).0, Flushed::Pending));
         let limits = Timeouts {
             ping_interval: Duration::from_secs(3600),
             handshake: Duration::from_secs(10),

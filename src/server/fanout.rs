@@ -34,7 +34,9 @@ impl EventLoop {
                 let out = Out::Snapshot(encoded.pick(form).clone(), Some(published));
                 stats.deliveries += 1;
                 let conn = &mut conns[key];
-                if let Delivered::Queued { superseded } = conn.deliver(out, now, stats) {
+                let (delivered, bytes) = conn.deliver(out, now, &mut stats.latency.ages_at(now));
+                stats.bytes_out += bytes as u64;
+                if let Delivered::Queued { superseded } = delivered {
                     stats.superseded += u64::from(superseded);
                     schedule(conn, key, max, dirty, over);
                 }
@@ -65,8 +67,11 @@ impl EventLoop {
                     .clone(),
                 _ => message.frame.clone(),
             };
-            if let Delivered::Queued { .. } = conn.deliver(Out::Bytes(bytes), now, &mut self.stats)
-            {
+            let latency = &mut self.stats.latency;
+            let (delivered, written) =
+                conn.deliver(Out::Bytes(bytes), now, &mut latency.ages_at(now));
+            self.stats.bytes_out += written as u64;
+            if let Delivered::Queued { .. } = delivered {
                 schedule(conn, key, max, &mut self.dirty, &mut self.over_limit);
             }
         }

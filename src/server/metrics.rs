@@ -3,39 +3,12 @@
 //! Names follow Prometheus conventions: `_total` counters, seconds.
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::publisher::ProviderStatus;
 use crate::server::conn::Close;
-use crate::server::stats::Stats;
+use crate::server::stats::{Histogram, Stats};
 use crate::topic::{Topic, Topics};
-
-/// Upper bounds, in seconds, of the publish-to-written histogram.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
-/// A cumulative histogram of durations.
-#[derive(Debug, Default, Clone)]
-pub struct Histogram {
-    /// Observations at or below each bound of `BUCKETS`.
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    pub fn observe(&mut self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (count, bound) in self.counts.iter_mut().zip(BUCKETS) {
-            if secs <= bound {
-                *count += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += secs;
-    }
-}
 
 /// What `/metrics` reports, gathered by the loop.
 pub struct MetricsView<'a> {
@@ -290,27 +263,10 @@ fn histogram(out: &mut String, h: &Histogram) {
         "histogram",
         "From a publish reaching the loop to its snapshot written whole to a subscriber's socket.",
     );
-    for (bound, count) in BUCKETS.iter().zip(h.counts) {
+    for (bound, count) in h.buckets() {
         let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
     }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-    let _ = writeln!(out, "{name}_sum {}", h.sum);
-    let _ = writeln!(out, "{name}_count {}", h.count);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let mut h = Histogram::default();
-        h.observe(Duration::from_micros(300));
-        h.observe(Duration::from_millis(20));
-        h.observe(Duration::from_secs(10));
-        assert_eq!(h.counts[0], 1);
-        assert_eq!(h.counts[5], 2, "le=0.025");
-        assert_eq!(h.counts[BUCKETS.len() - 1], 2, "le=2.5");
-        assert_eq!(h.count, 3);
-    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
+    let _ = writeln!(out, "{name}_sum {}", h.sum());
+    let _ = writeln!(out, "{name}_count {}", h.count());
 }

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use log::info;
 
+use std::time::{Duration, Instant};
+
 use crate::server::conn::Close;
-use crate::server::metrics::Histogram;
 use crate::wire::http::{self, Response};
 
 /// What the operator sees every `--stats-interval`: a summary line, then
@@ -146,12 +147,71 @@ impl serde::Serialize for CloseCounts {
     }
 }
 
+/// Upper bounds, in seconds, of the publish-to-written histogram.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A cumulative histogram of durations.
+#[derive(Debug, Default, Clone)]
+pub struct Histogram {
+    /// Observations at or below each bound of `BUCKETS`.
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (count, bound) in self.counts.iter_mut().zip(BUCKETS) {
+            if secs <= bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    /// Each bucket's upper bound in seconds and its cumulative count.
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        BUCKETS.iter().copied().zip(self.counts.iter().copied())
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    /// Where a connection reports the snapshots a write finished: each is
+    /// observed as its age at `now`, from its publish.
+    pub fn ages_at(&mut self, now: Instant) -> impl FnMut(Instant) + '_ {
+        move |published| self.observe(now.saturating_duration_since(published))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Each cause lands in the counter its label names, so `/healthz` and
     /// the log line agree.
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut h = Histogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(20));
+        h.observe(Duration::from_secs(10));
+        let counts: Vec<u64> = h.buckets().map(|(_, n)| n).collect();
+        assert_eq!(counts[0], 1);
+        assert_eq!(counts[5], 2, "le=0.025");
+        assert_eq!(counts[BUCKETS.len() - 1], 2, "le=2.5");
+        assert_eq!(h.count(), 3);
+    }
+
     #[test]
     fn every_cause_is_counted_under_its_label() {
         let causes = [
