@@ -387,3 +387,40 @@ impl Serving for Binary {
         self.addr
     }
 }
+
+/// Writes `unit` over and over, never reading, until the server closes the
+/// connection (a write fails). Returns the bytes the kernel took; panics
+/// if the server has not closed it within 30 s. After the server's close
+/// the connection drains: what the flooder still writes is read and
+/// dropped, and must not keep the loop from its timers, which end it.
+pub fn flood(mut stream: TcpStream, unit: &[u8]) -> u64 {
+    const FLOOD_CAP: Duration = Duration::from_secs(30);
+    stream
+        .set_write_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let batch: Vec<u8> = unit.repeat((64 << 10) / unit.len() + 1);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    // Where the next write starts in the batch: a partial write must be
+    // continued, or the frames on the wire would be cut.
+    let mut at = 0;
+    loop {
+        assert!(
+            start.elapsed() < FLOOD_CAP,
+            "the server never closed the flooder"
+        );
+        match stream.write(&batch[at..]) {
+            Ok(n) => {
+                sent += n as u64;
+                at = (at + n) % batch.len();
+            }
+            // Blocked: the server has stopped reading us. Keep trying.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return sent,
+        }
+    }
+}
