@@ -5,6 +5,7 @@
 
 mod util;
 
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -118,5 +119,53 @@ fn a_json_ping_flood_hits_the_queue_limit() {
     survive(&server, flooder, &ping);
     wait_until("the flooder to be closed as slow", || {
         server.health()["counters"]["closes"]["slow_consumer"] == 1
+    });
+}
+
+/// What a client sends after the server has stopped listening to it (an
+/// SSE client, here) is read and dropped, and costs its read budget all
+/// the same: with several megabytes already waiting in its socket, one
+/// turn reads 256 KiB of it and leaves the rest for later, rather than
+/// reading until the socket is empty while every other client waits.
+#[test]
+fn dropped_input_spends_the_read_budget() {
+    let server = Binary::start(&[]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /api/v1/sse/queue HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let (status, _, _) = read_response(&mut stream);
+    assert_eq!(status, 200);
+    let before = server.health()["counters"]["reads_deferred"]
+        .as_u64()
+        .unwrap();
+    // Stopped, the server reads nothing while the socket fills.
+    let pid = server.child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let chunk = vec![b'x'; 64 << 10];
+    let mut queued = 0usize;
+    while queued < 16 << 20 {
+        match stream.write(&chunk) {
+            Ok(n) => queued += n,
+            Err(_) => break,
+        }
+    }
+    signal("-CONT");
+    assert!(queued > 1 << 20, "only {queued} bytes waited");
+    wait_until("the budget to be spent", || {
+        server.health()["counters"]["reads_deferred"]
+            .as_u64()
+            .unwrap()
+            > before
     });
 }

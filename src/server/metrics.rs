@@ -141,6 +141,13 @@ fn connection_metrics(out: &mut String, v: &MetricsView) {
         "Requests whose handler panicked: answered 500, their connection closed.",
         &[bare(s.handler_panics)],
     );
+    metric(
+        out,
+        "statecast_reads_deferred_total",
+        "counter",
+        "Times a connection spent its read budget in one turn and was read later.",
+        &[bare(s.reads_deferred)],
+    );
     let causes: Vec<_> = s
         .closes
         .iter()

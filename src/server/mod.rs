@@ -522,6 +522,7 @@ impl EventLoop {
                 return None;
             }
             if budget == 0 || self.held_back(key) {
+                self.stats.reads_deferred += u64::from(budget == 0);
                 self.read_later.push((key, self.conns[key].id()));
                 return None;
             }

@@ -86,6 +86,9 @@ pub struct Stats {
     /// Requests whose handler panicked (a bug): each was answered 500 and
     /// its connection closed; nothing else was affected.
     pub handler_panics: u64,
+    /// Times a connection spent its read budget in one turn and was left
+    /// to read later: a client sending faster than it is read.
+    pub reads_deferred: u64,
     /// From a publish reaching the loop to its snapshot written whole.
     #[serde(skip)]
     pub latency: Histogram,
