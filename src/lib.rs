@@ -26,15 +26,20 @@
 //! - [`publisher`]: the thread-safe handle producers publish through.
 //! - [`cluster`]: nodes joined through Redis (`--redis`): the writer and
 //!   subscriber threads beside the loop.
-//! - [`providers`]: the threads that publish: `--demo`, `--agents-dir`,
-//!   `--poll`, `--exec`, and the loop the last two share.
+//! - [`providers`]: the threads that publish, each a type implementing
+//!   [`providers::Provider`]: `--demo`, `--agents-dir`, `--poll`, `--exec`,
+//!   and the loop the last two share.
 //! - [`config`]: options, defaults and the command line; [`config::file`]
 //!   is the TOML file behind `--config` and `--print-config`.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};
 //!
-//! let server = Server::bind(Config::default())?;
+//! let config = Config::default();
+//! // The providers the configuration asks for (`--poll`, `--exec`, ...).
+//! let providers = statecast::providers::configured(&config);
+//! let server = Server::bind(config)?;
+//! server.start_providers(providers)?;
 //! let publisher = server.publisher();
 //! std::thread::spawn(move || {
 //!     publisher.publish("queue", &serde_json::json!({"phases": [], "total": 0, "paused": false}))

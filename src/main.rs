@@ -72,8 +72,8 @@ fn main() -> ExitCode {
 /// run exits 2 with the reason, a failure to start exits 1.
 fn start(config: statecast::Config) -> Result<Server, ExitCode> {
     let listen = config.listen;
-    let providers = Providers::from(&config);
-    if (providers.demo || providers.agents.is_some()) && config.preset != statecast::Preset::Adw {
+    let providers = statecast::providers::configured(&config);
+    if (config.demo || config.agents_dir.is_some()) && config.preset != statecast::Preset::Adw {
         eprintln!(
             "statecast: --demo and --agents-dir publish to the ADW topics and need --preset adw"
         );
@@ -86,6 +86,13 @@ fn start(config: statecast::Config) -> Result<Server, ExitCode> {
             shared.join(", ")
         );
     }
+    let topics = config.polls.iter().map(|p| (&p.origin, &p.topic));
+    for (origin, topic) in topics.chain(config.execs.iter().map(|e| (&e.origin, &e.topic))) {
+        if let Err(e) = statecast::server::check_topic(&config, topic) {
+            eprintln!("statecast: {origin}: {e}");
+            return Err(ExitCode::from(2));
+        }
+    }
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
@@ -97,15 +104,8 @@ fn start(config: statecast::Config) -> Result<Server, ExitCode> {
             return Err(ExitCode::FAILURE);
         }
     };
-    let topics = providers.polls.iter().map(|p| (&p.origin, &p.topic));
-    for (origin, topic) in topics.chain(providers.execs.iter().map(|e| (&e.origin, &e.topic))) {
-        if let Err(e) = server.rules().check(topic) {
-            eprintln!("statecast: {origin}: {e}");
-            return Err(ExitCode::from(2));
-        }
-    }
-    let running = providers.describe();
-    if let Err(e) = start_providers(&server, providers) {
+    let running: Vec<String> = providers.iter().map(|p| p.describe()).collect();
+    if let Err(e) = server.start_providers(providers) {
         error!("cannot start a provider thread: {e}");
         return Err(ExitCode::FAILURE);
     }
@@ -138,80 +138,5 @@ fn shut_down_on_signals(publisher: statecast::Publisher) -> std::io::Result<()> 
                 std::process::exit(1);
             }
         })?;
-    Ok(())
-}
-
-/// The provider threads the configuration asks for.
-struct Providers {
-    demo: bool,
-    agents: Option<statecast::providers::agents::AgentsConfig>,
-    polls: Vec<statecast::config::PollSpec>,
-    poll_limits: statecast::providers::poll::Limits,
-    execs: Vec<statecast::config::ExecSpec>,
-    exec_limits: statecast::providers::exec::Limits,
-}
-
-impl From<&statecast::Config> for Providers {
-    fn from(config: &statecast::Config) -> Self {
-        Providers {
-            demo: config.demo,
-            agents: config.agents_dir.clone().map(|dir| {
-                statecast::providers::agents::AgentsConfig {
-                    dir,
-                    scan_interval: config.scan_interval,
-                    github_repo: config.github_repo.clone(),
-                    agent_program: config.agent_program.clone(),
-                    max_bytes: config.max_publish_bytes,
-                }
-            }),
-            polls: config.polls.clone(),
-            poll_limits: statecast::providers::poll::Limits {
-                timeout: config.poll_timeout,
-                max_bytes: config.max_publish_bytes,
-            },
-            execs: config.execs.clone(),
-            exec_limits: statecast::providers::exec::Limits {
-                timeout: config.exec_timeout,
-                max_bytes: config.max_publish_bytes,
-            },
-        }
-    }
-}
-
-impl Providers {
-    /// One phrase per provider, for the start line.
-    fn describe(&self) -> Vec<String> {
-        let mut running = Vec::new();
-        if self.demo {
-            running.push("demo".to_owned());
-        }
-        if let Some(agents) = &self.agents {
-            running.push(format!("agents {}", agents.dir.display()));
-        }
-        for poll in &self.polls {
-            let url = statecast::config::redacted_url(&poll.url);
-            running.push(format!("poll {} <- {url}", poll.topic));
-        }
-        for exec in &self.execs {
-            running.push(format!("exec {} <- `{}`", exec.topic, exec.command));
-        }
-        running
-    }
-}
-
-/// Starts every provider thread; each publishes through its own handle.
-fn start_providers(server: &Server, p: Providers) -> std::io::Result<()> {
-    if p.demo {
-        statecast::providers::demo::spawn(server.publisher())?;
-    }
-    if let Some(agents) = p.agents {
-        statecast::providers::agents::spawn(agents, server.publisher())?;
-    }
-    for spec in p.polls {
-        statecast::providers::poll::spawn(spec, p.poll_limits, server.publisher())?;
-    }
-    for spec in p.execs {
-        statecast::providers::exec::spawn(spec, p.exec_limits, server.publisher())?;
-    }
     Ok(())
 }

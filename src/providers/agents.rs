@@ -416,6 +416,33 @@ fn live_command_lines() -> Vec<Vec<String>> {
         .collect()
 }
 
+impl AgentsConfig {
+    /// `--agents-dir` and the options that go with it.
+    pub fn configured(config: &crate::config::Config) -> Option<Box<dyn super::Provider>> {
+        let dir = config.agents_dir.clone()?;
+        Some(Box::new(AgentsConfig {
+            dir,
+            scan_interval: config.scan_interval,
+            github_repo: config.github_repo.clone(),
+            agent_program: config.agent_program.clone(),
+            max_bytes: config.max_publish_bytes,
+        }))
+    }
+}
+
+impl super::Provider for AgentsConfig {
+    fn describe(&self) -> String {
+        format!("agents {}", self.dir.display())
+    }
+
+    fn start(
+        self: Box<Self>,
+        publisher: Publisher,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        spawn(*self, publisher)
+    }
+}
+
 /// Starts the provider thread; it stops when the server does.
 pub fn spawn(
     config: AgentsConfig,

@@ -867,6 +867,32 @@ pub fn history_fixture(items: usize, seed: u64) -> Value {
 }
 
 /// Starts the demo provider thread. It stops when the server does.
+/// The demo as a provider: `--demo`.
+pub struct Player {
+    tick: Duration,
+}
+
+impl Player {
+    pub fn configured(config: &crate::config::Config) -> Option<Box<dyn super::Provider>> {
+        config
+            .demo
+            .then(|| Box::new(Player { tick: TICK }) as Box<dyn super::Provider>)
+    }
+}
+
+impl super::Provider for Player {
+    fn describe(&self) -> String {
+        "demo".into()
+    }
+
+    fn start(
+        self: Box<Self>,
+        publisher: Publisher,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        spawn_with(publisher, self.tick)
+    }
+}
+
 pub fn spawn(publisher: Publisher) -> std::io::Result<std::thread::JoinHandle<()>> {
     spawn_with(publisher, TICK)
 }

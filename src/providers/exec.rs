@@ -136,6 +136,45 @@ pub fn spawn(
     source.spawn(publisher, move || run(&spec.command, limits))
 }
 
+/// One `--exec` entry as a provider.
+pub struct Runner {
+    spec: ExecSpec,
+    limits: Limits,
+}
+
+impl Runner {
+    /// Every `--exec` (and `[[exec]]`), with `--exec-timeout`.
+    pub fn configured(config: &crate::config::Config) -> Vec<Box<dyn super::Provider>> {
+        let limits = Limits {
+            timeout: config.exec_timeout,
+            max_bytes: config.max_publish_bytes,
+        };
+        config
+            .execs
+            .iter()
+            .map(|spec| {
+                Box::new(Runner {
+                    spec: spec.clone(),
+                    limits,
+                }) as Box<dyn super::Provider>
+            })
+            .collect()
+    }
+}
+
+impl super::Provider for Runner {
+    fn describe(&self) -> String {
+        format!("exec {} <- `{}`", self.spec.topic, self.spec.command)
+    }
+
+    fn start(
+        self: Box<Self>,
+        publisher: Publisher,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        spawn(self.spec, self.limits, publisher)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

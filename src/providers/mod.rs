@@ -1,6 +1,10 @@
 //! Providers: threads that publish into the loop through a `Publisher`.
 //! `--demo`, `--agents-dir`, `--poll` and `--exec`, and the fetch / compare /
 //! publish / back-off loop the last two share.
+//!
+//! A provider is one type implementing [`Provider`], in a file of its own;
+//! [`configured`] lists them, one line each. Adding one is a new file and a
+//! line there.
 
 pub mod agents;
 pub mod demo;
@@ -8,8 +12,33 @@ pub mod exec;
 pub mod poll;
 pub mod source;
 
+use std::io;
+use std::thread::JoinHandle;
+
 use crate::config::Config;
+use crate::publisher::Publisher;
 use crate::topic::adw;
+
+/// A thread that publishes into a server, and reports its health in
+/// `/healthz` through the publisher's registry.
+pub trait Provider: Send {
+    /// What it is, for the start line: `poll queue <- http://...`.
+    fn describe(&self) -> String;
+
+    /// Starts its thread; it publishes through `publisher` until the
+    /// server stops.
+    fn start(self: Box<Self>, publisher: Publisher) -> io::Result<JoinHandle<()>>;
+}
+
+/// Every provider `config` asks for, each from its own section of it.
+pub fn configured(config: &Config) -> Vec<Box<dyn Provider>> {
+    let mut all: Vec<Box<dyn Provider>> = Vec::new();
+    all.extend(demo::Player::configured(config));
+    all.extend(agents::AgentsConfig::configured(config));
+    all.extend(poll::Poller::configured(config));
+    all.extend(exec::Runner::configured(config));
+    all
+}
 
 /// The providers that publish to topics `--demo` publishes to, each with
 /// the topics it shares, for the warning at start: two writers to one

@@ -95,3 +95,43 @@ pub fn spawn(
         fetch(&agent, &spec.url, spec.pointer.as_deref(), limits)
     })
 }
+
+/// One `--poll` entry as a provider.
+pub struct Poller {
+    spec: PollSpec,
+    limits: Limits,
+}
+
+impl Poller {
+    /// Every `--poll` (and `[[poll]]`), with `--poll-timeout`.
+    pub fn configured(config: &crate::config::Config) -> Vec<Box<dyn super::Provider>> {
+        let limits = Limits {
+            timeout: config.poll_timeout,
+            max_bytes: config.max_publish_bytes,
+        };
+        config
+            .polls
+            .iter()
+            .map(|spec| {
+                Box::new(Poller {
+                    spec: spec.clone(),
+                    limits,
+                }) as Box<dyn super::Provider>
+            })
+            .collect()
+    }
+}
+
+impl super::Provider for Poller {
+    fn describe(&self) -> String {
+        let url = crate::config::redacted_url(&self.spec.url);
+        format!("poll {} <- {url}", self.spec.topic)
+    }
+
+    fn start(
+        self: Box<Self>,
+        publisher: Publisher,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        spawn(self.spec, self.limits, publisher)
+    }
+}

@@ -134,6 +134,18 @@ fn rules_for(config: &Config) -> Result<Rules, String> {
     ))
 }
 
+/// Whether `topic` is one a server with `config` serves, before it is
+/// started: a provider's topic must be.
+pub fn check_topic(config: &Config, topic: &str) -> Result<(), String> {
+    let rules = Rules::new(
+        config.preset,
+        &config.topics,
+        config.any_topic,
+        Validator::off(),
+    );
+    rules.check(topic).map_err(|e| e.to_string())
+}
+
 /// A WebSocket server for live dashboards: configure, bind, run.
 pub struct Server {
     config: Config,
@@ -180,6 +192,19 @@ impl Server {
             publisher,
             rules,
         })
+    }
+
+    /// Starts `providers` (see [`crate::providers::configured`] for the
+    /// ones a configuration asks for), each on a thread of its own that
+    /// publishes through this server's [`Publisher`].
+    pub fn start_providers(
+        &self,
+        providers: Vec<Box<dyn crate::providers::Provider>>,
+    ) -> io::Result<()> {
+        for provider in providers {
+            provider.start(self.publisher())?;
+        }
+        Ok(())
     }
 
     /// The address actually bound (port 0 resolved).
