@@ -238,6 +238,15 @@ pub fn render(c: &Config) -> String {
         "log_level = {}",
         quoted(&c.log_level.to_string().to_lowercase())
     );
+    render_sources(c, &mut out);
+    render_tables(c, &mut out);
+    out
+}
+
+/// Who may connect and publish, and where data comes from. An option that
+/// is unset, or secret, is shown commented out, so every key is named.
+fn render_sources(c: &Config, out: &mut String) {
+    let d = config::format_duration;
     let _ = writeln!(out, "demo = {}", c.demo);
     let _ = writeln!(out, "no_validate = {}", !c.validate);
     let _ = writeln!(out, "no_compression = {}", !c.compression);
@@ -251,21 +260,27 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(out, "public_metrics = {}", c.public_metrics);
     let _ = writeln!(out, "insecure_publish = {}", c.insecure_publish);
     let _ = writeln!(out, "max_connections_per_ip = {}", c.max_connections_per_ip);
-    // Tokens are never printed: say that one is set, in a comment.
+    // Tokens are never printed: say whether one is set, in a comment.
     for (key, token) in [
         ("publish_token", &c.publish_token),
         ("subscribe_token", &c.subscribe_token),
     ] {
-        if token.is_some() {
-            let _ = writeln!(out, "# {key} is set; not printed");
-        }
+        let _ = match token {
+            Some(_) => writeln!(out, "# {key} is set; not printed"),
+            None => writeln!(out, "# {key}: unset (give it in the environment, not here)"),
+        };
     }
-    if let Some(dir) = &c.agents_dir {
-        let _ = writeln!(out, "agents_dir = {}", quoted(&dir.to_string_lossy()));
-    }
+    let _ = match &c.agents_dir {
+        Some(dir) => writeln!(out, "agents_dir = {}", quoted(&dir.to_string_lossy())),
+        None => writeln!(out, "# agents_dir = \"DIR\""),
+    };
     let _ = writeln!(out, "scan_interval = {}", quoted(&d(c.scan_interval)));
-    if let Some(repo) = &c.github_repo {
-        let _ = writeln!(out, "github_repo = {}", quoted(repo));
+    let _ = match &c.github_repo {
+        Some(repo) => writeln!(out, "github_repo = {}", quoted(repo)),
+        None => writeln!(out, "# github_repo = \"OWNER/NAME\""),
+    };
+    if c.redis.is_none() {
+        let _ = writeln!(out, "# redis = \"redis://HOST:PORT/DB\"");
     }
     if let Some(url) = &c.redis {
         // A password in the URL stays out of the printout.
@@ -282,8 +297,6 @@ pub fn render(c: &Config) -> String {
     }
     let _ = writeln!(out, "poll_timeout = {}", quoted(&d(c.poll_timeout)));
     let _ = writeln!(out, "exec_timeout = {}", quoted(&d(c.exec_timeout)));
-    render_tables(c, &mut out);
-    out
 }
 
 /// The tables, which TOML wants after every top-level key.

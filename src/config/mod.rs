@@ -446,6 +446,18 @@ where
 /// list: read as a table, it is clearer than any split would be. The config file goes through here too, so both accept and
 /// refuse exactly the same values. Errors start with the option's name.
 pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), String> {
+    let known = set_server(config, name, value)?
+        || set_access(config, name, value)?
+        || set_providers(config, name, value)?;
+    if known {
+        Ok(())
+    } else {
+        Err(format!("unknown option {name}; see --help"))
+    }
+}
+
+/// The listening socket, topics, limits, timers and logging. Returns whether `name` is one of them.
+fn set_server(config: &mut Config, name: &str, value: Option<&str>) -> Result<bool, String> {
     let value = || value.ok_or_else(|| format!("{name}: missing value"));
     let at = |msg: String| format!("{name}: {msg}");
     match name {
@@ -472,6 +484,36 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
             config.topics.push(topic.to_owned());
         }
         "--any-topic" => config.any_topic = true,
+        "--no-compression" => config.compression = false,
+        "--max-topics" => config.max_topics = parse_count(value()?).map_err(at)?,
+        "--max-publish-bytes" => config.max_publish_bytes = parse_size(value()?).map_err(at)?,
+        "--max-client-message" => config.max_client_message = parse_size(value()?).map_err(at)?,
+        "--max-queue-bytes" => config.max_queue_bytes = parse_size(value()?).map_err(at)?,
+        "--max-connections" => config.max_connections = parse_count(value()?).map_err(at)?,
+        "--ping-interval" => config.ping_interval = parse_duration(value()?).map_err(at)?,
+        "--handshake-timeout" => config.handshake_timeout = parse_duration(value()?).map_err(at)?,
+        "--write-timeout" => config.write_timeout = parse_duration(value()?).map_err(at)?,
+        "--shutdown-timeout" => config.shutdown_timeout = parse_duration(value()?).map_err(at)?,
+        "--stats-interval" => config.stats_interval = parse_duration(value()?).map_err(at)?,
+        "--log-level" => {
+            let v = value()?;
+            config.log_level = v.parse().map_err(|_| {
+                at(format!(
+                    "unknown level {v:?} (expected off, error, warn, info, debug or trace)"
+                ))
+            })?
+        }
+
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Who may connect, publish and subscribe. Returns whether `name` is one of them.
+fn set_access(config: &mut Config, name: &str, value: Option<&str>) -> Result<bool, String> {
+    let value = || value.ok_or_else(|| format!("{name}: missing value"));
+    let at = |msg: String| format!("{name}: {msg}");
+    match name {
         "--allow-any-origin" => config.allow_any_origin = true,
         "--require-origin" => config.require_origin = true,
         "--insecure-publish" => config.insecure_publish = true,
@@ -521,8 +563,17 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
                 .parse()
                 .map_err(|_| at(format!("{v:?} is not a whole number (0 for no limit)")))?;
         }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Where data comes from: schemas, providers, Redis. Returns whether `name` is one of them.
+fn set_providers(config: &mut Config, name: &str, value: Option<&str>) -> Result<bool, String> {
+    let value = || value.ok_or_else(|| format!("{name}: missing value"));
+    let at = |msg: String| format!("{name}: {msg}");
+    match name {
         "--no-validate" => config.validate = false,
-        "--no-compression" => config.compression = false,
         "--schema" => {
             let spec = value()?;
             let (topic, file) = spec
@@ -577,27 +628,9 @@ pub fn set(config: &mut Config, name: &str, value: Option<&str>) -> Result<(), S
             }
             config.github_repo = Some(repo.to_owned());
         }
-        "--max-topics" => config.max_topics = parse_count(value()?).map_err(at)?,
-        "--max-publish-bytes" => config.max_publish_bytes = parse_size(value()?).map_err(at)?,
-        "--max-client-message" => config.max_client_message = parse_size(value()?).map_err(at)?,
-        "--max-queue-bytes" => config.max_queue_bytes = parse_size(value()?).map_err(at)?,
-        "--max-connections" => config.max_connections = parse_count(value()?).map_err(at)?,
-        "--ping-interval" => config.ping_interval = parse_duration(value()?).map_err(at)?,
-        "--handshake-timeout" => config.handshake_timeout = parse_duration(value()?).map_err(at)?,
-        "--write-timeout" => config.write_timeout = parse_duration(value()?).map_err(at)?,
-        "--shutdown-timeout" => config.shutdown_timeout = parse_duration(value()?).map_err(at)?,
-        "--stats-interval" => config.stats_interval = parse_duration(value()?).map_err(at)?,
-        "--log-level" => {
-            let v = value()?;
-            config.log_level = v.parse().map_err(|_| {
-                at(format!(
-                    "unknown level {v:?} (expected off, error, warn, info, debug or trace)"
-                ))
-            })?
-        }
-        _ => return Err(format!("unknown option {name}; see --help")),
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {

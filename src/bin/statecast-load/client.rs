@@ -328,6 +328,47 @@ impl Clients {
 }
 
 /// Consumes complete frames (and the 101) from `buf`; returns bytes used.
+/// Tallies one text message of `wire` bytes on the wire.
+fn text(
+    client: &mut Client,
+    payload: &[u8],
+    wire: u64,
+    compressed: bool,
+    at: u64,
+    tally: &mut Tally,
+) {
+    if !client.snapshot {
+        client.snapshot = true;
+        tally.snapshots += 1;
+    } else if tally.dashboards {
+        match number_after(payload, b"\"seq\":") {
+            Some(seq) => tally.samples.push((client.index, seq, at)),
+            None => tally.events += 1,
+        }
+        tally.deliveries += 1;
+        tally.wire_bytes += wire;
+        tally.compressed += u64::from(compressed);
+    } else if let (Some(i), Some(t)) = (
+        number_after(payload, b"\"i\":"),
+        number_after(payload, b"\"t\":"),
+    ) {
+        if client.last.is_some_and(|last| i <= last) {
+            tally.out_of_order += 1;
+        }
+        client.last = Some(i);
+        client.received += 1;
+        tally.deliveries += 1;
+        tally.wire_bytes += wire;
+        tally.compressed += u64::from(compressed);
+        tally
+            .latencies_us
+            .push((at.saturating_sub(t) / 1000) as u32);
+        tally.last_delivery_ns = at;
+    } else if number_after(payload, b"\"w\":").is_some() {
+        client.warmed += 1;
+    }
+}
+
 pub(crate) fn process(
     client: &mut Client,
     buf: &[u8],
@@ -373,38 +414,14 @@ pub(crate) fn process(
             &rest[header..header + len]
         };
         match rest[0] & 0x0f {
-            0x1 => {
-                if !client.snapshot {
-                    client.snapshot = true;
-                    tally.snapshots += 1;
-                } else if tally.dashboards {
-                    match number_after(payload, b"\"seq\":") {
-                        Some(seq) => tally.samples.push((client.index, seq, at)),
-                        None => tally.events += 1,
-                    }
-                    tally.deliveries += 1;
-                    tally.wire_bytes += (header + len) as u64;
-                    tally.compressed += u64::from(compressed);
-                } else if let (Some(i), Some(t)) = (
-                    number_after(payload, b"\"i\":"),
-                    number_after(payload, b"\"t\":"),
-                ) {
-                    if client.last.is_some_and(|last| i <= last) {
-                        tally.out_of_order += 1;
-                    }
-                    client.last = Some(i);
-                    client.received += 1;
-                    tally.deliveries += 1;
-                    tally.wire_bytes += (header + len) as u64;
-                    tally.compressed += u64::from(compressed);
-                    tally
-                        .latencies_us
-                        .push((at.saturating_sub(t) / 1000) as u32);
-                    tally.last_delivery_ns = at;
-                } else if number_after(payload, b"\"w\":").is_some() {
-                    client.warmed += 1;
-                }
-            }
+            0x1 => text(
+                client,
+                payload,
+                (header + len) as u64,
+                compressed,
+                at,
+                tally,
+            ),
             0x9 => {
                 // The mask is fixed: nothing here is secret.
                 let pong = statecast::wire::protocol::encode_masked(0x8A, payload, [1, 2, 3, 4]);

@@ -54,24 +54,7 @@ pub(crate) fn run(o: &Options) -> io::Result<()> {
 
     let mark = target.cpu_mark();
     let stop = Arc::new(AtomicBool::new(false));
-    let seconds = o.seconds;
-    let publishing = {
-        let stop = stop.clone();
-        std::thread::spawn(move || -> io::Result<(Published, usize)> {
-            let began = Instant::now();
-            let mut ticks = 0u32;
-            while began.elapsed().as_secs_f64() < seconds && !stop.load(Ordering::Relaxed) {
-                ticks += 1;
-                if let Some(wait) = (began + TICK * ticks).checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-                for output in demo.step() {
-                    producer.send(&output)?;
-                }
-            }
-            Ok((producer.published, producer.sent))
-        })
-    };
+    let publishing = play(demo, producer, o.seconds, stop.clone());
     let mut events = Events::with_capacity(4096);
     while !publishing.is_finished() {
         clients.turn(&mut events, Some(Duration::from_millis(20)))?;
@@ -116,6 +99,30 @@ pub(crate) fn run(o: &Options) -> io::Result<()> {
     }
     drop(target);
     Ok(())
+}
+
+/// Plays the demo's story through `producer` for `seconds` (or until
+/// `stop`), a step every tick, in a thread of its own.
+fn play(
+    mut demo: Demo,
+    mut producer: Producer,
+    seconds: f64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<io::Result<(Published, usize)>> {
+    std::thread::spawn(move || {
+        let began = Instant::now();
+        let mut ticks = 0u32;
+        while began.elapsed().as_secs_f64() < seconds && !stop.load(Ordering::Relaxed) {
+            ticks += 1;
+            if let Some(wait) = (began + TICK * ticks).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            for output in demo.step() {
+                producer.send(&output)?;
+            }
+        }
+        Ok((producer.published, producer.sent))
+    })
 }
 
 /// Latency from publish to read, overall and per topic; a snapshot that
