@@ -735,6 +735,74 @@ pub fn has_secret(url: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The lists an option appears in agree: every flag the parser takes is
+    /// in --help, and every one in --help is taken; every switch and every
+    /// option with a value but the command-line-only ones is named in
+    /// --print-config (commented out when unset or secret), under its key.
+    #[test]
+    fn every_option_is_in_help_parser_and_print_config() {
+        let printed = file::render(&Config::default());
+        let in_help = |flag: &str| {
+            HELP.split(|c: char| c.is_whitespace() || c == ',')
+                .any(|w| w == flag)
+        };
+        for flag in OPTIONS.iter().chain(FLAGS) {
+            assert!(in_help(flag), "{flag} is not in --help");
+        }
+        for word in HELP.split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')') {
+            let flag = word.trim_end_matches(['.', ';', ':']);
+            // `--features` is cargo's, named where a build option is.
+            if flag.starts_with("--")
+                && flag.len() > 2
+                && !flag.contains('=')
+                && flag != "--features"
+            {
+                assert!(
+                    OPTIONS.contains(&flag) || FLAGS.contains(&flag),
+                    "--help names {flag}, which the parser does not take"
+                );
+            }
+        }
+        let command_line_only = [
+            "--config",
+            "--print-config",
+            "--help",
+            "--version",
+            "-h",
+            "-V",
+        ];
+        // Repeatable options are lists or tables in the file.
+        let key_of = |flag: &str| match flag {
+            "--topic" => "topics".to_owned(),
+            "--allow-origin" => "allow_origins".to_owned(),
+            "--allow-host" => "allow_hosts".to_owned(),
+            "--schema" => "[schema]".to_owned(),
+            "--poll" => "[[poll]]".to_owned(),
+            "--exec" => "[[exec]]".to_owned(),
+            other => other.trim_start_matches("--").replace('-', "_"),
+        };
+        let with_tables = {
+            let mut c = Config::default();
+            set(&mut c, "--schema", Some("queue=q.json")).unwrap();
+            set(&mut c, "--poll", Some("queue=http://h/q")).unwrap();
+            set(&mut c, "--exec", Some("routes=echo []@1s")).unwrap();
+            file::render(&c)
+        };
+        for flag in OPTIONS.iter().chain(FLAGS) {
+            if command_line_only.contains(flag) {
+                continue;
+            }
+            let key = key_of(flag);
+            let named = printed.lines().chain(with_tables.lines()).any(|line| {
+                let line = line.trim_start_matches("# ");
+                line == key
+                    || line.starts_with(&format!("{key} "))
+                    || line.starts_with(&format!("{key}:"))
+            });
+            assert!(named, "--print-config does not name {key} ({flag})");
+        }
+    }
+
     fn run(args: &[&str]) -> Result<Config, ArgError> {
         match parse_args(args.iter().copied())? {
             Command::Run(c) => Ok(*c),
