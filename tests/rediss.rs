@@ -37,29 +37,30 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A throwaway authority and a certificate for 127.0.0.1 signed by it.
+/// A self-signed authority named `cn`, as `name.key` and `name.pem`.
+fn authority(dir: &Path, name: &str, cn: &str) {
+    let (key, pem, subject) = (
+        format!("{name}.key"),
+        format!("{name}.pem"),
+        format!("/CN={cn}"),
+    );
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", &key, "-out",
+            &pem, "-subj", &subject,
+        ],
+    );
+}
+
+/// A throwaway authority and a certificate for 127.0.0.1 signed by it, and
+/// another authority that signed nothing here, for a node that trusts
+/// only it.
 fn certificates() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("statecast-rediss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let subject = |cn: &str| format!("/CN={cn}");
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            &subject("statecast test CA"),
-        ],
-    );
+    authority(&dir, "ca", "statecast test CA");
+    authority(&dir, "other", "some other CA");
     openssl(
         &dir,
         &[
@@ -72,26 +73,7 @@ fn certificates() -> PathBuf {
             "-out",
             "server.csr",
             "-subj",
-            &subject("127.0.0.1"),
-        ],
-    );
-    // An authority that signed nothing here, for a node that trusts only it.
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            "other.key",
-            "-out",
-            "other.pem",
-            "-subj",
-            &subject("some other CA"),
+            "/CN=127.0.0.1",
         ],
     );
     std::fs::write(

@@ -8,9 +8,9 @@
 // statecast's own page under the name evil.test (DNS rebinding) gets 421.
 //
 // Usage: node cross-site.test.mjs PATH_TO_STATECAST
-import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { chromium } from "playwright-core";
+import { start as launch } from "./statecast.mjs";
 
 const binary = process.argv[2];
 let running = null;
@@ -20,18 +20,7 @@ const fail = (why) => {
   process.exit(1);
 };
 
-function start() {
-  const child = spawn(binary, ["--listen", "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
-  return new Promise((resolve, reject) => {
-    let log = "";
-    child.stderr.on("data", (chunk) => {
-      log += chunk;
-      const m = log.match(/listening on (\S+) /);
-      if (m) resolve({ child, addr: m[1] });
-    });
-    child.on("exit", (code) => reject(new Error("statecast exited " + code + ":\n" + log)));
-  });
-}
+const start = () => launch(binary, ["--listen", "127.0.0.1:0"]);
 
 // What the page tries, each for at most 3 s: a text/plain "simple" POST
 // that needs no preflight, a WebSocket on adw-monitor, an EventSource on

@@ -12,9 +12,9 @@
 // Any failure exits non-zero; a browser that cannot start is a failure.
 //
 // Usage: node page.test.mjs PATH_TO_STATECAST [STAY_SECONDS]
-import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
+import { start as launch } from "./statecast.mjs";
 
 const binary = process.argv[2];
 const staySeconds = Number(process.argv[3] || 60);
@@ -24,20 +24,7 @@ const fail = (why) => {
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function start(listen) {
-  const child = spawn(binary, ["--demo", "--ping-interval", "1s", "--listen", listen], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  return new Promise((resolve, reject) => {
-    let log = "";
-    child.stderr.on("data", (chunk) => {
-      log += chunk;
-      const m = log.match(/listening on (\S+) /);
-      if (m) resolve({ child, addr: m[1] });
-    });
-    child.on("exit", (code) => reject(new Error("statecast exited " + code + ":\n" + log)));
-  });
-}
+const start = (listen) => launch(binary, ["--demo", "--ping-interval", "1s", "--listen", listen]);
 
 async function until(what, ms, check) {
   const end = Date.now() + ms;
