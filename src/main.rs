@@ -8,7 +8,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use simplelog::{CombinedLogger, ConfigBuilder, WriteLogger};
 use statecast::Server;
-use statecast::config::{self, Command};
+use statecast::config::{self, args::Command};
 
 /// statecast's own lines at `level`; the crates it uses at info at most,
 /// because their debug and trace lines (an HTTP client's request line,
@@ -31,14 +31,14 @@ fn init_logging(level: log::LevelFilter) -> Result<(), log::SetLoggerError> {
 }
 
 fn main() -> ExitCode {
-    let config = match config::parse_args(std::env::args_os().skip(1)) {
+    let config = match config::args::parse_args(std::env::args_os().skip(1)) {
         Ok(Command::Run(config)) => *config,
         Ok(Command::PrintConfig(config)) => {
             print!("{}", statecast::config::file::render(&config));
             return ExitCode::SUCCESS;
         }
         Ok(Command::Help) => {
-            print!("{}", config::HELP);
+            print!("{}", config::args::HELP);
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::parse_duration;
+use super::values::{parse_duration, redacted_url};
 
 /// Where an entry was written: `--poll`, or `statecast.toml:7: [[poll]]`.
 pub type Origin = String;
@@ -70,7 +70,7 @@ pub fn parse_poll(s: &str, default_interval: Duration) -> Result<PollSpec, Strin
 
 fn check_url(url: &str) -> Result<(), String> {
     // What the errors show: a URL's user info and query are secrets.
-    let shown = super::redacted_url(url);
+    let shown = redacted_url(url);
     if url.is_empty() {
         return Err("the URL is empty (expected TOPIC=http://HOST[:PORT]/PATH)".into());
     }

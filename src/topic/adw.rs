@@ -9,6 +9,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+/// The topic set a server starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// The ADW dashboard's endpoints (CONTRACT.md), each with its empty
+    /// default and its schema (this file).
+    Adw,
+    /// No topics but those added with `--topic` or `--any-topic`.
+    None,
+}
+
 /// The family of per-workflow topics.
 pub const ADW_STATE_PREFIX: &str = "adw-state/";
 

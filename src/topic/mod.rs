@@ -4,6 +4,8 @@
 pub mod adw;
 pub mod schema;
 
+pub use adw::Preset;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -19,16 +21,6 @@ use schema::{SchemaError, Validator};
 
 /// Longest topic name (or `adw_id`) accepted.
 pub const MAX_NAME_LEN: usize = 64;
-
-/// The topic set a server starts with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preset {
-    /// The ADW dashboard's endpoints (CONTRACT.md), each with its empty
-    /// default and its schema (see [`crate::topic::adw`]).
-    Adw,
-    /// No topics but those added with `--topic` or `--any-topic`.
-    None,
-}
 
 /// `[a-z0-9-]{1,64}`: a topic name outside the `adw-state/` family.
 pub fn is_plain_name(name: &str) -> bool {

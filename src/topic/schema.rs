@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use boon::{Compiler, ErrorKind, SchemaIndex, Schemas, ValidationError};
 use serde_json::Value;
 
-use crate::topic::Preset;
-use crate::topic::adw;
+use crate::topic::adw::{self, Preset};
 
 /// Why a value was refused: where in it, and which rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
