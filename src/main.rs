@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Help) => {
-            print!("{}", config::args::HELP);
+            print!("{}", config::options::help());
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {

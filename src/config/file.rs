@@ -16,21 +16,6 @@ use toml::{Spanned, Value};
 use crate::config::{self, ArgError, Config};
 use crate::topic::Preset;
 
-/// Options that are switches: `true` turns them on.
-const SWITCHES: &[&str] = &[
-    "any_topic",
-    "demo",
-    "no_validate",
-    "no_compression",
-    "allow_any_origin",
-    "require_origin",
-    "insecure_publish",
-    "public_metrics",
-];
-
-/// Keys the file may not hold: they only make sense on a command line.
-const COMMAND_LINE_ONLY: &[&str] = &["config", "print_config", "help", "version"];
-
 /// The `[[poll]]` and `[[exec]]` tables with where each starts, so an entry
 /// can be named by its own line long after the file was read.
 #[derive(serde::Deserialize, Default)]
@@ -100,16 +85,19 @@ fn apply(config: &mut Config, key: &str, value: &Value) -> Result<(), String> {
                 .unwrap_or_else(|| "unknown key (see statecast --help for the options)".to_owned())
         })
     };
-    if COMMAND_LINE_ONLY.contains(&key) {
+    let declared = config::options::find(&option);
+    if declared.is_some_and(|o| o.command_line_only()) {
         return Err("only valid on the command line".into());
     }
+    // A switch (an option without a value): `true` turns it on.
+    let switch = declared.is_some_and(|o| o.value.is_none());
     match (key, value) {
-        (k, Value::Boolean(on)) if SWITCHES.contains(&k) => {
+        (_, Value::Boolean(on)) if switch => {
             if *on {
                 set(config, None)?;
             }
         }
-        (k, _) if SWITCHES.contains(&k) => return Err("expected true or false".into()),
+        _ if switch => return Err("expected true or false".into()),
         ("topics", Value::Array(items)) => {
             for item in items {
                 let Value::String(topic) = item else {

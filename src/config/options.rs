@@ -1,0 +1,480 @@
+//! Every option, declared once: its flag, its value's syntax, the
+//! environment variable that may give it, where `--help` lists it, and its
+//! help line. `--help` is written from this table, the command line is
+//! read by it, the config file's keys and switches come from it, and its
+//! default is the one `--print-config` shows; tests check the parser
+//! ([`super::set`]) and `--print-config` take every option here.
+
+use super::Config;
+
+/// Where `--help` lists an option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Options,
+    Access,
+}
+
+/// One option.
+#[derive(Debug)]
+pub struct Opt {
+    pub flag: &'static str,
+    pub short: Option<&'static str>,
+    /// The value's syntax; `None` for a switch.
+    pub value: Option<&'static str>,
+    /// An environment variable that gives it too (tokens: kept off command
+    /// lines other users can read).
+    pub env: Option<&'static str>,
+    pub section: Section,
+    pub help: &'static str,
+}
+
+impl Opt {
+    /// The key in a config file: the flag without `--`, `_` for `-`.
+    pub fn key(&self) -> String {
+        self.flag.trim_start_matches("--").replace('-', "_")
+    }
+
+    /// Only for the command line: not a key in a config file.
+    pub fn command_line_only(&self) -> bool {
+        matches!(
+            self.flag,
+            "--config" | "--print-config" | "--help" | "--version"
+        )
+    }
+}
+
+/// The option named `name` (`--flag` or `-f`).
+pub fn find(name: &str) -> Option<&'static Opt> {
+    ALL.iter().find(|o| o.flag == name || o.short == Some(name))
+}
+
+const HEAD: &str = "\
+statecast: a WebSocket push server for live dashboards
+
+Clients open ws://HOST/api/v1/ws/<topic> and get the topic's current snapshot at
+once, then every change. Producers publish with HTTP POST or the Rust API.
+
+USAGE:
+    statecast [OPTIONS]
+
+ENDPOINTS:
+    GET  /api/v1/ws/<topic>        WebSocket: snapshot now, updates as they happen
+    POST /api/v1/publish/<topic>   JSON body becomes the topic's snapshot; 422 with
+                                   the failing JSON pointer if its schema refuses it
+    GET  /api/v1/sse/<topic>       the same messages as Server-Sent Events
+    POST /api/v1/broadcast         {\"type\":..,\"data\":..} to every subscriber,
+                                   not retained
+    GET  /api/v1/state/<topic>     the message a new subscriber would get now
+    GET  /healthz                  status; with the subscribe token (if one is set)
+                                   uptime, connections, counters and providers
+    GET  /metrics                  Prometheus metrics
+    GET  /, /statecast.js          the live page and its JavaScript client
+";
+
+const TAIL: &str = "\
+VALUES:
+    DURATION is a whole number with a unit: 500ms, 20s, 5m, 1h.
+    SIZE is a number of bytes, optionally with a unit: 4096, 4KiB, 1MiB.
+";
+
+/// Where help text starts, and where lines end.
+const TEXT_COLUMN: usize = 32;
+const WIDTH: usize = 84;
+
+/// The `--help` text, from the table, with each default as
+/// `--print-config` shows it.
+pub fn help() -> String {
+    let defaults = super::file::render(&Config::default());
+    let default_of = |key: &str| {
+        defaults.lines().find_map(|line| {
+            let value = line.strip_prefix(key)?.strip_prefix(" = ")?;
+            let value = value.trim_matches('"');
+            (!value.is_empty() && value != "[]" && value != "false").then(|| value.to_owned())
+        })
+    };
+    let mut out = String::from(HEAD);
+    for (section, title) in [(Section::Options, "OPTIONS"), (Section::Access, "ACCESS")] {
+        out.push_str(&format!("\n{title}:\n"));
+        for opt in ALL.iter().filter(|o| o.section == section) {
+            let mut text = opt.help.to_owned();
+            if let Some(env) = opt.env {
+                text.push_str(&format!("; also {env}"));
+            }
+            if opt.value.is_some()
+                && let Some(default) = default_of(&opt.key())
+            {
+                text.push_str(&format!(" [default: {default}]"));
+            }
+            let name = match (opt.short, opt.value) {
+                (Some(short), _) => format!("{short}, {}", opt.flag),
+                (None, Some(value)) => format!("{} {value}", opt.flag),
+                (None, None) => opt.flag.to_owned(),
+            };
+            out.push_str(&entry(&name, &text));
+        }
+    }
+    out.push('\n');
+    out.push_str(TAIL);
+    out
+}
+
+/// One option's lines: its name, then its text wrapped from the text
+/// column (on the next line when the name reaches it).
+fn entry(name: &str, text: &str) -> String {
+    let mut out = format!("    {name}");
+    let mut column = out.len();
+    if column + 1 > TEXT_COLUMN {
+        out.push('\n');
+        column = 0;
+    }
+    for word in text.split_whitespace() {
+        let fits = column > TEXT_COLUMN && column + 1 + word.len() <= WIDTH;
+        if fits {
+            out.push(' ');
+            column += 1;
+        } else {
+            if column > TEXT_COLUMN {
+                out.push('\n');
+                column = 0;
+            }
+            out.push_str(&" ".repeat(TEXT_COLUMN - column));
+            column = TEXT_COLUMN;
+        }
+        out.push_str(word);
+        column += word.len();
+    }
+    out.push('\n');
+    out
+}
+
+/// Every option statecast takes, in the order `--help` lists them.
+pub const ALL: &[Opt] = &[
+    Opt {
+        flag: "--config",
+        short: None,
+        value: Some("FILE"),
+        env: None,
+        section: Section::Options,
+        help: "read options from a TOML file (keys are the option names with _ for -); options given here override it",
+    },
+    Opt {
+        flag: "--print-config",
+        short: None,
+        value: None,
+        env: None,
+        section: Section::Options,
+        help: "print the effective configuration as TOML and exit",
+    },
+    Opt {
+        flag: "--demo",
+        short: None,
+        value: None,
+        env: None,
+        section: Section::Options,
+        help: "publish believable, moving demo data to every ADW topic (workflows advancing, a service flapping, ...)",
+    },
+    Opt {
+        flag: "--agents-dir",
+        short: None,
+        value: Some("DIR"),
+        env: None,
+        section: Section::Options,
+        help: "publish adw-state/<id>, workflows and adw-monitor from DIR/<adw_id>/adw_state.json files",
+    },
+    Opt {
+        flag: "--scan-interval",
+        short: None,
+        value: Some("DURATION"),
+        env: None,
+        section: Section::Options,
+        help: "how often --agents-dir is scanned",
+    },
+    Opt {
+        flag: "--redis",
+        short: None,
+        value: Some("URL"),
+        env: None,
+        section: Section::Options,
+        help: "join the other nodes that use this Redis (redis://[:PASSWORD@]HOST:PORT[/DB], or rediss:// for TLS in a build with --features tls, trusting the system's roots or SSL_CERT_FILE): every publish goes through it to every node, in one order per topic, with one seq; snapshots are kept there for nodes that start late. While it is unreachable, publishes are served locally and /healthz says degraded",
+    },
+    Opt {
+        flag: "--github-repo",
+        short: None,
+        value: Some("OWNER/NAME"),
+        env: None,
+        section: Section::Options,
+        help: "repository for each workflow's github_url",
+    },
+    Opt {
+        flag: "--agent-program",
+        short: None,
+        value: Some("NAME"),
+        env: None,
+        section: Section::Options,
+        help: "a workflow is running while a process whose command line runs NAME and names its adw_id exists",
+    },
+    Opt {
+        flag: "--poll",
+        short: None,
+        value: Some("TOPIC=URL[#POINTER][@INTERVAL]"),
+        env: None,
+        section: Section::Options,
+        help: "GET an http:// URL (https:// in a build with the `tls` or `https` feature) every INTERVAL (2s if not given) and publish its JSON to TOPIC when it changes, or the part the JSON pointer names (#/routes); repeatable",
+    },
+    Opt {
+        flag: "--poll-timeout",
+        short: None,
+        value: Some("DURATION"),
+        env: None,
+        section: Section::Options,
+        help: "time allowed for one poll request",
+    },
+    Opt {
+        flag: "--exec",
+        short: None,
+        value: Some("TOPIC=COMMAND@INTERVAL"),
+        env: None,
+        section: Section::Options,
+        help: "run COMMAND (with sh -c) every INTERVAL, which is required, and publish its stdout to TOPIC when it is JSON and changed",
+    },
+    Opt {
+        flag: "--exec-timeout",
+        short: None,
+        value: Some("DURATION"),
+        env: None,
+        section: Section::Options,
+        help: "time a command may run before it and everything it started are killed",
+    },
+    Opt {
+        flag: "--listen",
+        short: None,
+        value: Some("ADDR"),
+        env: None,
+        section: Section::Options,
+        help: "address to listen on",
+    },
+    Opt {
+        flag: "--preset",
+        short: None,
+        value: Some("NAME"),
+        env: None,
+        section: Section::Options,
+        help: "starting topics: adw (the ADW dashboard's ten endpoints with empty defaults) or none",
+    },
+    Opt {
+        flag: "--topic",
+        short: None,
+        value: Some("NAME"),
+        env: None,
+        section: Section::Options,
+        help: "add a topic ([a-z0-9-]); repeatable",
+    },
+    Opt {
+        flag: "--any-topic",
+        short: None,
+        value: None,
+        env: None,
+        section: Section::Options,
+        help: "accept any [a-z0-9-] topic name on first use",
+    },
+    Opt {
+        flag: "--max-topics",
+        short: None,
+        value: Some("N"),
+        env: None,
+        section: Section::Options,
+        help: "most topics at once",
+    },
+    Opt {
+        flag: "--schema",
+        short: None,
+        value: Some("TOPIC=FILE"),
+        env: None,
+        section: Section::Options,
+        help: "check every value published to TOPIC against the JSON Schema in FILE (422 if it fails); replaces the contract's schema for an ADW topic; repeatable",
+    },
+    Opt {
+        flag: "--no-validate",
+        short: None,
+        value: None,
+        env: None,
+        section: Section::Options,
+        help: "publish without checking values against schemas (the ADW topics are checked against the contract by default)",
+    },
+    Opt {
+        flag: "--no-compression",
+        short: None,
+        value: None,
+        env: None,
+        section: Section::Options,
+        help: "refuse permessage-deflate. Without this, a client that offers it (browsers do) gets each message of 256 bytes or more compressed, once per message for every such client",
+    },
+    Opt {
+        flag: "--max-publish-bytes",
+        short: None,
+        value: Some("SIZE"),
+        env: None,
+        section: Section::Options,
+        help: "largest publish body",
+    },
+    Opt {
+        flag: "--max-client-message",
+        short: None,
+        value: Some("SIZE"),
+        env: None,
+        section: Section::Options,
+        help: "largest message a client may send",
+    },
+    Opt {
+        flag: "--max-queue-bytes",
+        short: None,
+        value: Some("SIZE"),
+        env: None,
+        section: Section::Options,
+        help: "output queued for one client before it is closed with 1008 \"slow consumer\"",
+    },
+    Opt {
+        flag: "--max-connections",
+        short: None,
+        value: Some("N"),
+        env: None,
+        section: Section::Options,
+        help: "most connections at once; past it a client gets 503 with Retry-After, and /healthz still answers",
+    },
+    Opt {
+        flag: "--max-connections-per-ip",
+        short: None,
+        value: Some("N"),
+        env: None,
+        section: Section::Options,
+        help: "most connections from one IP address; past it 429 with Retry-After; 0 for no limit",
+    },
+    Opt {
+        flag: "--ping-interval",
+        short: None,
+        value: Some("DURATION"),
+        env: None,
+        section: Section::Options,
+        help: "ping every client this often; close one silent for two intervals",
+    },
+    Opt {
+        flag: "--handshake-timeout",
+        short: None,
+        value: Some("DURATION"),
+        env: None,
+        section: Section::Options,
+        help: "time to send a complete request",
+    },
+    Opt {
+        flag: "--write-timeout",
+        short: None,
+        value: Some("DURATION"),
+        env: None,
+        section: Section::Options,
+        help: "time a client may accept no bytes while output is pending before it is closed as slow",
+    },
+    Opt {
+        flag: "--shutdown-timeout",
+        short: None,
+        value: Some("DURATION"),
+        env: None,
+        section: Section::Options,
+        help: "time clients get to take their 1001 close on SIGINT/SIGTERM",
+    },
+    Opt {
+        flag: "--log-level",
+        short: None,
+        value: Some("LEVEL"),
+        env: None,
+        section: Section::Options,
+        help: "off, error, warn, info, debug or trace",
+    },
+    Opt {
+        flag: "--stats-interval",
+        short: None,
+        value: Some("DURATION"),
+        env: None,
+        section: Section::Options,
+        help: "log a summary line (connections, topics, publishes, deliveries) and the refusals and protocol closes since the last one, a line per reason",
+    },
+    Opt {
+        flag: "--allow-origin",
+        short: None,
+        value: Some("ORIGIN"),
+        env: None,
+        section: Section::Access,
+        help: "an origin browsers may also connect from, exactly as they send it (https://dash.example.com), or *; repeatable. A request from any other Origin gets 403 on every route. On a loopback address the loopback origins (http(s)://localhost, 127.0.0.0/8, [::1], on any port) are allowed already; on any other address the server refuses to start without this",
+    },
+    Opt {
+        flag: "--allow-any-origin",
+        short: None,
+        value: None,
+        env: None,
+        section: Section::Access,
+        help: "any origin may connect, on any address",
+    },
+    Opt {
+        flag: "--require-origin",
+        short: None,
+        value: None,
+        env: None,
+        section: Section::Access,
+        help: "refuse (403) subscribers that send no Origin",
+    },
+    Opt {
+        flag: "--allow-host",
+        short: None,
+        value: Some("NAME"),
+        env: None,
+        section: Section::Access,
+        help: "a name the Host header may carry (dash.example.com), or *; repeatable. On a loopback address only localhost, *.localhost and loopback IPs are served otherwise (421), which stops DNS rebinding; behind a proxy on the same host, give its public name",
+    },
+    Opt {
+        flag: "--publish-token",
+        short: None,
+        value: Some("TOKEN"),
+        env: Some("STATECAST_PUBLISH_TOKEN"),
+        section: Section::Access,
+        help: "publish and broadcast need `Authorization: Bearer TOKEN` (else 401). On a non-loopback address one is required unless --insecure-publish",
+    },
+    Opt {
+        flag: "--insecure-publish",
+        short: None,
+        value: None,
+        env: None,
+        section: Section::Access,
+        help: "lets anyone publish on a non-loopback address",
+    },
+    Opt {
+        flag: "--subscribe-token",
+        short: None,
+        value: Some("TOKEN"),
+        env: Some("STATECAST_SUBSCRIBE_TOKEN"),
+        section: Section::Access,
+        help: "subscribers need ?token=TOKEN or `Authorization: Bearer TOKEN` (else 401). With it, /api/v1/state, /metrics and the details of /healthz need a token too. Tokens: 16 characters or more; never logged or printed",
+    },
+    Opt {
+        flag: "--public-metrics",
+        short: None,
+        value: None,
+        env: None,
+        section: Section::Access,
+        help: "/metrics answers without the subscribe token",
+    },
+    Opt {
+        flag: "--help",
+        short: Some("-h"),
+        value: None,
+        env: None,
+        section: Section::Access,
+        help: "print this help",
+    },
+    Opt {
+        flag: "--version",
+        short: Some("-V"),
+        value: None,
+        env: None,
+        section: Section::Access,
+        help: "print the version",
+    },
+];
