@@ -60,12 +60,11 @@ where
     }
     // The environment keeps tokens off the command line, where any user
     // of the host could read them; a flag still wins.
-    for (var, option) in [
-        ("STATECAST_PUBLISH_TOKEN", "--publish-token"),
-        ("STATECAST_SUBSCRIBE_TOKEN", "--subscribe-token"),
-    ] {
-        if let Ok(token) = std::env::var(var) {
-            set(&mut config, option, Some(&token)).map_err(|e| ArgError(format!("{var}: {e}")))?;
+    for opt in options::ALL {
+        let Some(var) = opt.env else { continue };
+        if let Ok(value) = std::env::var(var) {
+            set(&mut config, opt.flag, Some(&value))
+                .map_err(|e| ArgError(format!("{var}: {e}")))?;
         }
     }
     let mut print = false;
