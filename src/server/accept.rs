@@ -5,7 +5,7 @@
 //! descriptors, which must not turn into a busy loop.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -72,8 +72,8 @@ impl EventLoop {
 
     /// Applies the connection limits to a new connection.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
-        let client = client_of(peer.ip());
-        let per_ip = self.per_ip.get(&client).copied().unwrap_or(0);
+        let client = super::conns::client_of(peer.ip());
+        let per_ip = self.conns.open_from(peer.ip());
         let cap = self.config.max_connections_per_ip;
         if cap > 0 && per_ip as usize >= cap {
             let status = http::Status(429, "Too Many Requests");
@@ -159,8 +159,7 @@ impl EventLoop {
         if let Err(e) = stream.set_nodelay(true) {
             debug!("peer={peer} set_nodelay failed: {e}");
         }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
+        let key = self.conns.next_key();
         if let Err(e) = self
             .poll
             .registry()
@@ -176,44 +175,10 @@ impl EventLoop {
             warn!("peer={peer} could not be registered: {e}");
             return;
         }
-        let id = self.next_id;
-        self.next_id += 1;
         self.stats.accepted += 1;
-        *self.per_ip.entry(client_of(peer.ip())).or_default() += 1;
+        let (_, id) = self
+            .conns
+            .insert(|id| Conn::new(id, peer, stream, now, reserve));
         debug!("conn={id} peer={peer} accepted");
-        entry.insert(Conn::new(id, peer, stream, now, reserve));
-    }
-}
-
-/// Who a peer address counts as for `--max-connections-per-ip`: an IPv4
-/// address itself, an IPv6 address by its /64. One host is commonly given
-/// a whole /64 and may pick any address in it, so counting each address
-/// would let it open as many connections as it likes.
-pub(super) fn client_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !0u128 << 64)),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One /64 is one client; another /64, or an IPv4 address (mapped or
-    /// not), is another.
-    #[test]
-    fn ipv6_clients_count_by_their_64() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let a = client_of(ip("2001:db8:1:2:aaaa::1"));
-        assert_eq!(a, client_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")));
-        assert_eq!(a, ip("2001:db8:1:2::"));
-        assert_ne!(a, client_of(ip("2001:db8:1:3::1")));
-        assert_eq!(client_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
-        assert_eq!(client_of(ip("10.0.0.1")), ip("10.0.0.1"));
-        assert_ne!(client_of(ip("10.0.0.1")), client_of(ip("10.0.0.2")));
     }
 }

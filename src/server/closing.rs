@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use super::{EventLoop, enqueue};
+use super::EventLoop;
 use crate::server::conn::{Close, Due, Flushed, Phase};
 use crate::server::queue::Out;
 use crate::wire::Shared;
@@ -26,13 +26,13 @@ impl EventLoop {
 
     pub(super) fn mark_dirty(&mut self, key: usize) {
         if self.conns[key].mark_dirty() {
-            self.dirty.push(key);
+            self.conns.dirty.push(key);
         }
     }
 
     pub(super) fn flush_dirty(&mut self, now: Instant) {
         self.close_over_limit();
-        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.conns.dirty);
         for &key in &dirty {
             if let Some(cause) = self.flush(key, now) {
                 self.finish(key, cause);
@@ -40,8 +40,8 @@ impl EventLoop {
         }
         dirty.clear();
         // Keep the allocation: the next publish needs it again.
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
+        if self.conns.dirty.is_empty() {
+            self.conns.dirty = dirty;
         }
     }
 
@@ -82,7 +82,7 @@ impl EventLoop {
     /// now that no pass over a subscriber list is under way.
     fn close_over_limit(&mut self) {
         let max = self.config.max_queue_bytes;
-        for key in std::mem::take(&mut self.over_limit) {
+        for key in std::mem::take(&mut self.conns.over_limit) {
             let over = self
                 .conns
                 .get(key)
@@ -128,12 +128,12 @@ impl EventLoop {
             if let Some(sub) = sub {
                 self.unsubscribe(sub);
             }
-            self.doomed.push(key);
+            self.conns.doomed.push(key);
         }
     }
 
     pub(super) fn reap(&mut self) {
-        while let Some(key) = self.doomed.pop() {
+        while let Some(key) = self.conns.doomed.pop() {
             self.remove(key);
         }
     }
@@ -143,14 +143,9 @@ impl EventLoop {
     fn remove(&mut self, key: usize) {
         // Closing the descriptor (dropping `conn`) takes it out of the
         // epoll set: no `EPOLL_CTL_DEL` is needed, a syscall per close saved.
-        let conn = self.conns.remove(key);
-        let ip = super::accept::client_of(conn.peer().ip());
-        if let Some(count) = self.per_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_ip.remove(&ip);
-            }
-        }
+        let Some(conn) = self.conns.remove(key) else {
+            return;
+        };
         let cause = conn.cause().unwrap_or(Close::PeerGone);
         self.stats.closes.count(cause);
         debug!("conn={} peer={} closed: {cause}", conn.id(), conn.peer());
@@ -163,16 +158,16 @@ impl EventLoop {
         let mut due = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             match conn.due(now, &self.timeouts) {
-                Some(Due::Ping) => {
-                    let ping = Out::Bytes(self.ping_frame.clone());
-                    let max = self.config.max_queue_bytes;
-                    enqueue(conn, key, ping, max, &mut self.dirty, &mut self.over_limit);
-                }
+                Some(Due::Ping) => due.push((key, Due::Ping)),
                 Some(verdict) => due.push((key, verdict)),
                 None => {}
             }
         }
         for (key, verdict) in due {
+            if verdict == Due::Ping {
+                self.conns.enqueue(key, Out::Bytes(self.ping_frame.clone()));
+                continue;
+            }
             match verdict {
                 Due::Ping => {}
                 Due::KeepAlive => {

@@ -220,7 +220,7 @@ impl EventLoop {
         // Pipelined requests behind it are read at the end of the turn,
         // not from here: this may run inside the handling of a request of
         // the same connection, and must not recurse into the next.
-        self.read_later.push((key, id));
+        self.conns.read_later.push((key, id));
     }
 
     /// The link is back: each topic served only here meanwhile goes to

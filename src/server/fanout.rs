@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::{EventLoop, MAX_DRAIN, schedule};
+use super::{EventLoop, MAX_DRAIN};
 use crate::publisher::Command;
 use crate::server::conn::Delivered;
 use crate::server::queue::Out;
@@ -23,8 +23,7 @@ impl EventLoop {
     /// before any event, to keep order), so a burst of publishes to one
     /// topic costs one pass over its subscribers, not one per publish.
     pub(super) fn fan_out(&mut self, now: Instant) {
-        let max = self.config.max_queue_bytes;
-        let (conns, dirty, over) = (&mut self.conns, &mut self.dirty, &mut self.over_limit);
+        let conns = &mut self.conns;
         let stats = &mut self.stats;
         // Closing would change the subscriber lists being walked: a
         // connection over its limit is closed after the pass.
@@ -33,12 +32,12 @@ impl EventLoop {
                 let form = conns[key].form().unwrap_or(Form::Frame);
                 let out = Out::Snapshot(encoded.pick(form).clone(), Some(published));
                 stats.deliveries += 1;
-                let conn = &mut conns[key];
-                let (delivered, bytes) = conn.deliver(out, now, &mut stats.latency.ages_at(now));
+                let latency = &mut stats.latency;
+                let (delivered, bytes) = conns[key].deliver(out, now, &mut latency.ages_at(now));
                 stats.bytes_out += bytes as u64;
                 if let Delivered::Queued { superseded } = delivered {
                     stats.superseded += u64::from(superseded);
-                    schedule(conn, key, max, dirty, over);
+                    conns.schedule(key);
                 }
             }
         });
@@ -51,8 +50,9 @@ impl EventLoop {
         let message = Message::event(type_json, data);
         // Encoded for SSE and compressed once each, if a subscriber needs it.
         let (mut sse, mut deflated) = (None, None);
-        let max = self.config.max_queue_bytes;
         let mut count = 0;
+        // Scheduled after the pass over connections, which holds them.
+        let mut queued = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             if !conn.is_subscriber() {
                 continue;
@@ -72,8 +72,11 @@ impl EventLoop {
                 conn.deliver(Out::Bytes(bytes), now, &mut latency.ages_at(now));
             self.stats.bytes_out += written as u64;
             if let Delivered::Queued { .. } = delivered {
-                schedule(conn, key, max, &mut self.dirty, &mut self.over_limit);
+                queued.push(key);
             }
+        }
+        for key in queued {
+            self.conns.schedule(key);
         }
         self.stats.events += 1;
         self.stats.deliveries += count as u64;

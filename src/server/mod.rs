@@ -6,6 +6,9 @@
 //!
 //! Where things happen, one file each:
 //! - this file: the loop, reading, and what a request leads to;
+//! - `conns.rs`: the connection registry (the slab, per-IP counts, the
+//!   lists each turn works through) and the output policy, where every
+//!   byte is queued;
 //! - `accept.rs`: accepting, and the connection limits;
 //! - `fanout.rs`: publishes, snapshots to subscribers, events to everyone;
 //! - `closing.rs`: writing, closing, the timers, shutdown, and
@@ -27,6 +30,7 @@ mod access;
 mod closing;
 mod cluster;
 mod conn;
+mod conns;
 mod endpoints;
 mod fanout;
 #[doc(hidden)]
@@ -47,13 +51,13 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::config::Config;
 use crate::publisher::{self, Inbox, Publisher};
 use crate::server::access::Access;
-use crate::server::conn::{Close, Conn, Received, Timeouts};
+use crate::server::conn::{Close, Received, Timeouts};
+use crate::server::conns::{Conns, PING_FLOOD};
 use crate::server::endpoints::{Action, Answer, HealthView};
 use crate::server::queue::Out;
 use crate::server::stats::{Interval, Stats};
@@ -74,15 +78,6 @@ const SCRATCH_SIZE: usize = 64 << 10;
 /// Bytes one connection may have read for it per turn: a client flooding
 /// frames or requests delays the others by at most this much work.
 const READ_BUDGET: usize = 4 * SCRATCH_SIZE;
-
-/// Responses an HTTP connection may have waiting before its further
-/// pipelined requests are left unread until they drain.
-const HTTP_OUTPUT_BOUND: usize = 64 << 10;
-
-/// Pongs a client may let the server replace unsent (RFC 6455 §5.5.3
-/// allows answering only the latest ping) before it is closed as a ping
-/// flood. Dashboards ping once in a while, never faster than they read.
-const PING_FLOOD: u32 = 1024;
 
 /// Most channel commands handled per turn, so sockets are not starved by a
 /// flood of publishes.
@@ -261,27 +256,21 @@ impl Server {
             write: config.write_timeout,
         };
         let mut event_loop = EventLoop {
+            conns: Conns::new(config.max_queue_bytes),
             config,
             access: self.access,
             timeouts,
             poll: self.poll,
             listener: Some(self.listener),
             inbox: self.inbox,
-            conns: Slab::new(),
             topics,
-            next_id: 1,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
-            dirty: Vec::new(),
-            doomed: Vec::new(),
-            over_limit: Vec::new(),
-            read_later: Vec::new(),
             started: now,
             tick,
             next_tick: now + tick,
             accept_retry: None,
             spare_fd: std::fs::File::open("/dev/null").ok(),
             fds_exhausted: false,
-            per_ip: HashMap::new(),
             shutdown_deadline: None,
             ping_frame: Arc::from(protocol::encode_frame(OpCode::Control(Control::Ping), b"")),
             pending: Vec::new(),
@@ -309,25 +298,13 @@ struct EventLoop {
     listener: Option<TcpListener>,
     /// Commands from `Publisher`s.
     inbox: Inbox,
-    /// Every connection, keyed by its poll token.
-    conns: Slab<Conn>,
+    /// Every connection, keyed by its poll token, the per-turn lists and
+    /// the output policy.
+    conns: Conns,
     /// Topics, their snapshots and subscribers.
     topics: Topics,
-    /// The id the next connection gets, for logs.
-    next_id: u64,
     /// One read buffer for every connection.
     scratch: Box<[u8]>,
-    /// Connections with output queued this turn, written before the loop
-    /// sleeps so several frames leave in one write.
-    dirty: Vec<usize>,
-    /// Connections marked done, removed at the end of the turn.
-    doomed: Vec<usize>,
-    /// Connections an enqueue found over `--max-queue-bytes`, closed before
-    /// the write pass.
-    over_limit: Vec<usize>,
-    /// Connections with input left unread (budget spent, or held back by
-    /// backpressure), by key and id, read again after the write pass.
-    read_later: Vec<(usize, u64)>,
     /// For `/healthz`'s uptime.
     started: Instant,
     /// Timer resolution: a quarter of the shortest timeout, at most 1 s.
@@ -340,8 +317,6 @@ struct EventLoop {
     spare_fd: Option<std::fs::File>,
     /// Descriptors ran out and nothing has been accepted since: logged once.
     fds_exhausted: bool,
-    /// Open connections per peer address, for `--max-connections-per-ip`.
-    per_ip: HashMap<std::net::IpAddr, u32>,
     /// Set when shutdown began: the loop ends by then at the latest.
     shutdown_deadline: Option<Instant>,
     /// Every ping is the same empty frame.
@@ -360,42 +335,6 @@ struct EventLoop {
     backlog: bool,
     /// `--redis`: the link to the other nodes.
     cluster: Option<cluster::Cluster>,
-}
-
-/// Queues `out` for connection `key`: the one way any byte is queued
-/// (redis checks its output limit on every append, and so does this). The
-/// connection is scheduled for the write pass, and one over
-/// `--max-queue-bytes` is listed in `over` to be closed once the current
-/// pass over connections is done. Returns whether `out` superseded an
-/// older snapshot or pong.
-fn enqueue(
-    conn: &mut Conn,
-    key: usize,
-    out: Out,
-    max: usize,
-    dirty: &mut Vec<usize>,
-    over: &mut Vec<usize>,
-) -> bool {
-    let superseded = conn.enqueue(out);
-    schedule(conn, key, max, dirty, over);
-    superseded
-}
-
-/// The rest of [`enqueue`], for bytes a connection queued by itself
-/// ([`Conn::deliver`]): the limit, and a place in the write pass.
-fn schedule(
-    conn: &mut Conn,
-    key: usize,
-    max: usize,
-    dirty: &mut Vec<usize>,
-    over: &mut Vec<usize>,
-) {
-    if conn.pending_bytes() > max {
-        over.push(key);
-    }
-    if conn.mark_dirty() {
-        dirty.push(key);
-    }
 }
 
 /// Runs a pure request handler so that a bug in it (a panic) costs only
@@ -512,6 +451,7 @@ impl EventLoop {
 
     fn poll_timeout(&self, now: Instant) -> Duration {
         let budget_spent = self
+            .conns
             .read_later
             .iter()
             .any(|&(key, _)| self.conns.contains(key) && !self.held_back(key));
@@ -548,7 +488,7 @@ impl EventLoop {
             }
             if budget == 0 || self.held_back(key) {
                 self.stats.reads_deferred += u64::from(budget == 0);
-                self.read_later.push((key, self.conns[key].id()));
+                self.conns.read_later.push((key, self.conns[key].id()));
                 return None;
             }
             let conn = &mut self.conns[key];
@@ -583,15 +523,14 @@ impl EventLoop {
     /// still waiting for Redis: it is not read again until they drain
     /// (backpressure, as HTTP servers do it).
     fn held_back(&self, key: usize) -> bool {
-        let conn = &self.conns[key];
-        conn.is_http() && (conn.pending_bytes() > HTTP_OUTPUT_BOUND || conn.is_awaiting())
+        self.conns.held_back(key)
     }
 
     /// Reads again the connections a previous read left with input unread,
     /// those no longer held back first in line. One still waiting for its
     /// budget is listed again (and the loop does not sleep while any is).
     fn read_again(&mut self, now: Instant) {
-        let waiting = std::mem::take(&mut self.read_later);
+        let waiting = std::mem::take(&mut self.conns.read_later);
         for (key, id) in waiting {
             // A slab key may have been reused: the id says whose entry it is.
             let Some(conn) = self.conns.get(key) else {
@@ -601,7 +540,7 @@ impl EventLoop {
                 continue;
             }
             if self.held_back(key) {
-                self.read_later.push((key, id));
+                self.conns.read_later.push((key, id));
                 continue;
             }
             // Input already read may hold complete requests.
@@ -828,9 +767,7 @@ impl EventLoop {
 
     /// The one way bytes are queued for a connection; see [`enqueue`].
     fn enqueue(&mut self, key: usize, out: Out) {
-        let max = self.config.max_queue_bytes;
-        let conn = &mut self.conns[key];
-        enqueue(conn, key, out, max, &mut self.dirty, &mut self.over_limit);
+        self.conns.enqueue(key, out);
     }
 
     fn metrics(&self, answer: Answer) -> Response {

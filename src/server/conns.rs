@@ -1,0 +1,212 @@
+//! The connection registry: every connection in a slab, the per-IP counts,
+//! the lists the loop works through each turn (to write, over their limit,
+//! to remove, to read again), and the output policy: how much a connection
+//! may have queued, how long its output may stall, how far its pings may
+//! outrun its reading, how many answers an HTTP client may leave unread.
+//! Every byte is queued through [`Conns::enqueue`] or [`Conns::schedule`],
+//! where the limit is checked.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::ops::{Index, IndexMut};
+
+use slab::Slab;
+
+use crate::server::conn::Conn;
+use crate::server::queue::Out;
+
+/// Responses an HTTP connection may have waiting before its further
+/// pipelined requests are left unread until they drain.
+pub(super) const HTTP_OUTPUT_BOUND: usize = 64 << 10;
+
+/// Pongs a client may let the server replace unsent (RFC 6455 §5.5.3
+/// allows answering only the latest ping) before it is closed as a ping
+/// flood. Dashboards ping once in a while, never faster than they read.
+pub(super) const PING_FLOOD: u32 = 1024;
+
+/// Every connection and what the loop must do with them this turn.
+#[derive(Debug)]
+pub(super) struct Conns {
+    slab: Slab<Conn>,
+    /// Output a connection may have queued before it is closed as a slow
+    /// consumer (`--max-queue-bytes`).
+    max_queue: usize,
+    /// Open connections per client, for `--max-connections-per-ip`.
+    per_ip: HashMap<IpAddr, u32>,
+    /// The id the next connection gets, for logs.
+    next_id: u64,
+    /// Connections with output queued this turn, written before the loop
+    /// sleeps so several frames leave in one write.
+    pub(super) dirty: Vec<usize>,
+    /// Connections marked done, removed at the end of the turn.
+    pub(super) doomed: Vec<usize>,
+    /// Connections an enqueue found over their limit, closed before the
+    /// write pass.
+    pub(super) over_limit: Vec<usize>,
+    /// Connections with input left unread (budget spent, or held back by
+    /// backpressure), by key and id, read again after the write pass.
+    pub(super) read_later: Vec<(usize, u64)>,
+}
+
+impl Conns {
+    pub(super) fn new(max_queue: usize) -> Conns {
+        Conns {
+            slab: Slab::new(),
+            max_queue,
+            per_ip: HashMap::new(),
+            next_id: 1,
+            dirty: Vec::new(),
+            doomed: Vec::new(),
+            over_limit: Vec::new(),
+            read_later: Vec::new(),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub(super) fn get(&self, key: usize) -> Option<&Conn> {
+        self.slab.get(key)
+    }
+
+    pub(super) fn get_mut(&mut self, key: usize) -> Option<&mut Conn> {
+        self.slab.get_mut(key)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Conn)> {
+        self.slab.iter()
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Conn)> {
+        self.slab.iter_mut()
+    }
+
+    pub(super) fn contains(&self, key: usize) -> bool {
+        self.slab.contains(key)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// The key the next connection will have, to register it under first.
+    pub(super) fn next_key(&self) -> usize {
+        self.slab.vacant_key()
+    }
+
+    /// Connections open from `peer`'s client (its /64, for IPv6).
+    pub(super) fn open_from(&self, peer: IpAddr) -> u32 {
+        self.per_ip.get(&client_of(peer)).copied().unwrap_or(0)
+    }
+
+    /// Adds a connection, under [`next_key`](Self::next_key); returns its
+    /// key and its id.
+    pub(super) fn insert(&mut self, make: impl FnOnce(u64) -> Conn) -> (usize, u64) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let conn = make(id);
+        *self.per_ip.entry(client_of(conn.peer().ip())).or_default() += 1;
+        (self.slab.insert(conn), id)
+    }
+
+    /// The one place a connection leaves the registry.
+    pub(super) fn remove(&mut self, key: usize) -> Option<Conn> {
+        let conn = self.slab.try_remove(key)?;
+        let client = client_of(conn.peer().ip());
+        if let Some(count) = self.per_ip.get_mut(&client) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&client);
+            }
+        }
+        Some(conn)
+    }
+
+    /// Queues `out` for connection `key`: the one way any byte is queued
+    /// (redis checks its output limit on every append, and so does this).
+    /// Returns whether it superseded an older snapshot.
+    pub(super) fn enqueue(&mut self, key: usize, out: Out) -> bool {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return false;
+        };
+        let superseded = conn.enqueue(out);
+        self.schedule(key);
+        superseded
+    }
+
+    /// Lists connection `key` for the write pass, and one over
+    /// `--max-queue-bytes` to be closed once the current pass over
+    /// connections is done.
+    pub(super) fn schedule(&mut self, key: usize) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        if conn.pending_bytes() > self.max_queue {
+            self.over_limit.push(key);
+        }
+        if conn.mark_dirty() {
+            self.dirty.push(key);
+        }
+    }
+
+    /// Whether an HTTP connection's answers are piling up unread, or one is
+    /// still waiting for Redis: it is not read again until they drain
+    /// (backpressure, as HTTP servers do it).
+    pub(super) fn held_back(&self, key: usize) -> bool {
+        self.slab.get(key).is_some_and(|conn| {
+            conn.is_http() && (conn.pending_bytes() > HTTP_OUTPUT_BOUND || conn.is_awaiting())
+        })
+    }
+}
+
+// Proof for the indexing: a slab key is used only while its entry is
+// there (see the loop's files).
+#[allow(clippy::indexing_slicing)]
+impl Index<usize> for Conns {
+    type Output = Conn;
+
+    fn index(&self, key: usize) -> &Conn {
+        &self.slab[key]
+    }
+}
+
+#[allow(clippy::indexing_slicing)]
+impl IndexMut<usize> for Conns {
+    fn index_mut(&mut self, key: usize) -> &mut Conn {
+        &mut self.slab[key]
+    }
+}
+
+/// Who a peer address counts as for `--max-connections-per-ip`: an IPv4
+/// address itself, an IPv6 address by its /64. One host is commonly given
+/// a whole /64 and may pick any address in it, so counting each address
+/// would let it open as many connections as it likes.
+pub(super) fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !0u128 << 64)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One /64 is one client; another /64, or an IPv4 address (mapped or
+    /// not), is another.
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = client_of(ip("2001:db8:1:2:aaaa::1"));
+        assert_eq!(a, client_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")));
+        assert_eq!(a, ip("2001:db8:1:2::"));
+        assert_ne!(a, client_of(ip("2001:db8:1:3::1")));
+        assert_eq!(client_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(client_of(ip("10.0.0.1")), ip("10.0.0.1"));
+        assert_ne!(client_of(ip("10.0.0.1")), client_of(ip("10.0.0.2")));
+    }
+}
