@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 
 use super::EventLoop;
 use crate::server::conn::{Close, Due, Flushed, Phase};
@@ -81,15 +81,8 @@ impl EventLoop {
     /// Closes the connections an enqueue found over `--max-queue-bytes`,
     /// now that no pass over a subscriber list is under way.
     fn close_over_limit(&mut self) {
-        let max = self.config.max_queue_bytes;
-        for key in std::mem::take(&mut self.conns.over_limit) {
-            let over = self
-                .conns
-                .get(key)
-                .is_some_and(|c| !c.is_done() && !c.is_closing() && c.pending_bytes() > max);
-            if over {
-                self.slow_consumer(key, Close::SlowConsumer);
-            }
+        for key in self.conns.take_over_limit() {
+            self.slow_consumer(key, Close::SlowConsumer);
         }
     }
 
@@ -107,12 +100,8 @@ impl EventLoop {
             // Already leaving, and not even its last bytes go out.
             return self.finish(key, cause);
         }
-        warn!(
-            "conn={} peer={} {cause} ({} bytes queued): closing with 1008",
-            conn.id(),
-            conn.peer(),
-            conn.pending_bytes()
-        );
+        self.conns.log_slow(key, cause);
+        let conn = &self.conns[key];
         if conn.is_open() {
             self.close_ws(key, &CloseReason::new(code::POLICY, "slow consumer"), cause);
         } else if conn.is_stream() {

@@ -12,7 +12,9 @@ use std::ops::{Index, IndexMut};
 
 use slab::Slab;
 
-use crate::server::conn::Conn;
+use log::warn;
+
+use crate::server::conn::{Close, Conn};
 use crate::server::queue::Out;
 
 /// Responses an HTTP connection may have waiting before its further
@@ -147,6 +149,35 @@ impl Conns {
         }
         if conn.mark_dirty() {
             self.dirty.push(key);
+        }
+    }
+
+    /// The connections an enqueue found over `--max-queue-bytes` that still
+    /// are, now that no pass over a subscriber list is under way: each is
+    /// to be closed as a slow consumer.
+    pub(super) fn take_over_limit(&mut self) -> Vec<usize> {
+        let listed = std::mem::take(&mut self.over_limit);
+        let max = self.max_queue;
+        listed
+            .into_iter()
+            .filter(|&key| {
+                self.slab
+                    .get(key)
+                    .is_some_and(|c| !c.is_done() && !c.is_closing() && c.pending_bytes() > max)
+            })
+            .collect()
+    }
+
+    /// The operator's line for a slow consumer (its queue over the limit, or
+    /// its output stalled past `--write-timeout`): it goes with 1008.
+    pub(super) fn log_slow(&self, key: usize, cause: Close) {
+        if let Some(conn) = self.slab.get(key) {
+            warn!(
+                "conn={} peer={} {cause} ({} bytes queued): closing with 1008",
+                conn.id(),
+                conn.peer(),
+                conn.pending_bytes()
+            );
         }
     }
 
