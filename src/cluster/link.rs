@@ -289,22 +289,10 @@ fn parse(payload: &str, rules: &Rules) -> Result<Incoming, String> {
         return snapshot(topic, value, rules);
     }
     let event = payload.strip_prefix("E ").ok_or("neither S nor E")?;
-    let event = match json::parse(event.as_bytes()).map_err(|e| e.to_string())? {
-        serde_json::Value::Object(event) => event,
-        _ => return Err("an event that is not an object".into()),
-    };
-    let (Some(serde_json::Value::String(kind)), Some(data)) =
-        (event.get("type"), event.get("data"))
-    else {
-        return Err("an event without a string type and data".into());
-    };
-    rules
-        .check_event(kind, data)
-        .map_err(|e| format!("event {kind:?} refused by its schema: {e}"))?;
-    Ok(Incoming::Event {
-        type_json: json::compact(&serde_json::Value::from(kind.as_str())),
-        data: json::compact(data),
-    })
+    let (type_json, data) = rules
+        .take_event(event.as_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok(Incoming::Event { type_json, data })
 }
 
 /// A stored value, `seq data`, as a snapshot for `topic`.

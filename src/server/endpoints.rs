@@ -9,7 +9,7 @@ use crate::publisher::Registry;
 use crate::server::access::Access;
 use crate::server::stats::Stats;
 use crate::topic::schema::SchemaError;
-use crate::topic::{self, Published, TopicError, Topics, adw};
+use crate::topic::{self, Published, Refused, TopicError, Topics, adw};
 use crate::wire::http::{self, BodyKind, Head, INTERNAL_ERROR, Response, Route};
 use crate::wire::json;
 
@@ -261,26 +261,14 @@ pub fn no_room(e: &TopicError, close: bool) -> Response {
 }
 
 fn broadcast(body: &[u8], topics: &Topics, close: bool) -> Action {
-    let bad = |why: String| Action::Respond(http::error(http::BAD_REQUEST, &why, "", close));
-    let event = match json::parse(body) {
-        Ok(serde_json::Value::Object(event)) => event,
-        Ok(_) => return bad("an event is a JSON object with \"type\" and \"data\"".into()),
-        Err(e) => return bad(e.to_string()),
-    };
-    let kind = match event.get("type") {
-        Some(serde_json::Value::String(kind)) if !kind.is_empty() => kind,
-        _ => return bad("an event needs a non-empty string \"type\"".into()),
-    };
-    // CONTRACT.md: a message of a known type without `data` breaks its panel.
-    let Some(data) = event.get("data") else {
-        return bad("an event needs a \"data\" field".into());
-    };
-    if let Err(e) = topics.rules().check_event(kind, data) {
-        return Action::Respond(refused_by_schema(kind, &e, close));
-    }
-    Action::Broadcast {
-        type_json: json::compact(&serde_json::Value::from(kind.as_str())),
-        data: json::compact(data),
+    match topics.rules().take_event(body) {
+        Ok((type_json, data)) => Action::Broadcast { type_json, data },
+        Err(Refused::Invalid(why)) => {
+            Action::Respond(http::error(http::BAD_REQUEST, &why, "", close))
+        }
+        Err(Refused::Schema { name, error }) => {
+            Action::Respond(refused_by_schema(&name, &error, close))
+        }
     }
 }
 

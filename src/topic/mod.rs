@@ -15,6 +15,7 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::wire::Shared;
 use crate::wire::deflate::{self, Deflater};
+use crate::wire::json;
 use crate::wire::protocol::write_header;
 use adw::ADW_STATE_PREFIX;
 use schema::{SchemaError, Validator};
@@ -99,6 +100,38 @@ impl Rules {
     /// Checks `data` against `topic`'s schema, if it has one.
     pub fn check_data(&self, topic: &str, data: &serde_json::Value) -> Result<(), SchemaError> {
         self.validator.check(topic, data)
+    }
+
+    /// Takes in an event, `{"type":..,"data":..}`, from HTTP or from
+    /// another node: I-JSON, a non-empty string `type`, a `data` (a message
+    /// of a known type without it breaks its panel, CONTRACT.md), and the
+    /// schema of a preset type. Returns the type as a JSON string and the
+    /// data, both compact text written here.
+    pub fn take_event(&self, bytes: &[u8]) -> Result<(String, String), Refused> {
+        let invalid = |why: &str| Refused::Invalid(why.to_owned());
+        let event = match json::parse(bytes) {
+            Ok(serde_json::Value::Object(event)) => event,
+            Ok(_) => {
+                return Err(invalid(
+                    "an event is a JSON object with \"type\" and \"data\"",
+                ));
+            }
+            Err(e) => return Err(Refused::Invalid(e.to_string())),
+        };
+        let kind = match event.get("type") {
+            Some(serde_json::Value::String(kind)) if !kind.is_empty() => kind,
+            _ => return Err(invalid("an event needs a non-empty string \"type\"")),
+        };
+        let Some(data) = event.get("data") else {
+            return Err(invalid("an event needs a \"data\" field"));
+        };
+        self.check_event(kind, data)
+            .map_err(|error| Refused::Schema {
+                name: kind.clone(),
+                error,
+            })?;
+        let type_json = json::compact(&serde_json::Value::from(kind.as_str()));
+        Ok((type_json, json::compact(data)))
     }
 
     /// Checks an event's data when its type is a preset topic's message type.
@@ -430,6 +463,24 @@ impl Topic {
     /// Holds nothing a new subscriber would not get anyway.
     fn unused(&self) -> bool {
         !self.permanent && self.subscribers.is_empty() && !self.fan_out_pending
+    }
+}
+
+/// Why a value was not taken in.
+#[derive(Debug)]
+pub enum Refused {
+    /// Not I-JSON, or not the shape it must have (HTTP answers 400).
+    Invalid(String),
+    /// The schema of `name` refuses it (HTTP answers 422).
+    Schema { name: String, error: SchemaError },
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Invalid(why) => f.write_str(why),
+            Refused::Schema { name, error } => write!(f, "{name:?} refused by its schema: {error}"),
+        }
     }
 }
 
