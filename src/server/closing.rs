@@ -144,21 +144,16 @@ impl EventLoop {
 
     /// Runs every connection's timers: pings, and the timeouts that close.
     pub(super) fn sweep(&mut self, now: Instant) {
+        // Acted on after the pass, which holds the connections.
         let mut due = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
-            match conn.due(now, &self.timeouts) {
-                Some(Due::Ping) => due.push((key, Due::Ping)),
-                Some(verdict) => due.push((key, verdict)),
-                None => {}
+            if let Some(verdict) = conn.due(now, &self.timeouts) {
+                due.push((key, verdict));
             }
         }
         for (key, verdict) in due {
-            if verdict == Due::Ping {
-                self.conns.enqueue(key, Out::Bytes(self.ping_frame.clone()));
-                continue;
-            }
             match verdict {
-                Due::Ping => {}
+                Due::Ping => self.enqueue(key, Out::Bytes(self.ping_frame.clone())),
                 Due::KeepAlive => {
                     let comment = Shared::from(http::EVENT_STREAM_KEEPALIVE);
                     self.enqueue(key, Out::Bytes(comment));

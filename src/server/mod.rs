@@ -107,14 +107,8 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 /// unless `--no-validate`, and every `--schema`, each compiled once.
 fn rules_for(config: &Config) -> Result<Rules, String> {
     for (topic, _) in &config.schemas {
-        Rules::new(
-            config.preset,
-            &config.topics,
-            config.any_topic,
-            Validator::off(),
-        )
-        .check(topic)
-        .map_err(|e| format!("--schema: {e}; add it with --topic or --any-topic"))?;
+        check_topic(config, topic)
+            .map_err(|e| format!("--schema: {e}; add it with --topic or --any-topic"))?;
     }
     let validator = if config.validate {
         Validator::new(config.preset, &config.schemas)?
