@@ -16,6 +16,7 @@ use log::{debug, info};
 
 use super::EventLoop;
 use crate::server::conn::{Close, Due, Flushed, Phase};
+use crate::server::conns::Eviction;
 use crate::server::queue::Out;
 use crate::wire::Shared;
 use crate::wire::http;
@@ -92,22 +93,13 @@ impl EventLoop {
         }
     }
 
-    /// A connection whose output is over the limit, or that takes nothing:
-    /// an operator must see it, and it goes with 1008.
+    /// A connection whose output is over the limit, or that takes nothing,
+    /// leaves the way the registry's output policy says.
     pub(super) fn slow_consumer(&mut self, key: usize, cause: Close) {
-        let conn = &self.conns[key];
-        if conn.is_closing() {
-            // Already leaving, and not even its last bytes go out.
-            return self.finish(key, cause);
-        }
-        self.conns.log_slow(key, cause);
-        let conn = &self.conns[key];
-        if conn.is_open() {
-            self.close_ws(key, &CloseReason::new(code::POLICY, "slow consumer"), cause);
-        } else if conn.is_stream() {
-            self.end_stream(key, cause);
-        } else {
-            self.finish(key, cause);
+        match self.conns.evict(key, cause) {
+            Eviction::Close(reason) => self.close_ws(key, &reason, cause),
+            Eviction::EndStream => self.end_stream(key, cause),
+            Eviction::Finish => self.finish(key, cause),
         }
     }
 
@@ -145,13 +137,7 @@ impl EventLoop {
     /// Runs every connection's timers: pings, and the timeouts that close.
     pub(super) fn sweep(&mut self, now: Instant) {
         // Acted on after the pass, which holds the connections.
-        let mut due = Vec::new();
-        for (key, conn) in self.conns.iter_mut() {
-            if let Some(verdict) = conn.due(now, &self.timeouts) {
-                due.push((key, verdict));
-            }
-        }
-        for (key, verdict) in due {
+        for (key, verdict) in self.conns.due(now, &self.timeouts) {
             match verdict {
                 Due::Ping => self.enqueue(key, Out::Bytes(self.ping_frame.clone())),
                 Due::KeepAlive => {

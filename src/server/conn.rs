@@ -172,9 +172,18 @@ pub enum Received {
 #[derive(Debug, Default)]
 pub struct Frames {
     /// Replies to queue, in order: pongs and JSON pongs.
-    pub replies: Vec<Out>,
+    pub replies: Vec<Reply>,
     /// The connection must close with this reason, for this cause.
     pub close: Option<(CloseReason, Close)>,
+}
+
+/// An answer to a client's frame.
+#[derive(Debug)]
+pub enum Reply {
+    /// To a ping: may be conflated with other pongs (RFC 6455 §5.5.3).
+    Pong(Shared),
+    /// To a JSON ping: an event like any other.
+    Text(Shared),
 }
 
 /// What a write came to.
@@ -222,7 +231,6 @@ pub enum Due {
 pub struct Timeouts {
     pub ping_interval: Duration,
     pub handshake: Duration,
-    pub write: Duration,
 }
 
 /// A client connection and everything the loop knows about it.
@@ -465,10 +473,10 @@ impl Conn {
             let reply = match incoming {
                 Some(Incoming::Ping(payload)) => {
                     let pong = protocol::encode_frame(OpCode::Control(Control::Pong), &payload);
-                    Some(Out::Pong(Shared::from(pong)))
+                    Some(Reply::Pong(Shared::from(pong)))
                 }
                 Some(Incoming::Text(text)) => protocol::json_pong(&text)
-                    .map(|pong| Out::Bytes(Shared::from(protocol::encode_text(&pong)))),
+                    .map(|pong| Reply::Text(Shared::from(protocol::encode_text(&pong)))),
                 // RFC 6455 §5.5.1: reply with a close, echoing the code.
                 Some(Incoming::Close(code)) => {
                     let reason = CloseReason::new(code.unwrap_or(code::NORMAL), "bye");
@@ -488,15 +496,19 @@ impl Conn {
     // ----- output -----
 
     /// Queues `out` by its rule; returns whether it superseded something.
-    /// Only the loop's one enqueue calls this, which applies the limit.
+    /// Only the registry's enqueue calls this, which applies the limit.
     pub fn enqueue(&mut self, out: Out) -> bool {
-        let pong = matches!(out, Out::Pong(_));
-        let superseded = self.out.enqueue(out);
-        if let (true, true, Phase::Open { pongs_dropped, .. }) = (pong, superseded, &mut self.phase)
-        {
+        self.out.enqueue(out)
+    }
+
+    /// Queues a pong, `keep` of them at most unsent; one replaced counts
+    /// toward a ping flood until the queue next drains.
+    pub fn enqueue_pong(&mut self, pong: Shared, keep: usize) -> bool {
+        let replaced = self.out.push_pong(pong, keep);
+        if let (true, Phase::Open { pongs_dropped, .. }) = (replaced, &mut self.phase) {
             *pongs_dropped = pongs_dropped.saturating_add(1);
         }
-        superseded
+        replaced
     }
 
     /// Sends a fanned-out frame at once when nothing is queued before it:
@@ -643,14 +655,16 @@ impl Conn {
 
     // ----- timers -----
 
-    /// What the clock says about this connection now.
+    /// Since when its output has been pending with no byte taken.
+    pub fn stalled_since(&self) -> Option<Instant> {
+        self.blocked_since
+    }
+
+    /// What the clock says about this connection now. The write timeout is
+    /// the registry's output policy, checked there.
     pub fn due(&mut self, now: Instant, limits: &Timeouts) -> Option<Due> {
-        let blocked = self
-            .blocked_since
-            .is_some_and(|at| now.duration_since(at) >= limits.write);
         match &mut self.phase {
             Phase::Done { .. } => None,
-            _ if blocked => Some(Due::WriteTimeout),
             Phase::Http { since, reader } if now.duration_since(*since) >= limits.handshake => {
                 Some(if self.input.is_empty() && !reader.is_reading_body() {
                     Due::HandshakeTimeout
@@ -732,28 +746,29 @@ mod tests {
         let limits = Timeouts {
             ping_interval: Duration::from_secs(20),
             handshake: Duration::from_secs(10),
-            write: Duration::from_secs(30),
         };
         assert_eq!(conn.due(now, &limits), None);
         assert_eq!(conn.due(now + LINGER, &limits), Some(Due::LingerOver));
     }
 
-    /// Output the peer does not take stays pending and starts the write
-    /// timeout; the timer then names the cause.
+    /// Output the peer does not take stays pending, stalled since the write
+    /// that left it; a write that takes bytes moves that instant on.
     #[test]
-    fn unread_output_is_pending_and_times_out() {
-        let (mut conn, _peer) = pair();
+    fn unread_output_is_pending_and_stalled() {
+        let (mut conn, mut peer) = pair();
         let now = Instant::now();
         conn.open(sub(), now);
+        assert_eq!(conn.stalled_since(), None);
         conn.enqueue(Out::Bytes(Shared::from(vec![b'x'; 64 << 20])));
         assert!(matches!(conn.flush(now, &mut |_| {}).0, Flushed::Pending));
-        let limits = Timeouts {
-            ping_interval: Duration::from_secs(3600),
-            handshake: Duration::from_secs(10),
-            write: Duration::from_millis(300),
-        };
+        assert_eq!(conn.stalled_since(), Some(now));
         let later = now + Duration::from_millis(300);
-        assert_eq!(conn.due(later, &limits), Some(Due::WriteTimeout));
+        assert!(matches!(conn.flush(later, &mut |_| {}).0, Flushed::Pending));
+        assert_eq!(conn.stalled_since(), Some(now), "nothing was taken");
+        let mut buf = vec![0; 1 << 20];
+        peer.read_exact(&mut buf).unwrap();
+        let _ = conn.flush(later, &mut |_| {});
+        assert_eq!(conn.stalled_since(), Some(later), "bytes were taken");
     }
 
     /// A close frame from the client is answered with the same code; a bad

@@ -2,37 +2,66 @@
 //! the lists the loop works through each turn (to write, over their limit,
 //! to remove, to read again), and the output policy: how much a connection
 //! may have queued, how long its output may stall, how far its pings may
-//! outrun its reading, how many answers an HTTP client may leave unread.
-//! Every byte is queued through [`Conns::enqueue`] or [`Conns::schedule`],
-//! where the limit is checked.
+//! outrun its reading, how many answers an HTTP client may leave unread,
+//! and how a connection that breaks one of those goes. Every byte is
+//! queued through [`Conns::enqueue`], [`Conns::enqueue_pong`] or
+//! [`Conns::schedule`], where the limit is checked.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::ops::{Index, IndexMut};
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use log::warn;
 
-use crate::server::conn::{Close, Conn};
+use crate::server::conn::{Close, Conn, Due, Timeouts};
 use crate::server::queue::Out;
+use crate::wire::Shared;
+use crate::wire::protocol::{CloseReason, code};
 
 /// Responses an HTTP connection may have waiting before its further
 /// pipelined requests are left unread until they drain.
-pub(super) const HTTP_OUTPUT_BOUND: usize = 64 << 10;
+const HTTP_OUTPUT_BOUND: usize = 64 << 10;
+
+/// Pongs that may wait to go out, each answering its ping (Autobahn 2.10
+/// checks that ten pings in a row get ten pongs), before a newer one
+/// replaces the newest unsent one.
+const MAX_UNSENT_PONGS: usize = 16;
 
 /// Pongs a client may let the server replace unsent (RFC 6455 §5.5.3
 /// allows answering only the latest ping) before it is closed as a ping
 /// flood. Dashboards ping once in a while, never faster than they read.
-pub(super) const PING_FLOOD: u32 = 1024;
+const PING_FLOOD: u32 = 1024;
+
+/// The operator's limits on output, from the config.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OutputLimits {
+    /// Output a connection may have queued before it is closed as a slow
+    /// consumer (`--max-queue-bytes`).
+    pub max_queue: usize,
+    /// How long output may stay pending with no byte taken before the
+    /// connection is closed as a slow consumer (`--write-timeout`).
+    pub write_timeout: Duration,
+}
+
+/// How a connection that broke the output policy leaves.
+#[derive(Debug)]
+pub(super) enum Eviction {
+    /// With a close frame (WebSocket).
+    Close(CloseReason),
+    /// By ending its stream once what has started is written (SSE).
+    EndStream,
+    /// At once: it is closing already, or speaks plain HTTP.
+    Finish,
+}
 
 /// Every connection and what the loop must do with them this turn.
 #[derive(Debug)]
 pub(super) struct Conns {
     slab: Slab<Conn>,
-    /// Output a connection may have queued before it is closed as a slow
-    /// consumer (`--max-queue-bytes`).
-    max_queue: usize,
+    limits: OutputLimits,
     /// Open connections per client, for `--max-connections-per-ip`.
     per_ip: HashMap<IpAddr, u32>,
     /// The id the next connection gets, for logs.
@@ -51,10 +80,10 @@ pub(super) struct Conns {
 }
 
 impl Conns {
-    pub(super) fn new(max_queue: usize) -> Conns {
+    pub(super) fn new(limits: OutputLimits) -> Conns {
         Conns {
             slab: Slab::new(),
-            max_queue,
+            limits,
             per_ip: HashMap::new(),
             next_id: 1,
             dirty: Vec::new(),
@@ -137,6 +166,27 @@ impl Conns {
         superseded
     }
 
+    /// Queues a pong for connection `key`, conflated past
+    /// `MAX_UNSENT_PONGS`.
+    pub(super) fn enqueue_pong(&mut self, key: usize, pong: Shared) {
+        if let Some(conn) = self.slab.get_mut(key) {
+            conn.enqueue_pong(pong, MAX_UNSENT_PONGS);
+            self.schedule(key);
+        }
+    }
+
+    /// The close a connection gets for flooding pings: its pongs replaced
+    /// unsent more than `PING_FLOOD` times since its queue last drained.
+    pub(super) fn ping_flood(&self, key: usize) -> Option<(CloseReason, Close)> {
+        let conn = self.slab.get(key)?;
+        conn.ping_flooding(PING_FLOOD).then(|| {
+            (
+                CloseReason::new(code::POLICY, "ping flood"),
+                Close::PingFlood,
+            )
+        })
+    }
+
     /// Lists connection `key` for the write pass, and one over
     /// `--max-queue-bytes` to be closed once the current pass over
     /// connections is done.
@@ -144,7 +194,7 @@ impl Conns {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
-        if conn.pending_bytes() > self.max_queue {
+        if conn.pending_bytes() > self.limits.max_queue {
             self.over_limit.push(key);
         }
         if conn.mark_dirty() {
@@ -157,7 +207,7 @@ impl Conns {
     /// to be closed as a slow consumer.
     pub(super) fn take_over_limit(&mut self) -> Vec<usize> {
         let listed = std::mem::take(&mut self.over_limit);
-        let max = self.max_queue;
+        let max = self.limits.max_queue;
         listed
             .into_iter()
             .filter(|&key| {
@@ -168,16 +218,51 @@ impl Conns {
             .collect()
     }
 
-    /// The operator's line for a slow consumer (its queue over the limit, or
-    /// its output stalled past `--write-timeout`): it goes with 1008.
-    pub(super) fn log_slow(&self, key: usize, cause: Close) {
-        if let Some(conn) = self.slab.get(key) {
-            warn!(
-                "conn={} peer={} {cause} ({} bytes queued): closing with 1008",
-                conn.id(),
-                conn.peer(),
-                conn.pending_bytes()
-            );
+    /// Every connection's timers: the write timeout, checked here with the
+    /// rest of the output policy, then the connection's own.
+    pub(super) fn due(&mut self, now: Instant, timeouts: &Timeouts) -> Vec<(usize, Due)> {
+        let write_timeout = self.limits.write_timeout;
+        let mut due = Vec::new();
+        for (key, conn) in self.slab.iter_mut() {
+            let stalled = !conn.is_done()
+                && conn
+                    .stalled_since()
+                    .is_some_and(|at| now.duration_since(at) >= write_timeout);
+            let verdict = if stalled {
+                Some(Due::WriteTimeout)
+            } else {
+                conn.due(now, timeouts)
+            };
+            if let Some(verdict) = verdict {
+                due.push((key, verdict));
+            }
+        }
+        due
+    }
+
+    /// How a slow consumer goes (its queue over the limit, or its output
+    /// stalled past `--write-timeout`): an operator must see it, and a
+    /// WebSocket gets 1008.
+    pub(super) fn evict(&self, key: usize, cause: Close) -> Eviction {
+        let Some(conn) = self.slab.get(key) else {
+            return Eviction::Finish;
+        };
+        if conn.is_closing() {
+            // Already leaving, and not even its last bytes go out.
+            return Eviction::Finish;
+        }
+        warn!(
+            "conn={} peer={} {cause} ({} bytes queued): closing",
+            conn.id(),
+            conn.peer(),
+            conn.pending_bytes()
+        );
+        if conn.is_open() {
+            Eviction::Close(CloseReason::new(code::POLICY, "slow consumer"))
+        } else if conn.is_stream() {
+            Eviction::EndStream
+        } else {
+            Eviction::Finish
         }
     }
 
@@ -226,6 +311,99 @@ pub(super) fn client_of(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::conn::Phase;
+    use crate::topic::{Form, Subscription};
+
+    /// A registry holding one open WebSocket whose peer reads nothing.
+    fn one_open(limits: OutputLimits, now: Instant) -> (Conns, usize, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, addr) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let stream = mio::net::TcpStream::from_std(ours);
+        let mut conns = Conns::new(limits);
+        let (key, _) = conns.insert(|id| Conn::new(id, addr, stream, now, false));
+        let sub = Subscription {
+            topic: 0,
+            index: 0,
+            form: Form::Frame,
+        };
+        conns[key].open(sub, now);
+        (conns, key, peer)
+    }
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        ping_interval: Duration::from_secs(3600),
+        handshake: Duration::from_secs(10),
+    };
+
+    /// Output nobody takes for `--write-timeout` is due as a write timeout,
+    /// and the policy closes that WebSocket with 1008.
+    #[test]
+    fn stalled_output_is_a_write_timeout_closed_with_1008() {
+        let now = Instant::now();
+        let limits = OutputLimits {
+            max_queue: usize::MAX,
+            write_timeout: Duration::from_millis(300),
+        };
+        let (mut conns, key, _peer) = one_open(limits, now);
+        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 64 << 20])));
+        let _ = conns[key].flush(now, &mut |_| {});
+        assert!(
+            conns
+                .due(now + Duration::from_millis(299), &TIMEOUTS)
+                .is_empty()
+        );
+        let due = conns.due(now + Duration::from_millis(300), &TIMEOUTS);
+        assert!(
+            matches!(due.as_slice(), [(k, Due::WriteTimeout)] if *k == key),
+            "{due:?}"
+        );
+        match conns.evict(key, Close::WriteTimeout) {
+            Eviction::Close(reason) => assert_eq!(reason.code, code::POLICY),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+
+    /// Past `--max-queue-bytes` a connection is listed to close; under it,
+    /// it is not.
+    #[test]
+    fn a_queue_over_the_limit_is_listed_to_close() {
+        let now = Instant::now();
+        let limits = OutputLimits {
+            max_queue: 1000,
+            write_timeout: Duration::from_secs(30),
+        };
+        let (mut conns, key, _peer) = one_open(limits, now);
+        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 1000])));
+        assert!(conns.take_over_limit().is_empty());
+        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 1])));
+        assert_eq!(conns.take_over_limit(), vec![key]);
+    }
+
+    /// Pongs replaced unsent past `PING_FLOOD` make a ping flood, closed
+    /// with 1008; pongs that drain do not.
+    #[test]
+    fn pongs_replaced_past_the_limit_are_a_ping_flood() {
+        let now = Instant::now();
+        let limits = OutputLimits {
+            max_queue: usize::MAX,
+            write_timeout: Duration::from_secs(30),
+        };
+        let (mut conns, key, _peer) = one_open(limits, now);
+        // Something unsent ahead of the pongs, so none of them starts.
+        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 64 << 20])));
+        let _ = conns[key].flush(now, &mut |_| {});
+        let pongs = MAX_UNSENT_PONGS + PING_FLOOD as usize;
+        for _ in 0..pongs {
+            conns.enqueue_pong(key, Shared::from(b"pong".to_vec()));
+        }
+        assert!(conns.ping_flood(key).is_none());
+        conns.enqueue_pong(key, Shared::from(b"pong".to_vec()));
+        let (reason, cause) = conns.ping_flood(key).expect("a flood");
+        assert_eq!((reason.code, cause), (code::POLICY, Close::PingFlood));
+        assert!(matches!(conns[key].phase(), Phase::Open { .. }));
+    }
 
     /// One /64 is one client; another /64, or an IPv4 address (mapped or
     /// not), is another.

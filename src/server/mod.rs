@@ -56,8 +56,8 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 use crate::config::Config;
 use crate::publisher::{self, Inbox, Publisher};
 use crate::server::access::Access;
-use crate::server::conn::{Close, Received, Timeouts};
-use crate::server::conns::{Conns, PING_FLOOD};
+use crate::server::conn::{Close, Received, Reply, Timeouts};
+use crate::server::conns::{Conns, OutputLimits};
 use crate::server::endpoints::{Action, Answer, HealthView};
 use crate::server::queue::Out;
 use crate::server::stats::{Interval, Stats};
@@ -66,7 +66,7 @@ use crate::topic::schema::Validator;
 use crate::topic::{Form, Rules, Topics};
 use crate::wire::Shared;
 use crate::wire::http::{self, Head, Next, Purpose, Response, Route};
-use crate::wire::protocol::{self, CloseReason, code};
+use crate::wire::protocol;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -247,10 +247,12 @@ impl Server {
         let timeouts = Timeouts {
             ping_interval: config.ping_interval,
             handshake: config.handshake_timeout,
-            write: config.write_timeout,
         };
         let mut event_loop = EventLoop {
-            conns: Conns::new(config.max_queue_bytes),
+            conns: Conns::new(OutputLimits {
+                max_queue: config.max_queue_bytes,
+                write_timeout: config.write_timeout,
+            }),
             config,
             access: self.access,
             timeouts,
@@ -557,17 +559,12 @@ impl EventLoop {
             if conn.is_open() {
                 let frames = conn.read_frames(self.config.max_client_message);
                 for reply in frames.replies {
-                    self.enqueue(key, reply);
+                    match reply {
+                        Reply::Pong(pong) => self.conns.enqueue_pong(key, pong),
+                        Reply::Text(text) => self.enqueue(key, Out::Bytes(text)),
+                    }
                 }
-                let flooding = self.conns[key].ping_flooding(PING_FLOOD);
-                let close = match frames.close {
-                    Some(close) => Some(close),
-                    None if flooding => Some((
-                        CloseReason::new(code::POLICY, "ping flood"),
-                        Close::PingFlood,
-                    )),
-                    None => None,
-                };
+                let close = frames.close.or_else(|| self.conns.ping_flood(key));
                 if let Some((reason, cause)) = close {
                     self.close_ws(key, &reason, cause);
                 }

@@ -31,8 +31,6 @@ pub enum Out {
     /// instant it was published, when it is a publish being fanned out, so
     /// its publish-to-written time can be measured.
     Snapshot(Shared, Option<Instant>),
-    /// A pong: replaces an unsent pong.
-    Pong(Shared),
 }
 
 #[derive(Debug)]
@@ -42,9 +40,6 @@ struct Item {
     /// When the publish it carries was made, for the latency histogram.
     published: Option<Instant>,
 }
-
-/// Pongs that may wait to go out before a newer one replaces the newest.
-const MAX_UNSENT_PONGS: usize = 16;
 
 /// Most buffers handed to one `writev`; Linux accepts 1024, but past a few
 /// dozen the kernel's per-iovec cost beats the saved syscalls.
@@ -81,22 +76,20 @@ impl OutQueue {
                 false
             }
             Out::Snapshot(bytes, published) => self.push_snapshot(bytes, published),
-            Out::Pong(bytes) => self.push_pong(bytes),
         }
     }
 
-    /// Queues a pong. Up to `MAX_UNSENT_PONGS` wait to go out, each
-    /// answering its ping (Autobahn 2.10 checks that ten pings in a row get
-    /// ten pongs); past that a newer pong replaces the newest unsent one,
-    /// so a ping flood queues a bounded few.
-    fn push_pong(&mut self, bytes: Shared) -> bool {
+    /// Queues a pong. Up to `keep` wait to go out, each answering its ping;
+    /// past that a newer pong replaces the newest unsent one, so a ping
+    /// flood queues a bounded few. Returns whether one was replaced.
+    pub fn push_pong(&mut self, bytes: Shared, keep: usize) -> bool {
         let first_unstarted = usize::from(self.head_written > 0);
         let mut unsent = self
             .items
             .iter_mut()
             .skip(first_unstarted)
             .filter(|item| item.kind == Kind::Pong);
-        if let Some(newest) = unsent.by_ref().nth(MAX_UNSENT_PONGS - 1) {
+        if let Some(newest) = unsent.by_ref().nth(keep.saturating_sub(1)) {
             let newest = unsent.last().unwrap_or(newest);
             self.pending = self.pending - newest.bytes.len() + bytes.len();
             newest.bytes = bytes;
@@ -211,7 +204,7 @@ impl OutQueue {
     ) -> io::Result<usize> {
         debug_assert!(self.items.is_empty(), "write-through past queued bytes");
         let (bytes, published) = match &out {
-            Out::Bytes(bytes) | Out::Pong(bytes) => (bytes, None),
+            Out::Bytes(bytes) => (bytes, None),
             Out::Snapshot(bytes, published) => (bytes, *published),
         };
         let written = loop {
@@ -342,12 +335,12 @@ mod tests {
         let mut q = OutQueue::default();
         q.enqueue(Out::Bytes(shared("e1")));
         // Each of the first sixteen gets its own pong.
-        for i in 0..MAX_UNSENT_PONGS {
-            assert!(!q.enqueue(Out::Pong(shared(&format!("p{i:02}")))));
+        for i in 0..16 {
+            assert!(!q.push_pong(shared(&format!("p{i:02}")), 16));
         }
         // A flood only replaces the newest unsent one.
         for i in 16..1000 {
-            assert!(q.enqueue(Out::Pong(shared(&format!("p{i:03}")))));
+            assert!(q.push_pong(shared(&format!("p{i:03}")), 16));
         }
         assert_eq!(q.pending_bytes(), 2 + 15 * 3 + 4);
         let mut w = Trickle {
