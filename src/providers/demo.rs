@@ -13,6 +13,7 @@
 // it just made.
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{debug, warn};
@@ -148,12 +149,56 @@ struct Feature {
     hours: u64,
 }
 
+/// Finished workflows kept whole, for the history panel.
+pub const HISTORY_KEPT: usize = 50;
+
+/// What the history's analytics sum over every finished workflow, kept as
+/// running totals so the items themselves need not be.
+#[derive(Debug, Default)]
+struct Totals {
+    count: u64,
+    failed: u64,
+    duration: f64,
+    cost: f64,
+    tokens: f64,
+    cache_efficiency: f64,
+    by_model: BTreeMap<String, u64>,
+    by_template: BTreeMap<String, u64>,
+    by_status: BTreeMap<String, u64>,
+}
+
+impl Totals {
+    fn add(&mut self, item: &Value) {
+        let number = |key: &str| item.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+        let text = |key: &str| {
+            let text = item.get(key).and_then(Value::as_str);
+            text.unwrap_or("unknown").to_owned()
+        };
+        self.count += 1;
+        self.failed += u64::from(text("status") == "failed");
+        self.duration += number("duration_seconds");
+        self.cost += number("actual_cost_total");
+        self.tokens += number("total_tokens");
+        self.cache_efficiency += number("cache_efficiency_percent");
+        *self.by_model.entry(text("model_used")).or_default() += 1;
+        *self
+            .by_template
+            .entry(text("workflow_template"))
+            .or_default() += 1;
+        *self.by_status.entry(text("status")).or_default() += 1;
+    }
+}
+
 /// The demo's whole world.
 pub struct Demo {
     rng: Rng,
     tick: u64,
     workflows: Vec<Workflow>,
-    history: Vec<Value>,
+    /// The newest finished workflows, at most `HISTORY_KEPT`: what a paged
+    /// history view shows. Older ones live on only in `totals`, so a demo
+    /// left on for days holds what it held after a minute.
+    history: VecDeque<Value>,
+    totals: Totals,
     next_issue: u64,
     next_history_id: u64,
     queue: Vec<QueuePhase>,
@@ -199,7 +244,8 @@ impl Demo {
             rng: Rng(seed | 1),
             tick: 0,
             workflows: Vec::new(),
-            history: Vec::new(),
+            history: VecDeque::new(),
+            totals: Totals::default(),
             next_issue: 140,
             next_history_id: 1,
             queue: Vec::new(),
@@ -420,10 +466,10 @@ impl Demo {
     fn monitor(&self) -> Value {
         let count = |s: RunState| self.workflows.iter().filter(|w| w.state == s).count();
         let workflows: Vec<Value> = self.workflows.iter().map(Demo::monitor_entry).collect();
-        let completed = self.history.iter().filter(|h| h["status"] == "completed");
+        let completed = self.totals.count - self.totals.failed;
         json!({
             "summary": {"total": workflows.len(), "running": count(RunState::Running),
-                        "completed": completed.count(), "failed": count(RunState::Failed),
+                        "completed": completed, "failed": count(RunState::Failed),
                         "paused": count(RunState::Paused)},
             "workflows": workflows,
             "last_updated": now(),
@@ -519,48 +565,37 @@ impl Demo {
         if let (Value::Object(item), Value::Object(costs)) = (&mut item, costs) {
             item.extend(costs);
         }
-        self.history.push(item);
+        self.totals.add(&item);
+        self.history.push_back(item);
+        if self.history.len() > HISTORY_KEPT {
+            self.history.pop_front();
+        }
     }
 
     fn history_panel(&self) -> Value {
-        let n = self.history.len();
-        let failed = self
-            .history
-            .iter()
-            .filter(|h| h["status"] == "failed")
-            .count();
-        let sum = |key: &str| {
-            self.history
-                .iter()
-                .filter_map(|h| h[key].as_f64())
-                .sum::<f64>()
-        };
-        let by = |key: &str| {
-            let mut counts = Map::new();
-            for h in &self.history {
-                let k = h[key].as_str().unwrap_or("unknown");
-                let c = counts.get(k).and_then(Value::as_u64).unwrap_or(0);
-                counts.insert(k.to_owned(), json!(c + 1));
-            }
-            Value::Object(counts)
+        let t = &self.totals;
+        let n = t.count;
+        let failed = t.failed;
+        let counts = |by: &BTreeMap<String, u64>| -> Value {
+            Value::Object(by.iter().map(|(k, c)| (k.clone(), json!(c))).collect())
         };
         let per = |total: f64| round1(total / n.max(1) as f64);
         let completed = n - failed;
-        let total_cost = (sum("actual_cost_total") * 100.0).round() / 100.0;
-        let newest: Vec<&Value> = self.history.iter().rev().take(50).collect();
+        let total_cost = (t.cost * 100.0).round() / 100.0;
+        let newest: Vec<&Value> = self.history.iter().rev().collect();
         json!({
             "workflows": newest,
             "total_count": n,
             "analytics": {
                 "total_workflows": n, "completed_workflows": completed, "failed_workflows": failed,
-                "avg_duration_seconds": per(sum("duration_seconds")),
+                "avg_duration_seconds": per(t.duration),
                 "success_rate_percent": round1(completed as f64 * 100.0 / n.max(1) as f64),
-                "workflows_by_model": by("model_used"), "workflows_by_template": by("workflow_template"),
-                "workflows_by_status": by("status"),
+                "workflows_by_model": counts(&t.by_model), "workflows_by_template": counts(&t.by_template),
+                "workflows_by_status": counts(&t.by_status),
                 "avg_cost": (total_cost / n.max(1) as f64 * 1000.0).round() / 1000.0,
                 "total_cost": total_cost,
-                "avg_tokens": per(sum("total_tokens")),
-                "avg_cache_efficiency": per(sum("cache_efficiency_percent")),
+                "avg_tokens": per(t.tokens),
+                "avg_cache_efficiency": per(t.cache_efficiency),
                 "avg_cost_per_completion": (total_cost / completed.max(1) as f64 * 1000.0).round() / 1000.0,
                 "cost_trend_7day": -3.5, "cost_trend_30day": 1.2,
             },
@@ -923,4 +958,55 @@ pub fn spawn_with(
                 Ok(()) => {}
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Steps the demo until `finished` workflows are in its history;
+    /// returns the last workflow-history value it published.
+    fn run_until(demo: &mut Demo, finished: u64) -> Value {
+        let mut last = Value::Null;
+        while demo.totals.count < finished {
+            for out in demo.step() {
+                if let Output::Snapshot(topic, data) = out
+                    && topic == "workflow-history"
+                {
+                    last = data;
+                }
+            }
+        }
+        last
+    }
+
+    /// Left on for days, the demo holds the newest `HISTORY_KEPT` items and
+    /// no more, while its counts and analytics still cover every one.
+    #[test]
+    fn history_is_bounded_and_its_analytics_count_everything() {
+        let mut demo = Demo::new(7);
+        let early = run_until(&mut demo, 2 * HISTORY_KEPT as u64);
+        let late = run_until(&mut demo, 4 * HISTORY_KEPT as u64);
+        assert_eq!(demo.history.len(), HISTORY_KEPT);
+        let items = late["workflows"].as_array().unwrap();
+        assert_eq!(items.len(), HISTORY_KEPT);
+        let total = late["total_count"].as_u64().unwrap();
+        assert!(total >= 4 * HISTORY_KEPT as u64, "{total}");
+        assert_eq!(late["analytics"]["total_workflows"], total);
+        let by_status: u64 = late["analytics"]["workflows_by_status"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|c| c.as_u64().unwrap())
+            .sum();
+        assert_eq!(by_status, total);
+        // Newest first, and the newest is the last one recorded.
+        let ids: Vec<u64> = items.iter().map(|i| i["id"].as_u64().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+        assert_eq!(ids[0], demo.next_history_id - 1);
+        // What a subscriber gets stops growing once the window is full.
+        let size = |v: &Value| v.to_string().len() as f64;
+        let growth = size(&late) / size(&early);
+        assert!((0.9..1.1).contains(&growth), "grew {growth:.2}x");
+    }
 }
