@@ -1,18 +1,24 @@
 //! JSON Schema checks on what would become a topic's snapshot: the ADW
 //! contract's schemas and any `--schema TOPIC=FILE`, each compiled once at
-//! start, and the one-line error (`/analytics: required property
-//! "total_workflows" missing`) a refused value gets.
+//! start into a small tree of rules, and the one-line error
+//! (`/analytics: required property "total_workflows" missing`) a refused
+//! value gets.
 //!
-//! The checker is `boon` (see the README for why not `jsonschema`). Formats
-//! are annotations, as draft 2020-12 says by default, so the server refuses
-//! exactly what the contract's own Python checker refuses.
+//! The checker is our own, for draft 2020-12's assertions. The crates that
+//! check JSON Schema compile every draft's metaschema at the first schema
+//! and keep them for good: 6.4 MB resident before any client, on a server
+//! meant to idle in 4 (docs/footprint.md). A schema that uses a keyword
+//! this checker does not know is refused at start with its location, never
+//! half-checked. Formats are annotations, as draft 2020-12 says by default,
+//! so the server refuses exactly what the contract's own Python checker
+//! refuses; the tests hold this checker to boon's verdicts.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use boon::{Compiler, ErrorKind, SchemaIndex, Schemas, ValidationError};
-use serde_json::Value;
+use regex_lite::Regex;
+use serde_json::{Map, Value};
 
 use crate::topic::adw::{self, Preset};
 
@@ -38,30 +44,20 @@ impl fmt::Display for SchemaError {
 impl std::error::Error for SchemaError {}
 
 /// Every schema the server enforces, by topic.
+#[derive(Debug)]
 pub struct Validator {
-    schemas: Schemas,
-    by_topic: HashMap<String, SchemaIndex>,
+    nodes: Vec<Node>,
+    by_topic: HashMap<String, Id>,
     /// Applies to the whole `adw-state/` family unless a `--schema` names
     /// one of its topics.
-    adw_state: Option<SchemaIndex>,
-}
-
-impl fmt::Debug for Validator {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut topics: Vec<&str> = self.by_topic.keys().map(String::as_str).collect();
-        topics.sort_unstable();
-        f.debug_struct("Validator")
-            .field("topics", &topics)
-            .field("adw_state", &self.adw_state.is_some())
-            .finish()
-    }
+    adw_state: Option<Id>,
 }
 
 impl Validator {
     /// Checks nothing (`--no-validate`).
     pub fn off() -> Validator {
         Validator {
-            schemas: Schemas::new(),
+            nodes: Vec::new(),
             by_topic: HashMap::new(),
             adw_state: None,
         }
@@ -71,28 +67,42 @@ impl Validator {
     /// for a preset topic replaces the contract's. Errors name the file.
     pub fn new(preset: Preset, files: &[(String, PathBuf)]) -> Result<Validator, String> {
         let mut validator = Validator::off();
-        let mut compiler = Compiler::new();
         if preset == Preset::Adw {
             for topic in adw::TOPICS {
-                let index = compile_text(&mut compiler, &mut validator.schemas, topic.schema)?;
-                validator.by_topic.insert(topic.name.to_owned(), index);
+                let id = validator.compile_text(topic.schema)?;
+                validator.by_topic.insert(topic.name.to_owned(), id);
             }
-            validator.adw_state = Some(compile_text(
-                &mut compiler,
-                &mut validator.schemas,
-                adw::ADW_STATE_SCHEMA,
-            )?);
+            validator.adw_state = Some(validator.compile_text(adw::ADW_STATE_SCHEMA)?);
         }
         for (topic, path) in files {
-            let index = compile_file(&mut compiler, &mut validator.schemas, path)?;
-            validator.by_topic.insert(topic.clone(), index);
+            let id = validator.compile_file(path)?;
+            validator.by_topic.insert(topic.clone(), id);
         }
         Ok(validator)
     }
 
-    fn index(&self, topic: &str) -> Option<SchemaIndex> {
+    fn compile_text(&mut self, text: &str) -> Result<Id, String> {
+        let schema: Value =
+            serde_json::from_str(text).map_err(|e| format!("embedded schema is not JSON: {e}"))?;
+        let name = schema
+            .get("$id")
+            .and_then(Value::as_str)
+            .unwrap_or("embedded schema");
+        compile(&mut self.nodes, &schema).map_err(|e| format!("{name}: {e}"))
+    }
+
+    fn compile_file(&mut self, path: &Path) -> Result<Id, String> {
+        let file = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {file}: {e}"))?;
+        let schema: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{file}: not JSON: {e}"))?;
+        compile(&mut self.nodes, &schema)
+            .map_err(|e| format!("{file}: not a usable JSON Schema: {e}"))
+    }
+
+    fn root(&self, topic: &str) -> Option<Id> {
         match self.by_topic.get(topic) {
-            Some(&index) => Some(index),
+            Some(&id) => Some(id),
             None if topic.starts_with(adw::ADW_STATE_PREFIX) => self.adw_state,
             None => None,
         }
@@ -100,18 +110,16 @@ impl Validator {
 
     /// Whether values published to `topic` are checked.
     pub fn applies(&self, topic: &str) -> bool {
-        self.index(topic).is_some()
+        self.root(topic).is_some()
     }
 
     /// Checks `value` against `topic`'s schema; a topic without one takes
     /// any JSON.
     pub fn check(&self, topic: &str, value: &Value) -> Result<(), SchemaError> {
-        let Some(index) = self.index(topic) else {
-            return Ok(());
-        };
-        self.schemas
-            .validate(value, index)
-            .map_err(|e| describe(&e))
+        match self.root(topic) {
+            Some(id) => self.validate(id, value),
+            None => Ok(()),
+        }
     }
 
     /// Checks an event's `data` when its `type` is a preset topic's message
@@ -119,118 +127,764 @@ impl Validator {
     pub fn check_event(&self, message_type: &str, data: &Value) -> Result<(), SchemaError> {
         match adw::schema_name_for_type(message_type) {
             Some("adw-state") => match self.adw_state {
-                Some(index) => self.schemas.validate(data, index).map_err(|e| describe(&e)),
+                Some(id) => self.validate(id, data),
                 None => Ok(()),
             },
             Some(topic) => self.check(topic, data),
             None => Ok(()),
         }
     }
-}
 
-fn compile_text(
-    compiler: &mut Compiler,
-    schemas: &mut Schemas,
-    text: &str,
-) -> Result<SchemaIndex, String> {
-    let schema: Value =
-        serde_json::from_str(text).map_err(|e| format!("embedded schema is not JSON: {e}"))?;
-    let id = schema
-        .get("$id")
-        .and_then(Value::as_str)
-        .ok_or("embedded schema has no $id")?
-        .to_owned();
-    compiler
-        .add_resource(&id, schema)
-        .map_err(|e| format!("{id}: {e}"))?;
-    compiler
-        .compile(&id, schemas)
-        .map_err(|e| format!("{id}: {e}"))
-}
-
-fn compile_file(
-    compiler: &mut Compiler,
-    schemas: &mut Schemas,
-    path: &Path,
-) -> Result<SchemaIndex, String> {
-    let file = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {file}: {e}"))?;
-    let schema: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{file}: not JSON: {e}"))?;
-    // Registered under the file's own URL so its relative `$ref`s resolve
-    // beside it; an `$id` inside still wins, as the spec says.
-    let absolute = std::path::absolute(path).map_err(|e| format!("{file}: {e}"))?;
-    let url = format!("file://{}", absolute.display());
-    compiler
-        .add_resource(&url, schema)
-        .map_err(|e| format!("{file}: {e}"))?;
-    compiler
-        .compile(&url, schemas)
-        .map_err(|e| format!("{file}: not a usable JSON Schema: {e:#}"))
-}
-
-/// Turns boon's error tree into the one error a producer should fix first.
-fn describe(error: &ValidationError) -> SchemaError {
-    let leaf = best(error);
-    SchemaError {
-        pointer: leaf.instance_location.to_string(),
-        rule: rule(leaf),
+    fn validate(&self, id: Id, value: &Value) -> Result<(), SchemaError> {
+        let mut check = Check {
+            nodes: &self.nodes,
+            path: Vec::new(),
+            depth: 0,
+        };
+        check.node(id, value).map_err(|failure| SchemaError {
+            pointer: failure.pointer,
+            rule: failure.rule,
+        })
     }
 }
 
-/// Descends through the wrappers boon nests errors in to the most useful
-/// leaf. At an `anyOf`/`oneOf`, a branch that failed only because the value
-/// has another type tells the producer nothing; the branch whose type
-/// matched and failed deeper does, as Python jsonschema's `best_match` has it.
-fn best<'a, 's, 'v>(error: &'a ValidationError<'s, 'v>) -> &'a ValidationError<'s, 'v> {
-    match &error.kind {
-        ErrorKind::AnyOf | ErrorKind::OneOf(None) => {
-            let here = error.instance_location.tokens.len();
-            let deeper = error.causes.iter().map(best).find(|leaf| {
-                leaf.instance_location.tokens.len() > here || !is_type_mismatch(&leaf.kind)
-            });
-            deeper.unwrap_or(error)
+// ----- the compiled form -----
+
+/// A compiled schema's place in the validator's list.
+type Id = usize;
+
+#[derive(Debug)]
+enum Node {
+    /// `true`, or a schema with no assertion.
+    Any,
+    /// `false`.
+    Never,
+    Rules(Box<Rules>),
+}
+
+/// A schema object's assertions. Keywords that only annotate (title,
+/// description, examples, format, ...) leave nothing here.
+#[derive(Debug, Default)]
+struct Rules {
+    reference: Option<Id>,
+    types: Vec<Type>,
+    allowed: Option<Vec<Value>>,
+    constant: Option<Value>,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    exclusive_minimum: Option<f64>,
+    exclusive_maximum: Option<f64>,
+    multiple_of: Option<f64>,
+    min_length: Option<u64>,
+    max_length: Option<u64>,
+    pattern: Option<Pattern>,
+    prefix_items: Vec<Id>,
+    items: Option<Id>,
+    min_items: Option<u64>,
+    max_items: Option<u64>,
+    unique_items: bool,
+    contains: Option<Id>,
+    min_contains: Option<u64>,
+    max_contains: Option<u64>,
+    required: Vec<String>,
+    properties: Vec<(String, Id)>,
+    pattern_properties: Vec<(Pattern, Id)>,
+    additional_properties: Option<Id>,
+    property_names: Option<Id>,
+    min_properties: Option<u64>,
+    max_properties: Option<u64>,
+    dependent_required: Vec<(String, Vec<String>)>,
+    all_of: Vec<Id>,
+    any_of: Vec<Id>,
+    one_of: Vec<Id>,
+    not: Option<Id>,
+    if_then_else: Option<(Id, Option<Id>, Option<Id>)>,
+}
+
+#[derive(Debug)]
+struct Pattern {
+    source: String,
+    regex: Regex,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Type {
+    Null,
+    Boolean,
+    Object,
+    Array,
+    Number,
+    Integer,
+    String,
+}
+
+impl Type {
+    fn parse(name: &str) -> Option<Type> {
+        Some(match name {
+            "null" => Type::Null,
+            "boolean" => Type::Boolean,
+            "object" => Type::Object,
+            "array" => Type::Array,
+            "number" => Type::Number,
+            "integer" => Type::Integer,
+            "string" => Type::String,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Type::Null => "null",
+            Type::Boolean => "boolean",
+            Type::Object => "object",
+            Type::Array => "array",
+            Type::Number => "number",
+            Type::Integer => "integer",
+            Type::String => "string",
         }
-        // Group, Schema, Reference, AllOf, if/then and the like wrap causes.
-        _ => error.causes.first().map_or(error, best),
+    }
+
+    /// The narrowest type of `value`: `integer` for a number with no
+    /// fraction (1.0 included, as the spec says).
+    fn of(value: &Value) -> Type {
+        match value {
+            Value::Null => Type::Null,
+            Value::Bool(_) => Type::Boolean,
+            Value::Object(_) => Type::Object,
+            Value::Array(_) => Type::Array,
+            Value::String(_) => Type::String,
+            Value::Number(n) if is_integer(n) => Type::Integer,
+            Value::Number(_) => Type::Number,
+        }
+    }
+
+    fn admits(self, value: &Value) -> bool {
+        let got = Type::of(value);
+        got == self || (self == Type::Number && got == Type::Integer)
     }
 }
 
-fn is_type_mismatch(kind: &ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::Type { .. } | ErrorKind::Enum { .. } | ErrorKind::Const { .. }
-    )
+fn is_integer(n: &serde_json::Number) -> bool {
+    n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
 }
 
-fn quote_list(names: &[&str]) -> String {
-    names
+// ----- compiling -----
+
+/// Keywords that only annotate, or hold subschemas reached by `$ref`.
+const ANNOTATIONS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$comment",
+    "$defs",
+    "definitions",
+    "$vocabulary",
+    "title",
+    "description",
+    "examples",
+    "default",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "format",
+    "contentEncoding",
+    "contentMediaType",
+    "contentSchema",
+];
+
+/// Compiles the schema document `doc`; returns its root's id.
+fn compile(nodes: &mut Vec<Node>, doc: &Value) -> Result<Id, String> {
+    let own_id = doc.get("$id").and_then(Value::as_str).map(str::to_owned);
+    let mut compiler = Compiler {
+        doc,
+        own_id,
+        nodes,
+        by_pointer: HashMap::new(),
+    };
+    compiler.at("")
+}
+
+struct Compiler<'a> {
+    doc: &'a Value,
+    /// The document's `$id`: a `$ref` may name it before its `#`.
+    own_id: Option<String>,
+    nodes: &'a mut Vec<Node>,
+    /// Compiled subschemas by JSON pointer, so a `$ref` to one already
+    /// compiled (or being compiled: recursion) reuses its id.
+    by_pointer: HashMap<String, Id>,
+}
+
+impl Compiler<'_> {
+    fn at(&mut self, pointer: &str) -> Result<Id, String> {
+        if let Some(&id) = self.by_pointer.get(pointer) {
+            return Ok(id);
+        }
+        let Some(schema) = self.doc.pointer(pointer) else {
+            return Err(format!("$ref to {pointer:?}, which is not in the schema"));
+        };
+        let id = self.nodes.len();
+        self.nodes.push(Node::Any);
+        self.by_pointer.insert(pointer.to_owned(), id);
+        let node = match schema {
+            Value::Bool(true) => Node::Any,
+            Value::Bool(false) => Node::Never,
+            Value::Object(object) => self.rules(object, pointer)?,
+            _ => {
+                return Err(format!(
+                    "{}: a schema must be an object or a boolean",
+                    here(pointer)
+                ));
+            }
+        };
+        if let Some(slot) = self.nodes.get_mut(id) {
+            *slot = node;
+        }
+        Ok(id)
+    }
+
+    fn rules(&mut self, object: &Map<String, Value>, pointer: &str) -> Result<Node, String> {
+        let mut rules = Rules::default();
+        let mut any = false;
+        for (key, value) in object {
+            if ANNOTATIONS.contains(&key.as_str()) {
+                continue;
+            }
+            let at = format!("{pointer}/{}", escape(key));
+            self.keyword(&mut rules, key, value, &at)
+                .map_err(|e| format!("{}: {e}", here(&at)))?;
+            any = true;
+        }
+        Ok(if any {
+            Node::Rules(Box::new(rules))
+        } else {
+            Node::Any
+        })
+    }
+
+    /// Reads one assertion keyword into `rules`; `at` is its pointer.
+    fn keyword(&mut self, r: &mut Rules, key: &str, v: &Value, at: &str) -> Result<(), String> {
+        match key {
+            "$ref" => r.reference = Some(self.reference(v)?),
+            "type" => r.types = types(v)?,
+            "enum" => r.allowed = Some(v.as_array().ok_or("must be an array")?.clone()),
+            "const" => r.constant = Some(v.clone()),
+            "minimum" => r.minimum = Some(number(v)?),
+            "maximum" => r.maximum = Some(number(v)?),
+            "exclusiveMinimum" => r.exclusive_minimum = Some(number(v)?),
+            "exclusiveMaximum" => r.exclusive_maximum = Some(number(v)?),
+            "multipleOf" => r.multiple_of = Some(number(v).and_then(positive)?),
+            "minLength" => r.min_length = Some(count(v)?),
+            "maxLength" => r.max_length = Some(count(v)?),
+            "pattern" => r.pattern = Some(pattern(v)?),
+            "prefixItems" => r.prefix_items = self.list(v, at)?,
+            "items" if v.is_array() => {
+                return Err("an array of schemas is draft 7's form; use prefixItems".into());
+            }
+            "items" => r.items = Some(self.at(at)?),
+            "minItems" => r.min_items = Some(count(v)?),
+            "maxItems" => r.max_items = Some(count(v)?),
+            "uniqueItems" => r.unique_items = v.as_bool().ok_or("must be a boolean")?,
+            "contains" => r.contains = Some(self.at(at)?),
+            "minContains" => r.min_contains = Some(count(v)?),
+            "maxContains" => r.max_contains = Some(count(v)?),
+            "required" => r.required = strings(v)?,
+            "properties" => r.properties = self.named(v, at)?,
+            "patternProperties" => {
+                for (source, id) in self.named(v, at)? {
+                    r.pattern_properties
+                        .push((pattern(&Value::String(source))?, id));
+                }
+            }
+            "additionalProperties" => r.additional_properties = Some(self.at(at)?),
+            "propertyNames" => r.property_names = Some(self.at(at)?),
+            "minProperties" => r.min_properties = Some(count(v)?),
+            "maxProperties" => r.max_properties = Some(count(v)?),
+            "dependentRequired" => {
+                let map = v.as_object().ok_or("must be an object")?;
+                for (name, needs) in map {
+                    r.dependent_required.push((name.clone(), strings(needs)?));
+                }
+            }
+            "allOf" => r.all_of = self.list(v, at)?,
+            "anyOf" => r.any_of = self.list(v, at)?,
+            "oneOf" => r.one_of = self.list(v, at)?,
+            "not" => r.not = Some(self.at(at)?),
+            "if" => {
+                let parent = at.trim_end_matches("/if");
+                let branch = |c: &mut Self, k: &str| -> Result<Option<Id>, String> {
+                    let p = format!("{parent}/{k}");
+                    c.doc.pointer(&p).map(|_| c.at(&p)).transpose()
+                };
+                let then = branch(self, "then")?;
+                let otherwise = branch(self, "else")?;
+                r.if_then_else = Some((self.at(at)?, then, otherwise));
+            }
+            // Read with their `if`; without one they assert nothing.
+            "then" | "else" => {}
+            other => return Err(format!("keyword {other:?} is not supported")),
+        }
+        Ok(())
+    }
+
+    /// Compiles each schema in the array at `at`.
+    fn list(&mut self, v: &Value, at: &str) -> Result<Vec<Id>, String> {
+        let items = v.as_array().ok_or("must be an array of schemas")?;
+        (0..items.len())
+            .map(|i| self.at(&format!("{at}/{i}")))
+            .collect()
+    }
+
+    /// Compiles each schema in the object at `at`, by name.
+    fn named(&mut self, v: &Value, at: &str) -> Result<Vec<(String, Id)>, String> {
+        let map = v.as_object().ok_or("must be an object of schemas")?;
+        let names: Vec<String> = map.keys().cloned().collect();
+        names
+            .into_iter()
+            .map(|name| {
+                let id = self.at(&format!("{at}/{}", escape(&name)))?;
+                Ok((name, id))
+            })
+            .collect()
+    }
+
+    /// Resolves a `$ref` within this document: `#`, `#/json/pointer`, or
+    /// either after the document's own `$id`.
+    fn reference(&mut self, v: &Value) -> Result<Id, String> {
+        let target = v.as_str().ok_or("must be a string")?;
+        let (base, fragment) = target.split_once('#').unwrap_or((target, ""));
+        let local = base.is_empty() || self.own_id.as_deref() == Some(base);
+        if !local || !(fragment.is_empty() || fragment.starts_with('/')) {
+            return Err(format!(
+                "{target:?}: only references within the same schema (#/...) are supported"
+            ));
+        }
+        self.at(&percent_decode(fragment)?)
+    }
+}
+
+fn here(pointer: &str) -> &str {
+    if pointer.is_empty() {
+        "(root)"
+    } else {
+        pointer
+    }
+}
+
+fn types(v: &Value) -> Result<Vec<Type>, String> {
+    let names: Vec<&str> = match v {
+        Value::String(name) => vec![name.as_str()],
+        Value::Array(names) => names.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let all = names.len() == v.as_array().map_or(1, Vec::len) && !names.is_empty();
+    let types: Option<Vec<Type>> = names.into_iter().map(Type::parse).collect();
+    match types {
+        Some(types) if all => Ok(types),
+        _ => Err("must be a type name or an array of them".into()),
+    }
+}
+
+fn number(v: &Value) -> Result<f64, String> {
+    v.as_f64().ok_or_else(|| "must be a number".into())
+}
+
+fn positive(n: f64) -> Result<f64, String> {
+    if n > 0.0 {
+        Ok(n)
+    } else {
+        Err("must be more than zero".into())
+    }
+}
+
+fn count(v: &Value) -> Result<u64, String> {
+    v.as_u64()
+        .ok_or_else(|| "must be a whole number, zero or more".into())
+}
+
+fn strings(v: &Value) -> Result<Vec<String>, String> {
+    let items = v.as_array().ok_or("must be an array of strings")?;
+    items
         .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .map(|s| {
+            s.as_str()
+                .map(str::to_owned)
+                .ok_or("must be an array of strings".into())
+        })
+        .collect()
 }
 
-fn rule(error: &ValidationError) -> String {
-    match &error.kind {
-        ErrorKind::Required { want } if want.len() == 1 => {
-            format!("required property {} missing", quote_list(want))
+fn pattern(v: &Value) -> Result<Pattern, String> {
+    let source = v.as_str().ok_or("must be a string")?;
+    let regex = Regex::new(source).map_err(|e| format!("{source:?} is not a usable regex: {e}"))?;
+    Ok(Pattern {
+        source: source.to_owned(),
+        regex,
+    })
+}
+
+/// RFC 6901's escaping of one pointer token.
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// A `$ref` fragment is a URI fragment: `%25` and the like are decoded.
+fn percent_decode(s: &str) -> Result<String, String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(b);
+            continue;
         }
-        ErrorKind::Required { want } => {
-            format!("required properties {} missing", quote_list(want))
+        let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+        let digits = std::str::from_utf8(&hex).ok().filter(|h| h.len() == 2);
+        let byte = digits.and_then(|h| u8::from_str_radix(h, 16).ok());
+        out.push(byte.ok_or_else(|| format!("bad escape in {s:?}"))?);
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
+}
+
+// ----- checking -----
+
+/// How deep `$ref`s and combinators may nest while checking one value: a
+/// schema that refers to itself without moving into the value would
+/// otherwise recurse until the stack ran out.
+const MAX_DEPTH: usize = 512;
+
+struct Check<'a> {
+    nodes: &'a [Node],
+    /// Where in the value the check is, for the error's pointer.
+    path: Vec<String>,
+    depth: usize,
+}
+
+/// A broken rule and where.
+struct Failure {
+    pointer: String,
+    rule: String,
+    /// How many tokens deep into the value it was found.
+    depth: usize,
+    /// It failed on the value's type (or enum/const): at an `anyOf`, such a
+    /// branch says less than one that matched the type and failed deeper.
+    on_type: bool,
+}
+
+type Checked = Result<(), Failure>;
+
+impl Check<'_> {
+    fn fail(&self, rule: String) -> Failure {
+        let pointer: String = self
+            .path
+            .iter()
+            .map(|t| format!("/{}", escape(t)))
+            .collect();
+        Failure {
+            pointer,
+            rule,
+            depth: self.path.len(),
+            on_type: false,
         }
-        ErrorKind::Type { got, want } => {
-            let want: Vec<String> = want.iter().map(|t| t.to_string()).collect();
-            format!("must be {}, not {got}", want.join(" or "))
+    }
+
+    fn fail_on_type(&self, rule: String) -> Failure {
+        Failure {
+            on_type: true,
+            ..self.fail(rule)
         }
-        ErrorKind::AnyOf | ErrorKind::OneOf(None) => {
-            let each: Vec<String> = error.causes.iter().map(|c| rule(best(c))).collect();
-            format!("matches none of the allowed forms ({})", each.join("; "))
+    }
+
+    fn node(&mut self, id: Id, value: &Value) -> Checked {
+        self.depth += 1;
+        let result = if self.depth > MAX_DEPTH {
+            Err(self.fail("the schema nests too deeply to check this value".into()))
+        } else {
+            match self.nodes.get(id) {
+                Some(Node::Rules(rules)) => self.rules(rules, value),
+                Some(Node::Never) => Err(self.fail("no value is allowed here".into())),
+                Some(Node::Any) | None => Ok(()),
+            }
+        };
+        self.depth -= 1;
+        result
+    }
+
+    /// Checks `value` one step down, at `token`.
+    fn child(&mut self, id: Id, token: String, value: &Value) -> Checked {
+        self.path.push(token);
+        let result = self.node(id, value);
+        self.path.pop();
+        result
+    }
+
+    fn rules(&mut self, r: &Rules, value: &Value) -> Checked {
+        if let Some(id) = r.reference {
+            self.node(id, value)?;
         }
-        ErrorKind::OneOf(Some((a, b))) => {
-            format!("matches more than one allowed form (#{a} and #{b})")
+        self.kind(r, value)?;
+        match value {
+            Value::Number(n) => self.number(r, n.as_f64().unwrap_or(0.0))?,
+            Value::String(s) => self.string(r, s)?,
+            Value::Array(items) => self.array(r, items)?,
+            Value::Object(map) => self.object(r, map)?,
+            Value::Null | Value::Bool(_) => {}
         }
-        other => other.to_string(),
+        self.combinators(r, value)
+    }
+
+    fn kind(&self, r: &Rules, value: &Value) -> Checked {
+        if !r.types.is_empty() && !r.types.iter().any(|t| t.admits(value)) {
+            let want: Vec<&str> = r.types.iter().map(|t| t.name()).collect();
+            let got = Type::of(value).name();
+            return Err(self.fail_on_type(format!("must be {}, not {got}", want.join(" or "))));
+        }
+        if let Some(constant) = &r.constant
+            && !same(constant, value)
+        {
+            return Err(self.fail_on_type(format!("must be {constant}")));
+        }
+        if let Some(allowed) = &r.allowed
+            && !allowed.iter().any(|a| same(a, value))
+        {
+            let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+            return Err(self.fail_on_type(format!("must be one of {}", list.join(", "))));
+        }
+        Ok(())
+    }
+
+    fn number(&self, r: &Rules, n: f64) -> Checked {
+        let broken = [
+            (r.minimum.filter(|&m| n < m), "at least"),
+            (r.maximum.filter(|&m| n > m), "at most"),
+            (r.exclusive_minimum.filter(|&m| n <= m), "more than"),
+            (r.exclusive_maximum.filter(|&m| n >= m), "less than"),
+        ];
+        if let Some((Some(bound), words)) = broken.into_iter().find(|(b, _)| b.is_some()) {
+            return Err(self.fail(format!("must be {words} {bound}, not {n}")));
+        }
+        if let Some(m) = r.multiple_of {
+            let q = n / m;
+            if !q.is_finite() || q.fract() != 0.0 {
+                return Err(self.fail(format!("must be a multiple of {m}, not {n}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn string(&self, r: &Rules, s: &str) -> Checked {
+        if r.min_length.is_some() || r.max_length.is_some() {
+            let len = s.chars().count() as u64;
+            if let Some(min) = r.min_length.filter(|&m| len < m) {
+                return Err(self.fail(format!("must be at least {min} characters, not {len}")));
+            }
+            if let Some(max) = r.max_length.filter(|&m| len > m) {
+                return Err(self.fail(format!("must be at most {max} characters, not {len}")));
+            }
+        }
+        if let Some(p) = &r.pattern
+            && !p.regex.is_match(s)
+        {
+            return Err(self.fail(format!("{s:?} does not match pattern {:?}", p.source)));
+        }
+        Ok(())
+    }
+
+    fn array(&mut self, r: &Rules, items: &[Value]) -> Checked {
+        let len = items.len() as u64;
+        if let Some(min) = r.min_items.filter(|&m| len < m) {
+            return Err(self.fail(format!("must have at least {min} items, not {len}")));
+        }
+        if let Some(max) = r.max_items.filter(|&m| len > m) {
+            return Err(self.fail(format!("must have at most {max} items, not {len}")));
+        }
+        if r.unique_items {
+            for (i, a) in items.iter().enumerate() {
+                if let Some(j) = items.iter().skip(i + 1).position(|b| same(a, b)) {
+                    let j = i + 1 + j;
+                    return Err(self.fail(format!("items {i} and {j} are equal")));
+                }
+            }
+        }
+        for (i, item) in items.iter().enumerate() {
+            let id = match r.prefix_items.get(i) {
+                Some(&id) => Some(id),
+                None => r.items,
+            };
+            if let Some(id) = id {
+                self.child(id, i.to_string(), item)?;
+            }
+        }
+        if let Some(id) = r.contains {
+            let mut matched = 0u64;
+            for item in items {
+                let mut probe = self.probe();
+                matched += u64::from(probe.node(id, item).is_ok());
+            }
+            let min = r.min_contains.unwrap_or(1);
+            if matched < min {
+                return Err(self.fail(format!(
+                    "must contain at least {min} matching items, not {matched}"
+                )));
+            }
+            if let Some(max) = r.max_contains.filter(|&m| matched > m) {
+                return Err(self.fail(format!(
+                    "must contain at most {max} matching items, not {matched}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn object(&mut self, r: &Rules, map: &Map<String, Value>) -> Checked {
+        let missing: Vec<&str> = r
+            .required
+            .iter()
+            .filter(|name| !map.contains_key(name.as_str()))
+            .map(String::as_str)
+            .collect();
+        match missing.as_slice() {
+            [] => {}
+            [one] => return Err(self.fail(format!("required property {one:?} missing"))),
+            many => {
+                let list: Vec<String> = many.iter().map(|n| format!("{n:?}")).collect();
+                return Err(self.fail(format!("required properties {} missing", list.join(", "))));
+            }
+        }
+        for (name, needs) in &r.dependent_required {
+            if map.contains_key(name)
+                && let Some(need) = needs.iter().find(|n| !map.contains_key(n.as_str()))
+            {
+                return Err(self.fail(format!("property {need:?} is required with {name:?}")));
+            }
+        }
+        let len = map.len() as u64;
+        if let Some(min) = r.min_properties.filter(|&m| len < m) {
+            return Err(self.fail(format!("must have at least {min} properties, not {len}")));
+        }
+        if let Some(max) = r.max_properties.filter(|&m| len > m) {
+            return Err(self.fail(format!("must have at most {max} properties, not {len}")));
+        }
+        for (name, value) in map {
+            if let Some(id) = r.property_names {
+                let key = Value::String(name.clone());
+                if let Err(e) = self.probe().node(id, &key) {
+                    return Err(self.fail(format!("property name {name:?}: {}", e.rule)));
+                }
+            }
+            let mut matched = false;
+            if let Some((_, id)) = r.properties.iter().find(|(n, _)| n == name) {
+                matched = true;
+                self.child(*id, name.clone(), value)?;
+            }
+            for (p, id) in &r.pattern_properties {
+                if p.regex.is_match(name) {
+                    matched = true;
+                    self.child(*id, name.clone(), value)?;
+                }
+            }
+            if let (false, Some(id)) = (matched, r.additional_properties) {
+                if matches!(self.nodes.get(id), Some(Node::Never)) {
+                    return Err(self.fail(format!("property {name:?} is not allowed")));
+                }
+                self.child(id, name.clone(), value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn combinators(&mut self, r: &Rules, value: &Value) -> Checked {
+        for &id in &r.all_of {
+            self.node(id, value)?;
+        }
+        if !r.any_of.is_empty() {
+            let mut failures = Vec::new();
+            for &id in &r.any_of {
+                match self.node(id, value) {
+                    Ok(()) => return self.rest(r, value),
+                    Err(f) => failures.push(f),
+                }
+            }
+            return Err(self.none_matched(failures));
+        }
+        self.rest(r, value)
+    }
+
+    /// `oneOf`, `not` and `if`, after `anyOf` passed.
+    fn rest(&mut self, r: &Rules, value: &Value) -> Checked {
+        if !r.one_of.is_empty() {
+            let mut failures = Vec::new();
+            let mut passed = Vec::new();
+            for (i, &id) in r.one_of.iter().enumerate() {
+                match self.node(id, value) {
+                    Ok(()) => passed.push(i),
+                    Err(f) => failures.push(f),
+                }
+            }
+            match passed.as_slice() {
+                [] => return Err(self.none_matched(failures)),
+                [_] => {}
+                [a, b, ..] => {
+                    return Err(self.fail(format!(
+                        "matches more than one allowed form (#{a} and #{b})"
+                    )));
+                }
+            }
+        }
+        if let Some(id) = r.not
+            && self.probe().node(id, value).is_ok()
+        {
+            return Err(self.fail("matches a form that is not allowed".into()));
+        }
+        if let Some((condition, then, otherwise)) = r.if_then_else {
+            let branch = match self.probe().node(condition, value) {
+                Ok(()) => then,
+                Err(_) => otherwise,
+            };
+            if let Some(id) = branch {
+                self.node(id, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A check whose failure is only a verdict (`not`, `if`, `contains`):
+    /// it starts where this one is.
+    fn probe(&self) -> Check<'_> {
+        Check {
+            nodes: self.nodes,
+            path: self.path.clone(),
+            depth: self.depth,
+        }
+    }
+
+    /// The error for an `anyOf`/`oneOf` no branch of which matched: a
+    /// branch that failed only on the value's type tells the producer
+    /// nothing; one whose type matched and failed deeper does, as Python
+    /// jsonschema's `best_match` has it.
+    fn none_matched(&self, failures: Vec<Failure>) -> Failure {
+        let here = self.path.len();
+        let mut failures = failures;
+        if let Some(i) = failures.iter().position(|f| f.depth > here || !f.on_type) {
+            return failures.swap_remove(i);
+        }
+        let each: Vec<&str> = failures.iter().map(|f| f.rule.as_str()).collect();
+        self.fail_on_type(format!(
+            "matches none of the allowed forms ({})",
+            each.join("; ")
+        ))
+    }
+}
+
+/// JSON equality as JSON Schema has it: numbers by value (1 and 1.0 are
+/// the same), objects whatever their order.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, a)| y.get(k).is_some_and(|b| same(a, b)))
+        }
+        _ => a == b,
     }
 }
 
