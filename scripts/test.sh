@@ -3,8 +3,10 @@
 # and integration tests (the cluster and deployment tests need Debian's
 # redis-server and nginx, installed here when missing), the dashboard
 # contract's own schema check, compression against Python's websockets, the
-# page in Chromium, then the Autobahn conformance cases against the release
-# binary (kosoku and jsonschema, from PyPI, in a local venv).
+# page in Chromium, the Debian package (built with cargo-deb, installed from
+# crates.io when missing) and its hardened unit, then the Autobahn
+# conformance cases against the release binary (kosoku and jsonschema, from
+# PyPI, in a local venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,9 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
+# The package checks: systemd-analyze, and dpkg-deb (in dpkg, always there).
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
@@ -61,6 +66,9 @@ echo "== the live page in Chromium (playwright-core)"
 
 echo "== another site's page in Chromium: refused on every path (playwright-core)"
 (cd tests/browser && node cross-site.test.mjs ../../target/release/statecast)
+
+echo "== the Debian package: contents, systemd-analyze verify and security, /healthz"
+bash scripts/package_check.sh
 
 echo "== conformance (Autobahn cases via kosoku)"
 cargo build --release --quiet

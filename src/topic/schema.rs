@@ -163,21 +163,45 @@ enum Node {
 }
 
 /// A schema object's assertions. Keywords that only annotate (title,
-/// description, examples, format, ...) leave nothing here.
+/// description, examples, format, ...) leave nothing here, and each group
+/// is allocated only when one of its keywords is used: the contract's ten
+/// schemas are some hundreds of these, and an idle server holds them all.
 #[derive(Debug, Default)]
 struct Rules {
     reference: Option<Id>,
-    types: Vec<Type>,
+    types: Option<Box<[Type]>>,
+    values: Option<Box<ValueRules>>,
+    number: Option<Box<NumberRules>>,
+    string: Option<Box<StringRules>>,
+    array: Option<Box<ArrayRules>>,
+    object: Option<Box<ObjectRules>>,
+    logic: Option<Box<LogicRules>>,
+}
+
+#[derive(Debug, Default)]
+struct ValueRules {
     allowed: Option<Vec<Value>>,
     constant: Option<Value>,
+}
+
+#[derive(Debug, Default)]
+struct NumberRules {
     minimum: Option<f64>,
     maximum: Option<f64>,
     exclusive_minimum: Option<f64>,
     exclusive_maximum: Option<f64>,
     multiple_of: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+struct StringRules {
     min_length: Option<u64>,
     max_length: Option<u64>,
     pattern: Option<Pattern>,
+}
+
+#[derive(Debug, Default)]
+struct ArrayRules {
     prefix_items: Vec<Id>,
     items: Option<Id>,
     min_items: Option<u64>,
@@ -186,6 +210,10 @@ struct Rules {
     contains: Option<Id>,
     min_contains: Option<u64>,
     max_contains: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct ObjectRules {
     required: Vec<String>,
     properties: Vec<(String, Id)>,
     pattern_properties: Vec<(Pattern, Id)>,
@@ -194,11 +222,20 @@ struct Rules {
     min_properties: Option<u64>,
     max_properties: Option<u64>,
     dependent_required: Vec<(String, Vec<String>)>,
+}
+
+#[derive(Debug, Default)]
+struct LogicRules {
     all_of: Vec<Id>,
     any_of: Vec<Id>,
     one_of: Vec<Id>,
     not: Option<Id>,
     if_then_else: Option<(Id, Option<Id>, Option<Id>)>,
+}
+
+/// The group of `rules` a keyword goes in, made on first use.
+fn group<T: Default>(slot: &mut Option<Box<T>>) -> &mut T {
+    slot.get_or_insert_with(Box::default)
 }
 
 #[derive(Debug)]
@@ -364,50 +401,59 @@ impl Compiler<'_> {
     fn keyword(&mut self, r: &mut Rules, key: &str, v: &Value, at: &str) -> Result<(), String> {
         match key {
             "$ref" => r.reference = Some(self.reference(v)?),
-            "type" => r.types = types(v)?,
-            "enum" => r.allowed = Some(v.as_array().ok_or("must be an array")?.clone()),
-            "const" => r.constant = Some(v.clone()),
-            "minimum" => r.minimum = Some(number(v)?),
-            "maximum" => r.maximum = Some(number(v)?),
-            "exclusiveMinimum" => r.exclusive_minimum = Some(number(v)?),
-            "exclusiveMaximum" => r.exclusive_maximum = Some(number(v)?),
-            "multipleOf" => r.multiple_of = Some(number(v).and_then(positive)?),
-            "minLength" => r.min_length = Some(count(v)?),
-            "maxLength" => r.max_length = Some(count(v)?),
-            "pattern" => r.pattern = Some(pattern(v)?),
-            "prefixItems" => r.prefix_items = self.list(v, at)?,
+            "type" => r.types = Some(types(v)?.into_boxed_slice()),
+            "enum" => {
+                group(&mut r.values).allowed = Some(v.as_array().ok_or("must be an array")?.clone())
+            }
+            "const" => group(&mut r.values).constant = Some(v.clone()),
+            "minimum" => group(&mut r.number).minimum = Some(number(v)?),
+            "maximum" => group(&mut r.number).maximum = Some(number(v)?),
+            "exclusiveMinimum" => group(&mut r.number).exclusive_minimum = Some(number(v)?),
+            "exclusiveMaximum" => group(&mut r.number).exclusive_maximum = Some(number(v)?),
+            "multipleOf" => group(&mut r.number).multiple_of = Some(number(v).and_then(positive)?),
+            "minLength" => group(&mut r.string).min_length = Some(count(v)?),
+            "maxLength" => group(&mut r.string).max_length = Some(count(v)?),
+            "pattern" => group(&mut r.string).pattern = Some(pattern(v)?),
+            "prefixItems" => group(&mut r.array).prefix_items = self.list(v, at)?,
             "items" if v.is_array() => {
                 return Err("an array of schemas is draft 7's form; use prefixItems".into());
             }
-            "items" => r.items = Some(self.at(at)?),
-            "minItems" => r.min_items = Some(count(v)?),
-            "maxItems" => r.max_items = Some(count(v)?),
-            "uniqueItems" => r.unique_items = v.as_bool().ok_or("must be a boolean")?,
-            "contains" => r.contains = Some(self.at(at)?),
-            "minContains" => r.min_contains = Some(count(v)?),
-            "maxContains" => r.max_contains = Some(count(v)?),
-            "required" => r.required = strings(v)?,
-            "properties" => r.properties = self.named(v, at)?,
+            "items" => group(&mut r.array).items = Some(self.at(at)?),
+            "minItems" => group(&mut r.array).min_items = Some(count(v)?),
+            "maxItems" => group(&mut r.array).max_items = Some(count(v)?),
+            "uniqueItems" => {
+                group(&mut r.array).unique_items = v.as_bool().ok_or("must be a boolean")?
+            }
+            "contains" => group(&mut r.array).contains = Some(self.at(at)?),
+            "minContains" => group(&mut r.array).min_contains = Some(count(v)?),
+            "maxContains" => group(&mut r.array).max_contains = Some(count(v)?),
+            "required" => group(&mut r.object).required = strings(v)?,
+            "properties" => group(&mut r.object).properties = self.named(v, at)?,
             "patternProperties" => {
                 for (source, id) in self.named(v, at)? {
-                    r.pattern_properties
+                    group(&mut r.object)
+                        .pattern_properties
                         .push((pattern(&Value::String(source))?, id));
                 }
             }
-            "additionalProperties" => r.additional_properties = Some(self.at(at)?),
-            "propertyNames" => r.property_names = Some(self.at(at)?),
-            "minProperties" => r.min_properties = Some(count(v)?),
-            "maxProperties" => r.max_properties = Some(count(v)?),
+            "additionalProperties" => {
+                group(&mut r.object).additional_properties = Some(self.at(at)?)
+            }
+            "propertyNames" => group(&mut r.object).property_names = Some(self.at(at)?),
+            "minProperties" => group(&mut r.object).min_properties = Some(count(v)?),
+            "maxProperties" => group(&mut r.object).max_properties = Some(count(v)?),
             "dependentRequired" => {
                 let map = v.as_object().ok_or("must be an object")?;
                 for (name, needs) in map {
-                    r.dependent_required.push((name.clone(), strings(needs)?));
+                    group(&mut r.object)
+                        .dependent_required
+                        .push((name.clone(), strings(needs)?));
                 }
             }
-            "allOf" => r.all_of = self.list(v, at)?,
-            "anyOf" => r.any_of = self.list(v, at)?,
-            "oneOf" => r.one_of = self.list(v, at)?,
-            "not" => r.not = Some(self.at(at)?),
+            "allOf" => group(&mut r.logic).all_of = self.list(v, at)?,
+            "anyOf" => group(&mut r.logic).any_of = self.list(v, at)?,
+            "oneOf" => group(&mut r.logic).one_of = self.list(v, at)?,
+            "not" => group(&mut r.logic).not = Some(self.at(at)?),
             "if" => {
                 let parent = at.trim_end_matches("/if");
                 let branch = |c: &mut Self, k: &str| -> Result<Option<Id>, String> {
@@ -416,7 +462,7 @@ impl Compiler<'_> {
                 };
                 let then = branch(self, "then")?;
                 let otherwise = branch(self, "else")?;
-                r.if_then_else = Some((self.at(at)?, then, otherwise));
+                group(&mut r.logic).if_then_else = Some((self.at(at)?, then, otherwise));
             }
             // Read with their `if`; without one they assert nothing.
             "then" | "else" => {}
@@ -620,28 +666,36 @@ impl Check<'_> {
             self.node(id, value)?;
         }
         self.kind(r, value)?;
-        match value {
-            Value::Number(n) => self.number(r, n.as_f64().unwrap_or(0.0))?,
-            Value::String(s) => self.string(r, s)?,
-            Value::Array(items) => self.array(r, items)?,
-            Value::Object(map) => self.object(r, map)?,
-            Value::Null | Value::Bool(_) => {}
+        match (value, &r.number, &r.string, &r.array, &r.object) {
+            (Value::Number(n), Some(rules), ..) => self.number(rules, n.as_f64().unwrap_or(0.0))?,
+            (Value::String(s), _, Some(rules), ..) => self.string(rules, s)?,
+            (Value::Array(items), _, _, Some(rules), _) => self.array(rules, items)?,
+            (Value::Object(map), .., Some(rules)) => self.object(rules, map)?,
+            _ => {}
         }
-        self.combinators(r, value)
+        match &r.logic {
+            Some(rules) => self.combinators(rules, value),
+            None => Ok(()),
+        }
     }
 
     fn kind(&self, r: &Rules, value: &Value) -> Checked {
-        if !r.types.is_empty() && !r.types.iter().any(|t| t.admits(value)) {
-            let want: Vec<&str> = r.types.iter().map(|t| t.name()).collect();
+        if let Some(types) = &r.types
+            && !types.iter().any(|t| t.admits(value))
+        {
+            let want: Vec<&str> = types.iter().map(|t| t.name()).collect();
             let got = Type::of(value).name();
             return Err(self.fail_on_type(format!("must be {}, not {got}", want.join(" or "))));
         }
-        if let Some(constant) = &r.constant
+        let Some(values) = &r.values else {
+            return Ok(());
+        };
+        if let Some(constant) = &values.constant
             && !same(constant, value)
         {
             return Err(self.fail_on_type(format!("must be {constant}")));
         }
-        if let Some(allowed) = &r.allowed
+        if let Some(allowed) = &values.allowed
             && !allowed.iter().any(|a| same(a, value))
         {
             let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
@@ -650,7 +704,7 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn number(&self, r: &Rules, n: f64) -> Checked {
+    fn number(&self, r: &NumberRules, n: f64) -> Checked {
         let broken = [
             (r.minimum.filter(|&m| n < m), "at least"),
             (r.maximum.filter(|&m| n > m), "at most"),
@@ -669,7 +723,7 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn string(&self, r: &Rules, s: &str) -> Checked {
+    fn string(&self, r: &StringRules, s: &str) -> Checked {
         if r.min_length.is_some() || r.max_length.is_some() {
             let len = s.chars().count() as u64;
             if let Some(min) = r.min_length.filter(|&m| len < m) {
@@ -687,7 +741,7 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn array(&mut self, r: &Rules, items: &[Value]) -> Checked {
+    fn array(&mut self, r: &ArrayRules, items: &[Value]) -> Checked {
         let len = items.len() as u64;
         if let Some(min) = r.min_items.filter(|&m| len < m) {
             return Err(self.fail(format!("must have at least {min} items, not {len}")));
@@ -733,7 +787,7 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn object(&mut self, r: &Rules, map: &Map<String, Value>) -> Checked {
+    fn object(&mut self, r: &ObjectRules, map: &Map<String, Value>) -> Checked {
         let missing: Vec<&str> = r
             .required
             .iter()
@@ -790,7 +844,7 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn combinators(&mut self, r: &Rules, value: &Value) -> Checked {
+    fn combinators(&mut self, r: &LogicRules, value: &Value) -> Checked {
         for &id in &r.all_of {
             self.node(id, value)?;
         }
@@ -808,7 +862,7 @@ impl Check<'_> {
     }
 
     /// `oneOf`, `not` and `if`, after `anyOf` passed.
-    fn rest(&mut self, r: &Rules, value: &Value) -> Checked {
+    fn rest(&mut self, r: &LogicRules, value: &Value) -> Checked {
         if !r.one_of.is_empty() {
             let mut failures = Vec::new();
             let mut passed = Vec::new();
