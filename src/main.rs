@@ -31,6 +31,7 @@ fn init_logging(level: log::LevelFilter) -> Result<(), log::SetLoggerError> {
 }
 
 fn main() -> ExitCode {
+    grow_the_heap_by_need();
     let config = match config::args::parse_args(std::env::args_os().skip(1)) {
         Ok(Command::Run(config)) => *config,
         Ok(Command::PrintConfig(config)) => {
@@ -139,4 +140,17 @@ fn shut_down_on_signals(publisher: statecast::Publisher) -> std::io::Result<()> 
             }
         })?;
     Ok(())
+}
+
+/// glibc pads each growth of the heap by 128 KiB, which on an idle server
+/// was 164 KiB of its resident memory; it grows by what is asked instead.
+/// Growth happens only when the high-water mark rises (10k connections
+/// arriving), where one more `brk` per step is nothing beside the accepts.
+fn grow_the_heap_by_need() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of the allocator; it is called
+    // before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TOP_PAD, 0);
+    }
 }

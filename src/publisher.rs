@@ -19,8 +19,8 @@ use crate::wire::json::{self, JsonError};
 /// right backpressure for a producer thread. The channel allocates and
 /// touches every slot at start (88 bytes each), so the bound is paid in
 /// idle memory: 64Ki slots were 5.6 MB. The loop drains the whole channel
-/// each time it wakes, so a thousand is plenty of slack.
-const CHANNEL_BOUND: usize = 1024;
+/// each time it wakes, so a few hundred is plenty of slack.
+const CHANNEL_BOUND: usize = 256;
 
 #[derive(Debug)]
 pub(crate) enum Command {
