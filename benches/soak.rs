@@ -44,6 +44,9 @@ struct Sub {
     header: Vec<u8>,
     /// Payload bytes of the current frame still to skip.
     skip: usize,
+    /// The current frame is a ping: its payload, for the pong a browser
+    /// would send (the server closes a client silent for two intervals).
+    ping: Option<Vec<u8>>,
     frames: u64,
     closed: bool,
 }
@@ -64,6 +67,7 @@ impl Sub {
             head: Vec::new(),
             header: Vec::new(),
             skip: 0,
+            ping: None,
             frames: 0,
             closed: false,
         })
@@ -103,8 +107,14 @@ impl Sub {
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
+                if let Some(ping) = &mut self.ping {
+                    ping.extend_from_slice(&bytes[..n]);
+                }
                 self.skip -= n;
                 bytes = &bytes[n..];
+                if self.skip == 0 {
+                    self.pong();
+                }
                 continue;
             }
             self.header.push(bytes[0]);
@@ -123,9 +133,31 @@ impl Sub {
                 10 => u64::from_be_bytes(self.header[2..10].try_into().unwrap()) as usize,
                 _ => (self.header[1] & 0x7f) as usize,
             };
+            let opcode = self.header[0] & 0x0f;
             self.header.clear();
-            self.frames += 1;
+            if opcode == 0x9 {
+                self.ping = Some(Vec::new());
+                if self.skip == 0 {
+                    self.pong();
+                }
+            } else {
+                self.frames += 1;
+            }
         }
+    }
+
+    /// Answers the ping just read, masked as a client must.
+    fn pong(&mut self) {
+        let Some(payload) = self.ping.take() else {
+            return;
+        };
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x8a, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        // A few bytes on an idle socket: taken whole, or the run fails
+        // when the server closes this client for silence.
+        let _ = self.stream.write_all(&frame);
     }
 }
 
