@@ -22,19 +22,6 @@ use mio::{Events, Interest, Poll, Token};
 
 const STATECAST: &str = env!("CARGO_BIN_EXE_statecast");
 
-/// The demo's topics, as the dashboard opens them.
-const DEMO_TOPICS: &[&str] = &[
-    "workflows",
-    "routes",
-    "workflow-history",
-    "adw-monitor",
-    "queue",
-    "system-status",
-    "webhook-status",
-    "planned-features",
-    "qc-metrics",
-];
-
 /// One subscriber: its upgrade answer, then frames, counted.
 struct Sub {
     stream: MioStream,
@@ -289,6 +276,11 @@ fn main() {
         Duration::from_secs(2)
     };
 
+    // The demo's topics: the preset's fixed ones.
+    let demo_topics: Vec<&str> = statecast::topic::adw::TOPICS
+        .iter()
+        .map(|t| t.name)
+        .collect();
     let (server, addr) = start();
     let pid = server.id();
     let poll = Poll::new().expect("poll");
@@ -297,7 +289,7 @@ fn main() {
         let topic = if i < on_load {
             "load"
         } else {
-            DEMO_TOPICS[i % DEMO_TOPICS.len()]
+            demo_topics[i % demo_topics.len()]
         };
         let mut sub = Sub::open(&addr, topic).expect("subscribing");
         poll.registry()

@@ -152,6 +152,10 @@ struct Feature {
 /// Finished workflows kept whole, for the history panel.
 pub const HISTORY_KEPT: usize = 50;
 
+/// Workflow ids in use at most: the history's, the running ones', and
+/// room to spare, so no id in view is reused.
+const ADW_IDS: u64 = HISTORY_KEPT as u64 + WORKFLOWS as u64 + 10;
+
 /// What the history's analytics sum over every finished workflow, kept as
 /// running totals so the items themselves need not be.
 #[derive(Debug, Default)]
@@ -200,6 +204,8 @@ pub struct Demo {
     history: VecDeque<Value>,
     totals: Totals,
     next_issue: u64,
+    /// Where this demo's workflow ids start (see `adw_id`).
+    id_base: u64,
     next_history_id: u64,
     queue: Vec<QueuePhase>,
     next_queue: u64,
@@ -247,6 +253,7 @@ impl Demo {
             history: VecDeque::new(),
             totals: Totals::default(),
             next_issue: 140,
+            id_base: seed,
             next_history_id: 1,
             queue: Vec::new(),
             next_queue: 1,
@@ -291,7 +298,7 @@ impl Demo {
     fn new_workflow(&mut self) -> Workflow {
         self.next_issue += 1;
         Workflow {
-            adw_id: format!("{:08x}", self.rng.next() as u32),
+            adw_id: self.adw_id(self.next_issue),
             issue: self.next_issue,
             title: self.rng.pick(TITLES),
             model: self.rng.pick(MODELS),
@@ -305,6 +312,18 @@ impl Demo {
             started: SystemTime::now(),
             cost: 0.0,
         }
+    }
+
+    /// The id of the workflow for `issue`. Each id is a topic of its own
+    /// (`adw-state/<id>`), which the server keeps, so ids come round from
+    /// a pool of `ADW_IDS`: an id is used again only once its workflow has
+    /// left the history's newest items, and a demo left on for days serves
+    /// as many topics as it did after an hour.
+    fn adw_id(&self, issue: u64) -> String {
+        let mut z = self.id_base.wrapping_add(issue % ADW_IDS);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        format!("{:08x}", (z ^ (z >> 31)) as u32)
     }
 
     /// Everything once, so every panel starts full.
@@ -1004,6 +1023,21 @@ mod tests {
         let ids: Vec<u64> = items.iter().map(|i| i["id"].as_u64().unwrap()).collect();
         assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
         assert_eq!(ids[0], demo.next_history_id - 1);
+        // Every topic the demo ever published to: the adw-state ones are
+        // a bounded few, however long it runs.
+        let mut topics = std::collections::HashSet::new();
+        for _ in 0..3000 {
+            for out in demo.step() {
+                if let Output::Snapshot(topic, _) = out {
+                    topics.insert(topic);
+                }
+            }
+        }
+        let states = topics
+            .iter()
+            .filter(|t| t.starts_with("adw-state/"))
+            .count();
+        assert!(states as u64 <= ADW_IDS, "{states} adw-state topics");
         // What a subscriber gets stops growing once the window is full.
         let size = |v: &Value| v.to_string().len() as f64;
         let growth = size(&late) / size(&early);
