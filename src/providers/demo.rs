@@ -243,8 +243,8 @@ fn human(seconds: u64) -> String {
 }
 
 impl Demo {
-    /// A world with four workflows under way (one of them paused), some
-    /// history, a queue and a backlog of features.
+    /// A world with four workflows under way (one of them paused), a full
+    /// page of history, a queue and a backlog of features.
     pub fn new(seed: u64) -> Demo {
         let mut demo = Demo {
             rng: Rng(seed | 1),
@@ -275,7 +275,9 @@ impl Demo {
             }
             demo.workflows.push(w);
         }
-        for _ in 0..5 {
+        // A full page of history from the start: the demo holds from its
+        // first minute what it holds after a day.
+        for _ in 0..HISTORY_KEPT {
             let w = demo.new_workflow();
             let failed = demo.rng.one_in(4);
             demo.record_history(&w, failed);
