@@ -218,6 +218,11 @@ fn table() -> Vec<(Value, Vec<Value>)> {
                 json!({"v": 1, "next": {"next": {"v": 3}}}),
             ],
         ),
+        // An `if` inside a property named "if": its `then` is its sibling.
+        (
+            json!({"properties": {"if": {"if": {"const": 1}, "then": {"const": 2}}}}),
+            vec![json!({"if": 1}), json!({"if": 3}), json!({"if": 2})],
+        ),
         (
             json!({"allOf": [{"type": "object"}, {"required": ["a"]}], "properties": {"a~/b": false}}),
             vec![

@@ -455,7 +455,7 @@ impl Compiler<'_> {
             "oneOf" => group(&mut r.logic).one_of = self.list(v, at)?,
             "not" => group(&mut r.logic).not = Some(self.at(at)?),
             "if" => {
-                let parent = at.trim_end_matches("/if");
+                let parent = at.strip_suffix("/if").unwrap_or(at);
                 let branch = |c: &mut Self, k: &str| -> Result<Option<Id>, String> {
                     let p = format!("{parent}/{k}");
                     c.doc.pointer(&p).map(|_| c.at(&p)).transpose()
