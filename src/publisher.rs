@@ -64,8 +64,15 @@ pub enum Replicated {
     },
     /// An event from some node.
     Event { type_json: String, data: String },
-    /// The writer stored an HTTP publish: its answer can go out.
-    Stored { req: u64, topic: String, seq: u64 },
+    /// The writer stored a publish of this node under `seq`: it is
+    /// served here at once, so a publish answered over HTTP is already
+    /// this node's snapshot, and `req` names that HTTP publish.
+    Stored {
+        req: Option<u64>,
+        topic: String,
+        seq: u64,
+        data: String,
+    },
     /// Redis could not take this publish: serve it here.
     Failed(Outgoing),
     /// The link is back: topics served locally meanwhile are to be written

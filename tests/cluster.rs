@@ -187,6 +187,20 @@ fn a_publish_on_one_node_reaches_the_others_once_in_order() {
     }
 }
 
+/// An answered publish is the node's snapshot at once: a client that
+/// subscribes to the same node right after the 200 gets it, though Redis
+/// has not echoed it back yet.
+#[test]
+fn a_subscriber_after_an_answered_publish_gets_it() {
+    let redis = Redis::start();
+    let node = with_counter(&redis);
+    for n in 1..=40 {
+        assert_eq!(publish_n(&node, n), n);
+        let (_ws, first) = open(&node, true);
+        assert_eq!(first, (n, n), "the snapshot right after publish {n}");
+    }
+}
+
 #[test]
 fn a_node_started_after_the_publish_serves_the_snapshot() {
     let redis = Redis::start();

@@ -145,14 +145,22 @@ impl Writer {
             let _ = self.publisher.cluster(Incoming::Up);
         }
         match (result, out) {
+            // A write-back is served already; nothing waits on it.
             (
                 Ok(Some(seq)),
                 Outgoing::Snapshot {
-                    req: Some(req),
+                    req,
                     topic,
+                    data,
+                    served: false,
                     ..
                 },
-            ) => Some(Incoming::Stored { req, topic, seq }),
+            ) => Some(Incoming::Stored {
+                req,
+                topic,
+                seq,
+                data,
+            }),
             (Ok(_), _) => None,
             (Err(e), out) => {
                 self.conn = None;

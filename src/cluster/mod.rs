@@ -5,7 +5,10 @@
 //!   script: bump the topic's seq (`statecast:seq`), keep the snapshot
 //!   (`statecast:snapshots`), `PUBLISH` it on `statecast:publish`. Redis
 //!   runs scripts one at a time, so the order of seqs is the order of
-//!   messages, on every node. When Redis cannot be reached the publish goes
+//!   messages, on every node. The stored publish goes back to the loop
+//!   with its seq and is served there at once: a publish answered over
+//!   HTTP is already what a new subscriber of that node gets, without
+//!   waiting for Redis to echo it. When Redis cannot be reached the publish goes
 //!   back to the loop to be served locally, and the topic is written back
 //!   once the link returns.
 //! - The **subscriber** listens on `statecast:publish` and hands every

@@ -136,7 +136,16 @@ impl EventLoop {
             Incoming::Event { type_json, data } => {
                 self.broadcast(&type_json, &data, now);
             }
-            Incoming::Stored { req, topic, seq } => {
+            Incoming::Stored {
+                req,
+                topic,
+                seq,
+                data,
+            } => {
+                // Served before Redis echoes it back, so a client that
+                // subscribes here after the answer sees this publish.
+                self.apply_replicated(&topic, seq, &data);
+                let Some(req) = req else { return };
                 let subscribers = self
                     .topics
                     .find(&topic)
