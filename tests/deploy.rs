@@ -1,5 +1,5 @@
-//! The README's deployment, run: Debian's nginx, with the configuration
-//! taken from the README, in front of two nodes joined through
+//! The deployment notes, run: Debian's nginx, with the configuration
+//! taken from `docs/deployment.md`, in front of two nodes joined through
 //! `redis-server`. WebSocket and SSE clients through nginx get snapshots and
 //! updates, and when one node stops they reconnect to the other and
 //! converge. `scripts/test.sh` installs nginx and redis-server; without
@@ -49,14 +49,14 @@ fn wait_listening(addr: SocketAddr, what: &str) {
     wait_until(what, || TcpStream::connect(addr).is_ok());
 }
 
-/// The ```nginx block of the README, for two nodes and one listen port.
+/// The ```nginx block of `docs/deployment.md`, for two nodes and one listen port.
 fn nginx_config(dir: &std::path::Path, listen: u16, nodes: [SocketAddr; 2]) -> String {
-    let readme = include_str!("../README.md");
-    let block = readme
+    let notes = include_str!("../docs/deployment.md");
+    let block = notes
         .split("```nginx\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("the README has an nginx block");
+        .expect("docs/deployment.md has an nginx block");
     assert!(block.contains("127.0.0.1:8002") && block.contains("127.0.0.1:8003"));
     let d = dir.display();
     let paths = format!(
@@ -75,10 +75,10 @@ fn nginx_config(dir: &std::path::Path, listen: u16, nodes: [SocketAddr; 2]) -> S
 const PUBLIC_NAME: &str = "dash.example.com";
 
 fn node(redis_url: &str, port: u16) -> TestServer {
-    let readme = include_str!("../README.md");
+    let notes = include_str!("../docs/deployment.md");
     assert!(
-        readme.contains(&format!("--allow-host {PUBLIC_NAME}")),
-        "the README's node commands name the public host"
+        notes.contains(&format!("--allow-host {PUBLIC_NAME}")),
+        "the deployment notes' node commands name the public host"
     );
     TestServer::with(|c| {
         c.allow_hosts = vec![PUBLIC_NAME.into()];
