@@ -8,16 +8,13 @@
 //! one-hour soak; `-- --soak-seconds N` to change it). Under `cargo test`
 //! (and so in `.ci/run`) the short form runs, about a minute in all.
 
-#[path = "../tests/util/mod.rs"]
-mod util;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use util::*;
+use statecast_testkit::*;
 
 /// The run's size: the long form, or the short one CI runs.
 struct Plan {

@@ -9,13 +9,10 @@
 //! prints, since one small sample on a busy machine is not a measurement.
 //! `STATECAST_BIN=path` measures another build instead.
 
-#[path = "../tests/util/mod.rs"]
-mod util;
-
 use std::io::Write;
 use std::time::Instant;
 
-use util::*;
+use statecast_testkit::*;
 
 /// The server's CPU time so far, in nanoseconds.
 fn cpu_ns(server: &Binary) -> u64 {

@@ -31,7 +31,7 @@ pub(crate) enum Command {
     /// Stop accepting, close every client with 1001, return from `run`.
     Shutdown,
     /// From the link to Redis (`--redis`).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(feature = "redis")]
     Cluster(Replicated),
 }
 
@@ -276,7 +276,7 @@ impl Publisher {
     }
 
     /// Hands the loop what the link to Redis received.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(feature = "redis")]
     pub(crate) fn cluster(&self, replicated: Replicated) -> Result<(), PublishError> {
         self.send(Command::Cluster(replicated))
     }

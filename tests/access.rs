@@ -3,12 +3,10 @@
 //! the head before a body byte is read; a public address refused at start
 //! without a policy; tokens never logged.
 
-mod util;
-
 use std::io::Write;
 
 use statecast::config::Secret;
-use util::*;
+use statecast_testkit::*;
 
 const PUBLISH: &str = "publish-token-0123456789";
 const SUBSCRIBE: &str = "subscribe-token-0123456789";

@@ -3,8 +3,6 @@
 //! workflows, each reaching a raw-socket subscriber, with `workflows` and
 //! `adw-monitor` derived as the dashboard did.
 
-mod util;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use statecast::providers::agents::{AgentsConfig, spawn};
-use util::*;
+use statecast_testkit::*;
 
 const SCAN: Duration = Duration::from_millis(50);
 

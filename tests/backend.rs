@@ -5,8 +5,6 @@
 //! from the contract's valid cases. Every topic must validate, and move
 //! when the backend's answers change.
 
-mod util;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -14,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
-use util::*;
+use statecast_testkit::*;
 
 /// The topics the recipe feeds.
 const TOPICS: [&str; 9] = [

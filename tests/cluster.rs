@@ -3,14 +3,12 @@
 //! no duplicates. `scripts/test.sh` installs `redis-server` from Debian;
 //! without it these tests fail, saying so.
 
-mod util;
-
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use statecast::config::Secret;
-use util::*;
+use statecast_testkit::*;
 
 /// A `redis-server` of our own, no persistence, on a port of our own.
 struct Redis {

@@ -3,13 +3,11 @@
 //! for every subscriber that agreed, plain frames for the rest, compressed
 //! client messages, and `--no-compression`.
 
-mod util;
-
 use std::io::Write;
 use std::net::TcpStream;
 
 use flate2::{Decompress, FlushDecompress};
-use util::*;
+use statecast_testkit::*;
 
 const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
 

@@ -2,11 +2,9 @@
 //! library: every endpoint, its message type and data shape, before and
 //! after a publish.
 
-mod util;
-
 use serde_json::{Value, json};
+use statecast_testkit::*;
 use tungstenite::{Message, connect};
-use util::*;
 
 /// The ten endpoints of CONTRACT.md: path, message type, and a check of the
 /// top-level shape of `data`.

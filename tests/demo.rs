@@ -1,16 +1,14 @@
 //! The `--demo` provider: everything it sends passes the contract, and over
 //! a few minutes of its story every state the panels can show appears.
 
-mod util;
-
 use std::collections::{BTreeSet, HashMap};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use statecast::providers::demo::{Demo, Output};
-use util::contract::Contract;
-use util::*;
+use statecast_testkit::contract::Contract;
+use statecast_testkit::*;
 
 /// What a run of the story showed, for the coverage checks.
 #[derive(Default)]

@@ -5,15 +5,13 @@
 //! converge. `scripts/test.sh` installs nginx and redis-server; without
 //! them this test fails, saying so.
 
-mod util;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use statecast::config::Secret;
-use util::*;
+use statecast_testkit::*;
 
 /// A process stopped when the test ends, however it ends: SIGTERM first,
 /// so nginx's master takes its workers down with it (SIGKILL would leave

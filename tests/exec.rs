@@ -2,8 +2,6 @@
 //! test controls: change detection, no publish when unchanged, a failing
 //! command that recovers, a hung one that is killed, oversized output.
 
-mod util;
-
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use statecast::config::ExecSpec;
 use statecast::providers::exec::{Limits, spawn};
-use util::*;
+use statecast_testkit::*;
 
 /// A script reading its stdout and exit code from files beside it.
 struct Script {

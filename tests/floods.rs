@@ -3,13 +3,11 @@
 //! Each is bounded in memory and closed, and a healthy client beside it
 //! still gets its publishes.
 
-mod util;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use util::*;
+use statecast_testkit::*;
 
 /// RSS the server may add while one client floods it. The issue saw
 /// 1.5 GiB in 2 s before the fix.

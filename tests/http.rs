@@ -2,12 +2,10 @@
 //! publish / broadcast / state / health endpoints, keep-alive, pipelining
 //! and partial requests.
 
-mod util;
-
 use std::io::Write;
 use std::time::Duration;
 
-use util::*;
+use statecast_testkit::*;
 
 /// The 101 for RFC 6455's sample key is byte for byte what §1.3 shows.
 #[test]

@@ -3,13 +3,11 @@
 //! `--max-connections-per-ip`, and a server out of file descriptors that
 //! neither spins nor dies.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use util::*;
+use statecast_testkit::*;
 
 /// Reads whatever the server sends until it closes: the refusal it wrote
 /// at once, without waiting for a request.

@@ -2,9 +2,7 @@
 //! providers, and refusals aggregated per reason per `--stats-interval`
 //! rather than a line per client.
 
-mod util;
-
-use util::*;
+use statecast_testkit::*;
 
 /// Five unknown paths and two refused publishes make two lines, with
 /// their counts, in the next summary; the start line names the provider.

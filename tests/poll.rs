@@ -2,8 +2,6 @@
 //! test: change detection, no publish when unchanged, a failing source
 //! that recovers, a hung source that times out, an oversized response.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use statecast::config::PollSpec;
 use statecast::providers::poll::{Limits, spawn};
-use util::*;
+use statecast_testkit::*;
 
 /// What the fake backend answers.
 #[derive(Clone)]

@@ -7,12 +7,10 @@
 //! rediss`.
 #![cfg(feature = "tls")]
 
-mod util;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use util::*;
+use statecast_testkit::*;
 
 struct Killed(Child);
 

@@ -3,13 +3,11 @@
 //! another kind of value or dropping a property, and a table of schemas
 //! for the keywords the contract does not use.
 
-mod util;
-
 use boon::{Compiler, Schemas};
 use serde_json::{Value, json};
 use statecast::topic::adw::Preset;
 use statecast::topic::schema::Validator;
-use util::contract::{self, Contract};
+use statecast_testkit::contract::{self, Contract};
 
 /// What one part of a value may be swapped for.
 fn replacements() -> Vec<Value> {

@@ -1,14 +1,12 @@
 //! Shutdown of the real binary on SIGTERM, and of the library through a
 //! `Publisher`.
 
-mod util;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::*;
+use statecast_testkit::*;
 
 /// SIGTERM: every client gets a 1001 close and the process exits 0.
 #[test]

@@ -2,14 +2,12 @@
 //! WebSocket, `id:` the seq, `Last-Event-ID` honoured, events included,
 //! a comment as keep-alive.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
-use util::*;
+use statecast_testkit::*;
 
 /// One SSE event: its id, its data lines joined, or a comment.
 #[derive(Debug, PartialEq)]

@@ -2,15 +2,13 @@
 //! ADW topic's snapshot passes the topic's schema first. A refused value gets
 //! 422 with a JSON pointer, changes nothing retained and reaches nobody.
 
-mod util;
-
 use std::io::Write;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use statecast::PublishError;
-use util::contract::{self, Contract};
-use util::*;
+use statecast_testkit::contract::{self, Contract};
+use statecast_testkit::*;
 
 /// The topic each case file is published to.
 fn topic_for(name: &str) -> String {

@@ -2,12 +2,10 @@
 //! snapshot on connect, updates, closes, keep-alive pings, protocol errors
 //! and slow consumers.
 
-mod util;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use util::*;
+use statecast_testkit::*;
 
 /// The snapshot arrives right after the 101, before the client sends a byte.
 #[test]

@@ -12,11 +12,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use log::{debug, warn};
+use log::warn;
 
 use super::EventLoop;
 use super::endpoints::{self, Answer};
-use crate::cluster::{Incoming, Link, Outgoing};
+use crate::cluster::{Link, Outgoing};
 use crate::server::conn::Close;
 use crate::topic::Published;
 
@@ -130,7 +130,9 @@ impl EventLoop {
     }
 
     /// What the link reported.
-    pub(super) fn replicated(&mut self, incoming: Incoming, now: Instant) {
+    #[cfg(feature = "redis")]
+    pub(super) fn replicated(&mut self, incoming: crate::cluster::Incoming, now: Instant) {
+        use crate::cluster::Incoming;
         match incoming {
             Incoming::Snapshot { topic, seq, data } => self.apply_replicated(&topic, seq, &data),
             Incoming::Event { type_json, data } => {
@@ -162,6 +164,7 @@ impl EventLoop {
     /// A snapshot in Redis's order: served when newer than what this node
     /// has, so a node's own publishes, and snapshots re-read after a
     /// reconnect, are never delivered twice.
+    #[cfg(feature = "redis")]
     fn apply_replicated(&mut self, topic: &str, seq: u64, data: &str) {
         let id = match self.topics.find_or_create(topic) {
             Ok(id) => id,
@@ -171,7 +174,9 @@ impl EventLoop {
         if seq <= current {
             // This node's own publishes come back this way; so does a
             // snapshot re-read after a reconnect.
-            return debug!("redis: {topic:?} seq {seq} is not newer than {current}; not served");
+            return log::debug!(
+                "redis: {topic:?} seq {seq} is not newer than {current}; not served"
+            );
         }
         if let Some(cluster) = &mut self.cluster {
             cluster.unreplicated.remove(topic);
@@ -234,6 +239,7 @@ impl EventLoop {
 
     /// The link is back: each topic served only here meanwhile goes to
     /// Redis with its current value, its seq as the floor.
+    #[cfg(feature = "redis")]
     fn write_back(&mut self, now: Instant) {
         let Some(cluster) = &mut self.cluster else {
             return;

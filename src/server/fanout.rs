@@ -112,6 +112,7 @@ impl EventLoop {
                     self.apply_pending();
                     self.send_event(type_json, data, now);
                 }
+                #[cfg(feature = "redis")]
                 Command::Cluster(incoming) => {
                     self.apply_pending();
                     self.replicated(incoming, now);

@@ -21,7 +21,7 @@ pub struct Contract {
 }
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contract")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../contract")
 }
 
 fn read(path: PathBuf) -> Value {

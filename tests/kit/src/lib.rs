@@ -1,6 +1,5 @@
 //! Test helpers: a server on port 0 in a thread, raw HTTP and WebSocket over
 //! `std::net::TcpStream`, and waiting on conditions with a deadline.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -228,6 +227,25 @@ pub struct Binary {
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
+/// The `statecast` binary Cargo built beside the running test or bench
+/// (`target/<profile>/statecast`; tests run from `target/<profile>/deps/`).
+/// Cargo builds it for every integration test and bench, but names it at
+/// compile time only to the package's own targets, not to this crate.
+fn statecast_binary() -> String {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a test binary under target/<profile>/deps");
+    let binary = profile_dir.join("statecast");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run the tests through cargo, which builds it",
+        binary.display()
+    );
+    binary.to_string_lossy().into_owned()
+}
+
 impl Binary {
     pub fn start(args: &[&str]) -> Binary {
         Self::start_with(args, |_| {})
@@ -236,7 +254,7 @@ impl Binary {
     /// Starts it after `prepare` has set up the command (environment,
     /// limits).
     pub fn start_with(args: &[&str], prepare: impl FnOnce(&mut std::process::Command)) -> Binary {
-        Self::start_program(env!("CARGO_BIN_EXE_statecast"), args, prepare)
+        Self::start_program(&statecast_binary(), args, prepare)
     }
 
     /// Starts `program`, another build of statecast (a bench's A/B run).
@@ -330,7 +348,7 @@ pub fn connect_to(addr: SocketAddr) -> TcpStream {
 }
 
 /// Opens a WebSocket on `topic` and reads the 101.
-pub fn subscribe_at(addr: SocketAddr, topic: &str) -> TcpStream {
+fn subscribe_at(addr: SocketAddr, topic: &str) -> TcpStream {
     let mut stream = connect_to(addr);
     stream.write_all(upgrade_request(topic).as_bytes()).unwrap();
     let (status, _, _) = read_response(&mut stream);
@@ -339,7 +357,7 @@ pub fn subscribe_at(addr: SocketAddr, topic: &str) -> TcpStream {
 }
 
 /// `/healthz`'s body: 200 when ok, 503 when degraded or shutting down.
-pub fn health_at(addr: SocketAddr) -> serde_json::Value {
+fn health_at(addr: SocketAddr) -> serde_json::Value {
     let (status, body) = request_at(addr, "GET", "/healthz", "", "");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     let expected = if health["status"] == "ok" { 200 } else { 503 };
