@@ -1,7 +1,10 @@
 //! The in-process publish path: how many publishes per second one
 //! `Publisher` thread pushes into one topic with a live subscriber, and
 //! proof that conflation leaves the subscriber on the newest snapshot with a
-//! `seq` that counts every publish.
+//! `seq` that counts every publish. Three ways in, each its own run: a
+//! `Serialize` struct (`publish`), a `serde_json::Value` built per publish
+//! (`publish` of `json!`, which costs the caller a map), and JSON text
+//! (`publish_json`, parsed as I-JSON and written back compact).
 //!
 //! `cargo bench --bench publisher`; under `cargo test` it runs a short
 //! version of the same check.
@@ -10,12 +13,40 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use statecast::{Config, Preset, Server};
+use serde::Serialize;
+use statecast::{Config, Preset, Publisher, Server};
+
+#[derive(Serialize)]
+struct Tick {
+    i: u64,
+}
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let publishes: u64 = if full { 4_000_000 } else { 50_000 };
+    run("publish(&struct)", publishes, |p, i| {
+        p.publish("ticks", &Tick { i })
+    });
+    run("publish(&json!)", publishes, |p, i| {
+        p.publish("ticks", &serde_json::json!({ "i": i }))
+    });
+    let mut text = String::new();
+    run("publish_json(&str)", publishes, move |p, i| {
+        use std::fmt::Write as _;
+        text.clear();
+        let _ = write!(text, r#"{{"i":{i}}}"#);
+        p.publish_json("ticks", &text)
+    });
+}
 
+/// Publishes `{"i":0}` to `{"i":publishes-1}` with `publish` from this
+/// thread, checks the subscriber ends on the last with every publish
+/// counted, and prints the rate.
+fn run(
+    way: &str,
+    publishes: u64,
+    mut publish: impl FnMut(&Publisher, u64) -> Result<(), statecast::PublishError>,
+) {
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         preset: Preset::None,
@@ -59,9 +90,7 @@ fn main() {
 
     let start = Instant::now();
     for i in 0..publishes {
-        publisher
-            .publish("ticks", &serde_json::json!({ "i": i }))
-            .unwrap();
+        publish(&publisher, i).unwrap();
     }
     let elapsed = start.elapsed();
     let (last_message, frames) = reader.join().unwrap();
@@ -71,12 +100,12 @@ fn main() {
 
     let rate = publishes as f64 / elapsed.as_secs_f64();
     println!(
-        "{publishes} publishes from one Publisher thread in {:.3} s: {:.0} publishes/s",
+        "{way}: {publishes} publishes from one Publisher thread in {:.3} s: {:.0} publishes/s",
         elapsed.as_secs_f64(),
         rate
     );
     println!(
-        "subscriber received about {frames} frames and the newest after {:.3} s",
+        "{way}: subscriber received about {frames} frames and the newest after {:.3} s",
         delivered_after.as_secs_f64()
     );
     // seq counts every publish, the initial one included.
