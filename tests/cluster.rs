@@ -154,9 +154,12 @@ fn a_publish_on_one_node_reaches_the_others_once_in_order() {
     let started = Instant::now();
     assert_eq!(publish_n(&nodes[0], 1), 1);
     read_until(&mut b.0, 1, &mut b.1);
+    // Not a speed figure (benches/cluster.rs measures that): a bound far
+    // above it and far below the link's 5 s retry, so a delivery that
+    // waited on a reconnect or a re-read fails here.
     let first = started.elapsed();
     assert!(
-        first < Duration::from_millis(100),
+        first < Duration::from_secs(1),
         "node A to node B took {first:?}"
     );
 
