@@ -8,9 +8,9 @@
 //!   messages, on every node. The stored publish goes back to the loop
 //!   with its seq and is served there at once: a publish answered over
 //!   HTTP is already what a new subscriber of that node gets, without
-//!   waiting for Redis to echo it. When Redis cannot be reached the publish goes
-//!   back to the loop to be served locally, and the topic is written back
-//!   once the link returns.
+//!   waiting for Redis to echo it. When Redis cannot be reached the
+//!   publish goes back to the loop to be served locally, and the topic is
+//!   written back once the link returns.
 //! - The **subscriber** listens on `statecast:publish` and hands every
 //!   message to the loop, its own node's included: a node applies a
 //!   snapshot only when its seq is newer than the one it has, so nothing is
