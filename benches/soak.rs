@@ -138,10 +138,7 @@ impl Sub {
         let Some(payload) = self.ping.take() else {
             return;
         };
-        let mask = [1u8, 2, 3, 4];
-        let mut frame = vec![0x8a, 0x80 | payload.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let frame = statecast::wire::protocol::encode_masked(0x8a, &payload, [1, 2, 3, 4]);
         // A few bytes on an idle socket: taken whole, or the run fails
         // when the server closes this client for silence.
         let _ = self.stream.write_all(&frame);
