@@ -259,14 +259,20 @@ fn the_demo_topics_pass_through_redis_unchanged() {
     let (a, b) = (node(&redis), node(&redis));
     let mut ws = b.subscribe("queue");
     read_data_frame(&mut ws);
+    // The publishing node serves its own publish as the writer hands it
+    // back, not as Redis echoes it: that path too must send the contract.
+    let mut own = a.subscribe("queue");
+    read_data_frame(&mut own);
     let queue = r#"{"phases":[],"total":3,"paused":true}"#;
     assert_eq!(a.publish("queue", queue).0, 200);
-    let message = read_data_frame(&mut ws).json();
-    check_message("queue", &message);
-    assert_eq!(
-        message["data"],
-        serde_json::from_str::<serde_json::Value>(queue).unwrap()
-    );
+    for ws in [&mut ws, &mut own] {
+        let message = read_data_frame(ws).json();
+        check_message("queue", &message);
+        assert_eq!(
+            message["data"],
+            serde_json::from_str::<serde_json::Value>(queue).unwrap()
+        );
+    }
 }
 
 #[test]

@@ -47,10 +47,12 @@ fn wait_listening(addr: SocketAddr, what: &str) {
     wait_until(what, || TcpStream::connect(addr).is_ok());
 }
 
+/// The deployment notes, whose nginx block and node commands this runs.
+const NOTES: &str = include_str!("../docs/deployment.md");
+
 /// The ```nginx block of `docs/deployment.md`, for two nodes and one listen port.
 fn nginx_config(dir: &std::path::Path, listen: u16, nodes: [SocketAddr; 2]) -> String {
-    let notes = include_str!("../docs/deployment.md");
-    let block = notes
+    let block = NOTES
         .split("```nginx\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
@@ -73,9 +75,8 @@ fn nginx_config(dir: &std::path::Path, listen: u16, nodes: [SocketAddr; 2]) -> S
 const PUBLIC_NAME: &str = "dash.example.com";
 
 fn node(redis_url: &str, port: u16) -> TestServer {
-    let notes = include_str!("../docs/deployment.md");
     assert!(
-        notes.contains(&format!("--allow-host {PUBLIC_NAME}")),
+        NOTES.contains(&format!("--allow-host {PUBLIC_NAME}")),
         "the deployment notes' node commands name the public host"
     );
     TestServer::with(|c| {
