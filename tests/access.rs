@@ -322,7 +322,10 @@ fn a_page_from_another_site_is_refused_on_every_route() {
 /// is.
 #[test]
 fn a_foreign_host_gets_421() {
-    let server = TestServer::with(|c| c.allow_hosts = vec!["dash.example.com".into()]);
+    let server = TestServer::with(|c| {
+        c.allow_hosts = vec!["dash.example.com".into()];
+        c.publish_token = Some(Secret::new(PUBLISH));
+    });
     let get = |host: &str, path: &str| {
         exchange(
             &server,
@@ -440,4 +443,94 @@ fn trailers_are_capped() {
         line.repeat(50)
     );
     assert_eq!(exchange(&server, &request).0, 431);
+}
+
+/// The deployment notes' node behind a proxy, started without a publish
+/// token: `--allow-host` with a public name and a loopback bind. It does
+/// not start, and says how to guard publishing.
+#[test]
+fn a_public_name_without_a_publish_credential_does_not_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-host",
+            "dash.example.com",
+        ])
+        .env_remove("STATECAST_PUBLISH_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dash.example.com")
+            && err.contains("--publish-token")
+            && err.contains("--insecure-publish"),
+        "{err}"
+    );
+}
+
+/// A publish that a proxy passed on (`X-Forwarded-For`, `Forwarded`) to a
+/// server with no publish token is refused with 403 naming the way out,
+/// and nothing is published; the same publish sent locally is served.
+/// This is the request that once rewrote every dashboard through nginx.
+#[test]
+fn a_proxied_publish_without_a_token_is_refused() {
+    let server = TestServer::start();
+    let body = r#"{"phases":[],"total":5,"paused":true}"#;
+    for proxy in [
+        "X-Forwarded-For: 203.0.113.9\r\n",
+        "Forwarded: for=203.0.113.9;proto=https\r\n",
+    ] {
+        let (status, text) = request_at(server.addr, "POST", "/api/v1/publish/queue", body, proxy);
+        assert_eq!(status, 403, "{text}");
+        assert!(text.contains("--publish-token"), "{text}");
+        let (status, _) = request_at(
+            server.addr,
+            "POST",
+            "/api/v1/broadcast",
+            r#"{"type":"x","data":1}"#,
+            proxy,
+        );
+        assert_eq!(status, 403);
+    }
+    let state = server.request("GET", "/api/v1/state/queue", "").1;
+    assert!(
+        !state.contains(r#""paused":true"#),
+        "not published: {state}"
+    );
+    let (status, _) = request_at(server.addr, "POST", "/api/v1/publish/queue", body, "");
+    assert_eq!(status, 200, "a local producer still publishes");
+}
+
+/// Off loopback, a DNS-rebinding page is refused as on loopback: a name
+/// not given with --allow-host gets 421 on every read path (state,
+/// /healthz's details, /metrics), without any token set; the server's own
+/// IP literal is served.
+#[test]
+fn off_loopback_a_foreign_host_gets_421() {
+    let server = Binary::start(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--allow-any-origin",
+        "--publish-token",
+        PUBLISH,
+    ]);
+    let port = server.addr.port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let get = |host: &str, path: &str| {
+        let mut stream = connect_to(addr);
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let (status, _, body) = read_response(&mut stream);
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    for path in ["/api/v1/state/queue", "/healthz", "/metrics", "/"] {
+        let (status, body) = get(&format!("rebind.example:{port}"), path);
+        assert_eq!(status, 421, "{path}: {body}");
+        assert!(body.contains("--allow-host"), "{body}");
+    }
+    for host in [format!("192.168.7.7:{port}"), format!("127.0.0.1:{port}")] {
+        assert_eq!(get(&host, "/api/v1/state/queue").0, 200, "{host}");
+    }
 }

@@ -60,12 +60,13 @@ fn nginx_config(dir: &std::path::Path, listen: u16, nodes: [SocketAddr; 2]) -> S
     assert!(block.contains("127.0.0.1:8002") && block.contains("127.0.0.1:8003"));
     let d = dir.display();
     let paths = format!(
-        "http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n"
+        "http {{\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n"
     );
     let body = block
         .replace("127.0.0.1:8002", &nodes[0].to_string())
         .replace("127.0.0.1:8003", &nodes[1].to_string())
         .replace("listen 8080;", &format!("listen 127.0.0.1:{listen};"))
+        .replace("/var/log/nginx/", &format!("{d}/"))
         .replacen("http {\n", &paths, 1);
     format!("daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n{body}")
 }
@@ -74,13 +75,22 @@ fn nginx_config(dir: &std::path::Path, listen: u16, nodes: [SocketAddr; 2]) -> S
 /// 127.0.0.1 would send it; the nodes know it from `--allow-host`.
 const PUBLIC_NAME: &str = "dash.example.com";
 
+/// The two tokens every node gets from the same file.
+const PUBLISH: &str = "publish-token-0123456789";
+const SUBSCRIBE: &str = "subscribe-token-0123456789";
+
 fn node(redis_url: &str, port: u16) -> TestServer {
     assert!(
         NOTES.contains(&format!("--allow-host {PUBLIC_NAME}")),
         "the deployment notes' node commands name the public host"
     );
+    for token in ["STATECAST_PUBLISH_TOKEN=", "STATECAST_SUBSCRIBE_TOKEN="] {
+        assert!(NOTES.contains(token), "the deployment notes set {token}");
+    }
     TestServer::with(|c| {
         c.allow_hosts = vec![PUBLIC_NAME.into()];
+        c.publish_token = Some(Secret::new(PUBLISH));
+        c.subscribe_token = Some(Secret::new(SUBSCRIBE));
         c.listen = format!("127.0.0.1:{port}").parse().unwrap();
         c.redis = Some(Secret::new(redis_url));
         c.topics.push("counter".into());
@@ -185,7 +195,7 @@ impl Sse {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream
             .write_all(
-                format!("GET /api/v1/sse/counter HTTP/1.1\r\nHost: {PUBLIC_NAME}\r\nAccept: text/event-stream\r\n\r\n")
+                format!("GET /api/v1/sse/counter?token={SUBSCRIBE} HTTP/1.1\r\nHost: {PUBLIC_NAME}\r\nAccept: text/event-stream\r\n\r\n")
                     .as_bytes(),
             )
             .unwrap();
@@ -257,27 +267,92 @@ fn converge(clients: &mut [Box<dyn Client>], n: u64) {
     }
 }
 
-fn publish(addr: SocketAddr, n: u64) {
+/// A producer on the private side: straight to a node, with the token.
+fn publish(node: SocketAddr, n: u64) {
+    let (status, body) = post(
+        node,
+        "/api/v1/publish/counter",
+        &format!(r#"{{"n":{n}}}"#),
+        &format!("Authorization: Bearer {PUBLISH}\r\n"),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+fn post(addr: SocketAddr, path: &str, body: &str, extra: &str) -> (u16, String) {
     let mut stream = connect_to(addr);
-    let body = format!(r#"{{"n":{n}}}"#);
     let request = format!(
-        "POST /api/v1/publish/counter HTTP/1.1\r\nHost: {PUBLIC_NAME}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {PUBLIC_NAME}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).unwrap();
     let (status, _, body) = read_response(&mut stream);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A WebSocket on `counter` through nginx, under the public name.
 fn subscribe_public(addr: SocketAddr) -> TcpStream {
-    let mut stream = connect_to(addr);
-    let request =
-        upgrade_request("counter").replace("Host: localhost", &format!("Host: {PUBLIC_NAME}"));
-    stream.write_all(request.as_bytes()).unwrap();
-    let (status, _, _) = read_response(&mut stream);
+    let (status, stream) = upgrade_public(addr, &format!("counter?token={SUBSCRIBE}"));
     assert_eq!(status, 101);
     stream
+}
+
+fn upgrade_public(addr: SocketAddr, target: &str) -> (u16, TcpStream) {
+    let mut stream = connect_to(addr);
+    let request =
+        upgrade_request(target).replace("Host: localhost", &format!("Host: {PUBLIC_NAME}"));
+    stream.write_all(request.as_bytes()).unwrap();
+    let (status, _, _) = read_response(&mut stream);
+    (status, stream)
+}
+
+/// A node's `/healthz` with its details, which need the subscribe token.
+fn node_health(node: SocketAddr) -> serde_json::Value {
+    let auth = format!("Authorization: Bearer {SUBSCRIBE}\r\n");
+    let (status, body) = request_at(node, "GET", "/healthz", "", &auth);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// What a stranger on the internet can do through nginx: nothing that
+/// writes, nothing without the subscribe token, and the token a browser
+/// puts in its URL never reaches the access log.
+fn strangers_are_refused(front: SocketAddr, node: SocketAddr, dir: &std::path::Path) {
+    let body = r#"{"n":999}"#;
+    for path in ["/api/v1/publish/counter", "/api/v1/broadcast"] {
+        for extra in [
+            String::new(),
+            format!("Authorization: Bearer {PUBLISH}\r\n"),
+        ] {
+            let (status, text) = post(front, path, body, &extra);
+            assert_eq!(status, 404, "{path} through nginx: {text}");
+        }
+    }
+    let mut stream = connect_to(front);
+    let get = format!("GET /metrics HTTP/1.1\r\nHost: {PUBLIC_NAME}\r\nConnection: close\r\n\r\n");
+    stream.write_all(get.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut stream).0, 404, "/metrics through nginx");
+    assert_eq!(
+        upgrade_public(front, "counter").0,
+        401,
+        "no subscribe token"
+    );
+    assert_eq!(
+        upgrade_public(front, "counter?token=guess-guess-guess-guess").0,
+        401
+    );
+    // A stranger who reached a node past nginx, as a misconfigured proxy
+    // would let them: still refused without the publish token.
+    let forwarded = "X-Forwarded-For: 203.0.113.9\r\n";
+    assert_eq!(
+        post(node, "/api/v1/publish/counter", body, forwarded).0,
+        401
+    );
+    let log = dir.join("statecast.log");
+    wait_until("nginx's access log names the subscribe path", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("/api/v1/ws/counter"))
+    });
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains(SUBSCRIBE) && !log.contains("token="), "{log}");
 }
 
 #[test]
@@ -331,7 +406,8 @@ fn clients_through_nginx_survive_a_node_stopping() {
     let front: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
     wait_listening(front, "nginx");
 
-    publish(front, 1);
+    strangers_are_refused(front, a.addr, &dir);
+    publish(a.addr, 1);
     // Round robin spreads them over both nodes.
     let mut clients: Vec<Box<dyn Client>> = Vec::new();
     for _ in 0..4 {
@@ -339,10 +415,10 @@ fn clients_through_nginx_survive_a_node_stopping() {
         clients.push(Box::new(Sse::open(front)));
     }
     converge(&mut clients, 1);
-    publish(front, 2);
+    publish(b.addr, 2);
     converge(&mut clients, 2);
     for node in [&a, &b] {
-        let health = node.health();
+        let health = node_health(node.addr);
         assert!(
             health["connections"].as_u64() >= Some(2),
             "both nodes serve clients: {health}"
@@ -351,10 +427,14 @@ fn clients_through_nginx_survive_a_node_stopping() {
 
     // Node A stops: its clients reconnect through nginx to B.
     drop(a);
-    publish(front, 3);
+    publish(b.addr, 3);
     converge(&mut clients, 3);
-    publish(front, 4);
+    publish(b.addr, 4);
     converge(&mut clients, 4);
-    assert_eq!(b.health()["connections"].as_u64(), Some(8), "all on B now");
+    assert_eq!(
+        node_health(b.addr)["connections"].as_u64(),
+        Some(8),
+        "all on B now"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

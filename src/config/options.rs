@@ -427,7 +427,7 @@ pub const ALL: &[Opt] = &[
         value: Some("NAME"),
         env: None,
         section: Section::Access,
-        help: "a name the Host header may carry (dash.example.com), or *; repeatable. On a loopback address only localhost, *.localhost and loopback IPs are served otherwise (421), which stops DNS rebinding; behind a proxy on the same host, give its public name",
+        help: "a name the Host header may carry (dash.example.com), or *; repeatable. Otherwise only localhost, *.localhost and loopback IPs are served (421), and IP literals off loopback, which stops DNS rebinding; behind a proxy on the same host, give its public name. A name other than a loopback one needs a publish token or --insecure-publish",
     },
     Opt {
         flag: "--publish-token",
@@ -435,7 +435,7 @@ pub const ALL: &[Opt] = &[
         value: Some("TOKEN"),
         env: Some("STATECAST_PUBLISH_TOKEN"),
         section: Section::Access,
-        help: "publish and broadcast need `Authorization: Bearer TOKEN` (else 401). On a non-loopback address one is required unless --insecure-publish",
+        help: "publish and broadcast need `Authorization: Bearer TOKEN` (else 401). Required unless --insecure-publish on a non-loopback address or a public --allow-host name; without one, a publish through a proxy (Forwarded, X-Forwarded-For, X-Real-IP) gets 403",
     },
     Opt {
         flag: "--insecure-publish",
@@ -443,7 +443,7 @@ pub const ALL: &[Opt] = &[
         value: None,
         env: None,
         section: Section::Access,
-        help: "lets anyone publish on a non-loopback address",
+        help: "lets anyone publish without a token: off loopback, under a public --allow-host name, and through a proxy",
     },
     Opt {
         flag: "--subscribe-token",

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use subtle::ConstantTimeEq;
 
 use crate::config::{Config, Secret};
-use crate::wire::http::{self, Head, Response, Route, Status};
+use crate::wire::http::{self, Head, Requires, Response, Route, Status};
 
 const FORBIDDEN: Status = Status(403, "Forbidden");
 const UNAUTHORIZED: Status = Status(401, "Unauthorized");
@@ -24,18 +24,25 @@ pub struct Access {
     /// Origins given with `--allow-origin`, normalized.
     origins: Vec<String>,
     /// Names `Host` may carry besides the loopback ones; `None` when any
-    /// host is served (off loopback without `--allow-host`, or `*`).
+    /// host is served (`--allow-host '*'`).
     hosts: Option<Vec<String>>,
+    /// Off loopback, a `Host` that is an IP literal is served too: no
+    /// rebinding DNS answer stands behind one.
+    ip_hosts: bool,
     require_origin: bool,
     public_metrics: bool,
+    /// Publishes without a credential were asked for by name, so one
+    /// that came through a proxy is served too.
+    insecure_publish: bool,
     publish_token: Option<Secret>,
     subscribe_token: Option<Secret>,
 }
 
 impl Access {
-    /// The rules a configuration asks for. A server reachable from other
-    /// hosts must say which origins may connect and how publishes are
-    /// guarded: it refuses to start otherwise.
+    /// The rules a configuration asks for. A server that answers to other
+    /// hosts (off loopback, or under a public name a proxy passes on) must
+    /// say which origins may connect and how publishes are guarded: it
+    /// refuses to start otherwise.
     pub fn from_config(config: &Config) -> Result<Access, String> {
         let loopback = config.listen.ip().is_loopback();
         let listen = config.listen;
@@ -45,61 +52,76 @@ impl Access {
                  with --allow-origin ORIGIN (repeatable), or --allow-any-origin"
             ));
         }
-        if !loopback && config.publish_token.is_none() && !config.insecure_publish {
-            return Err(format!(
-                "{listen} is reachable from other hosts: guard publishing with \
-                 --publish-token (or STATECAST_PUBLISH_TOKEN), or accept anyone's \
-                 publishes with --insecure-publish"
-            ));
+        let public_name = config
+            .allow_hosts
+            .iter()
+            .find(|h| !is_loopback_name(&host_name(h)));
+        if config.publish_token.is_none() && !config.insecure_publish {
+            let exposed = match public_name {
+                _ if !loopback => Some(format!("{listen} is reachable from other hosts")),
+                Some(name) => Some(format!(
+                    "--allow-host {name} serves a public name, which a proxy passes on \
+                     from anyone"
+                )),
+                None => None,
+            };
+            if let Some(exposed) = exposed {
+                return Err(format!(
+                    "{exposed}: guard publishing with --publish-token (or \
+                     STATECAST_PUBLISH_TOKEN), or accept anyone's publishes with \
+                     --insecure-publish"
+                ));
+            }
         }
         let any_host = config.allow_hosts.iter().any(|h| h == "*");
-        let hosts = if any_host || (!loopback && config.allow_hosts.is_empty()) {
-            None
-        } else {
-            Some(
-                config
-                    .allow_hosts
-                    .iter()
-                    .map(|h| h.to_ascii_lowercase())
-                    .collect(),
-            )
-        };
+        let hosts = (!any_host).then(|| {
+            config
+                .allow_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect()
+        });
         Ok(Access {
             any_origin: config.allow_any_origin || config.allow_origins.iter().any(|o| o == "*"),
             loopback_origins: loopback,
             origins: config.allow_origins.iter().map(|o| normalize(o)).collect(),
             hosts,
+            ip_hosts: !loopback,
             require_origin: config.require_origin,
             public_metrics: config.public_metrics,
+            insecure_publish: config.insecure_publish,
             publish_token: config.publish_token.clone(),
             subscribe_token: config.subscribe_token.clone(),
         })
     }
 
     /// Everything a request's head must pass before its route is served:
-    /// its `Host`, its origin, and the token the route needs.
+    /// its `Host`, its origin, and the credential its route requires.
     pub fn check(&self, head: &Head, route: &Route) -> Result<(), Response> {
         self.check_host(head)?;
         self.check_origin(head, route)?;
-        match route {
-            Route::Subscribe(_) | Route::Stream(_) | Route::State(_) => self.check_subscribe(head),
-            Route::Publish(_) | Route::Broadcast => self.check_publish(head),
-            Route::Metrics if !self.public_metrics && !self.may_read(head) => {
-                Err(unauthorized("/metrics"))
-            }
-            _ => Ok(()),
+        match route.requires() {
+            Requires::Nothing => Ok(()),
+            Requires::Read(_) => self.check_subscribe(head),
+            Requires::Write(_) | Requires::WriteAll => self.check_publish(head),
+            Requires::Metrics if self.public_metrics || self.may_read(head) => Ok(()),
+            Requires::Metrics => Err(unauthorized("/metrics")),
         }
     }
 
-    /// A DNS-rebinding page reaches us under its own name: on a loopback
-    /// address only loopback names, and those given with `--allow-host`,
-    /// are served. A request without `Host` (HTTP/1.0) is not a browser's.
+    /// A DNS-rebinding page reaches us under its own name: only loopback
+    /// names, the names given with `--allow-host` and, off loopback, IP
+    /// literals are served. A request without `Host` (HTTP/1.0) is not a
+    /// browser's.
     fn check_host(&self, head: &Head) -> Result<(), Response> {
         let (Some(allowed), Some(host)) = (&self.hosts, head.host.as_deref()) else {
             return Ok(());
         };
         let name = host_name(host);
-        if is_loopback_name(&name) || allowed.iter().any(|a| *a == name || *a == host) {
+        if is_loopback_name(&name)
+            || (self.ip_hosts && is_ip_literal(&name))
+            || allowed.iter().any(|a| *a == name || *a == host)
+        {
             return Ok(());
         }
         Err(http::error(
@@ -149,11 +171,21 @@ impl Access {
     }
 
     /// Publish and broadcast need `Authorization: Bearer <--publish-token>`
-    /// when one is set.
+    /// when one is set. Without one, a request a proxy passed on may come
+    /// from anyone the proxy serves: it is refused unless
+    /// `--insecure-publish` asked for exactly that.
     pub fn check_publish(&self, head: &Head) -> Result<(), Response> {
         match &self.publish_token {
             Some(token) if !token.matches(head.bearer()) => Err(unauthorized("publishing")),
-            _ => Ok(()),
+            Some(_) => Ok(()),
+            None if head.forwarded && !self.insecure_publish => Err(http::error(
+                FORBIDDEN,
+                "publishing through a proxy needs a credential: start statecast with \
+                 --publish-token (or STATECAST_PUBLISH_TOKEN), or --insecure-publish",
+                "",
+                true,
+            )),
+            None => Ok(()),
         }
     }
 
@@ -219,6 +251,14 @@ fn is_loopback_name(name: &str) -> bool {
         None => name.parse::<IpAddr>(),
     };
     ip.is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An IPv4 literal, or an IPv6 one in brackets.
+fn is_ip_literal(name: &str) -> bool {
+    match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
+        None => name.parse::<std::net::Ipv4Addr>().is_ok(),
+    }
 }
 
 /// `http(s)://` and a loopback name, on any port.
@@ -401,6 +441,7 @@ mod tests {
     fn loopback_serves_loopback_hosts_and_allowed_names() {
         let access = Access::from_config(&config(|c| {
             c.allow_hosts = vec!["dash.example.com".into()];
+            c.publish_token = Some(Secret::new("wr1te-wr1te-wr1te"));
         }))
         .unwrap();
         for host in [
@@ -428,17 +469,120 @@ mod tests {
             let h = head(&format!("Host: {host}\r\n"), "/");
             assert_eq!(status(access.check(&h, &Route::Page)), 421, "{host}");
         }
-        let public = Access::from_config(&config(|c| {
-            c.listen = "0.0.0.0:8002".parse().unwrap();
-            c.allow_any_origin = true;
+        let any = Access::from_config(&config(|c| {
+            c.allow_hosts = vec!["*".into()];
             c.insecure_publish = true;
         }))
         .unwrap();
-        let h = head("Host: dash.example.com\r\n", "/");
-        assert_eq!(status(public.check(&h, &Route::Page)), 200, "off loopback");
-        let any = Access::from_config(&config(|c| c.allow_hosts = vec!["*".into()])).unwrap();
         assert_eq!(
             status(any.check(&head("Host: evil.example\r\n", "/"), &Route::Page)),
+            200
+        );
+    }
+
+    /// Off loopback, a name must be allowed as on loopback: a rebinding
+    /// page on a LAN server is refused. IP literals, which no DNS answer
+    /// stands behind, are served.
+    #[test]
+    fn off_loopback_names_must_be_allowed_too() {
+        let lan = |hosts: &[&str]| {
+            Access::from_config(&config(|c| {
+                c.listen = "0.0.0.0:8002".parse().unwrap();
+                c.allow_any_origin = true;
+                c.publish_token = Some(Secret::new("wr1te-wr1te-wr1te"));
+                c.allow_hosts = hosts.iter().map(|h| h.to_string()).collect();
+            }))
+            .unwrap()
+        };
+        let bare = lan(&[]);
+        for host in ["evil.example", "dash.example.com", "nas.local:8002"] {
+            let h = head(&format!("Host: {host}\r\n"), "/");
+            for route in routes() {
+                assert_eq!(status(bare.check(&h, &route)), 421, "{host} {route:?}");
+            }
+        }
+        for host in [
+            "192.168.1.5:8002",
+            "10.0.0.1",
+            "[fe80::1]:8002",
+            "localhost",
+        ] {
+            let h = head(&format!("Host: {host}\r\n"), "/");
+            assert_eq!(status(bare.check(&h, &Route::Health)), 200, "{host}");
+        }
+        let named = lan(&["dash.example.com"]);
+        let h = head("Host: dash.example.com\r\n", "/");
+        assert_eq!(status(named.check(&h, &Route::Page)), 200);
+        let h = head("Host: evil.example\r\n", "/");
+        assert_eq!(status(named.check(&h, &Route::Page)), 421);
+    }
+
+    /// A public name behind a proxy is as exposed as a public address:
+    /// without a publish credential the server does not start, and the
+    /// error names the ways out.
+    #[test]
+    fn a_public_name_needs_a_publish_policy() {
+        for hosts in [vec!["dash.example.com"], vec!["localhost", "*"]] {
+            let e = Access::from_config(&config(|c| {
+                c.allow_hosts = hosts.iter().map(|h| h.to_string()).collect();
+            }))
+            .unwrap_err();
+            assert!(
+                e.contains("--publish-token") && e.contains("--insecure-publish"),
+                "{e}"
+            );
+        }
+        let loopback_names = config(|c| {
+            c.allow_hosts = vec![
+                "localhost".into(),
+                "127.0.0.1".into(),
+                "app.localhost".into(),
+            ];
+        });
+        assert!(Access::from_config(&loopback_names).is_ok());
+        for ok in [
+            config(|c| {
+                c.allow_hosts = vec!["dash.example.com".into()];
+                c.publish_token = Some(Secret::new("wr1te-wr1te-wr1te"));
+            }),
+            config(|c| {
+                c.allow_hosts = vec!["dash.example.com".into()];
+                c.insecure_publish = true;
+            }),
+        ] {
+            assert!(Access::from_config(&ok).is_ok());
+        }
+    }
+
+    /// A publish a proxy passed on (`Forwarded`, `X-Forwarded-For`,
+    /// `X-Real-IP`) may come from anyone: without a publish credential it
+    /// is refused, unless `--insecure-publish` asked for it.
+    #[test]
+    fn a_forwarded_publish_needs_a_credential() {
+        let open = Access::from_config(&Config::default()).unwrap();
+        for proxy in [
+            "X-Forwarded-For: 203.0.113.9\r\n",
+            "Forwarded: for=203.0.113.9\r\n",
+            "X-Real-IP: 203.0.113.9\r\n",
+        ] {
+            let h = head(&format!("Host: 127.0.0.1\r\n{proxy}"), "/");
+            for route in [Route::Publish("queue".into()), Route::Broadcast] {
+                let refused = open.check(&h, &route).unwrap_err();
+                assert_eq!(refused.status.0, 403, "{proxy} {route:?}");
+                let text = String::from_utf8_lossy(&refused.bytes);
+                assert!(text.contains("--publish-token"), "{text}");
+            }
+            assert_eq!(status(open.check(&h, &Route::State("queue".into()))), 200);
+        }
+        let local = head("Host: 127.0.0.1\r\n", "/");
+        assert_eq!(
+            status(open.check(&local, &Route::Publish("queue".into()))),
+            200
+        );
+        let insecure = Access::from_config(&config(|c| c.insecure_publish = true)).unwrap();
+        let h = head("Host: 127.0.0.1\r\nX-Forwarded-For: 203.0.113.9\r\n", "/");
+        assert_eq!(
+            status(insecure.check(&h, &Route::Publish("queue".into()))),
             200
         );
     }

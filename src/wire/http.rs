@@ -167,6 +167,9 @@ pub struct Head {
     pub authorization: Option<String>,
     /// `Last-Event-ID`, sent by a reconnecting `EventSource`.
     pub last_event_id: Option<String>,
+    /// `Forwarded`, `X-Forwarded-For` or `X-Real-IP` is present: a proxy
+    /// passed this request on, so its sender may be anyone it serves.
+    pub forwarded: bool,
 }
 
 impl Head {
@@ -243,6 +246,7 @@ pub fn parse_head(buf: &[u8]) -> Result<ParsedHead, Response> {
         origin: None,
         authorization: None,
         last_event_id: None,
+        forwarded: false,
     };
     let mut framing = Framing::default();
     for h in req.headers.iter() {
@@ -380,6 +384,8 @@ fn read_header(
         head.authorization = Some(text());
     } else if is("last-event-id") {
         head.last_event_id = Some(text());
+    } else if is("forwarded") || is("x-forwarded-for") || is("x-real-ip") {
+        head.forwarded = true;
     }
     Ok(())
 }
@@ -727,12 +733,45 @@ pub enum Purpose {
     Other,
 }
 
+/// The access a route needs, which `server::access` enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requires<'a> {
+    /// Anyone whose `Host` and origin pass may ask.
+    Nothing,
+    /// Reading this topic: the subscribe credentials.
+    Read(&'a str),
+    /// Writing this topic: the publish credentials.
+    Write(&'a str),
+    /// Writing to every subscriber of every topic.
+    WriteAll,
+    /// The server's counters: a read credential, unless `--public-metrics`.
+    Metrics,
+}
+
 impl Route {
     pub fn purpose(&self) -> Purpose {
         match self {
             Route::Publish(_) | Route::Broadcast => Purpose::Publish,
             Route::Subscribe(_) | Route::Stream(_) => Purpose::Subscribe,
             _ => Purpose::Other,
+        }
+    }
+
+    /// Every route says what it needs here, without a wildcard arm, so a
+    /// new route does not compile until its access is chosen.
+    pub fn requires(&self) -> Requires<'_> {
+        match self {
+            Route::Subscribe(topic) | Route::Stream(topic) | Route::State(topic) => {
+                Requires::Read(topic)
+            }
+            Route::Publish(topic) => Requires::Write(topic),
+            Route::Broadcast => Requires::WriteAll,
+            Route::Metrics => Requires::Metrics,
+            // `/healthz` gives its details only to a reader; the page and
+            // the script hold no data.
+            Route::Health | Route::Page | Route::Script => Requires::Nothing,
+            // Answered with 405 and 404, saying nothing of any topic.
+            Route::WrongMethod(_) | Route::NotFound => Requires::Nothing,
         }
     }
 }
