@@ -173,6 +173,35 @@ fn topic_cap_is_enforced() {
     assert!(body.contains("topic limit"), "{body}");
 }
 
+/// Subscribers holding open topics that no one publishes fill only their
+/// own share of `--max-topics`: a producer's new topic is still served,
+/// and one more placeholder gets 503.
+#[test]
+fn unpublished_topics_do_not_crowd_out_a_publish() {
+    let server = TestServer::with(|c| {
+        c.preset = statecast::Preset::None;
+        c.any_topic = true;
+        c.max_topics = 2;
+    });
+    let held: Vec<_> = ["ghost1", "ghost2"]
+        .into_iter()
+        .map(|topic| {
+            let mut stream = server.connect();
+            stream.write_all(upgrade_request(topic).as_bytes()).unwrap();
+            assert_eq!(read_response(&mut stream).0, 101, "{topic}");
+            stream
+        })
+        .collect();
+    let mut third = server.connect();
+    third
+        .write_all(upgrade_request("ghost3").as_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut third).0, 503, "placeholders are capped");
+    let (status, body) = server.publish("prices", "1");
+    assert_eq!(status, 200, "{body}");
+    drop(held);
+}
+
 /// Several requests on one keep-alive connection, sent in one write
 /// (pipelined), are answered in order.
 #[test]

@@ -283,7 +283,7 @@ pub const ALL: &[Opt] = &[
         value: Some("N"),
         env: None,
         section: Section::Options,
-        help: "most topics at once",
+        help: "most topics holding a publish (the preset's included) at once; topics subscribers open that nobody has published have a cap of their own, as large (503 past either)",
     },
     Opt {
         flag: "--schema",

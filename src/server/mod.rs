@@ -718,7 +718,7 @@ impl EventLoop {
         deflate: bool,
         now: Instant,
     ) {
-        let id = match self.topics.find_or_create(name) {
+        let id = match self.topics.find_or_open(name) {
             Ok(id) => id,
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
@@ -752,7 +752,7 @@ impl EventLoop {
         origin: Option<&str>,
         now: Instant,
     ) {
-        let id = match self.topics.find_or_create(name) {
+        let id = match self.topics.find_or_open(name) {
             Ok(id) => id,
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };

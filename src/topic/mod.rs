@@ -460,6 +460,11 @@ impl Topic {
         }
     }
 
+    /// A topic outside the preset that no publish has reached.
+    fn is_placeholder(&self) -> bool {
+        !self.permanent && self.seq == 0
+    }
+
     /// Holds nothing a new subscriber would not get anyway.
     fn unused(&self) -> bool {
         !self.permanent && self.subscribers.is_empty() && !self.fan_out_pending
@@ -505,6 +510,11 @@ pub struct Topics {
     fan_out: Vec<usize>,
     /// Subscriptions across all topics: open WebSockets and SSE streams.
     subscriptions: usize,
+    /// Topics outside the preset that nobody has published yet: opened by
+    /// subscribers, or about to take their first publish. Counted apart,
+    /// each kind up to `max_topics`, so that subscribers naming topics no
+    /// producer publishes cannot fill the table the producers need.
+    placeholders: usize,
     pub compressor: Compressor,
 }
 
@@ -529,6 +539,7 @@ impl Topics {
             max_topics,
             fan_out: Vec::new(),
             subscriptions: 0,
+            placeholders: 0,
             compressor: Compressor::default(),
         };
         if preset == Preset::Adw {
@@ -551,6 +562,7 @@ impl Topics {
             let data = adw::state_default(id).to_string();
             topic.set_snapshot(&data, 0);
         }
+        self.placeholders += usize::from(topic.is_placeholder());
         let id = self.topics.insert(topic);
         self.by_name.insert(name.into(), id);
         id
@@ -558,6 +570,7 @@ impl Topics {
 
     fn remove(&mut self, id: usize) {
         let topic = self.topics.remove(id);
+        self.placeholders -= usize::from(topic.is_placeholder());
         self.by_name.remove(&topic.name);
     }
 
@@ -591,13 +604,24 @@ impl Topics {
         }
     }
 
-    /// Finds a topic by name, creating it if the rules allow the name.
+    /// Finds a topic to publish to by name, creating it if the rules allow
+    /// the name and fewer than `max_topics` topics hold a publish.
     pub fn find_or_create(&mut self, name: &str) -> Result<usize, TopicError> {
+        self.find_or_insert(name, self.topics.len() - self.placeholders)
+    }
+
+    /// Finds a topic to subscribe to by name, creating a placeholder for
+    /// one nobody has published yet; at most `max_topics` placeholders.
+    pub fn find_or_open(&mut self, name: &str) -> Result<usize, TopicError> {
+        self.find_or_insert(name, self.placeholders)
+    }
+
+    fn find_or_insert(&mut self, name: &str, counted: usize) -> Result<usize, TopicError> {
         if let Some(id) = self.find(name) {
             return Ok(id);
         }
         self.rules.check(name)?;
-        if self.topics.len() >= self.max_topics {
+        if counted >= self.max_topics {
             return Err(TopicError::Full(self.max_topics));
         }
         Ok(self.insert(name, false))
@@ -675,7 +699,9 @@ impl Topics {
                 subscribers: 0,
             };
         }
+        let was_placeholder = topic.is_placeholder();
         topic.set_snapshot(data, publishes);
+        self.placeholders -= usize::from(was_placeholder && !topic.is_placeholder());
         if !std::mem::replace(&mut topic.fan_out_pending, true) {
             self.fan_out.push(id);
         }
@@ -778,10 +804,34 @@ mod tests {
         );
         let rules = Arc::new(Rules::new(Preset::None, &[], true, Validator::off()));
         let mut any = Topics::new(rules, Preset::None, &[], 2, "2026-11-26T02:15:00Z");
-        any.find_or_create("a").unwrap();
-        any.find_or_create("b").unwrap();
+        for name in ["a", "b"] {
+            let id = any.find_or_create(name).unwrap();
+            any.publish(id, "1", 1);
+        }
         assert_eq!(any.find_or_create("c"), Err(TopicError::Full(2)));
         assert!(any.find_or_create("UPPER").is_err());
+    }
+
+    /// Subscribers that open topics nobody publishes fill only their own
+    /// share of the table: a producer can still create its topic, and a
+    /// placeholder that takes a publish moves to the producers' share.
+    #[test]
+    fn unpublished_topics_do_not_crowd_out_published_ones() {
+        let rules = Arc::new(Rules::new(Preset::Adw, &[], true, Validator::off()));
+        let mut t = Topics::new(rules, Preset::None, &[], 2, "2026-11-26T02:15:00Z");
+        let opened: Vec<usize> = ["adw-state/x1", "adw-state/x2"]
+            .into_iter()
+            .map(|name| t.find_or_open(name).unwrap())
+            .collect();
+        assert_eq!(t.find_or_open("adw-state/x3"), Err(TopicError::Full(2)));
+        let prices = t.find_or_create("prices").unwrap();
+        t.publish(prices, "1", 1);
+        // The first placeholder is published: one placeholder slot frees,
+        // and the producers' share is now full.
+        t.publish(opened[0], r#"{"adw_id":"x1","status":"running"}"#, 1);
+        assert!(t.find_or_open("adw-state/x3").is_ok());
+        assert_eq!(t.find_or_create("volume"), Err(TopicError::Full(2)));
+        assert_eq!(t.find("prices"), Some(prices));
     }
 
     #[test]
