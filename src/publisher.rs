@@ -92,6 +92,9 @@ pub enum PublishError {
     /// The topic's schema refuses the data (HTTP answers 422); nothing
     /// retained changed.
     Invalid { topic: String, error: SchemaError },
+    /// Too large for a subscriber's queue (`--max-queue-bytes`; HTTP
+    /// answers 413); nothing retained changed.
+    TooLarge(String),
 }
 
 impl fmt::Display for PublishError {
@@ -103,6 +106,7 @@ impl fmt::Display for PublishError {
             PublishError::Invalid { topic, error } => {
                 write!(f, "refused by the schema of {topic}: {error}")
             }
+            PublishError::TooLarge(why) => f.write_str(why),
         }
     }
 }
@@ -205,6 +209,7 @@ impl Publisher {
             self.check(topic, &value)?;
         }
         let data = serde_json::to_string(data).map_err(|e| PublishError::Json(e.into()))?;
+        self.check_size(data.len())?;
         self.send(Command::Snapshot {
             topic: topic.to_owned(),
             data,
@@ -218,6 +223,7 @@ impl Publisher {
         self.rules.check(topic).map_err(PublishError::Topic)?;
         let (value, data) = json::canonical(json.as_bytes()).map_err(PublishError::Json)?;
         self.check(topic, &value)?;
+        self.check_size(data.len())?;
         self.send(Command::Snapshot {
             topic: topic.to_owned(),
             data,
@@ -252,7 +258,14 @@ impl Publisher {
                 error,
             })?;
         let data = serde_json::to_string(&value).map_err(|e| PublishError::Json(e.into()))?;
+        self.check_size(type_json.len() + data.len())?;
         self.send(Command::Event { type_json, data })
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), PublishError> {
+        self.rules
+            .check_size(len)
+            .map_err(|e| PublishError::TooLarge(e.to_string()))
     }
 
     /// The topic rules publishes are checked against.

@@ -156,3 +156,100 @@ fn running_out_of_descriptors_is_survived() {
         }
     });
 }
+
+/// A value `len` bytes long as compact JSON: `{"s":"xx…"}`.
+fn value_of(len: usize) -> String {
+    format!(r#"{{"s":"{}"}}"#, "x".repeat(len - 8))
+}
+
+/// A publish whose snapshot a subscriber's queue could never hold is
+/// refused (413, saying why), not stored undeliverable; the largest value
+/// that is taken reaches a subscriber on every route, at the smallest
+/// legal `--max-queue-bytes`, even beside the longest response head (an
+/// allowed origin that fills the request head, echoed back).
+#[test]
+fn every_stored_snapshot_is_deliverable() {
+    use statecast::topic::{MIN_QUEUE, QUEUE_RESERVE};
+    let origin = format!("https://{}.example", "o".repeat(7800));
+    let server = TestServer::with(|c| {
+        c.max_queue_bytes = MIN_QUEUE;
+        c.topics.push("big".into());
+        c.allow_origins = vec![origin.clone()];
+    });
+    let largest = MIN_QUEUE - QUEUE_RESERVE;
+    let (status, body) = server.publish("big", &value_of(largest + 1));
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("--max-queue-bytes"), "{body}");
+    let (status, body) = server.publish("big", &value_of(largest));
+    assert_eq!(status, 200, "{body}");
+    // In-process producers and broadcasts are held to the same bound.
+    let refused = server.publisher.publish_json("big", &value_of(largest + 1));
+    assert!(
+        matches!(refused, Err(statecast::PublishError::TooLarge(_))),
+        "{refused:?}"
+    );
+    let event = format!(r#"{{"type":"x","data":{}}}"#, value_of(largest));
+    assert_eq!(server.request("POST", "/api/v1/broadcast", &event).0, 413);
+
+    let with_origin = format!("Origin: {origin}\r\n");
+    let get = |path: &str, extra: &str| {
+        let mut stream = server.connect();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{with_origin}{extra}\r\n");
+        assert!(request.len() <= 8 << 10, "the request head fits its limit");
+        stream.write_all(request.as_bytes()).unwrap();
+        stream
+    };
+    let mut state = get("/api/v1/state/big", "Connection: close\r\n");
+    let (status, head, body) = read_response(&mut state);
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        body.len() > largest,
+        "the whole snapshot: {} bytes",
+        body.len()
+    );
+
+    let mut sse = get("/api/v1/sse/big", "Accept: text/event-stream\r\n");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    while !seen.windows(2).any(|w| w == b"\n\n") {
+        let n = sse.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the stream ended: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..80]);
+    assert!(
+        text.contains(&"x".repeat(largest - 8)),
+        "the event carries the value"
+    );
+
+    let mut ws = server.connect();
+    let upgrade = upgrade_request("big").replace("\r\n\r\n", &format!("\r\n{with_origin}\r\n"));
+    ws.write_all(upgrade.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut ws).0, 101);
+    let frame = read_frame(&mut ws);
+    assert_eq!(
+        frame.json()["data"]["s"].as_str().map(str::len),
+        Some(largest - 8)
+    );
+}
+
+/// Below the smallest queue that can hold a head and an envelope, the
+/// server does not start, and says what the least is.
+#[test]
+fn a_queue_too_small_for_any_snapshot_is_refused_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args(["--listen", "127.0.0.1:0", "--max-queue-bytes", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-queue-bytes") && err.contains(&statecast::topic::MIN_QUEUE.to_string()),
+        "{err}"
+    );
+}

@@ -315,7 +315,7 @@ pub const ALL: &[Opt] = &[
         value: Some("SIZE"),
         env: None,
         section: Section::Options,
-        help: "largest publish body",
+        help: "largest publish body (see also --max-queue-bytes)",
     },
     Opt {
         flag: "--max-client-message",
@@ -331,7 +331,7 @@ pub const ALL: &[Opt] = &[
         value: Some("SIZE"),
         env: None,
         section: Section::Options,
-        help: "output queued for one client before it is closed with 1008 \"slow consumer\"",
+        help: "output queued for one client before it is closed with 1008 \"slow consumer\"; at least 18KiB. A value longer than this less 9KiB (a response head and the envelope) is refused with 413, so every stored snapshot can be delivered",
     },
     Opt {
         flag: "--max-connections",

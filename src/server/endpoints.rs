@@ -245,6 +245,10 @@ fn publish(topic: String, body: &[u8], topics: &Topics, close: bool) -> Action {
     if let Err(e) = topics.rules().check_data(&topic, &value) {
         return Action::Respond(refused_by_schema(&topic, &e, close));
     }
+    if let Err(e) = topics.rules().check_size(data.len()) {
+        let why = e.to_string();
+        return Action::Respond(http::error(http::PAYLOAD_TOO_LARGE, &why, "", close));
+    }
     Action::Publish { data, topic }
 }
 
@@ -268,6 +272,9 @@ fn broadcast(body: &[u8], topics: &Topics, close: bool) -> Action {
         }
         Err(Refused::Schema { name, error }) => {
             Action::Respond(refused_by_schema(&name, &error, close))
+        }
+        Err(Refused::TooLarge(why)) => {
+            Action::Respond(http::error(http::PAYLOAD_TOO_LARGE, &why, "", close))
         }
     }
 }

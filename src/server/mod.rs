@@ -110,17 +110,23 @@ fn rules_for(config: &Config) -> Result<Rules, String> {
         check_topic(config, topic)
             .map_err(|e| format!("--schema: {e}; add it with --topic or --any-topic"))?;
     }
+    if config.max_queue_bytes < crate::topic::MIN_QUEUE {
+        return Err(format!(
+            "--max-queue-bytes {} is too small: at least {} bytes, since a subscriber's \
+             queue holds a response head and a snapshot's envelope beside its value",
+            config.max_queue_bytes,
+            crate::topic::MIN_QUEUE
+        ));
+    }
     let validator = if config.validate {
         Validator::new(config.preset, &config.schemas)?
     } else {
         Validator::off()
     };
-    Ok(Rules::new(
-        config.preset,
-        &config.topics,
-        config.any_topic,
-        validator,
-    ))
+    Ok(
+        Rules::new(config.preset, &config.topics, config.any_topic, validator)
+            .with_max_queue(config.max_queue_bytes),
+    )
 }
 
 /// Whether `topic` is one a server with `config` serves, before it is

@@ -80,7 +80,20 @@ pub struct Rules {
     extra: HashSet<String>,
     any_topic: bool,
     validator: Validator,
+    /// The longest value (compact JSON text) a subscriber's queue can take
+    /// beside its envelope and a response head; see [`QUEUE_RESERVE`].
+    max_data: usize,
 }
+
+/// What a subscriber's queue must hold besides a published value, at
+/// most: a response head (a 101, an SSE or a `/api/v1/state` head, whose
+/// echoed `Origin` is bounded by the request head's limit) and the
+/// message's envelope (type, `adw_id`, seq, frame header, SSE field names).
+pub const QUEUE_RESERVE: usize = crate::wire::http::MAX_HEAD + 1024;
+
+/// The smallest `--max-queue-bytes`: room for the reserve and a value of
+/// the same size again (the ADW defaults take well under 1 KiB).
+pub const MIN_QUEUE: usize = 2 * QUEUE_RESERVE;
 
 impl Rules {
     pub fn new(preset: Preset, extra: &[String], any_topic: bool, validator: Validator) -> Self {
@@ -89,7 +102,28 @@ impl Rules {
             extra: extra.iter().cloned().collect(),
             any_topic,
             validator,
+            max_data: usize::MAX,
         }
+    }
+
+    /// Refuses values that would not fit a subscriber's queue of
+    /// `max_queue` bytes: stored, they could never be delivered.
+    pub fn with_max_queue(mut self, max_queue: usize) -> Self {
+        self.max_data = max_queue.saturating_sub(QUEUE_RESERVE);
+        self
+    }
+
+    /// Whether a message carrying `len` bytes of values can be delivered.
+    pub fn check_size(&self, len: usize) -> Result<(), Refused> {
+        if len <= self.max_data {
+            return Ok(());
+        }
+        Err(Refused::TooLarge(format!(
+            "a value of {len} bytes would not fit a subscriber's queue: at most {} \
+             with --max-queue-bytes {} (it also holds a response head and the envelope)",
+            self.max_data,
+            self.max_data.saturating_add(QUEUE_RESERVE)
+        )))
     }
 
     /// Whether values published to `topic` are checked against a schema.
@@ -131,7 +165,9 @@ impl Rules {
                 error,
             })?;
         let type_json = json::compact(&serde_json::Value::from(kind.as_str()));
-        Ok((type_json, json::compact(data)))
+        let data = json::compact(data);
+        self.check_size(type_json.len() + data.len())?;
+        Ok((type_json, data))
     }
 
     /// Checks an event's data when its type is a preset topic's message type.
@@ -478,12 +514,14 @@ pub enum Refused {
     Invalid(String),
     /// The schema of `name` refuses it (HTTP answers 422).
     Schema { name: String, error: SchemaError },
+    /// Too large for a subscriber's queue (HTTP answers 413).
+    TooLarge(String),
 }
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refused::Invalid(why) => f.write_str(why),
+            Refused::Invalid(why) | Refused::TooLarge(why) => f.write_str(why),
             Refused::Schema { name, error } => write!(f, "{name:?} refused by its schema: {error}"),
         }
     }
