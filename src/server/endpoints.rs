@@ -257,7 +257,8 @@ pub fn published(topic: &str, published: Published, close: bool) -> Response {
 
 /// The reply to a publish the link to Redis would not write: `413` when
 /// its compact JSON is over `--max-publish-bytes` (every other node would
-/// skip it), `503` when its topic's seq has reached the ceiling.
+/// skip it), `503` when Redis gave it no seq every node takes (its topic's
+/// seq is at the ceiling).
 #[cfg(feature = "redis")]
 pub fn not_replicated(topic: &str, why: crate::cluster::Skip, close: bool) -> Response {
     use crate::cluster::Skip;
@@ -270,7 +271,7 @@ pub fn not_replicated(topic: &str, why: crate::cluster::Skip, close: bool) -> Re
         ),
         Skip::Seq => http::error(
             http::UNAVAILABLE,
-            &format!("topic {topic:?} has used its last seq (2^53 - 1)"),
+            &format!("Redis gave topic {topic:?} no seq from 1 to 2^53 - 1"),
             "",
             close,
         ),
