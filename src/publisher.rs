@@ -75,6 +75,16 @@ pub enum Replicated {
     },
     /// Redis could not take this publish: serve it here.
     Failed(Outgoing),
+    /// The writer would not write this publish: other nodes would skip it
+    /// (over `--max-publish-bytes` once compact), or its topic's seq has
+    /// reached the ceiling. A snapshot is not served anywhere; an event is
+    /// broadcast here only.
+    Refused {
+        out: Outgoing,
+        why: crate::cluster::Skip,
+    },
+    /// The subscriber skipped an entry or a message (logged there).
+    Skipped(crate::cluster::Skip),
     /// The link is back: topics served locally meanwhile are to be written
     /// back.
     Up,

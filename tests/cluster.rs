@@ -57,6 +57,69 @@ impl Redis {
         reply
     }
 
+    /// Runs one command, its arguments as raw bytes (RESP, so any byte
+    /// goes), and returns the first line of its reply.
+    fn call(&self, args: &[&[u8]]) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg);
+            request.extend_from_slice(b"\r\n");
+        }
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.write_all(&request).unwrap();
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply).unwrap();
+        reply
+    }
+
+    /// Plants `value` under `field` of the hash `key`, as anyone who can
+    /// write to this Redis could.
+    fn plant(&self, key: &str, field: &[u8], value: &[u8]) {
+        let reply = self.call(&[b"HSET", key.as_bytes(), field, value]);
+        assert!(reply.starts_with(':'), "{reply}");
+    }
+
+    /// A hash's field as text (lossy), empty when it is not there.
+    fn hget(&self, key: &str, field: &str) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .write_all(format!("HGET {key} {field}\r\n").as_bytes())
+            .unwrap();
+        let mut lines = BufReader::new(stream).split(b'\n');
+        let head = lines.next().unwrap().unwrap();
+        if head.starts_with(b"$-1") {
+            return String::new();
+        }
+        let body = lines.next().unwrap().unwrap();
+        String::from_utf8_lossy(body.strip_suffix(b"\r").unwrap()).into_owned()
+    }
+
+    /// Waits until `n` nodes listen on the channel: a node's link shows
+    /// ok before its subscription is made.
+    fn wait_subscribers(&self, n: u64) {
+        use std::io::{BufRead, BufReader, Write};
+        wait_until(&format!("{n} nodes to subscribe"), || {
+            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+            stream
+                .write_all(b"PUBSUB NUMSUB statecast:publish\r\n")
+                .unwrap();
+            // *2, $17, the channel, then :N.
+            let mut lines = BufReader::new(stream).lines();
+            let count = lines.nth(3).unwrap().unwrap();
+            count == format!(":{n}")
+        });
+    }
+
+    /// Publishes `payload` on the nodes' channel; returns how many
+    /// subscribers Redis handed it to.
+    fn send(&self, payload: &[u8]) -> u64 {
+        let reply = self.call(&[b"PUBLISH", b"statecast:publish", payload]);
+        reply.trim_start_matches(':').trim().parse().unwrap()
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -354,4 +417,250 @@ fn pipelined_requests_are_answered_in_order() {
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     assert!(stream.read(&mut rest).is_err(), "nothing more was answered");
+}
+
+/// A node on `redis` serving `counter` and `other`, configured further by
+/// `configure`, once its link is up.
+fn linked(redis: &Redis, configure: impl FnOnce(&mut statecast::Config)) -> TestServer {
+    let url = redis.url();
+    let node = TestServer::with(|c| {
+        c.redis = Some(Secret::new(&url));
+        c.topics.extend(["counter".into(), "other".into()]);
+        configure(c);
+    });
+    node.wait_health("the node to reach redis", |h| {
+        h["providers"]["redis"]["ok"] == true
+    });
+    node
+}
+
+/// `statecast_redis_skipped_total` for `reason`, from `/metrics`.
+fn skipped(node: &TestServer, reason: &str) -> u64 {
+    let (status, metrics) = node.request("GET", "/metrics", "");
+    assert_eq!(status, 200);
+    let line = format!("statecast_redis_skipped_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+/// Waits until `node` has skipped `n` things from Redis for `reason`.
+#[track_caller]
+fn wait_skipped(node: &TestServer, reason: &str, n: u64) {
+    wait_until(&format!("{n} skipped for {reason}"), || {
+        skipped(node, reason) >= n
+    });
+    assert_eq!(skipped(node, reason), n, "{reason}");
+}
+
+/// The link is whole: ok, and never reported a failure (a subscription
+/// lost and made again counts one).
+#[track_caller]
+fn assert_link_never_failed(node: &TestServer) {
+    let (status, body) = node.request("GET", "/healthz", "");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok", "{body}");
+    assert_eq!(health["providers"]["redis"]["errors"], 0, "{body}");
+}
+
+/// The seq and data a new subscriber of `topic` gets from `node`.
+fn served(node: &TestServer, topic: &str) -> (u64, serde_json::Value) {
+    let mut ws = node.subscribe(topic);
+    let message = read_data_frame(&mut ws).json();
+    (message["seq"].as_u64().unwrap(), message["data"].clone())
+}
+
+/// Whether `node` holds a snapshot of `topic` at all.
+fn has_snapshot(node: &TestServer, topic: &str) -> bool {
+    node.request("GET", &format!("/api/v1/state/{topic}"), "").0 == 200
+}
+
+/// A stored snapshot that is not UTF-8 (in its value or its name) is
+/// skipped and counted alone: the node loads the others, its link stays
+/// ok, and the topic takes later publishes.
+#[test]
+fn a_stored_snapshot_that_is_not_utf8_is_skipped_alone() {
+    let redis = Redis::start();
+    redis.plant("statecast:snapshots", b"counter", b"3 {\"n\":\"\xff\"}");
+    redis.plant("statecast:snapshots", b"\xff\xfe", b"1 {}");
+    redis.plant("statecast:snapshots", b"other", b"5 {\"n\":5}");
+    let a = linked(&redis, |_| {});
+    wait_skipped(&a, "utf8", 2);
+    assert_eq!(served(&a, "other"), (5, serde_json::json!({"n": 5})));
+    assert!(!has_snapshot(&a, "counter"), "the bad entry was served");
+    assert_link_never_failed(&a);
+
+    let b = linked(&redis, |_| {});
+    let mut ws = b.subscribe("counter");
+    assert_eq!(publish_n(&a, 1), 1);
+    assert_eq!(next_update(&mut ws), (1, 1));
+    assert_link_never_failed(&a);
+    assert_link_never_failed(&b);
+}
+
+/// A message on the channel that is not UTF-8, a snapshot's value or an
+/// event, is skipped and counted; the subscription is not lost, and the
+/// next good message is served.
+#[test]
+fn a_message_that_is_not_utf8_keeps_the_subscription() {
+    let redis = Redis::start();
+    let (a, b) = (linked(&redis, |_| {}), linked(&redis, |_| {}));
+    redis.wait_subscribers(2);
+    let mut ws = b.subscribe("counter");
+    assert_eq!(redis.send(b"S counter 9 {\"n\":\"\xc3\"}"), 2);
+    assert_eq!(redis.send(b"E {\"type\":\"x\",\"data\":\"\xff\"}"), 2);
+    assert_eq!(redis.send(b"S \xff 9 {}"), 2);
+    wait_skipped(&b, "utf8", 3);
+    assert_eq!(redis.send(b"S other 4 {\"n\":4}"), 2);
+    wait_until("B to serve other", || has_snapshot(&b, "other"));
+    assert_eq!(served(&b, "other"), (4, serde_json::json!({"n": 4})));
+    assert_eq!(publish_n(&a, 1), 1);
+    assert_eq!(next_update(&mut ws), (1, 1));
+    assert_link_never_failed(&a);
+    assert_link_never_failed(&b);
+}
+
+/// From 1e14 on, Redis's Lua wrote a number as `1e+14`: the seq must
+/// still reach every node as digits, exactly, and stay in Redis so.
+#[test]
+fn a_seq_from_1e14_on_reaches_the_other_nodes_exactly() {
+    let redis = Redis::start();
+    redis.plant("statecast:seq", b"counter", b"99999999999999");
+    let (a, b) = (linked(&redis, |_| {}), linked(&redis, |_| {}));
+    let mut ws = b.subscribe("counter");
+    assert_eq!(publish_n(&a, 1), 100_000_000_000_000);
+    assert_eq!(next_update(&mut ws), (100_000_000_000_000, 1));
+    let stored = redis.hget("statecast:snapshots", "counter");
+    assert_eq!(stored, r#"100000000000000 {"n":1}"#);
+    assert_eq!(redis.hget("statecast:seq", "counter"), "100000000000000");
+    assert_eq!(publish_n(&a, 2), 100_000_000_000_001);
+    assert_eq!(next_update(&mut ws), (100_000_000_000_001, 2));
+    assert_eq!(skipped(&b, "seq"), 0);
+    assert_link_never_failed(&b);
+}
+
+/// Seqs stop at 2^53 - 1, the largest a JSON client reads exactly: up to
+/// it every node serves each publish; past it a publish is refused (503),
+/// counted, and served nowhere, while other topics go on. A seq past it
+/// on the channel, or one that is not digits, is skipped and counted.
+#[test]
+fn a_topic_replicates_up_to_the_seq_ceiling_and_no_further() {
+    const MAX_SEQ: u64 = (1 << 53) - 1;
+    let redis = Redis::start();
+    redis.plant(
+        "statecast:seq",
+        b"counter",
+        (MAX_SEQ - 2).to_string().as_bytes(),
+    );
+    let (a, b) = (linked(&redis, |_| {}), linked(&redis, |_| {}));
+    redis.wait_subscribers(2);
+    let mut ws = b.subscribe("counter");
+    assert_eq!(publish_n(&a, 1), MAX_SEQ - 1);
+    assert_eq!(next_update(&mut ws), (MAX_SEQ - 1, 1));
+    assert_eq!(publish_n(&a, 2), MAX_SEQ);
+    assert_eq!(next_update(&mut ws), (MAX_SEQ, 2));
+
+    let (status, body) = a.publish("counter", r#"{"n":3}"#);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no seq from 1 to 2^53 - 1"), "{body}");
+    assert_eq!(skipped(&a, "seq"), 1);
+    assert_eq!(
+        served(&a, "counter"),
+        (MAX_SEQ, serde_json::json!({"n": 2}))
+    );
+
+    // Past the ceiling, and not digits: skipped on the channel too.
+    let past = format!("S other {} {{}}", MAX_SEQ + 1);
+    for bad in [past.as_bytes(), b"S other 1e+14 {}", b"S other 0 {}"] {
+        assert_eq!(redis.send(bad), 2);
+    }
+    wait_skipped(&b, "seq", 3);
+    assert!(!has_snapshot(&b, "other"));
+    let (status, body) = a.publish("other", r#"{"n":1}"#);
+    assert_eq!(status, 200, "{body}");
+    wait_until("B to serve other", || has_snapshot(&b, "other"));
+    assert_eq!(served(&b, "other"), (1, serde_json::json!({"n": 1})));
+    assert_eq!(
+        served(&b, "counter"),
+        (MAX_SEQ, serde_json::json!({"n": 2}))
+    );
+    assert_link_never_failed(&a);
+    assert_link_never_failed(&b);
+}
+
+/// A seq counter in Redis that is not a seq's text (written by someone
+/// else) counts as none: publishes go on from the node's own seq rather
+/// than fail on it for good.
+#[test]
+fn a_counter_that_is_not_a_seq_does_not_stop_publishes() {
+    let redis = Redis::start();
+    let (a, b) = (linked(&redis, |_| {}), linked(&redis, |_| {}));
+    let mut ws = b.subscribe("counter");
+    assert_eq!(publish_n(&a, 1), 1);
+    assert_eq!(next_update(&mut ws), (1, 1));
+    let bad = [
+        &b"abc"[..],
+        b"1e+14",
+        b"99999999999999999999",
+        b"-5",
+        b"\xff",
+    ];
+    for (n, bad) in (2..).zip(bad) {
+        redis.plant("statecast:seq", b"counter", bad);
+        assert_eq!(publish_n(&a, n), n, "after {bad:?}");
+        assert_eq!(next_update(&mut ws), (n, n));
+        assert_eq!(redis.hget("statecast:seq", "counter"), n.to_string());
+    }
+    assert_link_never_failed(&a);
+    assert_link_never_failed(&b);
+}
+
+/// At the smallest `--max-publish-bytes` (1 byte), a stored snapshot or a
+/// message over it is skipped and counted; one at it is served; a publish
+/// whose compact text grows past it is refused (413) rather than written
+/// where other nodes would skip it.
+#[test]
+fn values_over_max_publish_bytes_from_redis_are_skipped() {
+    let redis = Redis::start();
+    redis.plant("statecast:snapshots", b"counter", b"3 12");
+    redis.plant("statecast:snapshots", b"other", b"4 7");
+    let small = |c: &mut statecast::Config| c.max_publish_bytes = 1;
+    let (a, b) = (linked(&redis, small), linked(&redis, small));
+    redis.wait_subscribers(2);
+    wait_skipped(&a, "size", 1);
+    assert_eq!(served(&a, "other"), (4, serde_json::json!(7)));
+    assert!(!has_snapshot(&a, "counter"));
+
+    let mut ws = b.subscribe("other");
+    assert_eq!(read_data_frame(&mut ws).json()["seq"], 4);
+    assert_eq!(redis.send(b"S other 5 10"), 2);
+    assert_eq!(redis.send(br#"E {"type":"x","data":1}"#), 2);
+    wait_skipped(&b, "size", 3);
+    assert_eq!(redis.send(b"S other 6 8"), 2);
+    let message = read_data_frame(&mut ws).json();
+    assert_eq!(
+        (message["seq"].as_u64(), message["data"].as_u64()),
+        (Some(6), Some(8))
+    );
+
+    // Room for the stored `12`, which it serves.
+    let roomy = linked(&redis, |c| c.max_publish_bytes = 10);
+    wait_until("the third node to load counter", || {
+        has_snapshot(&roomy, "counter")
+    });
+    // 4 bytes as sent, 18 once compact: 1000000000000000.0.
+    let (status, body) = roomy.publish("counter", "1e15");
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(skipped(&roomy, "size"), 1);
+    assert_eq!(served(&roomy, "counter"), (3, serde_json::json!(12)));
+    assert_eq!(roomy.publish("counter", "9").0, 200);
+    wait_until("B to serve counter", || has_snapshot(&b, "counter"));
+    assert_eq!(served(&b, "counter"), (4, serde_json::json!(9)));
+    for node in [&a, &b, &roomy] {
+        assert_link_never_failed(node);
+    }
 }

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::{Incoming, Link, NAME, Outgoing};
+use super::{Incoming, Link, NAME, Outgoing, Skip};
 use crate::publisher::{Publisher, set_status};
-use crate::topic::Rules;
+use crate::topic::{Rules, TopicError};
 use crate::wire::json;
 
 const SEQ_KEY: &str = "statecast:seq";
@@ -17,18 +17,34 @@ const CHANNEL: &str = "statecast:publish";
 /// Seq, snapshot and message in one step. `ARGV[3]` is a floor for the
 /// seq (one past the publishing node's, or its own for a topic written
 /// back after an outage), so no node ever sees a seq go backwards, even
-/// from a Redis that restarted empty.
+/// from a Redis that restarted empty. `ARGV[4]` is [`MAX_SEQ`]: past it
+/// nothing is stored or published, and the reply is nil.
+///
+/// Lua numbers are doubles, exact up to 2^53, and Lua writes one from
+/// 1e14 on as `1e+14`: the seq is written with `%d` and returned as that
+/// text, the text every node reads. A counter that is not the decimal
+/// text of a seq (written by someone else) counts as none, so the floor
+/// decides rather than `HINCRBY` failing on it for good.
 const SCRIPT: &str = r"
-local seq = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-local floor = tonumber(ARGV[3])
-if seq < floor then
-  seq = floor
-  redis.call('HSET', KEYS[1], ARGV[1], seq)
+local max = tonumber(ARGV[4])
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+local seq = 0
+if stored and #stored <= #ARGV[4] and string.find(stored, '^%d+$') then
+  seq = tonumber(stored)
+  if seq > max then
+    seq = 0
+  end
 end
-local value = seq .. ' ' .. ARGV[2]
+seq = math.max(seq + 1, tonumber(ARGV[3]))
+if seq > max then
+  return false
+end
+local text = string.format('%d', seq)
+redis.call('HSET', KEYS[1], ARGV[1], text)
+local value = text .. ' ' .. ARGV[2]
 redis.call('HSET', KEYS[2], ARGV[1], value)
 redis.call('PUBLISH', KEYS[3], 'S ' .. ARGV[1] .. ' ' .. value)
-return seq
+return text
 ";
 
 /// Publishes waiting for the writer; past this the loop serves them
@@ -41,7 +57,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Checks `url` and starts both threads; they stop when the loop has gone.
-pub(super) fn start(url: &str, publisher: Publisher) -> Result<Link, String> {
+pub(super) fn start(url: &str, publisher: Publisher, max_bytes: usize) -> Result<Link, String> {
     let shown = crate::config::redacted_url(url);
     let client = redis::Client::open(url).map_err(|e| format!("--redis {shown}: {e}"))?;
     info!("redis: joining the nodes on {shown}");
@@ -54,6 +70,7 @@ pub(super) fn start(url: &str, publisher: Publisher) -> Result<Link, String> {
         retry_at: None,
         backoff: BACKOFF_MIN,
         script: redis::Script::new(SCRIPT),
+        max_bytes,
     };
     std::thread::Builder::new()
         .name("redis-writer".into())
@@ -61,7 +78,7 @@ pub(super) fn start(url: &str, publisher: Publisher) -> Result<Link, String> {
         .map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("redis-subscriber".into())
-        .spawn(move || subscriber(client, publisher))
+        .spawn(move || subscriber(client, publisher, max_bytes))
         .map_err(|e| e.to_string())?;
     Ok(Link { tx })
 }
@@ -90,6 +107,16 @@ struct Writer {
     retry_at: Option<Instant>,
     backoff: Duration,
     script: redis::Script,
+    /// `--max-publish-bytes`: what other nodes would skip is not written.
+    max_bytes: usize,
+}
+
+/// What the script or `PUBLISH` answered.
+enum Reply {
+    /// The seq's text, or nil at the ceiling.
+    Seq(Option<Vec<u8>>),
+    /// An event went out.
+    Sent,
 }
 
 impl Writer {
@@ -118,55 +145,102 @@ impl Writer {
 
     /// Sends one publish; what the loop must hear of it, if anything.
     fn write(&mut self, out: Outgoing) -> Option<Incoming> {
+        // Held to the test every node puts a value from Redis to, so
+        // nothing is written that the others would skip.
+        let checked = match &out {
+            Outgoing::Snapshot { topic, data, .. } => fits(data.as_bytes(), self.max_bytes)
+                .map_err(|e| e.topic(topic.as_bytes()))
+                .map(|()| None),
+            Outgoing::Event { type_json, data } => {
+                let message = format!(r#"{{"type":{type_json},"data":{data}}}"#);
+                fits(message.as_bytes(), self.max_bytes).map(|()| Some(message))
+            }
+        };
+        let event = match checked {
+            Ok(event) => event,
+            Err(refusal) => {
+                refusal.log("not written to redis");
+                let why = refusal.why;
+                return Some(Incoming::Refused { out, why });
+            }
+        };
         let was_down = self.conn.is_none();
         let script = self.script.clone();
         let result = match self.connection() {
-            Some(conn) => match &out {
-                Outgoing::Snapshot {
-                    topic, data, floor, ..
-                } => script
+            Some(conn) => match (&out, event) {
+                (
+                    Outgoing::Snapshot {
+                        topic, data, floor, ..
+                    },
+                    _,
+                ) => script
                     .key(SEQ_KEY)
                     .key(SNAPSHOTS_KEY)
                     .key(CHANNEL)
                     .arg(topic)
                     .arg(data)
                     .arg(*floor)
-                    .invoke::<u64>(conn)
-                    .map(Some),
-                Outgoing::Event { type_json, data } => redis::cmd("PUBLISH")
+                    .arg(MAX_SEQ)
+                    .invoke::<Option<Vec<u8>>>(conn)
+                    .map(Reply::Seq),
+                (Outgoing::Event { .. }, message) => redis::cmd("PUBLISH")
                     .arg(CHANNEL)
-                    .arg(format!(r#"E {{"type":{type_json},"data":{data}}}"#))
+                    .arg(format!("E {}", message.unwrap_or_default()))
                     .query::<i64>(conn)
-                    .map(|_| None),
+                    .map(|_| Reply::Sent),
             },
             None => return Some(Incoming::Failed(out)),
         };
         if was_down && result.is_ok() {
             let _ = self.publisher.cluster(Incoming::Up);
         }
-        match (result, out) {
+        let text = match result {
+            Ok(Reply::Sent) => return None,
+            Ok(Reply::Seq(text)) => text,
+            Err(e) => {
+                self.conn = None;
+                report(&self.publisher, Some(format!("publishing failed: {e}")));
+                self.retry_at = Some(Instant::now() + self.backoff);
+                return Some(Incoming::Failed(out));
+            }
+        };
+        let Outgoing::Snapshot {
+            req,
+            topic,
+            data,
+            served,
+            ..
+        } = out
+        else {
+            return None;
+        };
+        // The seq every other node reads from the same text.
+        let seq = text
+            .ok_or_else(|| Refusal::new(Skip::Seq, format!("its seq has reached {MAX_SEQ}")))
+            .and_then(|text| seq(&text))
+            .map_err(|e| e.topic(topic.as_bytes()));
+        match seq {
             // A write-back is served already; nothing waits on it.
-            (
-                Ok(Some(seq)),
-                Outgoing::Snapshot {
-                    req,
-                    topic,
-                    data,
-                    served: false,
-                    ..
-                },
-            ) => Some(Incoming::Stored {
+            Ok(_) if served => None,
+            Ok(seq) => Some(Incoming::Stored {
                 req,
                 topic,
                 seq,
                 data,
             }),
-            (Ok(_), _) => None,
-            (Err(e), out) => {
-                self.conn = None;
-                report(&self.publisher, Some(format!("publishing failed: {e}")));
-                self.retry_at = Some(Instant::now() + self.backoff);
-                Some(Incoming::Failed(out))
+            Err(refusal) => {
+                refusal.log("not served");
+                let out = Outgoing::Snapshot {
+                    req,
+                    topic,
+                    data,
+                    floor: 0,
+                    served,
+                };
+                Some(Incoming::Refused {
+                    out,
+                    why: refusal.why,
+                })
             }
         }
     }
@@ -207,12 +281,12 @@ fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
 /// Listens, re-reads the snapshots after each connect, and retries with a
 /// backoff that starts over with each outage; returns when the loop has
 /// gone.
-fn subscriber(client: redis::Client, publisher: Publisher) {
+fn subscriber(client: redis::Client, publisher: Publisher, max_bytes: usize) {
     let mut backoff = BACKOFF_MIN;
     // Set by a failure, cleared by `listen` once subscribed again.
     let mut down = false;
     while !publisher.is_closed() {
-        match listen(&client, &publisher, &mut down) {
+        match listen(&client, &publisher, &mut down, max_bytes) {
             Ok(()) => return,
             Err(e) => report(&publisher, Some(format!("subscription failed: {e}"))),
         }
@@ -226,11 +300,13 @@ fn subscriber(client: redis::Client, publisher: Publisher) {
 }
 
 /// One subscription, from connect to error. `Ok` only when the loop has
-/// gone.
+/// gone. Names and values are read as bytes: one that is not UTF-8 is
+/// skipped like any other bad entry, and never ends the subscription.
 fn listen(
     client: &redis::Client,
     publisher: &Publisher,
     down: &mut bool,
+    max_bytes: usize,
 ) -> redis::RedisResult<()> {
     let mut listening = connect(client)?;
     // Wakes now and then to notice the loop has gone.
@@ -240,18 +316,15 @@ fn listen(
     // Subscribed first, then read: nothing published in between is missed
     // (a snapshot read and also received is applied once, by its seq).
     let mut reader = connect(client)?;
-    let snapshots: Vec<(String, String)> = redis::cmd("HGETALL")
+    let snapshots: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
         .arg(SNAPSHOTS_KEY)
         .query(&mut reader)?;
     drop(reader);
     for (topic, value) in snapshots {
-        match snapshot(&topic, &value, publisher.rules()) {
-            Ok(incoming) => {
-                if publisher.cluster(incoming).is_err() {
-                    return Ok(());
-                }
-            }
-            Err(why) => warn!("redis: ignoring the stored snapshot: {why}"),
+        let taken =
+            snapshot(&topic, &value, publisher.rules(), max_bytes).map_err(|e| e.topic(&topic));
+        if hand_over(publisher, taken, "a stored snapshot").is_err() {
+            return Ok(());
         }
     }
     if std::mem::take(down) && publisher.cluster(Incoming::Up).is_err() {
@@ -269,54 +342,163 @@ fn listen(
             }
             Err(e) => return Err(e),
         };
-        let payload: String = message.get_payload()?;
-        let incoming = match parse(&payload, publisher.rules()) {
-            Ok(incoming) => incoming,
-            Err(why) => {
-                warn!("redis: ignoring a message on {CHANNEL}: {why}");
-                continue;
-            }
-        };
-        if publisher.cluster(incoming).is_err() {
+        let taken = parse(message.get_payload_bytes(), publisher.rules(), max_bytes);
+        if hand_over(publisher, taken, "a message").is_err() {
             return Ok(());
         }
     }
 }
 
-/// The highest seq taken from Redis: 2^53, the largest integer every JSON
-/// client reads exactly (RFC 7493 §2.2), and far from overflowing when
-/// counted on.
-pub const MAX_SEQ: u64 = 1 << 53;
+/// Hands the loop what was taken, or logs and counts what was skipped.
+/// `Err` when the loop has gone.
+fn hand_over(
+    publisher: &Publisher,
+    taken: Result<Incoming, Refusal>,
+    what: &str,
+) -> Result<(), crate::PublishError> {
+    let incoming = taken.unwrap_or_else(|refusal| {
+        refusal.log(&format!("skipped {what}"));
+        Incoming::Skipped(refusal.why)
+    });
+    publisher.cluster(incoming)
+}
+
+/// The highest seq taken from Redis: 2^53 - 1, the largest integer every
+/// JSON client reads exactly (RFC 7493 section 2.2), and far from
+/// overflowing when counted on. At a million publishes a second a topic
+/// takes 285 years to reach it; only a value written into Redis by hand
+/// gets there sooner.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+
+/// The one test of a seq from Redis, on the writer's path (the script's
+/// reply) and the subscriber's (a stored value, a message): decimal digits
+/// only, so no sign and no float text such as Lua's `1e+14`, from 1 to
+/// [`MAX_SEQ`]. The text itself is never echoed: it is Redis's.
+fn seq(text: &[u8]) -> Result<u64, Refusal> {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return Err(Refusal::new(Skip::Seq, "the seq is not a decimal integer"));
+    }
+    let seq = std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok());
+    match seq {
+        Some(seq @ 1..=MAX_SEQ) => Ok(seq),
+        _ => Err(Refusal::new(
+            Skip::Seq,
+            format!("the seq is outside 1..={MAX_SEQ}"),
+        )),
+    }
+}
+
+/// The one size test of a value to or from Redis: a snapshot's data, or
+/// an event's `{"type":..,"data":..}`, as for an HTTP body.
+fn fits(value: &[u8], max_bytes: usize) -> Result<(), Refusal> {
+    if value.len() > max_bytes {
+        return Err(Refusal::new(
+            Skip::Size,
+            format!(
+                "{} bytes, over --max-publish-bytes ({max_bytes})",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Why something from (or for) Redis is skipped, and the topic to name in
+/// the log line: never the value, which may be anything.
+#[derive(Debug)]
+struct Refusal {
+    why: Skip,
+    topic: Option<String>,
+    detail: String,
+}
+
+impl Refusal {
+    fn new(why: Skip, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            why,
+            topic: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// Names `topic` (as Redis had it, maybe not UTF-8, maybe long).
+    fn topic(mut self, topic: &[u8]) -> Refusal {
+        const SHOWN: usize = 64;
+        let name = String::from_utf8_lossy(topic);
+        let mut shown: String = name.chars().take(SHOWN).collect();
+        if name.chars().nth(SHOWN).is_some() {
+            shown.push_str("...");
+        }
+        self.topic = Some(shown);
+        self
+    }
+
+    fn log(&self, what: &str) {
+        let Refusal { why, detail, .. } = self;
+        match &self.topic {
+            Some(topic) => warn!("redis: {what} of {topic:?} ({}): {detail}", why.label()),
+            None => warn!("redis: {what} ({}): {detail}", why.label()),
+        }
+    }
+}
 
 /// A message on the channel: `S topic seq data` or `E {"type":..,"data":..}`.
 /// What another node (or anyone who can write to Redis) sent is checked
-/// like a local publish: I-JSON, the topic's name and schema, a sane seq.
-fn parse(payload: &str, rules: &Rules) -> Result<Incoming, String> {
-    if let Some(rest) = payload.strip_prefix("S ") {
-        let (topic, value) = rest.split_once(' ').ok_or("a snapshot without a value")?;
-        return snapshot(topic, value, rules);
+/// like a local publish: I-JSON, the topic's name and schema, a sane seq,
+/// `--max-publish-bytes`.
+fn parse(payload: &[u8], rules: &Rules, max_bytes: usize) -> Result<Incoming, Refusal> {
+    if let Some(rest) = payload.strip_prefix(b"S ") {
+        let Some(space) = rest.iter().position(|&b| b == b' ') else {
+            return Err(Refusal::new(Skip::Invalid, "a snapshot without a value"));
+        };
+        let (topic, value) = rest.split_at_checked(space).unwrap_or_default();
+        let value = value.get(1..).unwrap_or_default();
+        return snapshot(topic, value, rules, max_bytes).map_err(|e| e.topic(topic));
     }
-    let event = payload.strip_prefix("E ").ok_or("neither S nor E")?;
+    let Some(event) = payload.strip_prefix(b"E ") else {
+        return Err(Refusal::new(Skip::Invalid, "a message neither S nor E"));
+    };
+    fits(event, max_bytes)?;
+    let event = std::str::from_utf8(event)
+        .map_err(|_| Refusal::new(Skip::Utf8, "an event that is not UTF-8"))?;
     let (type_json, data) = rules
         .take_event(event.as_bytes())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Refusal::new(Skip::Invalid, format!("an event: {e}")))?;
     Ok(Incoming::Event { type_json, data })
 }
 
 /// A stored value, `seq data`, as a snapshot for `topic`.
-fn snapshot(topic: &str, value: &str, rules: &Rules) -> Result<Incoming, String> {
-    let (seq, data) = value.split_once(' ').ok_or("a value without a seq")?;
-    let seq: u64 = seq
-        .parse()
-        .map_err(|_| format!("seq {seq:?} is not a number"))?;
-    if seq == 0 || seq > MAX_SEQ {
-        return Err(format!("seq {seq} of {topic:?} is outside 1..=2^53"));
-    }
-    rules.check(topic).map_err(|e| e.to_string())?;
-    let (value, data) = json::canonical(data.as_bytes()).map_err(|e| format!("{topic:?}: {e}"))?;
+fn snapshot(
+    topic: &[u8],
+    value: &[u8],
+    rules: &Rules,
+    max_bytes: usize,
+) -> Result<Incoming, Refusal> {
+    let topic = std::str::from_utf8(topic)
+        .map_err(|_| Refusal::new(Skip::Utf8, "a topic name that is not UTF-8"))?;
+    // Not the error's text: it would quote a name of any length.
+    rules.check(topic).map_err(|e| match e {
+        TopicError::Invalid(_) => Refusal::new(Skip::Invalid, "not a well-formed topic name"),
+        _ => Refusal::new(Skip::Invalid, "not a topic this node serves"),
+    })?;
+    let Some(space) = value.iter().position(|&b| b == b' ') else {
+        return Err(Refusal::new(Skip::Invalid, "a value without a seq"));
+    };
+    let (seq_text, data) = value.split_at_checked(space).unwrap_or_default();
+    let data = data.get(1..).unwrap_or_default();
+    let seq = seq(seq_text)?;
+    fits(data, max_bytes)?;
+    std::str::from_utf8(data).map_err(|_| Refusal::new(Skip::Utf8, "a value that is not UTF-8"))?;
+    let (value, data) =
+        json::canonical(data).map_err(|e| Refusal::new(Skip::Invalid, e.to_string()))?;
+    rules
+        .check_size(data.len())
+        .map_err(|e| Refusal::new(Skip::Size, e.to_string()))?;
     rules
         .check_data(topic, &value)
-        .map_err(|e| format!("{topic:?} refused by its schema: {e}"))?;
+        .map_err(|e| Refusal::new(Skip::Invalid, format!("refused by its schema: {e}")))?;
     Ok(Incoming::Snapshot {
         topic: topic.to_owned(),
         seq,
@@ -330,17 +512,40 @@ mod tests {
     use crate::topic::Preset;
     use crate::topic::schema::Validator;
 
+    const MAX: usize = 1 << 20;
+
     fn rules() -> Rules {
         let validator = Validator::new(Preset::Adw, &[]).unwrap();
         Rules::new(Preset::Adw, &[], false, validator)
+    }
+
+    fn refused(payload: &[u8], rules: &Rules, max_bytes: usize) -> Refusal {
+        match parse(payload, rules, max_bytes) {
+            Ok(taken) => panic!("{payload:?} taken: {taken:?}"),
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// A value from Redis that a subscriber's queue could not hold is
+    /// skipped as too large, like an HTTP publish of it.
+    #[test]
+    fn values_too_large_for_a_queue_are_skipped() {
+        let rules = Rules::new(Preset::None, &["big".into()], false, Validator::off())
+            .with_max_queue(crate::topic::MIN_QUEUE);
+        let fits = crate::topic::MIN_QUEUE - crate::topic::QUEUE_RESERVE;
+        let value = |len: usize| format!("S big 3 \"{}\"", "x".repeat(len - 2));
+        assert!(parse(value(fits).as_bytes(), &rules, MAX).is_ok());
+        let refusal = refused(value(fits + 1).as_bytes(), &rules, MAX);
+        assert!(matches!(refusal.why, Skip::Size), "{refusal:?}");
     }
 
     #[test]
     fn messages_parse_and_bad_ones_are_refused() {
         let rules = rules();
         match parse(
-            "S queue 12 {\"phases\": [],\r\"total\":0,\"paused\":false}",
+            b"S queue 12 {\"phases\": [],\r\"total\":0,\"paused\":false}",
             &rules,
+            MAX,
         ) {
             Ok(Incoming::Snapshot { topic, seq, data }) => {
                 assert_eq!(
@@ -350,7 +555,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match parse(r#"E {"type":"a b","data":{"x":1}}"#, &rules) {
+        match parse(br#"E {"type":"a b","data":{"x":1}}"#, &rules, MAX) {
             Ok(Incoming::Event { type_json, data }) => {
                 assert_eq!(
                     (type_json.as_str(), data.as_str()),
@@ -360,37 +565,99 @@ mod tests {
             other => panic!("{other:?}"),
         }
         for bad in ["", "S queue", "S queue x {}", "E {", "X queue 1 {}"] {
-            assert!(parse(bad, &rules).is_err(), "{bad}");
+            assert!(parse(bad.as_bytes(), &rules, MAX).is_err(), "{bad}");
         }
     }
 
-    /// Redis is not trusted more than an HTTP client: a seq past 2^53 (or
-    /// one that would overflow when counted on), JSON that is not I-JSON,
-    /// a schema's refusal and an unserved topic are each refused.
+    /// Redis is not trusted more than an HTTP client: a seq past 2^53 - 1
+    /// (or one that would overflow when counted on), JSON that is not
+    /// I-JSON, a schema's refusal and an unserved topic are each refused,
+    /// each under its own reason.
     #[test]
     fn values_from_redis_are_checked_like_local_publishes() {
         let rules = rules();
         let max = format!("S qc-metrics {} {{}}", u64::MAX);
         let past = format!("S qc-metrics {} {{}}", MAX_SEQ + 1);
         let at = format!("S routes {MAX_SEQ} []");
-        for (bad, why) in [
-            (max.as_str(), "outside"),
-            (past.as_str(), "outside"),
-            ("S qc-metrics 0 {}", "outside"),
-            ("S qc-metrics 3 1e400", "out of range"),
-            (r#"S qc-metrics 3 "\ud800""#, "escape"),
-            (r#"S queue 3 {"phases":null}"#, "schema"),
-            ("S no-such-topic 3 {}", "no-such-topic"),
+        for (bad, why, detail) in [
+            (max.as_str(), Skip::Seq, "outside"),
+            (past.as_str(), Skip::Seq, "outside"),
+            ("S qc-metrics 0 {}", Skip::Seq, "outside"),
+            ("S qc-metrics 1e+14 {}", Skip::Seq, "decimal"),
+            ("S qc-metrics +3 {}", Skip::Seq, "decimal"),
+            ("S qc-metrics 3 1e400", Skip::Invalid, "out of range"),
+            (r#"S qc-metrics 3 "\ud800""#, Skip::Invalid, "escape"),
+            (r#"S queue 3 {"phases":null}"#, Skip::Invalid, "schema"),
+            ("S no-such-topic 3 {}", Skip::Invalid, "serves"),
             (
                 r#"E {"type":"queue_update","data":{"phases":null}}"#,
+                Skip::Invalid,
                 "schema",
             ),
-            (r#"E {"type":"x","data":1e400}"#, "out of range"),
+            (
+                r#"E {"type":"x","data":1e400}"#,
+                Skip::Invalid,
+                "out of range",
+            ),
         ] {
-            let e = parse(bad, &rules).expect_err(bad);
-            assert!(e.contains(why), "{bad}: {e}");
+            let e = refused(bad.as_bytes(), &rules, MAX);
+            assert_eq!(e.why, why, "{bad}: {e:?}");
+            assert!(e.detail.contains(detail), "{bad}: {e:?}");
         }
-        let ok = parse(&at, &rules);
+        let ok = parse(at.as_bytes(), &rules, MAX);
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// The writer's reply and the subscriber's entries go through the
+    /// same test: digits only, 1 to 2^53 - 1, whatever Lua would print.
+    #[test]
+    fn a_seq_is_decimal_digits_from_1_to_the_ceiling() {
+        assert_eq!(seq(b"1").ok(), Some(1));
+        assert_eq!(seq(b"100000000000000").ok(), Some(100_000_000_000_000));
+        assert_eq!(seq(b"9007199254740991").ok(), Some(MAX_SEQ));
+        for bad in [
+            &b""[..],
+            b"0",
+            b"9007199254740992",
+            b"99999999999999999999999",
+            b"1e+14",
+            b"1e14",
+            b"+1",
+            b"-1",
+            b" 1",
+            b"1.0",
+            b"\xff",
+        ] {
+            let e = seq(bad).expect_err(&String::from_utf8_lossy(bad));
+            assert_eq!(e.why, Skip::Seq);
+        }
+    }
+
+    /// Bytes that are not UTF-8, in the name or the value, and a value
+    /// one byte over the limit are each skipped under their own reason;
+    /// a value at the limit passes.
+    #[test]
+    fn names_and_values_are_bytes_held_to_utf8_and_the_size_limit() {
+        let rules = rules();
+        let utf8 = [
+            &b"S queue 3 {\"x\":\"\xff\"}"[..],
+            b"S qc-\xffmetrics 3 {}",
+            b"E {\"type\":\"x\",\"data\":\"\xc3\"}",
+        ];
+        for bad in utf8 {
+            assert_eq!(refused(bad, &rules, MAX).why, Skip::Utf8, "{bad:?}");
+        }
+        let data = r#"{"phases":[],"total":0,"paused":false}"#;
+        let message = format!("S queue 3 {data}");
+        assert!(parse(message.as_bytes(), &rules, data.len()).is_ok());
+        let e = refused(message.as_bytes(), &rules, data.len() - 1);
+        assert_eq!(e.why, Skip::Size, "{e:?}");
+        let event = r#"{"type":"x","data":1}"#;
+        let message = format!("E {event}");
+        assert!(parse(message.as_bytes(), &rules, event.len()).is_ok());
+        let e = refused(message.as_bytes(), &rules, event.len() - 1);
+        assert_eq!(e.why, Skip::Size, "{e:?}");
+        // The smallest limit there is: nothing fits, nothing breaks.
+        assert_eq!(refused(b"S routes 1 []", &rules, 0).why, Skip::Size);
     }
 }

@@ -18,7 +18,9 @@
 //!
 //! Trouble with Redis shows as the provider `redis` in `/healthz`
 //! (degraded, with the error) and `/metrics`; both threads retry with a
-//! backoff from 100 ms to 5 s.
+//! backoff from 100 ms to 5 s. Redis is trusted no more than a producer:
+//! an entry or a message that a publish would be refused for is skipped,
+//! logged and counted by [`Skip`], and the link goes on.
 
 #[cfg(feature = "redis")]
 mod link;
@@ -31,21 +33,54 @@ pub use crate::publisher::{Outgoing, Replicated as Incoming};
 /// The name the link's health is shown under.
 pub const NAME: &str = "redis";
 
+/// Why an entry or a message from Redis was skipped (or a publish not
+/// written to it): each is counted under its label in `/healthz`
+/// (`redis_skipped`) and `/metrics` (`statecast_redis_skipped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// A topic name or a value that is not UTF-8.
+    Utf8,
+    /// A seq that is not a decimal integer from 1 to 2^53 - 1, or a topic
+    /// whose seq has reached that ceiling.
+    Seq,
+    /// A value over `--max-publish-bytes`.
+    Size,
+    /// Anything else a publish is refused for: not I-JSON, the topic's
+    /// name or schema, a message of no known form.
+    Invalid,
+}
+
+impl Skip {
+    /// Every reason, in the order of its counter.
+    pub const ALL: [Skip; 4] = [Skip::Utf8, Skip::Seq, Skip::Size, Skip::Invalid];
+
+    /// The label it is counted under.
+    pub fn label(self) -> &'static str {
+        match self {
+            Skip::Utf8 => "utf8",
+            Skip::Seq => "seq",
+            Skip::Size => "size",
+            Skip::Invalid => "invalid",
+        }
+    }
+}
+
 /// Starts the link to Redis at `url`: the writer and the subscriber.
+/// Values are held to `max_bytes` (`--max-publish-bytes`) both ways.
 #[cfg(feature = "redis")]
-pub fn start(url: &str, publisher: Publisher) -> Result<Link, String> {
+pub fn start(url: &str, publisher: Publisher, max_bytes: usize) -> Result<Link, String> {
     if url.starts_with("rediss://") && !cfg!(feature = "tls") {
         return Err(
             "--redis: rediss:// needs TLS, which this build leaves out; build with --features tls"
                 .into(),
         );
     }
-    link::start(url, publisher)
+    link::start(url, publisher, max_bytes)
 }
 
 /// This build has no Redis client.
 #[cfg(not(feature = "redis"))]
-pub fn start(_url: &str, _publisher: Publisher) -> Result<Link, String> {
+pub fn start(_url: &str, _publisher: Publisher, _max_bytes: usize) -> Result<Link, String> {
     Err("--redis: this build has no Redis support; build with --features redis".into())
 }
 

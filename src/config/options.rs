@@ -315,7 +315,7 @@ pub const ALL: &[Opt] = &[
         value: Some("SIZE"),
         env: None,
         section: Section::Options,
-        help: "largest publish body (see also --max-queue-bytes)",
+        help: "largest publish body (see also --max-queue-bytes); under --redis, also the largest value taken from or written to Redis",
     },
     Opt {
         flag: "--max-client-message",

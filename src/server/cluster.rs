@@ -157,7 +157,34 @@ impl EventLoop {
             Incoming::Failed(out) => {
                 self.serve_failed(out, now);
             }
+            Incoming::Refused { out, why } => self.refused(out, why, now),
+            Incoming::Skipped(why) => self.stats.redis_skipped.count(why),
             Incoming::Up => self.write_back(now),
+        }
+    }
+
+    /// A publish the writer would not write (it logged why): a snapshot
+    /// is served nowhere, so every node keeps the same one, and an HTTP
+    /// publish is answered with the reason; an event, which nothing
+    /// retains, still reaches this node's clients.
+    #[cfg(feature = "redis")]
+    fn refused(&mut self, out: Outgoing, why: crate::cluster::Skip, now: Instant) {
+        self.stats.redis_skipped.count(why);
+        match out {
+            Outgoing::Event { type_json, data } => {
+                self.broadcast(&type_json, &data, now);
+            }
+            Outgoing::Snapshot {
+                req: Some(req),
+                topic,
+                ..
+            } => {
+                let response = |close| endpoints::not_replicated(&topic, why, close);
+                if let Some(status) = self.answer_with(req, response) {
+                    self.stats.refused_publishes.count(status);
+                }
+            }
+            Outgoing::Snapshot { req: None, .. } => {}
         }
     }
 
@@ -218,23 +245,31 @@ impl EventLoop {
 
     /// Answers a waiting HTTP publish, then lets its connection go on.
     fn answer(&mut self, req: u64, topic: &str, published: Published) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let Some((key, id, answer)) = cluster.awaiting.remove(&req) else {
-            return;
-        };
+        self.answer_with(req, |close| endpoints::published(topic, published, close));
+    }
+
+    /// Answers a waiting HTTP publish with what `response` makes, then
+    /// lets its connection go on; the status, if it was still there.
+    fn answer_with(
+        &mut self,
+        req: u64,
+        response: impl FnOnce(bool) -> crate::wire::http::Response,
+    ) -> Option<u16> {
+        let cluster = self.cluster.as_mut()?;
+        let (key, id, answer) = cluster.awaiting.remove(&req)?;
         // The connection may have gone, and its slab key been reused.
         if self.conns.get(key).is_none_or(|c| c.id() != id) {
-            return;
+            return None;
         }
         self.conns[key].set_awaiting(false);
-        let response = endpoints::published(topic, published, answer.close);
+        let response = response(answer.close);
+        let status = response.status.0;
         self.respond(key, response, Close::HttpDone);
         // Pipelined requests behind it are read at the end of the turn,
         // not from here: this may run inside the handling of a request of
         // the same connection, and must not recurse into the next.
         self.conns.read_later.push((key, id));
+        Some(status)
     }
 
     /// The link is back: each topic served only here meanwhile goes to

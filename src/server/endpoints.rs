@@ -259,6 +259,32 @@ pub fn published(topic: &str, published: Published, close: bool) -> Response {
     http::json(reply.as_bytes(), close, false)
 }
 
+/// The reply to a publish the link to Redis would not write: `413` when
+/// its compact JSON is over `--max-publish-bytes` (every other node would
+/// skip it), `503` when Redis gave it no seq every node takes (its topic's
+/// seq is at the ceiling).
+#[cfg(feature = "redis")]
+pub fn not_replicated(topic: &str, why: crate::cluster::Skip, close: bool) -> Response {
+    use crate::cluster::Skip;
+    match why {
+        Skip::Size => http::error(
+            http::PAYLOAD_TOO_LARGE,
+            "compact JSON over --max-publish-bytes, which other nodes would refuse",
+            "",
+            close,
+        ),
+        Skip::Seq => http::error(
+            http::UNAVAILABLE,
+            &format!("Redis gave topic {topic:?} no seq from 1 to 2^53 - 1"),
+            "",
+            close,
+        ),
+        Skip::Utf8 | Skip::Invalid => {
+            http::error(http::UNAVAILABLE, "not written to Redis", "", close)
+        }
+    }
+}
+
 /// The reply to a publish the topic table had no room for.
 pub fn no_room(e: &TopicError, close: bool) -> Response {
     refused_topic(e, close)

@@ -200,6 +200,20 @@ fn traffic_metrics(out: &mut String, s: &Stats) {
         help,
         &[bare(s.superseded)],
     );
+    let skipped: Vec<_> = s
+        .redis_skipped
+        .iter()
+        .map(|(reason, n)| with("reason", reason, n))
+        .collect();
+    let help =
+        "Entries and messages from Redis skipped, and publishes not written to it, by reason.";
+    metric(
+        out,
+        "statecast_redis_skipped_total",
+        "counter",
+        help,
+        &skipped,
+    );
     let help = "One-off events broadcast.";
     metric(
         out,

@@ -172,7 +172,7 @@ impl Server {
         let (publisher, inbox) = publisher::channel(waker, rules.clone());
         let link = match &config.redis {
             Some(url) => Some(
-                crate::cluster::start(url.expose(), publisher.clone())
+                crate::cluster::start(url.expose(), publisher.clone(), config.max_publish_bytes)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
             ),
             None => None,

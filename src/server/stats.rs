@@ -7,6 +7,7 @@ use log::info;
 
 use std::time::{Duration, Instant};
 
+use crate::cluster::Skip;
 use crate::server::conn::Close;
 use crate::wire::http::{self, Response};
 
@@ -89,6 +90,9 @@ pub struct Stats {
     /// Times a connection spent its read budget in one turn and was left
     /// to read later: a client sending faster than it is read.
     pub reads_deferred: u64,
+    /// Entries and messages from Redis skipped, and publishes not written
+    /// to it, by reason (`--redis`).
+    pub redis_skipped: SkipCounts,
     /// From a publish reaching the loop to its snapshot written whole.
     #[serde(skip)]
     pub latency: Histogram,
@@ -145,6 +149,36 @@ impl CloseCounts {
 }
 
 impl serde::Serialize for CloseCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+/// One counter per [`Skip`] reason, in [`Skip::ALL`]'s order; shown in
+/// `/healthz` as an object keyed by label.
+#[derive(Debug, Default, Clone)]
+pub struct SkipCounts([u64; Skip::ALL.len()]);
+
+impl SkipCounts {
+    /// Counts one thing skipped for `why`.
+    #[cfg(feature = "redis")]
+    pub fn count(&mut self, why: Skip) {
+        let index = Skip::ALL.iter().position(|&s| s == why);
+        if let Some(n) = index.and_then(|i| self.0.get_mut(i)) {
+            *n += 1;
+        }
+    }
+
+    /// Each reason's label and count, in declaration order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Skip::ALL
+            .iter()
+            .map(|s| s.label())
+            .zip(self.0.iter().copied())
+    }
+}
+
+impl serde::Serialize for SkipCounts {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(self.iter())
     }
