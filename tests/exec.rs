@@ -159,3 +159,32 @@ fn oversized_output_is_refused() {
     assert!(error.as_str().unwrap().contains("limit"), "{error}");
     assert_eq!(qc(&server)["seq"], 0);
 }
+
+/// A command run by the real binary gets none of statecast's `STATECAST_*`
+/// variables (its tokens, and any secret added later under the prefix),
+/// and keeps the rest of the environment.
+#[test]
+fn commands_get_no_statecast_variables() {
+    const SUBSCRIBE: &str = "subscribe-token-abcdefghijklmnop";
+    // The names of every STATECAST_ variable the command sees, and one
+    // ordinary variable that must still reach it.
+    let command = r#"leak=printf '{"leaked":"%s","kept":"%s"}' "$(env | grep ^STATECAST_ | cut -d= -f1 | tr '\n' ' ')" "$KEEP_ME"@50ms"#;
+    let server = Binary::start_with(&["--topic", "leak", "--exec", command], |c| {
+        c.env("STATECAST_PUBLISH_TOKEN", "publish-token-abcdefghijklmnop")
+            .env("STATECAST_SUBSCRIBE_TOKEN", SUBSCRIBE)
+            .env("STATECAST_JWT_SECRET", "jwt-secret-abcdefghijklmnop")
+            .env("STATECAST_ANYTHING_ELSE", "x")
+            .env("KEEP_ME", "kept");
+    });
+    let path = format!("/api/v1/state/leak?token={SUBSCRIBE}");
+    let mut seen = Value::Null;
+    wait_until("the command's first publish", || {
+        let (status, body) = server.request("GET", &path, "");
+        if status == 200 {
+            seen = serde_json::from_str(&body).unwrap();
+        }
+        status == 200
+    });
+    assert_eq!(seen["data"]["leaked"], "", "{seen}");
+    assert_eq!(seen["data"]["kept"], "kept", "{seen}");
+}

@@ -22,7 +22,16 @@ pub struct Limits {
 
 /// Runs the command once; returns its stdout if it exits 0 with valid JSON.
 pub fn run(command: &str, limits: Limits) -> Result<String, String> {
-    let mut child = Command::new("sh")
+    let mut sh = Command::new("sh");
+    // statecast's own variables carry its secrets (the publish and
+    // subscribe tokens, and any added later), and a command needs none of
+    // them: it gets none of them, whatever their name after the prefix.
+    for (name, _) in std::env::vars_os() {
+        if name.as_encoded_bytes().starts_with(b"STATECAST_") {
+            sh.env_remove(name);
+        }
+    }
+    let mut child = sh
         .args(["-c", command])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
