@@ -235,7 +235,7 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let source = Source {
         name: format!("exec {}", spec.topic),
-        what: format!("`{}`", spec.command),
+        what: format!("`{}`", crate::config::redacted_urls(&spec.command)),
         topic: spec.topic.clone(),
         interval: spec.interval,
     };
@@ -270,7 +270,8 @@ impl Runner {
 
 impl super::Provider for Runner {
     fn describe(&self) -> String {
-        format!("exec {} <- `{}`", self.spec.topic, self.spec.command)
+        let command = crate::config::redacted_urls(&self.spec.command);
+        format!("exec {} <- `{command}`", self.spec.topic)
     }
 
     fn start(
