@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::ExecSpec;
@@ -26,86 +26,24 @@ pub struct Limits {
 
 /// Runs the command once; returns its stdout if it exits 0 with valid JSON.
 pub fn run(command: &str, limits: Limits) -> Result<String, String> {
-    let mut sh = Command::new("sh");
-    // statecast's own variables carry its secrets (the publish and
-    // subscribe tokens, and any added later), and a command needs none of
-    // them: it gets none of them, whatever their name after the prefix.
-    for (name, _) in std::env::vars_os() {
-        if name.as_encoded_bytes().starts_with(b"STATECAST_") {
-            sh.env_remove(name);
-        }
-    }
-    let mut child = sh
-        .args(["-c", command])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so a timeout kills what it started too.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run sh: {e}"))?;
+    let mut child = start(command)?;
     let max = limits.max_bytes;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        kill_group(child.id());
+        let _ = child.wait();
         return Err("sh started without its pipes".into());
     };
     // Both pipes are read while it runs, so a chatty command never blocks
     // on a full pipe; bytes past the limit are not kept.
     let mut out = Pipe::new(stdout, max.saturating_add(1));
     let mut err = Pipe::new(stderr, 4096);
-    let deadline = Instant::now() + limits.timeout;
-    let mut exited = false;
     // The group is killed while the child is still unreaped: until it is
     // reaped its pid, which names the group, cannot be given to another
     // process, so the signal cannot reach anyone else's group.
-    loop {
-        if !exited {
-            match has_exited(child.id()) {
-                Ok(true) => {
-                    // Anything it left running in its group goes too.
-                    kill_group(child.id());
-                    exited = true;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    kill_group(child.id());
-                    let _ = child.wait();
-                    return Err(format!("waiting for the command: {e}"));
-                }
-            }
-        }
-        if exited && out.is_closed() && err.is_closed() {
-            break;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            kill_group(child.id());
-            let _ = child.wait();
-            // A process that left the group (`setsid`) outlives the kill
-            // and can hold the pipes open for ever: the read is bounded
-            // by the same deadline as the run, and its output dropped.
-            return Err(if exited {
-                format!(
-                    "timed out after {:?}: the command exited, but something it started \
-                     outside its process group (setsid?) still holds its output open",
-                    limits.timeout
-                )
-            } else {
-                format!("timed out after {:?}; killed", limits.timeout)
-            });
-        }
-        // While it runs, its exit is looked for every few milliseconds;
-        // once it has exited, only its output is waited for.
-        let left = deadline.saturating_duration_since(now);
-        let wait = if exited {
-            left
-        } else {
-            left.min(Duration::from_millis(5))
-        };
-        if let Err(e) = read_ready(&mut [&mut out, &mut err], wait) {
-            kill_group(child.id());
-            let _ = child.wait();
-            return Err(format!("reading the command's output: {e}"));
-        }
+    if let Err(e) = drain(&child, &mut out, &mut err, limits.timeout) {
+        kill_group(child.id());
+        let _ = child.wait();
+        return Err(e);
     }
     let status = child
         .wait()
@@ -125,6 +63,72 @@ pub fn run(command: &str, limits: Limits) -> Result<String, String> {
     }
     let (_, text) = json::canonical(&stdout).map_err(|e| format!("{e} on stdout"))?;
     Ok(text)
+}
+
+/// Starts `sh -c command` in a process group of its own, so a timeout
+/// kills what it started too.
+fn start(command: &str) -> Result<Child, String> {
+    let mut sh = Command::new("sh");
+    // statecast's own variables carry its secrets (the publish and
+    // subscribe tokens, and any added later), and a command needs none of
+    // them: it gets none of them, whatever their name after the prefix.
+    for (name, _) in std::env::vars_os() {
+        if name.as_encoded_bytes().starts_with(b"STATECAST_") {
+            sh.env_remove(name);
+        }
+    }
+    sh.args(["-c", command])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run sh: {e}"))
+}
+
+/// Reads both pipes until the command has exited and both are closed;
+/// its group is killed as soon as it exits, before it is reaped. An error
+/// (the timeout among them) leaves the child for the caller to kill and
+/// reap.
+fn drain(child: &Child, out: &mut Pipe, err: &mut Pipe, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut exited = false;
+    loop {
+        if !exited {
+            exited = has_exited(child.id()).map_err(|e| format!("waiting for the command: {e}"))?;
+            if exited {
+                // Anything it left running in its group goes too.
+                kill_group(child.id());
+            }
+        }
+        if exited && out.is_closed() && err.is_closed() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            // A process that left the group (`setsid`) outlives the kill
+            // and can hold the pipes open for ever: the read is bounded
+            // by the same deadline as the run, and its output dropped.
+            return Err(if exited {
+                format!(
+                    "timed out after {timeout:?}: the command exited, but something it started \
+                     outside its process group (setsid?) still holds its output open"
+                )
+            } else {
+                format!("timed out after {timeout:?}; killed")
+            });
+        }
+        // While it runs, its exit is looked for every few milliseconds;
+        // once it has exited, only its output is waited for.
+        let left = deadline.saturating_duration_since(now);
+        let wait = if exited {
+            left
+        } else {
+            left.min(Duration::from_millis(5))
+        };
+        read_ready(&mut [&mut *out, &mut *err], wait)
+            .map_err(|e| format!("reading the command's output: {e}"))?;
+    }
 }
 
 /// One of the command's output pipes, and what was read from it.
