@@ -123,6 +123,38 @@ interval = "1s"
     assert_eq!(stdout(&out), printed, "--print-config reads back unchanged");
 }
 
+/// `--print-config` never prints a URL's password or query from an
+/// `--exec` command: such an entry is named in a comment, redacted, and
+/// one without a secret is printed whole.
+#[test]
+fn print_config_hides_secrets_in_commands() {
+    let out = statecast(&[
+        "--topic",
+        "prices",
+        "--exec",
+        "prices=curl -s https://app:hunter2@api.example/p?apikey=k3y | jq .@5s",
+        "--exec",
+        "queue=curl -s http://127.0.0.1:8000/api/queue@5s",
+        "--print-config",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    for secret in ["hunter2", "k3y", "app:"] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+    }
+    assert!(
+        printed.contains(
+            "# [[exec]] for prices is set; its command holds a secret, not printed: \
+             curl -s https://***@api.example/p?*** | jq ."
+        ),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(r#"command = "curl -s http://127.0.0.1:8000/api/queue""#),
+        "{printed}"
+    );
+}
+
 /// Errors in the file name the file, the line and the key.
 #[test]
 fn config_errors_name_file_line_and_key() {

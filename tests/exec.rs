@@ -1,6 +1,8 @@
 //! The command provider with a script whose output and exit status the
 //! test controls: change detection, no publish when unchanged, a failing
-//! command that recovers, a hung one that is killed, oversized output.
+//! command that recovers, a hung one that is killed, one whose output a
+//! process outside its group holds open, oversized output, and the
+//! environment a command gets.
 
 use std::fs;
 use std::path::PathBuf;
@@ -148,6 +150,56 @@ fn hung_command_is_killed() {
     wait_until("recovery after the hang", || qc(&server)["seq"] == 1);
 }
 
+/// Processes a test started outside any group it controls, killed when
+/// the test ends: their pids, one a line, in a file.
+struct Strays(PathBuf);
+
+impl Drop for Strays {
+    fn drop(&mut self) {
+        let pids = fs::read_to_string(&self.0).unwrap_or_default();
+        for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: kill only sends a signal, to a sleep this test started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// A command that exits while a process it started in a session of its
+/// own (`setsid`, out of reach of the group kill) keeps its stdout open:
+/// the run still ends at the timeout, and /healthz shows the provider
+/// degraded with a timeout that says why.
+#[test]
+fn output_held_open_outside_the_group_times_out() {
+    let strays =
+        Strays(std::env::temp_dir().join(format!("statecast-exec-{}-setsid", std::process::id())));
+    let server = TestServer::with(|c| c.topics.push("metrics".into()));
+    let spec = ExecSpec {
+        topic: "metrics".into(),
+        command: format!(
+            "setsid sleep 600 & echo $! >> {}; date +%s",
+            strays.0.display()
+        ),
+        interval: Duration::from_millis(50),
+        origin: "--exec".into(),
+    };
+    let limits = Limits {
+        timeout: Duration::from_millis(500),
+        max_bytes: 1 << 20,
+    };
+    spawn(spec, limits, server.publisher.clone()).unwrap();
+    server.wait_health("the timeout in /healthz", |h| {
+        h["providers"]["exec metrics"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out") && e.contains("setsid"))
+    });
+    let health = server.health();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["providers"]["exec metrics"]["ok"], false, "{health}");
+}
+
 /// Output over the limit is refused.
 #[test]
 fn oversized_output_is_refused() {
@@ -158,4 +210,33 @@ fn oversized_output_is_refused() {
     let error = server.health()["providers"]["exec metrics"]["last_error"].clone();
     assert!(error.as_str().unwrap().contains("limit"), "{error}");
     assert_eq!(qc(&server)["seq"], 0);
+}
+
+/// A command run by the real binary gets none of statecast's `STATECAST_*`
+/// variables (its tokens, and any secret added later under the prefix),
+/// and keeps the rest of the environment.
+#[test]
+fn commands_get_no_statecast_variables() {
+    const SUBSCRIBE: &str = "subscribe-token-abcdefghijklmnop";
+    // The names of every STATECAST_ variable the command sees, and one
+    // ordinary variable that must still reach it.
+    let command = r#"leak=printf '{"leaked":"%s","kept":"%s"}' "$(env | grep ^STATECAST_ | cut -d= -f1 | tr '\n' ' ')" "$KEEP_ME"@50ms"#;
+    let server = Binary::start_with(&["--topic", "leak", "--exec", command], |c| {
+        c.env("STATECAST_PUBLISH_TOKEN", "publish-token-abcdefghijklmnop")
+            .env("STATECAST_SUBSCRIBE_TOKEN", SUBSCRIBE)
+            .env("STATECAST_JWT_SECRET", "jwt-secret-abcdefghijklmnop")
+            .env("STATECAST_ANYTHING_ELSE", "x")
+            .env("KEEP_ME", "kept");
+    });
+    let path = format!("/api/v1/state/leak?token={SUBSCRIBE}");
+    let mut seen = Value::Null;
+    wait_until("the command's first publish", || {
+        let (status, body) = server.request("GET", &path, "");
+        if status == 200 {
+            seen = serde_json::from_str(&body).unwrap();
+        }
+        status == 200
+    });
+    assert_eq!(seen["data"]["leaked"], "", "{seen}");
+    assert_eq!(seen["data"]["kept"], "kept", "{seen}");
 }

@@ -1,6 +1,7 @@
 //! The polled-URL provider against a small HTTP server started inside the
 //! test: change detection, no publish when unchanged, a failing source
-//! that recovers, a hung source that times out, an oversized response.
+//! that recovers, a hung source that times out, an oversized response, a
+//! redirect that is not followed.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -18,6 +19,8 @@ use statecast_testkit::*;
 enum Reply {
     Json(String),
     Status(u16),
+    /// A 302 to this `Location`.
+    Redirect(String),
     Hang,
 }
 
@@ -58,6 +61,12 @@ impl Backend {
                     }
                     Reply::Status(code) => {
                         let _ = write!(stream, "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\n\r\n");
+                    }
+                    Reply::Redirect(location) => {
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+                        );
                     }
                     // Keep the connection open and say nothing.
                     Reply::Hang => {
@@ -204,4 +213,54 @@ fn invalid_json_is_refused() {
         .as_str()
         .unwrap();
     assert!(error.contains("invalid JSON"), "{error}");
+}
+
+/// A redirect to another origin is not followed: the poll fails, /healthz
+/// says degraded with the status and where it would have gone (its
+/// password and query hidden), and the other origin is never asked.
+#[test]
+fn redirects_are_not_followed() {
+    let elsewhere = Backend::start(Reply::Json(
+        r#"{"phases":[],"total":9,"paused":false}"#.into(),
+    ));
+    let backend = Backend::start(Reply::Redirect(format!(
+        "http://u:hunter2@127.0.0.1:{}/steal?key=k3y",
+        elsewhere.port
+    )));
+    let server = TestServer::start();
+    poll(&server, &backend, Duration::from_secs(2), 1 << 20);
+    server.wait_health("degraded", |h| h["status"] == "degraded");
+    let health = server.health();
+    let error = health["providers"]["poll queue"]["last_error"]
+        .as_str()
+        .unwrap();
+    assert!(
+        error.contains("HTTP 302 Found") && error.contains("not followed"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!(
+            "http://***@127.0.0.1:{}/steal?***",
+            elsewhere.port
+        )),
+        "{error}"
+    );
+    assert!(
+        !error.contains("hunter2") && !error.contains("k3y"),
+        "{error}"
+    );
+    // A second poll has been answered with the redirect too.
+    let seen = backend.requests();
+    wait_until("another poll", || backend.requests() > seen);
+    assert_eq!(elsewhere.requests(), 0, "the redirect was followed");
+    assert_eq!(queue_state(&server)["seq"], 0);
+
+    // A relative Location is shown without its query.
+    backend.set(Reply::Redirect("/moved?token=t0k".into()));
+    server.wait_health("the relative redirect", |h| {
+        h["providers"]["poll queue"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("(to /moved?***)"))
+    });
+    assert_eq!(elsewhere.requests(), 0, "the redirect was followed");
 }

@@ -321,6 +321,15 @@ fn render_tables(c: &Config, out: &mut String) {
         );
     }
     for e in &c.execs {
+        let shown = config::redacted_urls(&e.command);
+        if shown != e.command {
+            let _ = write!(
+                out,
+                "\n# [[exec]] for {} is set; its command holds a secret, not printed: {}\n",
+                e.topic, shown
+            );
+            continue;
+        }
         let _ = write!(
             out,
             "\n[[exec]]\ntopic = {}\ncommand = {}\ninterval = {}\n",

@@ -8,7 +8,9 @@ mod specs;
 mod values;
 
 pub use specs::{ExecSpec, Origin, PollSpec, parse_exec, parse_poll};
-pub use values::{format_duration, has_secret, parse_duration, parse_size, redacted_url};
+pub use values::{
+    format_duration, has_secret, parse_duration, parse_size, redacted_url, redacted_urls,
+};
 use values::{parse_addr, parse_count};
 
 use std::fmt;
@@ -496,5 +498,25 @@ mod tests {
         }
         let e = run(&["--redis", "http://:hunter2@db"]).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    /// Every URL in a command is redacted as a URL alone is; the words
+    /// around it and the spaces between them stay as they were.
+    #[test]
+    fn urls_in_commands_never_show() {
+        for (command, shown) in [
+            (
+                "curl -s 'https://u:hunter2@api.example/x'  | jq .",
+                "curl -s 'https://***@api.example/x'  | jq .",
+            ),
+            (
+                "fetch --url=http://h/q?apikey=k3y\t--json",
+                "fetch --url=http://h/q?***\t--json",
+            ),
+            ("python3 tools/qc.py --json", "python3 tools/qc.py --json"),
+            ("", ""),
+        ] {
+            assert_eq!(redacted_urls(command), shown, "{command}");
+        }
     }
 }

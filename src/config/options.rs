@@ -219,7 +219,7 @@ pub const ALL: &[Opt] = &[
         value: Some("TOPIC=URL[#POINTER][@INTERVAL]"),
         env: None,
         section: Section::Options,
-        help: "GET an http:// URL (https:// in a build with the `tls` or `https` feature) every INTERVAL (2s if not given) and publish its JSON to TOPIC when it changes, or the part the JSON pointer names (#/routes); repeatable",
+        help: "GET an http:// URL (https:// in a build with the `tls` or `https` feature) every INTERVAL (2s if not given) and publish its JSON to TOPIC when it changes, or the part the JSON pointer names (#/routes); a redirect is not followed (the poll fails, /healthz names its status and Location); repeatable",
     },
     Opt {
         flag: "--poll-timeout",

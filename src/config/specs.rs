@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::values::{parse_duration, redacted_url};
+use super::values::{parse_duration, redacted_url, redacted_urls};
 
 /// Where an entry was written: `--poll`, or `statecast.toml:7: [[poll]]`.
 pub type Origin = String;
@@ -108,22 +108,33 @@ pub struct ExecSpec {
 /// Parses `TOPIC=COMMAND@INTERVAL`; the interval is required, and is what
 /// follows the last `@`.
 pub fn parse_exec(s: &str) -> Result<ExecSpec, String> {
+    // What the errors show: a URL in the command may hold a password.
+    let shown = redacted_urls(s);
     let (topic, rest) = s
         .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not TOPIC=COMMAND@INTERVAL"))?;
+        .ok_or_else(|| format!("{shown:?} is not TOPIC=COMMAND@INTERVAL"))?;
     if topic.is_empty() {
-        return Err(format!("{s:?} names no topic (TOPIC=COMMAND@INTERVAL)"));
+        return Err(format!("{shown:?} names no topic (TOPIC=COMMAND@INTERVAL)"));
     }
     let (command, interval) = rest.rsplit_once('@').ok_or_else(|| {
-        format!("{s:?} has no interval: one is required, as in {topic}={rest}@30s")
+        let rest = redacted_urls(rest);
+        format!("{shown:?} has no interval: one is required, as in {topic}={rest}@30s")
     })?;
     if command.trim().is_empty() {
-        return Err(format!("{s:?} names no command"));
+        return Err(format!("{shown:?} names no command"));
     }
     Ok(ExecSpec {
         topic: topic.to_owned(),
         command: command.to_owned(),
-        interval: parse_duration(interval)?,
+        // Without an interval, the last `@` may be a URL's, and what
+        // follows it its query: quoted only if redacting left it as is.
+        interval: parse_duration(interval).map_err(|e| {
+            if shown.ends_with(&format!("@{interval}")) {
+                e
+            } else {
+                format!("{shown:?} has no interval after its last @ (e.g. @30s)")
+            }
+        })?,
         origin: "--exec".into(),
     })
 }
@@ -205,5 +216,19 @@ mod tests {
         assert!(e.contains("no interval: one is required"), "{e}");
         assert!(parse_exec("=x@1s").is_err());
         assert!(parse_exec("t=x@soon").is_err());
+    }
+
+    /// A refused `--exec` is quoted with the URLs in its command redacted.
+    #[test]
+    fn exec_errors_never_show_a_url_secret() {
+        for spec in [
+            "=curl https://u:hunter2@h/x@1s",
+            "curl https://u:hunter2@h/x",
+            "t=curl https://u:hunter2@h/x?key=k3y",
+        ] {
+            let e = parse_exec(spec).unwrap_err();
+            assert!(e.contains("https://***@"), "{e}");
+            assert!(!e.contains("hunter2") && !e.contains("k3y"), "{e}");
+        }
     }
 }

@@ -97,6 +97,19 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
+/// `text`, a command line, with each word holding a URL shown as
+/// [`redacted_url`] shows it: a command may name a URL with its password
+/// or key, and is shown in logs and `--print-config` like any URL.
+pub fn redacted_urls(text: &str) -> String {
+    text.split_inclusive(char::is_whitespace)
+        .map(|word| {
+            let bare = word.trim_end_matches(char::is_whitespace);
+            let space = word.get(bare.len()..).unwrap_or_default();
+            redacted_url(bare) + space
+        })
+        .collect()
+}
+
 /// Whether `url` holds what [`redacted_url`] hides.
 pub fn has_secret(url: &str) -> bool {
     redacted_url(url) != url

@@ -3,12 +3,17 @@
 //! panels derived from those files and from `/proc`, the way the ADW
 //! dashboard's own server derived them, in the shapes of CONTRACT.md v2.
 //!
+//! Each workflow is opened from the directory's descriptor, never by a
+//! path through it, so a symlink swapped in after a listing is not
+//! followed.
+//!
 //! It polls rather than using inotify: a scan of a few hundred small files
 //! every 500 ms costs little, works on every file system (network mounts
 //! included) and sees in-place rewrites and atomic renames alike.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
+use std::fs::{self, File};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +26,9 @@ use crate::topic::is_adw_id;
 
 /// The name this provider reports under in `/healthz`.
 const PROVIDER: &str = "agents";
+
+/// Each workflow's state, in its directory.
+const STATE_FILE: &str = "adw_state.json";
 
 /// The `adw_<phase>_iso` directories, in the order the original server
 /// ranked them: a workflow is in the last of these that exists.
@@ -55,6 +63,9 @@ struct Known {
     state: Option<Value>,
     /// Why the current file is not published, logged once until it changes.
     invalid: Option<String>,
+    /// The `adw_<phase>_iso` directories it had at the last read, in
+    /// phase order.
+    phases: Vec<&'static str>,
 }
 
 /// The scanner: everything it learned from previous scans.
@@ -65,6 +76,10 @@ pub struct Scanner {
     /// adw-monitor without its timestamp, to publish only on change.
     last_monitor: Option<Value>,
     dir_error: Option<String>,
+    /// Runs between the listing and the reads, where a test swaps a
+    /// workflow's directory for a symlink.
+    #[cfg(test)]
+    after_listing: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Scanner {
@@ -75,6 +90,8 @@ impl Scanner {
             last_workflows: None,
             last_monitor: None,
             dir_error: None,
+            #[cfg(test)]
+            after_listing: None,
         }
     }
 
@@ -92,10 +109,15 @@ impl Scanner {
     }
 
     fn scan_dir(&mut self, publisher: &Publisher) -> Result<(), PublishError> {
-        let entries = match fs::read_dir(&self.config.dir) {
-            Ok(entries) => {
+        // Every workflow is opened from this descriptor, never by a path
+        // through DIR: what the listing saw as a directory may be a
+        // symlink by the time it is read.
+        let listed = fs::read_dir(&self.config.dir)
+            .and_then(|entries| Ok((entries, open_at_path(&self.config.dir)?)));
+        let (entries, dir) = match listed {
+            Ok(listed) => {
                 self.dir_error = None;
-                entries
+                listed
             }
             Err(e) => {
                 if self.dir_error.is_none() {
@@ -112,6 +134,10 @@ impl Scanner {
             .filter(|name| is_adw_id(name))
             .collect();
         present.sort();
+        #[cfg(test)]
+        if let Some(hook) = &mut self.after_listing {
+            hook();
+        }
 
         // Workflows whose directory went away: their panel goes back to
         // the default, which names the workflow.
@@ -127,7 +153,7 @@ impl Scanner {
             publisher.publish(&format!("adw-state/{id}"), &adw::state_default(&id))?;
         }
         for id in &present {
-            self.read_state(id, publisher)?;
+            self.read_state(&dir, id, publisher)?;
         }
 
         let workflows = self.workflows();
@@ -150,11 +176,33 @@ impl Scanner {
     /// Reads one workflow's state file and publishes it if it changed and
     /// the server accepts it. A file that is broken, or that the adw-state
     /// schema refuses, keeps the last good state and is logged once.
-    fn read_state(&mut self, id: &str, publisher: &Publisher) -> Result<(), PublishError> {
-        let path = self.config.dir.join(id).join("adw_state.json");
-        let raw = match read_regular(&path, self.config.max_bytes) {
-            Ok(Some(raw)) => raw,
-            // No state file yet (or it vanished mid-rename): keep what we had.
+    fn read_state(
+        &mut self,
+        dir: &File,
+        id: &str,
+        publisher: &Publisher,
+    ) -> Result<(), PublishError> {
+        let path = self.config.dir.join(id).join(STATE_FILE);
+        let raw = match read_workflow(dir, id, self.config.max_bytes) {
+            Ok(Some(Workflow {
+                phases,
+                state: Some(raw),
+            })) => {
+                self.known.entry(id.to_owned()).or_default().phases = phases;
+                raw
+            }
+            // No state file yet (or it vanished mid-rename): keep what we
+            // had, with the directories as they are now.
+            Ok(Some(Workflow {
+                phases,
+                state: None,
+            })) => {
+                if let Some(known) = self.known.get_mut(id) {
+                    known.phases = phases;
+                }
+                return Ok(());
+            }
+            // The directory went after the listing: the next scan says so.
             Ok(None) => return Ok(()),
             Err(why) => {
                 let known = self.known.entry(id.to_owned()).or_default();
@@ -203,15 +251,6 @@ impl Scanner {
         Ok(())
     }
 
-    /// The `adw_<phase>_iso` directories a workflow has, in phase order.
-    fn phase_dirs(&self, id: &str) -> Vec<&'static str> {
-        let dir = self.config.dir.join(id);
-        PHASE_DIRS
-            .into_iter()
-            .filter(|phase| dir.join(format!("adw_{phase}_iso")).is_dir())
-            .collect()
-    }
-
     /// The `workflows` panel: one entry per accepted state whose issue
     /// number is an integer; the others are skipped, as the original did.
     fn workflows(&self) -> Value {
@@ -221,7 +260,7 @@ impl Scanner {
             .filter_map(|(id, known)| {
                 let state = known.state.as_ref()?;
                 let issue = issue_number(state)?;
-                let phase = self.phase_dirs(id).last().copied().unwrap_or("plan");
+                let phase = known.phases.last().copied().unwrap_or("plan");
                 Some(json!({
                     "adw_id": id,
                     "issue_number": issue,
@@ -266,8 +305,8 @@ impl Scanner {
         let workflows: Vec<Value> = self
             .known
             .iter()
-            .filter_map(|(id, known)| Some((id, known.state.as_ref()?)))
-            .map(|(id, state)| {
+            .filter_map(|(id, known)| Some((id, known.state.as_ref()?, &known.phases)))
+            .map(|(id, state, dirs)| {
                 let active = processes
                     .iter()
                     .any(|argv| runs_agent(argv, id, &self.config.agent_program));
@@ -278,7 +317,7 @@ impl Scanner {
                     _ => "queued",
                 };
                 *counts.entry(status).or_default() += 1;
-                self.monitor_entry(id, state, status, active)
+                self.monitor_entry(id, state, dirs, status, active)
             })
             .collect();
         let count = |s: &str| counts.get(s).copied().unwrap_or(0);
@@ -297,8 +336,14 @@ impl Scanner {
 
     /// One workflow of adw-monitor, every field in the contract's type
     /// whatever the state file holds: the Request tab renders it at load.
-    fn monitor_entry(&self, id: &str, state: &Value, status: &str, active: bool) -> Value {
-        let dirs = self.phase_dirs(id);
+    fn monitor_entry(
+        &self,
+        id: &str,
+        state: &Value,
+        dirs: &[&'static str],
+        status: &str,
+        active: bool,
+    ) -> Value {
         let phases_completed: Vec<String> = match state["phases_completed"].as_array() {
             Some(list) if list.iter().all(Value::is_string) => list
                 .iter()
@@ -468,22 +513,87 @@ pub fn spawn(
             }
         })
 }
-/// Reads `path` if it is a regular file of at most `max` bytes. A
-/// symlink is not followed (it could name any file the server may read),
+/// What one workflow directory holds, read through its descriptor.
+struct Workflow {
+    /// Its `adw_<phase>_iso` directories, in phase order.
+    phases: Vec<&'static str>,
+    /// Its state file's bytes; `None` while it has none.
+    state: Option<Vec<u8>>,
+}
+
+/// Reads `DIR/<id>` through `dir`, DIR's descriptor: the workflow's
+/// directory is opened from it without following a symlink, and its state
+/// file from that, so a directory swapped for a symlink after the listing
+/// leads nowhere. `Ok(None)` when the directory has gone.
+fn read_workflow(dir: &File, id: &str, max: usize) -> Result<Option<Workflow>, String> {
+    let workflow = match open_at(dir, id, libc::O_DIRECTORY) {
+        Ok(workflow) => workflow,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // O_NOFOLLOW gives ELOOP for a symlink; O_DIRECTORY gives ENOTDIR
+        // for a symlink on some kernels, and for anything not a directory.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+            return Err("its directory is no longer a directory (a symlink?), not followed".into());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    // A phase directory is looked for as `is_dir` would (a symlink to a
+    // directory counts): it only says that a phase began, and is looked
+    // for inside the workflow's own directory.
+    let phases = PHASE_DIRS
+        .into_iter()
+        .filter(|phase| is_dir_at(&workflow, &format!("adw_{phase}_iso")))
+        .collect();
+    let state = read_regular(&workflow, STATE_FILE, max)?;
+    Ok(Some(Workflow { phases, state }))
+}
+
+/// Opens the agents directory itself, which the operator named.
+fn open_at_path(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// openat(2) of one name in `dir`, read-only, never through a symlink.
+fn open_at(dir: &File, name: &str, flags: libc::c_int) -> std::io::Result<File> {
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let flags = flags | libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated
+    // string, both alive for the call.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Whether `name` in `dir` is a directory (following a symlink there).
+fn is_dir_at(dir: &File, name: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `stat` is plain data that fstatat fills in.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `dir` is open, `name` NUL-terminated and `stat` writable.
+    let found = unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut stat, 0) } == 0;
+    found && stat.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// Reads `name` in `dir` if it is a regular file of at most `max` bytes.
+/// A symlink is not followed (it could name any file the server may read),
 /// and a FIFO or a device is not opened for reading (one would hang the
 /// thread, the other never end): each is an error for `/healthz`.
 /// `Ok(None)` when there is no file.
-fn read_regular(path: &Path, max: usize) -> Result<Option<Vec<u8>>, String> {
+fn read_regular(dir: &File, name: &str, max: usize) -> Result<Option<Vec<u8>>, String> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
 
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
     // writer before the type could be checked.
-    let file = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-    {
+    let file = match open_at(dir, name, libc::O_NONBLOCK) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -496,11 +606,98 @@ fn read_regular(path: &Path, max: usize) -> Result<Option<Vec<u8>>, String> {
         return Err("not a regular file".into());
     }
     let mut raw = Vec::new();
-    file.take(max as u64 + 1)
+    file.take((max as u64).saturating_add(1))
         .read_to_end(&mut raw)
         .map_err(|e| e.to_string())?;
     if raw.len() > max {
         return Err(format!("over --max-publish-bytes ({max} bytes)"));
     }
     Ok(Some(raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publisher::{Command, Inbox};
+    use crate::topic::Rules;
+    use crate::topic::schema::Validator;
+    use std::sync::Arc;
+
+    /// A publisher whose inbox the test reads; the poll keeps the waker's
+    /// registration alive.
+    fn publisher() -> (Publisher, Inbox, mio::Poll) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let rules = Rules::new(adw::Preset::Adw, &[], false, Validator::off());
+        let (publisher, inbox) = crate::publisher::channel(waker, Arc::new(rules));
+        (publisher, inbox, poll)
+    }
+
+    /// Every snapshot sent since the last call, as text.
+    fn sent(inbox: &Inbox) -> Vec<String> {
+        std::iter::from_fn(|| inbox.try_recv())
+            .filter_map(|command| match command {
+                Command::Snapshot { topic, data } => Some(format!("{topic} {data}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A workflow's directory swapped, between the listing and the read,
+    /// for a symlink to a directory outside DIR holding a planted state
+    /// file and phase directory is not followed: nothing planted is
+    /// published, and /healthz says why.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_the_listing_is_not_followed() {
+        let root =
+            std::env::temp_dir().join(format!("statecast-agents-swap-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let (agents, outside) = (root.join("agents"), root.join("outside"));
+        fs::create_dir_all(agents.join("swap0001")).unwrap();
+        fs::create_dir_all(outside.join("adw_ship_iso")).unwrap();
+        let state =
+            |class: &str| json!({"adw_id": "swap0001", "issue_number": "7", "issue_class": class});
+        fs::write(
+            agents.join("swap0001").join(STATE_FILE),
+            state("real").to_string(),
+        )
+        .unwrap();
+        fs::write(outside.join(STATE_FILE), state("planted").to_string()).unwrap();
+
+        let (publisher, inbox, _poll) = publisher();
+        let mut scanner = Scanner::new(AgentsConfig {
+            dir: agents.clone(),
+            scan_interval: Duration::from_millis(50),
+            github_repo: None,
+            agent_program: "aider".into(),
+            max_bytes: 1 << 16,
+        });
+        scanner.scan(&publisher).unwrap();
+        let first = sent(&inbox);
+        assert!(
+            first
+                .iter()
+                .any(|s| s.starts_with("adw-state/swap0001 ") && s.contains("real")),
+            "{first:?}"
+        );
+
+        let (swapped, moved) = (agents.join("swap0001"), root.join("moved"));
+        let target = outside.clone();
+        scanner.after_listing = Some(Box::new(move || {
+            fs::rename(&swapped, &moved).unwrap();
+            std::os::unix::fs::symlink(&target, &swapped).unwrap();
+        }));
+        scanner.scan(&publisher).unwrap();
+        let second = sent(&inbox);
+        for s in &second {
+            assert!(!s.contains("planted") && !s.contains("ship"), "{s}");
+        }
+        let health = publisher.providers().lock().unwrap()[PROVIDER].clone();
+        let error = health.last_error.unwrap_or_default();
+        assert!(
+            error.contains("swap0001") && error.contains("not followed"),
+            "{error}"
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
 }

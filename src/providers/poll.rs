@@ -27,27 +27,32 @@ pub struct Limits {
 pub fn agent(limits: Limits) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(limits.timeout))
+        // A redirect is a failed poll, not followed: the operator named
+        // this URL, and a backend (or whoever answers in its place) must
+        // not send the poll, its credentials included, somewhere else.
+        .max_redirects(0)
         .user_agent(concat!("statecast/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()
 }
 
 /// GETs the URL and returns its body, which must be a 200 with I-JSON, or
-/// the part of it `pointer` names.
+/// the part of it `pointer` names. A redirect is an error, not followed.
 pub fn fetch(
     agent: &ureq::Agent,
     url: &str,
     pointer: Option<&str>,
     limits: Limits,
 ) -> Result<String, String> {
+    let status_line = |code: u16| {
+        let reason = ureq::http::StatusCode::from_u16(code)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or_default();
+        format!("HTTP {code} {reason}").trim_end().to_owned()
+    };
     let describe = |e: ureq::Error| match e {
-        ureq::Error::StatusCode(code) => {
-            let reason = ureq::http::StatusCode::from_u16(code)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or_default();
-            format!("HTTP {code} {reason}").trim_end().to_owned()
-        }
+        ureq::Error::StatusCode(code) => status_line(code),
         ureq::Error::Timeout(_) => format!("no complete response within {:?}", limits.timeout),
         ureq::Error::BodyExceedsLimit(_) => {
             format!("response body over the limit of {} bytes", limits.max_bytes)
@@ -62,6 +67,17 @@ pub fn fetch(
         .header("Accept", "application/json")
         .call()
         .map_err(describe)?;
+    if response.status().is_redirection() {
+        let location = response
+            .headers()
+            .get("location")
+            .map(|l| shown_location(&String::from_utf8_lossy(l.as_bytes())));
+        let status = status_line(response.status().as_u16());
+        return Err(match location {
+            Some(location) => format!("{status}: redirects are not followed (to {location})"),
+            None => format!("{status}: redirects are not followed"),
+        });
+    }
     let body = response
         .body_mut()
         .with_config()
@@ -75,6 +91,18 @@ pub fn fetch(
             .pointer(pointer)
             .map(json::compact)
             .ok_or_else(|| format!("the answer has nothing at #{pointer}")),
+    }
+}
+
+/// A `Location` as `/healthz` and the log may show it: redacted as any
+/// URL, and a relative one without its query, where a secret may be too.
+fn shown_location(location: &str) -> String {
+    if location.contains("://") {
+        return crate::config::redacted_url(location);
+    }
+    match location.split_once(['?', '#']) {
+        Some((path, _)) => format!("{path}?***"),
+        None => location.to_owned(),
     }
 }
 
