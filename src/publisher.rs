@@ -79,15 +79,44 @@ pub enum Replicated {
     /// (over `--max-publish-bytes` once compact), or its topic's seq has
     /// reached the ceiling. A snapshot is not served anywhere; an event is
     /// broadcast here only.
-    Refused {
-        out: Outgoing,
-        why: crate::cluster::Skip,
-    },
+    Refused { out: Outgoing, why: Skip },
     /// The subscriber skipped an entry or a message (logged there).
-    Skipped(crate::cluster::Skip),
+    Skipped(Skip),
     /// The link is back: topics served locally meanwhile are to be written
     /// back.
     Up,
+}
+
+/// Why an entry or a message from Redis was skipped (or a publish not
+/// written to it): each is counted under its label in `/healthz`
+/// (`redis_skipped`) and `/metrics` (`statecast_redis_skipped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// A topic name or a value that is not UTF-8.
+    Utf8,
+    /// A seq that is not a decimal integer from 1 to 2^53 - 1, or a topic
+    /// whose seq has reached that ceiling.
+    Seq,
+    /// A value over `--max-publish-bytes`.
+    Size,
+    /// Anything else a publish is refused for: not I-JSON, the topic's
+    /// name or schema, a message of no known form.
+    Invalid,
+}
+
+impl Skip {
+    /// Every reason, in the order of its counter.
+    pub const ALL: [Skip; 4] = [Skip::Utf8, Skip::Seq, Skip::Size, Skip::Invalid];
+
+    /// The label it is counted under.
+    pub fn label(self) -> &'static str {
+        match self {
+            Skip::Utf8 => "utf8",
+            Skip::Seq => "seq",
+            Skip::Size => "size",
+            Skip::Invalid => "invalid",
+        }
+    }
 }
 
 /// Why a publish did not go through.

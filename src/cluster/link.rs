@@ -145,18 +145,7 @@ impl Writer {
 
     /// Sends one publish; what the loop must hear of it, if anything.
     fn write(&mut self, out: Outgoing) -> Option<Incoming> {
-        // Held to the test every node puts a value from Redis to, so
-        // nothing is written that the others would skip.
-        let checked = match &out {
-            Outgoing::Snapshot { topic, data, .. } => fits(data.as_bytes(), self.max_bytes)
-                .map_err(|e| e.topic(topic.as_bytes()))
-                .map(|()| None),
-            Outgoing::Event { type_json, data } => {
-                let message = format!(r#"{{"type":{type_json},"data":{data}}}"#);
-                fits(message.as_bytes(), self.max_bytes).map(|()| Some(message))
-            }
-        };
-        let event = match checked {
+        let event = match self.checked(&out) {
             Ok(event) => event,
             Err(refusal) => {
                 refusal.log("not written to redis");
@@ -165,84 +154,63 @@ impl Writer {
             }
         };
         let was_down = self.conn.is_none();
-        let script = self.script.clone();
-        let result = match self.connection() {
-            Some(conn) => match (&out, event) {
-                (
-                    Outgoing::Snapshot {
-                        topic, data, floor, ..
-                    },
-                    _,
-                ) => script
-                    .key(SEQ_KEY)
-                    .key(SNAPSHOTS_KEY)
-                    .key(CHANNEL)
-                    .arg(topic)
-                    .arg(data)
-                    .arg(*floor)
-                    .arg(MAX_SEQ)
-                    .invoke::<Option<Vec<u8>>>(conn)
-                    .map(Reply::Seq),
-                (Outgoing::Event { .. }, message) => redis::cmd("PUBLISH")
-                    .arg(CHANNEL)
-                    .arg(format!("E {}", message.unwrap_or_default()))
-                    .query::<i64>(conn)
-                    .map(|_| Reply::Sent),
-            },
-            None => return Some(Incoming::Failed(out)),
+        let Some(result) = self.send(&out, event) else {
+            return Some(Incoming::Failed(out));
         };
         if was_down && result.is_ok() {
             let _ = self.publisher.cluster(Incoming::Up);
         }
-        let text = match result {
-            Ok(Reply::Sent) => return None,
-            Ok(Reply::Seq(text)) => text,
+        match result {
+            Ok(Reply::Sent) => None,
+            Ok(Reply::Seq(text)) => stored(out, text),
             Err(e) => {
                 self.conn = None;
                 report(&self.publisher, Some(format!("publishing failed: {e}")));
                 self.retry_at = Some(Instant::now() + self.backoff);
-                return Some(Incoming::Failed(out));
-            }
-        };
-        let Outgoing::Snapshot {
-            req,
-            topic,
-            data,
-            served,
-            ..
-        } = out
-        else {
-            return None;
-        };
-        // The seq every other node reads from the same text.
-        let seq = text
-            .ok_or_else(|| Refusal::new(Skip::Seq, format!("its seq has reached {MAX_SEQ}")))
-            .and_then(|text| seq(&text))
-            .map_err(|e| e.topic(topic.as_bytes()));
-        match seq {
-            // A write-back is served already; nothing waits on it.
-            Ok(_) if served => None,
-            Ok(seq) => Some(Incoming::Stored {
-                req,
-                topic,
-                seq,
-                data,
-            }),
-            Err(refusal) => {
-                refusal.log("not served");
-                let out = Outgoing::Snapshot {
-                    req,
-                    topic,
-                    data,
-                    floor: 0,
-                    served,
-                };
-                Some(Incoming::Refused {
-                    out,
-                    why: refusal.why,
-                })
+                Some(Incoming::Failed(out))
             }
         }
+    }
+
+    /// Holds `out` to the test every node puts a value from Redis to, so
+    /// nothing is written that the others would skip; an event's message
+    /// text, once made.
+    fn checked(&self, out: &Outgoing) -> Result<Option<String>, Refusal> {
+        match out {
+            Outgoing::Snapshot { topic, data, .. } => fits(data.as_bytes(), self.max_bytes)
+                .map_err(|e| e.topic(topic.as_bytes()))
+                .map(|()| None),
+            Outgoing::Event { type_json, data } => {
+                let message = format!(r#"{{"type":{type_json},"data":{data}}}"#);
+                fits(message.as_bytes(), self.max_bytes).map(|()| Some(message))
+            }
+        }
+    }
+
+    /// Runs the script for a snapshot, `PUBLISH` for an event; `None`
+    /// while there is no connection.
+    fn send(&mut self, out: &Outgoing, event: Option<String>) -> Option<redis::RedisResult<Reply>> {
+        let script = self.script.clone();
+        let conn = self.connection()?;
+        Some(match out {
+            Outgoing::Snapshot {
+                topic, data, floor, ..
+            } => script
+                .key(SEQ_KEY)
+                .key(SNAPSHOTS_KEY)
+                .key(CHANNEL)
+                .arg(topic)
+                .arg(data)
+                .arg(*floor)
+                .arg(MAX_SEQ)
+                .invoke::<Option<Vec<u8>>>(conn)
+                .map(Reply::Seq),
+            Outgoing::Event { .. } => redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg(format!("E {}", event.unwrap_or_default()))
+                .query::<i64>(conn)
+                .map(|_| Reply::Sent),
+        })
     }
 
     /// The connection, made again when the backoff allows.
@@ -387,6 +355,50 @@ fn seq(text: &[u8]) -> Result<u64, Refusal> {
             Skip::Seq,
             format!("the seq is outside 1..={MAX_SEQ}"),
         )),
+    }
+}
+
+/// What the loop hears of a snapshot the script answered with `text`:
+/// stored with the seq every other node reads from the same text, or
+/// refused at the seq's ceiling.
+fn stored(out: Outgoing, text: Option<Vec<u8>>) -> Option<Incoming> {
+    let Outgoing::Snapshot {
+        req,
+        topic,
+        data,
+        served,
+        ..
+    } = out
+    else {
+        return None;
+    };
+    let seq = text
+        .ok_or_else(|| Refusal::new(Skip::Seq, format!("its seq has reached {MAX_SEQ}")))
+        .and_then(|text| seq(&text))
+        .map_err(|e| e.topic(topic.as_bytes()));
+    match seq {
+        // A write-back is served already; nothing waits on it.
+        Ok(_) if served => None,
+        Ok(seq) => Some(Incoming::Stored {
+            req,
+            topic,
+            seq,
+            data,
+        }),
+        Err(refusal) => {
+            refusal.log("not served");
+            let out = Outgoing::Snapshot {
+                req,
+                topic,
+                data,
+                floor: 0,
+                served,
+            };
+            Some(Incoming::Refused {
+                out,
+                why: refusal.why,
+            })
+        }
     }
 }
 

@@ -28,42 +28,10 @@ mod link;
 use std::sync::mpsc::{SyncSender, TrySendError};
 
 use crate::publisher::Publisher;
-pub use crate::publisher::{Outgoing, Replicated as Incoming};
+pub use crate::publisher::{Outgoing, Replicated as Incoming, Skip};
 
 /// The name the link's health is shown under.
 pub const NAME: &str = "redis";
-
-/// Why an entry or a message from Redis was skipped (or a publish not
-/// written to it): each is counted under its label in `/healthz`
-/// (`redis_skipped`) and `/metrics` (`statecast_redis_skipped_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skip {
-    /// A topic name or a value that is not UTF-8.
-    Utf8,
-    /// A seq that is not a decimal integer from 1 to 2^53 - 1, or a topic
-    /// whose seq has reached that ceiling.
-    Seq,
-    /// A value over `--max-publish-bytes`.
-    Size,
-    /// Anything else a publish is refused for: not I-JSON, the topic's
-    /// name or schema, a message of no known form.
-    Invalid,
-}
-
-impl Skip {
-    /// Every reason, in the order of its counter.
-    pub const ALL: [Skip; 4] = [Skip::Utf8, Skip::Seq, Skip::Size, Skip::Invalid];
-
-    /// The label it is counted under.
-    pub fn label(self) -> &'static str {
-        match self {
-            Skip::Utf8 => "utf8",
-            Skip::Seq => "seq",
-            Skip::Size => "size",
-            Skip::Invalid => "invalid",
-        }
-    }
-}
 
 /// Starts the link to Redis at `url`: the writer and the subscriber.
 /// Values are held to `max_bytes` (`--max-publish-bytes`) both ways.
