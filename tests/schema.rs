@@ -471,3 +471,24 @@ fn the_step_budget_has_a_wide_margin_over_real_values() {
         "{topic} takes {steps} steps, too near the budget of {STEP_BUDGET}"
     );
 }
+
+/// docs/options.md states the step budget the checker has.
+#[test]
+fn the_documented_budget_is_the_budget() {
+    use statecast::topic::schema::STEP_BUDGET;
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/options.md")).unwrap();
+    let digits = STEP_BUDGET.to_string();
+    let mut grouped = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    assert!(
+        page.contains(&format!("at most {grouped} steps"))
+            && page.contains(&format!("({digits}\nsteps)")),
+        "docs/options.md should give the budget as {grouped}"
+    );
+}
