@@ -9,9 +9,13 @@
 //! and keep them for good: 6.4 MB resident before any client, on a server
 //! meant to idle in 4 (docs/footprint.md). A schema that uses a keyword
 //! this checker does not know is refused at start with its location, never
-//! half-checked. Formats are annotations, as draft 2020-12 says by default,
-//! so the server refuses exactly what the contract's own Python checker
-//! refuses; the tests hold this checker to boon's verdicts.
+//! half-checked, and so is one it would check otherwise than boon: a `$ref`
+//! loop that never moves into the value, `$id` or `$schema` below the root,
+//! a regex class that is ASCII here and Unicode there. Formats are
+//! annotations, as draft 2020-12 says by default, so the server refuses
+//! exactly what the contract's own Python checker refuses; the tests hold
+//! this checker to boon's verdicts. Checking runs on the loop, so each
+//! value's check has a budget of steps ([`STEP_BUDGET`]).
 
 use std::collections::HashMap;
 use std::fmt;
