@@ -2,7 +2,8 @@
 //! sizes (the richest valid value of each topic's case file), for a 50-item
 //! workflow-history and for one just under 1 MiB: the I-JSON parse into a
 //! `serde_json::Value` and the compact text written back out, which every
-//! publish pays, and the schema check, which validated topics add.
+//! publish pays, and the schema check, which validated topics add, with
+//! the steps it takes of the checker's budget.
 //!
 //! `cargo bench --bench validation`; under `cargo test` it runs each
 //! measurement briefly and checks that every sample passes.
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use statecast::Preset;
 use statecast::topic::adw;
-use statecast::topic::schema::Validator;
+use statecast::topic::schema::{STEP_BUDGET, Validator};
 use statecast::wire::json;
 
 /// The richest valid value of a topic's case file.
@@ -99,8 +100,10 @@ fn main() {
         history(items),
     ));
 
-    println!("| topic | bytes | I-JSON parse | compact text | schema check | total |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| topic | bytes | I-JSON parse | compact text | schema check | total | steps of {STEP_BUDGET} |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for (label, topic, data) in &samples {
         let text = data.to_string();
         validator
@@ -117,12 +120,13 @@ fn main() {
             black_box(validator.check(topic, black_box(data))).unwrap();
         });
         println!(
-            "| {label} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} |",
             text.len(),
             micros(parse),
             micros(compact),
             micros(check),
-            micros(parse + compact + check)
+            micros(parse + compact + check),
+            validator.steps(topic, data)
         );
     }
 }

@@ -221,6 +221,47 @@ fn table() -> Vec<(Value, Vec<Value>)> {
             json!({"properties": {"if": {"if": {"const": 1}, "then": {"const": 2}}}}),
             vec![json!({"if": 1}), json!({"if": 3}), json!({"if": 2})],
         ),
+        // Equal items as the spec has it: numbers by value, objects in any
+        // order, at any depth.
+        (
+            json!({"uniqueItems": true}),
+            vec![
+                json!([1, 1.0]),
+                json!([0, -0.0]),
+                json!([{"a": 1, "b": [2]}, {"b": [2.0], "a": 1}]),
+                json!([[1], [1.0]]),
+                json!([1, "1", true, null, [1], {"1": 1}]),
+                json!([{"a": 1}, {"a": 2}, {"a": 1, "b": 1}]),
+                json!([[1, 2], [2, 1]]),
+            ],
+        ),
+        // \d, \w and their negations are ASCII in both checkers.
+        (
+            json!({"pattern": "^\\w+\\d$", "patternProperties": {"^\\W\\D$": {"type": "null"}}}),
+            vec![
+                json!("a_1"),
+                json!("é1"),
+                json!("a\u{663}"),
+                json!({"éa": null}),
+                json!({"\u{663}a": 1}),
+                json!({"_1": 1}),
+            ],
+        ),
+        // The root may name the draft and an id its $ref uses; "$id" and
+        // "$schema" as property names are only names.
+        (
+            json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "urn:t",
+                "$defs": {"n": {"type": "integer"}}, "$ref": "urn:t#/$defs/n"}),
+            vec![json!(1), json!("x")],
+        ),
+        (
+            json!({"properties": {"$id": {"type": "string"}, "$schema": {"const": 1}}}),
+            vec![
+                json!({"$id": "x", "$schema": 1}),
+                json!({"$id": 1}),
+                json!({"$schema": "x"}),
+            ],
+        ),
         (
             json!({"allOf": [{"type": "object"}, {"required": ["a"]}], "properties": {"a~/b": false}}),
             vec![
@@ -269,9 +310,11 @@ fn every_keyword_is_checked_as_boon_checks_it() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A schema that uses what the checker does not know is refused at start,
-/// naming the keyword and where it is; one that refers to itself without
-/// end is a 422, not a crash.
+/// A schema that uses what the checker does not know, or would check
+/// otherwise than boon, is refused at start, naming the keyword and where
+/// it is: a `$ref` loop that never moves into the value (boon compiles it
+/// and refuses every value that reaches it), `$id` or `$schema` below the
+/// root, another draft, and regex classes that match differently.
 #[test]
 fn what_the_checker_cannot_do_is_refused_at_start() {
     let dir = std::env::temp_dir().join(format!("statecast-unsupported-{}", std::process::id()));
@@ -289,6 +332,37 @@ fn what_the_checker_cannot_do_is_refused_at_start() {
         (json!({"pattern": "(unclosed"}), "not a usable regex"),
         (json!({"type": "text"}), "/type"),
         (json!({"$ref": "#/$defs/missing"}), "not in the schema"),
+        (json!({"$ref": "#"}), "/$ref: a $ref cycle"),
+        (
+            json!({"anyOf": [{"$ref": "#"}, {"$ref": "#"}]}),
+            "/anyOf/1/$ref: a $ref cycle",
+        ),
+        (
+            json!({"$defs": {"a": {"$id": "urn:a", "type": "string"}}, "$ref": "#/$defs/a"}),
+            "/$defs/a/$id: only the root schema may have $id",
+        ),
+        (
+            json!({"properties": {"a": {"$schema": "https://json-schema.org/draft/2020-12/schema"}}}),
+            "/properties/a/$schema",
+        ),
+        (
+            json!({"$schema": "http://json-schema.org/draft-07/schema#"}),
+            "/$schema: \"http://json-schema.org/draft-07/schema#\" is not supported",
+        ),
+        (
+            json!({"pattern": "^\\s*$"}),
+            "/pattern: \"^\\\\s*$\": \\s is not supported",
+        ),
+        (json!({"pattern": "[^\\S]"}), "\\S is not supported"),
+        (
+            json!({"patternProperties": {"\\bx": true}}),
+            "the word boundary \\b is not supported",
+        ),
+        (json!({"pattern": "(?i)^k$"}), "the case-insensitive flag i"),
+        (
+            json!({"pattern": "a(?mi:b)"}),
+            "the case-insensitive flag i",
+        ),
     ];
     for (i, (schema, says)) in refused.iter().enumerate() {
         let path = dir.join(format!("{i}.json"));
@@ -299,10 +373,122 @@ fn what_the_checker_cannot_do_is_refused_at_start() {
             "{schema}: {e}"
         );
     }
-    let path = dir.join("loop.json");
-    std::fs::write(&path, json!({"$ref": "#"}).to_string()).unwrap();
-    let v = Validator::new(Preset::None, &[("t".into(), path)]).unwrap();
-    let e = v.check("t", &json!(1)).unwrap_err();
-    assert!(e.rule.contains("nests too deeply"), "{e}");
+    // An escaped backslash before s is a literal, and a named group no flag.
+    for (i, fine) in [r"^\\s$", r"(?<i>x)", r"(?m)^x$"].iter().enumerate() {
+        let path = dir.join(format!("fine-{i}.json"));
+        std::fs::write(&path, json!({ "pattern": fine }).to_string()).unwrap();
+        Validator::new(Preset::None, &[("t".into(), path)]).unwrap();
+    }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// boon compiles a `$ref` loop that never moves into the value and
+/// refuses every value that reaches it, so refusing the schema at start
+/// takes no value boon would pass.
+#[test]
+fn boon_refuses_every_value_that_reaches_a_ref_cycle() {
+    for schema in [
+        json!({"$ref": "#"}),
+        json!({"anyOf": [{"$ref": "#"}, {"$ref": "#"}]}),
+        json!({"allOf": [{"allOf": [{"$ref": "#"}]}]}),
+    ] {
+        let mut compiler = Compiler::new();
+        let mut schemas = Schemas::new();
+        compiler.add_resource("urn:cycle", schema.clone()).unwrap();
+        let index = compiler.compile("urn:cycle", &mut schemas).unwrap();
+        for value in [
+            json!(1),
+            json!("x"),
+            json!({"a": 1}),
+            json!([1]),
+            json!(null),
+        ] {
+            let e = schemas.validate(&value, index).unwrap_err().to_string();
+            assert!(e.contains("reference cycle"), "{schema} {value}: {e}");
+        }
+    }
+}
+
+/// The contract's own examples and the demo's values over a long run take
+/// a tenth of the step budget or less, and so does a workflow-history
+/// filling the 1 MiB default publish limit: the budget stops runaway
+/// schemas, never a value the dashboard sends.
+#[test]
+fn the_step_budget_has_a_wide_margin_over_real_values() {
+    use statecast::providers::demo::{self, Demo, Output};
+    use statecast::topic::schema::STEP_BUDGET;
+    let ours = Validator::new(Preset::Adw, &[]).unwrap();
+    let mut largest = (0, String::new());
+    let mut measure = |topic: &str, value: &Value| {
+        assert!(ours.check(topic, value).is_ok(), "{topic}: {value}");
+        let steps = ours.steps(topic, value);
+        if steps > largest.0 {
+            largest = (steps, topic.to_owned());
+        }
+    };
+    for name in contract::topics() {
+        let topic = if name == "adw-state" {
+            "adw-state/a1"
+        } else {
+            name
+        };
+        for value in Contract::cases(name).0 {
+            measure(topic, &value);
+        }
+    }
+    let mut demo = Demo::new(7);
+    let mut outputs = demo.initial();
+    for _ in 0..2_000 {
+        outputs.extend(demo.step());
+    }
+    for output in &outputs {
+        if let Output::Snapshot(topic, value) = output {
+            measure(topic, value);
+        }
+    }
+    // The contract's largest history item, repeated to 1 MiB.
+    let (valid, _) = Contract::cases("workflow-history");
+    let one = valid
+        .into_iter()
+        .max_by_key(|v| v.to_string().len())
+        .unwrap();
+    let item = one["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|v| v.to_string().len())
+        .unwrap()
+        .clone();
+    let items = (1 << 20) / (item.to_string().len() + 1);
+    let mut full = one.clone();
+    full["workflows"] = Value::Array(vec![item; items]);
+    full["total_count"] = items.into();
+    measure("workflow-history", &full);
+    measure("workflow-history", &demo::history_fixture(50, 1));
+    let (steps, topic) = largest;
+    assert!(
+        steps * 10 <= STEP_BUDGET,
+        "{topic} takes {steps} steps, too near the budget of {STEP_BUDGET}"
+    );
+}
+
+/// docs/options.md states the step budget the checker has.
+#[test]
+fn the_documented_budget_is_the_budget() {
+    use statecast::topic::schema::STEP_BUDGET;
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/options.md")).unwrap();
+    let digits = STEP_BUDGET.to_string();
+    let mut grouped = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    assert!(
+        page.contains(&format!("at most {grouped} steps"))
+            && page.contains(&format!("({digits}\nsteps)")),
+        "docs/options.md should give the budget as {grouped}"
+    );
 }

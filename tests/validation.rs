@@ -284,3 +284,139 @@ fn a_provider_refusal_shows_in_healthz() {
     assert_eq!(state_of(&server, "queue")["data"]["paused"], true);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A schema file in the temp dir, removed on drop.
+struct SchemaFile(std::path::PathBuf);
+
+impl SchemaFile {
+    fn new(name: &str, schema: &Value) -> SchemaFile {
+        let path = std::env::temp_dir().join(format!(
+            "statecast-validation-{}-{name}.json",
+            std::process::id()
+        ));
+        std::fs::write(&path, schema.to_string()).unwrap();
+        SchemaFile(path)
+    }
+
+    fn arg(&self, topic: &str) -> String {
+        format!("{topic}={}", self.0.display())
+    }
+}
+
+impl Drop for SchemaFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A recursive discriminated union whose branches both recurse before
+/// they check the discriminator: checking a value n levels deep applies
+/// 2^n subschemas.
+fn exponential_union() -> Value {
+    json!({
+        "$defs": {
+            "node": {"oneOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/b"}]},
+            "a": {"type": "object",
+                  "properties": {"next": {"$ref": "#/$defs/node"}, "kind": {"const": "a"}}},
+            "b": {"type": "object",
+                  "properties": {"next": {"$ref": "#/$defs/node"}, "kind": {"const": "b"}}}
+        },
+        "$ref": "#/$defs/node"
+    })
+}
+
+/// With the real binary: a publish whose check would take 2^40 steps is
+/// answered 422 naming the schema's work limit within the test's
+/// deadline, the operator is warned, and the server goes on answering
+/// (/healthz, a valid publish, a 150,000-item uniqueItems array that
+/// pairwise comparison would take 10^10 steps over).
+#[test]
+fn a_runaway_check_is_refused_with_422_and_the_server_answers_on() {
+    let union = SchemaFile::new("union", &exponential_union());
+    let unique = SchemaFile::new("unique", &json!({"type": "array", "uniqueItems": true}));
+    let args = [
+        "--topic",
+        "custom",
+        "--topic",
+        "unique",
+        "--schema",
+        &union.arg("custom"),
+        "--schema",
+        &unique.arg("unique"),
+        "--max-publish-bytes",
+        "4MiB",
+    ];
+    let server = Binary::start(&args);
+    let mut deep = json!({"kind": "a"});
+    for _ in 0..40 {
+        deep = json!({"next": deep, "kind": "a"});
+    }
+    // The read timeout of each request is the deadline.
+    let (status, body) = server.publish("custom", &deep.to_string());
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.starts_with("(root): the schema's work limit was reached"),
+        "{body}"
+    );
+    assert_eq!(server.health()["status"], "ok");
+    let (status, body) = server.publish("custom", r#"{"next":{"kind":"b"},"kind":"a"}"#);
+    assert_eq!(status, 200, "{body}");
+    wait_until("the warning in the log", || {
+        server
+            .log
+            .lock()
+            .unwrap()
+            .contains("\"custom\" was refused unchecked: its schema's work limit")
+    });
+
+    let items: Vec<u32> = (0..150_000).collect();
+    let (status, body) = server.publish("unique", &json!(items).to_string());
+    assert_eq!(status, 200, "{body}");
+    let mut items: Vec<f64> = items.into_iter().map(f64::from).collect();
+    items.push(149_999.0);
+    let (status, body) = server.publish("unique", &json!(items).to_string());
+    assert_eq!(
+        (status, body.trim_end()),
+        (422, "(root): items 149999 and 150000 are equal")
+    );
+}
+
+/// With the real binary: `--schema` with a `$ref` loop that never moves
+/// into the value stops the server at start, naming the file, the topic
+/// and the keyword, where it used to start and then hang on the first
+/// publish.
+#[test]
+fn a_ref_cycle_stops_the_server_at_start() {
+    let cycle = SchemaFile::new("cycle", &json!({"anyOf": [{"$ref": "#"}, {"$ref": "#"}]}));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_statecast"))
+        .args(["--listen", "127.0.0.1:0", "--topic", "custom"])
+        .args(["--schema", &cycle.arg("custom")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed on drop, should it start after all.
+    let mut child = KillOnDrop(child);
+    let mut status = None;
+    wait_until("statecast to exit", || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.unwrap().success(), "{stderr}");
+    assert!(
+        stderr.contains(&cycle.0.display().to_string())
+            && stderr.contains("(for custom)")
+            && stderr.contains("/anyOf/1/$ref: a $ref cycle that never moves into the value"),
+        "{stderr}"
+    );
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -9,14 +9,20 @@
 //! and keep them for good: 6.4 MB resident before any client, on a server
 //! meant to idle in 4 (docs/footprint.md). A schema that uses a keyword
 //! this checker does not know is refused at start with its location, never
-//! half-checked. Formats are annotations, as draft 2020-12 says by default,
-//! so the server refuses exactly what the contract's own Python checker
-//! refuses; the tests hold this checker to boon's verdicts.
+//! half-checked, and so is one it would check otherwise than boon: a `$ref`
+//! loop that never moves into the value, `$id` or `$schema` below the root,
+//! a regex class that is ASCII here and Unicode there. Formats are
+//! annotations, as draft 2020-12 says by default, so the server refuses
+//! exactly what the contract's own Python checker refuses; the tests hold
+//! this checker to boon's verdicts. Checking runs on the loop, so each
+//! value's check has a budget of steps ([`STEP_BUDGET`]).
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::path::{Path, PathBuf};
 
+use log::warn;
 use regex_lite::Regex;
 use serde_json::{Map, Value};
 
@@ -75,7 +81,7 @@ impl Validator {
             validator.adw_state = Some(validator.compile_text(adw::ADW_STATE_SCHEMA)?);
         }
         for (topic, path) in files {
-            let id = validator.compile_file(path)?;
+            let id = validator.compile_file(topic, path)?;
             validator.by_topic.insert(topic.clone(), id);
         }
         Ok(validator)
@@ -91,13 +97,13 @@ impl Validator {
         compile(&mut self.nodes, &schema).map_err(|e| format!("{name}: {e}"))
     }
 
-    fn compile_file(&mut self, path: &Path) -> Result<Id, String> {
+    fn compile_file(&mut self, topic: &str, path: &Path) -> Result<Id, String> {
         let file = path.display();
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {file}: {e}"))?;
         let schema: Value =
             serde_json::from_str(&text).map_err(|e| format!("{file}: not JSON: {e}"))?;
         compile(&mut self.nodes, &schema)
-            .map_err(|e| format!("{file}: not a usable JSON Schema: {e}"))
+            .map_err(|e| format!("{file} (for {topic}): not a usable JSON Schema: {e}"))
     }
 
     fn root(&self, topic: &str) -> Option<Id> {
@@ -117,7 +123,7 @@ impl Validator {
     /// any JSON.
     pub fn check(&self, topic: &str, value: &Value) -> Result<(), SchemaError> {
         match self.root(topic) {
-            Some(id) => self.validate(id, value),
+            Some(id) => self.validate(topic, id, value),
             None => Ok(()),
         }
     }
@@ -127,7 +133,7 @@ impl Validator {
     pub fn check_event(&self, message_type: &str, data: &Value) -> Result<(), SchemaError> {
         match adw::schema_name_for_type(message_type) {
             Some("adw-state") => match self.adw_state {
-                Some(id) => self.validate(id, data),
+                Some(id) => self.validate(message_type, id, data),
                 None => Ok(()),
             },
             Some(topic) => self.check(topic, data),
@@ -135,16 +141,49 @@ impl Validator {
         }
     }
 
-    fn validate(&self, id: Id, value: &Value) -> Result<(), SchemaError> {
+    /// How many steps checking `value` against `topic`'s schema takes, up
+    /// to [`STEP_BUDGET`]: what tests and benches hold the budget's margin
+    /// to.
+    pub fn steps(&self, topic: &str, value: &Value) -> u64 {
+        self.root(topic)
+            .map_or(0, |id| self.run(topic, id, value).1)
+    }
+
+    fn validate(&self, topic: &str, id: Id, value: &Value) -> Result<(), SchemaError> {
+        self.run(topic, id, value).0
+    }
+
+    /// The verdict on a value for `topic` (named in the log), and the
+    /// steps it took.
+    fn run(&self, topic: &str, id: Id, value: &Value) -> (Result<(), SchemaError>, u64) {
         let mut check = Check {
             nodes: &self.nodes,
-            path: Vec::new(),
             depth: 0,
+            steps_left: STEP_BUDGET,
         };
-        check.node(id, value).map_err(|failure| SchemaError {
-            pointer: failure.pointer,
-            rule: failure.rule,
-        })
+        let verdict = check.node(id, value).map_err(|stop| match stop {
+            Stop::Refused(failure) => SchemaError {
+                pointer: failure.pointer(),
+                rule: failure.rule,
+            },
+            Stop::OutOfSteps => {
+                // An operator sees it: either the schema does more work
+                // than it needs, or a publisher is sending values built to
+                // make it.
+                warn!(
+                    "a value for {topic:?} was refused unchecked: its schema's \
+                     work limit ({STEP_BUDGET} steps) was reached"
+                );
+                SchemaError {
+                    pointer: String::new(),
+                    rule: format!(
+                        "the schema's work limit was reached ({STEP_BUDGET} steps) \
+                         before this value was checked"
+                    ),
+                }
+            }
+        });
+        (verdict, STEP_BUDGET - check.steps_left)
     }
 }
 
@@ -215,7 +254,9 @@ struct ArrayRules {
 #[derive(Debug, Default)]
 struct ObjectRules {
     required: Vec<String>,
-    properties: Vec<(String, Id)>,
+    /// Sorted by name: a value's property is found by binary search, so
+    /// a wide object against a wide schema is not their product.
+    properties: Box<[(String, Id)]>,
     pattern_properties: Vec<(Pattern, Id)>,
     additional_properties: Option<Id>,
     property_names: Option<Id>,
@@ -328,16 +369,42 @@ const ANNOTATIONS: &[&str] = &[
     "contentSchema",
 ];
 
+/// The one dialect this checker reads; boon reads a document that names
+/// another with that draft's rules, so such a document is refused.
+const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
+
 /// Compiles the schema document `doc`; returns its root's id.
 fn compile(nodes: &mut Vec<Node>, doc: &Value) -> Result<Id, String> {
+    if let Some(dialect) = doc.get("$schema") {
+        let known = dialect
+            .as_str()
+            .is_some_and(|d| d.strip_suffix('#').unwrap_or(d) == DRAFT_2020_12);
+        if !known {
+            return Err(format!(
+                "/$schema: {dialect} is not supported; only {DRAFT_2020_12:?} is"
+            ));
+        }
+    }
     let own_id = doc.get("$id").and_then(Value::as_str).map(str::to_owned);
+    let first = nodes.len();
     let mut compiler = Compiler {
         doc,
         own_id,
         nodes,
         by_pointer: HashMap::new(),
     };
-    compiler.at("")
+    let root = compiler.at("")?;
+    let Compiler {
+        nodes, by_pointer, ..
+    } = compiler;
+    if let Some(cycle) = cycle_without_progress(nodes, first) {
+        let mut pointers: HashMap<Id, &str> = HashMap::new();
+        for (pointer, &id) in &by_pointer {
+            pointers.insert(id, pointer);
+        }
+        return Err(describe_cycle(&cycle, nodes, &pointers));
+    }
+    Ok(root)
 }
 
 struct Compiler<'a> {
@@ -358,6 +425,7 @@ impl Compiler<'_> {
         let Some(schema) = self.doc.pointer(pointer) else {
             return Err(format!("$ref to {pointer:?}, which is not in the schema"));
         };
+        self.no_inner_resource(pointer)?;
         let id = self.nodes.len();
         self.nodes.push(Node::Any);
         self.by_pointer.insert(pointer.to_owned(), id);
@@ -428,7 +496,11 @@ impl Compiler<'_> {
             "minContains" => group(&mut r.array).min_contains = Some(count(v)?),
             "maxContains" => group(&mut r.array).max_contains = Some(count(v)?),
             "required" => group(&mut r.object).required = strings(v)?,
-            "properties" => group(&mut r.object).properties = self.named(v, at)?,
+            "properties" => {
+                let mut named = self.named(v, at)?;
+                named.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                group(&mut r.object).properties = named.into_boxed_slice();
+            }
             "patternProperties" => {
                 for (source, id) in self.named(v, at)? {
                     group(&mut r.object)
@@ -467,6 +539,30 @@ impl Compiler<'_> {
             // Read with their `if`; without one they assert nothing.
             "then" | "else" => {}
             other => return Err(format!("keyword {other:?} is not supported")),
+        }
+        Ok(())
+    }
+
+    /// Refuses a subschema at `pointer` that is inside (or is) a schema
+    /// resource of its own: `$id` there moves the base its `$ref`s resolve
+    /// against, and `$schema` may change the draft, both of which boon
+    /// honours and this checker does not. A `$id` or `$schema` keyword
+    /// holds a string, which tells it from a property of that name.
+    fn no_inner_resource(&self, pointer: &str) -> Result<(), String> {
+        let mut end = pointer.len();
+        while end > 0 {
+            let prefix = pointer.get(..end).unwrap_or("");
+            if let Some(Value::Object(object)) = self.doc.pointer(prefix) {
+                for keyword in ["$id", "$schema"] {
+                    if object.get(keyword).is_some_and(Value::is_string) {
+                        return Err(format!(
+                            "{prefix}/{keyword}: only the root schema may have {keyword} \
+                             (a subschema with its own is not supported)"
+                        ));
+                    }
+                }
+            }
+            end = prefix.rfind('/').unwrap_or(0);
         }
         Ok(())
     }
@@ -560,11 +656,60 @@ fn strings(v: &Value) -> Result<Vec<String>, String> {
 
 fn pattern(v: &Value) -> Result<Pattern, String> {
     let source = v.as_str().ok_or("must be a string")?;
+    if let Some(why) = differs_from_boon(source) {
+        return Err(format!("{source:?}: {why}"));
+    }
     let regex = Regex::new(source).map_err(|e| format!("{source:?} is not a usable regex: {e}"))?;
     Ok(Pattern {
         source: source.to_owned(),
         regex,
     })
+}
+
+/// What in `source` regex-lite would match differently from boon's
+/// regexes: `\s` and `\S` (regex-lite's are ASCII, boon adds U+00A0,
+/// U+FEFF, U+2003 and U+2029), the word boundaries `\b`, `\B`, `\<` and
+/// `\>` (ASCII here, Unicode there) and the `i` flag (ASCII case folding
+/// here, Unicode there: `(?i)k` matches the Kelvin sign there). `\d` and
+/// `\w` are ASCII in both, as ECMA-262 has them.
+fn differs_from_boon(source: &str) -> Option<String> {
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(class @ ('s' | 'S')) => {
+                    return Some(format!(
+                        "\\{class} is not supported (its whitespace is ASCII here, \
+                         wider elsewhere); list the characters, as [ \\t\\r\\n]"
+                    ));
+                }
+                Some(class @ ('b' | 'B' | '<' | '>')) => {
+                    return Some(format!(
+                        "the word boundary \\{class} is not supported (ASCII here, \
+                         Unicode elsewhere)"
+                    ));
+                }
+                _ => {}
+            },
+            '(' if chars.peek() == Some(&'?') => {
+                let flags: String = chars
+                    .clone()
+                    .skip(1)
+                    .take_while(|f| f.is_ascii_alphabetic() || *f == '-')
+                    .collect();
+                let closed = chars.clone().nth(flags.len() + 1);
+                if flags.contains('i') && matches!(closed, Some(':' | ')')) {
+                    return Some(
+                        "the case-insensitive flag i is not supported (ASCII here, \
+                         Unicode elsewhere); list both cases, as [Kk]"
+                            .into(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// RFC 6901's escaping of one pointer token.
@@ -589,63 +734,237 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
 }
 
+/// The subschemas `node` applies to the very value it is given, with
+/// whether each is reached through its `$ref` (the others are its own
+/// `allOf`, `anyOf`, `oneOf`, `not`, `if`, `then` and `else`).
+fn same_value_edges(node: &Node) -> Vec<(Id, bool)> {
+    let Node::Rules(rules) = node else {
+        return Vec::new();
+    };
+    let mut edges: Vec<(Id, bool)> = rules.reference.map(|id| (id, true)).into_iter().collect();
+    if let Some(logic) = &rules.logic {
+        let lists = [&logic.all_of, &logic.any_of, &logic.one_of];
+        edges.extend(lists.into_iter().flatten().map(|&id| (id, false)));
+        edges.extend(logic.not.map(|id| (id, false)));
+        if let Some((condition, then, otherwise)) = logic.if_then_else {
+            edges.extend(
+                [Some(condition), then, otherwise]
+                    .into_iter()
+                    .flatten()
+                    .map(|id| (id, false)),
+            );
+        }
+    }
+    edges
+}
+
+/// A loop among the nodes from `first` on that returns to a schema
+/// without moving into the value, as its ids in order (the first is
+/// where it returns to); checking any value that reaches it would never
+/// end. boon compiles such a schema and refuses every value that reaches
+/// the loop ("... causing reference cycle"); refusing the schema instead
+/// says so once, at start. A depth-first search, iterative: a long chain
+/// of `allOf`s must not exhaust the stack.
+fn cycle_without_progress(nodes: &[Node], first: Id) -> Option<Vec<Id>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Seen {
+        No,
+        OnPath,
+        Done,
+    }
+    let mut seen = vec![Seen::No; nodes.len()];
+    for start in first..nodes.len() {
+        if seen.get(start) != Some(&Seen::No) {
+            continue;
+        }
+        // The path from `start`, each node with the edges it has left.
+        let mut path: Vec<(Id, Vec<(Id, bool)>)> = Vec::new();
+        let edges = nodes.get(start).map(same_value_edges).unwrap_or_default();
+        path.push((start, edges));
+        if let Some(s) = seen.get_mut(start) {
+            *s = Seen::OnPath;
+        }
+        while let Some((id, edges)) = path.last_mut() {
+            let id = *id;
+            let Some((next, _)) = edges.pop() else {
+                if let Some(s) = seen.get_mut(id) {
+                    *s = Seen::Done;
+                }
+                path.pop();
+                continue;
+            };
+            match seen.get(next) {
+                Some(Seen::OnPath) => {
+                    let from = path.iter().position(|(on, _)| *on == next).unwrap_or(0);
+                    return Some(path.iter().skip(from).map(|(on, _)| *on).collect());
+                }
+                Some(Seen::No) => {
+                    if let Some(s) = seen.get_mut(next) {
+                        *s = Seen::OnPath;
+                    }
+                    let edges = nodes.get(next).map(same_value_edges).unwrap_or_default();
+                    path.push((next, edges));
+                }
+                Some(Seen::Done) | None => {}
+            }
+        }
+    }
+    None
+}
+
+/// The error for `cycle`: the keyword that closes the loop, then the
+/// loop, as boon names its "reference cycle".
+fn describe_cycle(cycle: &[Id], nodes: &[Node], pointers: &HashMap<Id, &str>) -> String {
+    let place = |id: &Id| here(pointers.get(id).copied().unwrap_or("?")).to_owned();
+    let (Some(&first), Some(&last)) = (cycle.first(), cycle.last()) else {
+        return "a $ref cycle".into();
+    };
+    let by_ref = nodes
+        .get(last)
+        .map(same_value_edges)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|(id, by_ref)| id == first && by_ref);
+    let keyword = if by_ref {
+        format!("{}/$ref", pointers.get(&last).copied().unwrap_or("?"))
+    } else {
+        place(&first)
+    };
+    let mut hops: Vec<String> = cycle.iter().map(place).collect();
+    hops.push(place(&first));
+    format!(
+        "{keyword}: a $ref cycle that never moves into the value ({})",
+        hops.join(" -> ")
+    )
+}
+
 // ----- checking -----
 
-/// How deep `$ref`s and combinators may nest while checking one value: a
-/// schema that refers to itself without moving into the value would
-/// otherwise recurse until the stack ran out.
+/// How many steps checking one value may take before it is refused with
+/// 422. A step is one subschema applied to one part of the value, one
+/// property or item of an object or array a schema with object or array
+/// keywords looks over, one `enum` entry, `patternProperties` pattern or
+/// `uniqueItems` value compared or hashed, or 64 bytes of a string
+/// measured or matched. The contract's largest examples and the demo's
+/// values take some thousands, a workflow-history filling the 1 MiB
+/// default publish limit some hundred thousand (`tests/schema.rs` holds
+/// them to a tenth of this); a schema whose work grows exponentially with
+/// the value (a recursive union tried branch by branch) reaches the limit
+/// in a bounded time instead of holding the loop.
+pub const STEP_BUDGET: u64 = 3_000_000;
+
+/// A string's length costs a step per this many bytes where it is
+/// measured or matched: a long string read many times is work.
+const STRING_BYTES_PER_STEP: u64 = 64;
+
+/// How deep `$ref`s and combinators may nest while checking one value:
+/// the stack's bound, as [`STEP_BUDGET`] is the time's.
 const MAX_DEPTH: usize = 512;
 
 struct Check<'a> {
     nodes: &'a [Node],
-    /// Where in the value the check is, for the error's pointer.
-    path: Vec<String>,
     depth: usize,
+    /// Steps left of [`STEP_BUDGET`].
+    steps_left: u64,
+}
+
+/// One step into a value: a property's name or an item's index.
+#[derive(Debug, Clone, Copy)]
+enum Token<'v> {
+    Key(&'v str),
+    Index(usize),
 }
 
 /// A broken rule and where.
-struct Failure {
-    pointer: String,
+struct Failure<'v> {
+    /// Where in the value, innermost first, from wherever the failure has
+    /// been carried up to: each level adds its token on the way out, so a
+    /// failure that is dropped (an `anyOf` branch, a `not`) cost nothing
+    /// to place, and the pointer is written once, for the one reported.
+    tokens: Vec<Token<'v>>,
     rule: String,
-    /// How many tokens deep into the value it was found.
-    depth: usize,
     /// It failed on the value's type (or enum/const): at an `anyOf`, such a
     /// branch says less than one that matched the type and failed deeper.
     on_type: bool,
 }
 
-type Checked = Result<(), Failure>;
+impl Failure<'_> {
+    /// RFC 6901 pointer to where it failed.
+    fn pointer(&self) -> String {
+        self.tokens
+            .iter()
+            .rev()
+            .map(|t| match t {
+                Token::Key(name) => format!("/{}", escape(name)),
+                Token::Index(i) => format!("/{i}"),
+            })
+            .collect()
+    }
+}
+
+/// Why a check ended without a pass.
+enum Stop<'v> {
+    /// The value broke a rule.
+    Refused(Failure<'v>),
+    /// [`STEP_BUDGET`] ran out; no verdict, and no branch may take this
+    /// for one.
+    OutOfSteps,
+}
+
+impl<'v> Stop<'v> {
+    /// The same stop, seen from one level up.
+    fn within(mut self, token: Token<'v>) -> Stop<'v> {
+        if let Stop::Refused(failure) = &mut self {
+            failure.tokens.push(token);
+        }
+        self
+    }
+}
+
+type Checked<'v> = Result<(), Stop<'v>>;
+
+fn refuse<'v>(rule: String) -> Stop<'v> {
+    Stop::Refused(Failure {
+        tokens: Vec::new(),
+        rule,
+        on_type: false,
+    })
+}
+
+fn refuse_on_type<'v>(rule: String) -> Stop<'v> {
+    Stop::Refused(Failure {
+        tokens: Vec::new(),
+        rule,
+        on_type: true,
+    })
+}
 
 impl Check<'_> {
-    fn fail(&self, rule: String) -> Failure {
-        let pointer: String = self
-            .path
-            .iter()
-            .map(|t| format!("/{}", escape(t)))
-            .collect();
-        Failure {
-            pointer,
-            rule,
-            depth: self.path.len(),
-            on_type: false,
+    /// Takes `n` steps from the budget, or stops the check.
+    fn spend<'v>(&mut self, n: u64) -> Checked<'v> {
+        match self.steps_left.checked_sub(n) {
+            Some(left) => {
+                self.steps_left = left;
+                Ok(())
+            }
+            None => {
+                self.steps_left = 0;
+                Err(Stop::OutOfSteps)
+            }
         }
     }
 
-    fn fail_on_type(&self, rule: String) -> Failure {
-        Failure {
-            on_type: true,
-            ..self.fail(rule)
-        }
-    }
-
-    fn node(&mut self, id: Id, value: &Value) -> Checked {
+    fn node<'v>(&mut self, id: Id, value: &'v Value) -> Checked<'v> {
+        self.spend(1)?;
         self.depth += 1;
         let result = if self.depth > MAX_DEPTH {
-            Err(self.fail("the schema nests too deeply to check this value".into()))
+            Err(refuse(
+                "the schema nests too deeply to check this value".into(),
+            ))
         } else {
             match self.nodes.get(id) {
                 Some(Node::Rules(rules)) => self.rules(rules, value),
-                Some(Node::Never) => Err(self.fail("no value is allowed here".into())),
+                Some(Node::Never) => Err(refuse("no value is allowed here".into())),
                 Some(Node::Any) | None => Ok(()),
             }
         };
@@ -653,22 +972,37 @@ impl Check<'_> {
         result
     }
 
-    /// Checks `value` one step down, at `token`.
-    fn child(&mut self, id: Id, token: String, value: &Value) -> Checked {
-        self.path.push(token);
-        let result = self.node(id, value);
-        self.path.pop();
-        result
+    /// Checks `value` for a verdict only (`anyOf` and `oneOf` branches,
+    /// `not`, `if`, `contains`, `propertyNames`): a refusal comes back as
+    /// a value, but running out of steps still ends the whole check.
+    fn verdict<'v>(
+        &mut self,
+        id: Id,
+        value: &'v Value,
+    ) -> Result<Result<(), Failure<'v>>, Stop<'v>> {
+        match self.node(id, value) {
+            Ok(()) => Ok(Ok(())),
+            Err(Stop::Refused(failure)) => Ok(Err(failure)),
+            Err(Stop::OutOfSteps) => Err(Stop::OutOfSteps),
+        }
     }
 
-    fn rules(&mut self, r: &Rules, value: &Value) -> Checked {
+    /// Checks `value` one step down, at `token`.
+    fn child<'v>(&mut self, id: Id, token: Token<'v>, value: &'v Value) -> Checked<'v> {
+        self.node(id, value).map_err(|stop| stop.within(token))
+    }
+
+    fn rules<'v>(&mut self, r: &Rules, value: &'v Value) -> Checked<'v> {
         if let Some(id) = r.reference {
             self.node(id, value)?;
         }
         self.kind(r, value)?;
         match (value, &r.number, &r.string, &r.array, &r.object) {
-            (Value::Number(n), Some(rules), ..) => self.number(rules, n.as_f64().unwrap_or(0.0))?,
-            (Value::String(s), _, Some(rules), ..) => self.string(rules, s)?,
+            (Value::Number(n), Some(rules), ..) => check_number(rules, n.as_f64().unwrap_or(0.0))?,
+            (Value::String(s), _, Some(rules), ..) => {
+                self.spend(s.len() as u64 / STRING_BYTES_PER_STEP)?;
+                check_string(rules, s)?
+            }
             (Value::Array(items), _, _, Some(rules), _) => self.array(rules, items)?,
             (Value::Object(map), .., Some(rules)) => self.object(rules, map)?,
             _ => {}
@@ -679,13 +1013,16 @@ impl Check<'_> {
         }
     }
 
-    fn kind(&self, r: &Rules, value: &Value) -> Checked {
+    fn kind<'v>(&mut self, r: &Rules, value: &'v Value) -> Checked<'v> {
         if let Some(types) = &r.types
             && !types.iter().any(|t| t.admits(value))
         {
             let want: Vec<&str> = types.iter().map(|t| t.name()).collect();
             let got = Type::of(value).name();
-            return Err(self.fail_on_type(format!("must be {}, not {got}", want.join(" or "))));
+            return Err(refuse_on_type(format!(
+                "must be {}, not {got}",
+                want.join(" or ")
+            )));
         }
         let Some(values) = &r.values else {
             return Ok(());
@@ -693,69 +1030,32 @@ impl Check<'_> {
         if let Some(constant) = &values.constant
             && !same(constant, value)
         {
-            return Err(self.fail_on_type(format!("must be {constant}")));
+            return Err(refuse_on_type(format!("must be {constant}")));
         }
-        if let Some(allowed) = &values.allowed
-            && !allowed.iter().any(|a| same(a, value))
-        {
-            let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            return Err(self.fail_on_type(format!("must be one of {}", list.join(", "))));
-        }
-        Ok(())
-    }
-
-    fn number(&self, r: &NumberRules, n: f64) -> Checked {
-        let broken = [
-            (r.minimum.filter(|&m| n < m), "at least"),
-            (r.maximum.filter(|&m| n > m), "at most"),
-            (r.exclusive_minimum.filter(|&m| n <= m), "more than"),
-            (r.exclusive_maximum.filter(|&m| n >= m), "less than"),
-        ];
-        if let Some((Some(bound), words)) = broken.into_iter().find(|(b, _)| b.is_some()) {
-            return Err(self.fail(format!("must be {words} {bound}, not {n}")));
-        }
-        if let Some(m) = r.multiple_of {
-            let q = n / m;
-            if !q.is_finite() || q.fract() != 0.0 {
-                return Err(self.fail(format!("must be a multiple of {m}, not {n}")));
+        if let Some(allowed) = &values.allowed {
+            self.spend(allowed.len() as u64)?;
+            if !allowed.iter().any(|a| same(a, value)) {
+                let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+                return Err(refuse_on_type(format!(
+                    "must be one of {}",
+                    list.join(", ")
+                )));
             }
         }
         Ok(())
     }
 
-    fn string(&self, r: &StringRules, s: &str) -> Checked {
-        if r.min_length.is_some() || r.max_length.is_some() {
-            let len = s.chars().count() as u64;
-            if let Some(min) = r.min_length.filter(|&m| len < m) {
-                return Err(self.fail(format!("must be at least {min} characters, not {len}")));
-            }
-            if let Some(max) = r.max_length.filter(|&m| len > m) {
-                return Err(self.fail(format!("must be at most {max} characters, not {len}")));
-            }
-        }
-        if let Some(p) = &r.pattern
-            && !p.regex.is_match(s)
-        {
-            return Err(self.fail(format!("{s:?} does not match pattern {:?}", p.source)));
-        }
-        Ok(())
-    }
-
-    fn array(&mut self, r: &ArrayRules, items: &[Value]) -> Checked {
+    fn array<'v>(&mut self, r: &ArrayRules, items: &'v [Value]) -> Checked<'v> {
         let len = items.len() as u64;
+        self.spend(len)?;
         if let Some(min) = r.min_items.filter(|&m| len < m) {
-            return Err(self.fail(format!("must have at least {min} items, not {len}")));
+            return Err(refuse(format!("must have at least {min} items, not {len}")));
         }
         if let Some(max) = r.max_items.filter(|&m| len > m) {
-            return Err(self.fail(format!("must have at most {max} items, not {len}")));
+            return Err(refuse(format!("must have at most {max} items, not {len}")));
         }
         if r.unique_items {
-            for (i, a) in items.iter().enumerate() {
-                if let Some(j) = items.iter().skip(i + 1).position(|b| same(a, b)) {
-                    let j = i + 1 + j;
-                    return Err(self.fail(format!("items {i} and {j} are equal")));
-                }
-            }
+            self.unique(items)?;
         }
         for (i, item) in items.iter().enumerate() {
             let id = match r.prefix_items.get(i) {
@@ -763,23 +1063,22 @@ impl Check<'_> {
                 None => r.items,
             };
             if let Some(id) = id {
-                self.child(id, i.to_string(), item)?;
+                self.child(id, Token::Index(i), item)?;
             }
         }
         if let Some(id) = r.contains {
             let mut matched = 0u64;
             for item in items {
-                let mut probe = self.probe();
-                matched += u64::from(probe.node(id, item).is_ok());
+                matched += u64::from(self.verdict(id, item)?.is_ok());
             }
             let min = r.min_contains.unwrap_or(1);
             if matched < min {
-                return Err(self.fail(format!(
+                return Err(refuse(format!(
                     "must contain at least {min} matching items, not {matched}"
                 )));
             }
             if let Some(max) = r.max_contains.filter(|&m| matched > m) {
-                return Err(self.fail(format!(
+                return Err(refuse(format!(
                     "must contain at most {max} matching items, not {matched}"
                 )));
             }
@@ -787,7 +1086,30 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn object(&mut self, r: &ObjectRules, map: &Map<String, Value>) -> Checked {
+    /// `uniqueItems`: each item is hashed once by its canonical form and
+    /// compared only with the earlier items of its hash, so the work is
+    /// the items' size, not its square. A step per value hashed (an item
+    /// and each value inside it) and per comparison.
+    fn unique<'v>(&mut self, items: &'v [Value]) -> Checked<'v> {
+        let keys = RandomState::new();
+        let mut seen: HashMap<u64, Vec<usize>> = HashMap::with_capacity(items.len());
+        for (j, item) in items.iter().enumerate() {
+            let mut parts = 0;
+            let hash = canonical_hash(item, &keys, &mut parts);
+            self.spend(parts)?;
+            let earlier = seen.entry(hash).or_default();
+            for &i in earlier.iter() {
+                self.spend(1)?;
+                if items.get(i).is_some_and(|a| same(a, item)) {
+                    return Err(refuse(format!("items {i} and {j} are equal")));
+                }
+            }
+            earlier.push(j);
+        }
+        Ok(())
+    }
+
+    fn object<'v>(&mut self, r: &ObjectRules, map: &'v Map<String, Value>) -> Checked<'v> {
         let missing: Vec<&str> = r
             .required
             .iter()
@@ -796,99 +1118,116 @@ impl Check<'_> {
             .collect();
         match missing.as_slice() {
             [] => {}
-            [one] => return Err(self.fail(format!("required property {one:?} missing"))),
+            [one] => return Err(refuse(format!("required property {one:?} missing"))),
             many => {
                 let list: Vec<String> = many.iter().map(|n| format!("{n:?}")).collect();
-                return Err(self.fail(format!("required properties {} missing", list.join(", "))));
+                return Err(refuse(format!(
+                    "required properties {} missing",
+                    list.join(", ")
+                )));
             }
         }
         for (name, needs) in &r.dependent_required {
             if map.contains_key(name)
                 && let Some(need) = needs.iter().find(|n| !map.contains_key(n.as_str()))
             {
-                return Err(self.fail(format!("property {need:?} is required with {name:?}")));
+                return Err(refuse(format!(
+                    "property {need:?} is required with {name:?}"
+                )));
             }
         }
         let len = map.len() as u64;
+        let patterns = r.pattern_properties.len() as u64;
+        self.spend(len.saturating_mul(1 + patterns))?;
         if let Some(min) = r.min_properties.filter(|&m| len < m) {
-            return Err(self.fail(format!("must have at least {min} properties, not {len}")));
+            return Err(refuse(format!(
+                "must have at least {min} properties, not {len}"
+            )));
         }
         if let Some(max) = r.max_properties.filter(|&m| len > m) {
-            return Err(self.fail(format!("must have at most {max} properties, not {len}")));
+            return Err(refuse(format!(
+                "must have at most {max} properties, not {len}"
+            )));
         }
         for (name, value) in map {
+            let token = Token::Key(name.as_str());
             if let Some(id) = r.property_names {
                 let key = Value::String(name.clone());
-                if let Err(e) = self.probe().node(id, &key) {
-                    return Err(self.fail(format!("property name {name:?}: {}", e.rule)));
+                match self.verdict(id, &key) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        return Err(refuse(format!("property name {name:?}: {}", e.rule)));
+                    }
+                    Err(_) => return Err(Stop::OutOfSteps),
                 }
             }
             let mut matched = false;
-            if let Some((_, id)) = r.properties.iter().find(|(n, _)| n == name) {
+            let found = r.properties.binary_search_by(|(n, _)| n.as_str().cmp(name));
+            if let Some((_, id)) = found.ok().and_then(|i| r.properties.get(i)) {
                 matched = true;
-                self.child(*id, name.clone(), value)?;
+                self.child(*id, token, value)?;
             }
             for (p, id) in &r.pattern_properties {
                 if p.regex.is_match(name) {
                     matched = true;
-                    self.child(*id, name.clone(), value)?;
+                    self.child(*id, token, value)?;
                 }
             }
             if let (false, Some(id)) = (matched, r.additional_properties) {
                 if matches!(self.nodes.get(id), Some(Node::Never)) {
-                    return Err(self.fail(format!("property {name:?} is not allowed")));
+                    return Err(refuse(format!("property {name:?} is not allowed")));
                 }
-                self.child(id, name.clone(), value)?;
+                self.child(id, token, value)?;
             }
         }
         Ok(())
     }
 
-    fn combinators(&mut self, r: &LogicRules, value: &Value) -> Checked {
+    fn combinators<'v>(&mut self, r: &LogicRules, value: &'v Value) -> Checked<'v> {
         for &id in &r.all_of {
             self.node(id, value)?;
         }
         if !r.any_of.is_empty() {
             let mut failures = Vec::new();
             for &id in &r.any_of {
-                match self.node(id, value) {
+                match self.verdict(id, value)? {
                     Ok(()) => return self.rest(r, value),
                     Err(f) => failures.push(f),
                 }
             }
-            return Err(self.none_matched(failures));
+            return Err(none_matched(failures));
         }
         self.rest(r, value)
     }
 
     /// `oneOf`, `not` and `if`, after `anyOf` passed.
-    fn rest(&mut self, r: &LogicRules, value: &Value) -> Checked {
+    fn rest<'v>(&mut self, r: &LogicRules, value: &'v Value) -> Checked<'v> {
         if !r.one_of.is_empty() {
             let mut failures = Vec::new();
             let mut passed = Vec::new();
             for (i, &id) in r.one_of.iter().enumerate() {
-                match self.node(id, value) {
+                match self.verdict(id, value)? {
                     Ok(()) => passed.push(i),
                     Err(f) => failures.push(f),
                 }
             }
             match passed.as_slice() {
-                [] => return Err(self.none_matched(failures)),
+                [] => return Err(none_matched(failures)),
                 [_] => {}
                 [a, b, ..] => {
-                    return Err(self.fail(format!(
+                    return Err(refuse(format!(
                         "matches more than one allowed form (#{a} and #{b})"
                     )));
                 }
             }
         }
         if let Some(id) = r.not
-            && self.probe().node(id, value).is_ok()
+            && self.verdict(id, value)?.is_ok()
         {
-            return Err(self.fail("matches a form that is not allowed".into()));
+            return Err(refuse("matches a form that is not allowed".into()));
         }
         if let Some((condition, then, otherwise)) = r.if_then_else {
-            let branch = match self.probe().node(condition, value) {
+            let branch = match self.verdict(condition, value)? {
                 Ok(()) => then,
                 Err(_) => otherwise,
             };
@@ -898,32 +1237,119 @@ impl Check<'_> {
         }
         Ok(())
     }
+}
 
-    /// A check whose failure is only a verdict (`not`, `if`, `contains`):
-    /// it starts where this one is.
-    fn probe(&self) -> Check<'_> {
-        Check {
-            nodes: self.nodes,
-            path: self.path.clone(),
-            depth: self.depth,
+fn check_number<'v>(r: &NumberRules, n: f64) -> Checked<'v> {
+    let broken = [
+        (r.minimum.filter(|&m| n < m), "at least"),
+        (r.maximum.filter(|&m| n > m), "at most"),
+        (r.exclusive_minimum.filter(|&m| n <= m), "more than"),
+        (r.exclusive_maximum.filter(|&m| n >= m), "less than"),
+    ];
+    if let Some((Some(bound), words)) = broken.into_iter().find(|(b, _)| b.is_some()) {
+        return Err(refuse(format!("must be {words} {bound}, not {n}")));
+    }
+    if let Some(m) = r.multiple_of {
+        let q = n / m;
+        if !q.is_finite() || q.fract() != 0.0 {
+            return Err(refuse(format!("must be a multiple of {m}, not {n}")));
         }
     }
+    Ok(())
+}
 
-    /// The error for an `anyOf`/`oneOf` no branch of which matched: a
-    /// branch that failed only on the value's type tells the producer
-    /// nothing; one whose type matched and failed deeper does, as Python
-    /// jsonschema's `best_match` has it.
-    fn none_matched(&self, failures: Vec<Failure>) -> Failure {
-        let here = self.path.len();
-        let mut failures = failures;
-        if let Some(i) = failures.iter().position(|f| f.depth > here || !f.on_type) {
-            return failures.swap_remove(i);
+fn check_string<'v>(r: &StringRules, s: &str) -> Checked<'v> {
+    if r.min_length.is_some() || r.max_length.is_some() {
+        let len = s.chars().count() as u64;
+        if let Some(min) = r.min_length.filter(|&m| len < m) {
+            return Err(refuse(format!(
+                "must be at least {min} characters, not {len}"
+            )));
         }
-        let each: Vec<&str> = failures.iter().map(|f| f.rule.as_str()).collect();
-        self.fail_on_type(format!(
-            "matches none of the allowed forms ({})",
-            each.join("; ")
-        ))
+        if let Some(max) = r.max_length.filter(|&m| len > m) {
+            return Err(refuse(format!(
+                "must be at most {max} characters, not {len}"
+            )));
+        }
+    }
+    if let Some(p) = &r.pattern
+        && !p.regex.is_match(s)
+    {
+        return Err(refuse(format!(
+            "{s:?} does not match pattern {:?}",
+            p.source
+        )));
+    }
+    Ok(())
+}
+
+/// The error for an `anyOf`/`oneOf` no branch of which matched: a
+/// branch that failed only on the value's type tells the producer
+/// nothing; one whose type matched, or that failed deeper in the value,
+/// does, as Python jsonschema's `best_match` has it.
+fn none_matched<'v>(failures: Vec<Failure<'v>>) -> Stop<'v> {
+    let mut failures = failures;
+    if let Some(i) = failures
+        .iter()
+        .position(|f| !f.tokens.is_empty() || !f.on_type)
+    {
+        return Stop::Refused(failures.swap_remove(i));
+    }
+    let each: Vec<&str> = failures.iter().map(|f| f.rule.as_str()).collect();
+    refuse_on_type(format!(
+        "matches none of the allowed forms ({})",
+        each.join("; ")
+    ))
+}
+
+/// A hash of `value` under which every value [`same`] counts equal hashes
+/// alike: numbers by their value as a double (0 and -0.0 alike), objects
+/// as an unordered sum of their entries. `keys` is random per check, so
+/// a publisher cannot pick items that all collide.
+/// `parts` counts the values hashed, the work done.
+fn canonical_hash(value: &Value, keys: &RandomState, parts: &mut u64) -> u64 {
+    let mut hasher = keys.build_hasher();
+    feed(value, keys, &mut hasher, parts);
+    hasher.finish()
+}
+
+fn feed(value: &Value, keys: &RandomState, hasher: &mut impl Hasher, parts: &mut u64) {
+    *parts += 1;
+    match value {
+        Value::Null => hasher.write_u8(0),
+        Value::Bool(b) => {
+            hasher.write_u8(1);
+            b.hash(hasher);
+        }
+        Value::Number(n) => {
+            hasher.write_u8(2);
+            let x = n.as_f64().unwrap_or(0.0);
+            // -0.0 == 0.0, so both hash as 0.0.
+            let x = if x == 0.0 { 0.0 } else { x };
+            hasher.write_u64(x.to_bits());
+        }
+        Value::String(s) => {
+            hasher.write_u8(3);
+            s.hash(hasher);
+        }
+        Value::Array(items) => {
+            hasher.write_u8(4);
+            hasher.write_usize(items.len());
+            for item in items {
+                feed(item, keys, hasher, parts);
+            }
+        }
+        Value::Object(map) => {
+            hasher.write_u8(5);
+            hasher.write_usize(map.len());
+            let entries = map.iter().fold(0u64, |sum, (name, item)| {
+                let mut entry = keys.build_hasher();
+                name.hash(&mut entry);
+                feed(item, keys, &mut entry, parts);
+                sum.wrapping_add(entry.finish())
+            });
+            hasher.write_u64(entries);
+        }
     }
 }
 
@@ -1015,5 +1441,162 @@ mod tests {
             Validator::new(Preset::None, &[("x".into(), dir.join("missing.json"))]).unwrap_err();
         assert!(e.contains("missing.json"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Compiles `schema` as the only `--schema`, for topic "t".
+    fn compiled(schema: &Value) -> Result<Validator, String> {
+        let dir = std::env::temp_dir().join(format!("statecast-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!(
+            "{:016x}.json",
+            canonical_hash(schema, &RandomState::new(), &mut 0)
+        ));
+        std::fs::write(&path, schema.to_string()).unwrap();
+        let made = Validator::new(Preset::None, &[("t".into(), path.clone())]);
+        std::fs::remove_file(&path).unwrap();
+        made
+    }
+
+    /// A recursive discriminated union, `oneOf` two forms that each recurse
+    /// through `next` before they check `kind`: both branches are tried at
+    /// every level, 2^depth applications in all.
+    fn union() -> Value {
+        json!({
+            "$defs": {
+                "node": {"oneOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/b"}]},
+                "a": {"type": "object",
+                      "properties": {"next": {"$ref": "#/$defs/node"}, "kind": {"const": "a"}}},
+                "b": {"type": "object",
+                      "properties": {"next": {"$ref": "#/$defs/node"}, "kind": {"const": "b"}}}
+            },
+            "$ref": "#/$defs/node"
+        })
+    }
+
+    fn chain(depth: usize) -> Value {
+        let mut value = json!({"kind": "a"});
+        for _ in 0..depth {
+            value = json!({"next": value, "kind": "a"});
+        }
+        value
+    }
+
+    /// Work that doubles with each level of the value stops at the step
+    /// budget with a 422-bound refusal naming the limit, after exactly
+    /// the budget's steps, where the whole check would take more than
+    /// twice as many.
+    #[test]
+    fn an_exponential_union_stops_at_the_step_budget() {
+        let v = compiled(&union()).unwrap();
+        let shallow = v.steps("t", &chain(10));
+        assert!(
+            shallow > 1 << 10 && v.check("t", &chain(10)).is_ok(),
+            "{shallow}"
+        );
+        assert!(
+            shallow << 9 > 2 * STEP_BUDGET,
+            "depth 19 would take {shallow} << 9 steps"
+        );
+        let deep = chain(19);
+        let e = v.check("t", &deep).unwrap_err();
+        assert_eq!(e.pointer, "");
+        assert!(e.rule.contains("work limit was reached"), "{e}");
+        assert_eq!(v.steps("t", &deep), STEP_BUDGET);
+    }
+
+    /// A `$ref` loop that comes back to a schema without moving into the
+    /// value is refused when the schema is compiled, naming the keyword
+    /// that closes it; one that moves into the value is recursion, and
+    /// compiles.
+    #[test]
+    fn a_ref_cycle_without_progress_is_refused_at_compile() {
+        let cycles = [
+            (
+                json!({"$ref": "#"}),
+                "/$ref: a $ref cycle",
+                "((root) -> (root))",
+            ),
+            (
+                json!({"anyOf": [{"$ref": "#"}, {"$ref": "#"}]}),
+                "/anyOf/1/$ref: a $ref cycle",
+                "((root) -> /anyOf/1 -> (root))",
+            ),
+            (
+                json!({"allOf": [{"allOf": [{"$ref": "#"}]}]}),
+                "/allOf/0/allOf/0/$ref",
+                "(root)",
+            ),
+            (
+                json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}},
+                       "properties": {"x": {"$ref": "#/$defs/a"}}}),
+                "/$defs/b/$ref",
+                "(/$defs/a -> /$defs/b -> /$defs/a)",
+            ),
+            (json!({"not": {"$ref": "#"}}), "/not/$ref", "(root)"),
+            (
+                json!({"if": {"$ref": "#"}, "then": true}),
+                "/if/$ref",
+                "(root)",
+            ),
+            // Closed by a child already compiled through a $ref.
+            (
+                json!({"$defs": {"a": {"allOf": [{"$ref": "#/$defs/a"}]}},
+                       "$ref": "#/$defs/a/allOf/0"}),
+                "$ref cycle",
+                "/$defs/a",
+            ),
+        ];
+        for (schema, keyword, hops) in cycles {
+            let e = compiled(&schema).unwrap_err();
+            assert!(e.contains(keyword) && e.contains(hops), "{schema}: {e}");
+            assert!(e.contains("(for t)"), "{e}");
+        }
+        let recursive = json!({"properties": {"a": {"$ref": "#"}}, "items": {"$ref": "#"}});
+        let v = compiled(&recursive).unwrap();
+        assert!(v.check("t", &json!({"a": [{"a": 1}]})).is_ok());
+        // An unreached loop is never compiled, as boon never visits it.
+        assert!(compiled(&json!({"$defs": {"a": {"$ref": "#/$defs/a"}}})).is_ok());
+    }
+
+    /// uniqueItems hashes each item once: 150,000 distinct items take a
+    /// step or two each, not one per pair (over 10^10), and a duplicate at
+    /// the far end is still found.
+    #[test]
+    fn unique_items_take_steps_in_proportion_to_the_items() {
+        let v = compiled(&json!({"uniqueItems": true})).unwrap();
+        let n = 150_000;
+        let mut items: Vec<Value> = (0..n).map(|i| json!(i)).collect();
+        let distinct = Value::Array(items.clone());
+        assert!(v.check("t", &distinct).is_ok());
+        let steps = v.steps("t", &distinct);
+        assert!(steps <= 3 * n as u64, "{steps} steps for {n} items");
+        items.push(json!(0.0));
+        let e = v.check("t", &Value::Array(items)).unwrap_err();
+        assert_eq!(e.rule, format!("items 0 and {n} are equal"));
+    }
+
+    /// Equal as JSON Schema has it: numbers by value, objects in any
+    /// order, at any depth.
+    #[test]
+    fn unique_items_compare_canonical_json() {
+        let v = compiled(&json!({"uniqueItems": true})).unwrap();
+        for equal in [
+            json!([1, 1.0]),
+            json!([0, -0.0]),
+            json!([{"a": 1, "b": [2]}, {"b": [2.0], "a": 1}]),
+            json!([[1, {"x": null}], [1.0, {"x": null}]]),
+            json!(["a", null, "a"]),
+        ] {
+            assert!(v.check("t", &equal).is_err(), "{equal}");
+        }
+        for distinct in [
+            json!([1, "1", true, null, [1], {"1": 1}]),
+            json!([{"a": 1}, {"a": 2}, {"b": 1}, {"a": 1, "b": 1}]),
+            json!([[1, 2], [2, 1], [1, 2, 3]]),
+            json!([{"a": 1, "b": 2}, {"a": 2, "b": 1}]),
+            json!([0.1, 0.2, 0.30000000000000004, 0.3]),
+        ] {
+            assert!(v.check("t", &distinct).is_ok(), "{distinct}");
+        }
     }
 }
