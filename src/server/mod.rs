@@ -35,6 +35,7 @@ mod endpoints;
 mod fanout;
 #[doc(hidden)]
 pub mod harness;
+pub mod jwt;
 mod metrics;
 mod queue;
 mod sock;
