@@ -13,7 +13,8 @@
 //!   per-connection output queue, with snapshot conflation), `endpoints`
 //!   (what each HTTP request asks the loop to do), `access` (hosts,
 //!   origins and tokens), `stats` and `metrics` (counters, the stats log
-//!   line, `/metrics`).
+//!   line, `/metrics`); and, public, [`server::jwt`] (signed tokens: the
+//!   verifier, what a token grants, and `statecast token`'s minting).
 //! - [`wire`]: the wire formats, without I/O.
 //!   - [`wire::http`]: HTTP/1.1 requests read incrementally, routing and responses.
 //!   - [`wire::json`]: published JSON, taken in as I-JSON and written back compact.

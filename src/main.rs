@@ -46,6 +46,11 @@ fn main() -> ExitCode {
             println!("statecast {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Command::TokenHelp) => {
+            print!("{}", config::args::TOKEN_HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Token(minting)) => return print_token(&minting),
         Err(e) => {
             eprintln!("statecast: {e}");
             return ExitCode::from(2);
@@ -64,6 +69,35 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `statecast token`: the token on stdout, or why not on stderr (exit 2).
+fn print_token(minting: &statecast::server::jwt::Minting) -> ExitCode {
+    use statecast::server::jwt;
+    let secret = match config::args::jwt_secret_from_env() {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            eprintln!(
+                "statecast token: set {} to the secret to sign with",
+                jwt::SECRET_ENV
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("statecast token: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match jwt::mint(&secret, minting, jwt::unix_now()) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("statecast token: {e}");
             ExitCode::FAILURE
         }
     }

@@ -2,8 +2,9 @@
 //! do not, and reading them (and `--config FILE` first, and the tokens'
 //! environment variables) into a [`Config`] through [`set`].
 
-use super::{ArgError, Config, set};
+use super::{ArgError, Config, Secret, parse_duration, secret, set};
 use super::{file, options};
+use crate::server::jwt::{Minting, SECRET_ENV};
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -13,6 +14,122 @@ pub enum Command {
     PrintConfig(Box<Config>),
     Help,
     Version,
+    /// `statecast token ...`: mint an HS256 token with the secret in
+    /// `STATECAST_JWT_SECRET` and print it.
+    Token(Box<Minting>),
+    /// `statecast token --help`.
+    TokenHelp,
+}
+
+/// `statecast token --help`.
+pub const TOKEN_HELP: &str = "\
+statecast token: print a signed token (JWT, HS256) for testing, signed with the
+secret in STATECAST_JWT_SECRET
+
+USAGE:
+    statecast token [--topics LIST] [--publish LIST] [--exp DURATION]
+                    [--sub NAME] [--aud AUD] [--iss ISS]
+
+    --topics LIST     topics it may read: names, or prefixes ending in *
+                      (queue,adw-state/*; * for every topic, /metrics and the
+                      details of /healthz); repeatable
+    --publish LIST    topics it may publish to, the same way (* also lets it
+                      broadcast); repeatable
+    --exp DURATION    how long it is valid [default: 1h]
+    --sub NAME        who it is for, as logged
+    --aud AUD         its aud, for a server with --jwt-audience AUD
+    --iss ISS         its iss, for a server with --jwt-issuer ISS
+";
+
+/// The HS256 key from `STATECAST_JWT_SECRET`, held to the token rules.
+pub fn jwt_secret_from_env() -> Result<Option<Secret>, ArgError> {
+    match std::env::var(SECRET_ENV) {
+        Ok(text) => secret(&text)
+            .map(Some)
+            .map_err(|e| ArgError(format!("{SECRET_ENV}: {e}"))),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(ArgError(format!("{SECRET_ENV}: not valid UTF-8")))
+        }
+    }
+}
+
+/// Parses `statecast token`'s options (after the word `token`).
+fn parse_token<I>(args: I) -> Result<Command, ArgError>
+where
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString>,
+{
+    use lexopt::prelude::*;
+
+    let mut minting = Minting {
+        lifetime: std::time::Duration::from_secs(3600),
+        ..Minting::default()
+    };
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        let name = match arg {
+            Long("help") | Short('h') => return Ok(Command::TokenHelp),
+            Long(name) => format!("--{name}"),
+            Short(c) => format!("-{c}"),
+            Value(v) => {
+                return Err(ArgError(format!(
+                    "token: unexpected argument {:?}; see statecast token --help",
+                    v.to_string_lossy()
+                )));
+            }
+        };
+        let known = ["--topics", "--publish", "--exp", "--sub", "--aud", "--iss"];
+        if !known.contains(&name.as_str()) {
+            return Err(ArgError(format!(
+                "token: unknown option {name}; see statecast token --help"
+            )));
+        }
+        let value = parser
+            .value()?
+            .into_string()
+            .map_err(|_| ArgError(format!("{name}: value is not valid UTF-8")))?;
+        let at = |msg: String| ArgError(format!("{name}: {msg}"));
+        match name.as_str() {
+            "--topics" => minting.topics.extend(patterns(&value).map_err(at)?),
+            "--publish" => minting.publish.extend(patterns(&value).map_err(at)?),
+            "--exp" => minting.lifetime = parse_duration(&value).map_err(at)?,
+            field => {
+                if value.is_empty() {
+                    return Err(at("must not be empty".into()));
+                }
+                let slot = match field {
+                    "--sub" => &mut minting.sub,
+                    "--aud" => &mut minting.aud,
+                    _ => &mut minting.iss,
+                };
+                *slot = Some(value);
+            }
+        }
+    }
+    if minting.topics.is_empty() && minting.publish.is_empty() {
+        return Err(ArgError(
+            "token: a token grants nothing without --topics or --publish".into(),
+        ));
+    }
+    Ok(Command::Token(Box::new(minting)))
+}
+
+/// A comma-separated list of topic names and prefixes ending in `*`.
+fn patterns(list: &str) -> Result<Vec<String>, String> {
+    list.split(',')
+        .map(|p| {
+            let p = p.trim();
+            let star_inside = p.find('*').is_some_and(|at| at + 1 != p.len());
+            if p.is_empty() || star_inside || p.contains(char::is_whitespace) {
+                Err(format!(
+                    "{p:?} is not a topic name or a prefix ending in * (e.g. queue,adw-state/*)"
+                ))
+            } else {
+                Ok(p.to_owned())
+            }
+        })
+        .collect()
 }
 
 /// Parses the command line (without the program name). A `--config FILE`
@@ -25,6 +142,13 @@ where
 {
     use lexopt::prelude::*;
 
+    let mut args = args
+        .into_iter()
+        .map(Into::<std::ffi::OsString>::into)
+        .peekable();
+    if args.peek().is_some_and(|first| first == "token") {
+        return parse_token(args.skip(1));
+    }
     let mut options: Vec<(String, Option<String>)> = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -67,6 +191,7 @@ where
                 .map_err(|e| ArgError(format!("{var}: {e}")))?;
         }
     }
+    config.jwt_secret = jwt_secret_from_env()?;
     let mut print = false;
     for (name, value) in options {
         match name.as_str() {
@@ -167,6 +292,8 @@ mod tests {
             "--allow-origin" => "https://dash.example.com",
             "--allow-host" => "dash.example.com",
             "--publish-token" | "--subscribe-token" => "0123456789abcdef0123",
+            "--jwt-public-key" => "/etc/statecast/jwt.pem",
+            "--jwt-audience" | "--jwt-issuer" => "dash",
             f if f.ends_with("-timeout") || f.ends_with("-interval") => "3s",
             f if f.ends_with("-bytes") || f.ends_with("-message") => "8KiB",
             _ => "7",

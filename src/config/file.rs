@@ -258,6 +258,27 @@ fn render_sources(c: &Config, out: &mut String) {
             None => writeln!(out, "# {key}: unset (give it in the environment, not here)"),
         };
     }
+    let _ = match &c.jwt_public_key {
+        Some(file) => writeln!(out, "jwt_public_key = {}", quoted(&file.to_string_lossy())),
+        None => writeln!(out, "# jwt_public_key = \"FILE\""),
+    };
+    for (key, value) in [
+        ("jwt_audience", &c.jwt_audience),
+        ("jwt_issuer", &c.jwt_issuer),
+    ] {
+        let _ = match value {
+            Some(v) => writeln!(out, "{key} = {}", quoted(v)),
+            None => writeln!(out, "# {key} = \"\""),
+        };
+    }
+    // Only ever from the environment; said whether set, in a comment.
+    if c.jwt_secret.is_some() {
+        let _ = writeln!(
+            out,
+            "# {} is set; not printed",
+            crate::server::jwt::SECRET_ENV
+        );
+    }
     let _ = match &c.agents_dir {
         Some(dir) => writeln!(out, "agents_dir = {}", quoted(&dir.to_string_lossy())),
         None => writeln!(out, "# agents_dir = \"DIR\""),

@@ -117,6 +117,16 @@ pub struct Config {
     pub insecure_publish: bool,
     /// Subscribers need this, as `?token=` or `Authorization: Bearer`.
     pub subscribe_token: Option<Secret>,
+    /// The HS256 key for signed tokens (JWT), from `STATECAST_JWT_SECRET`
+    /// only: never a flag or a config file key.
+    pub jwt_secret: Option<Secret>,
+    /// A PEM file with the Ed25519 or EC P-256 public key signed tokens
+    /// are checked with; its type fixes the algorithm (EdDSA or ES256).
+    pub jwt_public_key: Option<std::path::PathBuf>,
+    /// A token's `aud` must be this, when set.
+    pub jwt_audience: Option<String>,
+    /// A token's `iss` must be this, when set.
+    pub jwt_issuer: Option<String>,
     /// Most connections from one IP address; 0 for no limit.
     pub max_connections_per_ip: usize,
     /// How often a summary line, and the refusals since the last one, are
@@ -162,6 +172,10 @@ impl Default for Config {
             publish_token: None,
             insecure_publish: false,
             subscribe_token: None,
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_audience: None,
+            jwt_issuer: None,
             max_connections_per_ip: 0,
             stats_interval: Duration::from_secs(60),
         }
@@ -292,17 +306,21 @@ fn set_access(config: &mut Config, name: &str, value: Option<&str>) -> Result<bo
             config.allow_origins.push(origin.to_owned());
         }
         "--publish-token" | "--subscribe-token" => {
-            let token = value()?;
-            // Said without the value: a token must not reach a terminal log.
-            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(at(
-                    "a token needs at least 16 characters and no spaces".into()
-                ));
-            }
-            let token = Some(Secret::new(token));
+            let token = Some(secret(value()?).map_err(at)?);
             match name {
                 "--publish-token" => config.publish_token = token,
                 _ => config.subscribe_token = token,
+            }
+        }
+        "--jwt-public-key" => config.jwt_public_key = Some(value()?.into()),
+        "--jwt-audience" | "--jwt-issuer" => {
+            let v = value()?;
+            if v.is_empty() {
+                return Err(at("must not be empty".into()));
+            }
+            match name {
+                "--jwt-audience" => config.jwt_audience = Some(v.to_owned()),
+                _ => config.jwt_issuer = Some(v.to_owned()),
             }
         }
         "--max-connections-per-ip" => {
@@ -315,6 +333,20 @@ fn set_access(config: &mut Config, name: &str, value: Option<&str>) -> Result<bo
     }
     Ok(true)
 }
+
+/// A token or key as the rules for one go: 16 characters at least, no
+/// spaces. Said without the value: a secret must not reach a terminal log.
+pub fn secret(text: &str) -> Result<Secret, String> {
+    if text.len() < MIN_SECRET_LEN || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "a token needs at least {MIN_SECRET_LEN} characters and no spaces"
+        ));
+    }
+    Ok(Secret::new(text))
+}
+
+/// The shortest token or key taken: guessing 16 characters is out of reach.
+pub const MIN_SECRET_LEN: usize = 16;
 
 /// Where data comes from: schemas, providers, Redis. Returns whether `name` is one of them.
 fn set_providers(config: &mut Config, name: &str, value: Option<&str>) -> Result<bool, String> {

@@ -56,6 +56,9 @@ once, then every change. Producers publish with HTTP POST or the Rust API.
 
 USAGE:
     statecast [OPTIONS]
+    statecast token [--topics LIST] [--publish LIST] [--exp DURATION] [--sub NAME]
+                    prints a signed token (JWT, HS256) for testing, signed with
+                    STATECAST_JWT_SECRET; see statecast token --help
 
 ENDPOINTS:
     GET  /api/v1/ws/<topic>        WebSocket: snapshot now, updates as they happen
@@ -452,6 +455,30 @@ pub const ALL: &[Opt] = &[
         env: Some("STATECAST_SUBSCRIBE_TOKEN"),
         section: Section::Access,
         help: "subscribers need ?token=TOKEN or `Authorization: Bearer TOKEN` (else 401). With it, /api/v1/state, /metrics and the details of /healthz need a token too. Tokens: 16 characters or more; never logged or printed",
+    },
+    Opt {
+        flag: "--jwt-public-key",
+        short: None,
+        value: Some("FILE"),
+        env: None,
+        section: Section::Access,
+        help: "accept signed tokens (JWT) checked with the Ed25519 (EdDSA) or EC P-256 (ES256) public key in this PEM file, wherever the tokens above go; the key's type is the only algorithm taken. For HS256, put a secret of 16 characters or more in STATECAST_JWT_SECRET instead (one key, not both). A token needs exp; its topics claim (names, or prefixes ending in *) lets it read those topics, its publish claim lets it publish to them (broadcast needs *). With a key, reads and publishes need a token (a JWT, or a static token when one is set). A connection is closed when its token expires (WebSocket 4001 \"token expired\")",
+    },
+    Opt {
+        flag: "--jwt-audience",
+        short: None,
+        value: Some("AUD"),
+        env: None,
+        section: Section::Access,
+        help: "a signed token's aud must be AUD",
+    },
+    Opt {
+        flag: "--jwt-issuer",
+        short: None,
+        value: Some("ISS"),
+        env: None,
+        section: Section::Access,
+        help: "a signed token's iss must be ISS",
     },
     Opt {
         flag: "--public-metrics",

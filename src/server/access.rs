@@ -1,13 +1,15 @@
 //! Who may do what: which `Host` names and browser origins are served
-//! (against DNS rebinding and cross-site requests from other pages), and
-//! the publish and subscribe tokens. Each check answers a refused request
-//! itself (421, 403 or 401) before its body is read.
+//! (against DNS rebinding and cross-site requests from other pages), the
+//! publish and subscribe tokens, and signed tokens (JWT) with the topics
+//! they grant. Each check answers a refused request itself (421, 403 or
+//! 401) before its body is read.
 
 use std::net::{IpAddr, Ipv6Addr};
 
 use subtle::ConstantTimeEq;
 
 use crate::config::{Config, Secret};
+use crate::server::jwt::{self, Grant, Verifier};
 use crate::wire::http::{self, Head, Requires, Response, Route, Status};
 
 const FORBIDDEN: Status = Status(403, "Forbidden");
@@ -36,6 +38,43 @@ pub struct Access {
     insecure_publish: bool,
     publish_token: Option<Secret>,
     subscribe_token: Option<Secret>,
+    /// Signed tokens, when a key is configured: then every read and
+    /// publish needs a credential, as with the static tokens.
+    jwt: Option<Verifier>,
+}
+
+/// What a credential must cover.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    /// One topic.
+    Topic(&'a str),
+    /// Every topic: a broadcast, `/metrics`, the details of `/healthz`.
+    All,
+}
+
+impl Scope<'_> {
+    fn readable_by(self, grant: &Grant) -> bool {
+        match self {
+            Scope::Topic(topic) => grant.may_read(topic),
+            Scope::All => grant.may_read_all(),
+        }
+    }
+
+    fn writable_by(self, grant: &Grant) -> bool {
+        match self {
+            Scope::Topic(topic) => grant.may_publish(topic),
+            Scope::All => grant.may_publish_all(),
+        }
+    }
+}
+
+impl std::fmt::Display for Scope<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Topic(topic) => write!(f, "topic {topic:?}"),
+            Scope::All => f.write_str("every topic (*)"),
+        }
+    }
 }
 
 impl Access {
@@ -52,11 +91,12 @@ impl Access {
                  with --allow-origin ORIGIN (repeatable), or --allow-any-origin"
             ));
         }
+        let jwt = Verifier::from_config(config)?;
         let public_name = config
             .allow_hosts
             .iter()
             .find(|h| !is_loopback_name(&host_name(h)));
-        if config.publish_token.is_none() && !config.insecure_publish {
+        if config.publish_token.is_none() && jwt.is_none() && !config.insecure_publish {
             let exposed = match public_name {
                 _ if !loopback => Some(format!("{listen} is reachable from other hosts")),
                 Some(name) => Some(format!(
@@ -68,7 +108,8 @@ impl Access {
             if let Some(exposed) = exposed {
                 return Err(format!(
                     "{exposed}: guard publishing with --publish-token (or \
-                     STATECAST_PUBLISH_TOKEN), or accept anyone's publishes with \
+                     STATECAST_PUBLISH_TOKEN) or signed tokens (--jwt-public-key, or \
+                     STATECAST_JWT_SECRET), or accept anyone's publishes with \
                      --insecure-publish"
                 ));
             }
@@ -92,20 +133,24 @@ impl Access {
             insecure_publish: config.insecure_publish,
             publish_token: config.publish_token.clone(),
             subscribe_token: config.subscribe_token.clone(),
+            jwt,
         })
     }
 
     /// Everything a request's head must pass before its route is served:
     /// its `Host`, its origin, and the credential its route requires.
-    pub fn check(&self, head: &Head, route: &Route) -> Result<(), Response> {
+    /// Returns the grant of the signed token that let it in, if one did:
+    /// its `exp` and `sub` follow the connection.
+    pub fn check(&self, head: &Head, route: &Route) -> Result<Option<Grant>, Response> {
         self.check_host(head)?;
         self.check_origin(head, route)?;
         match route.requires() {
-            Requires::Nothing => Ok(()),
-            Requires::Read(_) => self.check_subscribe(head),
-            Requires::Write(_) | Requires::WriteAll => self.check_publish(head),
-            Requires::Metrics if self.public_metrics || self.may_read(head) => Ok(()),
-            Requires::Metrics => Err(unauthorized("/metrics")),
+            Requires::Nothing => Ok(None),
+            Requires::Read(topic) => self.check_read(head, Scope::Topic(topic), "subscribing"),
+            Requires::Write(topic) => self.check_write(head, Scope::Topic(topic)),
+            Requires::WriteAll => self.check_write(head, Scope::All),
+            Requires::Metrics if self.public_metrics => Ok(None),
+            Requires::Metrics => self.check_read(head, Scope::All, "/metrics"),
         }
     }
 
@@ -170,14 +215,30 @@ impl Access {
         self.origins.contains(&origin) || (self.loopback_origins && is_loopback_origin(&origin))
     }
 
-    /// Publish and broadcast need `Authorization: Bearer <--publish-token>`
-    /// when one is set. Without one, a request a proxy passed on may come
-    /// from anyone the proxy serves: it is refused unless
-    /// `--insecure-publish` asked for exactly that.
-    pub fn check_publish(&self, head: &Head) -> Result<(), Response> {
+    /// Publish and broadcast need `Authorization: Bearer` with the
+    /// `--publish-token`, or with a signed token whose `publish` covers
+    /// `scope`, when either is configured. Without either, a request a
+    /// proxy passed on may come from anyone the proxy serves: it is
+    /// refused unless `--insecure-publish` asked for exactly that.
+    fn check_write(&self, head: &Head, scope: Scope) -> Result<Option<Grant>, Response> {
+        let bearer = head.bearer();
+        if self
+            .publish_token
+            .as_ref()
+            .is_some_and(|t| t.matches(bearer))
+        {
+            return Ok(None);
+        }
+        if let Some(verifier) = &self.jwt {
+            return match bearer.map(|token| verifier.verify(token, jwt::unix_now())) {
+                Some(Ok(grant)) if scope.writable_by(&grant) => Ok(Some(grant)),
+                Some(Ok(_)) => Err(not_granted("publish to", scope)),
+                Some(Err(why)) => Err(unauthorized("publishing", Some(&why))),
+                None => Err(unauthorized("publishing", None)),
+            };
+        }
         match &self.publish_token {
-            Some(token) if !token.matches(head.bearer()) => Err(unauthorized("publishing")),
-            Some(_) => Ok(()),
+            Some(_) => Err(unauthorized("publishing", None)),
             None if head.forwarded && !self.insecure_publish => Err(http::error(
                 FORBIDDEN,
                 "publishing through a proxy needs a credential: start statecast with \
@@ -185,34 +246,53 @@ impl Access {
                 "",
                 true,
             )),
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 
-    /// Reading a topic (WebSocket, SSE, `/api/v1/state`) needs the
-    /// `--subscribe-token`, as `?token=` or as `Authorization: Bearer`,
-    /// when one is set.
-    pub fn check_subscribe(&self, head: &Head) -> Result<(), Response> {
-        if self.may_read(head) {
-            return Ok(());
+    /// Reading a topic (WebSocket, SSE, `/api/v1/state`), or every topic
+    /// (`/metrics`), needs a credential as `?token=` or as
+    /// `Authorization: Bearer` when a subscribe token or a JWT key is
+    /// configured: the subscribe or the publish token, or a signed token
+    /// whose `topics` covers `scope`.
+    fn check_read(&self, head: &Head, scope: Scope, what: &str) -> Result<Option<Grant>, Response> {
+        if self.subscribe_token.is_none() && self.jwt.is_none() {
+            return Ok(None);
         }
-        Err(unauthorized("subscribing"))
-    }
-
-    /// Whether this request may read what the subscribe token guards: no
-    /// token is set, or it carries the subscribe or the publish token.
-    pub fn may_read(&self, head: &Head) -> bool {
-        let Some(token) = &self.subscribe_token else {
-            return true;
-        };
         let offered = [head.query_param("token"), head.bearer()];
-        offered.into_iter().any(|offered| {
-            token.matches(offered)
-                || self
-                    .publish_token
-                    .as_ref()
-                    .is_some_and(|p| p.matches(offered))
-        })
+        let fixed = [&self.subscribe_token, &self.publish_token];
+        let static_match = offered.iter().any(|o| {
+            fixed
+                .iter()
+                .any(|t| t.as_ref().is_some_and(|t| t.matches(*o)))
+        });
+        if static_match {
+            return Ok(None);
+        }
+        let Some(verifier) = &self.jwt else {
+            return Err(unauthorized(what, None));
+        };
+        let now = jwt::unix_now();
+        let mut refusal = None;
+        let mut valid_elsewhere = false;
+        for token in offered.into_iter().flatten() {
+            match verifier.verify(token, now) {
+                Ok(grant) if scope.readable_by(&grant) => return Ok(Some(grant)),
+                Ok(_) => valid_elsewhere = true,
+                Err(why) => refusal = refusal.or(Some(why)),
+            }
+        }
+        if valid_elsewhere {
+            return Err(not_granted("read", scope));
+        }
+        Err(unauthorized(what, refusal.as_ref()))
+    }
+
+    /// Whether this request may read everything a credential guards (the
+    /// details of `/healthz`): none is configured, or it carries the
+    /// subscribe or the publish token, or a signed token for every topic.
+    pub fn may_read(&self, head: &Head) -> bool {
+        self.check_read(head, Scope::All, "reading").is_ok()
     }
 }
 
@@ -272,12 +352,24 @@ fn is_loopback_origin(origin: &str) -> bool {
     !authority.contains(['/', '@', '?', '#']) && is_loopback_name(&host_name(authority))
 }
 
-/// The 401: says what is needed, never what was sent.
-fn unauthorized(what: &str) -> Response {
+/// The 401: says what is needed, and why a signed token was refused,
+/// never what was sent.
+fn unauthorized(what: &str, why: Option<&jwt::Refusal>) -> Response {
+    let because = why.map_or_else(String::new, |why| format!(": {why}"));
     http::error(
         UNAUTHORIZED,
-        &format!("{what} needs a valid bearer token"),
+        &format!("{what} needs a valid bearer token{because}"),
         "WWW-Authenticate: Bearer realm=\"statecast\"\r\n",
+        true,
+    )
+}
+
+/// The 403 for a valid signed token that does not cover the request.
+fn not_granted(action: &str, scope: Scope) -> Response {
+    http::error(
+        FORBIDDEN,
+        &format!("this token does not grant the right to {action} {scope}"),
+        "",
         true,
     )
 }
@@ -309,10 +401,20 @@ mod tests {
         c
     }
 
-    fn status(r: Result<(), Response>) -> u16 {
+    fn status<T>(r: Result<T, Response>) -> u16 {
         match r {
-            Ok(()) => 200,
+            Ok(_) => 200,
             Err(r) => r.status.0,
+        }
+    }
+
+    impl Access {
+        fn check_publish(&self, head: &Head) -> Result<Option<Grant>, Response> {
+            self.check_write(head, Scope::Topic("queue"))
+        }
+
+        fn check_subscribe(&self, head: &Head) -> Result<Option<Grant>, Response> {
+            self.check_read(head, Scope::Topic("queue"), "subscribing")
         }
     }
 
@@ -662,5 +764,180 @@ mod tests {
         assert_eq!(status(token(true).check(&bare, &Route::Metrics)), 200);
         let open = Access::from_config(&Config::default()).unwrap();
         assert!(open.may_read(&bare));
+    }
+
+    /// A token minted with the test secret, valid for an hour from now.
+    fn signed(topics: &[&str], publish: &[&str]) -> String {
+        let minting = jwt::Minting {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            publish: publish.iter().map(|t| t.to_string()).collect(),
+            lifetime: std::time::Duration::from_secs(3600),
+            sub: Some("alice".into()),
+            ..jwt::Minting::default()
+        };
+        jwt::mint(&Secret::new(JWT_SECRET), &minting, jwt::unix_now()).unwrap()
+    }
+
+    const JWT_SECRET: &str = "jwt-secret-0123456789";
+
+    fn with_jwt(f: impl FnOnce(&mut Config)) -> Access {
+        Access::from_config(&config(|c| {
+            c.jwt_secret = Some(Secret::new(JWT_SECRET));
+            f(c);
+        }))
+        .unwrap()
+    }
+
+    /// With a key, a token for topic `a` reads `a` on every read route and
+    /// nothing else (403); a request without a token gets 401 everywhere a
+    /// credential is needed; `topics` gives no publish rights.
+    #[test]
+    fn a_signed_token_reads_only_its_topics() {
+        let access = with_jwt(|_| {});
+        let token = signed(&["a", "adw-state/*"], &[]);
+        let by_query = head("Host: localhost\r\n", &format!("/x?token={token}"));
+        let by_bearer = head(
+            &format!("Host: localhost\r\nAuthorization: Bearer {token}\r\n"),
+            "/x",
+        );
+        let bare = head("Host: localhost\r\n", "/x");
+        for read in [
+            |t: &str| Route::Subscribe(t.into()),
+            |t: &str| Route::Stream(t.into()),
+            |t: &str| Route::State(t.into()),
+        ] {
+            for h in [&by_query, &by_bearer] {
+                assert_eq!(status(access.check(h, &read("a"))), 200);
+                assert_eq!(status(access.check(h, &read("adw-state/x1"))), 200);
+                assert_eq!(status(access.check(h, &read("b"))), 403, "{:?}", read("b"));
+            }
+            assert_eq!(status(access.check(&bare, &read("a"))), 401);
+        }
+        let grant = access
+            .check(&by_query, &Route::Subscribe("a".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(grant.sub.as_deref(), Some("alice"));
+        for route in [Route::Publish("a".into()), Route::Broadcast, Route::Metrics] {
+            assert_eq!(status(access.check(&by_bearer, &route)), 403, "{route:?}");
+            assert_eq!(status(access.check(&bare, &route)), 401, "{route:?}");
+        }
+        assert!(!access.may_read(&by_bearer) && !access.may_read(&bare));
+        assert_eq!(status(access.check(&bare, &Route::Health)), 200);
+    }
+
+    /// `publish` covers publishing to its topics; a broadcast, which
+    /// reaches every topic's subscribers, needs `*`; `/metrics` and the
+    /// details of `/healthz` need `topics` to have `*`.
+    #[test]
+    fn signed_publish_rights_and_star() {
+        let access = with_jwt(|_| {});
+        let bearer = |t: &str| {
+            head(
+                &format!("Host: localhost\r\nAuthorization: Bearer {t}\r\n"),
+                "/",
+            )
+        };
+        let writer = bearer(&signed(&[], &["a"]));
+        assert_eq!(
+            status(access.check(&writer, &Route::Publish("a".into()))),
+            200
+        );
+        assert_eq!(
+            status(access.check(&writer, &Route::Publish("b".into()))),
+            403
+        );
+        assert_eq!(status(access.check(&writer, &Route::Broadcast)), 403);
+        assert_eq!(
+            status(access.check(&writer, &Route::Subscribe("a".into()))),
+            403
+        );
+        let all = bearer(&signed(&["*"], &["*"]));
+        for route in [
+            Route::Broadcast,
+            Route::Publish("b".into()),
+            Route::Metrics,
+            Route::Subscribe("z".into()),
+        ] {
+            assert_eq!(status(access.check(&all, &route)), 200, "{route:?}");
+        }
+        assert!(access.may_read(&all));
+        let public = with_jwt(|c| c.public_metrics = true);
+        assert_eq!(
+            status(public.check(&head("Host: localhost\r\n", "/"), &Route::Metrics)),
+            200
+        );
+    }
+
+    /// A refused token gets 401 saying why, never the token; the static
+    /// tokens keep working beside a key.
+    #[test]
+    fn refusals_say_why_and_static_tokens_still_work() {
+        let access = with_jwt(|c| {
+            c.subscribe_token = Some(Secret::new("r3ad-r3ad-r3ad-r3ad"));
+            c.publish_token = Some(Secret::new("wr1te-wr1te-wr1te"));
+        });
+        let expired = {
+            let minting = jwt::Minting {
+                topics: vec!["*".into()],
+                lifetime: std::time::Duration::from_secs(1),
+                ..jwt::Minting::default()
+            };
+            jwt::mint(&Secret::new(JWT_SECRET), &minting, jwt::unix_now() - 100).unwrap()
+        };
+        let h = head("Host: localhost\r\n", &format!("/x?token={expired}"));
+        let refused = access.check(&h, &Route::Subscribe("a".into())).unwrap_err();
+        let text = String::from_utf8_lossy(&refused.bytes);
+        assert!(
+            text.starts_with("HTTP/1.1 401") && text.contains("token expired"),
+            "{text}"
+        );
+        assert!(!text.contains(&expired) && !text.contains(expired.split('.').nth(1).unwrap()));
+        let read = head("Host: localhost\r\n", "/x?token=r3ad-r3ad-r3ad-r3ad");
+        let write = head(
+            "Host: localhost\r\nAuthorization: Bearer wr1te-wr1te-wr1te\r\n",
+            "/",
+        );
+        assert_eq!(
+            status(access.check(&read, &Route::Subscribe("a".into()))),
+            200
+        );
+        assert_eq!(status(access.check(&read, &Route::Metrics)), 200);
+        assert_eq!(
+            status(access.check(&read, &Route::Publish("a".into()))),
+            401
+        );
+        for route in [
+            Route::Publish("a".into()),
+            Route::Broadcast,
+            Route::State("a".into()),
+        ] {
+            assert_eq!(status(access.check(&write, &route)), 200, "{route:?}");
+        }
+        let token = signed(&["a"], &["a"]);
+        let jwt = head(
+            &format!("Host: localhost\r\nAuthorization: Bearer {token}\r\n"),
+            "/",
+        );
+        assert_eq!(status(access.check(&jwt, &Route::Publish("a".into()))), 200);
+        assert_eq!(
+            status(access.check(&jwt, &Route::Subscribe("a".into()))),
+            200
+        );
+    }
+
+    /// A key guards publishing, so a public address starts with one in
+    /// place of a publish token.
+    #[test]
+    fn a_key_is_a_publish_policy() {
+        let public = config(|c| {
+            c.listen = "0.0.0.0:8002".parse().unwrap();
+            c.allow_any_origin = true;
+            c.jwt_secret = Some(Secret::new(JWT_SECRET));
+        });
+        assert!(Access::from_config(&public).is_ok());
+        let h = head("Host: 10.0.0.1\r\nX-Forwarded-For: 203.0.113.9\r\n", "/");
+        let access = Access::from_config(&public).unwrap();
+        assert_eq!(status(access.check(&h, &Route::Publish("a".into()))), 401);
     }
 }

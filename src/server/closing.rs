@@ -18,6 +18,7 @@ use super::EventLoop;
 use crate::server::conn::{Close, Due, Flushed, Phase};
 use crate::server::conns::Eviction;
 use crate::server::queue::Out;
+use crate::topic::Message;
 use crate::wire::Shared;
 use crate::wire::http;
 use crate::wire::protocol::{CloseReason, code, encode_close};
@@ -79,6 +80,25 @@ impl EventLoop {
         }
     }
 
+    /// A subscription whose signed token reached its `exp` ends as the
+    /// client can tell apart from a fault, so it fetches a new token and
+    /// reconnects: a WebSocket with 4001 "token expired", an SSE stream
+    /// with a last event saying the same, in the form of every other.
+    fn token_expired(&mut self, key: usize) {
+        debug!("{} token expired: closing", self.conns[key].tag());
+        let reason = CloseReason::new(code::TOKEN_EXPIRED, "token expired");
+        if self.conns[key].is_open() {
+            return self.close_ws(key, &reason, Close::TokenExpired);
+        }
+        if !self.conns[key].is_stream() {
+            return;
+        }
+        self.end_stream(key, Close::TokenExpired);
+        let data = format!(r#"{{"code":{},"reason":"{}"}}"#, reason.code, reason.reason);
+        let last = Message::event(r#""close""#, &data).sse(None);
+        self.enqueue(key, Out::Bytes(last));
+    }
+
     /// Closes the connections an enqueue found over `--max-queue-bytes`,
     /// now that no pass over a subscriber list is under way.
     fn close_over_limit(&mut self) {
@@ -129,7 +149,7 @@ impl EventLoop {
         };
         let cause = conn.cause().unwrap_or(Close::PeerGone);
         self.stats.closes.count(cause);
-        debug!("conn={} peer={} closed: {cause}", conn.id(), conn.peer());
+        debug!("{} closed: {cause}", conn.tag());
     }
 
     // ----- timers -----
@@ -152,17 +172,13 @@ impl EventLoop {
                 Due::HandshakeTimeout => self.finish(key, Close::HandshakeTimeout),
                 Due::WriteTimeout => self.slow_consumer(key, Close::WriteTimeout),
                 Due::PingTimeout => {
-                    let conn = &self.conns[key];
-                    debug!(
-                        "conn={} peer={} silent for two ping intervals",
-                        conn.id(),
-                        conn.peer()
-                    );
+                    debug!("{} silent for two ping intervals", self.conns[key].tag());
                     let reason = CloseReason::new(code::GOING_AWAY, "ping timeout");
                     self.close_ws(key, &reason, Close::PingTimeout);
                 }
                 // The cause it was closing for is kept.
                 Due::LingerOver => self.finish(key, Close::PeerGone),
+                Due::TokenExpired => self.token_expired(key),
             }
         }
     }

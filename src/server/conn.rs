@@ -73,6 +73,9 @@ close_causes! {
     Protocol(u16) => "protocol_error", true;
     /// Nothing heard for two ping intervals; closed with 1001.
     PingTimeout => "ping_timeout", true;
+    /// The signed token it subscribed with reached its `exp`: closed with
+    /// 4001, or a final event on SSE.
+    TokenExpired => "token_expired", false;
     /// Pings far faster than their pongs can go out; closed with 1008.
     PingFlood => "ping_flood", true;
     /// Output queued past `--max-queue-bytes`; closed with 1008.
@@ -98,6 +101,7 @@ impl fmt::Display for Close {
             Close::ClientClosed => f.write_str("client sent a close frame"),
             Close::Protocol(code) => write!(f, "protocol error (close {code})"),
             Close::PingTimeout => f.write_str("silent for two ping intervals"),
+            Close::TokenExpired => f.write_str("its token expired"),
             Close::PingFlood => f.write_str("ping flood: pongs superseded before they went out"),
             Close::SlowConsumer => f.write_str("slow consumer: queue over --max-queue-bytes"),
             Close::WriteTimeout => {
@@ -224,6 +228,18 @@ pub enum Due {
     RequestTimeout,
     /// Draining past its deadline: the peer never closed; remove it.
     LingerOver,
+    /// Subscribed with a signed token whose `exp` has come.
+    TokenExpired,
+}
+
+/// What a signed token said about the peer of the request that let it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's `sub`, for the log.
+    pub sub: Option<Box<str>>,
+    /// The token's `exp`, on the loop's clock: a subscription opened with
+    /// it is closed then.
+    pub expires: Option<Instant>,
 }
 
 /// The timeouts a connection is held to.
@@ -255,6 +271,23 @@ pub struct Conn {
     /// An HTTP publish waits for Redis to order it: nothing more is read
     /// until it is answered, so answers keep the requests' order.
     awaiting: bool,
+    /// Set by the signed token of its latest request, if one let it in;
+    /// boxed, so a connection without one pays a pointer.
+    identity: Option<Box<Identity>>,
+}
+
+/// How log lines name a connection: `conn=<id> peer=<addr>`, and the
+/// token's `sub` when it has one (quoted: it is the issuer's text).
+pub struct Tag<'a>(&'a Conn);
+
+impl fmt::Display for Tag<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn={} peer={}", self.0.id, self.0.peer)?;
+        match self.0.identity.as_deref().and_then(|i| i.sub.as_deref()) {
+            Some(sub) => write!(f, " sub={sub:?}"),
+            None => Ok(()),
+        }
+    }
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -277,7 +310,19 @@ impl Conn {
             dirty: false,
             reserve,
             awaiting: false,
+            identity: None,
         }
+    }
+
+    /// `conn=.. peer=..` (and `sub=..`) for a log line.
+    pub fn tag(&self) -> Tag<'_> {
+        Tag(self)
+    }
+
+    /// Who the latest request's signed token said the peer is; `None`
+    /// when no signed token let it in.
+    pub fn set_identity(&mut self, identity: Option<Identity>) {
+        self.identity = identity.map(Box::new);
     }
 
     /// An HTTP publish of its waits for Redis (`--redis`).
@@ -663,8 +708,14 @@ impl Conn {
     /// What the clock says about this connection now. The write timeout is
     /// the registry's output policy, checked there.
     pub fn due(&mut self, now: Instant, limits: &Timeouts) -> Option<Due> {
+        let expired = self
+            .identity
+            .as_deref()
+            .and_then(|i| i.expires)
+            .is_some_and(|at| now >= at);
         match &mut self.phase {
             Phase::Done { .. } => None,
+            Phase::Open { .. } | Phase::Stream { .. } if expired => Some(Due::TokenExpired),
             Phase::Http { since, reader } if now.duration_since(*since) >= limits.handshake => {
                 Some(if self.input.is_empty() && !reader.is_reading_body() {
                     Due::HandshakeTimeout

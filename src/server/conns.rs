@@ -252,9 +252,8 @@ impl Conns {
             return Eviction::Finish;
         }
         warn!(
-            "conn={} peer={} {cause} ({} bytes queued): closing",
-            conn.id(),
-            conn.peer(),
+            "{} {cause} ({} bytes queued): closing",
+            conn.tag(),
             conn.pending_bytes()
         );
         if conn.is_open() {

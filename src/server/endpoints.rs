@@ -7,6 +7,7 @@ use log::debug;
 
 use crate::publisher::Registry;
 use crate::server::access::Access;
+use crate::server::jwt::Grant;
 use crate::server::stats::Stats;
 use crate::topic::schema::SchemaError;
 use crate::topic::{self, Published, Refused, TopicError, Topics, adw};
@@ -61,12 +62,13 @@ pub struct Answer {
 /// whether it is served: its `Host`, the server's capacity, its origin and
 /// token, the method and path, and whether it may carry a body. A refusal
 /// closes the connection, since the body it may have sent is never read.
+/// With the route comes the grant of the signed token that let it in.
 pub fn admit(
     head: &Head,
     topics: &Topics,
     access: &Access,
     reserve: bool,
-) -> Result<Route, Response> {
+) -> Result<(Route, Option<Grant>), Response> {
     // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
     // code to any HTTP/1.1 request message that lacks a Host header field."
     if head.minor >= 1 && head.host.is_none() {
@@ -95,7 +97,7 @@ pub fn admit(
             true,
         ));
     }
-    access.check(head, &route)?;
+    let grant = access.check(head, &route)?;
     match &route {
         Route::WrongMethod(allow) => {
             return Err(http::error(
@@ -125,7 +127,7 @@ pub fn admit(
             true,
         ));
     }
-    Ok(route)
+    Ok((route, grant))
 }
 
 /// The path at which a test build's handler panics.
@@ -470,7 +472,7 @@ mod tests {
     /// What the loop does with a request: admit its head, then handle it.
     fn serve(head: &Head, body: &[u8], topics: &Topics) -> Action {
         match admit(head, topics, &access(), false) {
-            Ok(route) => handle(head, route, body, topics, &access(), false),
+            Ok((route, _)) => handle(head, route, body, topics, &access(), false),
             Err(response) => Action::Respond(response),
         }
     }

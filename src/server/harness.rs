@@ -84,7 +84,7 @@ impl Harness {
                     Next::Refused(response) => return answered(statuses, &response),
                     Next::Head(head, len) => {
                         let admitted = endpoints::admit(&head, &self.topics, &self.access, false)
-                            .and_then(|route| reader.admit(head, len, route, self.max_body));
+                            .and_then(|(route, _)| reader.admit(head, len, route, self.max_body));
                         if let Err(response) = admitted {
                             return answered(statuses, &response);
                         }

@@ -35,6 +35,7 @@ mod endpoints;
 mod fanout;
 #[doc(hidden)]
 pub mod harness;
+pub mod jwt;
 mod metrics;
 mod queue;
 mod sock;
@@ -56,7 +57,7 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 use crate::config::Config;
 use crate::publisher::{self, Inbox, Publisher};
 use crate::server::access::Access;
-use crate::server::conn::{Close, Received, Reply, Timeouts};
+use crate::server::conn::{Close, Identity, Received, Reply, Timeouts};
 use crate::server::conns::{Conns, OutputLimits};
 use crate::server::endpoints::{Action, Answer, HealthView};
 use crate::server::queue::Out;
@@ -617,8 +618,8 @@ impl EventLoop {
         let reserve = self.conns[key].in_reserve();
         let (topics, access) = (&self.topics, &self.access);
         let admitted = contained(&head, || endpoints::admit(&head, topics, access, reserve));
-        let route = match admitted {
-            Ok(Ok(route)) => route,
+        let (route, grant) = match admitted {
+            Ok(Ok(admitted)) => admitted,
             Ok(Err(response)) => {
                 let purpose = http::route(&head.method, &head.path).purpose();
                 self.count_refusal(purpose, &response);
@@ -629,6 +630,11 @@ impl EventLoop {
                 return Err(response);
             }
         };
+        let identity = grant.map(|grant| Identity {
+            expires: grant.expires_at(Instant::now()),
+            sub: grant.sub.map(String::into_boxed_str),
+        });
+        self.conns[key].set_identity(identity);
         let max_body = self.config.max_publish_bytes;
         // Only publish and broadcast take a body, so only they meet its limit.
         self.conns[key]
@@ -738,12 +744,7 @@ impl EventLoop {
         if let Some(snapshot) = snapshot {
             self.enqueue(key, Out::Snapshot(snapshot, None));
         }
-        let conn = &self.conns[key];
-        debug!(
-            "conn={} peer={} subscribed to {name}",
-            conn.id(),
-            conn.peer()
-        );
+        debug!("{} subscribed to {name}", self.conns[key].tag());
         self.stats.upgraded += 1;
     }
 
@@ -770,8 +771,7 @@ impl EventLoop {
         if let Some(snapshot) = snapshot.filter(|_| since != current) {
             self.enqueue(key, Out::Snapshot(snapshot, None));
         }
-        let conn = &self.conns[key];
-        debug!("conn={} peer={} streaming {name}", conn.id(), conn.peer());
+        debug!("{} streaming {name}", self.conns[key].tag());
         self.stats.upgraded += 1;
     }
 

@@ -23,6 +23,10 @@ pub mod code {
     pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    /// The signed token the connection was opened with has expired: fetch
+    /// a new one and reconnect. 4000-4999 are for applications (RFC 6455
+    /// §7.4.2).
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 /// Why the server ends a WebSocket connection: the code and short reason that
