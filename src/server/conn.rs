@@ -89,6 +89,9 @@ close_causes! {
     Shutdown => "shutdown", false;
     /// The socket failed: read, write or poll registration.
     Io(io::ErrorKind) => "io_error", false;
+    /// A bug (a panic) while decoding its frames or reading its request:
+    /// closed with 1011, or answered 500; nothing else is affected.
+    Internal => "internal_error", true;
 }
 
 impl fmt::Display for Close {
@@ -109,6 +112,7 @@ impl fmt::Display for Close {
             Close::HttpDone => f.write_str("final HTTP response sent"),
             Close::Shutdown => f.write_str("server shutting down"),
             Close::Io(kind) => write!(f, "socket error: {kind}"),
+            Close::Internal => f.write_str("a bug while reading its input"),
         }
     }
 }
@@ -153,6 +157,14 @@ pub enum Phase {
     /// To be removed at the end of the turn; nothing more is read or written.
     Done { cause: Close },
 }
+
+/// The text message on which a test build's frame decoding panics.
+#[cfg(test)]
+pub const PANIC_TEXT: &str = "test: a frame-path panic";
+
+/// The request start on which a test build's request reading panics.
+#[cfg(test)]
+pub const PANIC_REQUEST: &[u8] = b"PANIC /test/reader";
 
 /// What one read from the socket came to.
 #[derive(Debug)]
@@ -422,6 +434,13 @@ impl Conn {
         let Phase::Http { since, reader } = &mut self.phase else {
             return Next::Partial;
         };
+        // A bug on purpose, for the test of the loop's panic boundary on
+        // the read path; test builds only.
+        #[cfg(test)]
+        #[allow(clippy::panic)]
+        if self.input.starts_with(PANIC_REQUEST) {
+            panic!("a request-reader bug made for a test");
+        }
         let (used, next) = reader.next(&self.input);
         if matches!(next, Next::Complete(..)) {
             *since = now;
@@ -475,8 +494,17 @@ impl Conn {
                     let pong = protocol::encode_frame(OpCode::Control(Control::Pong), &payload);
                     Some(Reply::Pong(Shared::from(pong)))
                 }
-                Some(Incoming::Text(text)) => protocol::json_pong(&text)
-                    .map(|pong| Reply::Text(Shared::from(protocol::encode_text(&pong)))),
+                Some(Incoming::Text(text)) => {
+                    // A bug on purpose, for the test of the loop's panic
+                    // boundary on the frame path; test builds only.
+                    #[cfg(test)]
+                    #[allow(clippy::panic)]
+                    if text == PANIC_TEXT {
+                        panic!("a frame-path bug made for a test");
+                    }
+                    protocol::json_pong(&text)
+                        .map(|pong| Reply::Text(Shared::from(protocol::encode_text(&pong))))
+                }
                 // RFC 6455 §5.5.1: reply with a close, echoing the code.
                 Some(Incoming::Close(code)) => {
                     let reason = CloseReason::new(code.unwrap_or(code::NORMAL), "bye");

@@ -229,6 +229,7 @@ mod tests {
             Close::HttpDone,
             Close::Shutdown,
             Close::Io(std::io::ErrorKind::BrokenPipe),
+            Close::Internal,
         ];
         for cause in causes {
             let mut counts = CloseCounts::default();
