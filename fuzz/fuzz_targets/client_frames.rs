@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use statecast::wire::protocol::Decoder;
+use statecast::wire::protocol::{Decoder, Limits};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, data)) = data.split_first() else {
@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     let mut decoder = Decoder::new(mode & 1 == 1);
     let mut at = 0;
     while at < buf.len() {
-        match decoder.decode(&mut buf[at..], 4096) {
+        let limits = Limits {
+            max_message: 4096,
+            max_fragments: 128,
+        };
+        match decoder.decode(&mut buf[at..], limits) {
             Ok((0, _)) | Err(_) => break,
             Ok((n, _)) => {
                 assert!(n <= buf.len() - at);

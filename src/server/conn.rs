@@ -16,7 +16,7 @@ use crate::server::sock::Sender;
 use crate::topic::{Form, Subscription};
 use crate::wire::Shared;
 use crate::wire::http::{Head, Next, RequestReader, Response, Route};
-use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, code};
+use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, Limits, code};
 
 /// How long a connection waits for its peer to close after its last bytes
 /// went out and its write side was shut, so a reset cannot destroy them.
@@ -471,7 +471,7 @@ impl Conn {
 
     /// Decodes every complete frame in the input: answers pings and JSON
     /// pings, and reports a close the peer asked for or a protocol error.
-    pub fn read_frames(&mut self, max_message: usize) -> Frames {
+    pub fn read_frames(&mut self, limits: Limits) -> Frames {
         let Phase::Open { decoder, .. } = &mut self.phase else {
             return Frames::default();
         };
@@ -479,7 +479,7 @@ impl Conn {
         let mut used = 0;
         while frames.close.is_none() {
             let rest = self.input.get_mut(used..).unwrap_or_default();
-            let (n, incoming) = match decoder.decode(rest, max_message) {
+            let (n, incoming) = match decoder.decode(rest, limits) {
                 Ok((0, _)) => break,
                 Ok(decoded) => decoded,
                 Err(reason) => {
@@ -731,6 +731,11 @@ mod tests {
     use super::*;
     use crate::wire::protocol::encode_close;
 
+    const LIMITS: Limits = Limits {
+        max_message: 4096,
+        max_fragments: 128,
+    };
+
     /// A connected pair: our side as the server's mio stream, and the peer.
     fn pair() -> (Conn, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -806,14 +811,14 @@ mod tests {
         let (mut conn, _peer) = pair();
         conn.open(sub(), Instant::now());
         conn.input = protocol::encode_masked(0x88, &1000u16.to_be_bytes(), [1, 2, 3, 4]);
-        let frames = conn.read_frames(4096);
+        let frames = conn.read_frames(LIMITS);
         let (reason, cause) = frames.close.expect("a close");
         assert_eq!((reason.code, cause), (1000, Close::ClientClosed));
 
         conn.open(sub(), Instant::now());
         // Unmasked client frames break RFC 6455 §5.1.
         conn.input = vec![0x81, 0x01, b'a'];
-        let (reason, cause) = conn.read_frames(4096).close.expect("a close");
+        let (reason, cause) = conn.read_frames(LIMITS).close.expect("a close");
         assert_eq!((reason.code, cause), (1002, Close::Protocol(1002)));
     }
 

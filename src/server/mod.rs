@@ -581,8 +581,11 @@ impl EventLoop {
         {
             let conn = &mut self.conns[key];
             if conn.is_open() {
-                let max_message = self.config.max_client_message;
-                let frames = match contain(|| conn.read_frames(max_message)) {
+                let limits = protocol::Limits {
+                    max_message: self.config.max_client_message,
+                    max_fragments: self.config.max_client_fragments,
+                };
+                let frames = match contain(|| conn.read_frames(limits)) {
                     Ok(frames) => frames,
                     Err(what) => return self.input_panicked(key, &what),
                 };
