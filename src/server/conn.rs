@@ -705,7 +705,10 @@ impl Conn {
                 last_ping,
                 ..
             } => {
-                if now.duration_since(*last_heard) >= limits.ping_interval * 2 {
+                // Saturating: `Duration * 2` panics past its range, and
+                // `--ping-interval` may be as long as an option can say.
+                let silence = limits.ping_interval.saturating_mul(2);
+                if now.duration_since(*last_heard) >= silence {
                     Some(Due::PingTimeout)
                 } else if now.duration_since(*last_ping) >= limits.ping_interval {
                     *last_ping = now;
@@ -782,6 +785,20 @@ mod tests {
         };
         assert_eq!(conn.due(now, &limits), None);
         assert_eq!(conn.due(now + LINGER, &limits), Some(Due::LingerOver));
+    }
+
+    /// The longest `--ping-interval` an option can say is a verdict like
+    /// any other, not an overflow in the timer pass.
+    #[test]
+    fn the_longest_ping_interval_is_no_overflow() {
+        let (mut conn, _peer) = pair();
+        let now = Instant::now();
+        conn.open(sub(), now);
+        let limits = Timeouts {
+            ping_interval: Duration::from_secs(u64::MAX),
+            handshake: Duration::from_secs(10),
+        };
+        assert_eq!(conn.due(now + Duration::from_secs(3600), &limits), None);
     }
 
     /// Output the peer does not take stays pending, stalled since the write
