@@ -27,7 +27,7 @@ impl Message {
 
 /// Opens a WebSocket on `topic`, offering permessage-deflate the way
 /// Chromium does; returns the stream and the 101's extension header.
-fn subscribe_offering(server: &TestServer, topic: &str) -> (TcpStream, Option<String>) {
+fn subscribe_offering(server: &impl Serving, topic: &str) -> (TcpStream, Option<String>) {
     let mut stream = server.connect();
     let request = upgrade_request(topic).replace("\r\n\r\n", &format!("\r\n{OFFER}\r\n"));
     stream.write_all(request.as_bytes()).unwrap();
@@ -222,4 +222,32 @@ fn an_offer_the_compressor_cannot_keep_to_is_declined() {
             .contains("sec-websocket-extensions"),
         "{head}"
     );
+}
+
+/// With `--max-client-message` at its smallest legal value (1 byte), a
+/// compressed message that fits (an empty one) is inflated and the
+/// connection carries on, one that does not is closed with 1009, and the
+/// server and another client are untouched. One such frame used to end the
+/// process (a `clamp` whose bounds crossed below 64 bytes).
+#[test]
+fn compressed_frames_under_the_smallest_message_limit_end_nothing() {
+    let server = Binary::start(&["--max-client-message", "1"]);
+    let mut other = server.subscribe("queue");
+    read_data_frame(&mut other);
+    let (mut ws, extension) = subscribe_offering(&server, "queue");
+    assert!(extension.is_some(), "deflate agreed");
+    read_message(&mut ws);
+    // An empty compressed text message, then a ping to see it was taken.
+    ws.write_all(&client_frame(0xc1, &[])).unwrap();
+    ws.write_all(&client_frame(0x89, b"p")).unwrap();
+    let pong = read_data_frame(&mut ws);
+    assert_eq!((pong.opcode, pong.payload), (0xa, b"p".to_vec()));
+    ws.write_all(&client_frame(0xc1, &deflate("hello")))
+        .unwrap();
+    assert_eq!(read_data_frame(&mut ws).close_code(), 1009);
+
+    let (status, body) = server.publish("queue", r#"{"phases":[],"paused":true}"#);
+    assert_eq!(status, 200, "{body}");
+    let update = read_data_frame(&mut other).json();
+    assert_eq!(update["data"]["paused"], true, "{update}");
 }

@@ -1,9 +1,10 @@
-//! The request-path fuzz target's seeds, replayed on stable: every input
-//! that once ended the process or reached a client it should not, and
-//! whatever the fuzzer kept, goes through the same harness the target
-//! drives. None may panic, and each named input gets the answer it must.
+//! The fuzz targets' seeds, replayed on stable: every input that once
+//! ended the process or reached a client it should not, and whatever the
+//! fuzzer kept, goes through the same harness the target drives, under
+//! the default limits and the small ones the input picks. None may panic,
+//! and each named request-path input gets the answer it must.
 
-use statecast::server::harness::Setups;
+use statecast::server::harness::{Setups, client_frames};
 
 /// The statuses each named seed must get, by the start of its file name.
 const EXPECTED: &[(&str, &[u16])] = &[
@@ -47,10 +48,12 @@ fn every_seed_replays_and_the_named_ones_get_their_answers() {
         let data = std::fs::read(&path).unwrap();
         let statuses = setups.run(&data);
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            statuses.iter().all(|s| (100..600).contains(s)),
-            "{name}: {statuses:?}"
-        );
+        for statuses in [&statuses, &setups.run_small(&data)] {
+            assert!(
+                statuses.iter().all(|s| (100..600).contains(s)),
+                "{name}: {statuses:?}"
+            );
+        }
         // The longest matching prefix: "one-byte-chunks-schema" before
         // "one-byte-chunks".
         let expected = EXPECTED
@@ -71,4 +74,20 @@ fn every_seed_replays_and_the_named_ones_get_their_answers() {
         EXPECTED.len() * 2,
         "each named seed, at two read sizes"
     );
+}
+
+/// The client-frame target's seeds decode without a panic under the
+/// default limits and the small ones each picks; among them a compressed
+/// empty message under a 1-byte limit, which once ended the process.
+#[test]
+fn every_client_frames_seed_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/client_frames");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        client_frames(&std::fs::read(&path).unwrap());
+        seeds += 1;
+    }
+    assert!(seeds > 400, "{seeds} seeds in {}", dir.display());
+    assert!(dir.join("compressed-empty-message-limit-1").is_file());
 }

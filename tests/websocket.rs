@@ -346,3 +346,52 @@ fn since_skips_the_resend_only_when_the_seq_is_current() {
     );
     assert_eq!(read_data_frame(&mut behind).json()["seq"], 3);
 }
+
+/// A message may come in up to `--max-client-fragments` frames (a JSON
+/// ping in 128 is answered); a client that sends a 4 KiB fragment and then
+/// streams empty continuations is closed with `1009 too many fragments`
+/// on the frame that passes the limit, and a subscriber beside it still
+/// gets its publishes.
+#[test]
+fn a_message_in_too_many_fragments_is_closed_with_1009() {
+    let server = TestServer::start();
+    let mut healthy = server.subscribe("queue");
+    read_data_frame(&mut healthy);
+
+    let mut patient = server.subscribe("queue");
+    read_data_frame(&mut patient);
+    let ping = br#"{"type":"ping","timestamp":5}"#;
+    let mut frames = client_frame(0x01, &ping[..1]);
+    for byte in &ping[1..] {
+        frames.extend(client_frame(0x00, std::slice::from_ref(byte)));
+    }
+    let last = 128 - ping.len();
+    for i in 0..last {
+        frames.extend(client_frame(if i + 1 == last { 0x80 } else { 0x00 }, b""));
+    }
+    patient.write_all(&frames).unwrap();
+    let pong = read_data_frame(&mut patient).json();
+    assert_eq!(pong["type"], "pong", "{pong}");
+
+    let mut flooder = server.subscribe("queue");
+    read_data_frame(&mut flooder);
+    let mut frames = client_frame(0x01, &[b'a'; 4096]);
+    for _ in 0..1000 {
+        frames.extend(client_frame(0x00, b""));
+    }
+    // The server may close before it has taken every frame.
+    let _ = flooder.write_all(&frames);
+    let close = read_data_frame(&mut flooder);
+    assert_eq!(close.close_code(), 1009);
+    assert_eq!(&close.payload[2..], b"too many fragments");
+    expect_eof(&mut flooder);
+    // Removed (and counted) once its peer has closed too.
+    drop(flooder);
+
+    let (status, body) = server.publish("queue", r#"{"phases":[],"paused":true}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(read_data_frame(&mut healthy).json()["data"]["paused"], true);
+    server.wait_health("the close counted as a protocol error", |h| {
+        h["counters"]["closes"]["protocol_error"] == 1
+    });
+}

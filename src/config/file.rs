@@ -206,6 +206,7 @@ pub fn render(c: &Config) -> String {
         "max_client_message = {}",
         quoted(&size(c.max_client_message))
     );
+    let _ = writeln!(out, "max_client_fragments = {}", c.max_client_fragments);
     let _ = writeln!(
         out,
         "max_queue_bytes = {}",

@@ -60,6 +60,8 @@ pub struct Config {
     pub max_publish_bytes: usize,
     /// Largest message a WebSocket client may send.
     pub max_client_message: usize,
+    /// Most frames a WebSocket client's message may come in.
+    pub max_client_fragments: usize,
     /// Most bytes queued for one connection before it is closed as slow.
     pub max_queue_bytes: usize,
     /// How often the server pings each WebSocket; two intervals of silence close it.
@@ -144,6 +146,7 @@ impl Default for Config {
             max_topics: 10_000,
             max_publish_bytes: 1 << 20,
             max_client_message: 4 << 10,
+            max_client_fragments: 128,
             max_queue_bytes: 1 << 20,
             ping_interval: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
@@ -250,6 +253,9 @@ fn set_server(config: &mut Config, name: &str, value: Option<&str>) -> Result<bo
         "--max-topics" => config.max_topics = parse_count(value()?).map_err(at)?,
         "--max-publish-bytes" => config.max_publish_bytes = parse_size(value()?).map_err(at)?,
         "--max-client-message" => config.max_client_message = parse_size(value()?).map_err(at)?,
+        "--max-client-fragments" => {
+            config.max_client_fragments = parse_count(value()?).map_err(at)?
+        }
         "--max-queue-bytes" => config.max_queue_bytes = parse_size(value()?).map_err(at)?,
         "--max-connections" => config.max_connections = parse_count(value()?).map_err(at)?,
         "--ping-interval" => config.ping_interval = parse_duration(value()?).map_err(at)?,

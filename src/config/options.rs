@@ -329,6 +329,14 @@ pub const ALL: &[Opt] = &[
         help: "largest message a client may send",
     },
     Opt {
+        flag: "--max-client-fragments",
+        short: None,
+        value: Some("N"),
+        env: None,
+        section: Section::Options,
+        help: "most frames one message from a client may come in; past it, close 1009",
+    },
+    Opt {
         flag: "--max-queue-bytes",
         short: None,
         value: Some("SIZE"),

@@ -16,7 +16,7 @@ use crate::server::sock::Sender;
 use crate::topic::{Form, Subscription};
 use crate::wire::Shared;
 use crate::wire::http::{Head, Next, RequestReader, Response, Route};
-use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, code};
+use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, Limits, code};
 
 /// How long a connection waits for its peer to close after its last bytes
 /// went out and its write side was shut, so a reset cannot destroy them.
@@ -92,6 +92,9 @@ close_causes! {
     Shutdown => "shutdown", false;
     /// The socket failed: read, write or poll registration.
     Io(io::ErrorKind) => "io_error", false;
+    /// A bug (a panic) while decoding its frames or reading its request:
+    /// closed with 1011, or answered 500; nothing else is affected.
+    Internal => "internal_error", true;
 }
 
 impl fmt::Display for Close {
@@ -113,6 +116,7 @@ impl fmt::Display for Close {
             Close::HttpDone => f.write_str("final HTTP response sent"),
             Close::Shutdown => f.write_str("server shutting down"),
             Close::Io(kind) => write!(f, "socket error: {kind}"),
+            Close::Internal => f.write_str("a bug while reading its input"),
         }
     }
 }
@@ -157,6 +161,14 @@ pub enum Phase {
     /// To be removed at the end of the turn; nothing more is read or written.
     Done { cause: Close },
 }
+
+/// The text message on which a test build's frame decoding panics.
+#[cfg(test)]
+pub const PANIC_TEXT: &str = "test: a frame-path panic";
+
+/// The request start on which a test build's request reading panics.
+#[cfg(test)]
+pub const PANIC_REQUEST: &[u8] = b"PANIC /test/reader";
 
 /// What one read from the socket came to.
 #[derive(Debug)]
@@ -467,6 +479,13 @@ impl Conn {
         let Phase::Http { since, reader } = &mut self.phase else {
             return Next::Partial;
         };
+        // A bug on purpose, for the test of the loop's panic boundary on
+        // the read path; test builds only.
+        #[cfg(test)]
+        #[allow(clippy::panic)]
+        if self.input.starts_with(PANIC_REQUEST) {
+            panic!("a request-reader bug made for a test");
+        }
         let (used, next) = reader.next(&self.input);
         if matches!(next, Next::Complete(..)) {
             *since = now;
@@ -497,7 +516,7 @@ impl Conn {
 
     /// Decodes every complete frame in the input: answers pings and JSON
     /// pings, and reports a close the peer asked for or a protocol error.
-    pub fn read_frames(&mut self, max_message: usize) -> Frames {
+    pub fn read_frames(&mut self, limits: Limits) -> Frames {
         let Phase::Open { decoder, .. } = &mut self.phase else {
             return Frames::default();
         };
@@ -505,7 +524,7 @@ impl Conn {
         let mut used = 0;
         while frames.close.is_none() {
             let rest = self.input.get_mut(used..).unwrap_or_default();
-            let (n, incoming) = match decoder.decode(rest, max_message) {
+            let (n, incoming) = match decoder.decode(rest, limits) {
                 Ok((0, _)) => break,
                 Ok(decoded) => decoded,
                 Err(reason) => {
@@ -520,8 +539,17 @@ impl Conn {
                     let pong = protocol::encode_frame(OpCode::Control(Control::Pong), &payload);
                     Some(Reply::Pong(Shared::from(pong)))
                 }
-                Some(Incoming::Text(text)) => protocol::json_pong(&text)
-                    .map(|pong| Reply::Text(Shared::from(protocol::encode_text(&pong)))),
+                Some(Incoming::Text(text)) => {
+                    // A bug on purpose, for the test of the loop's panic
+                    // boundary on the frame path; test builds only.
+                    #[cfg(test)]
+                    #[allow(clippy::panic)]
+                    if text == PANIC_TEXT {
+                        panic!("a frame-path bug made for a test");
+                    }
+                    protocol::json_pong(&text)
+                        .map(|pong| Reply::Text(Shared::from(protocol::encode_text(&pong))))
+                }
                 // RFC 6455 §5.5.1: reply with a close, echoing the code.
                 Some(Incoming::Close(code)) => {
                     let reason = CloseReason::new(code.unwrap_or(code::NORMAL), "bye");
@@ -728,7 +756,10 @@ impl Conn {
                 last_ping,
                 ..
             } => {
-                if now.duration_since(*last_heard) >= limits.ping_interval * 2 {
+                // Saturating: `Duration * 2` panics past its range, and
+                // `--ping-interval` may be as long as an option can say.
+                let silence = limits.ping_interval.saturating_mul(2);
+                if now.duration_since(*last_heard) >= silence {
                     Some(Due::PingTimeout)
                 } else if now.duration_since(*last_ping) >= limits.ping_interval {
                     *last_ping = now;
@@ -753,6 +784,11 @@ impl Conn {
 mod tests {
     use super::*;
     use crate::wire::protocol::encode_close;
+
+    const LIMITS: Limits = Limits {
+        max_message: 4096,
+        max_fragments: 128,
+    };
 
     /// A connected pair: our side as the server's mio stream, and the peer.
     fn pair() -> (Conn, std::net::TcpStream) {
@@ -802,6 +838,20 @@ mod tests {
         assert_eq!(conn.due(now + LINGER, &limits), Some(Due::LingerOver));
     }
 
+    /// The longest `--ping-interval` an option can say is a verdict like
+    /// any other, not an overflow in the timer pass.
+    #[test]
+    fn the_longest_ping_interval_is_no_overflow() {
+        let (mut conn, _peer) = pair();
+        let now = Instant::now();
+        conn.open(sub(), now);
+        let limits = Timeouts {
+            ping_interval: Duration::from_secs(u64::MAX),
+            handshake: Duration::from_secs(10),
+        };
+        assert_eq!(conn.due(now + Duration::from_secs(3600), &limits), None);
+    }
+
     /// Output the peer does not take stays pending, stalled since the write
     /// that left it; a write that takes bytes moves that instant on.
     #[test]
@@ -829,14 +879,14 @@ mod tests {
         let (mut conn, _peer) = pair();
         conn.open(sub(), Instant::now());
         conn.input = protocol::encode_masked(0x88, &1000u16.to_be_bytes(), [1, 2, 3, 4]);
-        let frames = conn.read_frames(4096);
+        let frames = conn.read_frames(LIMITS);
         let (reason, cause) = frames.close.expect("a close");
         assert_eq!((reason.code, cause), (1000, Close::ClientClosed));
 
         conn.open(sub(), Instant::now());
         // Unmasked client frames break RFC 6455 §5.1.
         conn.input = vec![0x81, 0x01, b'a'];
-        let (reason, cause) = conn.read_frames(4096).close.expect("a close");
+        let (reason, cause) = conn.read_frames(LIMITS).close.expect("a close");
         assert_eq!((reason.code, cause), (1002, Close::Protocol(1002)));
     }
 

@@ -1,8 +1,12 @@
-//! The request path without a socket, for the fuzzer and its corpus
-//! replay: a connection's bytes, cut as reads would cut them, go through
-//! the same request reader, admission, handler and topic table the loop
-//! uses, and what is accepted is carried on to the bytes a subscriber
-//! would get.
+//! The request path and the client-frame decoder without a socket, for the
+//! fuzzer and its corpus replay: a connection's bytes, cut as reads would
+//! cut them, go through the same request reader, admission, handler and
+//! topic table the loop uses, and what is accepted is carried on to the
+//! bytes a subscriber would get; a WebSocket client's bytes go through the
+//! decoder frame after frame. Each input runs under the default limits and
+//! again under small ones it picks, down to the smallest legal values, so
+//! a library call that asserts on a limit (a `clamp` whose bounds cross)
+//! is in reach.
 
 // Proof: the harness runs only in the fuzzer and its replay test, where a
 // panic is the finding being looked for.
@@ -16,6 +20,7 @@ use crate::server::endpoints::{self, Action};
 use crate::topic::{Message, Rules, Topics};
 use crate::wire::http::{Next, RequestReader, Response};
 use crate::wire::json;
+use crate::wire::protocol::{Decoder, Incoming, Limits};
 
 /// The publish token a [`Harness`] with tokens expects.
 pub const PUBLISH_TOKEN: &str = "publish-token-0123456789";
@@ -36,8 +41,7 @@ impl Harness {
     /// without both tokens.
     pub fn new(schemas: bool, tokens: bool) -> Result<Harness, String> {
         let mut config = Config {
-            // Small, so the fuzzer reaches the limit and past it quickly.
-            max_publish_bytes: 64 << 10,
+            max_publish_bytes: SMALL_BODY,
             ..Config::default()
         };
         if !schemas {
@@ -62,6 +66,14 @@ impl Harness {
     /// kept.
     pub fn reset(&mut self) {
         self.topics = fresh_topics(&self.rules, &self.config);
+    }
+
+    /// Sets the body and topic limits the next [`reset`](Self::reset)
+    /// starts with.
+    fn limit(&mut self, max_body: usize, max_topics: usize) {
+        self.max_body = max_body;
+        self.config.max_publish_bytes = max_body;
+        self.config.max_topics = max_topics;
     }
 
     /// Serves one connection's `bytes`, `step` bytes per read, until it
@@ -157,10 +169,26 @@ impl Setups {
         Ok(Setups(setups))
     }
 
-    /// One fuzz input: the first byte's low two bits pick the setup, the
-    /// rest of it the size of each read (1 to 64 bytes); the other bytes
-    /// are one connection's. Returns the statuses answered.
+    /// One fuzz input under the default limits: the first byte's low two
+    /// bits pick the setup, the rest of it the size of each read (1 to 64
+    /// bytes); the other bytes are one connection's. Returns the statuses
+    /// answered.
     pub fn run(&mut self, data: &[u8]) -> Vec<u16> {
+        self.run_limited(data, SMALL_BODY, Config::default().max_topics)
+    }
+
+    /// The same input under small limits that its last byte picks: a body
+    /// of 1 to 64 bytes (its low six bits), 1 to 4 topics (its top two;
+    /// the ADW preset alone has ten). 1 and 1 are the smallest legal
+    /// values. Returns the statuses answered.
+    pub fn run_small(&mut self, data: &[u8]) -> Vec<u16> {
+        let pick = data.last().copied().unwrap_or(0);
+        let max_body = usize::from(pick & 63) + 1;
+        let max_topics = usize::from(pick >> 6) + 1;
+        self.run_limited(data, max_body, max_topics)
+    }
+
+    fn run_limited(&mut self, data: &[u8], max_body: usize, max_topics: usize) -> Vec<u16> {
         let Some((&setup, bytes)) = data.split_first() else {
             return Vec::new();
         };
@@ -168,8 +196,62 @@ impl Setups {
         let Some(harness) = self.0.get_mut(usize::from(setup & 3)) else {
             return Vec::new();
         };
+        harness.limit(max_body, max_topics);
         harness.reset();
         harness.connection(bytes, step)
+    }
+}
+
+/// The publish limit of the default setups: small, so the fuzzer reaches
+/// the limit and past it quickly.
+const SMALL_BODY: usize = 64 << 10;
+
+/// One client-frames fuzz input: the first byte says whether
+/// permessage-deflate was agreed (bit 0) and picks small limits (bits 1
+/// and 2: 1 to 4 frames a message; bits 3 to 7: a message of 1 to 63
+/// bytes); the other bytes are a client's, decoded frame after frame
+/// under the default limits, then again under the small ones. Panics if
+/// the decoder takes more bytes than it was given, or hands on a text
+/// message past its limit.
+pub fn client_frames(data: &[u8]) {
+    let Some((&mode, bytes)) = data.split_first() else {
+        return;
+    };
+    let deflate = mode & 1 == 1;
+    let config = Config::default();
+    let default = Limits {
+        max_message: config.max_client_message,
+        max_fragments: config.max_client_fragments,
+    };
+    let small = Limits {
+        max_message: usize::from(mode >> 3) * 2 + 1,
+        max_fragments: usize::from((mode >> 1) & 3) + 1,
+    };
+    for limits in [default, small] {
+        decode_frames(bytes, deflate, limits);
+    }
+}
+
+fn decode_frames(bytes: &[u8], deflate: bool, limits: Limits) {
+    let mut buf = bytes.to_vec();
+    let mut decoder = Decoder::new(deflate);
+    let mut at = 0;
+    while let Some(rest) = buf.get_mut(at..).filter(|rest| !rest.is_empty()) {
+        let given = rest.len();
+        match decoder.decode(rest, limits) {
+            Ok((0, _)) | Err(_) => break,
+            Ok((n, incoming)) => {
+                assert!(n <= given, "took {n} of {given} bytes");
+                if let Some(Incoming::Text(text)) = incoming {
+                    assert!(
+                        text.len() <= limits.max_message,
+                        "a text of {} bytes under {limits:?}",
+                        text.len()
+                    );
+                }
+                at += n;
+            }
+        }
     }
 }
 

@@ -346,18 +346,29 @@ struct EventLoop {
 /// loop, which every client shares, carries on. The handlers only read the
 /// loop's state, so nothing is left half-changed by an unwinding one.
 fn contained<T>(head: &Head, handler: impl FnOnce() -> T) -> Result<T, Response> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)).map_err(|payload| {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+    contain(handler).map_err(|what| {
         log::error!(
             "the handler of {} {} panicked ({what}); answered 500",
             head.method,
             head.path
         );
         http::error(http::INTERNAL_ERROR, "internal error", "", true)
+    })
+}
+
+/// Runs a step that may panic, and turns a panic into its message. Around
+/// a connection's own steps (decoding its frames, reading its request) it
+/// makes a bug cost that connection alone: those steps change nothing but
+/// the connection, which is closed after, so nothing they left half-done
+/// is used again. A library call that asserts on what a client or the
+/// configuration chose (`clamp` once did) lands here, not in `main`.
+fn contain<T>(step: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default()
     })
 }
 
@@ -577,7 +588,14 @@ impl EventLoop {
         {
             let conn = &mut self.conns[key];
             if conn.is_open() {
-                let frames = conn.read_frames(self.config.max_client_message);
+                let limits = protocol::Limits {
+                    max_message: self.config.max_client_message,
+                    max_fragments: self.config.max_client_fragments,
+                };
+                let frames = match contain(|| conn.read_frames(limits)) {
+                    Ok(frames) => frames,
+                    Err(what) => return self.input_panicked(key, &what),
+                };
                 for reply in frames.replies {
                     match reply {
                         Reply::Pong(pong) => self.conns.enqueue_pong(key, pong),
@@ -590,7 +608,11 @@ impl EventLoop {
                 }
                 return;
             }
-            match conn.next_request(now) {
+            let next = match contain(|| conn.next_request(now)) {
+                Ok(next) => next,
+                Err(what) => return self.input_panicked(key, &what),
+            };
+            match next {
                 Next::Partial => return,
                 Next::Continue => {
                     let bytes = Shared::from(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
@@ -609,6 +631,23 @@ impl EventLoop {
             if self.conns[key].is_closing() {
                 return;
             }
+        }
+    }
+
+    /// Ends a connection whose own input step panicked (a bug): a
+    /// WebSocket is closed with 1011, an HTTP request answered 500, and
+    /// every other connection carries on. Counted as `internal_error`.
+    fn input_panicked(&mut self, key: usize, what: &str) {
+        let conn = &self.conns[key];
+        let (id, peer, open) = (conn.id(), conn.peer(), conn.is_open());
+        if open {
+            warn!("conn={id} peer={peer} panicked decoding its frames ({what}); closed with 1011");
+            let reason = protocol::CloseReason::new(protocol::code::INTERNAL, "internal error");
+            self.close_ws(key, &reason, Close::Internal);
+        } else {
+            warn!("conn={id} peer={peer} panicked reading its request ({what}); answered 500");
+            let response = http::error(http::INTERNAL_ERROR, "internal error", "", true);
+            self.respond(key, response, Close::Internal);
         }
     }
 
@@ -896,6 +935,87 @@ mod tests {
             metrics.contains("\nstatecast_handler_panics_total 2\n"),
             "{metrics}"
         );
+        publisher
+            .publish("queue", &serde_json::json!({"phases": [], "paused": true}))
+            .unwrap();
+        let mut update = Vec::new();
+        while !String::from_utf8_lossy(&update).contains(r#""paused":true"#) {
+            let mut buf = [0u8; 4096];
+            let n = subscriber
+                .read(&mut buf)
+                .expect("the subscriber still gets updates");
+            assert!(n > 0, "the subscriber was closed");
+            update.extend_from_slice(&buf[..n]);
+        }
+        publisher.shutdown().unwrap();
+        running.join().unwrap().unwrap();
+    }
+    /// A panic while decoding one client's frames (a bug) closes that
+    /// connection alone with 1011, and one while reading a request answers
+    /// that request 500: both are counted as `internal_error`, and the loop
+    /// goes on serving a subscriber that was already there.
+    #[test]
+    fn a_panic_on_the_read_path_ends_only_its_connection() {
+        use std::io::{Read, Write};
+
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
+        let server = Server::bind(config).unwrap();
+        let addr = server.local_addr().unwrap();
+        let publisher = server.publisher();
+        let running = std::thread::spawn(move || server.run());
+        let upgrade = b"GET /api/v1/ws/queue HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let connect = || {
+            let stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            stream
+        };
+        // Everything the server sends until it closes.
+        let read_all = |mut stream: std::net::TcpStream| {
+            let mut all = Vec::new();
+            let _ = stream.read_to_end(&mut all);
+            all
+        };
+        let mut subscriber = connect();
+        subscriber.write_all(upgrade).unwrap();
+        let mut greeting = [0u8; 512];
+        let n = subscriber.read(&mut greeting).unwrap();
+        assert!(greeting[..n].starts_with(b"HTTP/1.1 101"));
+
+        let mut buggy = connect();
+        buggy.write_all(upgrade).unwrap();
+        let text = conn::PANIC_TEXT.as_bytes();
+        let frame = protocol::encode_masked(0x81, text, [1, 2, 3, 4]);
+        buggy.write_all(&frame).unwrap();
+        let all = read_all(buggy);
+        let close = protocol::encode_close(&protocol::CloseReason::new(1011, "internal error"));
+        assert!(all.ends_with(&close), "{:?}", String::from_utf8_lossy(&all));
+
+        let mut reader = connect();
+        reader.write_all(conn::PANIC_REQUEST).unwrap();
+        reader
+            .write_all(b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let answer = String::from_utf8(read_all(reader)).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 500 "), "{answer}");
+
+        let started = Instant::now();
+        loop {
+            let mut health = connect();
+            health
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let health = String::from_utf8(read_all(health)).unwrap();
+            if health.contains(r#""internal_error":2"#) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{health}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         publisher
             .publish("queue", &serde_json::json!({"phases": [], "paused": true}))
             .unwrap();

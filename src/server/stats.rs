@@ -263,6 +263,7 @@ mod tests {
             Close::HttpDone,
             Close::Shutdown,
             Close::Io(std::io::ErrorKind::BrokenPipe),
+            Close::Internal,
         ];
         for cause in causes {
             let mut counts = CloseCounts::default();

@@ -169,7 +169,9 @@ pub fn inflate(compressed: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
     let mut inflater = Decompress::new(false);
     // One byte past `max` is room enough to tell "too big" from "just fits".
     let limit = max.saturating_add(1);
-    let mut out = Vec::with_capacity((compressed.len() * 4).clamp(64, limit));
+    // Not `clamp(64, limit)`: that panics when `--max-client-message` is
+    // under 64, and a client chooses when this runs.
+    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).max(64).min(limit));
     loop {
         if out.len() == out.capacity() {
             if out.len() >= limit {
@@ -282,5 +284,23 @@ mod tests {
             inflate(&[0xff, 0xff, 0xff, 0xff], 1000),
             Err(InflateError::Corrupt)
         );
+    }
+
+    /// Every limit from the smallest legal one (1 byte) past the first
+    /// buffer's 64 gets an answer, never a panic: an empty message inflates
+    /// within any of them, and a longer one is too big for the small ones.
+    #[test]
+    fn any_limit_from_one_byte_is_an_answer() {
+        let mut deflater = Deflater::default();
+        let body = deflater.deflate(b"hello, world").unwrap().to_vec();
+        for max in 1..=80 {
+            assert_eq!(inflate(&[], max), Ok(Vec::new()), "max {max}");
+            let expected = if max >= 12 {
+                Ok(b"hello, world".to_vec())
+            } else {
+                Err(InflateError::TooBig)
+            };
+            assert_eq!(inflate(&body, max), expected, "max {max}");
+        }
     }
 }

@@ -23,6 +23,7 @@ pub mod code {
     pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
     /// The signed token the connection was opened with has expired: fetch
     /// a new one and reconnect. 4000-4999 are for applications (RFC 6455
     /// §7.4.2).
@@ -134,6 +135,16 @@ pub enum Incoming {
     Close(Option<u16>),
 }
 
+/// The limits a client's messages are held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message in bytes, inflated if it was compressed
+    /// (`--max-client-message`).
+    pub max_message: usize,
+    /// Most frames one message may come in (`--max-client-fragments`).
+    pub max_fragments: usize,
+}
+
 /// A message being reassembled from fragments (RFC 6455 §5.4).
 #[derive(Debug)]
 struct Fragmented {
@@ -141,6 +152,13 @@ struct Fragmented {
     /// Its first frame had RSV1 set: the bytes are deflated (RFC 7692).
     compressed: bool,
     bytes: Vec<u8>,
+    /// How many of `bytes` are known to be whole UTF-8 characters; the
+    /// rest (three bytes at most) is a character cut at a frame boundary.
+    /// A frame's check starts there, so a message costs one pass over its
+    /// bytes however many frames it comes in.
+    valid: usize,
+    /// Frames so far, the first included.
+    frames: usize,
 }
 
 /// Decodes the client side of one connection. Holds nothing between calls but
@@ -171,8 +189,9 @@ impl Decoder {
     pub fn decode(
         &mut self,
         buf: &mut [u8],
-        max_message: usize,
+        limits: Limits,
     ) -> Result<(usize, Option<Incoming>), CloseReason> {
+        let max_message = limits.max_message;
         let mut cursor = Cursor::new(&buf[..]);
         let (header, len) = match FrameHeader::parse(&mut cursor) {
             Ok(Some(parsed)) => parsed,
@@ -185,6 +204,7 @@ impl Decoder {
         if len.saturating_add(already as u64) > max_message as u64 {
             return Err(CloseReason::new(code::TOO_BIG, "message too big"));
         }
+        self.check_fragments(&header, limits.max_fragments)?;
         let len = len as usize;
         if buf.len() - header_len < len {
             return Ok((0, None));
@@ -218,6 +238,21 @@ impl Decoder {
         Ok((consumed, incoming))
     }
 
+    /// Refuses a data frame that takes its message past `max` frames, as
+    /// soon as that is certain: a frame that is not final promises another.
+    /// Frames out of order are left to the protocol checks after (1002).
+    fn check_fragments(&self, header: &FrameHeader, max: usize) -> Result<(), CloseReason> {
+        let frames = match (header.opcode, &self.fragmented) {
+            (OpCode::Data(Data::Continue), Some(f)) => f.frames.saturating_add(1),
+            (OpCode::Data(d), None) if d != Data::Continue => 1,
+            _ => return Ok(()),
+        };
+        if frames.saturating_add(usize::from(!header.is_final)) > max {
+            return Err(CloseReason::new(code::TOO_BIG, "too many fragments"));
+        }
+        Ok(())
+    }
+
     /// A frame continuing the message under reassembly.
     fn continuation(
         &mut self,
@@ -232,9 +267,10 @@ impl Decoder {
             ));
         };
         fragmented.bytes.extend_from_slice(payload);
+        fragmented.frames = fragmented.frames.saturating_add(1);
         // Compressed text can only be checked once inflated.
         if fragmented.text && !fragmented.compressed {
-            check_partial_utf8(&fragmented.bytes, is_final)?;
+            fragmented.valid = check_utf8_after(&fragmented.bytes, fragmented.valid, is_final)?;
         }
         if !is_final {
             return Ok(None);
@@ -260,9 +296,11 @@ impl Decoder {
                 "expected continuation frame",
             ));
         }
-        if first.text && !first.compressed {
-            check_partial_utf8(payload, first.is_final)?;
-        }
+        let valid = if first.text && !first.compressed {
+            check_utf8_after(payload, 0, first.is_final)?
+        } else {
+            0
+        };
         if first.is_final {
             return complete(first.text, first.compressed, payload.to_vec(), max_message);
         }
@@ -270,6 +308,8 @@ impl Decoder {
             text: first.text,
             compressed: first.compressed,
             bytes: payload.to_vec(),
+            valid,
+            frames: 1,
         }));
         Ok(None)
     }
@@ -298,7 +338,7 @@ fn complete(
         InflateError::Corrupt => CloseReason::new(code::INVALID_DATA, "invalid compressed data"),
     })?;
     if text {
-        check_partial_utf8(&bytes, true)?;
+        check_utf8_after(&bytes, 0, true)?;
     }
     finish(text, bytes).map(Some)
 }
@@ -342,12 +382,16 @@ fn finish(text: bool, bytes: Vec<u8>) -> Result<Incoming, CloseReason> {
         .map_err(|_| CloseReason::new(code::INVALID_DATA, "invalid UTF-8"))
 }
 
-/// Fails fast on invalid UTF-8: a sequence cut at the end of a non-final
-/// fragment may still complete, anything else is invalid (RFC 6455 §8.1).
-fn check_partial_utf8(bytes: &[u8], is_final: bool) -> Result<(), CloseReason> {
-    match std::str::from_utf8(bytes) {
-        Ok(_) => Ok(()),
-        Err(e) if e.error_len().is_none() && !is_final => Ok(()),
+/// Checks the UTF-8 of `bytes` after the first `valid`, which are whole
+/// characters already checked, and returns how many are now. Fails fast on
+/// invalid UTF-8 (RFC 6455 §8.1): a sequence cut at the end of a non-final
+/// fragment may still complete, anything else is invalid, including a
+/// prefix that no continuation could make valid (std refuses those).
+fn check_utf8_after(bytes: &[u8], valid: usize, is_final: bool) -> Result<usize, CloseReason> {
+    let fresh = bytes.get(valid..).unwrap_or_default();
+    match std::str::from_utf8(fresh) {
+        Ok(_) => Ok(bytes.len()),
+        Err(e) if e.error_len().is_none() && !is_final => Ok(valid + e.valid_up_to()),
         Err(_) => Err(CloseReason::new(
             code::INVALID_DATA,
             "invalid UTF-8 in text",
@@ -410,6 +454,11 @@ mod tests {
 
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
+    const LIMITS: Limits = Limits {
+        max_message: 4096,
+        max_fragments: 128,
+    };
+
     fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
         encode_masked(first, payload, MASK)
     }
@@ -418,12 +467,20 @@ mod tests {
         decode_with(Decoder::default(), frames)
     }
 
-    fn decode_with(mut decoder: Decoder, frames: &[u8]) -> Result<Vec<Incoming>, CloseReason> {
+    fn decode_with(decoder: Decoder, frames: &[u8]) -> Result<Vec<Incoming>, CloseReason> {
+        decode_limited(decoder, frames, LIMITS)
+    }
+
+    fn decode_limited(
+        mut decoder: Decoder,
+        frames: &[u8],
+        limits: Limits,
+    ) -> Result<Vec<Incoming>, CloseReason> {
         let mut buf = frames.to_vec();
         let mut at = 0;
         let mut out = Vec::new();
         while at < buf.len() {
-            let (used, incoming) = decoder.decode(&mut buf[at..], 4096)?;
+            let (used, incoming) = decoder.decode(&mut buf[at..], limits)?;
             assert!(used > 0, "frame incomplete at {at}");
             at += used;
             out.extend(incoming);
@@ -469,7 +526,7 @@ mod tests {
         for cut in 0..frame.len() {
             let mut part = frame[..cut].to_vec();
             assert_eq!(
-                decoder.decode(&mut part, 4096),
+                decoder.decode(&mut part, LIMITS),
                 Ok((0, None)),
                 "cut at {cut}"
             );
@@ -542,8 +599,136 @@ mod tests {
         let mut decoder = Decoder::default();
         let mut first = client_frame(0x01, &[0xff]);
         assert_eq!(
-            decoder.decode(&mut first, 4096).unwrap_err().code,
+            decoder.decode(&mut first, LIMITS).unwrap_err().code,
             code::INVALID_DATA
+        );
+    }
+
+    /// UTF-8 is checked as each fragment arrives, from where the last
+    /// check stopped: a character cut over several fragments (even one
+    /// byte each) completes, and an invalid byte fails on the fragment that
+    /// brings it, whatever was valid before (Autobahn 6.4: fail fast).
+    #[test]
+    fn utf8_is_checked_fragment_by_fragment_and_fails_fast() {
+        // "κ€𝄞" with every character cut, one byte per frame.
+        let text = "aκ€𝄞z";
+        let bytes = text.as_bytes();
+        let mut frames = client_frame(0x01, &bytes[..1]);
+        for byte in &bytes[1..bytes.len() - 1] {
+            frames.extend(client_frame(0x00, std::slice::from_ref(byte)));
+        }
+        frames.extend(client_frame(0x80, &bytes[bytes.len() - 1..]));
+        assert_eq!(decode_all(&frames), Ok(vec![Incoming::Text(text.into())]));
+
+        // A start byte held over, then a byte that cannot continue it;
+        // then a prefix no byte could complete (a surrogate, past U+10FFFF).
+        for (held, bad) in [
+            (&[0xe2, 0x82][..], &[0x41][..]),
+            (&[0xed][..], &[0xa0, 0x80][..]),
+            (&[0xf4][..], &[0x90][..]),
+        ] {
+            let mut decoder = Decoder::default();
+            let mut first = client_frame(0x01, &[b"valid ".as_slice(), held].concat());
+            assert_eq!(decoder.decode(&mut first, LIMITS).map(|d| d.1), Ok(None));
+            let mut next = client_frame(0x00, bad);
+            let err = decoder.decode(&mut next, LIMITS).unwrap_err();
+            assert_eq!(err.code, code::INVALID_DATA, "{held:x?} then {bad:x?}");
+        }
+        // A character still cut when the message ends is invalid.
+        let mut cut = client_frame(0x01, b"ok");
+        cut.extend(client_frame(0x80, &[0xe2, 0x82]));
+        assert_eq!(decode_all(&cut).unwrap_err().code, code::INVALID_DATA);
+        // An invalid byte after many valid fragments fails on its own.
+        let mut decoder = Decoder::default();
+        let mut start = client_frame(0x01, "é".repeat(1000).as_bytes());
+        decoder.decode(&mut start, LIMITS).unwrap();
+        for _ in 0..50 {
+            let mut empty = client_frame(0x00, b"");
+            assert_eq!(decoder.decode(&mut empty, LIMITS), Ok((6, None)));
+        }
+        let mut bad = client_frame(0x00, &[0xff]);
+        let err = decoder.decode(&mut bad, LIMITS).unwrap_err();
+        assert_eq!(err.code, code::INVALID_DATA);
+    }
+
+    /// Each frame checks only its own bytes and the few held over from
+    /// the last: the part of the message already checked is not looked at
+    /// again. Planted bytes that are not UTF-8, marked as checked, show it.
+    #[test]
+    fn a_fragment_checks_only_what_is_new() {
+        let mut decoder = Decoder::default();
+        let mut start = client_frame(0x01, b"abc");
+        decoder.decode(&mut start, LIMITS).unwrap();
+        if let Some(fragmented) = decoder.fragmented.as_mut() {
+            fragmented.bytes = vec![0xff; 3];
+        }
+        let mut next = client_frame(0x00, b"d");
+        assert_eq!(decoder.decode(&mut next, LIMITS), Ok((7, None)));
+        assert_eq!(decoder.fragmented.as_ref().map(|f| f.valid), Some(4));
+    }
+
+    /// A message in more frames than `max_fragments` closes with 1009 as
+    /// soon as that is certain: on the frame past the limit, or on a frame
+    /// that is not final once the limit is reached. At the smallest limit,
+    /// 1, a message must come whole; frames out of order stay 1002.
+    #[test]
+    fn messages_in_too_many_fragments_map_to_1009() {
+        let limits = |max_fragments| Limits {
+            max_fragments,
+            ..LIMITS
+        };
+        let fragmented = |count: usize, fin: bool| {
+            let mut frames = client_frame(0x01, b"a");
+            for i in 1..count {
+                let last = i + 1 == count;
+                frames.extend(client_frame(if last && fin { 0x80 } else { 0x00 }, b""));
+            }
+            frames
+        };
+        for max in [1, 2, 3, 128] {
+            // Exactly `max` frames: a whole message.
+            let whole = if max == 1 {
+                client_frame(0x81, b"a")
+            } else {
+                fragmented(max, true)
+            };
+            assert_eq!(
+                decode_limited(Decoder::default(), &whole, limits(max)),
+                Ok(vec![Incoming::Text("a".into())]),
+                "{max} frames under a limit of {max}"
+            );
+            // The `max`th frame not final: it promises one too many.
+            let over = fragmented(max, false);
+            let err = decode_limited(Decoder::default(), &over, limits(max)).unwrap_err();
+            assert_eq!(
+                (err.code, err.reason),
+                (code::TOO_BIG, "too many fragments"),
+                "limit {max}"
+            );
+        }
+        // Refused on the frame's header, before its payload arrives.
+        let mut decoder = Decoder::default();
+        let mut first = client_frame(0x02, b"");
+        decoder.decode(&mut first, limits(2)).unwrap();
+        let mut header = client_frame(0x00, &[0; 100])[..6].to_vec();
+        let err = decoder.decode(&mut header, limits(2)).unwrap_err();
+        assert_eq!(err.code, code::TOO_BIG);
+        // Order is checked before the count.
+        let stray = client_frame(0x00, b"a");
+        let err = decode_limited(Decoder::default(), &stray, limits(1)).unwrap_err();
+        assert_eq!(err.code, code::PROTOCOL);
+        // Control frames between fragments do not count.
+        let mut frames = client_frame(0x01, b"a");
+        frames.extend(client_frame(0x89, b""));
+        frames.extend(client_frame(0x89, b""));
+        frames.extend(client_frame(0x80, b"b"));
+        assert_eq!(
+            decode_limited(Decoder::default(), &frames, limits(2)),
+            Ok(vec![
+                Incoming::Ping(Vec::new()),
+                Incoming::Ping(Vec::new()),
+                Incoming::Text("ab".into())
+            ])
         );
     }
 
@@ -552,7 +737,7 @@ mod tests {
         let frame = client_frame(0x82, &[0; 5000]);
         let mut header_only = frame[..8].to_vec();
         let err = Decoder::default()
-            .decode(&mut header_only, 4096)
+            .decode(&mut header_only, LIMITS)
             .unwrap_err();
         assert_eq!(err.code, code::TOO_BIG);
         // Fragments count towards the same limit.
