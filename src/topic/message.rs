@@ -173,6 +173,7 @@ impl Compressor {
 mod tests {
     use super::*;
 
+    /// An event's JSON is its type and data, in that order, and nothing else.
     #[test]
     fn events_frame_type_and_data() {
         let msg = Message::event(r#""workflow_completed""#, r#"{"adw_id":"x"}"#);

@@ -60,6 +60,8 @@ impl std::error::Error for TopicError {}
 mod tests {
     use super::*;
 
+    /// Plain names and `adw_id`s take exactly the characters and lengths
+    /// CONTRACT.md allows.
     #[test]
     fn names_follow_the_contract() {
         assert!(is_plain_name("workflow-history"));

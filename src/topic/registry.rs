@@ -429,6 +429,7 @@ mod tests {
         Topics::new(rules, Preset::Adw, &[], 100, "2026-11-26T02:15:00Z")
     }
 
+    /// Every ADW topic exists from the start, holding its default at seq 0.
     #[test]
     fn preset_topics_start_with_their_defaults_at_seq_0() {
         let topics = adw();
@@ -440,6 +441,8 @@ mod tests {
         assert_eq!(topics.len(), adw::TOPICS.len());
     }
 
+    /// An `adw-state/{id}` snapshot carries its `adw_id`, inside a complete
+    /// text frame.
     #[test]
     fn adw_state_messages_carry_the_adw_id() {
         let mut topics = adw();
@@ -455,6 +458,8 @@ mod tests {
         assert_eq!(msg.frame[1] as usize, msg.json().len());
     }
 
+    /// Malformed and unknown names are told apart, and a full table refuses a
+    /// new topic.
     #[test]
     fn unknown_and_excess_topics_are_refused() {
         let mut topics = adw();
@@ -502,6 +507,8 @@ mod tests {
         assert_eq!(t.find("prices"), Some(prices));
     }
 
+    /// A dynamic topic nobody published is dropped with its last subscriber;
+    /// published and preset ones stay.
     #[test]
     fn unused_dynamic_topics_are_released_but_published_ones_stay() {
         let mut topics = adw();
@@ -527,6 +534,8 @@ mod tests {
         assert!(topics.find("queue").is_some());
     }
 
+    /// Unsubscribing names the connection a swap-remove moved into the freed
+    /// index.
     #[test]
     fn unsubscribing_says_who_moved() {
         let mut topics = adw();
@@ -540,6 +549,8 @@ mod tests {
         assert_eq!(topics.get(queue).subscribers(), &[12, 11]);
     }
 
+    /// Publishes between two fan-outs reach subscribers once, as the newest
+    /// snapshot.
     #[test]
     fn a_burst_of_publishes_is_fanned_out_once() {
         let mut topics = adw();
@@ -594,6 +605,8 @@ mod tests {
         assert!(forms[1] * 4 < forms[0], "{forms:?}");
     }
 
+    /// An `adw-state/` topic published back to its default is forgotten once
+    /// nobody is subscribed.
     #[test]
     fn finished_workflows_are_forgotten_when_nobody_watches() {
         let mut topics = adw();
