@@ -20,8 +20,11 @@
 //!   - [`wire::json`]: published JSON, taken in as I-JSON and written back compact.
 //!   - [`wire::protocol`]: RFC 6455 framing.
 //!   - [`wire::deflate`]: permessage-deflate (RFC 7692).
-//! - [`topic`]: the topic registry: names, retained snapshots, subscribers,
-//!   and messages encoded once.
+//! - [`topic`]: the topics, one idea per private file: `name` (what a
+//!   topic name is), `rules` (which names are topics, what data each
+//!   accepts, the size bound), `message` (a message's bytes, encoded once,
+//!   and the compressor), `registry` (each topic's snapshot and
+//!   subscribers, and the registry of them all).
 //!   - [`topic::adw`]: the ADW dashboard preset: its topics, defaults and schemas.
 //!   - [`topic::schema`]: the JSON Schema checks a value passes before it is retained.
 //! - [`publisher`]: the thread-safe handle producers publish through.

@@ -1,6 +1,6 @@
 //! JSON Schema checks on what would become a topic's snapshot: the ADW
 //! contract's schemas and any `--schema TOPIC=FILE`, each compiled once at
-//! start into a small tree of rules, and the one-line error
+//! start into a small tree of keyword sets, and the one-line error
 //! (`/analytics: required property "total_workflows" missing`) a refused
 //! value gets.
 //!
@@ -198,7 +198,8 @@ enum Node {
     Any,
     /// `false`.
     Never,
-    Rules(Box<Rules>),
+    /// A schema object with at least one assertion.
+    Keywords(Box<Keywords>),
 }
 
 /// A schema object's assertions. Keywords that only annotate (title,
@@ -206,25 +207,25 @@ enum Node {
 /// is allocated only when one of its keywords is used: the contract's ten
 /// schemas are some hundreds of these, and an idle server holds them all.
 #[derive(Debug, Default)]
-struct Rules {
+struct Keywords {
     reference: Option<Id>,
     types: Option<Box<[Type]>>,
-    values: Option<Box<ValueRules>>,
-    number: Option<Box<NumberRules>>,
-    string: Option<Box<StringRules>>,
-    array: Option<Box<ArrayRules>>,
-    object: Option<Box<ObjectRules>>,
-    logic: Option<Box<LogicRules>>,
+    values: Option<Box<ValueKeywords>>,
+    number: Option<Box<NumberKeywords>>,
+    string: Option<Box<StringKeywords>>,
+    array: Option<Box<ArrayKeywords>>,
+    object: Option<Box<ObjectKeywords>>,
+    logic: Option<Box<LogicKeywords>>,
 }
 
 #[derive(Debug, Default)]
-struct ValueRules {
+struct ValueKeywords {
     allowed: Option<Vec<Value>>,
     constant: Option<Value>,
 }
 
 #[derive(Debug, Default)]
-struct NumberRules {
+struct NumberKeywords {
     minimum: Option<f64>,
     maximum: Option<f64>,
     exclusive_minimum: Option<f64>,
@@ -233,14 +234,14 @@ struct NumberRules {
 }
 
 #[derive(Debug, Default)]
-struct StringRules {
+struct StringKeywords {
     min_length: Option<u64>,
     max_length: Option<u64>,
     pattern: Option<Pattern>,
 }
 
 #[derive(Debug, Default)]
-struct ArrayRules {
+struct ArrayKeywords {
     prefix_items: Vec<Id>,
     items: Option<Id>,
     min_items: Option<u64>,
@@ -252,7 +253,7 @@ struct ArrayRules {
 }
 
 #[derive(Debug, Default)]
-struct ObjectRules {
+struct ObjectKeywords {
     required: Vec<String>,
     /// Sorted by name: a value's property is found by binary search, so
     /// a wide object against a wide schema is not their product.
@@ -266,7 +267,7 @@ struct ObjectRules {
 }
 
 #[derive(Debug, Default)]
-struct LogicRules {
+struct LogicKeywords {
     all_of: Vec<Id>,
     any_of: Vec<Id>,
     one_of: Vec<Id>,
@@ -274,7 +275,7 @@ struct LogicRules {
     if_then_else: Option<(Id, Option<Id>, Option<Id>)>,
 }
 
-/// The group of `rules` a keyword goes in, made on first use.
+/// The group of `Keywords` a keyword goes in, made on first use.
 fn group<T: Default>(slot: &mut Option<Box<T>>) -> &mut T {
     slot.get_or_insert_with(Box::default)
 }
@@ -432,7 +433,7 @@ impl Compiler<'_> {
         let node = match schema {
             Value::Bool(true) => Node::Any,
             Value::Bool(false) => Node::Never,
-            Value::Object(object) => self.rules(object, pointer)?,
+            Value::Object(object) => self.keywords(object, pointer)?,
             _ => {
                 return Err(format!(
                     "{}: a schema must be an object or a boolean",
@@ -446,27 +447,27 @@ impl Compiler<'_> {
         Ok(id)
     }
 
-    fn rules(&mut self, object: &Map<String, Value>, pointer: &str) -> Result<Node, String> {
-        let mut rules = Rules::default();
+    fn keywords(&mut self, object: &Map<String, Value>, pointer: &str) -> Result<Node, String> {
+        let mut keywords = Keywords::default();
         let mut any = false;
         for (key, value) in object {
             if ANNOTATIONS.contains(&key.as_str()) {
                 continue;
             }
             let at = format!("{pointer}/{}", escape(key));
-            self.keyword(&mut rules, key, value, &at)
+            self.keyword(&mut keywords, key, value, &at)
                 .map_err(|e| format!("{}: {e}", here(&at)))?;
             any = true;
         }
         Ok(if any {
-            Node::Rules(Box::new(rules))
+            Node::Keywords(Box::new(keywords))
         } else {
             Node::Any
         })
     }
 
-    /// Reads one assertion keyword into `rules`; `at` is its pointer.
-    fn keyword(&mut self, r: &mut Rules, key: &str, v: &Value, at: &str) -> Result<(), String> {
+    /// Reads one assertion keyword into `r`; `at` is its pointer.
+    fn keyword(&mut self, r: &mut Keywords, key: &str, v: &Value, at: &str) -> Result<(), String> {
         match key {
             "$ref" => r.reference = Some(self.reference(v)?),
             "type" => r.types = Some(types(v)?.into_boxed_slice()),
@@ -738,11 +739,15 @@ fn percent_decode(s: &str) -> Result<String, String> {
 /// whether each is reached through its `$ref` (the others are its own
 /// `allOf`, `anyOf`, `oneOf`, `not`, `if`, `then` and `else`).
 fn same_value_edges(node: &Node) -> Vec<(Id, bool)> {
-    let Node::Rules(rules) = node else {
+    let Node::Keywords(keywords) = node else {
         return Vec::new();
     };
-    let mut edges: Vec<(Id, bool)> = rules.reference.map(|id| (id, true)).into_iter().collect();
-    if let Some(logic) = &rules.logic {
+    let mut edges: Vec<(Id, bool)> = keywords
+        .reference
+        .map(|id| (id, true))
+        .into_iter()
+        .collect();
+    if let Some(logic) = &keywords.logic {
         let lists = [&logic.all_of, &logic.any_of, &logic.one_of];
         edges.extend(lists.into_iter().flatten().map(|&id| (id, false)));
         edges.extend(logic.not.map(|id| (id, false)));
@@ -963,7 +968,7 @@ impl Check<'_> {
             ))
         } else {
             match self.nodes.get(id) {
-                Some(Node::Rules(rules)) => self.rules(rules, value),
+                Some(Node::Keywords(keywords)) => self.keywords(keywords, value),
                 Some(Node::Never) => Err(refuse("no value is allowed here".into())),
                 Some(Node::Any) | None => Ok(()),
             }
@@ -992,28 +997,28 @@ impl Check<'_> {
         self.node(id, value).map_err(|stop| stop.within(token))
     }
 
-    fn rules<'v>(&mut self, r: &Rules, value: &'v Value) -> Checked<'v> {
+    fn keywords<'v>(&mut self, r: &Keywords, value: &'v Value) -> Checked<'v> {
         if let Some(id) = r.reference {
             self.node(id, value)?;
         }
         self.kind(r, value)?;
         match (value, &r.number, &r.string, &r.array, &r.object) {
-            (Value::Number(n), Some(rules), ..) => check_number(rules, n.as_f64().unwrap_or(0.0))?,
-            (Value::String(s), _, Some(rules), ..) => {
+            (Value::Number(n), Some(group), ..) => check_number(group, n.as_f64().unwrap_or(0.0))?,
+            (Value::String(s), _, Some(group), ..) => {
                 self.spend(s.len() as u64 / STRING_BYTES_PER_STEP)?;
-                check_string(rules, s)?
+                check_string(group, s)?
             }
-            (Value::Array(items), _, _, Some(rules), _) => self.array(rules, items)?,
-            (Value::Object(map), .., Some(rules)) => self.object(rules, map)?,
+            (Value::Array(items), _, _, Some(group), _) => self.array(group, items)?,
+            (Value::Object(map), .., Some(group)) => self.object(group, map)?,
             _ => {}
         }
         match &r.logic {
-            Some(rules) => self.combinators(rules, value),
+            Some(group) => self.combinators(group, value),
             None => Ok(()),
         }
     }
 
-    fn kind<'v>(&mut self, r: &Rules, value: &'v Value) -> Checked<'v> {
+    fn kind<'v>(&mut self, r: &Keywords, value: &'v Value) -> Checked<'v> {
         if let Some(types) = &r.types
             && !types.iter().any(|t| t.admits(value))
         {
@@ -1045,7 +1050,7 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn array<'v>(&mut self, r: &ArrayRules, items: &'v [Value]) -> Checked<'v> {
+    fn array<'v>(&mut self, r: &ArrayKeywords, items: &'v [Value]) -> Checked<'v> {
         let len = items.len() as u64;
         self.spend(len)?;
         if let Some(min) = r.min_items.filter(|&m| len < m) {
@@ -1109,7 +1114,7 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn object<'v>(&mut self, r: &ObjectRules, map: &'v Map<String, Value>) -> Checked<'v> {
+    fn object<'v>(&mut self, r: &ObjectKeywords, map: &'v Map<String, Value>) -> Checked<'v> {
         let missing: Vec<&str> = r
             .required
             .iter()
@@ -1183,7 +1188,7 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn combinators<'v>(&mut self, r: &LogicRules, value: &'v Value) -> Checked<'v> {
+    fn combinators<'v>(&mut self, r: &LogicKeywords, value: &'v Value) -> Checked<'v> {
         for &id in &r.all_of {
             self.node(id, value)?;
         }
@@ -1201,7 +1206,7 @@ impl Check<'_> {
     }
 
     /// `oneOf`, `not` and `if`, after `anyOf` passed.
-    fn rest<'v>(&mut self, r: &LogicRules, value: &'v Value) -> Checked<'v> {
+    fn rest<'v>(&mut self, r: &LogicKeywords, value: &'v Value) -> Checked<'v> {
         if !r.one_of.is_empty() {
             let mut failures = Vec::new();
             let mut passed = Vec::new();
@@ -1239,7 +1244,7 @@ impl Check<'_> {
     }
 }
 
-fn check_number<'v>(r: &NumberRules, n: f64) -> Checked<'v> {
+fn check_number<'v>(r: &NumberKeywords, n: f64) -> Checked<'v> {
     let broken = [
         (r.minimum.filter(|&m| n < m), "at least"),
         (r.maximum.filter(|&m| n > m), "at most"),
@@ -1258,7 +1263,7 @@ fn check_number<'v>(r: &NumberRules, n: f64) -> Checked<'v> {
     Ok(())
 }
 
-fn check_string<'v>(r: &StringRules, s: &str) -> Checked<'v> {
+fn check_string<'v>(r: &StringKeywords, s: &str) -> Checked<'v> {
     if r.min_length.is_some() || r.max_length.is_some() {
         let len = s.chars().count() as u64;
         if let Some(min) = r.min_length.filter(|&m| len < m) {

@@ -1,0 +1,640 @@
+//! The topic registry: each [`Topic`] (its retained snapshot, its
+//! subscribers, the encodings made of its snapshot) and [`Topics`], every
+//! topic by name and by id, where subscribing, publishing and fan-out
+//! happen.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use slab::Slab;
+
+use super::adw::{self, ADW_STATE_PREFIX, Preset};
+use super::message::{Compressor, Encoded, Form, Message};
+use super::name::TopicError;
+use super::rules::Rules;
+use crate::wire::Shared;
+
+/// Where an open connection sits in its topic's subscriber list. The
+/// registry hands it out on subscribe and takes it back on unsubscribe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    pub topic: usize,
+    /// Index in the topic's subscriber list; a swap-remove may move it,
+    /// and [`Topics::unsubscribe`] says whose.
+    pub index: usize,
+    /// What encoding of each message it takes.
+    pub form: Form,
+}
+
+/// One topic: its retained snapshot and who is subscribed.
+#[derive(Debug)]
+pub struct Topic {
+    name: Box<str>,
+    /// `<topic>_update`, with `-` turned into `_`.
+    message_type: Box<str>,
+    /// Publishes so far; a default snapshot has seq 0.
+    seq: u64,
+    /// What a new subscriber gets at once; `None` until the first publish
+    /// for topics outside the preset.
+    snapshot: Option<Message>,
+    /// Slab keys of the connections subscribed. A connection keeps its
+    /// index here so leaving is O(1).
+    subscribers: Vec<usize>,
+    /// How many of them are SSE streams.
+    streams: usize,
+    /// How many of them negotiated permessage-deflate.
+    deflaters: usize,
+    /// When the snapshot was last set (the server's start for a default).
+    published_at: std::time::Instant,
+    /// Snapshots queued for subscribers, across publishes.
+    deliveries: u64,
+    /// The snapshot as a Server-Sent Event, encoded once when a stream
+    /// first needs it.
+    sse: Option<Shared>,
+    /// The snapshot compressed, once a subscriber that negotiated
+    /// permessage-deflate needs it (the inner `None`: not worth it).
+    deflated: Option<Option<Shared>>,
+    /// Preset and `--topic` topics live for the server's life; others are
+    /// dropped when nobody needs them.
+    permanent: bool,
+    /// Published this turn and listed in `Topics::fan_out`: the newest
+    /// snapshot goes out once, however many publishes came.
+    fan_out_pending: bool,
+}
+
+impl Topic {
+    fn new(name: &str, permanent: bool) -> Topic {
+        let message_type = if name.starts_with(ADW_STATE_PREFIX) {
+            "adw_state_update".to_owned()
+        } else {
+            format!("{}_update", name.replace('-', "_"))
+        };
+        Topic {
+            name: name.into(),
+            message_type: message_type.into(),
+            seq: 0,
+            snapshot: None,
+            subscribers: Vec::new(),
+            streams: 0,
+            deflaters: 0,
+            published_at: std::time::Instant::now(),
+            deliveries: 0,
+            sse: None,
+            deflated: None,
+            permanent,
+            fan_out_pending: false,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn snapshot(&self) -> Option<&Message> {
+        self.snapshot.as_ref()
+    }
+
+    pub fn subscribers(&self) -> &[usize] {
+        &self.subscribers
+    }
+
+    fn adw_id(&self) -> Option<&str> {
+        self.name.strip_prefix(ADW_STATE_PREFIX)
+    }
+
+    /// Encodes `data` (valid JSON) as the new snapshot, counting `publishes`
+    /// publishes of which this is the newest.
+    fn set_snapshot(&mut self, data: &str, publishes: u64) {
+        self.seq += publishes;
+        let message = Message::snapshot(&self.message_type, self.adw_id(), self.seq, data);
+        self.snapshot = Some(message);
+        self.sse = None;
+        self.deflated = None;
+        self.published_at = std::time::Instant::now();
+    }
+
+    pub fn published_at(&self) -> std::time::Instant {
+        self.published_at
+    }
+
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries
+    }
+
+    /// How many subscribers are SSE streams.
+    pub fn streams(&self) -> usize {
+        self.streams
+    }
+
+    /// The snapshot as an SSE event, encoded at most once per publish.
+    fn sse_snapshot(&mut self) -> Option<Shared> {
+        if self.sse.is_none() {
+            self.sse = self.snapshot.as_ref().map(|m| m.sse(Some(self.seq)));
+        }
+        self.sse.clone()
+    }
+
+    /// The snapshot compressed, at most once per publish.
+    fn deflated_snapshot(&mut self, compressor: &mut Compressor) -> Option<Shared> {
+        if self.deflated.is_none() {
+            let snapshot = self.snapshot.as_ref()?;
+            self.deflated = Some(compressor.compress(snapshot));
+        }
+        self.deflated.clone().flatten()
+    }
+
+    /// The snapshot in `form`.
+    fn snapshot_as(&mut self, form: Form, compressor: &mut Compressor) -> Option<Shared> {
+        let frame = self.snapshot.as_ref()?.frame.clone();
+        match form {
+            Form::Frame => Some(frame),
+            Form::Deflate => self.deflated_snapshot(compressor).or(Some(frame)),
+            Form::Sse => self.sse_snapshot(),
+        }
+    }
+
+    /// A topic outside the preset that no publish has reached.
+    fn is_placeholder(&self) -> bool {
+        !self.permanent && self.seq == 0
+    }
+
+    /// Holds nothing a new subscriber would not get anyway.
+    fn unused(&self) -> bool {
+        !self.permanent && self.subscribers.is_empty() && !self.fan_out_pending
+    }
+}
+
+/// What a publish came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub seq: u64,
+    /// Subscribers the snapshot will reach.
+    pub subscribers: usize,
+}
+
+/// Every topic that exists, by name and by id, and who is subscribed to
+/// what. The subscriber lists, the fan-out list and the subscription
+/// indexes are written here and nowhere else.
+#[derive(Debug)]
+pub struct Topics {
+    rules: Arc<Rules>,
+    by_name: HashMap<Box<str>, usize>,
+    topics: Slab<Topic>,
+    max_topics: usize,
+    /// Topics published since the last fan-out, each once.
+    fan_out: Vec<usize>,
+    /// Subscriptions across all topics: open WebSockets and SSE streams.
+    subscriptions: usize,
+    /// Topics outside the preset that nobody has published yet: opened by
+    /// subscribers, or about to take their first publish. Counted apart,
+    /// each kind up to `max_topics`, so that subscribers naming topics no
+    /// producer publishes cannot fill the table the producers need.
+    placeholders: usize,
+    pub compressor: Compressor,
+}
+
+// Proof: a topic id is an index the table handed out, and a topic leaves
+// the table only while unused (no subscription holds its id, no fan-out is
+// pending for it), so every id held elsewhere names a live topic. An id
+// must not be kept across a publish that may forget its topic.
+#[allow(clippy::indexing_slicing)]
+impl Topics {
+    /// `started` (RFC 3339) fills the defaults' `last_updated` and `timestamp`.
+    pub fn new(
+        rules: Arc<Rules>,
+        preset: Preset,
+        extra: &[String],
+        max_topics: usize,
+        started: &str,
+    ) -> Self {
+        let mut topics = Topics {
+            rules,
+            by_name: HashMap::new(),
+            topics: Slab::new(),
+            max_topics,
+            fan_out: Vec::new(),
+            subscriptions: 0,
+            placeholders: 0,
+            compressor: Compressor::default(),
+        };
+        if preset == Preset::Adw {
+            for topic in adw::TOPICS {
+                let id = topics.insert(topic.name, true);
+                topics.topics[id].set_snapshot(&topic.default_data(started), 0);
+            }
+        }
+        for name in extra {
+            if !topics.by_name.contains_key(name.as_str()) {
+                topics.insert(name, true);
+            }
+        }
+        topics
+    }
+
+    fn insert(&mut self, name: &str, permanent: bool) -> usize {
+        let mut topic = Topic::new(name, permanent);
+        if let Some(id) = topic.adw_id() {
+            let data = adw::state_default(id).to_string();
+            topic.set_snapshot(&data, 0);
+        }
+        self.placeholders += usize::from(topic.is_placeholder());
+        let id = self.topics.insert(topic);
+        self.by_name.insert(name.into(), id);
+        id
+    }
+
+    fn remove(&mut self, id: usize) {
+        let topic = self.topics.remove(id);
+        self.placeholders -= usize::from(topic.is_placeholder());
+        self.by_name.remove(&topic.name);
+    }
+
+    pub fn rules(&self) -> &Arc<Rules> {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    /// Open subscriptions across every topic.
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions
+    }
+
+    /// Finds a topic by name without creating it.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Checks that `name` exists or may be created, without creating it.
+    pub fn check(&self, name: &str) -> Result<(), TopicError> {
+        match self.find(name) {
+            Some(_) => Ok(()),
+            None => self.rules.check(name),
+        }
+    }
+
+    /// Finds a topic to publish to by name, creating it if the rules allow
+    /// the name and fewer than `max_topics` topics hold a publish.
+    pub fn find_or_create(&mut self, name: &str) -> Result<usize, TopicError> {
+        self.find_or_insert(name, self.topics.len() - self.placeholders)
+    }
+
+    /// Finds a topic to subscribe to by name, creating a placeholder for
+    /// one nobody has published yet; at most `max_topics` placeholders.
+    pub fn find_or_open(&mut self, name: &str) -> Result<usize, TopicError> {
+        self.find_or_insert(name, self.placeholders)
+    }
+
+    fn find_or_insert(&mut self, name: &str, counted: usize) -> Result<usize, TopicError> {
+        if let Some(id) = self.find(name) {
+            return Ok(id);
+        }
+        self.rules.check(name)?;
+        if counted >= self.max_topics {
+            return Err(TopicError::Full(self.max_topics));
+        }
+        Ok(self.insert(name, false))
+    }
+
+    pub fn get(&self, id: usize) -> &Topic {
+        &self.topics[id]
+    }
+
+    /// Adds connection `key` to topic `id`'s subscribers; returns where it
+    /// sits, and the snapshot it gets at once, encoded in its `form`.
+    pub fn subscribe(
+        &mut self,
+        id: usize,
+        key: usize,
+        form: Form,
+    ) -> (Subscription, Option<Shared>) {
+        let topic = &mut self.topics[id];
+        topic.subscribers.push(key);
+        self.subscriptions += 1;
+        let sub = Subscription {
+            topic: id,
+            index: topic.subscribers.len() - 1,
+            form,
+        };
+        match form {
+            Form::Frame => {}
+            Form::Deflate => topic.deflaters += 1,
+            Form::Sse => topic.streams += 1,
+        }
+        (sub, topic.snapshot_as(form, &mut self.compressor))
+    }
+
+    /// Takes a subscription back. Returns the key of the connection that a
+    /// swap-remove moved into `sub.index`, which must be told so. A dynamic
+    /// topic nobody needs any more is dropped.
+    pub fn unsubscribe(&mut self, sub: Subscription) -> Option<usize> {
+        let topic = &mut self.topics[sub.topic];
+        topic.subscribers.swap_remove(sub.index);
+        match sub.form {
+            Form::Frame => {}
+            Form::Deflate => topic.deflaters -= 1,
+            Form::Sse => topic.streams -= 1,
+        }
+        self.subscriptions -= 1;
+        let moved = topic.subscribers.get(sub.index).copied();
+        // Never published and nobody left: it keeps memory flat when
+        // clients open `adw-state/{id}` for ids that come and go.
+        if topic.seq == 0 && topic.unused() {
+            self.remove(sub.topic);
+        }
+        moved
+    }
+
+    /// Stores `data` (valid JSON) as topic `id`'s snapshot, counting
+    /// `publishes` publishes, and lists it for the next fan-out.
+    ///
+    /// An `adw-state/` topic published back to its default (`{"adw_id":
+    /// id}`, or `{}`) with nobody subscribed is forgotten instead: its
+    /// workflow is gone, and a new subscriber would get that default anyway.
+    /// Without this, every workflow that ever ran would keep a topic until
+    /// `--max-topics` is reached.
+    pub fn publish(&mut self, id: usize, data: &str, publishes: u64) -> Published {
+        let topic = &mut self.topics[id];
+        let seq = topic.seq + publishes;
+        let back_to_default = topic.adw_id().is_some_and(|adw_id| {
+            serde_json::from_str::<serde_json::Value>(data).is_ok_and(|value| {
+                value == adw::state_default(adw_id) || value == serde_json::json!({})
+            })
+        });
+        if topic.unused() && back_to_default {
+            self.remove(id);
+            return Published {
+                seq,
+                subscribers: 0,
+            };
+        }
+        let was_placeholder = topic.is_placeholder();
+        topic.set_snapshot(data, publishes);
+        self.placeholders -= usize::from(was_placeholder && !topic.is_placeholder());
+        if !std::mem::replace(&mut topic.fan_out_pending, true) {
+            self.fan_out.push(id);
+        }
+        Published {
+            seq,
+            subscribers: topic.subscribers.len(),
+        }
+    }
+
+    /// Hands each topic published since the last call, once, with its
+    /// newest snapshot in the encodings its subscribers need, and its
+    /// subscribers.
+    pub fn fan_out(&mut self, mut each: impl FnMut(Encoded<'_>, std::time::Instant, &[usize])) {
+        for id in self.fan_out.drain(..) {
+            let topic = &mut self.topics[id];
+            topic.fan_out_pending = false;
+            let sse = (topic.streams > 0).then(|| topic.sse_snapshot()).flatten();
+            let deflated = (topic.deflaters > 0)
+                .then(|| topic.deflated_snapshot(&mut self.compressor))
+                .flatten();
+            if let Some(snapshot) = &topic.snapshot {
+                topic.deliveries += topic.subscribers.len() as u64;
+                let encoded = Encoded {
+                    frame: &snapshot.frame,
+                    deflated: deflated.as_ref(),
+                    sse: sse.as_ref(),
+                };
+                each(encoded, topic.published_at, &topic.subscribers);
+            }
+        }
+    }
+
+    /// Every topic, for `/healthz` and metrics.
+    pub fn iter(&self) -> impl Iterator<Item = &Topic> {
+        self.topics.iter().map(|(_, topic)| topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::schema::Validator;
+
+    fn adw() -> Topics {
+        let rules = Arc::new(Rules::new(Preset::Adw, &[], false, Validator::off()));
+        Topics::new(rules, Preset::Adw, &[], 100, "2026-11-26T02:15:00Z")
+    }
+
+    /// Every ADW topic exists from the start, holding its default at seq 0.
+    #[test]
+    fn preset_topics_start_with_their_defaults_at_seq_0() {
+        let topics = adw();
+        let queue = topics.get(topics.find("queue").unwrap());
+        assert_eq!(
+            std::str::from_utf8(queue.snapshot().unwrap().json()).unwrap(),
+            r#"{"type":"queue_update","seq":0,"data":{"phases":[],"total":0,"paused":false}}"#
+        );
+        assert_eq!(topics.len(), adw::TOPICS.len());
+    }
+
+    /// An `adw-state/{id}` snapshot carries its `adw_id`, inside a complete
+    /// text frame.
+    #[test]
+    fn adw_state_messages_carry_the_adw_id() {
+        let mut topics = adw();
+        let id = topics.find_or_create("adw-state/a1b2c3d4").unwrap();
+        topics.publish(id, r#"{"adw_id":"a1b2c3d4","status":"running"}"#, 1);
+        let msg = topics.get(id).snapshot().unwrap();
+        assert_eq!(
+            std::str::from_utf8(msg.json()).unwrap(),
+            r#"{"type":"adw_state_update","adw_id":"a1b2c3d4","seq":1,"data":{"adw_id":"a1b2c3d4","status":"running"}}"#
+        );
+        // The frame is a complete unmasked text frame around that JSON.
+        assert_eq!(msg.frame[0], 0x81);
+        assert_eq!(msg.frame[1] as usize, msg.json().len());
+    }
+
+    /// Malformed and unknown names are told apart, and a full table refuses a
+    /// new topic.
+    #[test]
+    fn unknown_and_excess_topics_are_refused() {
+        let mut topics = adw();
+        assert_eq!(
+            topics.find_or_create("nope"),
+            Err(TopicError::Unknown("nope".into()))
+        );
+        assert_eq!(
+            topics.find_or_create("adw-state/bad.id"),
+            Err(TopicError::Invalid("adw-state/bad.id".into()))
+        );
+        assert_eq!(
+            topics.find_or_create("Bad_Name"),
+            Err(TopicError::Invalid("Bad_Name".into()))
+        );
+        let rules = Arc::new(Rules::new(Preset::None, &[], true, Validator::off()));
+        let mut any = Topics::new(rules, Preset::None, &[], 2, "2026-11-26T02:15:00Z");
+        for name in ["a", "b"] {
+            let id = any.find_or_create(name).unwrap();
+            any.publish(id, "1", 1);
+        }
+        assert_eq!(any.find_or_create("c"), Err(TopicError::Full(2)));
+        assert!(any.find_or_create("UPPER").is_err());
+    }
+
+    /// Subscribers that open topics nobody publishes fill only their own
+    /// share of the table: a producer can still create its topic, and a
+    /// placeholder that takes a publish moves to the producers' share.
+    #[test]
+    fn unpublished_topics_do_not_crowd_out_published_ones() {
+        let rules = Arc::new(Rules::new(Preset::Adw, &[], true, Validator::off()));
+        let mut t = Topics::new(rules, Preset::None, &[], 2, "2026-11-26T02:15:00Z");
+        let opened: Vec<usize> = ["adw-state/x1", "adw-state/x2"]
+            .into_iter()
+            .map(|name| t.find_or_open(name).unwrap())
+            .collect();
+        assert_eq!(t.find_or_open("adw-state/x3"), Err(TopicError::Full(2)));
+        let prices = t.find_or_create("prices").unwrap();
+        t.publish(prices, "1", 1);
+        // The first placeholder is published: one placeholder slot frees,
+        // and the producers' share is now full.
+        t.publish(opened[0], r#"{"adw_id":"x1","status":"running"}"#, 1);
+        assert!(t.find_or_open("adw-state/x3").is_ok());
+        assert_eq!(t.find_or_create("volume"), Err(TopicError::Full(2)));
+        assert_eq!(t.find("prices"), Some(prices));
+    }
+
+    /// A dynamic topic nobody published is dropped with its last subscriber;
+    /// published and preset ones stay.
+    #[test]
+    fn unused_dynamic_topics_are_released_but_published_ones_stay() {
+        let mut topics = adw();
+        let id = topics.find_or_create("adw-state/gone").unwrap();
+        let (sub, snapshot) = topics.subscribe(id, 7, Form::Frame);
+        assert!(
+            snapshot.is_some(),
+            "adw-state topics greet with their default"
+        );
+        assert_eq!(topics.subscriptions(), 1);
+        assert_eq!(topics.unsubscribe(sub), None);
+        assert_eq!(topics.subscriptions(), 0);
+        assert_eq!(topics.find("adw-state/gone"), None);
+
+        let id = topics.find_or_create("adw-state/kept").unwrap();
+        let (sub, _) = topics.subscribe(id, 7, Form::Frame);
+        topics.publish(id, r#"{"adw_id":"kept","status":"running"}"#, 1);
+        topics.unsubscribe(sub);
+        assert!(topics.find("adw-state/kept").is_some());
+        let queue = topics.find("queue").unwrap();
+        let (sub, _) = topics.subscribe(queue, 7, Form::Frame);
+        topics.unsubscribe(sub);
+        assert!(topics.find("queue").is_some());
+    }
+
+    /// Unsubscribing names the connection a swap-remove moved into the freed
+    /// index.
+    #[test]
+    fn unsubscribing_says_who_moved() {
+        let mut topics = adw();
+        let queue = topics.find("queue").unwrap();
+        let (a, _) = topics.subscribe(queue, 10, Form::Frame);
+        let (_, _) = topics.subscribe(queue, 11, Form::Frame);
+        let (c, _) = topics.subscribe(queue, 12, Form::Frame);
+        assert_eq!(c.index, 2);
+        // 12 moves into 10's place.
+        assert_eq!(topics.unsubscribe(a), Some(12));
+        assert_eq!(topics.get(queue).subscribers(), &[12, 11]);
+    }
+
+    /// Publishes between two fan-outs reach subscribers once, as the newest
+    /// snapshot.
+    #[test]
+    fn a_burst_of_publishes_is_fanned_out_once() {
+        let mut topics = adw();
+        let queue = topics.find("queue").unwrap();
+        topics.subscribe(queue, 3, Form::Frame);
+        for i in 0..5 {
+            let p = topics.publish(queue, &format!(r#"{{"phases":[],"total":{i}}}"#), 1);
+            assert_eq!(
+                p,
+                Published {
+                    seq: i + 1,
+                    subscribers: 1
+                }
+            );
+        }
+        let mut calls = Vec::new();
+        topics.fan_out(|encoded, _, subs| calls.push((encoded.frame.clone(), subs.to_vec())));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].1, [3]);
+        assert!(String::from_utf8_lossy(&calls[0].0).contains(r#""total":4"#));
+        topics.fan_out(|_, _, _| panic!("nothing was published since"));
+    }
+
+    /// One compression per publish, whatever the number of subscribers
+    /// that negotiated it, and none while nobody did.
+    #[test]
+    fn a_snapshot_is_compressed_once_and_only_for_deflate_subscribers() {
+        let mut topics = adw();
+        let queue = topics.find("queue").unwrap();
+        let big = format!(r#"{{"phases":[{}],"total":0}}"#, vec!["{}"; 300].join(","));
+        topics.subscribe(queue, 1, Form::Frame);
+        topics.publish(queue, &big, 1);
+        topics.fan_out(|encoded, _, _| assert!(encoded.deflated.is_none()));
+        assert_eq!(topics.compressor.messages, 0);
+
+        let (_, first) = topics.subscribe(queue, 2, Form::Deflate);
+        let (_, second) = topics.subscribe(queue, 3, Form::Deflate);
+        assert_eq!(topics.compressor.messages, 1);
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first[0], 0xc1, "FIN, RSV1, text");
+
+        topics.publish(queue, &big.replace("0}", "1}"), 1);
+        let mut forms = Vec::new();
+        topics.fan_out(|encoded, _, subs| {
+            forms = [Form::Frame, Form::Deflate]
+                .map(|form| encoded.pick(form).len())
+                .to_vec();
+            assert_eq!(subs, [1, 2, 3]);
+        });
+        assert_eq!(topics.compressor.messages, 2);
+        assert!(forms[1] * 4 < forms[0], "{forms:?}");
+    }
+
+    /// An `adw-state/` topic published back to its default is forgotten once
+    /// nobody is subscribed.
+    #[test]
+    fn finished_workflows_are_forgotten_when_nobody_watches() {
+        let mut topics = adw();
+        let id = topics.find_or_create("adw-state/done").unwrap();
+        topics.publish(id, r#"{"x":1}"#, 1);
+        topics.fan_out(|_, _, _| {});
+        let (sub, _) = topics.subscribe(id, 7, Form::Frame);
+        topics.publish(id, "{}", 1);
+        topics.fan_out(|_, _, _| {});
+        assert!(
+            topics.find("adw-state/done").is_some(),
+            "a subscriber keeps it"
+        );
+        topics.unsubscribe(sub);
+        let p = topics.publish(id, r#"{"adw_id": "done"}"#, 1);
+        assert_eq!(
+            p,
+            Published {
+                seq: 3,
+                subscribers: 0
+            }
+        );
+        assert_eq!(topics.find("adw-state/done"), None);
+        let id = topics.find_or_create("adw-state/old").unwrap();
+        topics.publish(id, r#"{"adw_id":"other"}"#, 1);
+        topics.fan_out(|_, _, _| {});
+        assert!(topics.find("adw-state/old").is_some());
+        topics.publish(id, "{}", 1);
+        assert_eq!(topics.find("adw-state/old"), None, "the version 1 default");
+    }
+}
