@@ -10,7 +10,8 @@ if ! cargo deb --version >/dev/null 2>&1; then
     echo "== installing cargo-deb from crates.io" >&2
     cargo install --locked cargo-deb
 fi
-cargo build --release --locked --bin statecast
+# Signed tokens are in the package (the default build leaves them out).
+cargo build --release --locked --bin statecast --features jwt
 mkdir -p target/debian-doc
 ./target/release/statecast --help > target/debian-doc/statecast.txt
 cargo deb --no-build --locked --output target/debian/ >&2

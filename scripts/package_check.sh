@@ -60,3 +60,11 @@ case "$health" in
     *) fail "/healthz answered $health" ;;
 esac
 echo "package: the packaged binary on the packaged config answers /healthz: $health"
+
+# Signed tokens are built in: the packaged binary mints one.
+token=$(STATECAST_JWT_SECRET=package-check-secret-0123 "$root/usr/bin/statecast" token --topics queue) \
+    || fail "the packaged binary has no signed tokens (built without --features jwt?)"
+case "$token" in
+    *.*.*) echo "package: the packaged binary mints signed tokens" ;;
+    *) fail "statecast token printed $token" ;;
+esac

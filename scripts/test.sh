@@ -35,14 +35,14 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 # The `tls` feature (--poll https://, --redis rediss://) is not in the
 # default build; keep it clean too.
-cargo clippy --quiet --all-targets --features tls -- -D warnings
+cargo clippy --quiet --all-targets --features tls,jwt -- -D warnings
 # Nor is the leanest build, without the Redis client.
 cargo clippy --quiet --no-default-features -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
-echo "== rediss:// against redis-server on a TLS port (--features tls)"
-cargo test --features tls --test rediss
+echo "== rediss:// against redis-server on a TLS port, and signed tokens (--features tls,jwt)"
+cargo test --features tls,jwt --lib --test rediss --test jwt --test exec --test access
 
 if [ ! -x .venv/bin/kosoku ] || ! .venv/bin/python -c "import jsonschema, prometheus_client, websockets" 2>/dev/null; then
     python3 -m venv .venv
@@ -54,7 +54,9 @@ echo "== contract (every schema against its valid and crashing cases)"
 .venv/bin/python contract/check_cases.py
 
 echo "== /metrics through prometheus_client's parser"
-cargo build --release --quiet
+# The release binary as the package ships it (signed tokens in), for this
+# and every later step.
+cargo build --release --quiet --features jwt
 .venv/bin/python scripts/metrics_check.py target/release/statecast
 
 echo "== permessage-deflate against Python's websockets"
@@ -71,7 +73,7 @@ echo "== the Debian package: contents, systemd-analyze verify and security, /hea
 bash scripts/package_check.sh
 
 echo "== conformance (Autobahn cases via kosoku)"
-cargo build --release --quiet
+cargo build --release --quiet --features jwt
 # The README's first command must keep resolving to the server binary.
-cargo run --release --quiet -- --version
+cargo run --release --quiet --features jwt -- --version
 .venv/bin/python scripts/conformance.py target/release/statecast target/conformance

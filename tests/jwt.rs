@@ -4,6 +4,10 @@
 //! algorithm; a WebSocket and an SSE stream are closed at `exp`; tokens
 //! never reach the log; `statecast token` mints what the server takes.
 //! Keys are the test-only ones under tests/data/jwt.
+//!
+//! Built only with `--features jwt` (scripts/test.sh runs it so); the
+//! default build refuses a key, which src/server/jwt.rs tests.
+#![cfg(feature = "jwt")]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -470,7 +470,7 @@ pub const ALL: &[Opt] = &[
         value: Some("FILE"),
         env: None,
         section: Section::Access,
-        help: "accept signed tokens (JWT) checked with the Ed25519 (EdDSA) or EC P-256 (ES256) public key in this PEM file, wherever the tokens above go; the key's type is the only algorithm taken. For HS256, put a secret of 16 characters or more in STATECAST_JWT_SECRET instead (one key, not both). A token needs exp; its topics claim (names, or prefixes ending in *) lets it read those topics, its publish claim lets it publish to them (broadcast needs *). With a key, reads and publishes need a token (a JWT, or a static token when one is set). A connection is closed when its token expires (WebSocket 4001 \"token expired\")",
+        help: "accept signed tokens (JWT) checked with the Ed25519 (EdDSA) or EC P-256 (ES256) public key in this PEM file, wherever the tokens above go; the key's type is the only algorithm taken. For HS256, put a secret of 16 characters or more in STATECAST_JWT_SECRET instead (one key, not both). A token needs exp; its topics claim (names, or prefixes ending in *) lets it read those topics, its publish claim lets it publish to them (broadcast needs *). With a key, reads and publishes need a token (a JWT, or a static token when one is set). A connection is closed when its token expires (WebSocket 4001 \"token expired\"). Needs a build with --features jwt (the Debian package has it)",
     },
     Opt {
         flag: "--jwt-audience",

@@ -767,6 +767,7 @@ mod tests {
     }
 
     /// A token minted with the test secret, valid for an hour from now.
+    #[cfg(feature = "jwt")]
     fn signed(topics: &[&str], publish: &[&str]) -> String {
         let minting = jwt::Minting {
             topics: topics.iter().map(|t| t.to_string()).collect(),
@@ -778,8 +779,10 @@ mod tests {
         jwt::mint(&Secret::new(JWT_SECRET), &minting, jwt::unix_now()).unwrap()
     }
 
+    #[cfg(feature = "jwt")]
     const JWT_SECRET: &str = "jwt-secret-0123456789";
 
+    #[cfg(feature = "jwt")]
     fn with_jwt(f: impl FnOnce(&mut Config)) -> Access {
         Access::from_config(&config(|c| {
             c.jwt_secret = Some(Secret::new(JWT_SECRET));
@@ -792,6 +795,7 @@ mod tests {
     /// nothing else (403); a request without a token gets 401 everywhere a
     /// credential is needed; `topics` gives no publish rights.
     #[test]
+    #[cfg(feature = "jwt")]
     fn a_signed_token_reads_only_its_topics() {
         let access = with_jwt(|_| {});
         let token = signed(&["a", "adw-state/*"], &[]);
@@ -830,6 +834,7 @@ mod tests {
     /// reaches every topic's subscribers, needs `*`; `/metrics` and the
     /// details of `/healthz` need `topics` to have `*`.
     #[test]
+    #[cfg(feature = "jwt")]
     fn signed_publish_rights_and_star() {
         let access = with_jwt(|_| {});
         let bearer = |t: &str| {
@@ -872,6 +877,7 @@ mod tests {
     /// A refused token gets 401 saying why, never the token; the static
     /// tokens keep working beside a key.
     #[test]
+    #[cfg(feature = "jwt")]
     fn refusals_say_why_and_static_tokens_still_work() {
         let access = with_jwt(|c| {
             c.subscribe_token = Some(Secret::new("r3ad-r3ad-r3ad-r3ad"));
@@ -929,6 +935,7 @@ mod tests {
     /// A key guards publishing, so a public address starts with one in
     /// place of a publish token.
     #[test]
+    #[cfg(feature = "jwt")]
     fn a_key_is_a_publish_policy() {
         let public = config(|c| {
             c.listen = "0.0.0.0:8002".parse().unwrap();

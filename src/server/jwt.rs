@@ -3,15 +3,19 @@
 //! Ed25519 or EC P-256 public key from `--jwt-public-key`), what a valid
 //! token grants (`topics` to read, `publish` to write), and minting the
 //! HS256 tokens `statecast token` prints. Signatures are the
-//! `jsonwebtoken` crate's (RustCrypto); the claims' times are checked
-//! here, against one clock reading the caller passes.
+//! `jsonwebtoken` crate's (RustCrypto), in builds with the `jwt` feature;
+//! without it a configured key stops the start, saying so. The claims'
+//! times are checked here, against one clock reading the caller passes.
 
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "jwt")]
 use jsonwebtoken::errors::ErrorKind;
+#[cfg(feature = "jwt")]
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+#[cfg(feature = "jwt")]
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Secret};
@@ -30,14 +34,27 @@ pub const SECRET_ENV: &str = "STATECAST_JWT_SECRET";
 /// algorithm is the key's: a token whose header names another is refused,
 /// whatever it says.
 pub struct Verifier {
+    #[cfg(feature = "jwt")]
     key: DecodingKey,
+    #[cfg(feature = "jwt")]
     validation: Validation,
+    /// Without the `jwt` feature no verifier is ever made.
+    #[cfg(not(feature = "jwt"))]
+    never: std::convert::Infallible,
 }
 
+#[cfg(feature = "jwt")]
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The key is not printed: an HS256 key is the secret itself.
         write!(f, "Verifier({:?})", self.algorithm())
+    }
+}
+
+#[cfg(not(feature = "jwt"))]
+impl fmt::Debug for Verifier {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.never {}
     }
 }
 
@@ -84,6 +101,7 @@ impl fmt::Display for Refusal {
     }
 }
 
+#[cfg(feature = "jwt")]
 /// The claims statecast reads; `aud` and `iss` are the crate's to check,
 /// and the rest are ignored. `exp` is optional here only so that its
 /// absence has its own refusal.
@@ -99,6 +117,7 @@ struct Claims {
     publish: Vec<String>,
 }
 
+#[cfg(feature = "jwt")]
 /// The claims `statecast token` writes.
 #[derive(Debug, Serialize)]
 struct Minted<'a> {
@@ -198,7 +217,41 @@ impl Verifier {
             (None, None) => Ok(None),
         }
     }
+}
 
+/// Why a build without the `jwt` feature cannot take a key.
+#[cfg(not(feature = "jwt"))]
+fn left_out() -> String {
+    format!(
+        "signed tokens ({SECRET_ENV}, --jwt-public-key, statecast token) need the jwt \
+         feature, which this build leaves out: build with --features jwt (the Debian \
+         package has it)"
+    )
+}
+
+#[cfg(not(feature = "jwt"))]
+impl Verifier {
+    fn hs256(_: &Secret, _: Option<&str>, _: Option<&str>) -> Result<Verifier, String> {
+        Err(left_out())
+    }
+
+    fn from_pem_file(_: &Path, _: Option<&str>, _: Option<&str>) -> Result<Verifier, String> {
+        Err(left_out())
+    }
+
+    pub fn verify(&self, _: &str, _: u64) -> Result<Grant, Refusal> {
+        match self.never {}
+    }
+}
+
+/// Without the `jwt` feature nothing is minted.
+#[cfg(not(feature = "jwt"))]
+pub fn mint(_: &Secret, _: &Minting, _: u64) -> Result<String, String> {
+    Err(left_out())
+}
+
+#[cfg(feature = "jwt")]
+impl Verifier {
     /// HS256 with a shared secret.
     pub fn hs256(
         secret: &Secret,
@@ -290,6 +343,7 @@ impl Verifier {
 }
 
 /// The crate's verdict, as a refusal.
+#[cfg(feature = "jwt")]
 fn refusal(kind: &ErrorKind) -> Refusal {
     match kind {
         ErrorKind::InvalidSignature => Refusal::Signature,
@@ -315,6 +369,7 @@ fn refusal(kind: &ErrorKind) -> Refusal {
 
 /// The key in a PEM file and the one algorithm it is for. Errors say what
 /// the file holds, never its bytes.
+#[cfg(feature = "jwt")]
 fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
     let text = String::from_utf8_lossy(pem);
     if text.contains("PRIVATE KEY-----") {
@@ -359,6 +414,7 @@ pub struct Minting {
 }
 
 /// An HS256 token signed with `secret`, issued at `now`.
+#[cfg(feature = "jwt")]
 pub fn mint(secret: &Secret, what: &Minting, now: u64) -> Result<String, String> {
     let claims = Minted {
         exp: now.saturating_add(what.lifetime.as_secs()),
@@ -375,7 +431,30 @@ pub fn mint(secret: &Secret, what: &Minting, now: u64) -> Result<String, String>
         .map_err(|e| format!("cannot sign the token: {e}"))
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(feature = "jwt")))]
+mod without {
+    use super::*;
+
+    /// A build without the feature says so, and names the way out, when a
+    /// key is given or a token asked for.
+    #[test]
+    fn a_key_needs_the_feature() {
+        let config = Config {
+            jwt_secret: Some(Secret::new("a-secret-of-enough-length")),
+            ..Config::default()
+        };
+        let e = Verifier::from_config(&config).unwrap_err();
+        assert!(e.contains("--features jwt"), "{e}");
+        let e = mint(
+            &Secret::new("a-secret-of-enough-length"),
+            &Minting::default(),
+            0,
+        );
+        assert!(e.unwrap_err().contains("--features jwt"));
+    }
+}
+
+#[cfg(all(test, feature = "jwt"))]
 mod tests {
     use super::*;
     use serde_json::json;
