@@ -24,7 +24,10 @@ fn upgrade_with(server: &TestServer, target: &str, extra: &str) -> u16 {
 /// upgrade; a listed one and a non-browser client are let in.
 #[test]
 fn origins_not_allowed_get_403() {
-    let server = TestServer::with(|c| c.allow_origins = vec!["https://dash.example".into()]);
+    let server = TestServer::with(|c| {
+        c.allow_origins = vec!["https://dash.example".into()];
+        c.publish_token = Some(Secret::new(PUBLISH));
+    });
     let ws = "/api/v1/ws/queue";
     assert_eq!(
         upgrade_with(&server, ws, "Origin: https://evil.example\r\n"),

@@ -92,18 +92,31 @@ impl Access {
             ));
         }
         let jwt = Verifier::from_config(config)?;
+        // A proxy need not say it is one (nginx passes neither the public
+        // name nor X-Forwarded-For unless told to): a public name, or a
+        // page served from another host, is what gives a deployment away.
         let public_name = config
             .allow_hosts
             .iter()
             .find(|h| !is_loopback_name(&host_name(h)));
+        let public_origin = config
+            .allow_origins
+            .iter()
+            .find(|o| !is_loopback_origin(&normalize(o)))
+            .map(String::as_str)
+            .or(config.allow_any_origin.then_some("*"));
         if config.publish_token.is_none() && jwt.is_none() && !config.insecure_publish {
-            let exposed = match public_name {
+            let exposed = match (public_name, public_origin) {
                 _ if !loopback => Some(format!("{listen} is reachable from other hosts")),
-                Some(name) => Some(format!(
-                    "--allow-host {name} serves a public name, which a proxy passes on \
-                     from anyone"
+                (Some(name), _) => Some(format!(
+                    "--allow-host {name} is a public name: requests under it may come \
+                     from anyone, through a proxy"
                 )),
-                None => None,
+                (None, Some(origin)) => Some(format!(
+                    "--allow-origin {origin} serves pages from elsewhere: requests may \
+                     come from anyone, through a proxy"
+                )),
+                (None, None) => None,
             };
             if let Some(exposed) = exposed {
                 return Err(format!(
@@ -513,6 +526,7 @@ mod tests {
     fn allowed_and_any_origins() {
         let access = Access::from_config(&config(|c| {
             c.allow_origins = vec!["https://Dash.example/".into()];
+            c.insecure_publish = true;
         }))
         .unwrap();
         let with = |origin: &str| head(&format!("Host: localhost\r\nOrigin: {origin}\r\n"), "/");
@@ -529,7 +543,11 @@ mod tests {
             status(access.check(&with("https://evil.example"), &ws)),
             403
         );
-        let any = Access::from_config(&config(|c| c.allow_any_origin = true)).unwrap();
+        let any = Access::from_config(&config(|c| {
+            c.allow_any_origin = true;
+            c.insecure_publish = true;
+        }))
+        .unwrap();
         assert_eq!(status(any.check(&with("https://evil.example"), &ws)), 200);
         let strict = Access::from_config(&config(|c| c.require_origin = true)).unwrap();
         let bare = head("Host: localhost\r\n", "/");
@@ -640,8 +658,21 @@ mod tests {
                 "127.0.0.1".into(),
                 "app.localhost".into(),
             ];
+            c.allow_origins = vec!["http://localhost:5173".into()];
         });
         assert!(Access::from_config(&loopback_names).is_ok());
+        // A plain proxy_pass sends neither the public name nor
+        // X-Forwarded-For: the page's origin still gives it away.
+        for public in [
+            config(|c| c.allow_origins = vec!["https://dash.example.com".into()]),
+            config(|c| c.allow_any_origin = true),
+        ] {
+            let e = Access::from_config(&public).unwrap_err();
+            assert!(
+                e.contains("--allow-origin") && e.contains("--publish-token"),
+                "{e}"
+            );
+        }
         for ok in [
             config(|c| {
                 c.allow_hosts = vec!["dash.example.com".into()];
