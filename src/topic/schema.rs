@@ -37,14 +37,37 @@ pub struct SchemaError {
     pub rule: String,
 }
 
+/// The most of a pointer or a rule shown: both quote the value, which
+/// may be a megabyte long.
+const SHOWN: usize = 200;
+
 impl fmt::Display for SchemaError {
+    /// Written for a log line or a 422's body: control characters in a
+    /// key (a newline would start a forged log line) are escaped, and each
+    /// part is cut at [`SHOWN`] characters.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.pointer.is_empty() {
-            write!(f, "(root): {}", self.rule)
+            f.write_str("(root)")?;
         } else {
-            write!(f, "{}: {}", self.pointer, self.rule)
+            shown(f, &self.pointer)?;
+        }
+        f.write_str(": ")?;
+        shown(f, &self.rule)
+    }
+}
+
+fn shown(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for (i, c) in text.chars().enumerate() {
+        if i == SHOWN {
+            return f.write_str("...");
+        }
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            write!(f, "{c}")?;
         }
     }
+    Ok(())
 }
 
 impl std::error::Error for SchemaError {}
@@ -1377,6 +1400,20 @@ fn same(a: &Value, b: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A key holding a newline cannot start a forged log line, and a
+    /// megabyte string is not copied whole into the message.
+    #[test]
+    fn errors_are_one_short_line() {
+        let e = SchemaError {
+            pointer: "/stats/x\n2026-01-01T00:00:00Z [ERROR] forged".into(),
+            rule: format!("{:?} does not match", "y".repeat(1 << 20)),
+        };
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("\\n2026"), "{text}");
+        assert!(text.len() < 2 * SHOWN + 16, "{} bytes", text.len());
+    }
 
     fn adw() -> Validator {
         Validator::new(Preset::Adw, &[]).unwrap()

@@ -8,7 +8,9 @@
 //   4. the server stops and restarts: the page shows the outage, then
 //      reconnects by itself and renders the new state;
 //   5. EventSource on the SSE endpoint gets the snapshot and an update;
-//   6. a screenshot is written under target/.
+//   6. a screenshot is written under target/;
+//   7. under --subscribe-token, the page opened as /?token=... renders
+//      every panel, and opened without it renders none.
 // Any failure exits non-zero; a browser that cannot start is a failure.
 //
 // Usage: node page.test.mjs PATH_TO_STATECAST [STAY_SECONDS]
@@ -132,6 +134,24 @@ try {
   await page.screenshot({ path: "../../target/browser/page.png", fullPage: true });
   if (errors.length) fail("page errors: " + errors.join("; "));
   console.log("ok: screenshot in target/browser/page.png");
+
+  // 7. A subscribe token reaches the page's sockets from its own URL.
+  const secret = "page-test-token-0123456789";
+  const guarded = await launch(binary, ["--demo", "--listen", "127.0.0.1:0", "--subscribe-token", secret]);
+  try {
+    const withToken = await browser.newPage();
+    await withToken.goto("http://" + guarded.addr + "/?token=" + secret);
+    await until("every panel to render with the token", 5000, () =>
+      withToken.evaluate((ts) => ts.every((t) => document.getElementById("panel-" + t)?.dataset.seq !== undefined), topics));
+    const without = await browser.newPage();
+    await without.goto("http://" + guarded.addr + "/");
+    await sleep(1500);
+    const rendered = await without.evaluate((ts) => ts.filter((t) => document.getElementById("panel-" + t)?.dataset.seq !== undefined), topics);
+    if (rendered.length) fail("panels rendered without the token: " + rendered);
+    console.log("ok: under --subscribe-token the page renders with ?token= and not without it");
+  } finally {
+    guarded.child.kill("SIGTERM");
+  }
 } finally {
   await browser.close();
   server.child.kill("SIGTERM");

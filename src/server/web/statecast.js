@@ -5,6 +5,8 @@
 //     onState(state) { badge(state); },          // "connecting" | "open" | "closed" | "refused"
 //     staleAfter: 30000,                         // ms of silence before .stale is set
 //     onStale(stale) { dim(stale); },
+//     token: "...",     // sent as ?token=; a function is called on each
+//                       // (re)connect, so a signed token can be refreshed
 //   });
 //   sub.close();
 //
@@ -46,8 +48,12 @@
     function url() {
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
       const base = o.url || scheme + "//" + location.host;
-      const sep = path.indexOf("?") < 0 ? "?" : "&";
-      return base + path + (sub.seq === null ? "" : sep + "since=" + sub.seq);
+      const query = [];
+      const token = typeof o.token === "function" ? o.token() : o.token;
+      if (token) query.push("token=" + encodeURIComponent(token));
+      if (sub.seq !== null) query.push("since=" + sub.seq);
+      if (!query.length) return base + path;
+      return base + path + (path.indexOf("?") < 0 ? "?" : "&") + query.join("&");
     }
 
     function connect() {
@@ -83,6 +89,8 @@
           setState("refused");
           return;
         }
+        // 4001: the signed token expired; the next attempt asks `token`
+        // again, which a caller that refreshes tokens passes as a function.
         // 1001: the server is going away (a restart or a deploy). Its
         // next run counts seq from scratch, so a seq held from this one
         // proves nothing there: ask for the snapshot again.
