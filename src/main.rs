@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    forget_secrets_in_the_environment();
     let _ = init_logging(config.log_level);
     let server = match start(config) {
         Ok(server) => server,
@@ -186,5 +187,33 @@ fn grow_the_heap_by_need() {
     // before any thread exists.
     unsafe {
         libc::mallopt(libc::M_TOP_PAD, 0);
+    }
+}
+
+/// The secrets are read; now they leave the process's environment. Not
+/// only `std::env`: `/proc/PID/environ` shows the environment block the
+/// process started with, which unsetting a variable leaves in place, and
+/// an `--exec` command (statecast's child, the same user) could read it
+/// there. So each `STATECAST_` value is overwritten in place first.
+fn forget_secrets_in_the_environment() {
+    let names: Vec<std::ffi::OsString> = std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| name.as_encoded_bytes().starts_with(b"STATECAST_"))
+        .collect();
+    for name in names {
+        let Ok(c_name) = std::ffi::CString::new(name.as_encoded_bytes()) else {
+            continue;
+        };
+        // SAFETY: no other thread exists yet (none reads the environment
+        // while it changes); getenv's pointer is to the value's bytes,
+        // NUL-terminated, which are overwritten within their length.
+        unsafe {
+            let value = libc::getenv(c_name.as_ptr());
+            if !value.is_null() {
+                let len = libc::strlen(value);
+                std::ptr::write_bytes(value, b'x', len);
+            }
+            std::env::remove_var(&name);
+        }
     }
 }

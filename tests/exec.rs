@@ -214,13 +214,16 @@ fn oversized_output_is_refused() {
 
 /// A command run by the real binary gets none of statecast's `STATECAST_*`
 /// variables (its tokens, and any secret added later under the prefix),
-/// and keeps the rest of the environment.
+/// not even from `/proc/<statecast>/environ`, and keeps the rest of the
+/// environment.
 #[test]
 fn commands_get_no_statecast_variables() {
     const SUBSCRIBE: &str = "subscribe-token-abcdefghijklmnop";
     // The names of every STATECAST_ variable the command sees, and one
     // ordinary variable that must still reach it.
-    let command = r#"leak=printf '{"leaked":"%s","kept":"%s"}' "$(env | grep ^STATECAST_ | cut -d= -f1 | tr '\n' ' ')" "$KEEP_ME"@50ms"#;
+    // Nor does the environment block statecast started with, which
+    // /proc shows to its children (the same user).
+    let command = r#"leak=printf '{"leaked":"%s","kept":"%s","parent":"%s"}' "$(env | grep ^STATECAST_ | cut -d= -f1 | tr '\n' ' ')" "$KEEP_ME" "$(tr '\0' '\n' < /proc/$PPID/environ | grep -c abcdefghijklmnop)"@50ms"#;
     let server = Binary::start_with(&["--topic", "leak", "--exec", command], |c| {
         c.env("STATECAST_PUBLISH_TOKEN", "publish-token-abcdefghijklmnop")
             .env("STATECAST_SUBSCRIBE_TOKEN", SUBSCRIBE)
@@ -242,4 +245,5 @@ fn commands_get_no_statecast_variables() {
     });
     assert_eq!(seen["data"]["leaked"], "", "{seen}");
     assert_eq!(seen["data"]["kept"], "kept", "{seen}");
+    assert_eq!(seen["data"]["parent"], "0", "{seen}");
 }
