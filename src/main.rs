@@ -99,7 +99,7 @@ fn print_token(minting: &statecast::server::jwt::Minting) -> ExitCode {
         }
         Err(e) => {
             eprintln!("statecast token: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }

@@ -414,7 +414,7 @@ pub const ALL: &[Opt] = &[
         value: Some("ORIGIN"),
         env: None,
         section: Section::Access,
-        help: "an origin browsers may also connect from, exactly as they send it (https://dash.example.com), or *; repeatable. A request from any other Origin gets 403 on every route. On a loopback address the loopback origins (http(s)://localhost, 127.0.0.0/8, [::1], on any port) are allowed already; on any other address the server refuses to start without this",
+        help: "an origin browsers may also connect from, exactly as they send it (https://dash.example.com), or *; repeatable. A request from any other Origin gets 403 on every route. On a loopback address the loopback origins (http(s)://localhost, 127.0.0.0/8, [::1], on any port) are allowed already; on any other address the server refuses to start without this. An origin off loopback (or *) means requests may come through a proxy: it needs a publish token, a signed-token key or --insecure-publish",
     },
     Opt {
         flag: "--allow-any-origin",
@@ -438,7 +438,7 @@ pub const ALL: &[Opt] = &[
         value: Some("NAME"),
         env: None,
         section: Section::Access,
-        help: "a name the Host header may carry (dash.example.com), or *; repeatable. Otherwise only localhost, *.localhost and loopback IPs are served (421), and IP literals off loopback, which stops DNS rebinding; behind a proxy on the same host, give its public name. A name other than a loopback one needs a publish token or --insecure-publish",
+        help: "a name the Host header may carry (dash.example.com), or *; repeatable. Besides these, only localhost, *.localhost, loopback IPs and, off loopback, IP literals are served; any other Host gets 421, which stops DNS rebinding. Behind a proxy on the same host, give its public name. A name other than a loopback one needs a publish token, a signed-token key or --insecure-publish",
     },
     Opt {
         flag: "--publish-token",
@@ -446,7 +446,7 @@ pub const ALL: &[Opt] = &[
         value: Some("TOKEN"),
         env: Some("STATECAST_PUBLISH_TOKEN"),
         section: Section::Access,
-        help: "publish and broadcast need `Authorization: Bearer TOKEN` (else 401). Required unless --insecure-publish on a non-loopback address or a public --allow-host name; without one, a publish through a proxy (Forwarded, X-Forwarded-For, X-Real-IP) gets 403",
+        help: "publish and broadcast need `Authorization: Bearer TOKEN` (else 401). Off loopback, or with a public --allow-host name or --allow-origin origin, this or a signed-token key is required, or --insecure-publish; without either, a publish through a proxy (Forwarded, X-Forwarded-For, X-Real-IP) gets 403",
     },
     Opt {
         flag: "--insecure-publish",

@@ -159,7 +159,7 @@ impl Access {
         self.check_origin(head, route)?;
         match route.requires() {
             Requires::Nothing => Ok(None),
-            Requires::Read(topic) => self.check_read(head, Scope::Topic(topic), "subscribing"),
+            Requires::Read(topic) => self.check_read(head, Scope::Topic(topic), "reading a topic"),
             Requires::Write(topic) => self.check_write(head, Scope::Topic(topic)),
             Requires::WriteAll => self.check_write(head, Scope::All),
             Requires::Metrics if self.public_metrics => Ok(None),
@@ -370,7 +370,7 @@ fn unauthorized(what: &str, why: Option<&jwt::Refusal>) -> Response {
     let because = why.map_or_else(String::new, |why| format!(": {why}"));
     http::error(
         UNAUTHORIZED,
-        &format!("{what} needs a valid bearer token{because}"),
+        &format!("{what} needs a valid token (?token= or Authorization: Bearer){because}"),
         "WWW-Authenticate: Bearer realm=\"statecast\"\r\n",
         true,
     )

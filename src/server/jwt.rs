@@ -58,8 +58,7 @@ impl fmt::Debug for Verifier {
     }
 }
 
-/// Why a token was refused: said in the 401's body and the debug log,
-/// never with the token.
+/// Why a token was refused: said in the 401's body, never with the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// Not three base64url parts of JSON, or claims of the wrong type.
