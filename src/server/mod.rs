@@ -386,7 +386,9 @@ impl EventLoop {
         if publishing.drain(&mut reach, now) == Drained::Shutdown {
             self.begin_shutdown(now);
         }
-        self.publishing().1.fan_out(now);
+        // One pass per topic published this turn, however many publishes.
+        let (_, mut reach) = self.publishing();
+        reach.fan_out(now);
         self.flush_dirty(now);
         self.read_again(now);
         self.flush_dirty(now);
