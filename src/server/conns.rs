@@ -663,6 +663,100 @@ mod tests {
         assert!(matches!(conns[key].phase(), Phase::Open { .. }));
     }
 
+    /// Adds an open WebSocket to `conns` subscribed as `sub`; returns its
+    /// key and the peer's end, which reads nothing unless told to.
+    fn add_open(
+        conns: &mut Conns,
+        sub: Subscription,
+        now: Instant,
+    ) -> (usize, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, addr) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let stream = mio::net::TcpStream::from_std(ours);
+        let (key, _) = conns.insert(|id| Conn::new(id, addr, stream, now, false));
+        conns[key].open(sub, now);
+        (key, peer)
+    }
+
+    /// A fan-out through the registry hands every subscriber the same
+    /// bytes (a clone of one `Arc`, never a copy), writes through to one
+    /// with room, queues for one whose output is blocked, counts each
+    /// delivery and the bytes written, and lists the one its snapshot
+    /// put over `--max-queue-bytes` to be closed after the pass.
+    #[test]
+    fn a_fan_out_shares_one_frame_counts_it_and_lists_one_over_its_limit() {
+        let now = Instant::now();
+        let mut conns = Conns::new(OutputLimits {
+            max_queue: 100,
+            write_timeout: Duration::from_secs(30),
+        });
+        let sub = |index| Subscription {
+            topic: 0,
+            index,
+            form: Form::Frame,
+        };
+        let (free, _free_peer) = add_open(&mut conns, sub(0), now);
+        let (blocked, _blocked_peer) = add_open(&mut conns, sub(1), now);
+        conns.enqueue(blocked, Out::Bytes(Shared::from(vec![b'x'; 64 << 20])));
+        let _ = conns[blocked].flush(now, &mut |_| {});
+        assert_eq!(conns.take_over_limit(), vec![blocked]);
+        let before = conns[blocked].pending_bytes();
+
+        let frame = Shared::from(vec![b'y'; 50]);
+        let encoded = Encoded {
+            frame: &frame,
+            deflated: None,
+            sse: None,
+        };
+        let mut stats = Stats::default();
+        conns.deliver(&[free, blocked], encoded, now, now, &mut stats);
+
+        assert_eq!(stats.deliveries, 2);
+        assert_eq!(stats.bytes_out, 50, "written through to the free one");
+        assert_eq!(conns[free].pending_bytes(), 0);
+        assert_eq!(conns[blocked].pending_bytes(), before + 50);
+        // Ours and the blocked subscriber's queue: shared, not copied.
+        assert_eq!(std::sync::Arc::strong_count(&frame), 2);
+        assert_eq!(conns.take_over_limit(), vec![blocked]);
+    }
+
+    /// The registry decides what an evicted connection becomes and makes
+    /// it so: an open WebSocket gives its subscription back, is closing,
+    /// and its peer gets a 1008 "slow consumer" close frame.
+    #[test]
+    fn an_evicted_websocket_gives_its_subscription_back_and_gets_1008() {
+        use crate::topic::{Preset, Rules, schema::Validator};
+        use std::io::Read;
+
+        let now = Instant::now();
+        let rules = std::sync::Arc::new(Rules::new(Preset::Adw, &[], false, Validator::off()));
+        let mut topics = Topics::new(rules, Preset::Adw, &[], 100, "2026-11-26T02:15:00Z");
+        let id = topics.find("queue").unwrap();
+        let mut conns = Conns::new(OutputLimits {
+            max_queue: usize::MAX,
+            write_timeout: Duration::from_secs(30),
+        });
+        let key = conns.next_key();
+        let (sub, _) = topics.subscribe(id, key, Form::Frame);
+        let (key, mut peer) = add_open(&mut conns, sub, now);
+        assert_eq!(topics.subscriptions(), 1);
+
+        conns.slow_consumer(key, Close::SlowConsumer, &mut topics);
+
+        assert!(conns[key].is_closing(), "{:?}", conns[key].phase());
+        assert_eq!(topics.subscriptions(), 0);
+        let mut stats = Stats::default();
+        conns.flush_dirty(now, &mut topics, &mut stats);
+        let close = encode_close(&CloseReason::new(code::POLICY, "slow consumer"));
+        let mut got = vec![0; close.len()];
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, close);
+    }
+
     /// One /64 is one client; another /64, or an IPv4 address (mapped or
     /// not), is another.
     #[test]
