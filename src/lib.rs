@@ -7,14 +7,20 @@
 //! Layout:
 //!
 //! - [`server`]: the one-thread `mio` event loop and what it owns, in
-//!   private files: `fanout`, `closing` and `accept` (where a publish goes,
-//!   where a connection ends, the connection limits), `conn` (a
-//!   connection's state, its lifecycle enum and close cause), `queue` (the
-//!   per-connection output queue, with snapshot conflation), `endpoints`
-//!   (what each HTTP request asks the loop to do), `access` (hosts,
-//!   origins and tokens), `stats` and `metrics` (counters, the stats log
-//!   line, `/metrics`); and, public, [`server::jwt`] (signed tokens: the
-//!   verifier, what a token grants, and `statecast token`'s minting).
+//!   private files, each concern its own type: `mod.rs` (the loop's turn,
+//!   timers, shutdown) and `requests` (reading, and what a request leads
+//!   to), `conns` (the connection registry: every byte queued, a
+//!   snapshot fanned out to subscribers, the output policy, where a
+//!   connection is closed and removed), `publishing` (where a publish
+//!   goes: the channel, Redis under `--redis`, the store, the fan-out),
+//!   `cluster` (what the loop remembers of the link to Redis), `accept`
+//!   (the connection limits), `conn` (a connection's state, its lifecycle
+//!   enum and close cause), `queue` (the per-connection output queue,
+//!   with snapshot conflation), `endpoints` (what each HTTP request asks
+//!   the loop to do), `access` (hosts, origins and tokens), `stats` and
+//!   `metrics` (counters, the stats log line, `/metrics`); and, public,
+//!   [`server::jwt`] (signed tokens: the verifier, what a token grants,
+//!   and `statecast token`'s minting).
 //! - [`wire`]: the wire formats, without I/O.
 //!   - [`wire::http`]: HTTP/1.1 requests read incrementally, routing and responses.
 //!   - [`wire::json`]: published JSON, taken in as I-JSON and written back compact.

@@ -9,11 +9,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use mio::net::TcpStream;
-use mio::{Interest, Token};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
 
-use super::{EventLoop, interrupted, would_block};
 use crate::server::conn::Conn;
+use crate::server::conns::{Conns, client_of};
+use crate::server::stats::{Interval, Stats};
 use crate::wire::http;
 
 /// Connections accepted past `--max-connections`, answered only for
@@ -28,8 +29,75 @@ const MAX_REFUSED_PER_TURN: usize = 64;
 /// How long accepting pauses when descriptors are out.
 const FD_PAUSE: Duration = Duration::from_millis(50);
 
-impl EventLoop {
-    pub(super) fn accept(&mut self, now: Instant) {
+/// The listener and the limits on who gets in.
+#[derive(Debug)]
+pub(super) struct Acceptor {
+    /// `None` once shutdown has begun: no new connections.
+    listener: Option<TcpListener>,
+    /// `--max-connections`.
+    max_connections: usize,
+    /// `--max-connections-per-ip`; 0 for none.
+    max_per_ip: usize,
+    /// Set when accept failed for lack of file descriptors.
+    retry_at: Option<Instant>,
+    /// A descriptor held in reserve: given up to accept and refuse one
+    /// connection when the process has no other (EMFILE).
+    spare_fd: Option<std::fs::File>,
+    /// Descriptors ran out and nothing has been accepted since: logged once.
+    fds_exhausted: bool,
+    /// When a refusal was last logged, so floods log once a second.
+    last_refusal_log: Option<Instant>,
+}
+
+/// What accepting changes besides the acceptor: the poll a connection is
+/// registered with, the registry it joins, the counters.
+pub(super) struct Admission<'a> {
+    /// Where new sockets are registered.
+    pub registry: &'a Registry,
+    /// Where new connections go.
+    pub conns: &'a mut Conns,
+    /// The counters.
+    pub stats: &'a mut Stats,
+    /// What the next stats line reports (refusals).
+    pub interval: &'a mut Interval,
+}
+
+impl Acceptor {
+    pub(super) fn new(listener: TcpListener, max_connections: usize, max_per_ip: usize) -> Self {
+        Acceptor {
+            listener: Some(listener),
+            max_connections,
+            max_per_ip,
+            retry_at: None,
+            spare_fd: std::fs::File::open("/dev/null").ok(),
+            fds_exhausted: false,
+            last_refusal_log: None,
+        }
+    }
+
+    /// When accepting is to be tried again, descriptors having run out.
+    pub(super) fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// Accepts again if descriptors ran out and the pause is over:
+    /// edge-triggered readiness will not report what waited meanwhile.
+    pub(super) fn retry(&mut self, into: &mut Admission<'_>, now: Instant) {
+        if self.retry_at.is_some_and(|at| now >= at) {
+            self.retry_at = None;
+            self.accept(into, now);
+        }
+    }
+
+    /// Stops accepting, for good: shutdown has begun.
+    pub(super) fn stop(&mut self, registry: &Registry) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = registry.deregister(&mut listener);
+        }
+    }
+
+    /// Accepts until `WouldBlock`, each connection let in or refused.
+    pub(super) fn accept(&mut self, into: &mut Admission<'_>, now: Instant) {
         let mut refused_now = 0;
         loop {
             let Some(listener) = self.listener.as_ref() else {
@@ -41,7 +109,7 @@ impl EventLoop {
                 Err(e) if interrupted(&e) => continue,
                 // EMFILE / ENFILE.
                 Err(e) if matches!(e.raw_os_error(), Some(24 | 23)) => {
-                    if refused_now < MAX_REFUSED_PER_TURN && self.refuse_with_spare_fd() {
+                    if refused_now < MAX_REFUSED_PER_TURN && self.refuse_with_spare_fd(into) {
                         refused_now += 1;
                         continue;
                     }
@@ -54,7 +122,7 @@ impl EventLoop {
                     }
                     // Edge-triggered readiness will not fire again for what
                     // waits in the backlog: retry on a timer.
-                    self.accept_retry = Some(now + FD_PAUSE);
+                    self.retry_at = Some(now + FD_PAUSE);
                     return;
                 }
                 Err(e) => {
@@ -66,41 +134,54 @@ impl EventLoop {
             if std::mem::take(&mut self.fds_exhausted) {
                 info!("file descriptors available again: accepting");
             }
-            self.admit(stream, peer, now);
+            self.admit(stream, peer, into, now);
         }
     }
 
     /// Applies the connection limits to a new connection.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
-        let client = super::conns::client_of(peer.ip());
-        let per_ip = self.conns.open_from(peer.ip());
-        let cap = self.config.max_connections_per_ip;
+    fn admit(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        into: &mut Admission<'_>,
+        now: Instant,
+    ) {
+        let client = client_of(peer.ip());
+        let per_ip = into.conns.open_from(peer.ip());
+        let cap = self.max_per_ip;
         if cap > 0 && per_ip as usize >= cap {
             let status = http::Status(429, "Too Many Requests");
             let why = format!("more than --max-connections-per-ip {cap} from {client}");
-            return self.refuse_now(stream, status, &why, now);
+            return self.refuse_now(stream, status, &why, into, now);
         }
-        let max = self.config.max_connections;
-        let full = self.conns.len() >= max;
-        if full && self.conns.len() >= max + HEALTH_RESERVE {
+        let max = self.max_connections;
+        let full = into.conns.len() >= max;
+        if full && into.conns.len() >= max + HEALTH_RESERVE {
             let why = format!("at --max-connections {max}");
-            return self.refuse_now(stream, http::UNAVAILABLE, &why, now);
+            return self.refuse_now(stream, http::UNAVAILABLE, &why, into, now);
         }
         if full {
-            self.stats.refused += 1;
+            into.stats.refused += 1;
             self.log_refusal(
                 now,
                 &format!("{peer}: at --max-connections {max}: 503 but for /healthz"),
             );
         }
-        self.add(stream, peer, now, full);
+        into.add(stream, peer, now, full);
     }
 
     /// Answers a connection that cannot be taken in, without reading its
     /// request: one non-blocking write into a fresh socket's empty buffer,
     /// then close. Costs the loop one accept and one write.
-    fn refuse_now(&mut self, stream: TcpStream, status: http::Status, why: &str, now: Instant) {
-        self.stats.refused += 1;
+    fn refuse_now(
+        &mut self,
+        stream: TcpStream,
+        status: http::Status,
+        why: &str,
+        into: &mut Admission<'_>,
+        now: Instant,
+    ) {
+        into.stats.refused += 1;
         self.log_refusal(
             now,
             &format!(
@@ -114,14 +195,14 @@ impl EventLoop {
             "Retry-After: 1\r\n",
             true,
         );
-        self.interval.note(&response);
+        into.interval.note(&response);
         let _ = (&stream).write(&response.bytes);
     }
 
     /// With descriptors out, gives up the spare to accept one connection,
     /// answers it 503 and takes the spare back. Returns false when there
     /// was no spare or nothing to accept.
-    fn refuse_with_spare_fd(&mut self) -> bool {
+    fn refuse_with_spare_fd(&mut self, into: &mut Admission<'_>) -> bool {
         if self.spare_fd.take().is_none() {
             return false;
         }
@@ -135,7 +216,7 @@ impl EventLoop {
                 true,
             );
             let _ = (&stream).write(&response.bytes);
-            self.stats.refused += 1;
+            into.stats.refused += 1;
         }
         self.spare_fd = std::fs::File::open("/dev/null").ok();
         took_one
@@ -143,7 +224,7 @@ impl EventLoop {
 
     /// Logs a refusal at most once a second: under a flood the log must not
     /// become the bottleneck.
-    pub(super) fn log_refusal(&mut self, now: Instant, message: &str) {
+    fn log_refusal(&mut self, now: Instant, message: &str) {
         if self
             .last_refusal_log
             .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
@@ -152,7 +233,11 @@ impl EventLoop {
             warn!("{message}");
         }
     }
+}
 
+impl Admission<'_> {
+    /// Registers a connection let in and adds it to the registry;
+    /// `reserve` if it came in past `--max-connections`.
     fn add(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant, reserve: bool) {
         // Elsewhere accepted sockets do not inherit TCP_NODELAY from the listener.
         #[cfg(not(target_os = "linux"))]
@@ -161,8 +246,7 @@ impl EventLoop {
         }
         let key = self.conns.next_key();
         if let Err(e) = self
-            .poll
-            .registry()
+            .registry
             // Both interests for good: edge-triggered, WRITABLE fires only
             // when a full socket drains, so a slow consumer costs no
             // `EPOLL_CTL_MOD` on the way in or out.
@@ -181,4 +265,12 @@ impl EventLoop {
             .insert(|id| Conn::new(id, peer, stream, now, reserve));
         debug!("conn={id} peer={peer} accepted");
     }
+}
+
+pub(super) fn would_block(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+}
+
+pub(super) fn interrupted(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Interrupted
 }

@@ -1,11 +1,15 @@
 //! The connection registry: every connection in a slab, the per-IP counts,
 //! the lists the loop works through each turn (to write, over their limit,
-//! to remove, to read again), and the output policy: how much a connection
+//! to remove, to read again), the output policy (how much a connection
 //! may have queued, how long its output may stall, how far its pings may
-//! outrun its reading, how many answers an HTTP client may leave unread,
-//! and how a connection that breaks one of those goes. Every byte is
-//! queued through [`Conns::enqueue`], [`Conns::enqueue_pong`] or
-//! [`Conns::schedule`], where the limit is checked.
+//! outrun its reading, how many answers an HTTP client may leave unread),
+//! and how a connection goes: the closing handshake, an eviction, the
+//! write pass and [`Conns::reap`], the one place a connection leaves the
+//! poll and the slab. Every byte is queued here, through
+//! [`Conns::enqueue`], [`Conns::enqueue_pong`], [`Conns::deliver`] or
+//! [`Conns::broadcast`], where the limit is checked. Connections are
+//! marked done and removed after the event batch, never in the middle of
+//! one.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -14,12 +18,15 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use log::warn;
+use log::{debug, warn};
 
-use crate::server::conn::{Close, Conn, Due, Timeouts};
+use crate::server::conn::{Close, Conn, Delivered, Due, Flushed, Timeouts};
 use crate::server::queue::Out;
+use crate::server::stats::{CloseCounts, Stats};
+use crate::topic::{Compressor, Encoded, Form, Message, Subscription, Topics};
 use crate::wire::Shared;
-use crate::wire::protocol::{CloseReason, code};
+use crate::wire::http::Response;
+use crate::wire::protocol::{CloseReason, code, encode_close};
 
 /// Responses an HTTP connection may have waiting before its further
 /// pipelined requests are left unread until they drain.
@@ -60,23 +67,48 @@ pub(super) enum Eviction {
 /// Every connection and what the loop must do with them this turn.
 #[derive(Debug)]
 pub(super) struct Conns {
+    /// Every connection, keyed by its poll token.
     slab: Slab<Conn>,
+    /// The output policy's bounds.
     limits: OutputLimits,
     /// Open connections per client, for `--max-connections-per-ip`.
     per_ip: HashMap<IpAddr, u32>,
     /// The id the next connection gets, for logs.
     next_id: u64,
+    /// What this turn still has to do with which connection.
+    turn: Turn,
+}
+
+/// The lists one turn works through, by slab key. Keys are listed, never
+/// acted on at once, so nothing leaves the slab while it is walked.
+#[derive(Debug, Default)]
+struct Turn {
     /// Connections with output queued this turn, written before the loop
     /// sleeps so several frames leave in one write.
-    pub(super) dirty: Vec<usize>,
+    dirty: Vec<usize>,
     /// Connections marked done, removed at the end of the turn.
-    pub(super) doomed: Vec<usize>,
+    doomed: Vec<usize>,
     /// Connections an enqueue found over their limit, closed before the
     /// write pass.
-    pub(super) over_limit: Vec<usize>,
+    over_limit: Vec<usize>,
     /// Connections with input left unread (budget spent, or held back by
     /// backpressure), by key and id, read again after the write pass.
-    pub(super) read_later: Vec<(usize, u64)>,
+    read_later: Vec<(usize, u64)>,
+}
+
+impl Turn {
+    /// Lists `conn` (under `key`) for the write pass, and one over
+    /// `max_queue` to be closed once the current pass over connections is
+    /// done. Takes the connection the caller holds, so a fan-out looks
+    /// each subscriber up once.
+    fn schedule(&mut self, key: usize, conn: &mut Conn, max_queue: usize) {
+        if conn.pending_bytes() > max_queue {
+            self.over_limit.push(key);
+        }
+        if conn.mark_dirty() {
+            self.dirty.push(key);
+        }
+    }
 }
 
 impl Conns {
@@ -86,10 +118,7 @@ impl Conns {
             limits,
             per_ip: HashMap::new(),
             next_id: 1,
-            dirty: Vec::new(),
-            doomed: Vec::new(),
-            over_limit: Vec::new(),
-            read_later: Vec::new(),
+            turn: Turn::default(),
         }
     }
 
@@ -101,16 +130,8 @@ impl Conns {
         self.slab.get(key)
     }
 
-    pub(super) fn get_mut(&mut self, key: usize) -> Option<&mut Conn> {
-        self.slab.get_mut(key)
-    }
-
     pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Conn)> {
         self.slab.iter()
-    }
-
-    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Conn)> {
-        self.slab.iter_mut()
     }
 
     pub(super) fn contains(&self, key: usize) -> bool {
@@ -141,18 +162,7 @@ impl Conns {
         (self.slab.insert(conn), id)
     }
 
-    /// The one place a connection leaves the registry.
-    pub(super) fn remove(&mut self, key: usize) -> Option<Conn> {
-        let conn = self.slab.try_remove(key)?;
-        let client = client_of(conn.peer().ip());
-        if let Some(count) = self.per_ip.get_mut(&client) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_ip.remove(&client);
-            }
-        }
-        Some(conn)
-    }
+    // ----- queueing -----
 
     /// Queues `out` for connection `key`: the one way any byte is queued
     /// (redis checks its output limit on every append, and so does this).
@@ -162,7 +172,7 @@ impl Conns {
             return false;
         };
         let superseded = conn.enqueue(out);
-        self.schedule(key);
+        self.turn.schedule(key, conn, self.limits.max_queue);
         superseded
     }
 
@@ -171,9 +181,103 @@ impl Conns {
     pub(super) fn enqueue_pong(&mut self, key: usize, pong: Shared) {
         if let Some(conn) = self.slab.get_mut(key) {
             conn.enqueue_pong(pong, MAX_UNSENT_PONGS);
-            self.schedule(key);
+            self.turn.schedule(key, conn, self.limits.max_queue);
         }
     }
+
+    /// Queues an HTTP response; one that ends the exchange closes the
+    /// connection once written, for `cause`.
+    pub(super) fn respond(&mut self, key: usize, response: Response, cause: Close) {
+        self.enqueue(key, Out::Bytes(Shared::from(response.bytes)));
+        if response.close
+            && let Some(conn) = self.slab.get_mut(key)
+        {
+            conn.end_http(cause);
+        }
+    }
+
+    /// Hands a topic's newest snapshot, `encoded` once per form, to each
+    /// of its `subscribers`: a clone of the same `Arc`, never a copy,
+    /// written at once when the socket has room and nothing is queued
+    /// before it. Counts the deliveries, the bytes written, the snapshots
+    /// superseded and each one's age when written whole. Closing would
+    /// change the subscriber list being walked: a connection over its
+    /// limit is listed, and closed after the pass.
+    pub(super) fn deliver(
+        &mut self,
+        subscribers: &[usize],
+        encoded: Encoded<'_>,
+        published: Instant,
+        now: Instant,
+        stats: &mut Stats,
+    ) {
+        let max_queue = self.limits.max_queue;
+        stats.deliveries += subscribers.len() as u64;
+        for &key in subscribers {
+            let Some(conn) = self.slab.get_mut(key) else {
+                continue;
+            };
+            let form = conn.form().unwrap_or(Form::Frame);
+            let out = Out::Snapshot(encoded.pick(form).clone(), Some(published));
+            let (delivered, bytes) = conn.deliver(out, now, &mut stats.latency.ages_at(now));
+            stats.bytes_out += bytes as u64;
+            if let Delivered::Queued { superseded } = delivered {
+                stats.superseded += u64::from(superseded);
+                self.turn.schedule(key, conn, max_queue);
+            }
+        }
+    }
+
+    /// Hands a one-off event to every subscriber, whatever its topic,
+    /// encoded for SSE and compressed once each, only if a subscriber
+    /// needs it. Counts the deliveries and the bytes written; returns the
+    /// subscribers it reached.
+    pub(super) fn broadcast(
+        &mut self,
+        message: &Message,
+        compressor: &mut Compressor,
+        now: Instant,
+        stats: &mut Stats,
+    ) -> usize {
+        let max_queue = self.limits.max_queue;
+        let (mut sse, mut deflated) = (None, None);
+        let mut count = 0;
+        for (key, conn) in self.slab.iter_mut() {
+            if !conn.is_subscriber() {
+                continue;
+            }
+            count += 1;
+            let bytes = match conn.form() {
+                Some(Form::Sse) => sse.get_or_insert_with(|| message.sse(None)).clone(),
+                Some(Form::Deflate) => deflated
+                    .get_or_insert_with(|| compressor.compress(message))
+                    .as_ref()
+                    .unwrap_or(&message.frame)
+                    .clone(),
+                _ => message.frame.clone(),
+            };
+            let (delivered, written) =
+                conn.deliver(Out::Bytes(bytes), now, &mut stats.latency.ages_at(now));
+            stats.bytes_out += written as u64;
+            if let Delivered::Queued { .. } = delivered {
+                self.turn.schedule(key, conn, max_queue);
+            }
+        }
+        stats.deliveries += count as u64;
+        count
+    }
+
+    /// Lists connection `key` for the write pass, if it has output the
+    /// socket may take now.
+    pub(super) fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.slab.get_mut(key)
+            && conn.mark_dirty()
+        {
+            self.turn.dirty.push(key);
+        }
+    }
+
+    // ----- the output policy -----
 
     /// The close a connection gets for flooding pings: its pongs replaced
     /// unsent more than `PING_FLOOD` times since its queue last drained.
@@ -187,26 +291,11 @@ impl Conns {
         })
     }
 
-    /// Lists connection `key` for the write pass, and one over
-    /// `--max-queue-bytes` to be closed once the current pass over
-    /// connections is done.
-    pub(super) fn schedule(&mut self, key: usize) {
-        let Some(conn) = self.slab.get_mut(key) else {
-            return;
-        };
-        if conn.pending_bytes() > self.limits.max_queue {
-            self.over_limit.push(key);
-        }
-        if conn.mark_dirty() {
-            self.dirty.push(key);
-        }
-    }
-
     /// The connections an enqueue found over `--max-queue-bytes` that still
     /// are, now that no pass over a subscriber list is under way: each is
     /// to be closed as a slow consumer.
     pub(super) fn take_over_limit(&mut self) -> Vec<usize> {
-        let listed = std::mem::take(&mut self.over_limit);
+        let listed = std::mem::take(&mut self.turn.over_limit);
         let max = self.limits.max_queue;
         listed
             .into_iter()
@@ -265,6 +354,16 @@ impl Conns {
         }
     }
 
+    /// A connection whose output is over the limit, or that takes nothing,
+    /// leaves the way [`evict`](Self::evict) says.
+    pub(super) fn slow_consumer(&mut self, key: usize, cause: Close, topics: &mut Topics) {
+        match self.evict(key, cause) {
+            Eviction::Close(reason) => self.close_ws(key, &reason, cause, topics),
+            Eviction::EndStream => self.end_stream(key, cause, topics),
+            Eviction::Finish => self.finish(key, cause, topics),
+        }
+    }
+
     /// Whether an HTTP connection's answers are piling up unread, or one is
     /// still waiting for Redis: it is not read again until they drain
     /// (backpressure, as HTTP servers do it).
@@ -273,10 +372,170 @@ impl Conns {
             conn.is_http() && (conn.pending_bytes() > HTTP_OUTPUT_BOUND || conn.is_awaiting())
         })
     }
+
+    // ----- reading later -----
+
+    /// Lists connection `key`, with input left unread, to read again after
+    /// the write pass.
+    pub(super) fn read_later(&mut self, key: usize) {
+        if let Some(conn) = self.slab.get(key) {
+            self.turn.read_later.push((key, conn.id()));
+        }
+    }
+
+    /// The connections listed to read again, by key and id: a key may have
+    /// been reused since, the id says whose entry it is.
+    pub(super) fn take_read_later(&mut self) -> Vec<(usize, u64)> {
+        std::mem::take(&mut self.turn.read_later)
+    }
+
+    /// Whether a connection listed to read again may be read now: the loop
+    /// must not sleep while one is.
+    pub(super) fn reads_waiting(&self) -> bool {
+        self.turn
+            .read_later
+            .iter()
+            .any(|&(key, _)| self.slab.contains(key) && !self.held_back(key))
+    }
+
+    // ----- writing -----
+
+    /// The write pass, before the loop sleeps: closes the connections an
+    /// enqueue found over their limit, then writes each listed connection
+    /// what its socket takes; what is left waits for a WRITABLE event.
+    pub(super) fn flush_dirty(&mut self, now: Instant, topics: &mut Topics, stats: &mut Stats) {
+        for key in self.take_over_limit() {
+            self.slow_consumer(key, Close::SlowConsumer, topics);
+        }
+        let mut dirty = std::mem::take(&mut self.turn.dirty);
+        for &key in &dirty {
+            let Some(conn) = self.slab.get_mut(key) else {
+                continue;
+            };
+            let (flushed, written) = conn.flush(now, &mut stats.latency.ages_at(now));
+            stats.bytes_out += written as u64;
+            if let Flushed::Failed(e) = flushed {
+                debug!("conn={} write failed: {e}", conn.id());
+                self.finish(key, Close::Io(e.kind()), topics);
+            }
+        }
+        dirty.clear();
+        // Keep the allocation: the next publish needs it again.
+        if self.turn.dirty.is_empty() {
+            self.turn.dirty = dirty;
+        }
+    }
+
+    // ----- closing -----
+
+    /// Starts the closing handshake on an open connection: its subscription
+    /// goes back, and the close frame replaces whatever has not started.
+    pub(super) fn close_ws(
+        &mut self,
+        key: usize,
+        reason: &CloseReason,
+        cause: Close,
+        topics: &mut Topics,
+    ) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        if let Some(sub) = conn.close_ws(cause) {
+            self.unsubscribe(sub, topics);
+            self.enqueue(key, Out::Bytes(Shared::from(encode_close(reason))));
+        }
+    }
+
+    /// Ends an SSE stream: no close frame in SSE, the connection just ends
+    /// once what has started going out is written.
+    pub(super) fn end_stream(&mut self, key: usize, cause: Close, topics: &mut Topics) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        if let Some(sub) = conn.end_stream(cause) {
+            self.unsubscribe(sub, topics);
+            self.mark_dirty(key);
+        }
+    }
+
+    /// A subscription whose signed token reached its `exp` ends as the
+    /// client can tell apart from a fault, so it fetches a new token and
+    /// reconnects: a WebSocket with 4001 "token expired", an SSE stream
+    /// with a last event saying the same, in the form of every other.
+    pub(super) fn token_expired(&mut self, key: usize, topics: &mut Topics) {
+        let Some(conn) = self.slab.get(key) else {
+            return;
+        };
+        debug!("{} token expired: closing", conn.tag());
+        let reason = CloseReason::new(code::TOKEN_EXPIRED, "token expired");
+        if conn.is_open() {
+            return self.close_ws(key, &reason, Close::TokenExpired, topics);
+        }
+        if !conn.is_stream() {
+            return;
+        }
+        self.end_stream(key, Close::TokenExpired, topics);
+        let data = format!(r#"{{"code":{},"reason":"{}"}}"#, reason.code, reason.reason);
+        let last = Message::event(r#""close""#, &data).sse(None);
+        self.enqueue(key, Out::Bytes(last));
+    }
+
+    /// Marks a connection for removal at the end of the turn.
+    pub(super) fn finish(&mut self, key: usize, cause: Close, topics: &mut Topics) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        if let Some(sub) = conn.finish(cause) {
+            if let Some(sub) = sub {
+                self.unsubscribe(sub, topics);
+            }
+            self.turn.doomed.push(key);
+        }
+    }
+
+    /// Gives a subscription back to its topic; the subscriber moved into
+    /// its place learns its new index.
+    fn unsubscribe(&mut self, sub: Subscription, topics: &mut Topics) {
+        if let Some(moved) = topics.unsubscribe(sub)
+            && let Some(conn) = self.slab.get_mut(moved)
+        {
+            conn.moved_to(sub.index);
+        }
+    }
+
+    /// Removes the connections marked done, each counted in `closes` by
+    /// its cause.
+    pub(super) fn reap(&mut self, closes: &mut CloseCounts) {
+        while let Some(key) = self.turn.doomed.pop() {
+            if let Some(cause) = self.remove(key) {
+                closes.count(cause);
+            }
+        }
+    }
+
+    /// The one place a connection leaves the poll and the registry. Its
+    /// cause is logged here, once, and returned to be counted.
+    fn remove(&mut self, key: usize) -> Option<Close> {
+        // Closing the descriptor (dropping `conn`) takes it out of the
+        // epoll set: no `EPOLL_CTL_DEL` is needed, a syscall per close saved.
+        let conn = self.slab.try_remove(key)?;
+        let client = client_of(conn.peer().ip());
+        if let Some(count) = self.per_ip.get_mut(&client) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&client);
+            }
+        }
+        let cause = conn.cause().unwrap_or(Close::PeerGone);
+        debug!("{} closed: {cause}", conn.tag());
+        Some(cause)
+    }
 }
 
 // Proof for the indexing: a slab key is used only while its entry is
-// there (see the loop's files).
+// there: keys come from poll tokens and the registry's own lists, each
+// checked with `get` (and the connection's id) first, and an entry leaves
+// the slab only in `reap`, after every event of the turn is handled.
 #[allow(clippy::indexing_slicing)]
 impl Index<usize> for Conns {
     type Output = Conn;
@@ -402,6 +661,100 @@ mod tests {
         let (reason, cause) = conns.ping_flood(key).expect("a flood");
         assert_eq!((reason.code, cause), (code::POLICY, Close::PingFlood));
         assert!(matches!(conns[key].phase(), Phase::Open { .. }));
+    }
+
+    /// Adds an open WebSocket to `conns` subscribed as `sub`; returns its
+    /// key and the peer's end, which reads nothing unless told to.
+    fn add_open(
+        conns: &mut Conns,
+        sub: Subscription,
+        now: Instant,
+    ) -> (usize, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, addr) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let stream = mio::net::TcpStream::from_std(ours);
+        let (key, _) = conns.insert(|id| Conn::new(id, addr, stream, now, false));
+        conns[key].open(sub, now);
+        (key, peer)
+    }
+
+    /// A fan-out through the registry hands every subscriber the same
+    /// bytes (a clone of one `Arc`, never a copy), writes through to one
+    /// with room, queues for one whose output is blocked, counts each
+    /// delivery and the bytes written, and lists the one its snapshot
+    /// put over `--max-queue-bytes` to be closed after the pass.
+    #[test]
+    fn a_fan_out_shares_one_frame_counts_it_and_lists_one_over_its_limit() {
+        let now = Instant::now();
+        let mut conns = Conns::new(OutputLimits {
+            max_queue: 100,
+            write_timeout: Duration::from_secs(30),
+        });
+        let sub = |index| Subscription {
+            topic: 0,
+            index,
+            form: Form::Frame,
+        };
+        let (free, _free_peer) = add_open(&mut conns, sub(0), now);
+        let (blocked, _blocked_peer) = add_open(&mut conns, sub(1), now);
+        conns.enqueue(blocked, Out::Bytes(Shared::from(vec![b'x'; 64 << 20])));
+        let _ = conns[blocked].flush(now, &mut |_| {});
+        assert_eq!(conns.take_over_limit(), vec![blocked]);
+        let before = conns[blocked].pending_bytes();
+
+        let frame = Shared::from(vec![b'y'; 50]);
+        let encoded = Encoded {
+            frame: &frame,
+            deflated: None,
+            sse: None,
+        };
+        let mut stats = Stats::default();
+        conns.deliver(&[free, blocked], encoded, now, now, &mut stats);
+
+        assert_eq!(stats.deliveries, 2);
+        assert_eq!(stats.bytes_out, 50, "written through to the free one");
+        assert_eq!(conns[free].pending_bytes(), 0);
+        assert_eq!(conns[blocked].pending_bytes(), before + 50);
+        // Ours and the blocked subscriber's queue: shared, not copied.
+        assert_eq!(std::sync::Arc::strong_count(&frame), 2);
+        assert_eq!(conns.take_over_limit(), vec![blocked]);
+    }
+
+    /// The registry decides what an evicted connection becomes and makes
+    /// it so: an open WebSocket gives its subscription back, is closing,
+    /// and its peer gets a 1008 "slow consumer" close frame.
+    #[test]
+    fn an_evicted_websocket_gives_its_subscription_back_and_gets_1008() {
+        use crate::topic::{Preset, Rules, schema::Validator};
+        use std::io::Read;
+
+        let now = Instant::now();
+        let rules = std::sync::Arc::new(Rules::new(Preset::Adw, &[], false, Validator::off()));
+        let mut topics = Topics::new(rules, Preset::Adw, &[], 100, "2026-11-26T02:15:00Z");
+        let id = topics.find("queue").unwrap();
+        let mut conns = Conns::new(OutputLimits {
+            max_queue: usize::MAX,
+            write_timeout: Duration::from_secs(30),
+        });
+        let key = conns.next_key();
+        let (sub, _) = topics.subscribe(id, key, Form::Frame);
+        let (key, mut peer) = add_open(&mut conns, sub, now);
+        assert_eq!(topics.subscriptions(), 1);
+
+        conns.slow_consumer(key, Close::SlowConsumer, &mut topics);
+
+        assert!(conns[key].is_closing(), "{:?}", conns[key].phase());
+        assert_eq!(topics.subscriptions(), 0);
+        let mut stats = Stats::default();
+        conns.flush_dirty(now, &mut topics, &mut stats);
+        let close = encode_close(&CloseReason::new(code::POLICY, "slow consumer"));
+        let mut got = vec![0; close.len()];
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, close);
     }
 
     /// One /64 is one client; another /64, or an IPv4 address (mapped or

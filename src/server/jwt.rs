@@ -430,372 +430,378 @@ pub fn mint(secret: &Secret, what: &Minting, now: u64) -> Result<String, String>
         .map_err(|e| format!("cannot sign the token: {e}"))
 }
 
-#[cfg(all(test, not(feature = "jwt")))]
-mod without {
-    use super::*;
-
-    /// A build without the feature says so, and names the way out, when a
-    /// key is given or a token asked for.
-    #[test]
-    fn a_key_needs_the_feature() {
-        let config = Config {
-            jwt_secret: Some(Secret::new("a-secret-of-enough-length")),
-            ..Config::default()
-        };
-        let e = Verifier::from_config(&config).unwrap_err();
-        assert!(e.contains("--features jwt"), "{e}");
-        let e = mint(
-            &Secret::new("a-secret-of-enough-length"),
-            &Minting::default(),
-            0,
-        );
-        assert!(e.unwrap_err().contains("--features jwt"));
-    }
-}
-
-#[cfg(all(test, feature = "jwt"))]
+#[cfg(test)]
 mod tests {
-    use super::*;
-    use serde_json::json;
+    /// Builds without signed tokens.
+    #[cfg(not(feature = "jwt"))]
+    mod without {
+        use super::super::*;
 
-    const SECRET: &str = "hs256-test-secret-0123456789";
-    const NOW: u64 = 1_800_000_000;
-    /// base64url of `{"alg":"none","typ":"JWT"}`.
-    const NONE_HEADER: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
-
-    /// A test key under tests/data/jwt (test-only keys, made with openssl).
-    fn data(name: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/jwt")
-            .join(name)
-    }
-
-    fn read(name: &str) -> Vec<u8> {
-        std::fs::read(data(name)).unwrap()
-    }
-
-    fn claims() -> serde_json::Value {
-        json!({"exp": NOW + 60, "sub": "alice", "topics": ["queue", "adw-state/*"], "publish": ["queue"]})
-    }
-
-    fn sign(alg: Algorithm, key: &EncodingKey, claims: &serde_json::Value) -> String {
-        jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
-    }
-
-    fn hs(claims: &serde_json::Value) -> String {
-        sign(
-            Algorithm::HS256,
-            &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-            claims,
-        )
-    }
-
-    fn ed(claims: &serde_json::Value) -> String {
-        let key = EncodingKey::from_ed_pem(&read("ed25519.key")).unwrap();
-        sign(Algorithm::EdDSA, &key, claims)
-    }
-
-    fn es(claims: &serde_json::Value) -> String {
-        let key = EncodingKey::from_ec_pem(&read("p256.key")).unwrap();
-        sign(Algorithm::ES256, &key, claims)
-    }
-
-    fn hs_verifier() -> Verifier {
-        Verifier::hs256(&Secret::new(SECRET), None, None).unwrap()
-    }
-
-    fn pem_verifier(name: &str) -> Verifier {
-        Verifier::from_pem_file(&data(name), None, None).unwrap()
-    }
-
-    /// A valid token of each kind gives its topics, its publish rights,
-    /// its exp and its sub.
-    #[test]
-    fn each_key_type_accepts_its_own_tokens() {
-        for (verifier, token, alg) in [
-            (hs_verifier(), hs(&claims()), Algorithm::HS256),
-            (pem_verifier("ed25519.pub"), ed(&claims()), Algorithm::EdDSA),
-            (pem_verifier("p256.pub"), es(&claims()), Algorithm::ES256),
-        ] {
-            assert_eq!(verifier.algorithm(), alg);
-            let grant = verifier.verify(&token, NOW).unwrap();
-            assert_eq!(grant.exp, NOW + 60);
-            assert_eq!(grant.sub.as_deref(), Some("alice"));
-            assert!(grant.may_read("queue") && grant.may_read("adw-state/abc12345"));
-            assert!(!grant.may_read("workflows") && !grant.may_read("adw-statex"));
-            assert!(grant.may_publish("queue") && !grant.may_publish("adw-state/abc12345"));
-            assert!(!grant.may_read_all() && !grant.may_publish_all());
+        /// A build without the feature says so, and names the way out, when a
+        /// key is given or a token asked for.
+        #[test]
+        fn a_key_needs_the_feature() {
+            let config = Config {
+                jwt_secret: Some(Secret::new("a-secret-of-enough-length")),
+                ..Config::default()
+            };
+            let e = Verifier::from_config(&config).unwrap_err();
+            assert!(e.contains("--features jwt"), "{e}");
+            let e = mint(
+                &Secret::new("a-secret-of-enough-length"),
+                &Minting::default(),
+                0,
+            );
+            assert!(e.unwrap_err().contains("--features jwt"));
         }
     }
 
-    /// `exp` is exact: refused at that second and after; a token without
-    /// one, or with one that is not a number, is refused.
-    #[test]
-    fn expired_and_missing_exp_are_refused() {
-        let v = hs_verifier();
-        let token = hs(&claims());
-        assert!(v.verify(&token, NOW + 59).is_ok());
-        assert_eq!(v.verify(&token, NOW + 60), Err(Refusal::Expired));
-        assert_eq!(v.verify(&token, NOW + 6000), Err(Refusal::Expired));
-        let no_exp = hs(&json!({"topics": ["*"]}));
-        assert_eq!(v.verify(&no_exp, NOW), Err(Refusal::NoExpiry));
-        let text_exp = hs(&json!({"exp": "tomorrow", "topics": ["*"]}));
-        assert_eq!(v.verify(&text_exp, NOW), Err(Refusal::Malformed));
-    }
+    /// Builds with them.
+    #[cfg(feature = "jwt")]
+    mod signed {
+        use super::super::*;
+        use serde_json::json;
 
-    /// `nbf` and `iat` up to `SKEW` ahead pass; one second more is refused.
-    #[test]
-    fn nbf_and_iat_in_the_future_are_refused_past_the_skew() {
-        let v = hs_verifier();
-        let skew = SKEW.as_secs();
-        let with = |claim: &str, at: u64| {
-            let mut c = claims();
-            c[claim] = json!(at);
-            c["exp"] = json!(NOW + 3600);
-            v.verify(&hs(&c), NOW)
-        };
-        assert!(with("nbf", NOW + skew).is_ok());
-        assert_eq!(with("nbf", NOW + skew + 1), Err(Refusal::NotYetValid));
-        assert!(with("iat", NOW + skew).is_ok());
-        assert_eq!(with("iat", NOW + skew + 1), Err(Refusal::IssuedInFuture));
-        assert!(with("iat", NOW - 600).is_ok());
-    }
+        const SECRET: &str = "hs256-test-secret-0123456789";
+        const NOW: u64 = 1_800_000_000;
+        /// base64url of `{"alg":"none","typ":"JWT"}`.
+        const NONE_HEADER: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
 
-    /// A token signed with another secret or another key fails its
-    /// signature.
-    #[test]
-    fn a_wrong_key_is_refused() {
-        let other = EncodingKey::from_secret(b"another-secret-0123456789").unwrap();
-        let token = sign(Algorithm::HS256, &other, &claims());
-        assert_eq!(hs_verifier().verify(&token, NOW), Err(Refusal::Signature));
-        let v = pem_verifier("other-ed25519.pub");
-        assert_eq!(v.verify(&ed(&claims()), NOW), Err(Refusal::Signature));
-        // A payload changed after signing.
-        let token = hs(&claims());
-        let forged = hs(&json!({"exp": NOW + 60, "topics": ["*"]}));
-        let parts: Vec<&str> = token.split('.').collect();
-        let forged_parts: Vec<&str> = forged.split('.').collect();
-        let spliced = format!("{}.{}.{}", parts[0], forged_parts[1], parts[2]);
-        assert_eq!(hs_verifier().verify(&spliced, NOW), Err(Refusal::Signature));
-    }
+        /// A test key under tests/data/jwt (test-only keys, made with openssl).
+        fn data(name: &str) -> std::path::PathBuf {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/jwt")
+                .join(name)
+        }
 
-    /// `alg: none` is refused by every key, with or without a signature.
-    #[test]
-    fn alg_none_is_refused() {
-        let token = hs(&claims());
-        let payload = token.split('.').nth(1).unwrap();
-        for v in [
-            hs_verifier(),
-            pem_verifier("ed25519.pub"),
-            pem_verifier("p256.pub"),
-        ] {
-            for unsigned in [
-                format!("{NONE_HEADER}.{payload}."),
-                format!(
-                    "{NONE_HEADER}.{payload}.{}",
-                    token.split('.').nth(2).unwrap()
-                ),
+        fn read(name: &str) -> Vec<u8> {
+            std::fs::read(data(name)).unwrap()
+        }
+
+        fn claims() -> serde_json::Value {
+            json!({"exp": NOW + 60, "sub": "alice", "topics": ["queue", "adw-state/*"], "publish": ["queue"]})
+        }
+
+        fn sign(alg: Algorithm, key: &EncodingKey, claims: &serde_json::Value) -> String {
+            jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
+        }
+
+        fn hs(claims: &serde_json::Value) -> String {
+            sign(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+                claims,
+            )
+        }
+
+        fn ed(claims: &serde_json::Value) -> String {
+            let key = EncodingKey::from_ed_pem(&read("ed25519.key")).unwrap();
+            sign(Algorithm::EdDSA, &key, claims)
+        }
+
+        fn es(claims: &serde_json::Value) -> String {
+            let key = EncodingKey::from_ec_pem(&read("p256.key")).unwrap();
+            sign(Algorithm::ES256, &key, claims)
+        }
+
+        fn hs_verifier() -> Verifier {
+            Verifier::hs256(&Secret::new(SECRET), None, None).unwrap()
+        }
+
+        fn pem_verifier(name: &str) -> Verifier {
+            Verifier::from_pem_file(&data(name), None, None).unwrap()
+        }
+
+        /// A valid token of each kind gives its topics, its publish rights,
+        /// its exp and its sub.
+        #[test]
+        fn each_key_type_accepts_its_own_tokens() {
+            for (verifier, token, alg) in [
+                (hs_verifier(), hs(&claims()), Algorithm::HS256),
+                (pem_verifier("ed25519.pub"), ed(&claims()), Algorithm::EdDSA),
+                (pem_verifier("p256.pub"), es(&claims()), Algorithm::ES256),
             ] {
-                assert!(v.verify(&unsigned, NOW).is_err(), "{v:?} took alg none");
+                assert_eq!(verifier.algorithm(), alg);
+                let grant = verifier.verify(&token, NOW).unwrap();
+                assert_eq!(grant.exp, NOW + 60);
+                assert_eq!(grant.sub.as_deref(), Some("alice"));
+                assert!(grant.may_read("queue") && grant.may_read("adw-state/abc12345"));
+                assert!(!grant.may_read("workflows") && !grant.may_read("adw-statex"));
+                assert!(grant.may_publish("queue") && !grant.may_publish("adw-state/abc12345"));
+                assert!(!grant.may_read_all() && !grant.may_publish_all());
             }
         }
-    }
 
-    /// The key confusion attack: an HS256 token whose HMAC key is the
-    /// public key (its PEM text, or its raw bytes) is refused by a server
-    /// holding that public key, since the algorithm is the key's.
-    #[test]
-    fn hs256_against_a_public_key_is_refused() {
-        for name in ["ed25519.pub", "p256.pub"] {
-            let v = pem_verifier(name);
-            let pem = read(name);
-            for secret in [pem.clone(), v.key.try_get_as_bytes().unwrap().to_vec()] {
-                let key = EncodingKey::from_secret(&secret).unwrap();
-                let token = sign(Algorithm::HS256, &key, &claims());
-                assert_eq!(v.verify(&token, NOW), Err(Refusal::Algorithm), "{name}");
+        /// `exp` is exact: refused at that second and after; a token without
+        /// one, or with one that is not a number, is refused.
+        #[test]
+        fn expired_and_missing_exp_are_refused() {
+            let v = hs_verifier();
+            let token = hs(&claims());
+            assert!(v.verify(&token, NOW + 59).is_ok());
+            assert_eq!(v.verify(&token, NOW + 60), Err(Refusal::Expired));
+            assert_eq!(v.verify(&token, NOW + 6000), Err(Refusal::Expired));
+            let no_exp = hs(&json!({"topics": ["*"]}));
+            assert_eq!(v.verify(&no_exp, NOW), Err(Refusal::NoExpiry));
+            let text_exp = hs(&json!({"exp": "tomorrow", "topics": ["*"]}));
+            assert_eq!(v.verify(&text_exp, NOW), Err(Refusal::Malformed));
+        }
+
+        /// `nbf` and `iat` up to `SKEW` ahead pass; one second more is refused.
+        #[test]
+        fn nbf_and_iat_in_the_future_are_refused_past_the_skew() {
+            let v = hs_verifier();
+            let skew = SKEW.as_secs();
+            let with = |claim: &str, at: u64| {
+                let mut c = claims();
+                c[claim] = json!(at);
+                c["exp"] = json!(NOW + 3600);
+                v.verify(&hs(&c), NOW)
+            };
+            assert!(with("nbf", NOW + skew).is_ok());
+            assert_eq!(with("nbf", NOW + skew + 1), Err(Refusal::NotYetValid));
+            assert!(with("iat", NOW + skew).is_ok());
+            assert_eq!(with("iat", NOW + skew + 1), Err(Refusal::IssuedInFuture));
+            assert!(with("iat", NOW - 600).is_ok());
+        }
+
+        /// A token signed with another secret or another key fails its
+        /// signature.
+        #[test]
+        fn a_wrong_key_is_refused() {
+            let other = EncodingKey::from_secret(b"another-secret-0123456789").unwrap();
+            let token = sign(Algorithm::HS256, &other, &claims());
+            assert_eq!(hs_verifier().verify(&token, NOW), Err(Refusal::Signature));
+            let v = pem_verifier("other-ed25519.pub");
+            assert_eq!(v.verify(&ed(&claims()), NOW), Err(Refusal::Signature));
+            // A payload changed after signing.
+            let token = hs(&claims());
+            let forged = hs(&json!({"exp": NOW + 60, "topics": ["*"]}));
+            let parts: Vec<&str> = token.split('.').collect();
+            let forged_parts: Vec<&str> = forged.split('.').collect();
+            let spliced = format!("{}.{}.{}", parts[0], forged_parts[1], parts[2]);
+            assert_eq!(hs_verifier().verify(&spliced, NOW), Err(Refusal::Signature));
+        }
+
+        /// `alg: none` is refused by every key, with or without a signature.
+        #[test]
+        fn alg_none_is_refused() {
+            let token = hs(&claims());
+            let payload = token.split('.').nth(1).unwrap();
+            for v in [
+                hs_verifier(),
+                pem_verifier("ed25519.pub"),
+                pem_verifier("p256.pub"),
+            ] {
+                for unsigned in [
+                    format!("{NONE_HEADER}.{payload}."),
+                    format!(
+                        "{NONE_HEADER}.{payload}.{}",
+                        token.split('.').nth(2).unwrap()
+                    ),
+                ] {
+                    assert!(v.verify(&unsigned, NOW).is_err(), "{v:?} took alg none");
+                }
             }
         }
-    }
 
-    /// The right key with another algorithm of its family is refused: an
-    /// HS512 token under the HS256 secret; an EdDSA token against the
-    /// ES256 key and the other way round.
-    #[test]
-    fn the_right_key_with_another_algorithm_is_refused() {
-        let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
-        for alg in [Algorithm::HS384, Algorithm::HS512] {
-            let token = sign(alg, &key, &claims());
-            assert_eq!(hs_verifier().verify(&token, NOW), Err(Refusal::Algorithm));
-        }
-        let es_verifier = pem_verifier("p256.pub");
-        assert_eq!(
-            es_verifier.verify(&ed(&claims()), NOW),
-            Err(Refusal::Algorithm)
-        );
-        let ed_verifier = pem_verifier("ed25519.pub");
-        assert_eq!(
-            ed_verifier.verify(&es(&claims()), NOW),
-            Err(Refusal::Algorithm)
-        );
-    }
-
-    /// With `--jwt-audience` and `--jwt-issuer`, a token must name them:
-    /// another value, or none, is refused. Without them, neither is read.
-    #[test]
-    fn audience_and_issuer_are_checked_when_configured() {
-        let strict = Verifier::hs256(&Secret::new(SECRET), Some("dash"), Some("auth")).unwrap();
-        let with = |aud: Option<&str>, iss: Option<&str>| {
-            let mut c = claims();
-            if let Some(aud) = aud {
-                c["aud"] = json!(aud);
+        /// The key confusion attack: an HS256 token whose HMAC key is the
+        /// public key (its PEM text, or its raw bytes) is refused by a server
+        /// holding that public key, since the algorithm is the key's.
+        #[test]
+        fn hs256_against_a_public_key_is_refused() {
+            for name in ["ed25519.pub", "p256.pub"] {
+                let v = pem_verifier(name);
+                let pem = read(name);
+                for secret in [pem.clone(), v.key.try_get_as_bytes().unwrap().to_vec()] {
+                    let key = EncodingKey::from_secret(&secret).unwrap();
+                    let token = sign(Algorithm::HS256, &key, &claims());
+                    assert_eq!(v.verify(&token, NOW), Err(Refusal::Algorithm), "{name}");
+                }
             }
-            if let Some(iss) = iss {
-                c["iss"] = json!(iss);
+        }
+
+        /// The right key with another algorithm of its family is refused: an
+        /// HS512 token under the HS256 secret; an EdDSA token against the
+        /// ES256 key and the other way round.
+        #[test]
+        fn the_right_key_with_another_algorithm_is_refused() {
+            let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+            for alg in [Algorithm::HS384, Algorithm::HS512] {
+                let token = sign(alg, &key, &claims());
+                assert_eq!(hs_verifier().verify(&token, NOW), Err(Refusal::Algorithm));
             }
-            hs(&c)
-        };
-        assert!(
-            strict
-                .verify(&with(Some("dash"), Some("auth")), NOW)
-                .is_ok()
-        );
-        let mut listed = claims();
-        listed["aud"] = json!(["other", "dash"]);
-        listed["iss"] = json!("auth");
-        assert!(strict.verify(&hs(&listed), NOW).is_ok(), "aud as a list");
-        let refused = [
-            (with(Some("other"), Some("auth")), Refusal::Audience),
-            (with(None, Some("auth")), Refusal::Audience),
-            (with(Some("dash"), Some("evil")), Refusal::Issuer),
-            (with(Some("dash"), None), Refusal::Issuer),
-        ];
-        for (token, why) in refused {
-            assert_eq!(strict.verify(&token, NOW), Err(why));
+            let es_verifier = pem_verifier("p256.pub");
+            assert_eq!(
+                es_verifier.verify(&ed(&claims()), NOW),
+                Err(Refusal::Algorithm)
+            );
+            let ed_verifier = pem_verifier("ed25519.pub");
+            assert_eq!(
+                ed_verifier.verify(&es(&claims()), NOW),
+                Err(Refusal::Algorithm)
+            );
         }
-        let open = hs_verifier();
-        assert!(
-            open.verify(&with(Some("anyone"), Some("anybody")), NOW)
-                .is_ok()
-        );
-    }
 
-    /// Anything that is not a JWT is malformed, and never a panic.
-    #[test]
-    fn garbage_is_refused() {
-        let v = hs_verifier();
-        let token = hs(&claims());
-        let (head, rest) = token.split_once('.').unwrap();
-        for garbage in [
-            "",
-            ".",
-            "..",
-            "a.b",
-            "a.b.c",
-            "not a token",
-            "a.b.c.d",
-            &format!("{token}.x"),
-            &format!("{head}.!!!.{}", rest.split('.').nth(1).unwrap()),
-            &format!("{head}.e30.sig"),
-            "eyJ.eyJ.eyJ",
-            "\u{0}\u{1}.\u{2}.\u{3}",
-        ] {
-            assert!(v.verify(garbage, NOW).is_err(), "{garbage:?}");
+        /// With `--jwt-audience` and `--jwt-issuer`, a token must name them:
+        /// another value, or none, is refused. Without them, neither is read.
+        #[test]
+        fn audience_and_issuer_are_checked_when_configured() {
+            let strict = Verifier::hs256(&Secret::new(SECRET), Some("dash"), Some("auth")).unwrap();
+            let with = |aud: Option<&str>, iss: Option<&str>| {
+                let mut c = claims();
+                if let Some(aud) = aud {
+                    c["aud"] = json!(aud);
+                }
+                if let Some(iss) = iss {
+                    c["iss"] = json!(iss);
+                }
+                hs(&c)
+            };
+            assert!(
+                strict
+                    .verify(&with(Some("dash"), Some("auth")), NOW)
+                    .is_ok()
+            );
+            let mut listed = claims();
+            listed["aud"] = json!(["other", "dash"]);
+            listed["iss"] = json!("auth");
+            assert!(strict.verify(&hs(&listed), NOW).is_ok(), "aud as a list");
+            let refused = [
+                (with(Some("other"), Some("auth")), Refusal::Audience),
+                (with(None, Some("auth")), Refusal::Audience),
+                (with(Some("dash"), Some("evil")), Refusal::Issuer),
+                (with(Some("dash"), None), Refusal::Issuer),
+            ];
+            for (token, why) in refused {
+                assert_eq!(strict.verify(&token, NOW), Err(why));
+            }
+            let open = hs_verifier();
+            assert!(
+                open.verify(&with(Some("anyone"), Some("anybody")), NOW)
+                    .is_ok()
+            );
         }
-        let bad_topics = hs(&json!({"exp": NOW + 60, "topics": "queue"}));
-        assert_eq!(v.verify(&bad_topics, NOW), Err(Refusal::Malformed));
-    }
 
-    /// `*` stands only at the end of an entry; elsewhere the token is
-    /// refused rather than read one way or another.
-    #[test]
-    fn patterns_are_names_or_prefixes() {
-        let v = hs_verifier();
-        let grant = v
-            .verify(
-                &hs(&json!({"exp": NOW + 60, "topics": ["*"], "publish": ["*"]})),
-                NOW,
+        /// Anything that is not a JWT is malformed, and never a panic.
+        #[test]
+        fn garbage_is_refused() {
+            let v = hs_verifier();
+            let token = hs(&claims());
+            let (head, rest) = token.split_once('.').unwrap();
+            for garbage in [
+                "",
+                ".",
+                "..",
+                "a.b",
+                "a.b.c",
+                "not a token",
+                "a.b.c.d",
+                &format!("{token}.x"),
+                &format!("{head}.!!!.{}", rest.split('.').nth(1).unwrap()),
+                &format!("{head}.e30.sig"),
+                "eyJ.eyJ.eyJ",
+                "\u{0}\u{1}.\u{2}.\u{3}",
+            ] {
+                assert!(v.verify(garbage, NOW).is_err(), "{garbage:?}");
+            }
+            let bad_topics = hs(&json!({"exp": NOW + 60, "topics": "queue"}));
+            assert_eq!(v.verify(&bad_topics, NOW), Err(Refusal::Malformed));
+        }
+
+        /// `*` stands only at the end of an entry; elsewhere the token is
+        /// refused rather than read one way or another.
+        #[test]
+        fn patterns_are_names_or_prefixes() {
+            let v = hs_verifier();
+            let grant = v
+                .verify(
+                    &hs(&json!({"exp": NOW + 60, "topics": ["*"], "publish": ["*"]})),
+                    NOW,
+                )
+                .unwrap();
+            assert!(grant.may_read_all() && grant.may_read("anything"));
+            assert!(grant.may_publish_all() && grant.may_publish("anything"));
+            let none = v.verify(&hs(&json!({"exp": NOW + 60})), NOW).unwrap();
+            assert!(!none.may_read("queue") && !none.may_publish("queue"));
+            for bad in ["a*b", "*queue", "**x"] {
+                let token = hs(&json!({"exp": NOW + 60, "publish": [bad]}));
+                assert_eq!(v.verify(&token, NOW), Err(Refusal::Pattern), "{bad}");
+            }
+        }
+
+        /// A key file that cannot be used fails with what it holds and the
+        /// file's name, never its bytes.
+        #[test]
+        fn unusable_key_files_are_named() {
+            let junk =
+                std::env::temp_dir().join(format!("statecast-jwt-{}.pem", std::process::id()));
+            std::fs::write(
+                &junk,
+                "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n",
             )
             .unwrap();
-        assert!(grant.may_read_all() && grant.may_read("anything"));
-        assert!(grant.may_publish_all() && grant.may_publish("anything"));
-        let none = v.verify(&hs(&json!({"exp": NOW + 60})), NOW).unwrap();
-        assert!(!none.may_read("queue") && !none.may_publish("queue"));
-        for bad in ["a*b", "*queue", "**x"] {
-            let token = hs(&json!({"exp": NOW + 60, "publish": [bad]}));
-            assert_eq!(v.verify(&token, NOW), Err(Refusal::Pattern), "{bad}");
-        }
-    }
-
-    /// A key file that cannot be used fails with what it holds and the
-    /// file's name, never its bytes.
-    #[test]
-    fn unusable_key_files_are_named() {
-        let junk = std::env::temp_dir().join(format!("statecast-jwt-{}.pem", std::process::id()));
-        std::fs::write(
-            &junk,
-            "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n",
-        )
-        .unwrap();
-        for (path, expect) in [
-            (data("ed25519.key"), "private key"),
-            (data("p384.pub"), "P-256"),
-            (data("rsa.pub"), "RSA"),
-            (junk.clone(), "not an Ed25519 or EC P-256 public key"),
-            (data("missing.pub"), "cannot read"),
-        ] {
-            let e = Verifier::from_pem_file(&path, None, None).unwrap_err();
-            assert!(e.contains(expect), "{e}");
-            assert!(e.contains(&path.display().to_string()), "{e}");
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            for line in text.lines().filter(|l| !l.starts_with("-----")) {
-                assert!(!e.contains(line), "{e} shows the key");
+            for (path, expect) in [
+                (data("ed25519.key"), "private key"),
+                (data("p384.pub"), "P-256"),
+                (data("rsa.pub"), "RSA"),
+                (junk.clone(), "not an Ed25519 or EC P-256 public key"),
+                (data("missing.pub"), "cannot read"),
+            ] {
+                let e = Verifier::from_pem_file(&path, None, None).unwrap_err();
+                assert!(e.contains(expect), "{e}");
+                assert!(e.contains(&path.display().to_string()), "{e}");
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for line in text.lines().filter(|l| !l.starts_with("-----")) {
+                    assert!(!e.contains(line), "{e} shows the key");
+                }
             }
+            let _ = std::fs::remove_file(junk);
         }
-        let _ = std::fs::remove_file(junk);
-    }
 
-    /// One key: a secret and a public key together are refused, and so
-    /// are an audience or an issuer without a key.
-    #[test]
-    fn the_configuration_gives_one_key() {
-        let mut c = Config::default();
-        assert!(Verifier::from_config(&c).unwrap().is_none());
-        c.jwt_audience = Some("dash".into());
-        assert!(
-            Verifier::from_config(&c)
-                .unwrap_err()
-                .contains("need a key")
-        );
-        c.jwt_secret = Some(Secret::new(SECRET));
-        assert!(Verifier::from_config(&c).unwrap().is_some());
-        c.jwt_public_key = Some(data("ed25519.pub"));
-        let e = Verifier::from_config(&c).unwrap_err();
-        assert!(e.contains("both") && !e.contains(SECRET), "{e}");
-        c.jwt_secret = None;
-        assert_eq!(
-            Verifier::from_config(&c).unwrap().unwrap().algorithm(),
-            Algorithm::EdDSA
-        );
-        assert!(!format!("{:?}", hs_verifier()).contains(SECRET));
-    }
+        /// One key: a secret and a public key together are refused, and so
+        /// are an audience or an issuer without a key.
+        #[test]
+        fn the_configuration_gives_one_key() {
+            let mut c = Config::default();
+            assert!(Verifier::from_config(&c).unwrap().is_none());
+            c.jwt_audience = Some("dash".into());
+            assert!(
+                Verifier::from_config(&c)
+                    .unwrap_err()
+                    .contains("need a key")
+            );
+            c.jwt_secret = Some(Secret::new(SECRET));
+            assert!(Verifier::from_config(&c).unwrap().is_some());
+            c.jwt_public_key = Some(data("ed25519.pub"));
+            let e = Verifier::from_config(&c).unwrap_err();
+            assert!(e.contains("both") && !e.contains(SECRET), "{e}");
+            c.jwt_secret = None;
+            assert_eq!(
+                Verifier::from_config(&c).unwrap().unwrap().algorithm(),
+                Algorithm::EdDSA
+            );
+            assert!(!format!("{:?}", hs_verifier()).contains(SECRET));
+        }
 
-    /// What `statecast token` mints, the verifier takes, with every claim.
-    #[test]
-    fn minted_tokens_verify() {
-        let minting = Minting {
-            topics: vec!["queue".into(), "adw-state/*".into()],
-            publish: vec!["queue".into()],
-            lifetime: Duration::from_secs(3600),
-            sub: Some("alice".into()),
-            aud: Some("dash".into()),
-            iss: Some("ops".into()),
-        };
-        let token = mint(&Secret::new(SECRET), &minting, NOW).unwrap();
-        let v = Verifier::hs256(&Secret::new(SECRET), Some("dash"), Some("ops")).unwrap();
-        let grant = v.verify(&token, NOW).unwrap();
-        assert_eq!(grant.exp, NOW + 3600);
-        assert_eq!(grant.sub.as_deref(), Some("alice"));
-        assert!(grant.may_read("adw-state/x") && grant.may_publish("queue"));
-        assert_eq!(v.verify(&token, NOW + 3600), Err(Refusal::Expired));
+        /// What `statecast token` mints, the verifier takes, with every claim.
+        #[test]
+        fn minted_tokens_verify() {
+            let minting = Minting {
+                topics: vec!["queue".into(), "adw-state/*".into()],
+                publish: vec!["queue".into()],
+                lifetime: Duration::from_secs(3600),
+                sub: Some("alice".into()),
+                aud: Some("dash".into()),
+                iss: Some("ops".into()),
+            };
+            let token = mint(&Secret::new(SECRET), &minting, NOW).unwrap();
+            let v = Verifier::hs256(&Secret::new(SECRET), Some("dash"), Some("ops")).unwrap();
+            let grant = v.verify(&token, NOW).unwrap();
+            assert_eq!(grant.exp, NOW + 3600);
+            assert_eq!(grant.sub.as_deref(), Some("alice"));
+            assert!(grant.may_read("adw-state/x") && grant.may_publish("queue"));
+            assert_eq!(v.verify(&token, NOW + 3600), Err(Refusal::Expired));
+        }
     }
 }

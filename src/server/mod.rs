@@ -1,19 +1,24 @@
 //! The event loop: one thread, one `mio::Poll`, every socket in a slab.
 //!
 //! A turn of the loop: wait for readiness; accept, read and answer; drain
-//! the publishers' channel; write every connection that has output (one
-//! `writev` each); remove the connections marked done; run the timers.
+//! the publishers' channel; fan out; write every connection that has
+//! output (one `writev` each); remove the connections marked done; run the
+//! timers.
 //!
-//! Where things happen, one file each:
-//! - this file: the loop, reading, and what a request leads to;
-//! - `conns.rs`: the connection registry (the slab, per-IP counts, the
-//!   lists each turn works through) and the output policy, where every
-//!   byte is queued;
-//! - `accept.rs`: accepting, and the connection limits;
-//! - `fanout.rs`: publishes, snapshots to subscribers, events to everyone;
-//! - `closing.rs`: writing, closing, the timers, shutdown, and
-//!   `EventLoop::remove`, the one place a connection leaves the poll and
-//!   the slab;
+//! Where things happen, one concern per file, each its own type:
+//! - this file: [`Server`], and the loop's turn, its timers and shutdown;
+//! - `requests.rs`: the loop's other half, reading, and what a request
+//!   leads to;
+//! - `conns.rs`: the connection registry, `Conns` (the slab, per-IP
+//!   counts, the lists each turn works through) and the output policy:
+//!   where every byte is queued, a snapshot is fanned out to its
+//!   subscribers, a slow consumer is evicted, the write pass runs, and a
+//!   connection is closed and removed (`Conns::reap`, the one place it
+//!   leaves the poll and the slab);
+//! - `accept.rs`: the `Acceptor`, accepting and the connection limits;
+//! - `publishing.rs`: `Publishing`, where a publish goes, top to bottom:
+//!   the channel, HTTP publishes, Redis under `--redis`, the store and the
+//!   fan-out; `cluster.rs`: what it remembers of the link to Redis;
 //! - `conn.rs`: one connection's lifecycle and its own I/O;
 //! - `endpoints.rs`: what each HTTP request asks the loop to do;
 //! - `access.rs`: hosts, origins and tokens; `metrics.rs`: `/metrics`;
@@ -27,23 +32,22 @@
 
 mod accept;
 mod access;
-mod closing;
 mod cluster;
 mod conn;
 mod conns;
 mod endpoints;
-mod fanout;
 #[doc(hidden)]
 pub mod harness;
 pub mod jwt;
 mod metrics;
+mod publishing;
 mod queue;
+mod requests;
 mod sock;
 mod stats;
 
 pub use conn::LINGER;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,18 +60,19 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::config::Config;
 use crate::publisher::{self, Inbox, Publisher};
+use crate::server::accept::{Acceptor, Admission, interrupted};
 use crate::server::access::Access;
-use crate::server::conn::{Close, Identity, Received, Reply, Timeouts};
+use crate::server::conn::{Close, Due, Phase, Timeouts};
 use crate::server::conns::{Conns, OutputLimits};
-use crate::server::endpoints::{Action, Answer, HealthView};
+use crate::server::publishing::{Drained, Publishing, Reach};
 use crate::server::queue::Out;
 use crate::server::stats::{Interval, Stats};
 use crate::topic::adw;
 use crate::topic::schema::Validator;
-use crate::topic::{Form, Rules, Topics};
+use crate::topic::{Rules, Topics};
 use crate::wire::Shared;
-use crate::wire::http::{self, Head, Next, Purpose, Response, Route};
-use crate::wire::protocol;
+use crate::wire::http;
+use crate::wire::protocol::{self, CloseReason, code};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -75,14 +80,6 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// One read buffer for the whole loop: connections own input bytes only
 /// while a message is incomplete.
 const SCRATCH_SIZE: usize = 64 << 10;
-
-/// Bytes one connection may have read for it per turn: a client flooding
-/// frames or requests delays the others by at most this much work.
-const READ_BUDGET: usize = 4 * SCRATCH_SIZE;
-
-/// Most channel commands handled per turn, so sockets are not starved by a
-/// flood of publishes.
-const MAX_DRAIN: usize = 64 * 1024;
 
 /// Pending connections the kernel may hold before `accept`. std and mio use
 /// 128; after a restart every dashboard reconnects at once, and SYNs dropped
@@ -261,30 +258,26 @@ impl Server {
                 max_queue: config.max_queue_bytes,
                 write_timeout: config.write_timeout,
             }),
+            acceptor: Acceptor::new(
+                self.listener,
+                config.max_connections,
+                config.max_connections_per_ip,
+            ),
+            publishing: Publishing::new(self.inbox, self.link),
             config,
             access: self.access,
             timeouts,
             poll: self.poll,
-            listener: Some(self.listener),
-            inbox: self.inbox,
             topics,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             started: now,
             tick,
             next_tick: now + tick,
-            accept_retry: None,
-            spare_fd: std::fs::File::open("/dev/null").ok(),
-            fds_exhausted: false,
             shutdown_deadline: None,
             ping_frame: Arc::from(protocol::encode_frame(OpCode::Control(Control::Ping), b"")),
-            pending: Vec::new(),
-            pending_index: HashMap::new(),
             stats: Stats::default(),
             interval: Interval::default(),
             next_stats: now + config_stats_interval,
-            last_refusal_log: None,
-            backlog: false,
-            cluster: self.link.map(cluster::Cluster::new),
         };
         event_loop.run()
     }
@@ -292,16 +285,18 @@ impl Server {
 
 /// The loop's state. Only the loop thread touches it.
 struct EventLoop {
+    /// The options it runs with.
     config: Config,
-    /// Origins and tokens.
+    /// Hosts, origins and tokens.
     access: Access,
     /// The connection timeouts of `config`, in the form `Conn` checks.
     timeouts: Timeouts,
+    /// Readiness of every socket, the listener and the waker.
     poll: Poll,
-    /// `None` once shutdown has begun: no new connections.
-    listener: Option<TcpListener>,
-    /// Commands from `Publisher`s.
-    inbox: Inbox,
+    /// The listener, and who is let in.
+    acceptor: Acceptor,
+    /// The publishers' channel and where a publish goes (Redis, or here).
+    publishing: Publishing,
     /// Every connection, keyed by its poll token, the per-turn lists and
     /// the output policy.
     conns: Conns,
@@ -313,63 +308,18 @@ struct EventLoop {
     started: Instant,
     /// Timer resolution: a quarter of the shortest timeout, at most 1 s.
     tick: Duration,
+    /// When the timers run next.
     next_tick: Instant,
-    /// Set when accept failed for lack of file descriptors.
-    accept_retry: Option<Instant>,
-    /// A descriptor held in reserve: given up to accept and refuse one
-    /// connection when the process has no other (EMFILE).
-    spare_fd: Option<std::fs::File>,
-    /// Descriptors ran out and nothing has been accepted since: logged once.
-    fds_exhausted: bool,
     /// Set when shutdown began: the loop ends by then at the latest.
     shutdown_deadline: Option<Instant>,
     /// Every ping is the same empty frame.
     ping_frame: Shared,
-    /// Snapshots from the channel waiting to be encoded: topic, data, count.
-    /// Only the newest per topic survives a drain.
-    pending: Vec<(String, String, u64)>,
-    pending_index: HashMap<String, usize>,
+    /// The counters, for `/healthz`, `/metrics` and the stats line.
     stats: Stats,
-    /// What the next stats line reports, and when it is due.
+    /// What the next stats line reports.
     interval: Interval,
+    /// When the next stats line is due.
     next_stats: Instant,
-    /// When a refusal was last logged, so floods log once a second.
-    last_refusal_log: Option<Instant>,
-    /// The last drain stopped at `MAX_DRAIN` with commands left.
-    backlog: bool,
-    /// `--redis`: the link to the other nodes.
-    cluster: Option<cluster::Cluster>,
-}
-
-/// Runs a pure request handler so that a bug in it (a panic) costs only
-/// this request: it is answered 500 and its connection closed, and the
-/// loop, which every client shares, carries on. The handlers only read the
-/// loop's state, so nothing is left half-changed by an unwinding one.
-fn contained<T>(head: &Head, handler: impl FnOnce() -> T) -> Result<T, Response> {
-    contain(handler).map_err(|what| {
-        log::error!(
-            "the handler of {} {} panicked ({what}); answered 500",
-            head.method,
-            head.path
-        );
-        http::error(http::INTERNAL_ERROR, "internal error", "", true)
-    })
-}
-
-/// Runs a step that may panic, and turns a panic into its message. Around
-/// a connection's own steps (decoding its frames, reading its request) it
-/// makes a bug cost that connection alone: those steps change nothing but
-/// the connection, which is closed after, so nothing they left half-done
-/// is used again. A library call that asserts on what a client or the
-/// configuration chose (`clamp` once did) lands here, not in `main`.
-fn contain<T>(step: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|payload| {
-        payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default()
-    })
 }
 
 /// Returns to the kernel the heap pages that starting up used and freed
@@ -382,14 +332,6 @@ fn give_back_startup_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
-fn interrupted(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Interrupted
 }
 
 impl EventLoop {
@@ -406,7 +348,10 @@ impl EventLoop {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => {
+                        let (acceptor, mut admission) = self.admission();
+                        acceptor.accept(&mut admission, now);
+                    }
                     // The channel is drained every turn, below.
                     WAKER => {}
                     Token(key) => {
@@ -417,13 +362,13 @@ impl EventLoop {
                         let closed = event.is_read_closed() || event.is_error();
                         let readable = event.is_readable() || closed;
                         if readable && let Some(cause) = self.read(key, now, closed) {
-                            self.finish(key, cause);
+                            self.conns.finish(key, cause, &mut self.topics);
                         }
                         // WRITABLE is registered for good (edge-triggered, it
                         // fires only once a full socket drains), so it is
                         // news only to a connection with output waiting.
                         if event.is_writable() && self.conns[key].pending_bytes() > 0 {
-                            self.mark_dirty(key);
+                            self.conns.mark_dirty(key);
                         }
                     }
                 }
@@ -437,16 +382,19 @@ impl EventLoop {
     /// Everything after the readiness events: publishes, writes, removals,
     /// timers. Returns true when shutdown is complete.
     fn end_of_turn(&mut self, now: Instant) -> bool {
-        self.drain_commands(now);
-        self.fan_out(now);
+        let (publishing, mut reach) = self.publishing();
+        if publishing.drain(&mut reach, now) == Drained::Shutdown {
+            self.begin_shutdown(now);
+        }
+        // One pass per topic published this turn, however many publishes.
+        let (_, mut reach) = self.publishing();
+        reach.fan_out(now);
         self.flush_dirty(now);
         self.read_again(now);
         self.flush_dirty(now);
-        self.reap();
-        if self.accept_retry.is_some_and(|at| now >= at) {
-            self.accept_retry = None;
-            self.accept(now);
-        }
+        self.conns.reap(&mut self.stats.closes);
+        let (acceptor, mut admission) = self.admission();
+        acceptor.retry(&mut admission, now);
         if now >= self.next_stats {
             self.next_stats = now + self.config.stats_interval;
             let (connections, topics) = (self.topics.subscriptions(), self.topics.len());
@@ -457,7 +405,7 @@ impl EventLoop {
             self.next_tick = now + self.tick;
             self.sweep(now);
             self.flush_dirty(now);
-            self.reap();
+            self.conns.reap(&mut self.stats.closes);
         }
         let Some(deadline) = self.shutdown_deadline else {
             return false;
@@ -477,16 +425,11 @@ impl EventLoop {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        let budget_spent = self
-            .conns
-            .read_later
-            .iter()
-            .any(|&(key, _)| self.conns.contains(key) && !self.held_back(key));
-        if self.backlog || budget_spent {
+        if self.publishing.backlog() || self.conns.reads_waiting() {
             return Duration::ZERO;
         }
         let mut until = self.next_tick;
-        if let Some(at) = self.accept_retry {
+        if let Some(at) = self.acceptor.retry_at() {
             until = until.min(at);
         }
         if let Some(at) = self.shutdown_deadline {
@@ -495,373 +438,112 @@ impl EventLoop {
         until.saturating_duration_since(now)
     }
 
-    // ----- reading -----
-
-    /// Reads until `WouldBlock` or a short read, handling what arrives as it
-    /// comes, within this turn's budget. Returns the cause when the
-    /// connection is done; the caller finishes it. A connection left with
-    /// bytes unread (budget spent, or HTTP responses piling up) is listed to
-    /// read again later.
-    ///
-    /// A read that did not fill the buffer emptied the socket: bytes that
-    /// come later raise a new edge, so the `recv` that would only say
-    /// `EAGAIN` is skipped (a syscall per request, as tokio does). Unless
-    /// the peer's end was reported (`closed`): its EOF must still be read.
-    fn read(&mut self, key: usize, now: Instant, closed: bool) -> Option<Close> {
-        let mut budget = READ_BUDGET;
-        loop {
-            if self.conns[key].is_done() {
-                return None;
-            }
-            if budget == 0 || self.held_back(key) {
-                self.stats.reads_deferred += u64::from(budget == 0);
-                self.conns.read_later.push((key, self.conns[key].id()));
-                return None;
-            }
-            let conn = &mut self.conns[key];
-            match conn.receive(&mut self.scratch, now) {
-                Received::Data(n) => {
-                    budget = budget.saturating_sub(n);
-                    self.process_input(key, now);
-                    // Held back, it must be listed to finish its input later.
-                    if n < self.scratch.len() && !closed && !self.held_back(key) {
-                        return None;
-                    }
-                }
-                // Dropped bytes cost a read all the same: a peer that keeps
-                // writing to a closing connection or a stream must not hold
-                // the loop.
-                Received::Ignored(n) => budget = budget.saturating_sub(n),
-                Received::WouldBlock => return None,
-                Received::Eof => return Some(Close::PeerGone),
-                // A reset is the peer leaving abruptly, not a fault here.
-                Received::Failed(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                    return Some(Close::PeerGone);
-                }
-                Received::Failed(e) => {
-                    debug!("conn={} read failed: {e}", conn.id());
-                    return Some(Close::Io(e.kind()));
-                }
-            }
-        }
-    }
-
-    /// Whether an HTTP connection's answers are piling up unread, or one is
-    /// still waiting for Redis: it is not read again until they drain
-    /// (backpressure, as HTTP servers do it).
-    fn held_back(&self, key: usize) -> bool {
-        self.conns.held_back(key)
-    }
-
-    /// Reads again the connections a previous read left with input unread,
-    /// those no longer held back first in line. One still waiting for its
-    /// budget is listed again (and the loop does not sleep while any is).
-    fn read_again(&mut self, now: Instant) {
-        let waiting = std::mem::take(&mut self.conns.read_later);
-        for (key, id) in waiting {
-            // A slab key may have been reused: the id says whose entry it is.
-            let Some(conn) = self.conns.get(key) else {
-                continue;
-            };
-            if conn.id() != id || conn.is_done() {
-                continue;
-            }
-            if self.held_back(key) {
-                self.conns.read_later.push((key, id));
-                continue;
-            }
-            // Input already read may hold complete requests.
-            self.process_input(key, now);
-            if let Some(cause) = self.read(key, now, true) {
-                self.finish(key, cause);
-            }
-        }
-    }
-
-    /// Handles every complete request or frame the input holds, until a
-    /// pipelining client's answers pile up.
-    fn process_input(&mut self, key: usize, now: Instant) {
-        // A request admitted with its whole body read may be complete with
-        // no input left: reading it again finishes it.
-        while (self.conns[key].has_input() || self.conns[key].is_reading_body())
-            && !self.held_back(key)
-        {
-            let conn = &mut self.conns[key];
-            if conn.is_open() {
-                let limits = protocol::Limits {
-                    max_message: self.config.max_client_message,
-                    max_fragments: self.config.max_client_fragments,
-                };
-                let frames = match contain(|| conn.read_frames(limits)) {
-                    Ok(frames) => frames,
-                    Err(what) => return self.input_panicked(key, &what),
-                };
-                for reply in frames.replies {
-                    match reply {
-                        Reply::Pong(pong) => self.conns.enqueue_pong(key, pong),
-                        Reply::Text(text) => self.enqueue(key, Out::Bytes(text)),
-                    }
-                }
-                let close = frames.close.or_else(|| self.conns.ping_flood(key));
-                if let Some((reason, cause)) = close {
-                    self.close_ws(key, &reason, cause);
-                }
-                return;
-            }
-            let next = match contain(|| conn.next_request(now)) {
-                Ok(next) => next,
-                Err(what) => return self.input_panicked(key, &what),
-            };
-            match next {
-                Next::Partial => return,
-                Next::Continue => {
-                    let bytes = Shared::from(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
-                    return self.enqueue(key, Out::Bytes(bytes));
-                }
-                Next::Refused(response) => return self.respond(key, response, Close::HttpDone),
-                Next::Head(head, len) => {
-                    if let Err(response) = self.admit_request(key, head, len) {
-                        return self.respond(key, response, Close::HttpDone);
-                    }
-                }
-                Next::Complete(head, route, body) => {
-                    self.handle_request(key, &head, route, &body, now)
-                }
-            }
-            if self.conns[key].is_closing() {
-                return;
-            }
-        }
-    }
-
-    /// Ends a connection whose own input step panicked (a bug): a
-    /// WebSocket is closed with 1011, an HTTP request answered 500, and
-    /// every other connection carries on. Counted as `internal_error`.
-    fn input_panicked(&mut self, key: usize, what: &str) {
-        let conn = &self.conns[key];
-        let (id, peer, open) = (conn.id(), conn.peer(), conn.is_open());
-        if open {
-            warn!("conn={id} peer={peer} panicked decoding its frames ({what}); closed with 1011");
-            let reason = protocol::CloseReason::new(protocol::code::INTERNAL, "internal error");
-            self.close_ws(key, &reason, Close::Internal);
-        } else {
-            warn!("conn={id} peer={peer} panicked reading its request ({what}); answered 500");
-            let response = http::error(http::INTERNAL_ERROR, "internal error", "", true);
-            self.respond(key, response, Close::Internal);
-        }
-    }
-
-    /// Routes and authorizes a request's head; only if it is let in is its
-    /// body read.
-    fn admit_request(&mut self, key: usize, head: Box<Head>, len: usize) -> Result<(), Response> {
-        let reserve = self.conns[key].in_reserve();
-        let (topics, access) = (&self.topics, &self.access);
-        let admitted = contained(&head, || endpoints::admit(&head, topics, access, reserve));
-        let (route, grant) = match admitted {
-            Ok(Ok(admitted)) => admitted,
-            Ok(Err(response)) => {
-                let purpose = http::route(&head.method, &head.path).purpose();
-                self.count_refusal(purpose, &response);
-                return Err(response);
-            }
-            Err(response) => {
-                self.stats.handler_panics += 1;
-                return Err(response);
-            }
+    /// The publish path, and the state a publish reaches.
+    fn publishing(&mut self) -> (&mut Publishing, Reach<'_>) {
+        let reach = Reach {
+            topics: &mut self.topics,
+            conns: &mut self.conns,
+            stats: &mut self.stats,
+            interval: &mut self.interval,
         };
-        let identity = grant.map(|grant| Identity {
-            expires: grant.expires_at(Instant::now()),
-            sub: grant.sub.map(String::into_boxed_str),
-        });
-        self.conns[key].set_identity(identity);
-        let max_body = self.config.max_publish_bytes;
-        // Only publish and broadcast take a body, so only they meet its limit.
-        self.conns[key]
-            .admit(head, len, route, max_body)
-            .inspect_err(|_| self.stats.refused_publishes.count(413))
+        (&mut self.publishing, reach)
     }
 
-    /// Does what a complete request asks (see [`endpoints`]).
-    fn handle_request(&mut self, key: usize, head: &Head, route: Route, body: &[u8], now: Instant) {
-        let shutting_down = self.shutdown_deadline.is_some();
-        let answer = Answer {
-            close: !head.keep_alive || shutting_down,
-            head_only: head.method == "HEAD",
+    /// The acceptor, and what accepting changes.
+    fn admission(&mut self) -> (&mut Acceptor, Admission<'_>) {
+        let admission = Admission {
+            registry: self.poll.registry(),
+            conns: &mut self.conns,
+            stats: &mut self.stats,
+            interval: &mut self.interval,
         };
-        let purpose = route.purpose();
-        let (topics, access) = (&self.topics, &self.access);
-        let action = contained(head, || {
-            endpoints::handle(head, route, body, topics, access, shutting_down)
-        });
-        let action = action.unwrap_or_else(|response| {
-            self.stats.handler_panics += 1;
-            Action::Respond(response)
-        });
-        let response = match action {
-            Action::Respond(response) => response,
-            Action::Subscribe {
-                topic,
-                accept,
-                since,
-            } => {
-                let deflate = self.config.compression && head.deflate;
-                return self.subscribe(key, &topic, &accept, since, deflate, now);
-            }
-            Action::Stream {
-                topic,
-                since,
-                origin,
-            } => return self.stream(key, &topic, since, origin.as_deref(), now),
-            Action::Publish { topic, data } => match self.topics.find_or_create(&topic) {
-                // Under --redis, answered once Redis has ordered it.
-                Ok(_) if self.publish_http(key, &topic, &data, answer) => return,
-                Ok(id) => {
-                    let published = self.publish(id, &data, 1);
-                    endpoints::published(&topic, published, answer.close)
+        (&mut self.acceptor, admission)
+    }
+
+    /// The write pass (see [`Conns::flush_dirty`]).
+    fn flush_dirty(&mut self, now: Instant) {
+        self.conns
+            .flush_dirty(now, &mut self.topics, &mut self.stats);
+    }
+
+    // ----- timers -----
+
+    /// Runs every connection's timers: pings, and the timeouts that close.
+    fn sweep(&mut self, now: Instant) {
+        let topics = &mut self.topics;
+        // Acted on after the pass, which holds the connections.
+        for (key, verdict) in self.conns.due(now, &self.timeouts) {
+            match verdict {
+                Due::Ping => {
+                    self.conns.enqueue(key, Out::Bytes(self.ping_frame.clone()));
                 }
-                Err(e) => endpoints::no_room(&e, answer.close),
-            },
-            Action::Broadcast { type_json, data } => {
-                let delivered = self.send_event(type_json.clone(), data, now);
-                endpoints::broadcasted(&type_json, delivered, answer.close)
+                Due::KeepAlive => {
+                    let comment = Shared::from(http::EVENT_STREAM_KEEPALIVE);
+                    self.conns.enqueue(key, Out::Bytes(comment));
+                }
+                Due::RequestTimeout => {
+                    let why = "request not completed within --handshake-timeout";
+                    let response = http::error(http::REQUEST_TIMEOUT, why, "", true);
+                    self.interval.note(&response);
+                    self.conns.respond(key, response, Close::HandshakeTimeout);
+                }
+                Due::HandshakeTimeout => self.conns.finish(key, Close::HandshakeTimeout, topics),
+                Due::WriteTimeout => self.conns.slow_consumer(key, Close::WriteTimeout, topics),
+                Due::PingTimeout => {
+                    debug!("{} silent for two ping intervals", self.conns[key].tag());
+                    let reason = CloseReason::new(code::GOING_AWAY, "ping timeout");
+                    self.conns
+                        .close_ws(key, &reason, Close::PingTimeout, topics);
+                }
+                // The cause it was closing for is kept.
+                Due::LingerOver => self.conns.finish(key, Close::PeerGone, topics),
+                Due::TokenExpired => self.conns.token_expired(key, topics),
             }
-            Action::Health { details } => endpoints::health(&self.health_view(), answer, details),
-            Action::Metrics => self.metrics(answer),
-        };
-        self.count_refusal(purpose, &response);
-        self.respond(key, response, Close::HttpDone);
+        }
     }
 
-    /// Counts a refused publish by reason, or a rejected subscription.
-    fn count_refusal(&mut self, purpose: Purpose, response: &Response) {
-        let status = response.status.0;
-        if status < 400 {
+    // ----- shutdown -----
+
+    /// Stops accepting and starts closing everyone: 1001 to WebSockets, 503
+    /// to a request under way, and idle HTTP connections just go.
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
             return;
         }
-        match purpose {
-            Purpose::Publish => self.stats.refused_publishes.count(status),
-            Purpose::Subscribe => self.stats.rejected_subscriptions += 1,
-            Purpose::Other => {}
-        }
-    }
-
-    /// Queues a response; one that ends the exchange closes the connection
-    /// once written, for `cause`.
-    fn respond(&mut self, key: usize, response: Response, cause: Close) {
-        self.interval.note(&response);
-        self.enqueue(key, Out::Bytes(Shared::from(response.bytes)));
-        if response.close {
-            self.conns[key].end_http(cause);
-        }
-    }
-
-    /// Completes an upgrade the endpoint accepted: the 101 and the snapshot
-    /// leave in the same write, so the client never waits. A client that
-    /// says it has the topic's current `seq` (`?since=`) gets no resend;
-    /// one that agreed to permessage-deflate (`deflate`) gets compressed
-    /// frames.
-    fn subscribe(
-        &mut self,
-        key: usize,
-        name: &str,
-        accept: &str,
-        since: Option<u64>,
-        deflate: bool,
-        now: Instant,
-    ) {
-        let id = match self.topics.find_or_open(name) {
-            Ok(id) => id,
-            Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
-        };
-        let current = Some(self.topics.get(id).seq());
-        let form = if deflate { Form::Deflate } else { Form::Frame };
-        let (sub, snapshot) = self.topics.subscribe(id, key, form);
-        let snapshot = snapshot.filter(|_| since != current);
-        self.conns[key].open(sub, now);
-        let switching = Shared::from(http::switching_protocols(accept, deflate));
-        self.enqueue(key, Out::Bytes(switching));
-        if let Some(snapshot) = snapshot {
-            self.enqueue(key, Out::Snapshot(snapshot, None));
-        }
-        debug!("{} subscribed to {name}", self.conns[key].tag());
-        self.stats.upgraded += 1;
-    }
-
-    /// Starts an SSE stream the endpoint accepted: the response head and
-    /// the snapshot as its first event (none if `since` is the topic's
-    /// current seq, as `Last-Event-ID` says after a reconnect).
-    fn stream(
-        &mut self,
-        key: usize,
-        name: &str,
-        since: Option<u64>,
-        origin: Option<&str>,
-        now: Instant,
-    ) {
-        let id = match self.topics.find_or_open(name) {
-            Ok(id) => id,
-            Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
-        };
-        let current = Some(self.topics.get(id).seq());
-        let (sub, snapshot) = self.topics.subscribe(id, key, Form::Sse);
-        self.conns[key].open_stream(sub, now);
-        let head = Shared::from(http::event_stream_head(&http::cors(origin)));
-        self.enqueue(key, Out::Bytes(head));
-        if let Some(snapshot) = snapshot.filter(|_| since != current) {
-            self.enqueue(key, Out::Snapshot(snapshot, None));
-        }
-        debug!("{} streaming {name}", self.conns[key].tag());
-        self.stats.upgraded += 1;
-    }
-
-    /// The one way bytes are queued for a connection; see [`enqueue`].
-    fn enqueue(&mut self, key: usize, out: Out) {
-        self.conns.enqueue(key, out);
-    }
-
-    fn metrics(&self, answer: Answer) -> Response {
-        let providers = self
-            .inbox
-            .providers()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let streams = self.topics.iter().map(|t| t.streams()).sum::<usize>();
-        let view = metrics::MetricsView {
-            stats: &self.stats,
-            topics: &self.topics,
-            websockets: self.topics.subscriptions() - streams,
-            streams,
-            providers: &providers,
-            now: Instant::now(),
-        };
-        let body = metrics::render(&view);
-        let content_type = "text/plain; version=0.0.4; charset=utf-8";
-        http::response(
-            http::OK,
-            content_type,
-            "",
-            body.as_bytes(),
-            answer.close,
-            answer.head_only,
-        )
-    }
-
-    fn health_view(&self) -> HealthView<'_> {
-        HealthView {
-            shutting_down: self.shutdown_deadline.is_some(),
-            uptime_seconds: self.started.elapsed().as_secs(),
-            connections: self.topics.subscriptions(),
-            topics: self.topics.len(),
-            sockets: self.conns.len(),
-            queued_bytes: self.conns.iter().map(|(_, c)| c.pending_bytes()).sum(),
-            stats: &self.stats,
-            providers: self.inbox.providers(),
+        info!("shutting down: closing {} connections", self.conns.len());
+        self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
+        self.acceptor.stop(self.poll.registry());
+        let topics = &mut self.topics;
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let conn = &self.conns[key];
+            match conn.phase() {
+                Phase::Open { .. } => {
+                    let reason = CloseReason::new(code::GOING_AWAY, "going away");
+                    self.conns.close_ws(key, &reason, Close::Shutdown, topics);
+                }
+                Phase::Stream { .. } => self.conns.end_stream(key, Close::Shutdown, topics),
+                Phase::Http { reader, .. }
+                    if conn.pending_bytes() == 0
+                        && !conn.has_input()
+                        && !reader.is_reading_body() =>
+                {
+                    self.conns.finish(key, Close::Shutdown, topics)
+                }
+                Phase::Http { .. } => {
+                    let response = http::error(http::UNAVAILABLE, "shutting down", "", true);
+                    self.interval.note(&response);
+                    self.conns.respond(key, response, Close::Shutdown);
+                }
+                Phase::Closing { .. } | Phase::Draining { .. } | Phase::Done { .. } => {}
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::accept::would_block;
     use super::*;
 
     /// Accepted sockets carry TCP_NODELAY without a setsockopt of their own.
