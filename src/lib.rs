@@ -9,8 +9,11 @@
 //! - [`server`]: the one-thread `mio` event loop and what it owns, in
 //!   private files: `fanout`, `closing` and `accept` (where a publish goes,
 //!   where a connection ends, the connection limits), `conn` (a
-//!   connection's state, its lifecycle enum and close cause), `queue` (the
-//!   per-connection output queue, with snapshot conflation), `endpoints`
+//!   connection's state, its lifecycle enum and close cause), `conns` (the
+//!   connection registry and its output policy, through which every byte is
+//!   queued), `queue` (the per-connection output queue, with snapshot
+//!   conflation), `sock` (`send`/`sendmsg` on a socket), `cluster` (the
+//!   loop's side of `--redis`), `endpoints`
 //!   (what each HTTP request asks the loop to do), `access` (hosts,
 //!   origins and tokens), `stats` and `metrics` (counters, the stats log
 //!   line, `/metrics`).
@@ -30,7 +33,8 @@
 //!   [`providers::Provider`]: `--demo`, `--agents-dir`, `--poll`, `--exec`,
 //!   and the loop the last two share.
 //! - [`config`]: options, defaults and the command line; [`config::file`]
-//!   is the TOML file behind `--config` and `--print-config`.
+//!   is the TOML file behind `--config` and `--print-config`, and
+//!   [`config::help`] the `--help` text written from the option table.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};

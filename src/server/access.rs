@@ -190,8 +190,8 @@ impl Access {
     }
 
     /// Reading a topic (WebSocket, SSE, `/api/v1/state`) needs the
-    /// `--subscribe-token`, as `?token=` or as `Authorization: Bearer`,
-    /// when one is set.
+    /// `--subscribe-token` or the publish token, as `?token=` or as
+    /// `Authorization: Bearer`, when a subscribe token is set.
     pub fn check_subscribe(&self, head: &Head) -> Result<(), Response> {
         if self.may_read(head) {
             return Ok(());

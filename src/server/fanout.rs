@@ -12,7 +12,9 @@ use crate::server::queue::Out;
 use crate::topic::{Form, Message, Published};
 
 impl EventLoop {
-    /// Stores a topic's new snapshot; it goes out at the next fan-out.
+    /// Stores a topic's new snapshot and counts the publishes; nothing is
+    /// sent here: [`fan_out`](Self::fan_out) queues it for the subscribers
+    /// later in the turn.
     pub(super) fn publish(&mut self, id: usize, data: &str, publishes: u64) -> Published {
         self.stats.publishes += publishes;
         self.topics.publish(id, data, publishes)

@@ -2,7 +2,7 @@
 //!
 //! A turn of the loop: wait for readiness; accept, read and answer; drain
 //! the publishers' channel; write every connection that has output (one
-//! `writev` each); remove the connections marked done; run the timers.
+//! `sendmsg` each); remove the connections marked done; run the timers.
 //!
 //! Where things happen, one file each:
 //! - this file: the loop, reading, and what a request leads to;
@@ -56,6 +56,7 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 use crate::config::Config;
 use crate::publisher::{self, Inbox, Publisher};
 use crate::server::access::Access;
+use crate::server::conn::would_block;
 use crate::server::conn::{Close, Received, Reply, Timeouts};
 use crate::server::conns::{Conns, OutputLimits};
 use crate::server::endpoints::{Action, Answer, HealthView};
@@ -205,11 +206,6 @@ impl Server {
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
-    }
-
-    /// Which topics exist and what each accepts.
-    pub fn rules(&self) -> &Rules {
-        &self.rules
     }
 
     /// A handle for publishing from other threads.
@@ -370,10 +366,6 @@ fn give_back_startup_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
 }
 
 fn interrupted(e: &io::Error) -> bool {
@@ -744,7 +736,7 @@ impl EventLoop {
             conn.id(),
             conn.peer()
         );
-        self.stats.upgraded += 1;
+        self.stats.subscribed += 1;
     }
 
     /// Starts an SSE stream the endpoint accepted: the response head and
@@ -772,7 +764,7 @@ impl EventLoop {
         }
         let conn = &self.conns[key];
         debug!("conn={} peer={} streaming {name}", conn.id(), conn.peer());
-        self.stats.upgraded += 1;
+        self.stats.subscribed += 1;
     }
 
     /// The one way bytes are queued for a connection; see [`enqueue`].
