@@ -246,10 +246,9 @@ fn long_functions(root: &Path) -> Vec<String> {
                 word_at(&code, at)
             };
             let Some(name) = name else { continue };
-            let Some((open, close)) = body(&code, at + name.len()) else {
+            let Some(close) = body_end(&code, at + name.len()) else {
                 continue;
             };
-            let _ = open;
             let first = line_of(&code, start);
             let lines = line_of(&code, close) - first + 1;
             if lines > MAX_FN_LINES {
@@ -263,9 +262,9 @@ fn long_functions(root: &Path) -> Vec<String> {
     long
 }
 
-/// The braces of the body of a function whose signature goes on from `i`;
+/// Where the body of a function whose signature goes on from `i` closes;
 /// `None` for a declaration without one (`;`).
-fn body(code: &[char], mut i: usize) -> Option<(usize, usize)> {
+fn body_end(code: &[char], mut i: usize) -> Option<usize> {
     let mut depth = 0usize;
     while i < code.len() {
         match code[i] {
@@ -285,7 +284,7 @@ fn body(code: &[char], mut i: usize) -> Option<(usize, usize)> {
             '}' => {
                 depth -= 1;
                 if depth == 0 {
-                    return Some((open, k));
+                    return Some(k);
                 }
             }
             _ => {}
@@ -298,15 +297,21 @@ fn body(code: &[char], mut i: usize) -> Option<(usize, usize)> {
 // The module graph
 // ---------------------------------------------------------------------
 
+/// A path, as its words, and the line that names it.
+type Named = (Vec<String>, usize);
+
+/// Name in scope -> the path it stands for, and the line of its `use`.
+type Uses = BTreeMap<String, Named>;
+
 /// One module of a crate: its file, its code, and what its `use`s bring in.
 struct Module {
     file: PathBuf,
     code: Vec<char>,
-    /// Name in scope -> the absolute path (`crate::...`) it stands for,
-    /// with the line of its `use`.
-    uses: BTreeMap<String, (Vec<String>, usize)>,
-    /// Every path a `use` names (globs included), with its line.
-    used_paths: Vec<(Vec<String>, usize)>,
+    /// What each name its `use`s bring in stands for (made absolute when
+    /// spelled with `crate`, `super` or `self`).
+    uses: Uses,
+    /// Every path a `use` names (globs included).
+    used_paths: Vec<Named>,
 }
 
 /// The modules of the crate whose root (`lib.rs`, or else `main.rs`) is
@@ -391,14 +396,7 @@ fn absolute(module: &str, path: &[String]) -> Vec<String> {
 /// Reads the `use` declarations out of `code` (and blanks them, so their
 /// braces are not read again as paths): the names they bring in and every
 /// path they name.
-#[allow(clippy::type_complexity)]
-fn read_uses(
-    code: &mut [char],
-    module: &str,
-) -> (
-    BTreeMap<String, (Vec<String>, usize)>,
-    Vec<(Vec<String>, usize)>,
-) {
+fn read_uses(code: &mut [char], module: &str) -> (Uses, Vec<Named>) {
     let mut uses = BTreeMap::new();
     let mut paths = Vec::new();
     let mut i = 0;
@@ -490,7 +488,7 @@ fn expand_use(tree: &str) -> Vec<(Vec<String>, Option<String>)> {
 
 /// Every path written in `code` (`use`s already blanked) with its line:
 /// a run of words joined by `::` that does not itself follow a `::`.
-fn code_paths(code: &[char]) -> Vec<(Vec<String>, usize)> {
+fn code_paths(code: &[char]) -> Vec<Named> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < code.len() {
