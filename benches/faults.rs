@@ -1,5 +1,5 @@
 //! The fault and soak harness, against the real binary on
-//! loopback: slowloris, churn, half-open peers, output floods, a lossy
+//! loopback: slowloris, churn, half-open peers, descriptors run out, output floods, a lossy
 //! slow link through an in-repo proxy, and a soak of churn plus publishing.
 //! Each run prints its figures and panics on a lost client, a leak or a
 //! crash, so a failure fails the command.
@@ -62,6 +62,7 @@ fn main() {
     slowloris(&plan);
     churn(&plan);
     half_open();
+    descriptors_out();
     floods();
     lossy_link(&plan);
     soak(&plan);
@@ -250,6 +251,78 @@ fn half_open() {
         format!(
             "{n} subscribers of a SIGSTOPped process, ping interval 500 ms: all closed {:.2} s after the stop",
             took.as_secs_f64()
+        ),
+    );
+}
+
+// ----- descriptors run out -----
+
+/// From /proc: the loop thread's (the binary's main thread) CPU time in
+/// ticks of 10 ms and the times it blocked (voluntary context switches).
+fn loop_thread(pid: u32) -> (u64, u64) {
+    let path = format!("/proc/{pid}/task/{pid}");
+    let stat = std::fs::read_to_string(format!("{path}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("{path}/status")).unwrap();
+    let switches = status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (ticks, switches)
+}
+
+/// A server at its descriptor limit (40) with connections still coming:
+/// what the loop costs while it waits for descriptors to free up (the
+/// figures `tests/limits.rs` once held to a wall-clock bound).
+fn descriptors_out() {
+    let server = Binary::start_with(&[], |c| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            c.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 40,
+                    rlim_max: 40,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let held: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    wait_until("the server to run out", || {
+        server
+            .log
+            .lock()
+            .unwrap()
+            .contains("out of file descriptors")
+    });
+    let pid = server.child.id();
+    let (ticks, switches) = loop_thread(pid);
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let (ticks_after, switches_after) = loop_thread(pid);
+    let seconds = window.elapsed().as_secs_f64();
+    drop(held);
+    row(
+        "descriptors out",
+        format!(
+            "at a limit of 40 with 60 peers: the loop used {:.1}% of a core and woke {:.0} times a second",
+            (ticks_after - ticks) as f64 / 100.0 / seconds * 100.0,
+            (switches_after - switches) as f64 / seconds
         ),
     );
 }

@@ -16,8 +16,9 @@
 //!   `cluster` (what the loop remembers of the link to Redis), `accept`
 //!   (the connection limits), `conn` (a connection's state, its lifecycle
 //!   enum and close cause), `queue` (the per-connection output queue,
-//!   with snapshot conflation), `endpoints` (what each HTTP request asks
-//!   the loop to do), `access` (hosts, origins and tokens), `stats` and
+//!   with snapshot conflation), `sock` (`send`/`sendmsg` on a socket),
+//!   `endpoints` (what each HTTP request asks the loop to do), `access`
+//!   (hosts, origins and tokens), `stats` and
 //!   `metrics` (counters, the stats log line, `/metrics`); and, public,
 //!   [`server::jwt`] (signed tokens: the verifier, what a token grants,
 //!   and `statecast token`'s minting).

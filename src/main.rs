@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Help) => {
-            print!("{}", config::options::help());
+            print!("{}", config::help::help());
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use statecast::providers::agents::{AgentsConfig, spawn};
@@ -63,14 +63,12 @@ fn state_of(server: &TestServer, topic: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// Reads the subscriber's next message and checks it arrived within one
-/// scan interval plus a margin for a loaded machine.
+/// The subscriber's next message: it must come within the socket's read
+/// timeout, the kit's `DEADLINE`, many scan intervals even on a loaded
+/// machine. How soon it comes is measured in `benches/providers.rs`.
 #[track_caller]
-fn next_within(ws: &mut std::net::TcpStream, since: Instant) -> Value {
-    let message = read_data_frame(ws).json();
-    let took = since.elapsed();
-    assert!(took < SCAN + Duration::from_millis(500), "took {took:?}");
-    message
+fn next_message(ws: &mut std::net::TcpStream) -> Value {
+    read_data_frame(ws).json()
 }
 
 /// A new state file reaches its subscriber, and `workflows` lists it with
@@ -92,9 +90,8 @@ fn new_state_file_is_published_and_derived() {
     // Created last, so the newest: the phase is still build.
     fs::create_dir_all(dir.0.join("a1b2c3d4/adw_plan_iso")).unwrap();
     let state = json!({"adw_id":"a1b2c3d4","issue_number":"142","branch_name":"feat-142"});
-    let written = Instant::now();
     write_state(&dir.0, "a1b2c3d4", &state);
-    let message = next_within(&mut ws, written);
+    let message = next_message(&mut ws);
     assert_eq!(message["adw_id"], "a1b2c3d4");
     assert_eq!(message["data"], state);
     check_message("adw-state/a1b2c3d4", &message);
@@ -202,9 +199,8 @@ fn partial_write_keeps_last_good_state() {
             .is_some_and(|e| e.contains("feed01"))
     });
     assert_eq!(state_of(&server, "adw-state/feed01")["seq"], 1);
-    let completed = Instant::now();
     fs::write(&path, r#"{"adw_id":"feed01","step":2}"#).unwrap();
-    let message = next_within(&mut ws, completed);
+    let message = next_message(&mut ws);
     assert_eq!(message["data"]["step"], 2);
     assert_eq!(message["seq"], 2);
 }
@@ -222,9 +218,8 @@ fn atomic_rename_is_picked_up() {
     read_data_frame(&mut ws);
     let tmp = dir.0.join("cafe02/.adw_state.json.tmp");
     fs::write(&tmp, r#"{"v":2}"#).unwrap();
-    let renamed = Instant::now();
     fs::rename(&tmp, dir.0.join("cafe02/adw_state.json")).unwrap();
-    assert_eq!(next_within(&mut ws, renamed)["data"]["v"], 2);
+    assert_eq!(next_message(&mut ws)["data"]["v"], 2);
 }
 
 /// A workflow directory that disappears sends its panel back to its
@@ -239,12 +234,8 @@ fn deletion_publishes_empty_state() {
     });
     let mut ws = server.subscribe("adw-state/dead03");
     read_data_frame(&mut ws);
-    let removed = Instant::now();
     fs::remove_dir_all(dir.0.join("dead03")).unwrap();
-    assert_eq!(
-        next_within(&mut ws, removed)["data"],
-        json!({"adw_id": "dead03"})
-    );
+    assert_eq!(next_message(&mut ws)["data"], json!({"adw_id": "dead03"}));
     wait_until("workflows to drop it", || {
         state_of(&server, "workflows")["data"] == json!([])
     });
@@ -264,7 +255,6 @@ fn burst_of_200_workflows() {
             ws
         })
         .collect();
-    let written = Instant::now();
     for (i, id) in ids.iter().enumerate() {
         write_state(
             &dir.0,
@@ -276,8 +266,6 @@ fn burst_of_200_workflows() {
         let message = read_data_frame(ws).json();
         assert_eq!(message["data"]["adw_id"], *id);
     }
-    let took = written.elapsed();
-    assert!(took < SCAN * 2 + Duration::from_secs(1), "took {took:?}");
     wait_until("workflows to list all 200", || {
         state_of(&server, "workflows")["data"]
             .as_array()

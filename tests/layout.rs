@@ -1,188 +1,1080 @@
-//! The shape of `src/`: no file imports one that imports it back, however
-//! far round (`use crate::...`, `super::...`, and a `mod.rs` using its own
-//! files), and no function runs past 80 lines. Test modules are left out.
+//! The shape of `src/`: no module names one that names it back, however far
+//! round (through `use` trees and through paths written in code:
+//! `crate::a::b`, `super::x`, `self::x`, a `mod.rs` naming its own files,
+//! and names brought in by a `use`), and no function of any kind (`const`,
+//! `async`, `unsafe`, `extern "C"`, any visibility) runs past 80 lines.
+//! Test code (`#[cfg(test)]` items, the test module above all) is left out,
+//! item by item, so production code after a test-only item is still read.
+//!
+//! The checks are functions over a source tree, so each is also run over
+//! planted trees below and seen to catch what it is for.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            // The load generator is a binary of its own.
-            if !path.ends_with("bin") {
-                rust_files(&path, out);
+/// The longest a function may be, counted from its `fn` line to its
+/// closing brace.
+const MAX_FN_LINES: usize = 80;
+
+// ---------------------------------------------------------------------
+// Reading a file: comments and literals out, test items out, lines kept.
+// ---------------------------------------------------------------------
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// The code of `text` with comments and the insides of string and char
+/// literals blanked to spaces, newlines kept, so every offset keeps its
+/// line and a `"}"` or `// crate::x` cannot be mistaken for code.
+fn strip_comments_and_literals(text: &str) -> Vec<char> {
+    let src: Vec<char> = text.chars().collect();
+    let mut out = src.clone();
+    let blank = |out: &mut Vec<char>, from: usize, to: usize| {
+        for c in out.iter_mut().take(to).skip(from) {
+            if *c != '\n' {
+                *c = ' ';
             }
+        }
+    };
+    let at = |i: usize| src.get(i).copied().unwrap_or('\0');
+    let mut i = 0;
+    while i < src.len() {
+        let c = src[i];
+        let after_ident = i > 0 && is_ident(src[i - 1]);
+        if c == '/' && at(i + 1) == '/' {
+            let end = (i..src.len())
+                .find(|&j| src[j] == '\n')
+                .unwrap_or(src.len());
+            blank(&mut out, i, end);
+            i = end;
+        } else if c == '/' && at(i + 1) == '*' {
+            let (mut depth, mut j) = (0usize, i);
+            while j < src.len() {
+                if src[j] == '/' && at(j + 1) == '*' {
+                    depth += 1;
+                    j += 2;
+                } else if src[j] == '*' && at(j + 1) == '/' {
+                    depth -= 1;
+                    j += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    j += 1;
+                }
+            }
+            blank(&mut out, i, j);
+            i = j;
+        } else if !after_ident
+            && (c == 'r' || (c == 'b' && at(i + 1) == 'r'))
+            && matches!(at(i + 1 + usize::from(c == 'b')), '"' | '#')
+        {
+            // A raw string: r"..", r#".."#, br#".."#.
+            let mut j = i + 1 + usize::from(c == 'b');
+            let hashes = (j..src.len()).take_while(|&k| src[k] == '#').count();
+            j += hashes;
+            if at(j) != '"' {
+                i += 1;
+                continue;
+            }
+            let body = j + 1;
+            let mut k = body;
+            while k < src.len() {
+                if src[k] == '"' && (1..=hashes).all(|h| at(k + h) == '#') {
+                    break;
+                }
+                k += 1;
+            }
+            blank(&mut out, body, k);
+            i = k + 1 + hashes;
+        } else if c == '"' {
+            let mut k = i + 1;
+            while k < src.len() && src[k] != '"' {
+                k += if src[k] == '\\' { 2 } else { 1 };
+            }
+            blank(&mut out, i + 1, k.min(src.len()));
+            i = k + 1;
+        } else if c == '\'' {
+            // A char literal ('x', '\n', '\u{1F600}'), or else a lifetime.
+            let end = if at(i + 1) == '\\' {
+                (i + 2..src.len()).find(|&k| src[k] == '\'')
+            } else if at(i + 2) == '\'' {
+                Some(i + 2)
+            } else {
+                None
+            };
+            match end {
+                Some(end) => {
+                    blank(&mut out, i + 1, end);
+                    i = end + 1;
+                }
+                None => i += 1,
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn skip_space(code: &[char], mut i: usize) -> usize {
+    while i < code.len() && code[i].is_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+/// The word starting at `i`, if an identifier starts there.
+fn word_at(code: &[char], i: usize) -> Option<String> {
+    if i > 0 && is_ident(code[i - 1]) {
+        return None;
+    }
+    let end = (i..code.len())
+        .find(|&k| !is_ident(code[k]))
+        .unwrap_or(code.len());
+    (end > i).then(|| code[i..end].iter().collect())
+}
+
+/// The end (exclusive) of the item or statement starting at `i`: a `;` or
+/// `,` at its own depth, a brace block at its own depth (with its `else`s),
+/// or the brace that closes what encloses it.
+fn item_end(code: &[char], start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < code.len() {
+        match code[i] {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' if depth == 0 => return i,
+            ')' | ']' => depth -= 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    let next = skip_space(code, i + 1);
+                    if word_at(code, next).as_deref() != Some("else") {
+                        return i + 1;
+                    }
+                }
+            }
+            ';' | ',' if depth == 0 => return i + 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    code.len()
+}
+
+/// Blanks every `#[cfg(test)]` item (the attribute, any attributes after
+/// it, and the item), so the test module and test-only items anywhere in
+/// the file are left out and the code after them is still read.
+fn strip_test_items(code: &mut [char]) {
+    const ATTR: &str = "#[cfg(test)]";
+    let attr: Vec<char> = ATTR.chars().collect();
+    let mut i = 0;
+    while i + attr.len() <= code.len() {
+        if code[i..i + attr.len()] != attr[..] {
+            i += 1;
+            continue;
+        }
+        let mut j = skip_space(code, i + attr.len());
+        // Further attributes on the same item.
+        while code.get(j) == Some(&'#') {
+            let close = item_end(code, j + 1);
+            j = skip_space(code, close.max(j + 1));
+        }
+        let end = item_end(code, j);
+        for c in &mut code[i..end] {
+            if *c != '\n' {
+                *c = ' ';
+            }
+        }
+        i = end.max(i + 1);
+    }
+}
+
+/// A file's production code: comments, literals and test items blanked,
+/// every line where it was.
+fn production_code(file: &Path) -> Vec<char> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut code = strip_comments_and_literals(&text);
+    strip_test_items(&mut code);
+    code
+}
+
+fn line_of(code: &[char], at: usize) -> usize {
+    code[..at].iter().filter(|&&c| c == '\n').count() + 1
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            rust_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
             out.push(path);
         }
     }
 }
 
-/// `crate::server::conn` for `src/server/conn.rs`, `crate::server` for its
-/// `mod.rs`, `crate` for `lib.rs` and `main.rs`.
-fn module_of(src: &Path, file: &Path) -> String {
-    let rel = file.strip_prefix(src).unwrap().with_extension("");
-    let mut parts: Vec<String> = rel
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    if parts.last().is_some_and(|p| p == "mod") {
-        parts.pop();
-    }
-    if parts == ["lib"] || parts == ["main"] {
-        parts.clear();
-    }
-    std::iter::once("crate".to_owned())
-        .chain(parts)
-        .collect::<Vec<_>>()
-        .join("::")
-}
+// ---------------------------------------------------------------------
+// Functions
+// ---------------------------------------------------------------------
 
-/// The code of a file without its test module and its comments.
-fn code(file: &Path) -> String {
-    let text = std::fs::read_to_string(file).unwrap();
-    let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-    text.lines()
-        .map(|l| l.split("//").next().unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Paths like `crate::a::b` or `super::x` named in `code`, as words.
-fn paths<'a>(code: &'a str, root: &str) -> Vec<Vec<&'a str>> {
-    let pattern = format!("{root}::");
-    code.match_indices(&pattern)
-        .map(|(at, _)| {
-            let rest = &code[at..];
-            let end = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-                .unwrap_or(rest.len());
-            rest[..end].split("::").filter(|p| !p.is_empty()).collect()
-        })
-        .collect()
-}
-
-fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+/// Every function body in `root` (all its files, the binaries' too) over
+/// `MAX_FN_LINES`, as `file:line: fn name is N lines`.
+fn long_functions(root: &Path) -> Vec<String> {
     let mut files = Vec::new();
-    rust_files(src, &mut files);
-    let modules: BTreeMap<String, PathBuf> = files
-        .iter()
-        .map(|f| (module_of(src, f), f.clone()))
-        .collect();
-    let mut edges = BTreeMap::new();
-    for (module, file) in &modules {
-        let code = code(file);
-        let is_mod = file.ends_with("mod.rs") || file.ends_with("lib.rs");
-        let parent = module
-            .rsplit_once("::")
-            .map_or("crate", |(p, _)| p)
-            .to_owned();
-        // Every path named, as the module words it starts with.
-        let mut named: Vec<Vec<String>> = paths(&code, "crate")
-            .into_iter()
-            .map(|w| w.iter().map(|p| p.to_string()).collect())
-            .collect();
-        for words in paths(&code, "super") {
-            let mut full: Vec<String> = parent.split("::").map(str::to_owned).collect();
-            full.extend(words[1..].iter().map(|p| p.to_string()));
-            // `super::Item` resolves to the parent itself, below.
-            named.push(full);
+    rust_files(root, &mut files);
+    let mut long = Vec::new();
+    for file in files {
+        let code = production_code(&file);
+        for start in 0..code.len() {
+            if word_at(&code, start).as_deref() != Some("fn") {
+                continue;
+            }
+            // `fn NAME`: any qualifiers before it are the same fn; `fn(`
+            // is a pointer type.
+            let at = skip_space(&code, start + 2);
+            let name = if code[at..].starts_with(&['r', '#']) {
+                word_at(&code, at + 2)
+            } else {
+                word_at(&code, at)
+            };
+            let Some(name) = name else { continue };
+            let Some(close) = body_end(&code, at + name.len()) else {
+                continue;
+            };
+            let first = line_of(&code, start);
+            let lines = line_of(&code, close) - first + 1;
+            if lines > MAX_FN_LINES {
+                long.push(format!(
+                    "{}:{first}: fn {name} is {lines} lines",
+                    file.display()
+                ));
+            }
         }
-        if is_mod {
-            for line in code.lines() {
-                let line = line
-                    .trim()
-                    .trim_start_matches("pub ")
-                    .trim_start_matches("pub(crate) ");
-                if let Some(rest) = line.strip_prefix("use ") {
-                    let first = rest.split("::").next().unwrap_or_default();
-                    named.push(vec![module.clone(), first.to_owned()]);
+    }
+    long
+}
+
+/// Where the body of a function whose signature goes on from `i` closes;
+/// `None` for a declaration without one (`;`).
+fn body_end(code: &[char], mut i: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    while i < code.len() {
+        match code[i] {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth = depth.saturating_sub(1),
+            ';' if depth == 0 => return None,
+            '{' if depth == 0 => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    let open = i;
+    let mut depth = 0usize;
+    for (k, c) in code.iter().enumerate().skip(open) {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(k);
                 }
             }
+            _ => {}
         }
-        let mut deps = BTreeSet::new();
-        for words in named {
-            let words: Vec<&str> = words.iter().flat_map(|w| w.split("::")).collect();
-            if let Some(found) = (2..=words.len())
-                .rev()
-                .map(|n| words[..n].join("::"))
-                .find(|c| modules.contains_key(c))
-            {
-                deps.insert(found);
-            } else if words.len() == 1 && words[0] == "crate" {
-                deps.insert("crate".to_owned());
-            }
-        }
-        deps.remove(module);
-        edges.insert(module.clone(), deps);
     }
-    edges
+    None
 }
 
-#[test]
-fn no_file_imports_one_that_imports_it_back() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let edges = imports(&src);
-    assert!(edges.len() > 20, "read {} modules", edges.len());
-    // Depth-first: a module reached again on the path it started is a cycle.
-    fn walk(
-        edges: &BTreeMap<String, BTreeSet<String>>,
-        path: &mut Vec<String>,
-        cycles: &mut Vec<String>,
-    ) {
-        let Some(last) = path.last().cloned() else {
+// ---------------------------------------------------------------------
+// The module graph
+// ---------------------------------------------------------------------
+
+/// A path, as its words, and the line that names it.
+type Named = (Vec<String>, usize);
+
+/// Name in scope -> the path it stands for, and the line of its `use`.
+type Uses = BTreeMap<String, Named>;
+
+/// One module of a crate: its file, its code, and what its `use`s bring in.
+struct Module {
+    file: PathBuf,
+    code: Vec<char>,
+    /// What each name its `use`s bring in stands for (made absolute when
+    /// spelled with `crate`, `super` or `self`).
+    uses: Uses,
+    /// Every path a `use` names (globs included).
+    used_paths: Vec<Named>,
+}
+
+/// The modules of the crate whose root (`lib.rs`, or else `main.rs`) is
+/// in `dir`, by path: `crate`, `crate::server`, `crate::server::conn`.
+/// Binaries under `bin/` and a `main.rs` beside a `lib.rs` are crates of
+/// their own.
+fn modules(dir: &Path) -> BTreeMap<String, Module> {
+    let root = if dir.join("lib.rs").exists() {
+        "lib"
+    } else {
+        "main"
+    };
+    let mut files = Vec::new();
+    rust_files(dir, &mut files);
+    let mut modules = BTreeMap::new();
+    for file in files {
+        let rel = file.strip_prefix(dir).unwrap().with_extension("");
+        let mut parts: Vec<String> = rel
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if parts.first().is_some_and(|p| p == "bin") {
+            continue;
+        }
+        if parts.len() == 1 && (parts[0] == "lib" || parts[0] == "main") && parts[0] != root {
+            continue;
+        }
+        if parts.last().is_some_and(|p| p == "mod") || parts == [root] {
+            parts.pop();
+        }
+        let name = std::iter::once("crate".to_owned())
+            .chain(parts)
+            .collect::<Vec<_>>()
+            .join("::");
+        let code = production_code(&file);
+        modules.insert(
+            name,
+            Module {
+                file,
+                code,
+                uses: BTreeMap::new(),
+                used_paths: Vec::new(),
+            },
+        );
+    }
+    let names: Vec<String> = modules.keys().cloned().collect();
+    for name in names {
+        let module = modules.get_mut(&name).unwrap();
+        let (uses, used_paths) = read_uses(&mut module.code, &name);
+        module.uses = uses;
+        module.used_paths = used_paths;
+    }
+    modules
+}
+
+/// `path` made absolute from inside `module`: `crate`, `super` and `self`
+/// worked out; a first word that is neither is kept relative (a child
+/// module, a name a `use` brought in, or another crate).
+fn absolute(module: &str, path: &[String]) -> Vec<String> {
+    let mut base: Vec<String> = module.split("::").map(str::to_owned).collect();
+    let mut words = path.iter().peekable();
+    match words.peek().map(|w| w.as_str()) {
+        Some("crate" | "$crate") => {
+            words.next();
+            base = vec!["crate".to_owned()];
+        }
+        Some("self") => {
+            words.next();
+        }
+        Some("super") => {
+            while words.peek().is_some_and(|w| *w == "super") {
+                words.next();
+                base.pop();
+            }
+        }
+        _ => return path.to_vec(),
+    }
+    base.extend(words.cloned());
+    base
+}
+
+/// Reads the `use` declarations out of `code` (and blanks them, so their
+/// braces are not read again as paths): the names they bring in and every
+/// path they name.
+fn read_uses(code: &mut [char], module: &str) -> (Uses, Vec<Named>) {
+    let mut uses = BTreeMap::new();
+    let mut paths = Vec::new();
+    let mut i = 0;
+    while i < code.len() {
+        if word_at(code, i).as_deref() != Some("use") {
+            i += 1;
+            continue;
+        }
+        let line = line_of(code, i);
+        let end = (i..code.len())
+            .find(|&k| code[k] == ';')
+            .unwrap_or(code.len());
+        let tree: String = code[i + 3..end].iter().collect();
+        let tree = tree.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (path, alias) in expand_use(&tree) {
+            let path = absolute(module, &path);
+            if let Some(alias) = alias {
+                uses.insert(alias, (path.clone(), line));
+            }
+            paths.push((path, line));
+        }
+        for c in &mut code[i..end] {
+            if *c != '\n' {
+                *c = ' ';
+            }
+        }
+        i = end;
+    }
+    (uses, paths)
+}
+
+/// A `use` tree as paths and the name each brings in: `a::{self, b::C as
+/// D, e::*}` is `a` as `a`, `a::b::C` as `D`, and `a::e` (a glob: no name).
+fn expand_use(tree: &str) -> Vec<(Vec<String>, Option<String>)> {
+    fn split_top(s: &str) -> Vec<&str> {
+        let (mut depth, mut from, mut out) = (0, 0, Vec::new());
+        for (k, c) in s.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.push(s[from..k].trim());
+                    from = k + 1;
+                }
+                _ => {}
+            }
+        }
+        out.push(s[from..].trim());
+        out.into_iter().filter(|p| !p.is_empty()).collect()
+    }
+    fn words(s: &str) -> impl Iterator<Item = String> + '_ {
+        s.split("::")
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+    }
+    fn walk(prefix: &[String], tree: &str, out: &mut Vec<(Vec<String>, Option<String>)>) {
+        let mut path = prefix.to_vec();
+        if let Some(open) = tree.find('{') {
+            path.extend(words(&tree[..open]));
+            let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+            for part in split_top(inner) {
+                walk(&path, part, out);
+            }
             return;
+        }
+        let (tree, alias) = match tree.split_once(" as ") {
+            Some((tree, alias)) => (tree, Some(alias.trim().to_owned())),
+            None => (tree, None),
         };
-        for next in edges.get(&last).into_iter().flatten() {
-            if next == &path[0] {
-                cycles.push(format!("{} -> {next}", path.join(" -> ")));
-            } else if !path.contains(next) && path.len() < 6 {
-                path.push(next.clone());
-                walk(edges, path, cycles);
-                path.pop();
+        path.extend(words(tree));
+        if path.last().is_some_and(|w| w == "*") {
+            path.pop();
+            out.push((path, None));
+            return;
+        }
+        if path.last().is_some_and(|w| w == "self") {
+            path.pop();
+        }
+        let name = alias.or_else(|| path.last().cloned());
+        out.push((path, name.filter(|n| n != "_")));
+    }
+    let mut out = Vec::new();
+    for part in split_top(tree) {
+        walk(&[], part, &mut out);
+    }
+    out
+}
+
+/// Every path written in `code` (`use`s already blanked) with its line:
+/// a run of words joined by `::` that does not itself follow a `::`.
+fn code_paths(code: &[char]) -> Vec<Named> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < code.len() {
+        let starts = (code[i] == '$' && code.get(i + 1).is_some_and(|&c| is_ident(c)))
+            || (is_ident(code[i]) && (i == 0 || !(is_ident(code[i - 1]) || code[i - 1] == '$')));
+        let follows_path = {
+            let mut k = i;
+            while k > 0 && code[k - 1].is_whitespace() {
+                k -= 1;
+            }
+            k >= 2 && code[k - 1] == ':' && code[k - 2] == ':'
+        };
+        if !starts || follows_path {
+            i += 1;
+            continue;
+        }
+        let from = i;
+        let mut words = Vec::new();
+        loop {
+            let begin = if code[i] == '$' { i + 1 } else { i };
+            let end = (begin..code.len())
+                .find(|&k| !is_ident(code[k]))
+                .unwrap_or(code.len());
+            words.push(code[i..end].iter().collect::<String>());
+            let next = skip_space(code, end);
+            let more = code.get(next) == Some(&':') && code.get(next + 1) == Some(&':');
+            let after = skip_space(code, next + 2);
+            i = end;
+            if !(more && code.get(after).is_some_and(|&c| is_ident(c) || c == '$')) {
+                break;
+            }
+            i = after;
+        }
+        if words.len() > 1 {
+            out.push((words, line_of(code, from)));
+        }
+    }
+    out
+}
+
+/// The module a path (absolute from `module`, or relative) lands in,
+/// following `use`s and re-exports, so `crate::Config` lands where
+/// `Config` is defined and not on the root that re-exports it. `None` for
+/// another crate's path or a name that is not a module's.
+fn resolve(
+    modules: &BTreeMap<String, Module>,
+    module: &str,
+    path: &[String],
+    hops: usize,
+) -> Option<String> {
+    let hops = hops.checked_sub(1)?;
+    let mut path = absolute(module, path);
+    if path.first()? != "crate" {
+        // Relative: a child of this module, or a name a `use` brought in.
+        if modules.contains_key(&format!("{module}::{}", path[0])) {
+            path = module.split("::").map(str::to_owned).chain(path).collect();
+        } else {
+            let (target, _) = modules.get(module)?.uses.get(&path[0])?;
+            let full: Vec<String> = target.iter().chain(&path[1..]).cloned().collect();
+            return resolve(modules, module, &full, hops);
+        }
+    }
+    // The longest prefix that is a module, then on through its `use`s.
+    let (n, found) = (1..=path.len()).rev().find_map(|n| {
+        let name = path[..n].join("::");
+        modules.contains_key(&name).then_some((n, name))
+    })?;
+    if let Some(next) = path.get(n)
+        && let Some((target, _)) = modules[&found].uses.get(next)
+    {
+        let full: Vec<String> = target.iter().chain(&path[n + 1..]).cloned().collect();
+        if let Some(through) = resolve(modules, &found, &full, hops) {
+            return Some(through);
+        }
+    }
+    Some(found)
+}
+
+/// Which module names which: `from -> to -> the first line of from that
+/// names to`. Names a module gives itself are left out.
+fn imports(
+    dir: &Path,
+) -> (
+    BTreeMap<String, Module>,
+    BTreeMap<String, BTreeMap<String, usize>>,
+) {
+    let modules = modules(dir);
+    let mut edges = BTreeMap::new();
+    for (name, module) in &modules {
+        let mut deps: BTreeMap<String, usize> = BTreeMap::new();
+        let named = module
+            .used_paths
+            .iter()
+            .cloned()
+            .chain(code_paths(&module.code));
+        for (path, line) in named {
+            if let Some(to) = resolve(&modules, name, &path, 8)
+                && to != *name
+            {
+                let first = deps.entry(to).or_insert(line);
+                *first = (*first).min(line);
+            }
+        }
+        edges.insert(name.clone(), deps);
+    }
+    (modules, edges)
+}
+
+/// Every import cycle in the crate rooted in `dir`, one per strongly
+/// connected set of modules (Tarjan), each written as its shortest cycle
+/// with the file and line where each module names the next.
+fn import_cycles(dir: &Path) -> Vec<String> {
+    let (modules, edges) = imports(dir);
+    let mut cycles = Vec::new();
+    for set in strongly_connected(&edges) {
+        if set.len() < 2 {
+            continue;
+        }
+        let start = set.iter().next().unwrap().clone();
+        let cycle = shortest_cycle(&edges, &set, &start);
+        let mut text = format!(
+            "{} modules name each other: {}\n",
+            set.len(),
+            set.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+        for pair in cycle.windows(2) {
+            let line = edges[&pair[0]][&pair[1]];
+            let _ = writeln!(
+                text,
+                "    {}:{line}: {} names {}",
+                modules[&pair[0]].file.display(),
+                pair[0],
+                pair[1]
+            );
+        }
+        cycles.push(text);
+    }
+    cycles
+}
+
+/// Tarjan's strongly connected components.
+fn strongly_connected(edges: &BTreeMap<String, BTreeMap<String, usize>>) -> Vec<BTreeSet<String>> {
+    struct State<'a> {
+        edges: &'a BTreeMap<String, BTreeMap<String, usize>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on_stack: BTreeSet<&'a str>,
+        sets: Vec<BTreeSet<String>>,
+    }
+    fn visit<'a>(s: &mut State<'a>, v: &'a str) {
+        let n = s.index.len();
+        s.index.insert(v, n);
+        s.low.insert(v, n);
+        s.stack.push(v);
+        s.on_stack.insert(v);
+        for w in s.edges.get(v).into_iter().flat_map(|d| d.keys()) {
+            if !s.edges.contains_key(w) {
+                continue;
+            }
+            if !s.index.contains_key(w.as_str()) {
+                visit(s, w);
+                let low = s.low[v].min(s.low[w.as_str()]);
+                s.low.insert(v, low);
+            } else if s.on_stack.contains(w.as_str()) {
+                let low = s.low[v].min(s.index[w.as_str()]);
+                s.low.insert(v, low);
+            }
+        }
+        if s.low[v] == s.index[v] {
+            let mut set = BTreeSet::new();
+            while let Some(w) = s.stack.pop() {
+                s.on_stack.remove(w);
+                set.insert(w.to_owned());
+                if w == v {
+                    break;
+                }
+            }
+            s.sets.push(set);
+        }
+    }
+    let mut s = State {
+        edges,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        sets: Vec::new(),
+    };
+    for v in edges.keys() {
+        if !s.index.contains_key(v.as_str()) {
+            visit(&mut s, v);
+        }
+    }
+    s.sets
+}
+
+/// The shortest way from `start` back to itself inside `set` (breadth
+/// first), as the modules on it, `start` at both ends.
+fn shortest_cycle(
+    edges: &BTreeMap<String, BTreeMap<String, usize>>,
+    set: &BTreeSet<String>,
+    start: &str,
+) -> Vec<String> {
+    let mut came_from: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut queue = VecDeque::from([start]);
+    while let Some(v) = queue.pop_front() {
+        for w in edges[v].keys().filter(|w| set.contains(*w)) {
+            if w == start {
+                let mut cycle = vec![start.to_owned(), v.to_owned()];
+                let mut at = v;
+                while let Some(prev) = came_from.get(at) {
+                    cycle.push((*prev).to_owned());
+                    at = prev;
+                }
+                if at != start {
+                    cycle.push(start.to_owned());
+                }
+                cycle.reverse();
+                return cycle;
+            }
+            if !came_from.contains_key(w.as_str()) {
+                came_from.insert(w, v);
+                queue.push_back(w);
             }
         }
     }
-    let mut cycles = Vec::new();
-    for module in edges.keys() {
-        walk(&edges, &mut vec![module.clone()], &mut cycles);
-    }
+    vec![start.to_owned()]
+}
+
+// ---------------------------------------------------------------------
+// The checks over `src/`
+// ---------------------------------------------------------------------
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// The library, the server binary and the load generator have no import
+/// cycle of any length.
+#[test]
+fn no_module_names_one_that_names_it_back() {
+    let (modules, _) = imports(&src());
+    assert!(modules.len() > 20, "read {} modules", modules.len());
+    let mut cycles = import_cycles(&src());
+    cycles.extend(import_cycles(&src().join("bin/statecast-load")));
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
 }
 
+/// No function in `src/` (binaries included) runs past 80 lines.
 #[test]
 fn no_function_is_over_80_lines() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    rust_files(&src.join("bin"), &mut files);
-    let mut long = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
-            let trimmed = line.trim_start();
-            let is_fn = ["fn ", "pub fn ", "pub(crate) fn ", "pub(super) fn "]
-                .iter()
-                .any(|p| trimmed.starts_with(p));
-            if !is_fn || trimmed.ends_with(';') {
-                continue;
-            }
-            let indent = line.len() - trimmed.len();
-            let close = format!("{}}}", " ".repeat(indent));
-            let end = lines[i..]
-                .iter()
-                .position(|l| l.starts_with(&close) && l.trim() == "}")
-                .map_or(0, |n| n + 1);
-            if end > 80 {
-                long.push(format!("{}:{} ({end} lines)", file.display(), i + 1));
-            }
-        }
-    }
+    let long = long_functions(&src());
     assert!(
         long.is_empty(),
         "functions over 80 lines:\n{}",
         long.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------
+// The checks seen to catch what they are for, on planted trees
+// ---------------------------------------------------------------------
+
+/// A scratch source tree, removed on drop.
+struct Tree(PathBuf);
+
+impl Tree {
+    fn new(name: &str, files: &[(&str, &str)]) -> Tree {
+        let dir =
+            std::env::temp_dir().join(format!("statecast-layout-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, text) in files {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        Tree(dir)
+    }
+
+    /// `file:line` as a finding names it.
+    fn at(&self, file: &str, line: usize) -> String {
+        format!("{}:{line}:", self.0.join(file).display())
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A function of `lines` lines from its `fn` line to its closing brace.
+fn function(signature: &str, lines: usize) -> String {
+    let mut text = format!("{signature} {{\n");
+    for n in 0..lines - 2 {
+        let _ = writeln!(text, "    let _x{n} = {n};");
+    }
+    text.push_str("}\n");
+    text
+}
+
+/// Every kind of `fn` is measured: 81 lines is caught, naming its file and
+/// line, and 80 (the most allowed) is not.
+#[test]
+fn every_kind_of_fn_is_measured() {
+    let kinds = [
+        "fn plain()",
+        "pub fn public()",
+        "pub(crate) fn in_crate()",
+        "pub(super) fn in_super()",
+        "pub(in crate::a) fn in_path()",
+        "const fn constant()",
+        "pub const fn public_constant()",
+        "async fn later()",
+        "pub(crate) async fn later_in_crate()",
+        "unsafe fn raw()",
+        "pub unsafe fn public_raw()",
+        "const unsafe fn constant_raw()",
+        "extern \"C\" fn c_abi()",
+        "pub unsafe extern \"C\" fn public_c_abi()",
+        "fn r#match()",
+        "fn generic<T: Into<String>>(t: T) -> String where T: Clone",
+    ];
+    for kind in kinds {
+        for (lines, caught) in [(81, true), (80, false)] {
+            // Two lines of something else first, so the line is not 1.
+            let text = format!("//! A module.\n\n{}", function(kind, lines));
+            let tree = Tree::new("kinds", &[("lib.rs", "mod a;\n"), ("a.rs", &text)]);
+            let long = long_functions(&tree.0);
+            let expected = format!("{} fn ", tree.at("a.rs", 3));
+            assert_eq!(
+                long.iter()
+                    .any(|l| l.starts_with(&expected) && l.ends_with(&format!("is {lines} lines"))),
+                caught,
+                "{kind} of {lines} lines: {long:?}"
+            );
+            assert_eq!(long.len(), usize::from(caught), "{kind}: {long:?}");
+        }
+    }
+}
+
+/// A function inside an `impl`, a trait's default method and a nested
+/// function are measured too; a declaration without a body and a function
+/// pointer type are not functions to measure.
+#[test]
+fn functions_in_impls_traits_and_bodies_are_measured() {
+    let text = format!(
+        "struct S;\nimpl S {{\n{}}}\ntrait T {{\n    fn declared(&self);\n{}}}\nfn outer() {{\n    let _p: fn(u8) -> u8 = |x| x;\n{}}}\n",
+        function("    pub(crate) const fn method(&self)", 81),
+        function("    fn provided(&self)", 81),
+        function("    unsafe fn nested()", 81),
+    );
+    let tree = Tree::new("impls", &[("lib.rs", &text)]);
+    let long = long_functions(&tree.0);
+    let names: Vec<&str> = long.iter().map(|l| l.split(": ").nth(1).unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "fn method is 81 lines",
+            "fn provided is 81 lines",
+            "fn outer is 84 lines",
+            "fn nested is 81 lines"
+        ],
+        "{long:?}"
+    );
+    assert!(long[0].starts_with(&tree.at("lib.rs", 3)), "{long:?}");
+}
+
+/// Braces in strings, chars and comments do not end a function early, so
+/// one that runs past 80 lines behind them is still caught.
+#[test]
+fn braces_in_literals_and_comments_do_not_end_a_function() {
+    let mut body = String::from(
+        "fn tricky() {\n    let _a = \"}\";\n    let _b = '}';\n    let _c = r#\"}\"#;\n    // }\n    /* } */\n",
+    );
+    body.push_str(&function("    fn inner()", 10));
+    for n in 0..70 {
+        let _ = writeln!(body, "    let _y{n} = {n};");
+    }
+    body.push_str("}\n");
+    let tree = Tree::new("literals", &[("lib.rs", &body)]);
+    let long = long_functions(&tree.0);
+    assert_eq!(
+        long,
+        [format!("{} fn tricky is 87 lines", tree.at("lib.rs", 1))]
+    );
+}
+
+/// Test code is left out item by item: a long function after a
+/// `#[cfg(test)]` item (inside a function, or at the top) but before the
+/// test module is caught; the test module's own long function, and a
+/// test-only one, are not.
+#[test]
+fn code_after_a_test_only_item_is_still_measured() {
+    let text = format!(
+        "fn admit(x: u8) -> u8 {{\n    #[cfg(test)]\n    if x == 9 {{\n        panic!(\"{{\");\n    }}\n    x\n}}\n\n#[cfg(test)]\npub const PANIC: &str = \"/test/panic\";\n\n{}\n#[cfg(test)]\n{}\n#[cfg(test)]\n#[allow(clippy::panic)]\nmod tests {{\n{}}}\n",
+        function("pub fn after_the_test_item()", 81),
+        function("fn test_helper()", 90),
+        function("    fn long_test()", 100),
+    );
+    let tree = Tree::new("cfg-test", &[("lib.rs", &text)]);
+    let long = long_functions(&tree.0);
+    assert_eq!(
+        long,
+        [format!(
+            "{} fn after_the_test_item is 81 lines",
+            tree.at("lib.rs", 12)
+        )]
+    );
+}
+
+/// Seven modules in a ring of `use crate::...` lines are a cycle, reported
+/// with each file and the line that names the next; the same ring with one
+/// link gone is not.
+#[test]
+fn a_cycle_of_seven_files_is_found() {
+    let ring = |closed: bool| -> Vec<(String, String)> {
+        let mut files = vec![(
+            "lib.rs".to_owned(),
+            (1..=7)
+                .map(|n| format!("pub mod m{n};\n"))
+                .collect::<String>(),
+        )];
+        for n in 1..=7 {
+            let next = n % 7 + 1;
+            let import = if n < 7 || closed {
+                format!("use crate::m{next}::Item{next};\n")
+            } else {
+                String::new()
+            };
+            files.push((
+                format!("m{n}.rs"),
+                format!("//! Ring {n}.\n\n{import}pub struct Item{n};\n"),
+            ));
+        }
+        files
+    };
+    let plant = |name: &str, closed: bool| {
+        let files = ring(closed);
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        Tree::new(name, &files)
+    };
+    let tree = plant("ring", true);
+    let cycles = import_cycles(&tree.0);
+    assert_eq!(cycles.len(), 1, "{cycles:?}");
+    for n in 1..=7 {
+        let next = n % 7 + 1;
+        let line = format!(
+            "{} crate::m{n} names crate::m{next}",
+            tree.at(&format!("m{n}.rs"), 3)
+        );
+        assert!(
+            cycles[0].contains(&line),
+            "missing {line:?} in\n{}",
+            cycles[0]
+        );
+    }
+    let open = plant("chain", false);
+    assert_eq!(import_cycles(&open.0), Vec::<String>::new());
+}
+
+/// A cycle made by paths written in code, not in `use` lines, is found
+/// however each link is spelled: `crate::`, `super::`, `self::`, a
+/// `mod.rs` naming its own file, a name a `use` brought in
+/// (`use crate::config::{self}` then `config::options::find`), a
+/// re-export, and a `$crate` path in a macro.
+#[test]
+fn cycles_through_paths_in_code_are_found() {
+    let cases: [(&str, &[(&str, &str)]); 6] = [
+        (
+            "crate",
+            &[
+                ("lib.rs", "mod a;\nmod b;\n"),
+                ("a.rs", "pub fn f() {\n    crate::b::g();\n}\n"),
+                ("b.rs", "pub fn g() {\n    let _ = crate::a::f;\n}\n"),
+            ],
+        ),
+        (
+            "super-self",
+            &[
+                ("lib.rs", "mod m;\n"),
+                (
+                    "m/mod.rs",
+                    "mod a;\nmod b;\npub fn f() {\n    self::a::f();\n}\n",
+                ),
+                ("m/a.rs", "pub fn f() {\n    super::b::g();\n}\n"),
+                ("m/b.rs", "pub fn g() {\n    super::super::m::f();\n}\n"),
+            ],
+        ),
+        (
+            "own-file",
+            &[
+                ("lib.rs", "mod config;\n"),
+                (
+                    "config/mod.rs",
+                    "mod options;\npub struct Config;\npub fn help() -> usize {\n    options::ALL\n}\n",
+                ),
+                (
+                    "config/options.rs",
+                    "use super::Config;\npub const ALL: usize = 1;\n",
+                ),
+            ],
+        ),
+        (
+            "alias",
+            &[
+                ("lib.rs", "mod config;\n"),
+                ("config/mod.rs", "pub mod file;\npub mod options;\n"),
+                (
+                    "config/file.rs",
+                    "use crate::config::{self, file as _};\npub fn apply() {\n    config::options::find();\n}\npub fn render() {}\n",
+                ),
+                (
+                    "config/options.rs",
+                    "pub fn find() {}\npub fn help() {\n    super::file::render();\n}\n",
+                ),
+            ],
+        ),
+        (
+            "re-export",
+            &[
+                ("lib.rs", "mod a;\nmod b;\npub use a::Item as Thing;\n"),
+                (
+                    "a.rs",
+                    "pub struct Item;\npub fn f() {\n    crate::b::g();\n}\n",
+                ),
+                (
+                    "b.rs",
+                    "pub fn g() -> Option<crate::Thing> {\n    None\n}\n",
+                ),
+            ],
+        ),
+        (
+            "macro",
+            &[
+                ("lib.rs", "mod a;\nmod b;\n"),
+                (
+                    "a.rs",
+                    "pub fn f() {}\n#[macro_export]\nmacro_rules! m {\n    () => { $crate::b::g() };\n}\n",
+                ),
+                ("b.rs", "pub fn g() {\n    crate::a::f();\n}\n"),
+            ],
+        ),
+    ];
+    for (name, files) in cases {
+        let tree = Tree::new(name, files);
+        let cycles = import_cycles(&tree.0);
+        assert_eq!(cycles.len(), 1, "{name}: {cycles:?}");
+        assert!(
+            cycles[0].contains(&tree.0.display().to_string()),
+            "{name}: {cycles:?}"
+        );
+    }
+}
+
+/// What only looks like a link is not one: a path in a comment or a
+/// string, a child naming its parent's items that its parent never
+/// names back by code, another crate's path, and a `use` inside the test
+/// module.
+#[test]
+fn look_alikes_are_not_links() {
+    let tree = Tree::new(
+        "look-alikes",
+        &[
+            ("lib.rs", "pub mod a;\npub mod b;\npub struct Root;\n"),
+            (
+                "a.rs",
+                "// crate::b::g\npub fn f() -> &'static str {\n    let _ = std::fmt::Error;\n    \"crate::b::g\"\n}\n",
+            ),
+            (
+                "b.rs",
+                "use crate::a;\npub fn g() -> Option<crate::Root> {\n    a::f();\n    None\n}\n#[cfg(test)]\nmod tests {\n    use crate::b;\n}\n",
+            ),
+            ("c/mod.rs", "mod d;\npub struct C;\n"),
+            ("c/d.rs", "use super::C;\n"),
+        ],
+    );
+    assert_eq!(import_cycles(&tree.0), Vec::<String>::new());
+    let (_, edges) = imports(&tree.0);
+    assert_eq!(
+        edges["crate::b"].keys().collect::<Vec<_>>(),
+        ["crate", "crate::a"]
+    );
+    assert!(edges["crate::a"].is_empty(), "{edges:?}");
 }

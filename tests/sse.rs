@@ -166,3 +166,26 @@ fn shutdown_ends_streams() {
         "the stream ended only because the process did: {stat}"
     );
 }
+
+/// `/healthz` counts a stream as a subscription, beside a WebSocket, under
+/// `subscribed`, and `/metrics` gives the same count as its `subscribed`
+/// outcome.
+#[test]
+fn streams_and_sockets_are_both_counted_as_subscribed() {
+    let server = TestServer::start();
+    let mut stream = open(&server, "queue", "");
+    next(&mut stream);
+    let mut ws = server.subscribe("queue");
+    read_data_frame(&mut ws);
+    server.wait_health("both subscriptions counted", |h| {
+        h["counters"]["subscribed"] == 2
+    });
+    let (status, metrics) = server.request("GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("outcome=\"subscribed\"") && l.ends_with(" 2")),
+        "{metrics}"
+    );
+}

@@ -1,15 +1,16 @@
 //! The two threads of the link to Redis, and what they do when it fails.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::{Incoming, Link, NAME, Outgoing, Skip};
-use crate::publisher::{Publisher, set_status};
+use crate::publisher::{Outgoing, Publisher, Replicated as Incoming, Skip, set_status};
 use crate::topic::{Rules, TopicError};
 use crate::wire::json;
 
+/// The name the link's health is shown under.
+const NAME: &str = "redis";
 const SEQ_KEY: &str = "statecast:seq";
 const SNAPSHOTS_KEY: &str = "statecast:snapshots";
 const CHANNEL: &str = "statecast:publish";
@@ -57,7 +58,13 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Checks `url` and starts both threads; they stop when the loop has gone.
-pub(super) fn start(url: &str, publisher: Publisher, max_bytes: usize) -> Result<Link, String> {
+/// Gives the writer's end of the queue; `mod.rs` makes it the [`super::Link`],
+/// so this file does not name the one that names it.
+pub(super) fn start(
+    url: &str,
+    publisher: Publisher,
+    max_bytes: usize,
+) -> Result<SyncSender<Outgoing>, String> {
     let shown = crate::config::redacted_url(url);
     let client = redis::Client::open(url).map_err(|e| format!("--redis {shown}: {e}"))?;
     info!("redis: joining the nodes on {shown}");
@@ -80,7 +87,7 @@ pub(super) fn start(url: &str, publisher: Publisher, max_bytes: usize) -> Result
         .name("redis-subscriber".into())
         .spawn(move || subscriber(client, publisher, max_bytes))
         .map_err(|e| e.to_string())?;
-    Ok(Link { tx })
+    Ok(tx)
 }
 
 /// Reports the link's health, logging each change once.

@@ -30,9 +30,6 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use crate::publisher::Publisher;
 pub use crate::publisher::{Outgoing, Replicated as Incoming, Skip};
 
-/// The name the link's health is shown under.
-pub const NAME: &str = "redis";
-
 /// Starts the link to Redis at `url`: the writer and the subscriber.
 /// Values are held to `max_bytes` (`--max-publish-bytes`) both ways.
 #[cfg(feature = "redis")]
@@ -43,7 +40,7 @@ pub fn start(url: &str, publisher: Publisher, max_bytes: usize) -> Result<Link, 
                 .into(),
         );
     }
-    link::start(url, publisher, max_bytes)
+    link::start(url, publisher, max_bytes).map(|tx| Link { tx })
 }
 
 /// This build has no Redis client.

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod file;
+pub mod help;
 pub mod options;
 mod specs;
 mod values;
@@ -489,7 +490,7 @@ mod tests {
     /// keeps its text within 84 columns.
     #[test]
     fn help_lists_every_option() {
-        let help = options::help();
+        let help = help::help();
         for opt in options::ALL {
             assert!(help.contains(opt.flag), "{} missing from --help", opt.flag);
         }

@@ -10,25 +10,13 @@ pub mod agents;
 pub mod demo;
 pub mod exec;
 pub mod poll;
+mod provider;
 pub mod source;
 
-use std::io;
-use std::thread::JoinHandle;
+pub use provider::Provider;
 
 use crate::config::Config;
-use crate::publisher::Publisher;
 use crate::topic::adw;
-
-/// A thread that publishes into a server, and reports its health in
-/// `/healthz` through the publisher's registry.
-pub trait Provider: Send {
-    /// What it is, for the start line: `poll queue <- http://...`.
-    fn describe(&self) -> String;
-
-    /// Starts its thread; it publishes through `publisher` until the
-    /// server stops.
-    fn start(self: Box<Self>, publisher: Publisher) -> io::Result<JoinHandle<()>>;
-}
 
 /// Every provider `config` asks for, each from its own section of it.
 pub fn configured(config: &Config) -> Vec<Box<dyn Provider>> {

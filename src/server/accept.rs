@@ -12,7 +12,7 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-use crate::server::conn::Conn;
+use crate::server::conn::{Conn, would_block};
 use crate::server::conns::{Conns, client_of};
 use crate::server::stats::{Interval, Stats};
 use crate::wire::http;
@@ -265,10 +265,6 @@ impl Admission<'_> {
             .insert(|id| Conn::new(id, peer, stream, now, reserve));
         debug!("conn={id} peer={peer} accepted");
     }
-}
-
-pub(super) fn would_block(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::WouldBlock
 }
 
 pub(super) fn interrupted(e: &std::io::Error) -> bool {

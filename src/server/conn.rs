@@ -302,7 +302,7 @@ impl fmt::Display for Tag<'_> {
     }
 }
 
-fn would_block(e: &io::Error) -> bool {
+pub(super) fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
@@ -569,7 +569,7 @@ impl Conn {
     // ----- output -----
 
     /// Queues `out` by its rule; returns whether it superseded something.
-    /// Only the registry's enqueue calls this, which applies the limit.
+    /// Called by `Conns::enqueue` and `deliver`; `Conns` checks the limit.
     pub fn enqueue(&mut self, out: Out) -> bool {
         self.out.enqueue(out)
     }

@@ -2,7 +2,7 @@
 //!
 //! A turn of the loop: wait for readiness; accept, read and answer; drain
 //! the publishers' channel; fan out; write every connection that has
-//! output (one `writev` each); remove the connections marked done; run the
+//! output (one `sendmsg` each); remove the connections marked done; run the
 //! timers.
 //!
 //! Where things happen, one concern per file, each its own type:
@@ -203,11 +203,6 @@ impl Server {
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
-    }
-
-    /// Which topics exist and what each accepts.
-    pub fn rules(&self) -> &Rules {
-        &self.rules
     }
 
     /// A handle for publishing from other threads.
@@ -543,7 +538,7 @@ impl EventLoop {
 
 #[cfg(test)]
 mod tests {
-    use super::accept::would_block;
+    use super::conn::would_block;
     use super::*;
 
     /// Accepted sockets carry TCP_NODELAY without a setsockopt of their own.

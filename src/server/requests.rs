@@ -344,7 +344,7 @@ impl EventLoop {
             self.conns.enqueue(key, Out::Snapshot(snapshot, None));
         }
         debug!("{} subscribed to {name}", self.conns[key].tag());
-        self.stats.upgraded += 1;
+        self.stats.subscribed += 1;
     }
 
     /// Starts an SSE stream the endpoint accepted: the response head and
@@ -371,7 +371,7 @@ impl EventLoop {
             self.conns.enqueue(key, Out::Snapshot(snapshot, None));
         }
         debug!("{} streaming {name}", self.conns[key].tag());
-        self.stats.upgraded += 1;
+        self.stats.subscribed += 1;
     }
 
     fn metrics(&self, answer: Answer) -> Response {

@@ -69,7 +69,8 @@ impl Interval {
 pub struct Stats {
     pub accepted: u64,
     pub refused: u64,
-    pub upgraded: u64,
+    /// Subscriptions opened: WebSocket upgrades and SSE streams.
+    pub subscribed: u64,
     pub publishes: u64,
     pub events: u64,
     /// Snapshots and events queued for a subscriber.

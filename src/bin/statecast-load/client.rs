@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::now_ns;
+use crate::measure::now_ns;
 use crate::options::Options;
 use crate::schedule::http_post;
 

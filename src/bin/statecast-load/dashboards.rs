@@ -14,10 +14,10 @@ use mio::Events;
 use statecast::providers::demo::{Demo, Output, TICK};
 
 use crate::client::Clients;
+use crate::measure::{now_ns, percentile};
 use crate::options::Options;
 use crate::schedule::{compression, read_response};
 use crate::target::{rss_kib, start_target};
-use crate::{now_ns, percentile};
 
 /// The sockets the dashboard opens at load (CONTRACT.md, "What the client
 /// does with the connection").

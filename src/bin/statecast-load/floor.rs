@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::measure::percentile;
 use crate::options::Options;
-use crate::percentile;
 use crate::target::{Target, pinned, process_cpu_ns};
 
 /// The floor process: accepts N plain TCP connections, then for each round

@@ -13,36 +13,19 @@
 //!
 //! Layout: [`options`] the command line; [`target`] the server under test
 //! and the CPU clocks; [`client`] the WebSocket clients; [`schedule`] the
-//! publishing; [`floor`] the kernel floor; [`report`] a run from start to
+//! publishing; [`measure`] the clock and percentiles; [`floor`] the kernel floor; [`report`] a run from start to
 //! figures; [`dashboards`] the realistic run.
 
 mod client;
 mod dashboards;
 mod floor;
+mod measure;
 mod options;
 mod report;
 mod schedule;
 mod target;
 
-use std::sync::OnceLock;
-use std::time::Instant;
-
 use options::Command;
-
-/// Clock shared by publisher and clients: nanoseconds since start.
-pub(crate) fn now_ns() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-/// The `p`th percentile of sorted samples, 0 for none.
-pub(crate) fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
 
 fn main() {
     let result = match options::parse(std::env::args().skip(1)) {

@@ -10,10 +10,10 @@ use mio::Events;
 
 use crate::client::Clients;
 use crate::floor::{Floor, measure_floor};
+use crate::measure::{now_ns, percentile};
 use crate::options::Options;
 use crate::schedule::{PublishReport, compression, http_post, publish_inproc, publisher};
 use crate::target::{Target, rss_kib, start_inproc, start_target};
-use crate::{now_ns, percentile};
 
 /// The connect phase: how long, and how busy each side was during it.
 struct Connect {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::now_ns;
+use crate::measure::now_ns;
 use crate::options::Options;
 
 pub(crate) struct PublishReport {
