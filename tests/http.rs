@@ -439,13 +439,13 @@ fn the_readme_lists_every_endpoint_with_its_access() {
             Some((methods, _, access)) => {
                 if methods != endpoint.allow {
                     wrong.push(format!(
-                        "{route:?}: methods `{methods}`, the router's are `{}`",
+                        "{route:?}: the README says methods \"{methods}\", the router \"{}\"",
                         endpoint.allow
                     ));
                 }
                 if access != endpoint.access() {
                     wrong.push(format!(
-                        "{route:?}: access `{access}`, its route requires `{}`",
+                        "{route:?}: the README says access \"{access}\", its route requires \"{}\"",
                         endpoint.access()
                     ));
                 }
