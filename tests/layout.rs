@@ -835,13 +835,17 @@ fn impl_blocks(code: &[char]) -> Vec<ImplBlock> {
     out
 }
 
+/// A type, as its module and name -> each of its `impl` blocks, as its
+/// file, line and header.
+type ImplSites = BTreeMap<(String, String), Vec<(PathBuf, usize, String)>>;
+
 /// Each type of the crate rooted in `dir` that has `impl` blocks, as its
 /// module and name, with the file and line of each block. A type is found
 /// where its name is defined: in the module of the `impl`, through its
 /// `use` or its path, or, named bare and brought in by neither (a glob),
 /// in the one module that defines that name. A foreign type (`impl
 /// From<X> for String`) is left out.
-fn impl_sites(dir: &Path) -> BTreeMap<(String, String), Vec<(PathBuf, usize, String)>> {
+fn impl_sites(dir: &Path) -> ImplSites {
     let modules = modules(dir);
     let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (name, module) in &modules {
@@ -849,7 +853,7 @@ fn impl_sites(dir: &Path) -> BTreeMap<(String, String), Vec<(PathBuf, usize, Str
             owners.entry(ty).or_default().insert(name.clone());
         }
     }
-    let mut sites: BTreeMap<(String, String), Vec<(PathBuf, usize, String)>> = BTreeMap::new();
+    let mut sites = ImplSites::new();
     for (name, module) in &modules {
         for (path, line, header) in impl_blocks(&module.code) {
             // A bare name a `use` brought in is the path it stands for,
