@@ -1,6 +1,7 @@
 //! HTTP/1.1 as the server needs it: parsing a request head and body from a
-//! byte buffer, routing, the RFC 6455 §4.2.1 upgrade checks, and building
-//! responses. No I/O; every function works on byte slices.
+//! byte buffer, routing by the one table of endpoints ([`ENDPOINTS`], which
+//! `--help` and the README follow too), the RFC 6455 §4.2.1 upgrade checks,
+//! and building responses. No I/O; every function works on byte slices.
 
 use std::fmt::Write as _;
 
@@ -821,7 +822,7 @@ impl Endpoint {
     }
 
     /// Whether `method` is one this endpoint serves.
-    pub fn allows(&self, method: &str) -> bool {
+    fn allows(&self, method: &str) -> bool {
         self.allow.split(", ").any(|m| m == method)
     }
 
