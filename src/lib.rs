@@ -23,7 +23,8 @@
 //!   [`server::jwt`] (signed tokens: the verifier, what a token grants,
 //!   and `statecast token`'s minting).
 //! - [`wire`]: the wire formats, without I/O.
-//!   - [`wire::http`]: HTTP/1.1 requests read incrementally, routing and responses.
+//!   - [`wire::http`]: HTTP/1.1 requests read incrementally, the endpoint
+//!     table the router reads, and responses.
 //!   - [`wire::json`]: published JSON, taken in as I-JSON and written back compact.
 //!   - [`wire::protocol`]: RFC 6455 framing.
 //!   - [`wire::deflate`]: permessage-deflate (RFC 7692).

@@ -1,6 +1,7 @@
 //! HTTP behaviour over raw sockets: the upgrade, every refusal status, the
 //! publish / broadcast / state / health endpoints, keep-alive, pipelining
-//! and partial requests.
+//! and partial requests; and the README's endpoint table held to the
+//! router's.
 
 use std::io::Write;
 use std::time::Duration;
@@ -385,4 +386,83 @@ fn bodies_that_once_ended_the_process_get_400() {
     let next = read_data_frame(&mut ws).json();
     assert_eq!(next["seq"], 1, "{next}");
     assert_eq!(server.health()["status"], "ok");
+}
+
+/// The README's endpoint table, row by row: the methods, paths and access
+/// written in its cells.
+fn readme_endpoints() -> Vec<(String, Vec<String>, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let ticked = |cell: &str| -> Vec<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    };
+    readme
+        .lines()
+        .skip_while(|line| !line.starts_with("| method | path | access |"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let cell = |n: usize| cells.get(n).copied().unwrap_or_default();
+            let methods = ticked(cell(0)).join(", ");
+            (methods, ticked(cell(1)), cell(2).to_owned())
+        })
+        .collect()
+}
+
+/// The README's endpoint table is the router's: every endpoint in
+/// `ENDPOINTS` has its row, with its methods, every path and the access its
+/// route requires, and the table has no row for an endpoint the router
+/// lacks. A miss names the route.
+#[test]
+fn the_readme_lists_every_endpoint_with_its_access() {
+    use statecast::wire::http::ENDPOINTS;
+    let rows = readme_endpoints();
+    assert!(
+        !rows.is_empty(),
+        "no `| method | path | access |` table in README.md"
+    );
+    let mut wrong = Vec::new();
+    for endpoint in ENDPOINTS {
+        let route = (endpoint.route)("<topic>".into());
+        let paths: Vec<String> = endpoint.paths.iter().map(|p| p.to_string()).collect();
+        match rows.iter().find(|(_, row_paths, _)| *row_paths == paths) {
+            None => wrong.push(format!(
+                "{route:?}: no row for {} {}",
+                endpoint.allow,
+                paths.join(", ")
+            )),
+            Some((methods, _, access)) => {
+                if methods != endpoint.allow {
+                    wrong.push(format!(
+                        "{route:?}: the README says methods \"{methods}\", the router \"{}\"",
+                        endpoint.allow
+                    ));
+                }
+                if access != endpoint.access() {
+                    wrong.push(format!(
+                        "{route:?}: the README says access \"{access}\", its route requires \"{}\"",
+                        endpoint.access()
+                    ));
+                }
+            }
+        }
+    }
+    for (methods, paths, _) in &rows {
+        if !ENDPOINTS.iter().any(|e| e.paths.iter().eq(paths.iter())) {
+            wrong.push(format!(
+                "README lists {methods} {}, which the router does not serve",
+                paths.join(", ")
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "README.md's endpoint table differs from ENDPOINTS in src/wire/http.rs:\n{}",
+        wrong.join("\n")
+    );
 }

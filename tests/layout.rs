@@ -1,8 +1,10 @@
 //! The shape of `src/`: no module names one that names it back, however far
 //! round (through `use` trees and through paths written in code:
 //! `crate::a::b`, `super::x`, `self::x`, a `mod.rs` naming its own files,
-//! and names brought in by a `use`), and no function of any kind (`const`,
-//! `async`, `unsafe`, `extern "C"`, any visibility) runs past 80 lines.
+//! and names brought in by a `use`), no function of any kind (`const`,
+//! `async`, `unsafe`, `extern "C"`, any visibility) runs past 80 lines,
+//! and no type of the crate has its `impl` blocks (inherent, or a trait's
+//! `for` it) spread over more than two files.
 //! Test code (`#[cfg(test)]` items, the test module above all) is left out,
 //! item by item, so production code after a test-only item is still read.
 //!
@@ -720,6 +722,189 @@ fn shortest_cycle(
 }
 
 // ---------------------------------------------------------------------
+// Impl blocks
+// ---------------------------------------------------------------------
+
+/// The most files of `src/` one type's `impl` blocks may be spread over.
+const MAX_IMPL_FILES: usize = 2;
+
+/// The word before `i`, if an identifier ends right there.
+fn word_before(code: &[char], i: usize) -> Option<String> {
+    let start = (0..i)
+        .rev()
+        .find(|&k| !is_ident(code[k]))
+        .map_or(0, |k| k + 1);
+    (start < i).then(|| code[start..i].iter().collect())
+}
+
+/// The types `code` defines (`struct`, `enum`, `union`). A `type` alias
+/// is left out: an associated type in an `impl` is not the crate's type.
+fn defined_types(code: &[char]) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..code.len() {
+        let Some(word) = word_at(code, i) else {
+            continue;
+        };
+        if matches!(word.as_str(), "struct" | "enum" | "union")
+            && let Some(name) = word_at(code, skip_space(code, i + word.len()))
+        {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// The end (exclusive) of the generic parameters opening at `i` (a `<`),
+/// `->` inside them not taken for a closing bracket.
+fn generics_end(code: &[char], i: usize) -> usize {
+    let mut depth = 0usize;
+    for k in i..code.len() {
+        match code[k] {
+            '<' => depth += 1,
+            '>' if k > 0 && code[k - 1] == '-' => {}
+            '>' => {
+                depth -= 1;
+                if depth == 0 {
+                    return k + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    code.len()
+}
+
+/// An `impl` block: the path of the type it is for, its line, and its
+/// header as written (`impl Drop for EventLoop`).
+type ImplBlock = (Vec<String>, usize, String);
+
+/// Every `impl` block in `code`, the type it is for named by its path
+/// (`impl Trait for Type` is for `Type`). An
+/// `impl Trait` in a type (`-> impl Iterator`, `x: &mut impl Write`) is
+/// not a block: a block's `impl` starts an item.
+fn impl_blocks(code: &[char]) -> Vec<ImplBlock> {
+    let mut out = Vec::new();
+    for i in 0..code.len() {
+        if word_at(code, i).as_deref() != Some("impl") {
+            continue;
+        }
+        let before = (0..i).rev().find(|&k| !code[k].is_whitespace());
+        let starts_item = match before {
+            None => true,
+            Some(k) if matches!(code[k], ';' | '{' | '}' | ']') => true,
+            Some(k) => word_before(code, k + 1).is_some_and(|w| w == "unsafe" || w == "default"),
+        };
+        if !starts_item {
+            continue;
+        }
+        let mut at = skip_space(code, i + 4);
+        if code.get(at) == Some(&'<') {
+            at = generics_end(code, at);
+        }
+        let end = (at..code.len())
+            .find(|&k| code[k] == '{' || code[k] == ';')
+            .unwrap_or(code.len());
+        let header: String = code[at..end].iter().collect();
+        let words: Vec<&str> = header
+            .split_whitespace()
+            .take_while(|w| *w != "where")
+            .collect();
+        // `impl Trait for Type` is for `Type`; a `for<'a>` bound has no space.
+        let target = match words.iter().position(|w| *w == "for") {
+            Some(p) => &words[p + 1..],
+            None => &words[..],
+        };
+        // `&'a mut Type` is for `Type`.
+        let target = target
+            .iter()
+            .map(|w| w.trim_start_matches('&'))
+            .find(|w| !(w.is_empty() || w.starts_with('\'') || *w == "mut"))
+            .unwrap_or_default();
+        let path: Vec<String> = target
+            .split(|c: char| !(is_ident(c) || c == ':'))
+            .next()
+            .unwrap_or_default()
+            .split("::")
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if !path.is_empty() {
+            out.push((path, line_of(code, i), format!("impl {}", words.join(" "))));
+        }
+    }
+    out
+}
+
+/// A type, as its module and name -> each of its `impl` blocks, as its
+/// file, line and header.
+type ImplSites = BTreeMap<(String, String), Vec<(PathBuf, usize, String)>>;
+
+/// Each type of the crate rooted in `dir` that has `impl` blocks, as its
+/// module and name, with the file and line of each block. A type is found
+/// where its name is defined: in the module of the `impl`, through its
+/// `use` or its path, or, named bare and brought in by neither (a glob),
+/// in the one module that defines that name. A foreign type (`impl
+/// From<X> for String`) is left out.
+fn impl_sites(dir: &Path) -> ImplSites {
+    let modules = modules(dir);
+    let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, module) in &modules {
+        for ty in defined_types(&module.code) {
+            owners.entry(ty).or_default().insert(name.clone());
+        }
+    }
+    let mut sites = ImplSites::new();
+    for (name, module) in &modules {
+        for (path, line, header) in impl_blocks(&module.code) {
+            // A bare name a `use` brought in is the path it stands for,
+            // under the name it was defined with.
+            let path = match module.uses.get(&path[0]) {
+                Some((target, _)) if path.len() == 1 => target.clone(),
+                _ => path,
+            };
+            let ty = path.last().unwrap().clone();
+            let Some(defining) = owners.get(&ty) else {
+                continue;
+            };
+            let owner = if path.len() > 1 {
+                resolve(&modules, name, &path, 8).filter(|m| defining.contains(m))
+            } else if defining.contains(name) {
+                Some(name.clone())
+            } else if defining.len() == 1 {
+                defining.first().cloned()
+            } else {
+                None
+            };
+            if let Some(owner) = owner {
+                sites
+                    .entry((owner, ty))
+                    .or_default()
+                    .push((module.file.clone(), line, header));
+            }
+        }
+    }
+    sites
+}
+
+/// Every type of the crate rooted in `dir` whose `impl` blocks are spread
+/// over more than `MAX_IMPL_FILES` files, naming each block's file and line.
+fn spread_impls(dir: &Path) -> Vec<String> {
+    let mut spread = Vec::new();
+    for ((owner, ty), blocks) in impl_sites(dir) {
+        let files: BTreeSet<&PathBuf> = blocks.iter().map(|(file, _, _)| file).collect();
+        if files.len() <= MAX_IMPL_FILES {
+            continue;
+        }
+        let mut text = format!("{ty} ({owner}) has impl blocks in {} files:\n", files.len());
+        for (file, line, header) in &blocks {
+            let _ = writeln!(text, "    {}:{line}: {header}", file.display());
+        }
+        spread.push(text);
+    }
+    spread
+}
+
+// ---------------------------------------------------------------------
 // The checks over `src/`
 // ---------------------------------------------------------------------
 
@@ -746,6 +931,21 @@ fn no_function_is_over_80_lines() {
         long.is_empty(),
         "functions over 80 lines:\n{}",
         long.join("\n")
+    );
+}
+
+/// No type of the library or the load generator has `impl` blocks in
+/// more than two files of `src/`.
+#[test]
+fn no_type_is_implemented_in_more_than_two_files() {
+    let sites = impl_sites(&src());
+    assert!(sites.len() > 40, "read the impls of {} types", sites.len());
+    let mut spread = spread_impls(&src());
+    spread.extend(spread_impls(&src().join("bin/statecast-load")));
+    assert!(
+        spread.is_empty(),
+        "types implemented in more than {MAX_IMPL_FILES} files:\n{}",
+        spread.join("\n")
     );
 }
 
@@ -1077,4 +1277,105 @@ fn look_alikes_are_not_links() {
         ["crate", "crate::a"]
     );
     assert!(edges["crate::a"].is_empty(), "{edges:?}");
+}
+
+/// The planted `EventLoop`: a tree of the server's shape.
+fn event_loop_tree(name: &str, third: Option<&str>) -> Tree {
+    let mut files = vec![
+        ("lib.rs", "pub mod server;\n"),
+        (
+            "server/mod.rs",
+            "//! The loop.\n\nmod requests;\nmod timers;\n\npub struct EventLoop;\n\nimpl EventLoop {\n    fn turn(&self) {}\n}\n",
+        ),
+        (
+            "server/requests.rs",
+            "use super::EventLoop;\n\nimpl EventLoop {\n    fn read(&self) {}\n}\n",
+        ),
+    ];
+    if let Some(text) = third {
+        files.push(("server/timers.rs", text));
+    }
+    Tree::new(name, &files)
+}
+
+/// `impl EventLoop` in three files is caught, naming the type and every
+/// block's file and line, however the third block names the type (bare
+/// through a `use`, by path, as a trait's `for`, generic, `unsafe`, with
+/// a `where`); in two files (the most allowed) it is not.
+#[test]
+fn impl_blocks_in_three_files_are_found() {
+    let thirds = [
+        "use super::EventLoop;\n\nimpl EventLoop {\n    fn tick(&self) {}\n}\n",
+        "//! Timers.\n\nimpl super::EventLoop {\n    fn tick(&self) {}\n}\n",
+        "//! Timers.\n\nimpl crate::server::EventLoop {}\n",
+        "use super::EventLoop;\n\nimpl Drop for EventLoop {\n    fn drop(&mut self) {}\n}\n",
+        "//! Timers.\n\nunsafe impl Send for super::EventLoop {}\n",
+        "use crate::server::EventLoop as Loop;\n\nimpl<T: Fn() -> u8> From<T> for Loop\nwhere\n    T: Clone,\n{\n    fn from(_: T) -> Loop {\n        Loop\n    }\n}\n",
+        "use super::*;\n\n#[allow(dead_code)]\nimpl<'a> std::fmt::Debug for &'a EventLoop {}\n",
+    ];
+    for third in thirds {
+        let tree = event_loop_tree("impl-three", Some(third));
+        let spread = spread_impls(&tree.0);
+        assert_eq!(spread.len(), 1, "{third}: {spread:?}");
+        assert!(
+            spread[0].starts_with("EventLoop (crate::server) has impl blocks in 3 files"),
+            "{third}: {spread:?}"
+        );
+        let line = third.lines().position(|l| l.contains("impl")).unwrap() + 1;
+        for at in [
+            tree.at("server/mod.rs", 8),
+            tree.at("server/requests.rs", 3),
+            tree.at("server/timers.rs", line),
+        ] {
+            assert!(spread[0].contains(&at), "{third}: {at} not in {spread:?}");
+        }
+    }
+    let two = event_loop_tree("impl-two", None);
+    assert_eq!(spread_impls(&two.0), Vec::<String>::new());
+    assert_eq!(impl_sites(&two.0).values().next().map(Vec::len), Some(2));
+}
+
+/// What only looks like an `impl` block of the type is not one: `impl
+/// Trait` in a type, an `impl` in a comment, a string or the test module,
+/// an impl for a foreign type, and an impl for another type of the same
+/// name in another module.
+#[test]
+fn impl_look_alikes_are_not_counted() {
+    let third = "use super::EventLoop;\n\n// impl EventLoop {}\nfn f(_w: &mut impl std::io::Write) -> impl Iterator<Item = u8> {\n    let _ = \"impl EventLoop {}\";\n    std::iter::empty()\n}\nimpl From<EventLoop> for String {\n    fn from(_: EventLoop) -> String {\n        String::new()\n    }\n}\npub struct Other;\nimpl Other {}\n#[cfg(test)]\nmod tests {\n    impl super::EventLoop {}\n}\n";
+    let tree = event_loop_tree("impl-look-alikes", Some(third));
+    assert_eq!(spread_impls(&tree.0), Vec::<String>::new());
+    let code = production_code(&tree.0.join("server/timers.rs"));
+    let headers: Vec<String> = impl_blocks(&code).into_iter().map(|b| b.2).collect();
+    assert_eq!(
+        headers,
+        ["impl From<EventLoop> for String", "impl Other"],
+        "the blocks in {third}"
+    );
+    let sites = impl_sites(&tree.0);
+    let event_loop = &sites[&("crate::server".to_owned(), "EventLoop".to_owned())];
+    assert_eq!(event_loop.len(), 2, "{sites:?}");
+    assert!(sites.contains_key(&("crate::server::timers".to_owned(), "Other".to_owned())));
+
+    let same_name = Tree::new(
+        "impl-same-name",
+        &[
+            ("lib.rs", "mod a;\nmod b;\nmod c;\n"),
+            ("a.rs", "pub struct Refusal;\nimpl Refusal {}\n"),
+            (
+                "b.rs",
+                "use crate::a::Refusal;\nimpl std::fmt::Debug for Refusal {}\n",
+            ),
+            ("c.rs", "struct Refusal;\nimpl Refusal {}\n"),
+        ],
+    );
+    assert_eq!(spread_impls(&same_name.0), Vec::<String>::new());
+    let sites = impl_sites(&same_name.0);
+    assert_eq!(
+        sites[&("crate::a".to_owned(), "Refusal".to_owned())].len(),
+        2
+    );
+    assert_eq!(
+        sites[&("crate::c".to_owned(), "Refusal".to_owned())].len(),
+        1
+    );
 }

@@ -5,6 +5,7 @@
 
 use super::Config;
 use super::options::{ALL, Section};
+use crate::wire::http::ENDPOINTS;
 
 const HEAD: &str = "\
 statecast: a WebSocket push server for live dashboards
@@ -17,19 +18,6 @@ USAGE:
     statecast token [--topics LIST] [--publish LIST] [--exp DURATION] [--sub NAME]
                     prints a signed token (JWT, HS256) for testing, signed with
                     STATECAST_JWT_SECRET; see statecast token --help
-
-ENDPOINTS:
-    GET  /api/v1/ws/<topic>        WebSocket: snapshot now, updates as they happen
-    POST /api/v1/publish/<topic>   JSON body becomes the topic's snapshot; 422 with
-                                   the failing JSON pointer if its schema refuses it
-    GET  /api/v1/sse/<topic>       the same messages as Server-Sent Events
-    POST /api/v1/broadcast         {\"type\":..,\"data\":..} to every subscriber,
-                                   not retained
-    GET  /api/v1/state/<topic>     the message a new subscriber would get now
-    GET  /healthz                  status; with the subscribe token (if one is set)
-                                   uptime, connections, counters and providers
-    GET  /metrics                  Prometheus metrics
-    GET  /, /statecast.js          the live page and its JavaScript client
 ";
 
 const TAIL: &str = "\
@@ -54,6 +42,7 @@ pub fn help() -> String {
         })
     };
     let mut out = String::from(HEAD);
+    out.push_str(&endpoints());
     for (section, title) in [(Section::Options, "OPTIONS"), (Section::Access, "ACCESS")] {
         out.push_str(&format!("\n{title}:\n"));
         for opt in ALL.iter().filter(|o| o.section == section) {
@@ -76,6 +65,16 @@ pub fn help() -> String {
     }
     out.push('\n');
     out.push_str(TAIL);
+    out
+}
+
+/// The ENDPOINTS section, from the router's own table.
+fn endpoints() -> String {
+    let mut out = String::from("\nENDPOINTS:\n");
+    for endpoint in ENDPOINTS {
+        let name = format!("{:<4} {}", endpoint.allow, endpoint.paths.join(", "));
+        out.push_str(&entry(&name, endpoint.help));
+    }
     out
 }
 

@@ -1,6 +1,7 @@
 //! HTTP/1.1 as the server needs it: parsing a request head and body from a
-//! byte buffer, routing, the RFC 6455 §4.2.1 upgrade checks, and building
-//! responses. No I/O; every function works on byte slices.
+//! byte buffer, routing by the one table of endpoints ([`ENDPOINTS`], which
+//! `--help` and the README follow too), the RFC 6455 §4.2.1 upgrade checks,
+//! and building responses. No I/O; every function works on byte slices.
 
 use std::fmt::Write as _;
 
@@ -705,11 +706,15 @@ impl RequestReader {
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// A WebSocket on a topic.
     Subscribe(String),
     /// Server-Sent Events on a topic.
     Stream(String),
+    /// A new snapshot for a topic.
     Publish(String),
+    /// An event to every subscriber.
     Broadcast,
+    /// A topic's current message, read once.
     State(String),
     Health,
     /// Prometheus metrics.
@@ -721,6 +726,110 @@ pub enum Route {
     /// The path exists, the method does not: 405 with this `Allow`.
     WrongMethod(&'static str),
     NotFound,
+}
+
+/// The word that stands for a topic at the end of a path pattern.
+pub const TOPIC: &str = "<topic>";
+
+/// One endpoint: what [`route`] matches, and what `--help` and the README
+/// say of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    /// The methods served, as a 405's `Allow` lists them.
+    pub allow: &'static str,
+    /// The paths that reach it; one ending in [`TOPIC`] takes the rest of
+    /// the path as the topic.
+    pub paths: &'static [&'static str],
+    /// The route a request here takes, given its topic (ignored by a
+    /// route without one).
+    pub route: fn(String) -> Route,
+    /// What it does, in a line of `--help`.
+    pub help: &'static str,
+}
+
+/// Every endpoint, in the order `--help` and the README list them. The
+/// router reads this table, so an endpoint exists exactly when it is
+/// listed; what it requires comes from [`Route::requires`].
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        allow: "GET",
+        paths: &["/api/v1/ws/<topic>"],
+        route: Route::Subscribe,
+        help: "WebSocket: snapshot now, updates as they happen",
+    },
+    Endpoint {
+        allow: "POST",
+        paths: &["/api/v1/publish/<topic>"],
+        route: Route::Publish,
+        help: "JSON body becomes the topic's snapshot; 422 with the failing JSON pointer \
+               if its schema refuses it",
+    },
+    Endpoint {
+        allow: "GET",
+        paths: &["/api/v1/sse/<topic>"],
+        route: Route::Stream,
+        help: "the same messages as Server-Sent Events",
+    },
+    Endpoint {
+        allow: "POST",
+        paths: &["/api/v1/broadcast"],
+        route: |_| Route::Broadcast,
+        help: "{\"type\":..,\"data\":..} to every subscriber, not retained",
+    },
+    Endpoint {
+        allow: "GET, HEAD",
+        paths: &["/api/v1/state/<topic>"],
+        route: Route::State,
+        help: "the message a new subscriber would get now",
+    },
+    Endpoint {
+        allow: "GET, HEAD",
+        paths: &["/healthz"],
+        route: |_| Route::Health,
+        help: "status; with the subscribe token (if one is set) uptime, connections, \
+               counters and providers",
+    },
+    Endpoint {
+        allow: "GET, HEAD",
+        paths: &["/metrics"],
+        route: |_| Route::Metrics,
+        help: "Prometheus metrics",
+    },
+    Endpoint {
+        allow: "GET, HEAD",
+        paths: &["/", "/index.html"],
+        route: |_| Route::Page,
+        help: "the live page",
+    },
+    Endpoint {
+        allow: "GET, HEAD",
+        paths: &["/statecast.js"],
+        route: |_| Route::Script,
+        help: "the page's JavaScript client",
+    },
+];
+
+impl Endpoint {
+    /// The topic `path` names if it reaches this endpoint (empty for an
+    /// endpoint without one).
+    fn matches<'p>(&self, path: &'p str) -> Option<&'p str> {
+        self.paths
+            .iter()
+            .find_map(|pattern| match pattern.strip_suffix(TOPIC) {
+                Some(prefix) => path.strip_prefix(prefix),
+                None => (path == *pattern).then_some(""),
+            })
+    }
+
+    /// Whether `method` is one this endpoint serves.
+    fn allows(&self, method: &str) -> bool {
+        self.allow.split(", ").any(|m| m == method)
+    }
+
+    /// Who may use it, in words: [`Requires::in_words`] of its route.
+    pub fn access(&self) -> &'static str {
+        (self.route)(String::new()).requires().in_words()
+    }
 }
 
 /// What a route is for, as its refusals are counted.
@@ -748,6 +857,21 @@ pub enum Requires<'a> {
     Metrics,
 }
 
+impl Requires<'_> {
+    /// The credential, as the README's endpoint table says it.
+    pub fn in_words(&self) -> &'static str {
+        match self {
+            Requires::Nothing => "public",
+            Requires::Read(_) => "subscribe token or JWT `topics`",
+            Requires::Write(_) => "publish token or JWT `publish`",
+            Requires::WriteAll => "publish token or JWT `publish` with `*`",
+            Requires::Metrics => {
+                "subscribe token or JWT `topics` with `*`; public with `--public-metrics`"
+            }
+        }
+    }
+}
+
 impl Route {
     pub fn purpose(&self) -> Purpose {
         match self {
@@ -757,8 +881,13 @@ impl Route {
         }
     }
 
-    /// Every route says what it needs here, without a wildcard arm, so a
-    /// new route does not compile until its access is chosen.
+    /// The access this route needs: the one place it is decided, and what
+    /// `server::access` enforces and the README's endpoint table states.
+    ///
+    /// The `match` has no wildcard arm on purpose: a variant added to
+    /// [`Route`] without an arm here is a compile error (E0004,
+    /// "non-exhaustive patterns"), so a new endpoint cannot come out public
+    /// by default; whoever adds it must choose what it requires.
     pub fn requires(&self) -> Requires<'_> {
         match self {
             Route::Subscribe(topic) | Route::Stream(topic) | Route::State(topic) => {
@@ -776,37 +905,19 @@ impl Route {
     }
 }
 
-/// Routes a method and path.
+/// Routes a method and path by [`ENDPOINTS`]: the first endpoint whose
+/// path matches decides, with 405 for a method it does not serve.
 pub fn route(method: &str, path: &str) -> Route {
-    let get = matches!(method, "GET" | "HEAD");
-    let post = method == "POST";
-    let pick = |allowed: bool, route: Route, allow: &'static str| {
-        if allowed {
-            route
-        } else {
-            Route::WrongMethod(allow)
+    for endpoint in ENDPOINTS {
+        if let Some(topic) = endpoint.matches(path) {
+            return if endpoint.allows(method) {
+                (endpoint.route)(topic.to_owned())
+            } else {
+                Route::WrongMethod(endpoint.allow)
+            };
         }
-    };
-    if let Some(topic) = path.strip_prefix("/api/v1/ws/") {
-        return pick(method == "GET", Route::Subscribe(topic.to_owned()), "GET");
     }
-    if let Some(topic) = path.strip_prefix("/api/v1/sse/") {
-        return pick(method == "GET", Route::Stream(topic.to_owned()), "GET");
-    }
-    if let Some(topic) = path.strip_prefix("/api/v1/publish/") {
-        return pick(post, Route::Publish(topic.to_owned()), "POST");
-    }
-    if let Some(topic) = path.strip_prefix("/api/v1/state/") {
-        return pick(get, Route::State(topic.to_owned()), "GET, HEAD");
-    }
-    match path {
-        "/api/v1/broadcast" => pick(post, Route::Broadcast, "POST"),
-        "/healthz" => pick(get, Route::Health, "GET, HEAD"),
-        "/metrics" => pick(get, Route::Metrics, "GET, HEAD"),
-        "/" | "/index.html" => pick(get, Route::Page, "GET, HEAD"),
-        "/statecast.js" => pick(get, Route::Script, "GET, HEAD"),
-        _ => Route::NotFound,
-    }
+    Route::NotFound
 }
 
 /// Checks a WebSocket opening handshake (RFC 6455 §4.2.1) and returns the
@@ -1102,5 +1213,33 @@ mod tests {
         assert_eq!(route("DELETE", "/healthz"), Route::WrongMethod("GET, HEAD"));
         assert_eq!(route("POST", "/api/v1/broadcast"), Route::Broadcast);
         assert_eq!(route("GET", "/nope"), Route::NotFound);
+    }
+
+    /// Every listed path, asked with every method, reaches the route the
+    /// table says when the table allows the method and a 405 with the
+    /// table's `Allow` when it does not: no endpoint shadows another, and
+    /// the list is the router.
+    #[test]
+    fn every_listed_endpoint_routes_as_listed() {
+        let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "get"];
+        for endpoint in ENDPOINTS {
+            for pattern in endpoint.paths {
+                let (path, topic) = match pattern.strip_suffix(TOPIC) {
+                    Some(prefix) => (format!("{prefix}adw-state/a1"), "adw-state/a1"),
+                    None => ((*pattern).to_owned(), ""),
+                };
+                for method in methods {
+                    let listed = endpoint.allow.split(", ").any(|m| m == method);
+                    let expected = if listed {
+                        (endpoint.route)(topic.to_owned())
+                    } else {
+                        Route::WrongMethod(endpoint.allow)
+                    };
+                    assert_eq!(route(method, &path), expected, "{method} {path}");
+                }
+            }
+        }
+        assert_eq!(route("GET", "/index.htm"), Route::NotFound);
+        assert_eq!(route("GET", "/api/v1/ws"), Route::NotFound);
     }
 }
