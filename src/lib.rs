@@ -39,10 +39,15 @@
 //! - [`cluster`]: nodes joined through Redis (`--redis`): the writer and
 //!   subscriber threads beside the loop.
 //! - [`providers`]: the threads that publish, each a type implementing
-//!   [`providers::Provider`]: `--demo`, `--agents-dir`, `--poll`, `--exec`,
-//!   and the loop the last two share.
-//! - [`config`]: options, defaults and the command line; [`config::file`]
-//!   is the TOML file behind `--config` and `--print-config`.
+//!   [`providers::Provider`] (which states the topics it publishes to,
+//!   checked by [`Server::start_providers`] for every provider):
+//!   `--demo`, `--agents-dir`, `--poll`, `--exec`, and the loop the last
+//!   two share; [`providers::configured`] lists them, a line each.
+//! - [`config`]: every option declared once, in the `options!` list of
+//!   [`config::options`], which writes [`Config`], its defaults and the
+//!   option table; [`config::kinds`], how each kind of value is read and
+//!   shown; the command line; [`config::file`], the TOML file behind
+//!   `--config` and `--print-config`.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};

@@ -104,31 +104,12 @@ fn print_token(minting: &statecast::server::jwt::Minting) -> ExitCode {
     }
 }
 
-/// Binds the server and starts its providers; a configuration that cannot
-/// run exits 2 with the reason, a failure to start exits 1.
+/// Binds the server and starts the providers the configuration asks for;
+/// a configuration that cannot run exits 2 with the reason, a failure to
+/// start exits 1.
 fn start(config: statecast::Config) -> Result<Server, ExitCode> {
     let listen = config.listen;
     let providers = statecast::providers::configured(&config);
-    if (config.demo || config.agents_dir.is_some()) && config.preset != statecast::Preset::Adw {
-        eprintln!(
-            "statecast: --demo and --agents-dir publish to the ADW topics and need --preset adw"
-        );
-        return Err(ExitCode::from(2));
-    }
-    let shared = statecast::providers::shared_with_demo(&config);
-    if !shared.is_empty() {
-        warn!(
-            "--demo and {} publish to the same topics; each overwrites the other's snapshots",
-            shared.join(", ")
-        );
-    }
-    let topics = config.polls.iter().map(|p| (&p.origin, &p.topic));
-    for (origin, topic) in topics.chain(config.execs.iter().map(|e| (&e.origin, &e.topic))) {
-        if let Err(e) = statecast::server::check_topic(&config, topic) {
-            eprintln!("statecast: {origin}: {e}");
-            return Err(ExitCode::from(2));
-        }
-    }
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
@@ -141,9 +122,17 @@ fn start(config: statecast::Config) -> Result<Server, ExitCode> {
         }
     };
     let running: Vec<String> = providers.iter().map(|p| p.describe()).collect();
-    if let Err(e) = server.start_providers(providers) {
-        error!("cannot start a provider thread: {e}");
-        return Err(ExitCode::FAILURE);
+    match server.start_providers(providers) {
+        Ok(()) => {}
+        // A provider's topic the server does not serve.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("statecast: {e}");
+            return Err(ExitCode::from(2));
+        }
+        Err(e) => {
+            error!("cannot start a provider thread: {e}");
+            return Err(ExitCode::FAILURE);
+        }
     }
     if let Ok(addr) = server.local_addr() {
         let running = if running.is_empty() {

@@ -326,3 +326,21 @@ fn the_options_page_is_the_help() {
         assert!(page.contains(flag), "{flag}");
     }
 }
+
+/// Every provider's topics are checked at start, the ADW ones too: one
+/// the server does not serve exits 2 naming the provider and the way out.
+#[test]
+fn a_provider_whose_topics_are_not_served_stops_the_start() {
+    for provider in [&["--demo"][..], &["--agents-dir", "/nonexistent"][..]] {
+        let mut args = provider.to_vec();
+        args.extend(["--preset", "none", "--listen", "127.0.0.1:0"]);
+        let out = statecast(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(&format!("statecast: {}: unknown topic", provider[0]))
+                && err.contains("the ADW topics need --preset adw"),
+            "{err}"
+        );
+    }
+}

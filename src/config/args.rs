@@ -2,9 +2,9 @@
 //! do not, and reading them (and `--config FILE` first, and the tokens'
 //! environment variables) into a [`Config`] through [`set`].
 
-use super::{ArgError, Config, Secret, parse_duration, secret, set};
+use super::{ArgError, Config, Secret, parse_duration, set};
 use super::{file, options};
-use crate::server::jwt::{Minting, SECRET_ENV};
+use crate::server::jwt::Minting;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -43,15 +43,17 @@ USAGE:
 
 /// The HS256 key from `STATECAST_JWT_SECRET`, held to the token rules.
 pub fn jwt_secret_from_env() -> Result<Option<Secret>, ArgError> {
-    match std::env::var(SECRET_ENV) {
-        Ok(text) => secret(&text)
-            .map(Some)
-            .map_err(|e| ArgError(format!("{SECRET_ENV}: {e}"))),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            Err(ArgError(format!("{SECRET_ENV}: not valid UTF-8")))
-        }
+    let mut config = Config::default();
+    read_environment(&mut config)?;
+    Ok(config.jwt_secret)
+}
+
+/// The settings only the environment gives ([`options::ENVIRONMENT`]).
+fn read_environment(config: &mut Config) -> Result<(), ArgError> {
+    for setting in options::ENVIRONMENT {
+        setting.read(config).map_err(ArgError)?;
     }
+    Ok(())
 }
 
 /// Parses `statecast token`'s options (after the word `token`).
@@ -191,7 +193,7 @@ where
                 .map_err(|e| ArgError(format!("{var}: {e}")))?;
         }
     }
-    config.jwt_secret = jwt_secret_from_env()?;
+    read_environment(&mut config)?;
     let mut print = false;
     for (name, value) in options {
         match name.as_str() {
@@ -212,7 +214,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::file;
+    use crate::config::{file, kinds};
+    use crate::server::jwt::SECRET_ENV;
 
     /// Every option in the table is taken by the parser, and every switch
     /// and option with a value but the command-line-only ones is named in
@@ -273,6 +276,105 @@ mod tests {
                 "--print-config writes {key}, which no option declares"
             );
         }
+    }
+
+    /// Every option is read back from the file `--print-config` writes, to
+    /// the same value: the file reader and the printout are both the
+    /// option's kind, so none is left out. A token reads back unset, as it
+    /// is never printed.
+    #[test]
+    fn every_option_reads_back_from_print_config() {
+        for opt in options::ALL.iter().filter(|o| !o.command_line_only()) {
+            let mut config = Config::default();
+            set(&mut config, opt.flag, opt.value.map(|_| sample(opt.flag))).unwrap();
+            let printed = file::render(&config);
+            let mut again = Config::default();
+            file::apply_text(&printed, "printed.toml", &mut again)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{printed}", opt.flag));
+            let shown = opt.field.map(|f| (f.show)(&config));
+            let secret = matches!(shown, Some(kinds::Shown::Secret { .. }));
+            let expected = if secret {
+                assert!(!printed.contains(sample(opt.flag)), "{} printed", opt.flag);
+                file::render(&Config::default())
+            } else {
+                printed
+            };
+            assert_eq!(
+                file::render(&again),
+                expected,
+                "{} does not read back",
+                opt.flag
+            );
+        }
+    }
+
+    /// An option without a value is a switch, and one with a value is not:
+    /// the command line reads a value for it exactly when the file wants a
+    /// string rather than true or false.
+    #[test]
+    fn switches_are_declared_as_switches() {
+        for opt in options::ALL {
+            let Some(field) = opt.field else { continue };
+            assert_eq!(
+                opt.value.is_none(),
+                field.shape == kinds::Shape::Switch,
+                "{} has a value syntax that its kind does not agree with",
+                opt.flag
+            );
+        }
+    }
+
+    /// With nothing set, `--print-config` shows the `[[poll]]`, `[[exec]]`
+    /// and `[schema]` tables as commented examples, and each example, taken
+    /// out of its comment, is a valid entry.
+    #[test]
+    fn print_config_shows_examples_of_the_tables() {
+        let printed = file::render(&Config::default());
+        for header in ["# [[poll]]", "# [[exec]]", "# [schema]"] {
+            assert!(printed.lines().any(|l| l == header), "{header}\n{printed}");
+        }
+        let tables = printed.split_once("\n\n").map_or("", |(_, t)| t);
+        let uncommented: String = tables
+            .lines()
+            .map(|l| l.trim_start_matches("# ").to_owned() + "\n")
+            .collect();
+        let mut config = Config::default();
+        file::apply_text(&uncommented, "example.toml", &mut config).unwrap();
+        assert_eq!(
+            (config.polls.len(), config.execs.len(), config.schemas.len()),
+            (1, 1, 1),
+            "{uncommented}"
+        );
+    }
+
+    /// The signed-token secret comes from the environment alone: it is not
+    /// a flag, not a file key, and `--print-config` says only that it is
+    /// set, and only when it is.
+    #[test]
+    fn the_jwt_secret_is_environment_only() {
+        let key = "0123456789abcdef-jwt";
+        let mut config = Config::default();
+        let e = set(&mut config, "--jwt-secret", Some(key)).unwrap_err();
+        assert_eq!(e, "unknown option --jwt-secret; see --help");
+        let e = file::apply_text(&format!("jwt_secret = \"{key}\""), "f", &mut config);
+        assert!(e.unwrap_err().0.contains("jwt_secret: unknown key"));
+        assert!(!file::render(&config).contains(SECRET_ENV));
+        assert!(options::ENVIRONMENT.iter().any(|e| e.var == SECRET_ENV));
+        config.jwt_secret = Some(Secret::new(key));
+        let printed = file::render(&config);
+        assert!(printed.contains(&format!("# {SECRET_ENV} is set; not printed")));
+        assert!(!printed.contains(key), "{printed}");
+    }
+
+    /// A list's key is plural (`topics = [..]`); the singular gives one
+    /// item, as the flag does.
+    #[test]
+    fn a_list_takes_its_singular_key_too() {
+        let mut config = Config::default();
+        file::apply_text("topic = \"one\"\ntopics = [\"two\"]\n", "f", &mut config).unwrap();
+        assert_eq!(config.topics, ["one", "two"]);
+        let e = file::apply_text("topics = \"one\"", "f", &mut config).unwrap_err();
+        assert!(e.0.contains("topics: expected a list"), "{e}");
     }
 
     /// A value each option takes.

@@ -13,18 +13,9 @@ use std::path::Path;
 
 use toml::{Spanned, Value};
 
+use crate::config::kinds::{Shape, Shown, quoted};
+use crate::config::options::{self, Opt};
 use crate::config::{self, ArgError, Config};
-use crate::topic::Preset;
-
-/// The `[[poll]]` and `[[exec]]` tables with where each starts, so an entry
-/// can be named by its own line long after the file was read.
-#[derive(serde::Deserialize, Default)]
-struct Entries {
-    #[serde(default)]
-    poll: Vec<Spanned<Value>>,
-    #[serde(default)]
-    exec: Vec<Spanned<Value>>,
-}
 
 /// Reads `path` into `config`. Errors name the file, the line and the key.
 pub fn load(path: &Path, config: &mut Config) -> Result<(), ArgError> {
@@ -35,329 +26,251 @@ pub fn load(path: &Path, config: &mut Config) -> Result<(), ArgError> {
 }
 
 /// Applies the text of a config file named `file` (for errors) to `config`.
+/// Each key is an option's ([`options::find_key`]), given in the shape its
+/// kind takes; `[[poll]]`-like entries come last, each named by its line.
 pub fn apply_text(text: &str, file: &str, config: &mut Config) -> Result<(), ArgError> {
     let toml_error = |e: toml::de::Error| ArgError(format!("{file}: {}", e.to_string().trim_end()));
     let table: BTreeMap<String, Spanned<Value>> = toml::from_str(text).map_err(toml_error)?;
-    let line_at = |offset: usize| text[..offset].matches('\n').count() + 1;
+    let line_at = |offset: usize| text.get(..offset).unwrap_or(text).matches('\n').count() + 1;
+    let mut entries = Vec::new();
     for (key, value) in &table {
-        if key == "poll" || key == "exec" {
-            continue;
-        }
         let line = line_at(value.span().start);
         let fail = |msg: String| ArgError(format!("{file}:{line}: {key}: {msg}"));
-        apply(config, key, value.get_ref()).map_err(fail)?;
+        let Some((opt, shape)) = options::find_key(key) else {
+            return Err(fail(
+                "unknown key (see statecast --help for the options)".into(),
+            ));
+        };
+        if opt.command_line_only() {
+            return Err(fail("only valid on the command line".into()));
+        }
+        match (shape, value.get_ref()) {
+            (Shape::Entries { .. }, Value::Array(items)) => entries.push((opt, shape, items)),
+            (Shape::Entries { .. }, _) => {
+                return Err(fail(format!("expected [[{key}]] tables")));
+            }
+            (_, value) => apply(config, opt, shape, value).map_err(fail)?,
+        }
     }
-    let entries: Entries = toml::from_str(text).map_err(toml_error)?;
-    for (kind, items) in [("poll", entries.poll), ("exec", entries.exec)] {
-        for item in items {
-            let origin = format!("{file}:{}: [[{kind}]]", line_at(item.span().start));
-            add_entry(config, kind, item.get_ref(), &origin)
+    if entries.is_empty() {
+        return Ok(());
+    }
+    // Where each entry starts: only the parser's own tables keep the span
+    // of every item of an array.
+    let spans = toml::de::DeTable::parse(text).map_err(toml_error)?;
+    for (opt, shape, items) in entries {
+        let key = opt.key();
+        let starts: Vec<usize> = spans
+            .get_ref()
+            .iter()
+            .find(|(k, _)| k.get_ref() == key.as_str())
+            .and_then(|(_, v)| v.get_ref().as_array())
+            .map(|items| items.iter().map(|i| i.span().start).collect())
+            .unwrap_or_default();
+        for (n, item) in items.iter().enumerate() {
+            let start = starts.get(n).copied().unwrap_or_default();
+            let origin = format!("{file}:{}: [[{key}]]", line_at(start));
+            add_entry(config, opt, shape, item, &origin)
                 .map_err(|msg| ArgError(format!("{origin}: {msg}")))?;
         }
     }
     Ok(())
 }
 
-/// Adds one `[[poll]]` or `[[exec]]` entry, remembering where it was written
-/// for the checks that come once the whole configuration is known.
-fn add_entry(config: &mut Config, kind: &str, item: &Value, origin: &str) -> Result<(), String> {
-    let flag = format!("--{kind}");
-    let spec = entry(kind, item)?;
-    config::set(config, &flag, Some(&spec)).map_err(|e| e.replacen(&format!("{flag}: "), "", 1))?;
-    let added = match kind {
-        "poll" => config.polls.last_mut().map(|p| &mut p.origin),
-        _ => config.execs.last_mut().map(|e| &mut e.origin),
-    };
-    if let Some(at) = added {
-        *at = origin.to_owned();
-    }
-    Ok(())
+/// Sets `opt` from `text`, with the error in the file's terms: without
+/// the flag `set` puts first, since the file names the key.
+fn set(config: &mut Config, opt: &Opt, text: Option<&str>) -> Result<(), String> {
+    config::set(config, opt.flag, text).map_err(|e| {
+        e.strip_prefix(&format!("{}: ", opt.flag))
+            .map_or(e.clone(), str::to_owned)
+    })
 }
 
-/// Applies one key of the file.
-fn apply(config: &mut Config, key: &str, value: &Value) -> Result<(), String> {
-    let option = format!("--{}", key.replace('_', "-"));
-    // `set` words its errors for the command line; here the key is named.
-    let set = |config: &mut Config, text: Option<&str>| {
-        config::set(config, &option, text).map_err(|e| {
-            e.strip_prefix(&format!("{option}: "))
-                .map(str::to_owned)
-                .unwrap_or_else(|| "unknown key (see statecast --help for the options)".to_owned())
-        })
-    };
-    let declared = config::options::find(&option);
-    if declared.is_some_and(|o| o.command_line_only()) {
-        return Err("only valid on the command line".into());
-    }
-    // A switch (an option without a value): `true` turns it on.
-    let switch = declared.is_some_and(|o| o.value.is_none());
-    match (key, value) {
-        (_, Value::Boolean(on)) if switch => {
+/// Applies one key of the file, in the shape its option's kind takes.
+fn apply(config: &mut Config, opt: &Opt, shape: Shape, value: &Value) -> Result<(), String> {
+    match (shape, value) {
+        (Shape::Switch, Value::Boolean(on)) => {
             if *on {
-                set(config, None)?;
+                set(config, opt, None)?;
             }
         }
-        _ if switch => return Err("expected true or false".into()),
-        ("topics", Value::Array(items)) => {
-            for item in items {
-                let Value::String(topic) = item else {
-                    return Err(format!("expected a list of strings, found {item}"));
-                };
-                config::set(config, "--topic", Some(topic))
-                    .map_err(|e| e.replacen("--topic: ", "", 1))?;
-            }
-        }
-        ("topics", _) => return Err("expected a list of topic names".into()),
-        ("allow_origins" | "allow_hosts", Value::Array(items)) => {
-            let flag = if key == "allow_origins" {
-                "--allow-origin"
-            } else {
-                "--allow-host"
-            };
+        (Shape::Switch, _) => return Err("expected true or false".into()),
+        (Shape::List, Value::Array(items)) => {
             for item in items {
                 let Value::String(item) = item else {
                     return Err(format!("expected a list of strings, found {item}"));
                 };
-                config::set(config, flag, Some(item))
-                    .map_err(|e| e.replacen(&format!("{flag}: "), "", 1))?;
+                set(config, opt, Some(item))?;
             }
         }
-        ("schema", Value::Table(table)) => {
-            for (topic, file) in table {
-                let Value::String(file) = file else {
-                    return Err(format!("{topic}: expected a file name, found {file}"));
+        (Shape::List, _) => {
+            let what = opt.value.unwrap_or_default();
+            return Err(format!("expected a list, as {} = [\"{what}\"]", opt.key()));
+        }
+        (Shape::Table { .. }, Value::Table(table)) => {
+            for (name, value) in table {
+                let Value::String(value) = value else {
+                    return Err(format!("{name}: expected a string, found {value}"));
                 };
-                config::set(config, "--schema", Some(&format!("{topic}={file}")))
-                    .map_err(|e| e.replacen("--schema: ", "", 1))?;
+                set(config, opt, Some(&format!("{name}={value}")))?;
             }
         }
-        ("schema", _) => return Err("expected a [schema] table of TOPIC = \"FILE\"".into()),
-        (_, Value::String(text)) => set(config, Some(text))?,
-        (_, Value::Integer(n)) => set(config, Some(&n.to_string()))?,
+        (Shape::Table { .. }, _) => {
+            let syntax = opt.value.unwrap_or_default();
+            let (name, value) = syntax.split_once('=').unwrap_or((syntax, ""));
+            return Err(format!(
+                "expected a [{}] table of {name} = \"{value}\"",
+                opt.key()
+            ));
+        }
+        (_, Value::String(text)) => set(config, opt, Some(text))?,
+        (_, Value::Integer(n)) => set(config, opt, Some(&n.to_string()))?,
         (_, other) => return Err(format!("expected a string or a number, found {other}")),
     }
     Ok(())
 }
 
-/// Turns a `[[poll]]` or `[[exec]]` table into the option's text form.
-fn entry(kind: &str, item: &Value) -> Result<String, String> {
+/// Adds one `[[key]]` entry, remembering where it was written for the
+/// checks that come once the whole configuration is known.
+fn add_entry(
+    config: &mut Config,
+    opt: &Opt,
+    shape: Shape,
+    item: &Value,
+    origin: &str,
+) -> Result<(), String> {
+    let text = entry(&opt.key(), shape, item)?;
+    set(config, opt, Some(&text))?;
+    if let Some(field) = opt.field {
+        (field.set_origin)(config, origin);
+    }
+    Ok(())
+}
+
+/// Turns a `[[key]]` table into the option's text, `TOPIC=TARGET@INTERVAL`.
+fn entry(key: &str, shape: Shape, item: &Value) -> Result<String, String> {
+    let Shape::Entries {
+        target,
+        interval_required,
+        ..
+    } = shape
+    else {
+        return Err(format!("expected [[{key}]] tables"));
+    };
     let Value::Table(table) = item else {
-        return Err(format!("expected [[{kind}]] tables"));
+        return Err(format!("expected [[{key}]] tables"));
     };
     let field = |name: &str| match table.get(name) {
         Some(Value::String(s)) => Ok(Some(s.as_str())),
         Some(other) => Err(format!("{name}: expected a string, found {other}")),
         None => Ok(None),
     };
-    let target = if kind == "poll" { "url" } else { "command" };
     for name in table.keys() {
         if !["topic", target, "interval"].contains(&name.as_str()) {
-            return Err(format!("unknown key {name:?} in [[{kind}]]"));
+            return Err(format!("unknown key {name:?} in [[{key}]]"));
         }
     }
-    let missing = |key: &str| format!("the key {key:?} is missing");
+    let missing = |name: &str| format!("the key {name:?} is missing");
     let topic = field("topic")?.ok_or_else(|| missing("topic"))?;
     let what = field(target)?.ok_or_else(|| missing(target))?;
     Ok(match field("interval")? {
         Some(interval) => format!("{topic}={what}@{interval}"),
-        // A command has no default interval: say so in the file's terms,
-        // not in the command line's TOPIC=COMMAND@INTERVAL.
-        None if kind == "exec" => return Err(missing("interval")),
+        // Said in the file's terms, not in the command line's
+        // TOPIC=COMMAND@INTERVAL.
+        None if interval_required => return Err(missing("interval")),
         None => format!("{topic}={what}"),
     })
 }
 
-fn quoted(s: &str) -> String {
-    Value::String(s.to_owned()).to_string()
-}
-
-/// Formats a size the way the options take it.
-fn size(bytes: usize) -> String {
-    if bytes.is_multiple_of(1 << 20) {
-        format!("{}MiB", bytes >> 20)
-    } else if bytes.is_multiple_of(1 << 10) {
-        format!("{}KiB", bytes >> 10)
-    } else {
-        bytes.to_string()
-    }
-}
-
-/// The effective configuration as a TOML file `load` reads back unchanged.
+/// The effective configuration as a TOML file `load` reads back unchanged:
+/// every option in the order `--help` lists them, each as its kind shows
+/// it. An option that is unset, or secret, is shown commented out, and an
+/// empty table as a commented example, so every key is named.
 pub fn render(c: &Config) -> String {
-    let d = config::format_duration;
     let mut out = String::new();
-    let preset = match c.preset {
-        Preset::Adw => "adw",
-        Preset::None => "none",
-    };
-    let topics: Vec<String> = c.topics.iter().map(|t| quoted(t)).collect();
-    let _ = writeln!(out, "listen = {}", quoted(&c.listen.to_string()));
-    let _ = writeln!(out, "preset = {}", quoted(preset));
-    let _ = writeln!(out, "topics = [{}]", topics.join(", "));
-    let _ = writeln!(out, "any_topic = {}", c.any_topic);
-    let _ = writeln!(out, "max_topics = {}", c.max_topics);
-    let _ = writeln!(
-        out,
-        "max_publish_bytes = {}",
-        quoted(&size(c.max_publish_bytes))
-    );
-    let _ = writeln!(
-        out,
-        "max_client_message = {}",
-        quoted(&size(c.max_client_message))
-    );
-    let _ = writeln!(out, "max_client_fragments = {}", c.max_client_fragments);
-    let _ = writeln!(
-        out,
-        "max_queue_bytes = {}",
-        quoted(&size(c.max_queue_bytes))
-    );
-    let _ = writeln!(out, "max_connections = {}", c.max_connections);
-    let _ = writeln!(out, "ping_interval = {}", quoted(&d(c.ping_interval)));
-    let _ = writeln!(
-        out,
-        "handshake_timeout = {}",
-        quoted(&d(c.handshake_timeout))
-    );
-    let _ = writeln!(out, "write_timeout = {}", quoted(&d(c.write_timeout)));
-    let _ = writeln!(out, "shutdown_timeout = {}", quoted(&d(c.shutdown_timeout)));
-    let _ = writeln!(out, "stats_interval = {}", quoted(&d(c.stats_interval)));
-    let _ = writeln!(
-        out,
-        "log_level = {}",
-        quoted(&c.log_level.to_string().to_lowercase())
-    );
-    render_sources(c, &mut out);
-    render_tables(c, &mut out);
-    out
+    let mut tables = String::new();
+    for opt in options::ALL {
+        let Some(field) = opt.field else { continue };
+        let key = opt.key();
+        let line = match (field.show)(c) {
+            Shown::Value(value) => format!("{key} = {value}"),
+            Shown::Unset => format!("# {key} = {}", quoted(opt.value.unwrap_or_default())),
+            // Tokens are never printed: said whether set, in a comment.
+            Shown::Secret { set: true } => format!("# {key} is set; not printed"),
+            Shown::Secret { set: false } => {
+                format!("# {key}: unset (give it in the environment, not here)")
+            }
+            Shown::Note(note) => format!("# {key}{note}"),
+            Shown::Table(pairs) => {
+                render_table(&mut tables, &key, field.shape, &pairs);
+                continue;
+            }
+            Shown::Entries(entries) => {
+                render_entries(&mut tables, &key, field.shape, &entries);
+                continue;
+            }
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    // Only ever from the environment: said in a comment when set.
+    for setting in options::ENVIRONMENT {
+        if (setting.field.show)(c) == (Shown::Secret { set: true }) {
+            let _ = writeln!(out, "# {} is set; not printed", setting.var);
+        }
+    }
+    out + &tables
 }
 
-/// Who may connect and publish, and where data comes from. An option that
-/// is unset, or secret, is shown commented out, so every key is named.
-fn render_sources(c: &Config, out: &mut String) {
-    let d = config::format_duration;
-    let _ = writeln!(out, "demo = {}", c.demo);
-    let _ = writeln!(out, "no_validate = {}", !c.validate);
-    let _ = writeln!(out, "no_compression = {}", !c.compression);
-    let _ = writeln!(out, "agent_program = {}", quoted(&c.agent_program));
-    let origins: Vec<String> = c.allow_origins.iter().map(|o| quoted(o)).collect();
-    let _ = writeln!(out, "allow_origins = [{}]", origins.join(", "));
-    let _ = writeln!(out, "allow_any_origin = {}", c.allow_any_origin);
-    let _ = writeln!(out, "require_origin = {}", c.require_origin);
-    let hosts: Vec<String> = c.allow_hosts.iter().map(|h| quoted(h)).collect();
-    let _ = writeln!(out, "allow_hosts = [{}]", hosts.join(", "));
-    let _ = writeln!(out, "public_metrics = {}", c.public_metrics);
-    let _ = writeln!(out, "insecure_publish = {}", c.insecure_publish);
-    let _ = writeln!(out, "max_connections_per_ip = {}", c.max_connections_per_ip);
-    // Tokens are never printed: say whether one is set, in a comment.
-    for (key, token) in [
-        ("publish_token", &c.publish_token),
-        ("subscribe_token", &c.subscribe_token),
-    ] {
-        let _ = match token {
-            Some(_) => writeln!(out, "# {key} is set; not printed"),
-            None => writeln!(out, "# {key}: unset (give it in the environment, not here)"),
-        };
-    }
-    let _ = match &c.jwt_public_key {
-        Some(file) => writeln!(out, "jwt_public_key = {}", quoted(&file.to_string_lossy())),
-        None => writeln!(out, "# jwt_public_key = \"FILE\""),
-    };
-    for (key, value) in [
-        ("jwt_audience", &c.jwt_audience),
-        ("jwt_issuer", &c.jwt_issuer),
-    ] {
-        let _ = match value {
-            Some(v) => writeln!(out, "{key} = {}", quoted(v)),
-            None => writeln!(out, "# {key} = \"\""),
-        };
-    }
-    // Only ever from the environment; said whether set, in a comment.
-    if c.jwt_secret.is_some() {
-        let _ = writeln!(
-            out,
-            "# {} is set; not printed",
-            crate::server::jwt::SECRET_ENV
-        );
-    }
-    let _ = match &c.agents_dir {
-        Some(dir) => writeln!(out, "agents_dir = {}", quoted(&dir.to_string_lossy())),
-        None => writeln!(out, "# agents_dir = \"DIR\""),
-    };
-    let _ = writeln!(out, "scan_interval = {}", quoted(&d(c.scan_interval)));
-    let _ = match &c.github_repo {
-        Some(repo) => writeln!(out, "github_repo = {}", quoted(repo)),
-        None => writeln!(out, "# github_repo = \"OWNER/NAME\""),
-    };
-    if c.redis.is_none() {
-        let _ = writeln!(out, "# redis = \"redis://HOST:PORT/DB\"");
-    }
-    if let Some(url) = &c.redis {
-        // A password in the URL stays out of the printout.
-        let shown = config::redacted_url(url.expose());
-        if shown == url.expose() {
-            let _ = writeln!(out, "redis = {}", quoted(&shown));
-        } else {
-            let _ = writeln!(
-                out,
-                "# redis = {} (its password is not printed)",
-                quoted(&shown)
-            );
+/// A `[key]` table, which TOML wants after every top-level key; a
+/// commented example when it is empty.
+fn render_table(out: &mut String, key: &str, shape: Shape, pairs: &[(String, String)]) {
+    if pairs.is_empty() {
+        if let Shape::Table {
+            example: (name, value),
+        } = shape
+        {
+            let _ = write!(out, "\n# [{key}]\n# {} = {}\n", quoted(name), quoted(value));
         }
+        return;
     }
-    let _ = writeln!(out, "poll_timeout = {}", quoted(&d(c.poll_timeout)));
-    let _ = writeln!(out, "exec_timeout = {}", quoted(&d(c.exec_timeout)));
+    let _ = write!(out, "\n[{key}]\n");
+    for (name, value) in pairs {
+        let _ = writeln!(out, "{} = {}", quoted(name), quoted(value));
+    }
 }
 
-/// The tables, which TOML wants after every top-level key.
-fn render_tables(c: &Config, out: &mut String) {
-    let d = config::format_duration;
-    if !c.schemas.is_empty() {
-        out.push_str("\n[schema]\n");
-        for (topic, file) in &c.schemas {
-            let _ = writeln!(
-                out,
-                "{} = {}",
-                quoted(topic),
-                quoted(&file.to_string_lossy())
-            );
-        }
+/// `[[key]]` tables, one an entry; one holding a secret is named in a
+/// comment instead, and a commented example stands for none.
+fn render_entries(
+    out: &mut String,
+    key: &str,
+    shape: Shape,
+    entries: &[Result<[String; 3], String>],
+) {
+    let Shape::Entries {
+        target, example, ..
+    } = shape
+    else {
+        return;
+    };
+    let table = |[topic, what, interval]: [&str; 3], comment: &str| {
+        format!(
+            "\n{comment}[[{key}]]\n{comment}topic = {}\n{comment}{target} = {}\n{comment}interval = {}\n",
+            quoted(topic),
+            quoted(what),
+            quoted(interval)
+        )
+    };
+    if entries.is_empty() {
+        out.push_str(&table(example, "# "));
     }
-    for p in &c.polls {
-        if config::has_secret(&p.url) {
-            // Not printed; said in a comment, as tokens are.
-            let _ = write!(
-                out,
-                "\n# [[poll]] for {} is set; its URL holds a secret, not printed: {}\n",
-                p.topic,
-                config::redacted_url(&p.url)
-            );
-            continue;
+    for entry in entries {
+        match entry {
+            Ok(values) => out.push_str(&table(values.each_ref().map(String::as_str), "")),
+            Err(note) => {
+                let _ = write!(out, "\n# [[{key}]] {note}\n");
+            }
         }
-        let _ = write!(
-            out,
-            "\n[[poll]]\ntopic = {}\nurl = {}\ninterval = {}\n",
-            quoted(&p.topic),
-            quoted(&p.to_string()),
-            quoted(&d(p.interval))
-        );
-    }
-    for e in &c.execs {
-        let shown = config::redacted_urls(&e.command);
-        if shown != e.command {
-            let _ = write!(
-                out,
-                "\n# [[exec]] for {} is set; its command holds a secret, not printed: {}\n",
-                e.topic, shown
-            );
-            continue;
-        }
-        let _ = write!(
-            out,
-            "\n[[exec]]\ntopic = {}\ncommand = {}\ninterval = {}\n",
-            quoted(&e.topic),
-            quoted(&e.command),
-            quoted(&d(e.interval))
-        );
     }
 }

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use super::values::{parse_duration, redacted_url, redacted_urls};
 
+/// How often `--poll` fetches when the entry names no interval.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Where an entry was written: `--poll`, or `statecast.toml:7: [[poll]]`.
 pub type Origin = String;
 

@@ -1,8 +1,45 @@
-//! The syntax of option values: addresses, counts, `500ms`, `1MiB`, and URLs
-//! as they may be shown (their secrets hidden).
+//! The syntax of option values: addresses, counts, `500ms`, `1MiB`,
+//! tokens (held to their rules, never shown), and URLs as they may be shown
+//! (their secrets hidden).
 
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
+
+/// A token: never printed, not even by `{:?}`, so it cannot reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(token: &str) -> Secret {
+        Secret(token.to_owned())
+    }
+
+    /// The token itself, for the one comparison that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// A token or key as the rules for one go: 16 characters at least, no
+/// spaces. Said without the value: a secret must not reach a terminal log.
+pub fn secret(text: &str) -> Result<Secret, String> {
+    if text.len() < MIN_SECRET_LEN || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "a token needs at least {MIN_SECRET_LEN} characters and no spaces"
+        ));
+    }
+    Ok(Secret::new(text))
+}
+
+/// The shortest token or key taken: guessing 16 characters is out of reach.
+pub const MIN_SECRET_LEN: usize = 16;
 
 pub(super) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.to_socket_addrs()

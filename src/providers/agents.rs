@@ -480,6 +480,15 @@ impl super::Provider for AgentsConfig {
         format!("agents {}", self.dir.display())
     }
 
+    fn origin(&self) -> String {
+        "--agents-dir".into()
+    }
+
+    fn topics(&self) -> Vec<String> {
+        let family = format!("{}*", adw::ADW_STATE_PREFIX);
+        vec!["workflows".into(), "adw-monitor".into(), family]
+    }
+
     fn start(
         self: Box<Self>,
         publisher: Publisher,

@@ -941,6 +941,20 @@ impl super::Provider for Player {
         "demo".into()
     }
 
+    fn origin(&self) -> String {
+        "--demo".into()
+    }
+
+    /// Every ADW topic, each workflow's state among them.
+    fn topics(&self) -> Vec<String> {
+        let family = format!("{}*", crate::topic::adw::ADW_STATE_PREFIX);
+        crate::topic::adw::TOPICS
+            .iter()
+            .map(|t| t.name.to_owned())
+            .chain([family])
+            .collect()
+    }
+
     fn start(
         self: Box<Self>,
         publisher: Publisher,

@@ -278,6 +278,14 @@ impl super::Provider for Runner {
         format!("exec {} <- `{command}`", self.spec.topic)
     }
 
+    fn origin(&self) -> String {
+        self.spec.origin.clone()
+    }
+
+    fn topics(&self) -> Vec<String> {
+        vec![self.spec.topic.clone()]
+    }
+
     fn start(
         self: Box<Self>,
         publisher: Publisher,

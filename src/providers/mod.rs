@@ -4,7 +4,10 @@
 //!
 //! A provider is one type implementing [`Provider`], in a file of its own;
 //! [`configured`] lists them, one line each. Adding one is a new file and a
-//! line there.
+//! line there (and its options, a row each in `config::options`): what
+//! the server does with a provider before starting it (checking its
+//! topics, [`shared_topics`]'s warning, the start line) goes through the
+//! trait, never through code that names a provider.
 
 pub mod agents;
 pub mod demo;
@@ -16,7 +19,6 @@ pub mod source;
 pub use provider::Provider;
 
 use crate::config::Config;
-use crate::topic::adw;
 
 /// Every provider `config` asks for, each from its own section of it.
 pub fn configured(config: &Config) -> Vec<Box<dyn Provider>> {
@@ -28,24 +30,48 @@ pub fn configured(config: &Config) -> Vec<Box<dyn Provider>> {
     all
 }
 
-/// The providers that publish to topics `--demo` publishes to, each with
-/// the topics it shares, for the warning at start: two writers to one
-/// topic make a panel flip between their stories.
-pub fn shared_with_demo(config: &Config) -> Vec<String> {
-    if !config.demo {
-        return Vec::new();
+/// One warning for each provider that shares topics with those after it,
+/// naming them and what they share: two writers to one topic make a panel
+/// flip between their stories.
+pub fn shared_topics(providers: &[Box<dyn Provider>]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (n, first) in providers.iter().enumerate() {
+        let mine = first.topics();
+        let sharing: Vec<String> = providers
+            .iter()
+            .skip(n + 1)
+            .filter_map(|other| {
+                let theirs = other.topics();
+                let both: Vec<&str> = mine
+                    .iter()
+                    .flat_map(|a| theirs.iter().filter_map(move |b| overlap(a, b)))
+                    .collect();
+                (!both.is_empty()).then(|| format!("{} ({})", other.origin(), both.join(", ")))
+            })
+            .collect();
+        if !sharing.is_empty() {
+            warnings.push(format!(
+                "{} and {} publish to the same topics; each overwrites the other's snapshots",
+                first.origin(),
+                sharing.join(", ")
+            ));
+        }
     }
-    let mut shared = Vec::new();
-    if config.agents_dir.is_some() {
-        shared.push("--agents-dir (workflows, adw-monitor, adw-state/*)".to_owned());
+    warnings
+}
+
+/// What two topics (a name, or a family as its prefix and `*`) have in
+/// common: the narrower one, when one covers the other.
+fn overlap<'a>(a: &'a str, b: &'a str) -> Option<&'a str> {
+    let covers = |pattern: &str, name: &str| match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    };
+    if covers(a, b) {
+        Some(b)
+    } else if covers(b, a) {
+        Some(a)
+    } else {
+        None
     }
-    let demo_writes =
-        |topic: &str| adw::topic(topic).is_some() || topic.starts_with(adw::ADW_STATE_PREFIX);
-    for poll in config.polls.iter().filter(|p| demo_writes(&p.topic)) {
-        shared.push(format!("{} ({})", poll.origin, poll.topic));
-    }
-    for exec in config.execs.iter().filter(|e| demo_writes(&e.topic)) {
-        shared.push(format!("{} ({})", exec.origin, exec.topic));
-    }
-    shared
 }

@@ -156,6 +156,14 @@ impl super::Provider for Poller {
         format!("poll {} <- {url}", self.spec.topic)
     }
 
+    fn origin(&self) -> String {
+        self.spec.origin.clone()
+    }
+
+    fn topics(&self) -> Vec<String> {
+        vec![self.spec.topic.clone()]
+    }
+
     fn start(
         self: Box<Self>,
         publisher: Publisher,

@@ -8,10 +8,23 @@ use std::thread::JoinHandle;
 use crate::publisher::Publisher;
 
 /// A thread that publishes into a server, and reports its health in
-/// `/healthz` through the publisher's registry.
+/// `/healthz` through the publisher's registry. What a server does with
+/// one before it starts (checking its topics, warning of two writers to a
+/// topic, naming it in the start line) goes through these methods alone,
+/// so a new provider needs no code outside its file but a line in
+/// [`super::configured`].
 pub trait Provider: Send {
     /// What it is, for the start line: `poll queue <- http://...`.
     fn describe(&self) -> String;
+
+    /// Where it was asked for, for errors and warnings at start: `--demo`,
+    /// `--poll`, or a config file's line (`statecast.toml:7: [[poll]]`).
+    fn origin(&self) -> String;
+
+    /// Every topic it publishes to: names, and a family of names as its
+    /// prefix and `*` (`adw-state/*`). The server checks each against its
+    /// topic rules before any provider starts.
+    fn topics(&self) -> Vec<String>;
 
     /// Starts its thread; it publishes through `publisher` until the
     /// server stops.

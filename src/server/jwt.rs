@@ -28,7 +28,7 @@ pub const SKEW: Duration = Duration::from_secs(30);
 
 /// The environment variable the HS256 secret comes from; never a flag or
 /// a config file key, where other users of the host could read it.
-pub const SECRET_ENV: &str = "STATECAST_JWT_SECRET";
+pub const SECRET_ENV: &str = crate::config::options::JWT_SECRET_ENV;
 
 /// Checks tokens against the one key the configuration gives. The
 /// algorithm is the key's: a token whose header names another is refused,

@@ -128,8 +128,8 @@ fn rules_for(config: &Config) -> Result<Rules, String> {
 }
 
 /// Whether `topic` is one a server with `config` serves, before it is
-/// started: a provider's topic must be.
-pub fn check_topic(config: &Config, topic: &str) -> Result<(), String> {
+/// started: a `--schema`'s topic must be.
+fn check_topic(config: &Config, topic: &str) -> Result<(), String> {
     let rules = Rules::new(
         config.preset,
         &config.topics,
@@ -189,15 +189,43 @@ impl Server {
 
     /// Starts `providers` (see [`crate::providers::configured`] for the
     /// ones a configuration asks for), each on a thread of its own that
-    /// publishes through this server's [`Publisher`].
+    /// publishes through this server's [`Publisher`]. First, every topic
+    /// each one names is checked against this server's topic rules: one
+    /// that is not served fails with `InvalidInput`, naming the provider
+    /// and the topic, before any starts. Providers that share a topic are
+    /// worth a warning.
     pub fn start_providers(
         &self,
         providers: Vec<Box<dyn crate::providers::Provider>>,
     ) -> io::Result<()> {
+        for provider in &providers {
+            for topic in provider.topics() {
+                self.check_provider_topic(&topic).map_err(|e| {
+                    let e = format!("{}: {e}", provider.origin());
+                    io::Error::new(io::ErrorKind::InvalidInput, e)
+                })?;
+            }
+        }
+        for warning in crate::providers::shared_topics(&providers) {
+            warn!("{warning}");
+        }
         for provider in providers {
             provider.start(self.publisher())?;
         }
         Ok(())
+    }
+
+    /// Whether this server serves `topic` (a name or a family, as a
+    /// provider states it); an ADW topic without the preset says so.
+    fn check_provider_topic(&self, topic: &str) -> Result<(), String> {
+        self.rules.check_pattern(topic).map_err(|e| {
+            let adw_topic = adw::topic(topic).is_some() || topic.starts_with(adw::ADW_STATE_PREFIX);
+            if adw_topic && self.config.preset != crate::topic::Preset::Adw {
+                format!("{e}: the ADW topics need --preset adw")
+            } else {
+                e.to_string()
+            }
+        })
     }
 
     /// The address actually bound (port 0 resolved).

@@ -139,6 +139,17 @@ impl Rules {
             (true, true) => Ok(()),
         }
     }
+
+    /// Whether every name `pattern` stands for is served: a name, or a
+    /// family of names as its prefix and `*` (`adw-state/*`, served with
+    /// the ADW preset).
+    pub fn check_pattern(&self, pattern: &str) -> Result<(), TopicError> {
+        match pattern.strip_suffix('*') {
+            Some(ADW_STATE_PREFIX) if self.preset == Preset::Adw => Ok(()),
+            Some(_) => Err(TopicError::Unknown(pattern.to_owned())),
+            None => self.check(pattern),
+        }
+    }
 }
 
 /// Why a value was not taken in.
