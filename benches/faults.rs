@@ -284,22 +284,7 @@ fn loop_thread(pid: u32) -> (u64, u64) {
 /// what the loop costs while it waits for descriptors to free up (the
 /// figures `tests/limits.rs` once held to a wall-clock bound).
 fn descriptors_out() {
-    let server = Binary::start_with(&[], |c| {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
-        unsafe {
-            c.pre_exec(|| {
-                let limit = libc::rlimit {
-                    rlim_cur: 40,
-                    rlim_max: 40,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
+    let server = Binary::start_with_fd_limit(&[], 40);
     let held: Vec<TcpStream> = (0..60)
         .map(|_| TcpStream::connect(server.addr).unwrap())
         .collect();

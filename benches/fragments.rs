@@ -26,35 +26,6 @@ use statecast_testkit::*;
 
 const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x81];
 
-/// Keeps this process, and the server it starts (which inherits it), on
-/// the first CPU it may use.
-fn pin_to_one_cpu() {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; both calls only
-    // read and write the set given, for this process.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
-        let cpu = (0..libc::CPU_SETSIZE as usize)
-            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
-            .expect("some CPU to run on");
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size, &set), 0);
-        println!("bench and server on CPU {cpu}");
-    }
-}
-
-/// The server's CPU time so far, in nanoseconds.
-fn cpu_ns(server: &Binary) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{}/schedstat", server.child.id()))
-        .expect("the server is running");
-    stat.split_whitespace()
-        .next()
-        .and_then(|ns| ns.parse().ok())
-        .expect("schedstat")
-}
-
 /// A JSON ping padded with Greek text to just under 4 KiB.
 fn big_ping() -> String {
     let mut ping = String::from(r#"{"type":"ping","timestamp":7,"pad":""#);
@@ -94,11 +65,11 @@ fn small_frames(len: usize) -> Vec<u8> {
 /// server's CPU for it.
 fn cost(server: &Binary, wire: &[u8]) -> u64 {
     let mut ws = server.subscribe("fragments");
-    let before = cpu_ns(server);
+    let before = server.cpu_ns();
     ws.write_all(wire).unwrap();
     let pong = read_data_frame(&mut ws);
     assert_eq!(pong.json()["type"], "pong", "{pong:?}");
-    cpu_ns(server) - before
+    server.cpu_ns() - before
 }
 
 fn median(mut v: Vec<u64>) -> u64 {

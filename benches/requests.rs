@@ -19,35 +19,6 @@ use std::time::Instant;
 
 use statecast_testkit::*;
 
-/// Keeps this process, and the server it starts (which inherits it), on
-/// the first CPU it may use.
-fn pin_to_one_cpu() {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; both calls only
-    // read and write the set given, for this process.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
-        let cpu = (0..libc::CPU_SETSIZE as usize)
-            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
-            .expect("some CPU to run on");
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size, &set), 0);
-        println!("bench and server on CPU {cpu}");
-    }
-}
-
-/// The server's CPU time so far, in nanoseconds.
-fn cpu_ns(server: &Binary) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{}/schedstat", server.child.id()))
-        .expect("the server is running");
-    stat.split_whitespace()
-        .next()
-        .and_then(|ns| ns.parse().ok())
-        .expect("schedstat")
-}
-
 /// Publishes a JSON string of `len` bytes as 1-byte chunks, written a few
 /// chunks at a time so the server reads it in many small pieces. Returns
 /// the server's CPU for it and the bytes on the wire.
@@ -57,7 +28,7 @@ fn publish_bytewise(server: &Binary, len: usize) -> (u64, usize) {
     body.resize(len - 1, b'a');
     body.push(b'"');
     let mut stream = server.connect();
-    let before = cpu_ns(server);
+    let before = server.cpu_ns();
     let head = "POST /api/v1/publish/bytewise HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     stream.write_all(head.as_bytes()).unwrap();
     let mut wire = head.len();
@@ -75,7 +46,7 @@ fn publish_bytewise(server: &Binary, len: usize) -> (u64, usize) {
     wire += 5;
     let (status, _, reply) = read_response(&mut stream);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
-    (cpu_ns(server) - before, wire)
+    (server.cpu_ns() - before, wire)
 }
 
 fn median(mut v: Vec<u64>) -> u64 {

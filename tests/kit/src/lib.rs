@@ -305,6 +305,37 @@ impl Binary {
             .expect("VmRSS")
     }
 
+    /// Starts it allowed `limit` open files (`RLIMIT_NOFILE`).
+    pub fn start_with_fd_limit(args: &[&str], limit: u64) -> Binary {
+        Self::start_with(args, |c| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec here.
+            unsafe {
+                c.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
+    /// Its CPU time so far, in nanoseconds (`/proc/PID/schedstat`).
+    pub fn cpu_ns(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/schedstat", self.child.id()))
+            .expect("the server is running");
+        stat.split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse().ok())
+            .expect("schedstat")
+    }
+
     /// Open file descriptors.
     pub fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
@@ -440,5 +471,26 @@ pub fn flood(mut stream: TcpStream, unit: &[u8]) -> u64 {
                 ) => {}
             Err(_) => return sent,
         }
+    }
+}
+
+/// Keeps this process, and a server it starts afterwards (which inherits
+/// it), on the first CPU it may use: a bench that counts the server's CPU
+/// per byte wants both on one core, so the server does not wake for each
+/// small write.
+pub fn pin_to_one_cpu() {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; both calls only
+    // read and write the set given, for this process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .expect("some CPU to run on");
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, size, &set), 0);
+        println!("bench and server on CPU {cpu}");
     }
 }
