@@ -344,7 +344,53 @@ impl Scanner {
         status: &str,
         active: bool,
     ) -> Value {
-        let phases_completed: Vec<String> = match state["phases_completed"].as_array() {
+        let phases = Phases::of(state, dirs, status);
+        let progress = phases.percent(status);
+        let issue = issue_number(state);
+        let field = Fields(state);
+        let title = state["title"]
+            .as_str()
+            .or_else(|| state["nl_input"].as_str())
+            .unwrap_or_default();
+        json!({
+            "adw_id": id,
+            "issue_number": issue,
+            "pr_number": field.number_or_null("pr_number"),
+            "issue_class": field.text("issue_class"),
+            "title": title,
+            "status": status,
+            "current_phase": phases.current,
+            "phase_progress": progress,
+            "workflow_template": field.text("workflow_template"),
+            "start_time": field.text_or_null("start_time"),
+            "end_time": field.text_or_null("end_time"),
+            "duration_seconds": field.number_or_null("duration_seconds"),
+            "github_url": self.github_url(state, issue),
+            "worktree_path": field.text_or_null("worktree_path"),
+            "current_cost": field.number_or_null("current_cost"),
+            "estimated_cost_total": field.number_or_null("estimated_cost_total"),
+            "error_count": field.number_or("error_count", json!(0)),
+            "last_error": field.text_or_null("last_error"),
+            "is_process_active": active,
+            "phases_completed": phases.completed,
+            "total_phases": RING.len(),
+        })
+    }
+}
+
+/// Where a workflow stands among its phases: what its state file says,
+/// or, where the file does not say, what its `adw_<phase>_iso`
+/// directories show.
+struct Phases {
+    completed: Vec<String>,
+    current: Option<String>,
+}
+
+impl Phases {
+    /// Trusts the state file's lists only when they hold the contract's
+    /// types, since a hand-edited file must not break the panel.
+    fn of(state: &Value, dirs: &[&'static str], status: &str) -> Phases {
+        let completed = match state["phases_completed"].as_array() {
             Some(list) if list.iter().all(Value::is_string) => list
                 .iter()
                 .filter_map(|p| p.as_str().map(str::to_owned))
@@ -360,60 +406,66 @@ impl Scanner {
                 dirs.iter().take(done).map(|p| (*p).to_owned()).collect()
             }
         };
-        let current_phase = match state["current_phase"].as_str() {
+        let current = match state["current_phase"].as_str() {
             Some(phase) => Some(phase.to_owned()),
             None => dirs.last().map(|p| (*p).to_owned()),
         };
-        let lit = |phase: &str| {
-            phases_completed
-                .iter()
-                .any(|p| p.to_ascii_lowercase().contains(phase))
-        };
-        let done = RING.iter().filter(|phase| lit(phase)).count();
-        let current_adds = match &current_phase {
+        Phases { completed, current }
+    }
+
+    /// Whether a phase of the ring is done; matched by substring, as the
+    /// dashboard does, so `document` lights `doc`.
+    fn lit(&self, phase: &str) -> bool {
+        self.completed
+            .iter()
+            .any(|p| p.to_ascii_lowercase().contains(phase))
+    }
+
+    /// How much of the dashboard's ring is lit, in percent to one place: a
+    /// phase under way counts half, so a running workflow shows movement
+    /// before its phase ends.
+    fn percent(&self, status: &str) -> f64 {
+        let done = RING.iter().filter(|phase| self.lit(phase)).count();
+        let current_adds = match &self.current {
             Some(phase) if status != "completed" => {
                 let phase = phase.to_ascii_lowercase();
-                let in_ring = RING.iter().any(|r| phase.contains(r) && !lit(r));
+                let in_ring = RING.iter().any(|r| phase.contains(r) && !self.lit(r));
                 if in_ring { 0.5 } else { 0.0 }
             }
             _ => 0.0,
         };
         let progress = ((done as f64 + current_adds) / RING.len() as f64 * 1000.0).round() / 10.0;
-        let issue = issue_number(state);
-        let text = |key: &str| json!(state[key].as_str().unwrap_or_default());
-        let text_or_null = |key: &str| state[key].as_str().map_or(Value::Null, |s| json!(s));
-        let number_or = |key: &str, default: Value| match &state[key] {
+        progress.min(100.0)
+    }
+}
+
+/// A state file's fields in the contract's types: a field that is missing
+/// or of another type becomes the contract's empty value, so the panel
+/// never carries what the dashboard cannot render.
+struct Fields<'a>(&'a Value);
+
+impl Fields<'_> {
+    /// A string, or `""`.
+    fn text(&self, key: &str) -> Value {
+        json!(self.0[key].as_str().unwrap_or_default())
+    }
+
+    /// A string, or `null`.
+    fn text_or_null(&self, key: &str) -> Value {
+        self.0[key].as_str().map_or(Value::Null, |s| json!(s))
+    }
+
+    /// A number as written, or `default`.
+    fn number_or(&self, key: &str, default: Value) -> Value {
+        match &self.0[key] {
             n @ Value::Number(_) => n.clone(),
             _ => default,
-        };
-        let number_or_null = |key: &str| number_or(key, Value::Null);
-        let title = state["title"]
-            .as_str()
-            .or_else(|| state["nl_input"].as_str())
-            .unwrap_or_default();
-        json!({
-            "adw_id": id,
-            "issue_number": issue,
-            "pr_number": number_or_null("pr_number"),
-            "issue_class": text("issue_class"),
-            "title": title,
-            "status": status,
-            "current_phase": current_phase,
-            "phase_progress": progress.min(100.0),
-            "workflow_template": text("workflow_template"),
-            "start_time": text_or_null("start_time"),
-            "end_time": text_or_null("end_time"),
-            "duration_seconds": number_or_null("duration_seconds"),
-            "github_url": self.github_url(state, issue),
-            "worktree_path": text_or_null("worktree_path"),
-            "current_cost": number_or_null("current_cost"),
-            "estimated_cost_total": number_or_null("estimated_cost_total"),
-            "error_count": number_or("error_count", json!(0)),
-            "last_error": text_or_null("last_error"),
-            "is_process_active": active,
-            "phases_completed": phases_completed,
-            "total_phases": RING.len(),
-        })
+        }
+    }
+
+    /// A number as written, or `null`.
+    fn number_or_null(&self, key: &str) -> Value {
+        self.number_or(key, Value::Null)
     }
 }
 

@@ -490,6 +490,11 @@ impl Compiler<'_> {
     }
 
     /// Reads one assertion keyword into `r`; `at` is its pointer.
+    ///
+    /// A table, one arm per keyword, so a keyword's reading is found by
+    /// its name and one not listed is refused. An arm that does more than
+    /// convert its value calls a step named for the keyword, below, which
+    /// keeps the table one line a keyword.
     fn keyword(&mut self, r: &mut Keywords, key: &str, v: &Value, at: &str) -> Result<(), String> {
         match key {
             "$ref" => r.reference = Some(self.reference(v)?),
@@ -520,51 +525,64 @@ impl Compiler<'_> {
             "minContains" => group(&mut r.array).min_contains = Some(count(v)?),
             "maxContains" => group(&mut r.array).max_contains = Some(count(v)?),
             "required" => group(&mut r.object).required = strings(v)?,
-            "properties" => {
-                let mut named = self.named(v, at)?;
-                named.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                group(&mut r.object).properties = named.into_boxed_slice();
-            }
-            "patternProperties" => {
-                for (source, id) in self.named(v, at)? {
-                    group(&mut r.object)
-                        .pattern_properties
-                        .push((pattern(&Value::String(source))?, id));
-                }
-            }
+            "properties" => group(&mut r.object).properties = self.properties(v, at)?,
+            "patternProperties" => self.pattern_properties(&mut r.object, v, at)?,
             "additionalProperties" => {
                 group(&mut r.object).additional_properties = Some(self.at(at)?)
             }
             "propertyNames" => group(&mut r.object).property_names = Some(self.at(at)?),
             "minProperties" => group(&mut r.object).min_properties = Some(count(v)?),
             "maxProperties" => group(&mut r.object).max_properties = Some(count(v)?),
-            "dependentRequired" => {
-                let map = v.as_object().ok_or("must be an object")?;
-                for (name, needs) in map {
-                    group(&mut r.object)
-                        .dependent_required
-                        .push((name.clone(), strings(needs)?));
-                }
-            }
+            "dependentRequired" => dependent_required(&mut r.object, v)?,
             "allOf" => group(&mut r.logic).all_of = self.list(v, at)?,
             "anyOf" => group(&mut r.logic).any_of = self.list(v, at)?,
             "oneOf" => group(&mut r.logic).one_of = self.list(v, at)?,
             "not" => group(&mut r.logic).not = Some(self.at(at)?),
-            "if" => {
-                let parent = at.strip_suffix("/if").unwrap_or(at);
-                let branch = |c: &mut Self, k: &str| -> Result<Option<Id>, String> {
-                    let p = format!("{parent}/{k}");
-                    c.doc.pointer(&p).map(|_| c.at(&p)).transpose()
-                };
-                let then = branch(self, "then")?;
-                let otherwise = branch(self, "else")?;
-                group(&mut r.logic).if_then_else = Some((self.at(at)?, then, otherwise));
-            }
+            "if" => group(&mut r.logic).if_then_else = Some(self.conditional(at)?),
             // Read with their `if`; without one they assert nothing.
             "then" | "else" => {}
             other => return Err(format!("keyword {other:?} is not supported")),
         }
         Ok(())
+    }
+
+    /// `properties`, sorted by name, since a value's property is found by
+    /// binary search.
+    fn properties(&mut self, v: &Value, at: &str) -> Result<Box<[(String, Id)]>, String> {
+        let mut named = self.named(v, at)?;
+        named.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(named.into_boxed_slice())
+    }
+
+    /// `patternProperties`, each name compiled as a regex. The group is
+    /// made only for an entry: an empty map asserts nothing, and an
+    /// object group would cost steps on every object checked.
+    fn pattern_properties(
+        &mut self,
+        slot: &mut Option<Box<ObjectKeywords>>,
+        v: &Value,
+        at: &str,
+    ) -> Result<(), String> {
+        for (source, id) in self.named(v, at)? {
+            group(slot)
+                .pattern_properties
+                .push((pattern(&Value::String(source))?, id));
+        }
+        Ok(())
+    }
+
+    /// `if` at `at`, with the `then` and `else` beside it: they mean
+    /// something only with it, so they are read here and their own arms
+    /// skip them.
+    fn conditional(&mut self, at: &str) -> Result<(Id, Option<Id>, Option<Id>), String> {
+        let parent = at.strip_suffix("/if").unwrap_or(at);
+        let branch = |c: &mut Self, k: &str| -> Result<Option<Id>, String> {
+            let p = format!("{parent}/{k}");
+            c.doc.pointer(&p).map(|_| c.at(&p)).transpose()
+        };
+        let then = branch(self, "then")?;
+        let otherwise = branch(self, "else")?;
+        Ok((self.at(at)?, then, otherwise))
     }
 
     /// Refuses a subschema at `pointer` that is inside (or is) a schema
@@ -664,6 +682,18 @@ fn positive(n: f64) -> Result<f64, String> {
 fn count(v: &Value) -> Result<u64, String> {
     v.as_u64()
         .ok_or_else(|| "must be a whole number, zero or more".into())
+}
+
+/// `dependentRequired`: for each name, the names it needs. As with
+/// `patternProperties`, an empty map makes no object group.
+fn dependent_required(slot: &mut Option<Box<ObjectKeywords>>, v: &Value) -> Result<(), String> {
+    let map = v.as_object().ok_or("must be an object")?;
+    for (name, needs) in map {
+        group(slot)
+            .dependent_required
+            .push((name.clone(), strings(needs)?));
+    }
+    Ok(())
 }
 
 fn strings(v: &Value) -> Result<Vec<String>, String> {

@@ -505,9 +505,7 @@ impl BodyReader {
             let rest = input.get(at..).unwrap_or_default();
             let used = match self.framing {
                 Ok(left) => {
-                    let n = left.min(rest.len());
-                    self.body
-                        .extend_from_slice(rest.get(..n).unwrap_or_default());
+                    let n = self.take(left, rest);
                     self.framing = Ok(left - n);
                     n
                 }
@@ -530,41 +528,24 @@ impl BodyReader {
         Ok(at)
     }
 
+    /// Up to `left` bytes of body from the front of `rest`; returns how
+    /// many it took. Both framings grow the body here, so the bound on a
+    /// slice of hostile input is written once.
+    fn take(&mut self, left: usize, rest: &[u8]) -> usize {
+        let n = left.min(rest.len());
+        self.body
+            .extend_from_slice(rest.get(..n).unwrap_or_default());
+        n
+    }
+
     /// One step of chunked decoding; returns the bytes it used, 0 when it
-    /// needs more.
+    /// needs more. Each state's rule (RFC 9112 §7.1) is a method of its
+    /// own, so each can be read against the grammar alone.
     fn chunked(&mut self, chunk: Chunk, rest: &[u8]) -> Result<usize, Response> {
-        let bad = |why: &str| {
-            error(
-                BAD_REQUEST,
-                &format!("malformed chunked body: {why}"),
-                "",
-                true,
-            )
-        };
         match chunk {
-            Chunk::Size => match httparse::parse_chunk_size(rest) {
-                Ok(httparse::Status::Complete((used, size))) => {
-                    let size = usize::try_from(size).unwrap_or(usize::MAX);
-                    if self.body.len().saturating_add(size) > self.max_body {
-                        return Err(too_large_body(self.max_body));
-                    }
-                    self.framing = Err(if size == 0 {
-                        Chunk::Trailers(0)
-                    } else {
-                        Chunk::Data(size)
-                    });
-                    Ok(used)
-                }
-                Ok(httparse::Status::Partial) if rest.len() > MAX_CHUNK_LINE => {
-                    Err(bad("chunk-size line too long"))
-                }
-                Ok(httparse::Status::Partial) => Ok(0),
-                Err(_) => Err(bad("invalid chunk size")),
-            },
+            Chunk::Size => self.chunk_size(rest),
             Chunk::Data(left) => {
-                let n = left.min(rest.len());
-                self.body
-                    .extend_from_slice(rest.get(..n).unwrap_or_default());
+                let n = self.take(left, rest);
                 self.framing = Err(if n == left {
                     Chunk::DataEnd
                 } else {
@@ -572,44 +553,92 @@ impl BodyReader {
                 });
                 Ok(n)
             }
-            Chunk::DataEnd => match rest.get(..2) {
-                None if rest.first().is_none_or(|&b| b == b'\r') => Ok(0),
-                Some(b"\r\n") => {
-                    self.framing = Err(Chunk::Size);
-                    Ok(2)
-                }
-                _ => Err(bad("chunk data not followed by CRLF")),
-            },
-            Chunk::Trailers(seen) => {
-                // Trailer fields are skipped, a line at a time; an empty
-                // line ends the body.
-                let too_many = || {
-                    error(
-                        HEADERS_TOO_LARGE,
-                        &format!("trailers over {MAX_TRAILERS} bytes"),
-                        "",
-                        true,
-                    )
-                };
-                let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
-                    if seen.saturating_add(rest.len()) > MAX_TRAILERS {
-                        return Err(too_many());
-                    }
-                    return Ok(0);
-                };
-                let seen = seen.saturating_add(end + 2);
-                if seen > MAX_TRAILERS {
-                    return Err(too_many());
-                }
-                self.framing = if end == 0 {
-                    Ok(0)
-                } else {
-                    Err(Chunk::Trailers(seen))
-                };
-                Ok(end + 2)
-            }
+            Chunk::DataEnd => self.chunk_end(rest),
+            Chunk::Trailers(seen) => self.trailer_line(seen, rest),
         }
     }
+
+    /// A chunk-size line. The size is checked against the body's limit
+    /// before any of the chunk is read, so a huge size costs nothing; a
+    /// line that never ends is cut off at `MAX_CHUNK_LINE`.
+    fn chunk_size(&mut self, rest: &[u8]) -> Result<usize, Response> {
+        match httparse::parse_chunk_size(rest) {
+            Ok(httparse::Status::Complete((used, size))) => {
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                if self.body.len().saturating_add(size) > self.max_body {
+                    return Err(too_large_body(self.max_body));
+                }
+                self.framing = Err(if size == 0 {
+                    Chunk::Trailers(0)
+                } else {
+                    Chunk::Data(size)
+                });
+                Ok(used)
+            }
+            Ok(httparse::Status::Partial) if rest.len() > MAX_CHUNK_LINE => {
+                Err(malformed_chunked("chunk-size line too long"))
+            }
+            Ok(httparse::Status::Partial) => Ok(0),
+            Err(_) => Err(malformed_chunked("invalid chunk size")),
+        }
+    }
+
+    /// The CRLF after a chunk's data. A lone `\r` may be the first half of
+    /// one, so it waits for more; any other byte is refused at once.
+    fn chunk_end(&mut self, rest: &[u8]) -> Result<usize, Response> {
+        match rest.get(..2) {
+            None if rest.first().is_none_or(|&b| b == b'\r') => Ok(0),
+            Some(b"\r\n") => {
+                self.framing = Err(Chunk::Size);
+                Ok(2)
+            }
+            _ => Err(malformed_chunked("chunk data not followed by CRLF")),
+        }
+    }
+
+    /// One line of the trailer section, `seen` bytes into it. Trailer
+    /// fields are skipped, not read; an empty line ends the body. The
+    /// section's size is counted even before a line ends, so a sender
+    /// cannot make it grow without bound by never ending one.
+    fn trailer_line(&mut self, seen: usize, rest: &[u8]) -> Result<usize, Response> {
+        let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+            if seen.saturating_add(rest.len()) > MAX_TRAILERS {
+                return Err(too_large_trailers());
+            }
+            return Ok(0);
+        };
+        let seen = seen.saturating_add(end + 2);
+        if seen > MAX_TRAILERS {
+            return Err(too_large_trailers());
+        }
+        self.framing = if end == 0 {
+            Ok(0)
+        } else {
+            Err(Chunk::Trailers(seen))
+        };
+        Ok(end + 2)
+    }
+}
+
+/// The 400 for a chunked body that breaks RFC 9112's grammar, naming the
+/// rule it broke.
+fn malformed_chunked(why: &str) -> Response {
+    error(
+        BAD_REQUEST,
+        &format!("malformed chunked body: {why}"),
+        "",
+        true,
+    )
+}
+
+/// The 431 for a trailer section over `MAX_TRAILERS`.
+fn too_large_trailers() -> Response {
+    error(
+        HEADERS_TOO_LARGE,
+        &format!("trailers over {MAX_TRAILERS} bytes"),
+        "",
+        true,
+    )
 }
 
 /// What reading a connection's input came to.

@@ -256,12 +256,27 @@ fn warn_if_generator_bound(result: &serde_json::Value, connect: &Connect) {
     }
 }
 
+/// The `--json` figures for a reader, a paragraph per question: what ran,
+/// what arrived, and what it cost against the floor.
 pub(crate) fn print_report(r: &serde_json::Value) {
-    let f = |v: &serde_json::Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
-    let percent = |v: &serde_json::Value| {
-        v.as_f64()
-            .map_or("-".to_owned(), |x| format!("{:.0}", x * 100.0))
-    };
+    print_run(r);
+    print_deliveries(r);
+    print_cost(r);
+}
+
+/// A figure to two places, or `-` where the run could not measure it.
+fn fixed(v: &serde_json::Value) -> String {
+    v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"))
+}
+
+/// A share as a whole percentage, or `-` where the run could not measure it.
+fn percent(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map_or("-".to_owned(), |x| format!("{:.0}", x * 100.0))
+}
+
+/// What was run: the load's shape, the connect phase and the publishing.
+fn print_run(r: &serde_json::Value) {
     println!(
         "{} connections ({} stalled), {} B {} payload, rate {}/s",
         r["connections"],
@@ -272,7 +287,7 @@ pub(crate) fn print_report(r: &serde_json::Value) {
     );
     println!(
         "connect+handshake+snapshot: {} ms (server busy {}%, generator busy {}%)",
-        f(&r["connect_ms"]),
+        fixed(&r["connect_ms"]),
         percent(&r["connect_server_busy"]),
         percent(&r["connect_generator_busy"]),
     );
@@ -280,9 +295,13 @@ pub(crate) fn print_report(r: &serde_json::Value) {
     println!(
         "publishes: {} in {} s ({} /s)",
         r["publishes"],
-        f(&r["publish_seconds"]),
-        f(&r["publishes_per_second"])
+        fixed(&r["publish_seconds"]),
+        fixed(&r["publishes_per_second"])
     );
+}
+
+/// What the clients received: how much, how fast, in how many bytes.
+fn print_deliveries(r: &serde_json::Value) {
     println!(
         "deliveries: {} of {} sent to healthy clients ({} lost to conflation or loss), {} out of order, {} healthy clients without the last",
         r["deliveries"],
@@ -294,45 +313,50 @@ pub(crate) fn print_report(r: &serde_json::Value) {
         r["out_of_order"],
         r["healthy_missing_last"]
     );
-    println!("deliveries/s: {}", f(&r["deliveries_per_second"]));
+    println!("deliveries/s: {}", fixed(&r["deliveries_per_second"]));
     println!(
         "bytes on the wire per delivery: {} ({} of {} deliveries compressed; server compression {} us per message)",
-        f(&r["wire_bytes_per_delivery"]),
+        fixed(&r["wire_bytes_per_delivery"]),
         r["compressed_deliveries"],
         r["deliveries"],
-        f(&r["server_compress_us_per_message"]),
+        fixed(&r["server_compress_us_per_message"]),
     );
     let l = &r["latency_us"];
     println!(
         "latency us: p50 {} p99 {} p99.9 {} max {}",
         l["p50"], l["p99"], l["p999"], l["max"]
     );
+}
+
+/// The server's CPU per delivery, set beside the floor (the bare cost of a
+/// write) when one was measured, since a figure alone says little.
+fn print_cost(r: &serde_json::Value) {
     if r["floor_ns_per_write"].is_null() {
         println!(
             "server CPU per delivery: {} ns (no floor measured)",
-            f(&r["server_cpu_ns_per_delivery"])
+            fixed(&r["server_cpu_ns_per_delivery"])
         );
         return;
     }
     println!(
         "server CPU per delivery: {} ns; floor {} ns per write ({} ns batched x10); ratio {}",
-        f(&r["server_cpu_ns_per_delivery"]),
-        f(&r["floor_ns_per_write"]),
-        f(&r["floor_ns_per_batched_frame"]),
-        f(&r["ratio_to_floor"])
+        fixed(&r["server_cpu_ns_per_delivery"]),
+        fixed(&r["floor_ns_per_write"]),
+        fixed(&r["floor_ns_per_batched_frame"]),
+        fixed(&r["ratio_to_floor"])
     );
     println!(
         "floor: {} ms to write one frame to every socket, {} ms until all were read",
-        f(&r["floor_round_ms"]),
-        f(&r["floor_delivered_ms"])
+        fixed(&r["floor_round_ms"]),
+        fixed(&r["floor_delivered_ms"])
     );
     if !r["floor_paced_p99_us"].is_null() {
         println!(
             "floor at the same pacing: latency us p50 {} p99 {}, {} ns per write (ratio {})",
             r["floor_paced_p50_us"],
             r["floor_paced_p99_us"],
-            f(&r["floor_paced_ns_per_write"]),
-            f(&r["ratio_to_paced_floor"])
+            fixed(&r["floor_paced_ns_per_write"]),
+            fixed(&r["ratio_to_paced_floor"])
         );
     }
 }
