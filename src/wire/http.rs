@@ -1139,6 +1139,22 @@ mod tests {
         );
     }
 
+    /// Chunk data must be followed by CRLF: any other byte is refused
+    /// when it arrives, not one byte later.
+    #[test]
+    fn a_byte_after_chunk_data_that_is_not_cr_is_refused_at_once() {
+        // Fed one byte at a time: the `x` is refused the moment it comes,
+        // without waiting for a byte after it; a lone `\r` waits.
+        for step in [1, 64] {
+            let refused = read_body(BodyKind::Chunked, b"1\r\nax", 10, step).unwrap_err();
+            assert_eq!(status_of(refused), 400, "step {step}");
+        }
+        assert!(matches!(
+            read_body(BodyKind::Chunked, b"1\r\na\r", 10, 1),
+            Ok(None)
+        ));
+    }
+
     /// Trailers are capped at 8 KiB, whether they come as one long line or
     /// many short ones, and the whole request has one cap, framing included.
     #[test]
