@@ -78,9 +78,9 @@ close_causes! {
     TokenExpired => "token_expired", false;
     /// Pings far faster than their pongs can go out; closed with 1008.
     PingFlood => "ping_flood", true;
-    /// Output queued past `--max-queue-bytes`; closed with 1008.
+    /// Output queued past `--max-queue-bytes`; closed with 1013.
     SlowConsumer => "slow_consumer", true;
-    /// Output pending and no byte taken for `--write-timeout`; 1008.
+    /// Output pending and no byte taken for `--write-timeout`; 1013.
     WriteTimeout => "write_timeout", true;
     /// No complete request within `--handshake-timeout` (408, or a silent
     /// close when nothing was sent).

@@ -285,6 +285,8 @@ impl Server {
                 self.listener,
                 config.max_connections,
                 config.max_connections_per_ip,
+                config.max_accept_rate,
+                now,
             ),
             publishing: Publishing::new(self.inbox, self.link),
             config,
