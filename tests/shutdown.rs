@@ -191,3 +191,26 @@ fn publisher_outliving_the_server_gets_closed() {
         other => panic!("expected Closed, got {other:?}"),
     }
 }
+
+/// The Debian unit's `TimeoutStopSec` outlasts the default drain and the
+/// shutdown timeout after it, so systemd's SIGKILL does not cut short a
+/// drain run with the defaults.
+#[test]
+fn the_units_stop_timeout_outlasts_the_default_drain() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/debian/statecast.service"
+    ))
+    .expect("debian/statecast.service");
+    let stop: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("TimeoutStopSec= in seconds");
+    let defaults = statecast::Config::default();
+    let needed = defaults.drain + defaults.shutdown_timeout;
+    assert!(
+        Duration::from_secs(stop) > needed,
+        "TimeoutStopSec={stop} is not longer than --drain + --shutdown-timeout ({needed:?})"
+    );
+}

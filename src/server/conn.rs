@@ -88,7 +88,8 @@ close_causes! {
     /// An HTTP exchange that ends the connection: `Connection: close`, or
     /// an error response after which the stream cannot be trusted.
     HttpDone => "http_done", false;
-    /// The server is shutting down (1001, or 503 to a request).
+    /// The server is shutting down or draining (1012 Service Restart, an
+    /// SSE stream's end, or 503 to a request).
     Shutdown => "shutdown", false;
     /// The socket failed: read, write or poll registration.
     Io(io::ErrorKind) => "io_error", false;
