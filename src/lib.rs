@@ -14,7 +14,8 @@
 //!   connection is closed and removed), `publishing` (where a publish
 //!   goes: the channel, Redis under `--redis`, the store, the fan-out),
 //!   `cluster` (what the loop remembers of the link to Redis), `accept`
-//!   (the connection limits), `conn` (a connection's state, its lifecycle
+//!   (the connection limits and the accept rate), `drain` (when each
+//!   subscriber is closed on SIGTERM), `conn` (a connection's state, its lifecycle
 //!   enum and close cause), `queue` (the per-connection output queue,
 //!   with snapshot conflation), `sock` (`send`/`sendmsg` on a socket),
 //!   `endpoints` (what each HTTP request asks the loop to do), `access`

@@ -58,11 +58,12 @@ fn main() -> ExitCode {
     };
     forget_secrets_in_the_environment();
     let _ = init_logging(config.log_level);
+    let drain = !config.drain.is_zero();
     let server = match start(config) {
         Ok(server) => server,
         Err(code) => return code,
     };
-    if let Err(e) = shut_down_on_signals(server.publisher()) {
+    if let Err(e) = shut_down_on_signals(server.publisher(), drain) {
         error!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
@@ -148,18 +149,25 @@ fn start(config: statecast::Config) -> Result<Server, ExitCode> {
     Ok(server)
 }
 
-/// The first SIGINT or SIGTERM shuts down gracefully; a second exits at once.
-fn shut_down_on_signals(publisher: statecast::Publisher) -> std::io::Result<()> {
+/// The first SIGINT or SIGTERM drains (closes clients spread over
+/// `--drain`, then shuts down); a second, during the drain, closes the rest
+/// at once; one more exits at once. Without a drain window, the second
+/// exits at once, as there is no drain to cut short.
+fn shut_down_on_signals(publisher: statecast::Publisher, drain: bool) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut signals = signals.forever();
             if signals.next().is_some() {
-                let _ = publisher.shutdown();
+                let _ = publisher.drain();
+            }
+            if drain && signals.next().is_some() {
+                warn!("second signal: closing every client now");
+                let _ = publisher.drain();
             }
             if signals.next().is_some() {
-                warn!("second signal: exiting without waiting for clients");
+                warn!("another signal: exiting without waiting for clients");
                 std::process::exit(1);
             }
         })?;

@@ -28,8 +28,11 @@ pub(crate) enum Command {
     Snapshot { topic: String, data: String },
     /// A one-off event; `type_json` is a JSON string literal.
     Event { type_json: String, data: String },
-    /// Stop accepting, close every client with 1001, return from `run`.
+    /// Stop accepting, close every client with 1012, return from `run`.
     Shutdown,
+    /// Stop accepting, close subscribers spread over `--drain`, then as
+    /// `Shutdown`; during a drain, close the rest at once.
+    Drain,
     /// From the link to Redis (`--redis`).
     #[cfg(feature = "redis")]
     Cluster(Replicated),
@@ -322,9 +325,18 @@ impl Publisher {
         &self.providers
     }
 
-    /// Asks the server to shut down: 1001 to every client, then `run` returns.
+    /// Asks the server to shut down: 1012 to every client at once, then
+    /// `run` returns.
     pub fn shutdown(&self) -> Result<(), PublishError> {
         self.send(Command::Shutdown)
+    }
+
+    /// Asks the server to drain, as SIGTERM does: stop accepting, close
+    /// the subscribers spread over `--drain` (WebSocket 1012, SSE a
+    /// jittered `retry:`), then shut down. Asked again during the drain,
+    /// it closes the rest at once.
+    pub fn drain(&self) -> Result<(), PublishError> {
+        self.send(Command::Drain)
     }
 
     /// Hands the loop what the link to Redis received.

@@ -1,5 +1,6 @@
 //! Connection limits answer instead of dropping: 503 with `Retry-After`
-//! past `--max-connections` (with `/healthz` still answered), 429 past
+//! past `--max-accept-rate` and past `--max-connections` (with `/healthz`
+//! still answered), 429 past
 //! `--max-connections-per-ip`, and a server out of file descriptors that
 //! neither spins nor dies.
 
@@ -70,6 +71,47 @@ fn the_per_ip_cap_answers_429() {
         let mut s = server.connect();
         s.write_all(upgrade_request("queue").as_bytes()).unwrap();
         read_response(&mut s).0 == 101
+    });
+}
+
+/// At `--max-accept-rate 1`, its smallest limit (the bucket holds one
+/// token), a burst is let in one a second: the first connection gets in,
+/// the rest get 503 with `Retry-After` without their request being
+/// served, and once the bucket has refilled a connection gets in again.
+#[test]
+fn the_accept_rate_refuses_a_burst_with_503_until_it_refills() {
+    let server = TestServer::with(|c| c.max_accept_rate = 1);
+    let started = Instant::now();
+    let mut burst: Vec<TcpStream> = (0..10).map(|_| server.connect()).collect();
+    for stream in &mut burst {
+        stream
+            .write_all(upgrade_request("queue").as_bytes())
+            .unwrap();
+    }
+    let answers: Vec<(u16, String)> = burst
+        .iter_mut()
+        .map(|stream| {
+            let (status, head, body) = read_response(stream);
+            (status, format!("{head}{}", String::from_utf8_lossy(&body)))
+        })
+        .collect();
+    // A token comes back each second: a slow machine may let in one more
+    // per second the burst took, never more.
+    let earned = started.elapsed().as_secs() as usize;
+    assert_eq!(answers[0].0, 101, "{}", answers[0].1);
+    let admitted = answers.iter().filter(|(status, _)| *status == 101).count();
+    assert!(admitted <= 1 + earned, "{admitted} let in: {answers:?}");
+    for (status, text) in answers.iter().filter(|(status, _)| *status != 101) {
+        assert_eq!(*status, 503, "{text}");
+        assert!(text.contains("Retry-After: 1\r\n"), "{text}");
+        assert!(text.contains("over --max-accept-rate 1/s"), "{text}");
+    }
+    wait_until("the bucket to refill and let one in", || {
+        let mut stream = server.connect();
+        stream
+            .write_all(upgrade_request("queue").as_bytes())
+            .unwrap();
+        read_response(&mut stream).0 == 101
     });
 }
 

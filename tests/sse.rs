@@ -139,7 +139,7 @@ fn keep_alive_comments_and_leaving() {
 /// ends anyway; this shows the stream was ended, not dropped.)
 #[test]
 fn shutdown_ends_streams() {
-    let server = Binary::start(&["--shutdown-timeout", "30s"]);
+    let server = Binary::start(&["--shutdown-timeout", "30s", "--drain", "0"]);
     let _silent = server.subscribe("routes");
     let mut s = server.connect();
     s.write_all(b"GET /api/v1/sse/queue HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -165,6 +165,40 @@ fn shutdown_ends_streams() {
         running,
         "the stream ended only because the process did: {stat}"
     );
+}
+
+/// A drain (`--drain 3s`) ends each stream with a `retry:` as its last
+/// line, so EventSource comes back after it: a value within the window,
+/// different for each connection, so streams closed together still come
+/// back spread out.
+#[test]
+fn a_drain_ends_each_stream_with_a_jittered_retry() {
+    let server = TestServer::with(|c| c.drain = Duration::from_secs(3));
+    let mut streams: Vec<TcpStream> = (0..4).map(|_| open(&server, "queue", "")).collect();
+    for s in &mut streams {
+        next(s);
+    }
+    server.publisher.drain().unwrap();
+    let retries: Vec<u64> = streams
+        .into_iter()
+        .map(|mut s| {
+            let mut rest = String::new();
+            s.read_to_string(&mut rest).expect("a clean end");
+            let last = rest.trim_end_matches('\n').rsplit('\n').next().unwrap();
+            let ms = last
+                .strip_prefix("retry: ")
+                .unwrap_or_else(|| panic!("no retry: before the end: {rest:?}"));
+            ms.parse().unwrap()
+        })
+        .collect();
+    assert!(
+        retries.iter().all(|ms| (1..=3000).contains(ms)),
+        "{retries:?}"
+    );
+    let mut distinct = retries.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), retries.len(), "{retries:?}");
 }
 
 /// `/healthz` counts a stream as a subscription, beside a WebSocket, under

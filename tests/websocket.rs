@@ -257,9 +257,10 @@ fn stalled_reader_is_conflated_and_does_not_delay_others() {
 }
 
 /// Events are never dropped, so a stalled reader's queue grows past
-/// `--max-queue-bytes`; it is then closed with 1008 and the others carry on.
+/// `--max-queue-bytes`; it is then closed with 1013 Try Again Later (an
+/// overload, not the 1008 of a broken rule) and the others carry on.
 #[test]
-fn queue_limit_closes_slow_consumer_with_1008() {
+fn queue_limit_closes_slow_consumer_with_1013() {
     let server = TestServer::with(|c| c.max_queue_bytes = 256 << 10);
     let mut stalled = server.subscribe("queue");
     let mut healthy = server.subscribe("routes");
@@ -279,14 +280,14 @@ fn queue_limit_closes_slow_consumer_with_1008() {
         assert_eq!(status, 200);
     }
     let _healthy = healthy_reader.join().unwrap();
-    // The stalled client finds, after the events it had room for, a 1008.
+    // The stalled client finds, after the events it had room for, a 1013.
     let close = loop {
         let frame = read_data_frame(&mut stalled);
         if frame.opcode == 0x8 {
             break frame;
         }
     };
-    assert_eq!(close.close_code(), 1008);
+    assert_eq!(close.close_code(), 1013);
     assert_eq!(&close.payload[2..], b"slow consumer");
     drop(stalled);
     server.wait_health("the slow consumer counted", |h| {

@@ -396,7 +396,7 @@ mod tests {
             "--publish-token" | "--subscribe-token" => "0123456789abcdef0123",
             "--jwt-public-key" => "/etc/statecast/jwt.pem",
             "--jwt-audience" | "--jwt-issuer" => "dash",
-            f if f.ends_with("-timeout") || f.ends_with("-interval") => "3s",
+            f if f.ends_with("-timeout") || f.ends_with("-interval") || f == "--drain" => "3s",
             f if f.ends_with("-bytes") || f.ends_with("-message") => "8KiB",
             _ => "7",
         }

@@ -205,6 +205,37 @@ impl Kind for Time {
     }
 }
 
+/// A DURATION that may be `0` (off), at most [`MAX_WINDOW`]: `--drain`.
+pub struct Window;
+
+/// The longest `--drain`: a restart that takes longer is an outage, and
+/// the bound keeps every instant computed from it in range.
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
+impl Kind for Window {
+    type Field = Duration;
+    fn set(field: &mut Duration, text: &str) -> Result<(), String> {
+        let rest = text.trim_start_matches('0');
+        let zero = rest.len() < text.len() && matches!(rest, "" | "ms" | "s" | "m" | "h");
+        let window = if zero {
+            Duration::ZERO
+        } else {
+            parse_duration(text)?
+        };
+        if window > MAX_WINDOW {
+            return Err(format!("{text:?} is longer than the most allowed, 1h"));
+        }
+        *field = window;
+        Ok(())
+    }
+    fn show(field: &Duration) -> Shown {
+        if field.is_zero() {
+            return Shown::Value(quoted("0s"));
+        }
+        Shown::Value(quoted(&format_duration(*field)))
+    }
+}
+
 /// `adw` or `none`.
 pub struct PresetName;
 

@@ -87,6 +87,33 @@ mod tests {
         }
     }
 
+    /// `--drain` takes 0 (at once) as well as a duration, up to an hour,
+    /// and prints back as it reads; `--max-accept-rate` takes 0 (no
+    /// limit) and its smallest limit, 1.
+    #[test]
+    fn drain_takes_zero_and_at_most_an_hour() {
+        for (text, window) in [
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("00ms", Duration::ZERO),
+            ("1ms", Duration::from_millis(1)),
+            ("3s", Duration::from_secs(3)),
+            ("1h", Duration::from_secs(3600)),
+        ] {
+            let c = run(&["--drain", text]).unwrap();
+            assert_eq!(c.drain, window, "{text}");
+        }
+        for bad in ["", "3", "-1s", "61m", "2h", "0x", "1.5s"] {
+            assert!(run(&["--drain", bad]).is_err(), "{bad}");
+        }
+        assert_eq!(Config::default().drain, Duration::from_secs(5));
+        let printed = file::render(&run(&["--drain", "0"]).unwrap());
+        assert!(printed.contains("drain = \"0s\""), "{printed}");
+        assert_eq!(run(&["--max-accept-rate", "0"]).unwrap().max_accept_rate, 0);
+        assert_eq!(run(&["--max-accept-rate", "1"]).unwrap().max_accept_rate, 1);
+        assert!(run(&["--max-accept-rate", "-1"]).is_err());
+    }
+
     #[test]
     fn flags_override_defaults() {
         let c = run(&[

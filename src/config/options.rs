@@ -328,7 +328,7 @@ options! {
         /// Most bytes queued for one connection before it is closed as slow.
         max_queue_bytes: usize = 1 << 20, Size,
         "--max-queue-bytes" "SIZE",
-            "output queued for one client before it is closed with 1008 \"slow consumer\"; at least 18KiB. A value longer than this less 9KiB (a response head and the envelope) is refused with 413, so every stored snapshot can be delivered";
+            "output queued for one client before it is closed with 1013 \"slow consumer\"; at least 18KiB. A value longer than this less 9KiB (a response head and the envelope) is refused with 413, so every stored snapshot can be delivered";
 
         /// Most connections held at once; more are accepted and closed at once.
         max_connections: usize = 100_000, Count,
@@ -339,6 +339,12 @@ options! {
         max_connections_per_ip: usize = 0, Limit,
         "--max-connections-per-ip" "N",
             "most connections from one IP address; past it 429 with Retry-After; 0 for no limit";
+
+        /// New connections let in per second (a token bucket holding one
+        /// second's worth); 0 for no limit.
+        max_accept_rate: usize = 0, Limit,
+        "--max-accept-rate" "N",
+            "most new connections let in per second, a burst of N at most (a token bucket); past it 503 with Retry-After before the request is read, so a stampede of reconnects costs a refusal, not a snapshot; 0 for no limit";
 
         /// How often the server pings each WebSocket; two intervals of silence close it.
         ping_interval: Duration = Duration::from_secs(20), Time,
@@ -355,10 +361,16 @@ options! {
         "--write-timeout" "DURATION",
             "time a client may accept no bytes while output is pending before it is closed as slow";
 
+        /// The window over which SIGINT/SIGTERM closes subscribers, spread
+        /// out so they do not all reconnect at once; 0 closes them at once.
+        drain: Duration = Duration::from_secs(5), Window,
+        "--drain" "DURATION",
+            "on SIGINT/SIGTERM, stop accepting and close subscribers spread evenly over this window (WebSocket 1012 \"service restart\"; SSE a retry: jittered within it), so they come back spread out too; a second signal closes the rest at once; 0 closes everyone at once; at most 1h";
+
         /// Time given to clients to take their close frame on shutdown.
         shutdown_timeout: Duration = Duration::from_secs(5), Time,
         "--shutdown-timeout" "DURATION",
-            "time clients get to take their 1001 close on SIGINT/SIGTERM";
+            "time clients get to take their 1012 close once they are all closing (after --drain)";
 
         /// Log verbosity.
         log_level: LevelFilter = LevelFilter::Info, Level,

@@ -1,8 +1,8 @@
 //! Accepting: new connections into the slab, and the limits that refuse
 //! them with an answer (503 or 429, with `Retry-After`) rather than a
-//! dropped socket: `--max-connections` with a small reserve so `/healthz`
-//! still answers, `--max-connections-per-ip`, and running out of file
-//! descriptors, which must not turn into a busy loop.
+//! dropped socket: `--max-accept-rate`, `--max-connections` with a small
+//! reserve so `/healthz` still answers, `--max-connections-per-ip`, and
+//! running out of file descriptors, which must not turn into a busy loop.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -47,6 +47,46 @@ pub(super) struct Acceptor {
     fds_exhausted: bool,
     /// When a refusal was last logged, so floods log once a second.
     last_refusal_log: Option<Instant>,
+    /// `--max-accept-rate`; `None` for no limit.
+    rate: Option<TokenBucket>,
+}
+
+/// `--max-accept-rate`: `rate` tokens a second, held up to one second's
+/// worth, so a burst of `rate` is let in at once and a stampede beyond it
+/// is refused before its request is read.
+#[derive(Debug)]
+struct TokenBucket {
+    /// Tokens added per second, and the most held.
+    rate: f64,
+    /// Tokens held at `filled`; an accept takes one.
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    filled: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket: the first `rate` connections after start get in.
+    fn new(rate: usize, now: Instant) -> TokenBucket {
+        let rate = rate as f64;
+        TokenBucket {
+            rate,
+            tokens: rate,
+            filled: now,
+        }
+    }
+
+    /// Takes a token if one is there.
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.filled).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.rate);
+        self.filled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What accepting changes besides the acceptor: the poll a connection is
@@ -63,8 +103,16 @@ pub(super) struct Admission<'a> {
 }
 
 impl Acceptor {
-    pub(super) fn new(listener: TcpListener, max_connections: usize, max_per_ip: usize) -> Self {
+    /// `max_rate` is `--max-accept-rate`, 0 for no limit.
+    pub(super) fn new(
+        listener: TcpListener,
+        max_connections: usize,
+        max_per_ip: usize,
+        max_rate: usize,
+        now: Instant,
+    ) -> Self {
         Acceptor {
+            rate: (max_rate > 0).then(|| TokenBucket::new(max_rate, now)),
             listener: Some(listener),
             max_connections,
             max_per_ip,
@@ -146,6 +194,13 @@ impl Acceptor {
         into: &mut Admission<'_>,
         now: Instant,
     ) {
+        // First: the cheapest answer, and the point is to do no more work.
+        if let Some(bucket) = self.rate.as_mut()
+            && !bucket.take(now)
+        {
+            let why = format!("over --max-accept-rate {}/s", bucket.rate);
+            return self.refuse_now(stream, http::UNAVAILABLE, &why, into, now);
+        }
         let client = client_of(peer.ip());
         let per_ip = into.conns.open_from(peer.ip());
         let cap = self.max_per_ip;

@@ -78,9 +78,9 @@ close_causes! {
     TokenExpired => "token_expired", false;
     /// Pings far faster than their pongs can go out; closed with 1008.
     PingFlood => "ping_flood", true;
-    /// Output queued past `--max-queue-bytes`; closed with 1008.
+    /// Output queued past `--max-queue-bytes`; closed with 1013.
     SlowConsumer => "slow_consumer", true;
-    /// Output pending and no byte taken for `--write-timeout`; 1008.
+    /// Output pending and no byte taken for `--write-timeout`; 1013.
     WriteTimeout => "write_timeout", true;
     /// No complete request within `--handshake-timeout` (408, or a silent
     /// close when nothing was sent).
@@ -88,7 +88,8 @@ close_causes! {
     /// An HTTP exchange that ends the connection: `Connection: close`, or
     /// an error response after which the stream cannot be trusted.
     HttpDone => "http_done", false;
-    /// The server is shutting down (1001, or 503 to a request).
+    /// The server is shutting down or draining (1012 Service Restart, an
+    /// SSE stream's end, or 503 to a request).
     Shutdown => "shutdown", false;
     /// The socket failed: read, write or poll registration.
     Io(io::ErrorKind) => "io_error", false;

@@ -331,7 +331,8 @@ impl Conns {
 
     /// How a slow consumer goes (its queue over the limit, or its output
     /// stalled past `--write-timeout`): an operator must see it, and a
-    /// WebSocket gets 1008.
+    /// WebSocket gets 1013 Try Again Later, not 1008: it is overload, not a
+    /// broken rule, so a client may come back.
     pub(super) fn evict(&self, key: usize, cause: Close) -> Eviction {
         let Some(conn) = self.slab.get(key) else {
             return Eviction::Finish;
@@ -346,7 +347,7 @@ impl Conns {
             conn.pending_bytes()
         );
         if conn.is_open() {
-            Eviction::Close(CloseReason::new(code::POLICY, "slow consumer"))
+            Eviction::Close(CloseReason::new(code::TRY_AGAIN_LATER, "slow consumer"))
         } else if conn.is_stream() {
             Eviction::EndStream
         } else {
@@ -596,9 +597,9 @@ mod tests {
     };
 
     /// Output nobody takes for `--write-timeout` is due as a write timeout,
-    /// and the policy closes that WebSocket with 1008.
+    /// and the policy closes that WebSocket with 1013.
     #[test]
-    fn stalled_output_is_a_write_timeout_closed_with_1008() {
+    fn stalled_output_is_a_write_timeout_closed_with_1013() {
         let now = Instant::now();
         let limits = OutputLimits {
             max_queue: usize::MAX,
@@ -618,7 +619,7 @@ mod tests {
             "{due:?}"
         );
         match conns.evict(key, Close::WriteTimeout) {
-            Eviction::Close(reason) => assert_eq!(reason.code, code::POLICY),
+            Eviction::Close(reason) => assert_eq!(reason.code, code::TRY_AGAIN_LATER),
             other => panic!("expected a close frame, got {other:?}"),
         }
     }
@@ -724,9 +725,9 @@ mod tests {
 
     /// The registry decides what an evicted connection becomes and makes
     /// it so: an open WebSocket gives its subscription back, is closing,
-    /// and its peer gets a 1008 "slow consumer" close frame.
+    /// and its peer gets a 1013 "slow consumer" close frame.
     #[test]
-    fn an_evicted_websocket_gives_its_subscription_back_and_gets_1008() {
+    fn an_evicted_websocket_gives_its_subscription_back_and_gets_1013() {
         use crate::topic::{Preset, Rules, schema::Validator};
         use std::io::Read;
 
@@ -749,7 +750,7 @@ mod tests {
         assert_eq!(topics.subscriptions(), 0);
         let mut stats = Stats::default();
         conns.flush_dirty(now, &mut topics, &mut stats);
-        let close = encode_close(&CloseReason::new(code::POLICY, "slow consumer"));
+        let close = encode_close(&CloseReason::new(code::TRY_AGAIN_LATER, "slow consumer"));
         let mut got = vec![0; close.len()];
         peer.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();

@@ -7,6 +7,7 @@
 //!
 //! Where things happen, one concern per file, each its own type:
 //! - this file: [`Server`], and the loop's turn, its timers and shutdown;
+//! - `drain.rs`: when each subscriber is closed on SIGTERM (`--drain`);
 //! - `requests.rs`: the loop's other half, reading, and what a request
 //!   leads to;
 //! - `conns.rs`: the connection registry, `Conns` (the slab, per-IP
@@ -35,6 +36,7 @@ mod access;
 mod cluster;
 mod conn;
 mod conns;
+mod drain;
 mod endpoints;
 #[doc(hidden)]
 pub mod harness;
@@ -64,6 +66,7 @@ use crate::server::accept::{Acceptor, Admission, interrupted};
 use crate::server::access::Access;
 use crate::server::conn::{Close, Due, Phase, Timeouts};
 use crate::server::conns::{Conns, OutputLimits};
+use crate::server::drain::{Drain, retry_ms};
 use crate::server::publishing::{Drained, Publishing, Reach};
 use crate::server::queue::Out;
 use crate::server::stats::{Interval, Stats};
@@ -239,7 +242,9 @@ impl Server {
     }
 
     /// Runs until a shutdown is requested through a [`Publisher`], then
-    /// closes every client with 1001 and returns. Errors are the server's
+    /// closes every client with 1012 and returns: at once for
+    /// [`Publisher::shutdown`], spread over `--drain` for
+    /// [`Publisher::drain`]. Errors are the server's
     /// own (the poll failing); a client's errors only end that client.
     pub fn run(self) -> io::Result<()> {
         let now = Instant::now();
@@ -285,6 +290,8 @@ impl Server {
                 self.listener,
                 config.max_connections,
                 config.max_connections_per_ip,
+                config.max_accept_rate,
+                now,
             ),
             publishing: Publishing::new(self.inbox, self.link),
             config,
@@ -296,7 +303,7 @@ impl Server {
             started: now,
             tick,
             next_tick: now + tick,
-            shutdown_deadline: None,
+            stage: Stage::Serving,
             ping_frame: Arc::from(protocol::encode_frame(OpCode::Control(Control::Ping), b"")),
             stats: Stats::default(),
             interval: Interval::default(),
@@ -333,8 +340,8 @@ struct EventLoop {
     tick: Duration,
     /// When the timers run next.
     next_tick: Instant,
-    /// Set when shutdown began: the loop ends by then at the latest.
-    shutdown_deadline: Option<Instant>,
+    /// Serving, draining or shutting down.
+    stage: Stage,
     /// Every ping is the same empty frame.
     ping_frame: Shared,
     /// The counters, for `/healthz`, `/metrics` and the stats line.
@@ -343,6 +350,25 @@ struct EventLoop {
     interval: Interval,
     /// When the next stats line is due.
     next_stats: Instant,
+}
+
+/// Where the loop is in its life.
+#[derive(Debug)]
+enum Stage {
+    /// Accepting and serving.
+    Serving,
+    /// Not accepting; subscribers are closed one by one as the drain says.
+    Draining(Drain),
+    /// Everyone is closing; the loop ends when all are gone, or at
+    /// `deadline` (`--shutdown-timeout`).
+    ShuttingDown { deadline: Instant },
+}
+
+impl Stage {
+    /// Draining or shutting down: new subscriptions are refused.
+    fn is_stopping(&self) -> bool {
+        !matches!(self, Stage::Serving)
+    }
 }
 
 /// Returns to the kernel the heap pages that starting up used and freed
@@ -406,9 +432,12 @@ impl EventLoop {
     /// timers. Returns true when shutdown is complete.
     fn end_of_turn(&mut self, now: Instant) -> bool {
         let (publishing, mut reach) = self.publishing();
-        if publishing.drain(&mut reach, now) == Drained::Shutdown {
-            self.begin_shutdown(now);
+        match publishing.drain(&mut reach, now) {
+            Drained::Done => {}
+            Drained::Shutdown => self.begin_shutdown(now),
+            Drained::Drain => self.begin_drain(now),
         }
+        self.drain_due(now);
         // One pass per topic published this turn, however many publishes.
         let (_, mut reach) = self.publishing();
         reach.fan_out(now);
@@ -430,7 +459,7 @@ impl EventLoop {
             self.flush_dirty(now);
             self.conns.reap(&mut self.stats.closes);
         }
-        let Some(deadline) = self.shutdown_deadline else {
+        let Stage::ShuttingDown { deadline } = self.stage else {
             return false;
         };
         if self.conns.is_empty() {
@@ -455,8 +484,14 @@ impl EventLoop {
         if let Some(at) = self.acceptor.retry_at() {
             until = until.min(at);
         }
-        if let Some(at) = self.shutdown_deadline {
-            until = until.min(at);
+        match &self.stage {
+            Stage::Serving => {}
+            Stage::Draining(drain) => {
+                if let Some(at) = drain.next_at() {
+                    until = until.min(at);
+                }
+            }
+            Stage::ShuttingDown { deadline } => until = until.min(*deadline),
         }
         until.saturating_duration_since(now)
     }
@@ -527,39 +562,101 @@ impl EventLoop {
 
     // ----- shutdown -----
 
-    /// Stops accepting and starts closing everyone: 1001 to WebSockets, 503
-    /// to a request under way, and idle HTTP connections just go.
+    /// SIGINT/SIGTERM. Serving: stops accepting and spreads the
+    /// subscribers' closes over `--drain` (or closes everyone at once when
+    /// it is 0). Already draining (a second signal): closes the rest at
+    /// once. The listener is closed, not kept to answer 503: the kernel
+    /// refuses a reconnect for nothing, without a turn of this loop, and
+    /// the port is free at once for the process that replaces this one.
+    fn begin_drain(&mut self, now: Instant) {
+        match self.stage {
+            Stage::Serving if !self.config.drain.is_zero() => {}
+            Stage::Serving | Stage::Draining(_) => return self.begin_shutdown(now),
+            Stage::ShuttingDown { .. } => return,
+        }
+        self.acceptor.stop(self.poll.registry());
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        let mut subscribers = Vec::new();
+        for key in keys {
+            let conn = &self.conns[key];
+            if conn.is_subscriber() {
+                subscribers.push((key, conn.id()));
+            } else {
+                self.close_for_shutdown(key);
+            }
+        }
+        info!(
+            "draining: closing {} subscribers over {:?}, then shutting down",
+            subscribers.len(),
+            self.config.drain
+        );
+        self.stage = Stage::Draining(Drain::new(now, self.config.drain, &subscribers));
+    }
+
+    /// Closes the subscribers the drain says are due; once it is over,
+    /// shutdown proper begins.
+    fn drain_due(&mut self, now: Instant) {
+        let Stage::Draining(drain) = &mut self.stage else {
+            return;
+        };
+        let (due, over) = (drain.due(now), drain.is_over());
+        for (key, id) in due {
+            if self.conns.get(key).is_some_and(|c| c.id() == id) {
+                self.close_for_shutdown(key);
+            }
+        }
+        if over {
+            self.begin_shutdown(now);
+        }
+    }
+
+    /// Stops accepting and starts closing everyone still open at once.
     fn begin_shutdown(&mut self, now: Instant) {
-        if self.shutdown_deadline.is_some() {
+        if matches!(self.stage, Stage::ShuttingDown { .. }) {
             return;
         }
         info!("shutting down: closing {} connections", self.conns.len());
-        self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
+        let deadline = now + self.config.shutdown_timeout;
+        self.stage = Stage::ShuttingDown { deadline };
         self.acceptor.stop(self.poll.registry());
-        let topics = &mut self.topics;
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            let conn = &self.conns[key];
-            match conn.phase() {
-                Phase::Open { .. } => {
-                    let reason = CloseReason::new(code::GOING_AWAY, "going away");
-                    self.conns.close_ws(key, &reason, Close::Shutdown, topics);
-                }
-                Phase::Stream { .. } => self.conns.end_stream(key, Close::Shutdown, topics),
-                Phase::Http { reader, .. }
-                    if conn.pending_bytes() == 0
-                        && !conn.has_input()
-                        && !reader.is_reading_body() =>
-                {
-                    self.conns.finish(key, Close::Shutdown, topics)
-                }
-                Phase::Http { .. } => {
-                    let response = http::error(http::UNAVAILABLE, "shutting down", "", true);
-                    self.interval.note(&response);
-                    self.conns.respond(key, response, Close::Shutdown);
-                }
-                Phase::Closing { .. } | Phase::Draining { .. } | Phase::Done { .. } => {}
+            self.close_for_shutdown(key);
+        }
+    }
+
+    /// Closes one connection because the server is going: 1012 Service
+    /// Restart to a WebSocket (it expects to come back, so the client
+    /// should too, with jitter), the end of its stream to SSE (after a
+    /// jittered `retry:` when there is a drain window), 503 to a request
+    /// under way; an idle HTTP connection just goes.
+    fn close_for_shutdown(&mut self, key: usize) {
+        let topics = &mut self.topics;
+        let conn = &self.conns[key];
+        match conn.phase() {
+            Phase::Open { .. } => {
+                let reason = CloseReason::new(code::SERVICE_RESTART, "service restart");
+                self.conns.close_ws(key, &reason, Close::Shutdown, topics);
             }
+            Phase::Stream { .. } => {
+                let retry = retry_ms(self.config.drain, conn.id());
+                self.conns.end_stream(key, Close::Shutdown, topics);
+                if let Some(ms) = retry {
+                    let line = format!("retry: {ms}\n\n").into_bytes();
+                    self.conns.enqueue(key, Out::Bytes(Shared::from(line)));
+                }
+            }
+            Phase::Http { reader, .. }
+                if conn.pending_bytes() == 0 && !conn.has_input() && !reader.is_reading_body() =>
+            {
+                self.conns.finish(key, Close::Shutdown, topics)
+            }
+            Phase::Http { .. } => {
+                let response = http::error(http::UNAVAILABLE, "shutting down", "", true);
+                self.interval.note(&response);
+                self.conns.respond(key, response, Close::Shutdown);
+            }
+            Phase::Closing { .. } | Phase::Draining { .. } | Phase::Done { .. } => {}
         }
     }
 }

@@ -45,6 +45,9 @@ pub(super) enum Drained {
     /// A producer asked for shutdown; what follows it waits for the next
     /// turn.
     Shutdown,
+    /// A producer (the signal handler) asked for a drain, then shutdown;
+    /// what follows it waits for the next turn.
+    Drain,
 }
 
 /// The publish path's own state: the channel, what a drain coalesces, and
@@ -120,10 +123,14 @@ impl Publishing {
                     self.apply_pending(reach);
                     self.replicated(incoming, reach, now);
                 }
+                // The loop starts closing first; `backlog` stays set, so
+                // the rest is drained next turn without sleeping.
                 Command::Shutdown => {
-                    // The loop closes everyone first; `backlog` stays set,
-                    // so the rest is drained next turn without sleeping.
                     drained = Drained::Shutdown;
+                    break;
+                }
+                Command::Drain => {
+                    drained = Drained::Drain;
                     break;
                 }
             }

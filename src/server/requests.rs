@@ -246,7 +246,7 @@ impl EventLoop {
 
     /// Does what a complete request asks (see [`endpoints`]).
     fn handle_request(&mut self, key: usize, head: &Head, route: Route, body: &[u8], now: Instant) {
-        let shutting_down = self.shutdown_deadline.is_some();
+        let shutting_down = self.stage.is_stopping();
         let answer = Answer {
             close: !head.keep_alive || shutting_down,
             head_only: head.method == "HEAD",
@@ -403,7 +403,7 @@ impl EventLoop {
 
     fn health_view(&self) -> HealthView<'_> {
         HealthView {
-            shutting_down: self.shutdown_deadline.is_some(),
+            shutting_down: self.stage.is_stopping(),
             uptime_seconds: self.started.elapsed().as_secs(),
             connections: self.topics.subscriptions(),
             topics: self.topics.len(),

@@ -24,6 +24,11 @@ pub mod code {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
+    /// The server is restarting (a SIGTERM): reconnect, with jitter.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// The server is overloaded for this client (a slow consumer): it
+    /// broke no rule, so it may reconnect, with jitter.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The signed token the connection was opened with has expired: fetch
     /// a new one and reconnect. 4000-4999 are for applications (RFC 6455
     /// §7.4.2).

@@ -12,7 +12,8 @@
 //
 // Reconnects with exponential backoff and full jitter (so a restart never
 // causes a stampede), resumes with ?since=<seq> so an unchanged topic sends
-// nothing again, and stops on a 1008 policy close.
+// nothing again, and stops on a 1008 policy close. A restart (1012) or an
+// overload (1013) is retried like any other close, with jitter.
 (function (global) {
   "use strict";
 
@@ -83,18 +84,20 @@
       ws.onclose = (event) => {
         clearTimeout(staleTimer);
         if (sub.closed) return;
-        // 1008: the server refused us on purpose (slow consumer, policy);
-        // retrying would only repeat it.
+        // 1008: the server refused us on purpose (we broke a rule: a ping
+        // flood); retrying would only repeat it. An overload (1013, a slow
+        // consumer) is not our fault: it is retried below.
         if (event.code === 1008) {
           setState("refused");
           return;
         }
         // 4001: the signed token expired; the next attempt asks `token`
         // again, which a caller that refreshes tokens passes as a function.
-        // 1001: the server is going away (a restart or a deploy). Its
-        // next run counts seq from scratch, so a seq held from this one
-        // proves nothing there: ask for the snapshot again.
-        if (event.code === 1001) sub.seq = null;
+        // 1012 (a restart, which the server spreads over its drain window)
+        // or 1001: the server is going away. Its next run counts seq from
+        // scratch, so a seq held from this one proves nothing there: ask
+        // for the snapshot again. 1013 (overloaded): same server, same seq.
+        if (event.code === 1001 || event.code === 1012) sub.seq = null;
         setState("closed");
         // Full jitter: anywhere between 0 and the capped exponential delay.
         const cap = Math.min(o.maxDelay, o.baseDelay * Math.pow(2, attempt));
