@@ -5,8 +5,9 @@
 //! it). From that one list come `Config` and its `Default`, and [`ALL`],
 //! the table the command line ([`super::set`]), the environment
 //! (`args`), the config file and `--print-config` (`file`) and `--help`
-//! (`help`) all read. Adding an option is a row here and the code that
-//! uses its field.
+//! (`help`) all read. Adding an option is a row here, the code that uses
+//! its field, and the new `--help` pasted into `docs/options.md`; a new
+//! value syntax is a kind in `kinds`, with a sample in `args`' tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,11 +3,13 @@
 //! publish / back-off loop the last two share.
 //!
 //! A provider is one type implementing [`Provider`], in a file of its own;
-//! [`configured`] lists them, one line each. Adding one is a new file and a
-//! line there (and its options, a row each in `config::options`): what
-//! the server does with a provider before starting it (checking its
-//! topics, [`shared_topics`]'s warning, the start line) goes through the
-//! trait, never through code that names a provider.
+//! [`configured`] lists them, one line each. Adding one is a new file, its
+//! `mod` line and a line there, its options (a row each in
+//! `config::options`, and the new `--help` in `docs/options.md`), and its
+//! entry in `every_provider` in `tests/providers.rs`: what the server does
+//! with a provider before starting it (checking its topics,
+//! [`shared_topics`]'s warning, the start line) goes through the trait,
+//! never through code that names a provider.
 
 pub mod agents;
 pub mod demo;

@@ -11,8 +11,8 @@ use crate::publisher::Publisher;
 /// `/healthz` through the publisher's registry. What a server does with
 /// one before it starts (checking its topics, warning of two writers to a
 /// topic, naming it in the start line) goes through these methods alone,
-/// so a new provider needs no code outside its file but a line in
-/// [`super::configured`].
+/// so no server code names a provider: a new one is its file, its lines
+/// in `mod.rs` ([`super::configured`]) and its options.
 pub trait Provider: Send {
     /// What it is, for the start line: `poll queue <- http://...`.
     fn describe(&self) -> String;

@@ -1,7 +1,8 @@
-//! The HTTP endpoints: subscribe, publish, broadcast, state and health. Each
-//! looks at one request and at the topics, checks everything, and returns
-//! what the loop should do. None touches a connection, a socket or the
-//! topic table, so a refused request changes nothing.
+//! The HTTP endpoints, an arm each in [`handle`] (their paths and access
+//! are in `wire::http`). Each looks at one request and at the topics,
+//! checks everything, and returns what the loop should do. None touches a
+//! connection, a socket or the topic table, so a refused request changes
+//! nothing.
 
 use log::debug;
 

@@ -1,7 +1,8 @@
 //! HTTP/1.1 as the server needs it: parsing a request head and body from a
 //! byte buffer, routing by the one table of endpoints ([`ENDPOINTS`], which
-//! `--help` and the README follow too), the RFC 6455 §4.2.1 upgrade checks,
-//! and building responses. No I/O; every function works on byte slices.
+//! `--help`, `docs/options.md` and the README's table follow too), the
+//! RFC 6455 §4.2.1 upgrade checks, and building responses. No I/O; every
+//! function works on byte slices.
 
 use std::fmt::Write as _;
 
