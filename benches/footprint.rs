@@ -125,10 +125,18 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// SIGTERM, and again if it is still there: statecast's second one ends
+/// its drain at once.
 fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    for _ in 0..2 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+    }
     let _ = child.wait();
 }
 

@@ -343,10 +343,17 @@ fn main() {
         *per_topic.entry(i < on_load).or_default() += sub.frames;
     }
     let closed = subs.iter().filter(|s| s.closed).count();
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    // The second SIGTERM ends statecast's drain at once.
     let mut server = server;
+    for _ in 0..2 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(Some(_)) = server.try_wait() {
+            break;
+        }
+    }
     let _ = server.wait();
 
     // The verdict, on the samples after the warm-up.

@@ -265,7 +265,14 @@ mod tests {
             Close::Shutdown,
             Close::Io(std::io::ErrorKind::BrokenPipe),
             Close::Internal,
+            Close::TokenExpired,
         ];
+        // One of each, so a cause added to `close_causes!` fails here until
+        // it is listed.
+        let mut labels: Vec<_> = causes.iter().map(|c| Close::LABELS[c.index()]).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Close::LABELS.len(), "{labels:?}");
         for cause in causes {
             let mut counts = CloseCounts::default();
             counts.count(cause);

@@ -55,9 +55,17 @@ impl Drop for Target {
             let _ = publisher.shutdown();
         }
         if let Some(child) = &mut self.child {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            // A second SIGTERM ends statecast's drain at once: a run's
+            // figures are taken, nothing waits on its clients' goodbyes.
+            for _ in 0..2 {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+            }
             let _ = child.wait();
         }
     }
