@@ -13,7 +13,7 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::server::queue::{Out, OutQueue};
 use crate::server::sock::Sender;
-use crate::server::tls::{self, Input, Session};
+use crate::server::tls::{Input, Session, Writer as TlsWriter};
 use crate::topic::{Form, Subscription};
 use crate::wire::Shared;
 use crate::wire::http::{Head, Next, RequestReader, Response, Route};
@@ -826,7 +826,7 @@ impl Conn {
 /// encrypts it on its way there.
 enum Wire<'a> {
     Plain(Sender<'a, TcpStream>),
-    Tls(tls::Writer<'a>),
+    Tls(TlsWriter<'a>),
 }
 
 impl<'a> Wire<'a> {

@@ -20,7 +20,9 @@
 //! - `publishing.rs`: `Publishing`, where a publish goes, top to bottom:
 //!   the channel, HTTP publishes, Redis under `--redis`, the store and the
 //!   fan-out; `cluster.rs`: what it remembers of the link to Redis;
-//! - `conn.rs`: one connection's lifecycle and its own I/O;
+//! - `conn.rs`: one connection's lifecycle and its own I/O; `tls.rs`: the
+//!   certificate pair (`--tls-cert`, reloaded on SIGHUP or a file change)
+//!   and the rustls session a connection's I/O goes through on a TLS port;
 //! - `endpoints.rs`: what each HTTP request asks the loop to do;
 //! - `access.rs`: hosts, origins and tokens; `metrics.rs`: `/metrics`;
 //! - `harness.rs`: the request path without a socket, for the fuzzer.

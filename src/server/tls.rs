@@ -62,9 +62,9 @@ mod on {
     use rustls::pki_types::pem::{self, PemObject};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-    use super::{Input, pair};
     use crate::config::Config;
     use crate::server::sock::Sender;
+    use crate::server::tls::{Input, pair};
     use crate::topic::adw::rfc3339;
 
     /// How often the certificate files are looked at for a change:
@@ -527,8 +527,8 @@ mod off {
 
     use mio::net::TcpStream;
 
-    use super::{Input, pair};
     use crate::config::Config;
+    use crate::server::tls::{Input, pair};
 
     /// No connection has one in this build.
     #[derive(Debug)]
