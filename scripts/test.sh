@@ -41,8 +41,8 @@ cargo clippy --quiet --no-default-features -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
-echo "== rediss:// against redis-server on a TLS port, and signed tokens (--features tls,jwt)"
-cargo test --features tls,jwt --lib --test rediss --test jwt --test exec --test access
+echo "== rediss:// against redis-server on a TLS port, TLS served (--tls-cert), and signed tokens (--features tls,jwt)"
+cargo test --features tls,jwt --lib --test rediss --test tls --test jwt --test exec --test access
 
 if [ ! -x .venv/bin/kosoku ] || ! .venv/bin/python -c "import jsonschema, prometheus_client, websockets" 2>/dev/null; then
     python3 -m venv .venv

@@ -18,6 +18,8 @@
 //!   subscriber is closed on SIGTERM), `conn` (a connection's state, its lifecycle
 //!   enum and close cause), `queue` (the per-connection output queue,
 //!   with snapshot conflation), `sock` (`send`/`sendmsg` on a socket),
+//!   `tls` (`--tls-cert`: the certificate pair and its reloads, and each
+//!   connection's rustls session, which its reads and writes go through),
 //!   `endpoints` (what each HTTP request asks the loop to do), `access`
 //!   (hosts, origins and tokens), `stats` and
 //!   `metrics` (counters, the stats log line, `/metrics`); and, public,

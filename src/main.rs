@@ -1,10 +1,11 @@
 //! The `statecast` binary: parses the command line, sets up logging and
-//! signal handling, and runs the server until SIGINT or SIGTERM.
+//! signal handling, and runs the server until SIGINT or SIGTERM (SIGHUP
+//! reloads the TLS certificate).
 
 use std::process::ExitCode;
 
 use log::{error, info, warn};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use simplelog::{CombinedLogger, ConfigBuilder, WriteLogger};
 use statecast::Server;
@@ -63,6 +64,10 @@ fn main() -> ExitCode {
         Ok(server) => server,
         Err(code) => return code,
     };
+    if let Err(e) = reload_on_sighup(server.publisher()) {
+        error!("cannot install the SIGHUP handler: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Err(e) = shut_down_on_signals(server.publisher(), drain) {
         error!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
@@ -169,6 +174,23 @@ fn shut_down_on_signals(publisher: statecast::Publisher, drain: bool) -> std::io
             if signals.next().is_some() {
                 warn!("another signal: exiting without waiting for clients");
                 std::process::exit(1);
+            }
+        })?;
+    Ok(())
+}
+
+/// SIGHUP loads the TLS certificate pair again (what certbot's deploy hook
+/// or `systemctl reload` sends), and never ends the process. A thread of
+/// its own, so it does not count toward the shutdown signals.
+fn reload_on_sighup(publisher: statecast::Publisher) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGHUP])?;
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if publisher.reload().is_err() {
+                    return;
+                }
             }
         })?;
     Ok(())

@@ -33,6 +33,8 @@ pub(crate) enum Command {
     /// Stop accepting, close subscribers spread over `--drain`, then as
     /// `Shutdown`; during a drain, close the rest at once.
     Drain,
+    /// Load the TLS certificate again (SIGHUP).
+    Reload,
     /// From the link to Redis (`--redis`).
     #[cfg(feature = "redis")]
     Cluster(Replicated),
@@ -337,6 +339,13 @@ impl Publisher {
     /// it closes the rest at once.
     pub fn drain(&self) -> Result<(), PublishError> {
         self.send(Command::Drain)
+    }
+
+    /// Asks the server to load its TLS certificate pair again, as SIGHUP
+    /// does: new connections get the new one, open ones keep theirs, and
+    /// a pair that fails to load leaves the old one serving.
+    pub fn reload(&self) -> Result<(), PublishError> {
+        self.send(Command::Reload)
     }
 
     /// Hands the loop what the link to Redis received.

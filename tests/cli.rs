@@ -305,6 +305,35 @@ fn rediss_without_tls_says_which_feature() {
     assert!(!err.contains("s3cret"), "{err}");
 }
 
+/// A build without the `tls` feature refuses `--tls-cert`, naming the
+/// feature; and the two options come together or not at all.
+#[cfg(not(feature = "tls"))]
+#[test]
+fn tls_cert_without_tls_says_which_feature() {
+    let out = statecast(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--features tls"), "{}", stderr(&out));
+    let out = statecast(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--tls-key needs --tls-cert"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// docs/options.md shows `--help` as the binary prints it, so every flag
 /// is documented and no documented flag is stale.
 #[test]

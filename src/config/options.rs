@@ -275,6 +275,16 @@ options! {
         "--listen" "ADDR",
             "address to listen on";
 
+        /// The certificate chain (PEM) served over TLS; with `tls_key`.
+        tls_cert: Option<PathBuf> = None, Path,
+        "--tls-cert" "FILE",
+            "serve https:// and wss:// on --listen with the certificate chain in this PEM file (leaf first), TLS 1.2 and 1.3; needs --tls-key and a build with --features tls. The pair is loaded again on SIGHUP and when either file changes (a certbot renewal); a pair that fails to load (bad PEM, a key that does not match, expired) leaves the old one serving, with a warning. A plain-HTTP request gets 400";
+
+        /// The private key (PEM) of `tls_cert`.
+        tls_key: Option<PathBuf> = None, Path,
+        "--tls-key" "FILE",
+            "the private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert; never logged or printed";
+
         /// The fixed topic set the server starts with.
         preset: Preset = Preset::Adw, PresetName,
         "--preset" "NAME",

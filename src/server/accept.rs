@@ -15,6 +15,7 @@ use mio::{Interest, Registry, Token};
 use crate::server::conn::{Conn, would_block};
 use crate::server::conns::{Conns, client_of};
 use crate::server::stats::{Interval, Stats};
+use crate::server::tls::Certs;
 use crate::wire::http;
 
 /// Connections accepted past `--max-connections`, answered only for
@@ -92,6 +93,8 @@ impl TokenBucket {
 /// What accepting changes besides the acceptor: the poll a connection is
 /// registered with, the registry it joins, the counters.
 pub(super) struct Admission<'a> {
+    /// On a TLS listener, the certificate a new connection's session gets.
+    pub tls: Option<&'a Certs>,
     /// Where new sockets are registered.
     pub registry: &'a Registry,
     /// Where new connections go.
@@ -299,6 +302,14 @@ impl Admission<'_> {
         if let Err(e) = stream.set_nodelay(true) {
             debug!("peer={peer} set_nodelay failed: {e}");
         }
+        let session = match self.tls.map(Certs::session) {
+            Some(Ok(session)) => Some(session),
+            Some(Err(e)) => {
+                warn!("peer={peer} no TLS session: {e}");
+                return;
+            }
+            None => None,
+        };
         let key = self.conns.next_key();
         if let Err(e) = self
             .registry
@@ -315,9 +326,13 @@ impl Admission<'_> {
             return;
         }
         self.stats.accepted += 1;
-        let (_, id) = self
-            .conns
-            .insert(|id| Conn::new(id, peer, stream, now, reserve));
+        let (_, id) = self.conns.insert(|id| {
+            let mut conn = Conn::new(id, peer, stream, now, reserve);
+            if let Some(session) = session {
+                conn.speak_tls(session);
+            }
+            conn
+        });
         debug!("conn={id} peer={peer} accepted");
     }
 }

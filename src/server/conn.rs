@@ -4,7 +4,7 @@
 //! what came of it, so they can be tested on a socket without a loop.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::server::queue::{Out, OutQueue};
 use crate::server::sock::Sender;
+use crate::server::tls::{Input, Session, Writer as TlsWriter};
 use crate::topic::{Form, Subscription};
 use crate::wire::Shared;
 use crate::wire::http::{Head, Next, RequestReader, Response, Route};
@@ -182,6 +183,9 @@ pub enum Received {
     WouldBlock,
     /// The peer closed its side.
     Eof,
+    /// Plain text came to a TLS connection; it speaks plain from now on,
+    /// for the refusal.
+    NotTls,
     Failed(io::Error),
 }
 
@@ -269,6 +273,8 @@ pub struct Conn {
     id: u64,
     peer: SocketAddr,
     stream: TcpStream,
+    /// On a TLS listener, the session every byte goes through.
+    tls: Option<Box<Session>>,
     phase: Phase,
     /// Bytes read but not yet consumed. Empty (and unallocated) between
     /// messages, which for a dashboard is always.
@@ -313,6 +319,7 @@ impl Conn {
             id,
             peer,
             stream,
+            tls: None,
             phase: Phase::Http {
                 since: now,
                 reader: RequestReader::default(),
@@ -325,6 +332,16 @@ impl Conn {
             awaiting: false,
             identity: None,
         }
+    }
+
+    /// Speaks TLS through `session` from its first byte.
+    pub fn speak_tls(&mut self, session: Session) {
+        self.tls = Some(Box::new(session));
+    }
+
+    /// Output waits: queued, or encrypted and not yet sent.
+    pub fn has_output(&self) -> bool {
+        self.out.pending_bytes() > 0 || self.tls.as_deref().is_some_and(Session::wants_write)
     }
 
     /// `conn=.. peer=..` (and `sub=..`) for a log line.
@@ -430,37 +447,49 @@ impl Conn {
 
     // ----- input -----
 
-    /// One read from the socket into `scratch`; data is kept only while the
-    /// connection still reads requests or frames.
+    /// One read from the socket into `scratch` (through the TLS session,
+    /// if any); data is kept only while the connection still reads
+    /// requests or frames.
     pub fn receive(&mut self, scratch: &mut [u8], now: Instant) -> Received {
-        match self.stream.read(scratch) {
-            Ok(0) => Received::Eof,
-            Ok(n) => match &mut self.phase {
-                Phase::Http { .. } => {
-                    self.input
-                        .extend_from_slice(scratch.get(..n).unwrap_or_default());
-                    Received::Data(n)
+        let keep = matches!(self.phase, Phase::Http { .. } | Phase::Open { .. });
+        let n = match self.tls.as_deref_mut() {
+            Some(session) => match session.receive(&self.stream, scratch, &mut self.input) {
+                Input::Data(n) => n,
+                Input::WouldBlock => return Received::WouldBlock,
+                Input::Eof => return Received::Eof,
+                Input::NotTls => {
+                    self.tls = None;
+                    return Received::NotTls;
                 }
-                Phase::Open { last_heard, .. } => {
-                    *last_heard = now;
-                    self.input
-                        .extend_from_slice(scratch.get(..n).unwrap_or_default());
-                    Received::Data(n)
-                }
-                // An SSE client has nothing to say; after our last bytes,
-                // input is read only to see the peer's end.
-                Phase::Stream { .. }
-                | Phase::Closing { .. }
-                | Phase::Draining { .. }
-                | Phase::Done { .. } => {
-                    self.input = Vec::new();
-                    Received::Ignored(n)
-                }
+                Input::Failed(e) => return Received::Failed(e),
             },
-            Err(e) if would_block(&e) => Received::WouldBlock,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.receive(scratch, now),
-            Err(e) => Received::Failed(e),
+            None => match self.stream.read(scratch) {
+                Ok(0) => return Received::Eof,
+                Ok(n) => {
+                    if keep {
+                        let data = scratch.get(..n).unwrap_or_default();
+                        self.input.extend_from_slice(data);
+                    }
+                    n
+                }
+                Err(e) if would_block(&e) => return Received::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    return self.receive(scratch, now);
+                }
+                Err(e) => return Received::Failed(e),
+            },
+        };
+        match &mut self.phase {
+            Phase::Open { last_heard, .. } => *last_heard = now,
+            // An SSE client has nothing to say; after our last bytes, input
+            // is read only to see the peer's end.
+            _ if !keep => {
+                self.input = Vec::new();
+                return Received::Ignored(n);
+            }
+            _ => {}
         }
+        Received::Data(n)
     }
 
     /// Removes `n` consumed bytes from the front of the input, releasing the
@@ -602,9 +631,10 @@ impl Conn {
         // On an error the frame is queued whole: the write pass meets the
         // error again and ends the connection, outside the walk over
         // subscribers.
+        let mut wire = Wire::new(&self.stream, &mut self.tls);
         let written = self
             .out
-            .write_through(&mut Sender(&self.stream), out, done)
+            .write_through(&mut wire, out, done)
             .unwrap_or_default();
         if self.out.is_empty() {
             return (Delivered::Written, written);
@@ -703,11 +733,18 @@ impl Conn {
         if self.is_done() {
             return (Flushed::Idle, 0);
         }
-        let written = match self.out.write_to(&mut Sender(&self.stream), done) {
+        let mut wire = Wire::new(&self.stream, &mut self.tls);
+        let written = match self.out.write_to(&mut wire, done) {
             Ok(n) => n,
             Err(e) => return (Flushed::Failed(e), 0),
         };
-        if !self.out.is_empty() {
+        // What the session took may wait in it, encrypted.
+        let sealed = match self.tls.as_deref_mut().map(|s| s.send(&self.stream)) {
+            Some(Err(e)) => return (Flushed::Failed(e), written),
+            Some(Ok(left)) => left,
+            None => false,
+        };
+        if !self.out.is_empty() || sealed {
             if written > 0 || self.blocked_since.is_none() {
                 self.blocked_since = Some(now);
             }
@@ -718,6 +755,10 @@ impl Conn {
             *pongs_dropped = 0;
         }
         if let Phase::Closing { cause } = self.phase {
+            if let Some(session) = self.tls.as_deref_mut() {
+                session.close_notify();
+                let _ = session.send(&self.stream);
+            }
             let _ = self.stream.shutdown(Shutdown::Write);
             self.phase = Phase::Draining {
                 cause,
@@ -778,6 +819,42 @@ impl Conn {
             Phase::Draining { deadline, .. } if now >= *deadline => Some(Due::LingerOver),
             _ => None,
         }
+    }
+}
+
+/// Where a connection's output goes: the socket, or the TLS session that
+/// encrypts it on its way there.
+enum Wire<'a> {
+    Plain(Sender<'a, TcpStream>),
+    Tls(TlsWriter<'a>),
+}
+
+impl<'a> Wire<'a> {
+    fn new(stream: &'a TcpStream, tls: &'a mut Option<Box<Session>>) -> Wire<'a> {
+        match tls.as_deref_mut() {
+            Some(session) => Wire::Tls(session.writer(stream)),
+            None => Wire::Plain(Sender(stream)),
+        }
+    }
+}
+
+impl Write for Wire<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(w) => w.write(buf),
+            Wire::Tls(w) => w.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(w) => w.write_vectored(bufs),
+            Wire::Tls(w) => w.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

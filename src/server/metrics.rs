@@ -20,6 +20,9 @@ pub struct MetricsView<'a> {
     pub streams: usize,
     pub providers: &'a std::collections::BTreeMap<String, ProviderStatus>,
     pub now: Instant,
+    /// Under `--tls-cert`: the certificate's notAfter (Unix seconds) and
+    /// the reloads that took and that failed.
+    pub tls: Option<(i64, (u64, u64))>,
 }
 
 /// One metric's `# HELP` and `# TYPE` lines.
@@ -84,8 +87,34 @@ pub fn render(v: &MetricsView) -> String {
         &errors,
     );
     compression_metrics(&mut out, v);
+    if let Some((not_after, reloads)) = v.tls {
+        tls_metrics(&mut out, not_after, reloads);
+    }
     histogram(&mut out, &v.stats.latency);
     out
+}
+
+/// The certificate served, so an alert can fire before it expires, and
+/// whether reloading it works.
+fn tls_metrics(out: &mut String, not_after: i64, (ok, failed): (u64, u64)) {
+    let help =
+        "When the TLS certificate new connections get expires (its notAfter), in Unix seconds.";
+    metric(
+        out,
+        "statecast_tls_certificate_expiry_seconds",
+        "gauge",
+        help,
+        &[bare(not_after)],
+    );
+    let help = "Reloads of the TLS certificate pair (SIGHUP or a file changed) that took, and that failed.";
+    let results = [with("result", "ok", ok), with("result", "failed", failed)];
+    metric(
+        out,
+        "statecast_tls_reloads_total",
+        "counter",
+        help,
+        &results,
+    );
 }
 
 /// What permessage-deflate costs: one compression per message that a

@@ -20,7 +20,9 @@
 //! - `publishing.rs`: `Publishing`, where a publish goes, top to bottom:
 //!   the channel, HTTP publishes, Redis under `--redis`, the store and the
 //!   fan-out; `cluster.rs`: what it remembers of the link to Redis;
-//! - `conn.rs`: one connection's lifecycle and its own I/O;
+//! - `conn.rs`: one connection's lifecycle and its own I/O; `tls.rs`: the
+//!   certificate pair (`--tls-cert`, reloaded on SIGHUP or a file change)
+//!   and the rustls session a connection's I/O goes through on a TLS port;
 //! - `endpoints.rs`: what each HTTP request asks the loop to do;
 //! - `access.rs`: hosts, origins and tokens; `metrics.rs`: `/metrics`;
 //! - `harness.rs`: the request path without a socket, for the fuzzer.
@@ -47,6 +49,7 @@ mod queue;
 mod requests;
 mod sock;
 mod stats;
+mod tls;
 
 pub use conn::LINGER;
 
@@ -70,6 +73,7 @@ use crate::server::drain::{Drain, retry_ms};
 use crate::server::publishing::{Drained, Publishing, Reach};
 use crate::server::queue::Out;
 use crate::server::stats::{Interval, Stats};
+use crate::server::tls::Certs;
 use crate::topic::adw;
 use crate::topic::schema::Validator;
 use crate::topic::{Rules, Topics};
@@ -153,6 +157,8 @@ pub struct Server {
     rules: Arc<Rules>,
     /// `--redis`: the writer's end, once its threads run.
     link: Option<crate::cluster::Link>,
+    /// `--tls-cert` and `--tls-key`, loaded.
+    tls: Option<Certs>,
 }
 
 impl Server {
@@ -164,6 +170,8 @@ impl Server {
             rules_for(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let rules = Arc::new(rules);
         let access = Access::from_config(&config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = Certs::from_config(&config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         let mut listener = listen(config.listen)?;
@@ -179,6 +187,7 @@ impl Server {
             None => None,
         };
         Ok(Server {
+            tls,
             link,
             config,
             access,
@@ -268,8 +277,9 @@ impl Server {
             &started,
         );
         info!(
-            "listening on {} ({} topics)",
+            "listening on {}{} ({} topics)",
             self.listener.local_addr()?,
+            if self.tls.is_some() { " with TLS" } else { "" },
             topics.len()
         );
         // Only the loop holds the publisher's inbox; our own Publisher copy
@@ -294,6 +304,7 @@ impl Server {
                 now,
             ),
             publishing: Publishing::new(self.inbox, self.link),
+            tls: self.tls,
             config,
             access: self.access,
             timeouts,
@@ -327,6 +338,8 @@ struct EventLoop {
     acceptor: Acceptor,
     /// The publishers' channel and where a publish goes (Redis, or here).
     publishing: Publishing,
+    /// The certificate new TLS connections get; `None` for plain HTTP.
+    tls: Option<Certs>,
     /// Every connection, keyed by its poll token, the per-turn lists and
     /// the output policy.
     conns: Conns,
@@ -416,7 +429,7 @@ impl EventLoop {
                         // WRITABLE is registered for good (edge-triggered, it
                         // fires only once a full socket drains), so it is
                         // news only to a connection with output waiting.
-                        if event.is_writable() && self.conns[key].pending_bytes() > 0 {
+                        if event.is_writable() && self.conns[key].has_output() {
                             self.conns.mark_dirty(key);
                         }
                     }
@@ -453,8 +466,17 @@ impl EventLoop {
             self.interval
                 .log(&self.stats, connections, topics, self.config.stats_interval);
         }
+        if self.publishing.take_reload() {
+            match self.tls.as_mut() {
+                Some(certs) => certs.reload("SIGHUP"),
+                None => info!("SIGHUP: nothing to reload (no --tls-cert)"),
+            }
+        }
         if now >= self.next_tick {
             self.next_tick = now + self.tick;
+            if let Some(certs) = self.tls.as_mut() {
+                certs.watch(now);
+            }
             self.sweep(now);
             self.flush_dirty(now);
             self.conns.reap(&mut self.stats.closes);
@@ -510,6 +532,7 @@ impl EventLoop {
     /// The acceptor, and what accepting changes.
     fn admission(&mut self) -> (&mut Acceptor, Admission<'_>) {
         let admission = Admission {
+            tls: self.tls.as_ref(),
             registry: self.poll.registry(),
             conns: &mut self.conns,
             stats: &mut self.stats,

@@ -62,6 +62,8 @@ pub(super) struct Publishing {
     pending_index: HashMap<String, usize>,
     /// The last drain stopped with commands left.
     backlog: bool,
+    /// SIGHUP asked for the TLS certificate to be loaded again.
+    reload: bool,
     /// `--redis`: the link to the other nodes.
     cluster: Option<Cluster>,
 }
@@ -73,6 +75,7 @@ impl Publishing {
             pending: Vec::new(),
             pending_index: HashMap::new(),
             backlog: false,
+            reload: false,
             cluster: link.map(Cluster::new),
         }
     }
@@ -81,6 +84,11 @@ impl Publishing {
     /// sleep.
     pub(super) fn backlog(&self) -> bool {
         self.backlog
+    }
+
+    /// Whether a reload was asked for since the last call.
+    pub(super) fn take_reload(&mut self) -> bool {
+        std::mem::take(&mut self.reload)
     }
 
     /// The providers' reported status, for `/healthz` and `/metrics`.
@@ -129,6 +137,7 @@ impl Publishing {
                     drained = Drained::Shutdown;
                     break;
                 }
+                Command::Reload => self.reload = true,
                 Command::Drain => {
                     drained = Drained::Drain;
                     break;

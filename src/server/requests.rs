@@ -20,6 +20,7 @@ use crate::server::conn::{Close, Identity, Received, Reply};
 use crate::server::endpoints::{self, Action, Answer, HealthView};
 use crate::server::metrics;
 use crate::server::queue::Out;
+use crate::server::tls;
 use crate::topic::Form;
 use crate::wire::Shared;
 use crate::wire::http::{self, Head, Next, Purpose, Response, Route};
@@ -100,6 +101,13 @@ impl EventLoop {
                 Received::Ignored(n) => budget = budget.saturating_sub(n),
                 Received::WouldBlock => return None,
                 Received::Eof => return Some(Close::PeerGone),
+                // Answered in plain text, which is what the client speaks.
+                Received::NotTls => {
+                    debug!("{} sent plain text to the TLS port", conn.tag());
+                    let response = http::error(http::BAD_REQUEST, tls::PLAIN_REFUSAL, "", true);
+                    self.respond(key, response, Close::HttpDone);
+                    return None;
+                }
                 // A reset is the peer leaving abruptly, not a fault here.
                 Received::Failed(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                     return Some(Close::PeerGone);
@@ -388,6 +396,7 @@ impl EventLoop {
             streams,
             providers: &providers,
             now: Instant::now(),
+            tls: self.tls.as_ref().map(|c| (c.not_after(), c.reloads())),
         };
         let body = metrics::render(&view);
         let content_type = "text/plain; version=0.0.4; charset=utf-8";
