@@ -21,20 +21,6 @@ impl Drop for Killed {
     }
 }
 
-/// Runs `openssl` with `args` in `dir`; it must succeed.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl ({e}): scripts/test.sh installs it"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A self-signed authority named `cn`, as `name.key` and `name.pem`.
 fn authority(dir: &Path, name: &str, cn: &str) {
     let (key, pem, subject) = (

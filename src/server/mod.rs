@@ -712,14 +712,7 @@ mod tests {
     fn a_panicking_handler_answers_500_and_the_server_carries_on() {
         use std::io::{Read, Write};
 
-        let config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..Config::default()
-        };
-        let server = Server::bind(config).unwrap();
-        let addr = server.local_addr().unwrap();
-        let publisher = server.publisher();
-        let running = std::thread::spawn(move || server.run());
+        let (addr, publisher, running) = serve_in_a_thread();
         let exchange = |request: &str| {
             let mut stream = std::net::TcpStream::connect(addr).unwrap();
             stream
@@ -764,6 +757,22 @@ mod tests {
         publisher.shutdown().unwrap();
         running.join().unwrap().unwrap();
     }
+    /// A server on its defaults, running in a thread.
+    fn serve_in_a_thread() -> (
+        std::net::SocketAddr,
+        Publisher,
+        std::thread::JoinHandle<io::Result<()>>,
+    ) {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
+        let server = Server::bind(config).unwrap();
+        let addr = server.local_addr().unwrap();
+        let publisher = server.publisher();
+        (addr, publisher, std::thread::spawn(move || server.run()))
+    }
+
     /// A publish still reaches `subscriber`, which the loop kept serving.
     fn still_served(publisher: &Publisher, subscriber: &mut std::net::TcpStream) {
         use std::io::Read;
@@ -789,14 +798,7 @@ mod tests {
     fn a_panic_on_the_read_path_ends_only_its_connection() {
         use std::io::{Read, Write};
 
-        let config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..Config::default()
-        };
-        let server = Server::bind(config).unwrap();
-        let addr = server.local_addr().unwrap();
-        let publisher = server.publisher();
-        let running = std::thread::spawn(move || server.run());
+        let (addr, publisher, running) = serve_in_a_thread();
         let upgrade = b"GET /api/v1/ws/queue HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
         let connect = || {
             let stream = std::net::TcpStream::connect(addr).unwrap();

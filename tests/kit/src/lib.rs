@@ -494,3 +494,18 @@ pub fn pin_to_one_cpu() {
         println!("bench and server on CPU {cpu}");
     }
 }
+
+/// Runs the `openssl` command with `args` in `dir` (making a CA and
+/// certificates at test time); it must succeed.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl ({e}): scripts/test.sh installs it"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
