@@ -5,9 +5,10 @@
 //! `cargo bench --bench cluster`: 1,000 clients, paced and burst. Under
 //! `cargo test` it runs once, small.
 
+use statecast_testkit::pinned;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 struct Running(Child);
@@ -16,18 +17,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// `taskset -c CPU` when there is one, so servers and generator do not
-/// share a core.
-fn pinned(cpu: usize, program: &str) -> Command {
-    if std::path::Path::new("/usr/bin/taskset").exists() {
-        let mut c = Command::new("/usr/bin/taskset");
-        c.args(["-c", &cpu.to_string(), program]);
-        c
-    } else {
-        Command::new(program)
     }
 }
 

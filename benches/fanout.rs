@@ -12,6 +12,7 @@
 use std::process::Command;
 
 use serde_json::Value;
+use statecast_testkit::cpus;
 
 struct Cell {
     connections: usize,
@@ -49,10 +50,6 @@ fn load() -> Command {
     } else {
         Command::new(generator)
     }
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn run(cell: &Cell) -> Value {

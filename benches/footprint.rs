@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use statecast_testkit::pinned;
 
 const STATECAST: &str = env!("CARGO_BIN_EXE_statecast");
 const LOAD: &str = env!("CARGO_BIN_EXE_statecast-load");
@@ -100,20 +101,6 @@ fn wait_for(addr: &str) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
     addr.to_owned()
-}
-
-fn pinned(cpu: usize, program: &str) -> Command {
-    if std::path::Path::new("/usr/bin/taskset").exists() && cpus() >= 2 {
-        let mut c = Command::new("/usr/bin/taskset");
-        c.args(["-c", &cpu.to_string(), program]);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn rss_kib(pid: u32) -> u64 {

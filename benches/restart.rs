@@ -21,12 +21,13 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Token};
+use statecast_testkit::{cpus, pinned};
 
 const STATECAST: &str = env!("CARGO_BIN_EXE_statecast");
 
@@ -536,20 +537,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn pinned(cpu: usize, program: &str) -> Command {
-    if std::path::Path::new("/usr/bin/taskset").exists() && cpus() >= 2 {
-        let mut c = Command::new("/usr/bin/taskset");
-        c.args(["-c", &cpu.to_string(), program]);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Keeps the clients on CPU 1, off the servers' core.

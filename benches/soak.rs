@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Token};
+use statecast_testkit::pinned;
 
 const STATECAST: &str = env!("CARGO_BIN_EXE_statecast");
 
@@ -142,17 +143,6 @@ impl Sub {
         // A few bytes on an idle socket: taken whole, or the run fails
         // when the server closes this client for silence.
         let _ = self.stream.write_all(&frame);
-    }
-}
-
-fn pinned(cpu: usize, program: &str) -> Command {
-    let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
-    if std::path::Path::new("/usr/bin/taskset").exists() && two {
-        let mut c = Command::new("/usr/bin/taskset");
-        c.args(["-c", &cpu.to_string(), program]);
-        c
-    } else {
-        Command::new(program)
     }
 }
 

@@ -509,3 +509,20 @@ pub fn openssl(dir: &std::path::Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// CPUs this process may use.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `program` under `taskset -c CPU` when there is a taskset and two CPUs,
+/// so a server and its load generator do not share a core.
+pub fn pinned(cpu: usize, program: &str) -> std::process::Command {
+    if std::path::Path::new("/usr/bin/taskset").exists() && cpus() >= 2 {
+        let mut c = std::process::Command::new("/usr/bin/taskset");
+        c.args(["-c", &cpu.to_string(), program]);
+        c
+    } else {
+        std::process::Command::new(program)
+    }
+}
