@@ -6,7 +6,9 @@
 # page in Chromium, the Debian package (built with cargo-deb, installed from
 # crates.io when missing) and its hardened unit, then the Autobahn
 # conformance cases against the release binary (kosoku and jsonschema, from
-# PyPI, in a local venv).
+# PyPI, in a local venv). TLS (--tls-cert) is checked three ways beside the
+# Rust tests: Python's websockets and ssl, the page in Chromium over
+# https://, and the no-proxy recipe of docs/deployment.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +54,11 @@ fi
 
 echo "== contract (every schema against its valid and crashing cases)"
 .venv/bin/python contract/check_cases.py
+
+echo "== wss:// and https:// with Python's websockets and ssl (--features tls)"
+# target/debug/statecast is the tls,jwt build the TLS tests above made:
+# reused here and by the Chromium TLS step, not built again.
+.venv/bin/python scripts/tls_check.py target/debug/statecast
 
 echo "== /metrics through prometheus_client's parser"
 # The release binary as the package ships it (signed tokens in), for this
