@@ -76,6 +76,10 @@ echo "== the live page in Chromium (playwright-core)"
 echo "== another site's page in Chromium: refused on every path (playwright-core)"
 (cd tests/browser && node cross-site.test.mjs ../../target/release/statecast)
 
+echo "== the live page over https:// in Chromium, trusting a test-made key by its SPKI (playwright-core)"
+# The tls,jwt debug build the TLS tests made (see the Python TLS step).
+(cd tests/browser && node tls.test.mjs ../../target/debug/statecast)
+
 echo "== the Debian package: contents, systemd-analyze verify and security, /healthz"
 bash scripts/package_check.sh
 
