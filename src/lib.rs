@@ -64,7 +64,7 @@
 //! `conns.rs` or `server/mod.rs`), `wire/protocol.rs` for a new code,
 //! `server/stats.rs`'s test and `docs/behaviour.md`; the slow-consumer
 //! policy, `server/conns.rs` (`server/queue.rs` for what a queued snapshot
-//! gives way to), and for a new close code the files the README names.
+//! gives way to), and for a new close code the files docs/design.md names.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};
