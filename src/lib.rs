@@ -62,9 +62,10 @@
 //! `providers/`, `providers/mod.rs`, its options and `tests/providers.rs`;
 //! a close cause, `server/conn.rs`, where it is raised (`conn.rs`,
 //! `conns.rs` or `server/mod.rs`), `wire/protocol.rs` for a new code,
-//! `server/stats.rs`'s test and `docs/behaviour.md`; the slow-consumer
-//! policy, `server/conns.rs` (`server/queue.rs` for what a queued snapshot
-//! gives way to), and for a new close code the files docs/design.md names.
+//! `server/stats.rs`'s test, `docs/behaviour.md` and `docs/protocol.md`;
+//! the slow-consumer policy, `server/conns.rs` (`server/queue.rs` for what
+//! a queued snapshot gives way to), and for a new close code the files
+//! docs/design.md names.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};
