@@ -52,8 +52,8 @@
 //!   shown; the command line; [`config::file`], the TOML file behind
 //!   `--config` and `--print-config`.
 //!
-//! Where a common change goes, by file (the README's Layout section says
-//! what goes in each): an option, `config/options.rs`, the code that uses
+//! Where a common change goes, by file (docs/design.md's "Where a change
+//! goes" says what goes in each): an option, `config/options.rs`, the code that uses
 //! it and `docs/options.md` (plus `config/kinds.rs` and `config/args.rs`'s
 //! test sample for a new value syntax); an endpoint, `wire/http.rs`,
 //! `server/endpoints.rs`, the README's table and `docs/options.md` (plus
