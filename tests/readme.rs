@@ -1,8 +1,8 @@
 //! The README's quickstart, run as it is written: its `statecast` command
-//! starts the real binary (on port 0 rather than 8002), its curl command
-//! and its Python publisher run with that port put in, and subscribers on
-//! the exact URLs of its page snippet, a WebSocket and an SSE stream, get
-//! what they published. The page snippet itself runs in Chromium
+//! starts the real binary (on port 0 rather than 8002), its curl command,
+//! its Python publisher and its JavaScript one (in Node) run with that
+//! port put in, and subscribers on the exact URLs of its page snippet, a
+//! WebSocket and an SSE stream, get what they published. The page snippet itself runs in Chromium
 //! (`tests/browser/readme.test.mjs`, from `scripts/test.sh`).
 
 use std::io::{Read, Write};
@@ -104,9 +104,9 @@ fn next_event(stream: &mut TcpStream) -> Value {
 }
 
 /// The quickstart works as written: the command starts a server, curl's
-/// answer is the one the README shows, Python's publish is the second, and
-/// a WebSocket and an SSE subscriber on the page snippet's URLs get the
-/// snapshot at once and then the update.
+/// answer is the one the README shows, Python's publish is the second and
+/// the JavaScript one the third, and a WebSocket and an SSE subscriber on
+/// the page snippet's URLs get the snapshot at once and then each update.
 #[test]
 fn the_readme_quickstart_runs_as_written() {
     let (serve, _) = block("serve");
@@ -172,6 +172,21 @@ fn the_readme_quickstart_runs_as_written() {
         "the WebSocket's update"
     );
     assert_eq!(next_event(&mut sse), update, "the SSE stream's update");
+
+    let (node, _) = block("node");
+    let module = node.replace(README_ADDR, &here);
+    let printed = run("node", &["--input-type=module", "-e", &module]);
+    assert!(
+        printed.contains("seq: 3"),
+        "the JavaScript publish: {printed}"
+    );
+    let update = read_data_frame(&mut ws).json();
+    assert_eq!(update["seq"], 3, "the WebSocket's third update: {update}");
+    assert_eq!(
+        next_event(&mut sse),
+        update,
+        "the SSE stream's third update"
+    );
 }
 
 /// A newcomer reads the quickstart on the first screen: every snippet of
