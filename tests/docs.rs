@@ -2,7 +2,8 @@
 //! (`README.md`, `SECURITY.md`, and `docs/*.md` outside `docs/lab/`) carry
 //! no lab-notebook words ("session", "this machine", "tonight") and no
 //! commit hash without the word "commit" before it, and `docs/README.md`
-//! links every page under `docs/` and `SECURITY.md`.
+//! links every page under `docs/` and `SECURITY.md` (and the README links
+//! it).
 //!
 //! The checks are functions over text, so each is also run over planted
 //! text below and seen to catch what it is for.
@@ -161,13 +162,18 @@ fn user_pages_carry_no_lab_notes() {
 }
 
 /// docs/README.md links every page under docs/, the lab's included, and
-/// SECURITY.md.
+/// SECURITY.md; the README links docs/README.md.
 #[test]
 fn the_docs_index_links_every_page() {
     let mut pages = Vec::new();
     markdown_under(&root().join("docs"), "docs/", &mut pages);
     pages.push("SECURITY.md".to_owned());
     let index = std::fs::read_to_string(root().join("docs/README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        link_targets(&readme).contains(&"docs/README.md".to_owned()),
+        "the README does not link docs/README.md"
+    );
     let missing = unlisted(&index, &pages);
     assert!(
         missing.is_empty(),
