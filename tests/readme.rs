@@ -207,3 +207,44 @@ fn the_quickstart_is_in_the_first_60_lines() {
     );
     assert!(first.iter().any(|l| l.contains("scripts/test.sh")));
 }
+
+/// The README's Configuration section names every config-file key that is
+/// not simply its flag with `_` for `-` (the plural keys of repeatable
+/// options), as the binary's own `--print-config` and `--help` give them.
+#[test]
+fn the_readme_names_every_key_that_is_not_its_flag() {
+    let binary = env!("CARGO_BIN_EXE_statecast");
+    let help = run(binary, &["--help"]);
+    let printed = run(binary, &["--preset", "none", "--print-config"]);
+    let section = README
+        .split_once("## Configuration\n")
+        .and_then(|(_, rest)| rest.split("\n## ").next())
+        .expect("a Configuration section");
+    let flags: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.trim_start().split_whitespace().next())
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    let mut unnamed = Vec::new();
+    for line in printed.lines() {
+        let line = line.strip_prefix("# ").unwrap_or(line);
+        if line.starts_with('[') {
+            break; // the tables' examples: their keys are the tables'
+        }
+        let Some(key) = line
+            .split(' ')
+            .next()
+            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        else {
+            continue;
+        };
+        let flag = format!("--{}", key.replace('_', "-"));
+        if !flags.contains(&flag.as_str()) && !section.contains(&format!("`{key}`")) {
+            unnamed.push(key.to_owned());
+        }
+    }
+    assert!(
+        unnamed.is_empty(),
+        "config keys that are not their flag, not named in the README's Configuration: {unnamed:?}"
+    );
+}
