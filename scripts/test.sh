@@ -73,6 +73,9 @@ echo "== the live page in Chromium (playwright-core)"
 # Debian's Chromium (installed above), never a downloaded browser.
 (cd tests/browser && npm ci --silent --no-audit --no-fund && node page.test.mjs ../../target/release/statecast 60)
 
+echo "== the README quickstart's page snippet in Chromium (playwright-core)"
+(cd tests/browser && node readme.test.mjs ../../target/release/statecast)
+
 echo "== another site's page in Chromium: refused on every path (playwright-core)"
 (cd tests/browser && node cross-site.test.mjs ../../target/release/statecast)
 

@@ -52,8 +52,8 @@
 //!   shown; the command line; [`config::file`], the TOML file behind
 //!   `--config` and `--print-config`.
 //!
-//! Where a common change goes, by file (the README's Layout section says
-//! what goes in each): an option, `config/options.rs`, the code that uses
+//! Where a common change goes, by file (docs/design.md's "Where a change
+//! goes" says what goes in each): an option, `config/options.rs`, the code that uses
 //! it and `docs/options.md` (plus `config/kinds.rs` and `config/args.rs`'s
 //! test sample for a new value syntax); an endpoint, `wire/http.rs`,
 //! `server/endpoints.rs`, the README's table and `docs/options.md` (plus
@@ -62,9 +62,10 @@
 //! `providers/`, `providers/mod.rs`, its options and `tests/providers.rs`;
 //! a close cause, `server/conn.rs`, where it is raised (`conn.rs`,
 //! `conns.rs` or `server/mod.rs`), `wire/protocol.rs` for a new code,
-//! `server/stats.rs`'s test and `docs/behaviour.md`; the slow-consumer
-//! policy, `server/conns.rs` (`server/queue.rs` for what a queued snapshot
-//! gives way to), and for a new close code the files the README names.
+//! `server/stats.rs`'s test, `docs/behaviour.md` and `docs/protocol.md`;
+//! the slow-consumer policy, `server/conns.rs` (`server/queue.rs` for what
+//! a queued snapshot gives way to), and for a new close code the files
+//! docs/design.md names.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};
