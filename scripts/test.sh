@@ -61,9 +61,9 @@ echo "== wss:// and https:// with Python's websockets and ssl (--features tls)"
 .venv/bin/python scripts/tls_check.py target/debug/statecast
 
 echo "== /metrics through prometheus_client's parser"
-# The release binary as the package ships it (signed tokens in), for this
-# and every later step.
-cargo build --release --quiet --features jwt
+# The release binary as the package ships it (TLS and signed tokens in),
+# for this and every later step.
+cargo build --release --quiet --features tls,jwt
 .venv/bin/python scripts/metrics_check.py target/release/statecast
 
 echo "== permessage-deflate against Python's websockets"
@@ -87,7 +87,7 @@ echo "== the Debian package: contents, systemd-analyze verify and security, /hea
 bash scripts/package_check.sh
 
 echo "== conformance (Autobahn cases via kosoku)"
-cargo build --release --quiet --features jwt
+cargo build --release --quiet --features tls,jwt
 # The README's first command must keep resolving to the server binary.
-cargo run --release --quiet --features jwt -- --version
+cargo run --release --quiet --features tls,jwt -- --version
 .venv/bin/python scripts/conformance.py target/release/statecast target/conformance
