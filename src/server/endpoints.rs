@@ -630,7 +630,7 @@ mod tests {
     }
 
     /// /readyz is 200 while the server serves, even with a provider
-    /// failing, and 503 once it is shutting down.
+    /// failing, and 503 once it is shutting down or full.
     #[test]
     fn ready_is_the_servers_own_state() {
         let topics = topics();
@@ -655,6 +655,9 @@ mod tests {
         let (code, text) = answer(true);
         assert_eq!(code, 503, "{text}");
         assert!(text.ends_with(r#"{"status":"shutting_down"}"#), "{text}");
+        // Past --max-connections a node is full: not ready for more.
+        let full = admit(&head, &topics, &access(), true).map_err(|r| r.status.0);
+        assert_eq!(full.err(), Some(503));
     }
 
     /// Without the token, /healthz says only its status.
