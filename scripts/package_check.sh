@@ -101,6 +101,25 @@ for conf in jit.conf agents.conf; do
         grep -qF "$line" docs/deployment.md || fail "docs/deployment.md does not show $conf's $line"
     done
 done
+# systemd's own reading of the unit, and of it with each drop-in.
+security() { systemd-analyze security --offline=true "$1" 2>&1; }
+shipped=$(security "$root/statecast.service")
+with_jit=$(security "$root/with-jit.conf/statecast.service")
+with_agents=$(security "$root/with-agents.conf/statecast.service")
+grep -q "Service cannot create writable executable memory" <<< "$shipped" \
+    || fail "systemd does not read the unit as forbidding writable code"
+grep -q "Service has no access to home directories" <<< "$shipped" \
+    || fail "systemd does not read the unit as hiding home directories"
+grep -q "Service may create writable executable memory" <<< "$with_jit" \
+    || fail "systemd does not read jit.conf as allowing writable code"
+grep -q "Service has access to fake empty home directories" <<< "$with_agents" \
+    || fail "systemd does not read agents.conf as ProtectHome=tmpfs"
+for conf in jit agents; do
+    var="with_$conf"
+    level=$(sed -n 's/.*Overall exposure level for statecast.service: \([0-9.]*\).*/\1/p' <<< "${!var}")
+    awk -v e="$level" 'BEGIN { exit !(e <= 2.0) }' || fail "exposure with $conf.conf is $level, over 2.0"
+    echo "package: with $conf.conf, systemd-analyze security rates the unit's exposure $level"
+done
 echo "package: the unit runs in /var/lib/statecast (its StateDirectory); jit.conf and agents.conf verify"
 
 # A configuration error stops the unit: a 15-character token exits with a
