@@ -22,9 +22,10 @@ esac
 check_only=false
 [ "${1:-}" = --check ] && check_only=true
 
-# What rustup, not apt, provides, and what Debian packages apt cannot
-# replace by itself (nodejs without npm, python3 without its venv): these
-# are never installed here, only named, all in one line.
+# The toolchain (rustup's, per user) and the system packages
+# CONTRIBUTING.md installs before a first run (a C toolchain,
+# python3-venv, nodejs and npm): never installed here, only named, all in
+# one line.
 rust_version() { # the rust-version Cargo.toml declares
     local line
     while IFS= read -r line; do
@@ -89,7 +90,12 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "test.sh: missing ${missing[*]}; as root, run: apt-get install -y ${missing[*]}" >&2
         exit 1
     fi
-    echo "test.sh: missing ${missing[*]}; installing with apt-get: ${missing[*]} (nginx and redis-server then run as services on ports 80 and 6379; see CONTRIBUTING.md to stop them)" >&2
+    services=""
+    case " ${missing[*]} " in
+        *" nginx "* | *" redis-server "*)
+            services=" (nginx and redis-server start as services, on ports 80 and 6379: CONTRIBUTING.md says how to stop them)" ;;
+    esac
+    echo "test.sh: missing ${missing[*]}; installing with apt-get: ${missing[*]}$services" >&2
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 if $check_only; then

@@ -129,3 +129,40 @@ fn missing_debian_packages_come_with_the_command() {
     }
     assert!(!err.contains("installing"), "{err}");
 }
+
+/// Without `--check`, the line comes before anything is installed: as
+/// root it says what apt-get will install and that nginx and redis-server
+/// then run as services (apt-get is not on this PATH, so nothing is);
+/// otherwise it stops with the command to run as root.
+#[test]
+fn a_run_says_what_it_installs_before_installing() {
+    let bin = Bin::new("install");
+    bin.with_toolchain("1.95.0");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test.sh");
+    let out = Command::new("/bin/bash")
+        .arg(script)
+        .env_clear()
+        .env("PATH", bin.path())
+        .output()
+        .expect("running bash");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let first = err.lines().next().unwrap_or_default();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|id| id.stdout == b"0\n");
+    if root {
+        assert!(
+            first.contains("installing with apt-get: redis-server")
+                && first.contains("ports 80 and 6379"),
+            "{err}"
+        );
+        assert!(err.contains("apt-get: command not found"), "{err}");
+    } else {
+        assert!(
+            first.contains("as root, run: apt-get install -y redis-server"),
+            "{err}"
+        );
+    }
+}
