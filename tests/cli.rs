@@ -373,3 +373,53 @@ fn a_provider_whose_topics_are_not_served_stops_the_start() {
         );
     }
 }
+
+/// The exit statuses the packaged unit does not restart on, read from
+/// debian/statecast.service's `RestartPreventExitStatus=` lines.
+fn statuses_the_unit_does_not_restart_on() -> Vec<i32> {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/statecast.service"),
+    )
+    .unwrap();
+    unit.lines()
+        .filter_map(|line| line.strip_prefix("RestartPreventExitStatus="))
+        .flat_map(|value| value.split_whitespace())
+        .filter_map(|status| status.parse().ok())
+        .collect()
+}
+
+/// A token one character under the minimum stops the start with an exit
+/// status the packaged unit does not restart on, and a line naming the
+/// option and the minimum, never the token; from the environment (as the
+/// unit gives it) and from the command line. The minimum itself starts.
+#[test]
+fn a_short_token_stops_the_unit_for_good() {
+    let short = "fifteen-chars-x";
+    assert_eq!(short.len(), 15);
+    let stops = statuses_the_unit_does_not_restart_on();
+    for (option, variable) in [
+        ("--publish-token", "STATECAST_PUBLISH_TOKEN"),
+        ("--subscribe-token", "STATECAST_SUBSCRIBE_TOKEN"),
+    ] {
+        let from_env = Command::new(env!("CARGO_BIN_EXE_statecast"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env(variable, short)
+            .output()
+            .unwrap();
+        let from_flag = statecast(&["--listen", "127.0.0.1:0", option, short]);
+        for out in [from_env, from_flag] {
+            let err = stderr(&out);
+            let code = out.status.code().unwrap_or_default();
+            assert!(stops.contains(&code), "exit {code} not in {stops:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(
+                err.contains(option) && err.contains("too short") && err.contains("16 characters"),
+                "{err}"
+            );
+            assert!(!err.contains(short), "{err}");
+        }
+        let sixteen = format!("{short}y");
+        let out = statecast(&[option, &sixteen, "--print-config"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}

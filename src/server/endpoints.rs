@@ -158,6 +158,7 @@ pub fn handle(
         Route::Health => Action::Health {
             details: access.may_read(head),
         },
+        Route::Ready => Action::Respond(ready(answer, shutting_down)),
         Route::Metrics => Action::Metrics,
         Route::Page => Action::Respond(asset(PAGE, "text/html; charset=utf-8", answer)),
         Route::Script => Action::Respond(asset(SCRIPT, "text/javascript; charset=utf-8", answer)),
@@ -425,6 +426,27 @@ pub fn health(view: &HealthView, answer: Answer, details: bool) -> Response {
     )
 }
 
+/// `/readyz`: whether this server takes new clients, which is what a load
+/// balancer must know. Unlike `/healthz` it ignores the providers and the
+/// link to Redis: they feed every node alike, so one polled URL going down
+/// would otherwise take every node out of the pool at once, while each
+/// node still serves its clients the last good snapshots.
+fn ready(answer: Answer, shutting_down: bool) -> Response {
+    let (code, body): (_, &[u8]) = if shutting_down {
+        (http::UNAVAILABLE, br#"{"status":"shutting_down"}"#)
+    } else {
+        (http::OK, br#"{"status":"ready"}"#)
+    };
+    http::response(
+        code,
+        "application/json",
+        "",
+        body,
+        answer.close,
+        answer.head_only,
+    )
+}
+
 /// A malformed name is the request's fault (400); a well-formed one the
 /// server does not serve is not found (404); a full table is 503.
 fn refused_topic(e: &TopicError, close: bool) -> Response {
@@ -605,6 +627,37 @@ mod tests {
             assert_eq!(admitted(raw).err(), Some(status), "{raw}");
         }
         assert!(admitted("POST /api/v1/publish/queue HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\n").is_ok());
+    }
+
+    /// /readyz is 200 while the server serves, even with a provider
+    /// failing, and 503 once it is shutting down or full.
+    #[test]
+    fn ready_is_the_servers_own_state() {
+        let topics = topics();
+        let head = request("GET", "/readyz");
+        let answer = |shutting_down| match handle(
+            &head,
+            Route::Ready,
+            b"",
+            &topics,
+            &access(),
+            shutting_down,
+        ) {
+            Action::Respond(response) => (
+                response.status.0,
+                String::from_utf8_lossy(&response.bytes).into_owned(),
+            ),
+            other => panic!("{other:?}"),
+        };
+        let (code, text) = answer(false);
+        assert_eq!(code, 200, "{text}");
+        assert!(text.ends_with(r#"{"status":"ready"}"#), "{text}");
+        let (code, text) = answer(true);
+        assert_eq!(code, 503, "{text}");
+        assert!(text.ends_with(r#"{"status":"shutting_down"}"#), "{text}");
+        // Past --max-connections a node is full: not ready for more.
+        let full = admit(&head, &topics, &access(), true).map_err(|r| r.status.0);
+        assert_eq!(full.err(), Some(503));
     }
 
     /// Without the token, /healthz says only its status.
