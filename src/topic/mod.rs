@@ -12,10 +12,13 @@
 //!   [`Form`]s a subscriber takes them in, and the one [`Compressor`].
 //! - `registry.rs`: one [`Topic`] and [`Topics`], the registry that
 //!   subscribes, publishes and fans out.
+//! - [`delta`]: the delta formats a subscriber may ask for (`?delta=`)
+//!   and the JSON Patch differ.
 //! - [`adw`]: the ADW dashboard preset: its topics, defaults and schemas.
 //! - [`schema`]: the JSON Schema checks a value passes before it is retained.
 
 pub mod adw;
+pub mod delta;
 mod message;
 mod name;
 mod registry;
