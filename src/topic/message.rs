@@ -71,6 +71,24 @@ impl Message {
         Message::from_parts(&[head.as_bytes(), data.as_bytes(), b"}"])
     }
 
+    /// A delta message (`?delta=`): `{"type":..,"seq":..,"base":..,"delta":..}`,
+    /// `adw_id` as in a snapshot; `delta` (JSON) turns snapshot `base`
+    /// into snapshot `seq`.
+    pub(super) fn delta(
+        message_type: &str,
+        adw_id: Option<&str>,
+        seq: u64,
+        base: u64,
+        delta: &str,
+    ) -> Message {
+        let mut head = format!(r#"{{"type":"{message_type}""#);
+        if let Some(id) = adw_id {
+            head.push_str(&format!(r#","adw_id":"{id}""#));
+        }
+        head.push_str(&format!(r#","seq":{seq},"base":{base},"delta":"#));
+        Message::from_parts(&[head.as_bytes(), delta.as_bytes(), b"}"])
+    }
+
     /// The same message as a Server-Sent Event: `id:` (for a snapshot, its
     /// seq, which `Last-Event-ID` brings back), then the JSON as `data:`
     /// lines. A published value keeps its own line breaks, so each line is
@@ -131,9 +149,37 @@ pub struct Encoded<'a> {
     pub frame: &'a Shared,
     pub deflated: Option<&'a Shared>,
     pub sse: Option<&'a Shared>,
+    /// The snapshot's seq.
+    pub seq: u64,
+    /// The same snapshot as a delta from the one fanned out before, for
+    /// `?delta=` subscribers that have that one; `None` when no delta
+    /// subscriber is there or the delta is not smaller than the snapshot.
+    pub delta: Option<Delta<'a>>,
 }
 
 impl<'a> Encoded<'a> {
+    /// The bytes a subscriber of `form` gets.
+    pub fn pick(&self, form: Form) -> &'a Shared {
+        match form {
+            Form::Frame => self.frame,
+            Form::Deflate => self.deflated.unwrap_or(self.frame),
+            Form::Sse => self.sse.unwrap_or(self.frame),
+        }
+    }
+}
+
+/// A delta message in the encodings its subscribers need, made once per
+/// publish and shared by every subscriber whose last snapshot is `base`.
+#[derive(Debug, Clone, Copy)]
+pub struct Delta<'a> {
+    /// The seq of the snapshot the delta applies to.
+    pub base: u64,
+    pub frame: &'a Shared,
+    pub deflated: Option<&'a Shared>,
+    pub sse: Option<&'a Shared>,
+}
+
+impl<'a> Delta<'a> {
     /// The bytes a subscriber of `form` gets.
     pub fn pick(&self, form: Form) -> &'a Shared {
         match form {

@@ -8,8 +8,11 @@ use std::sync::Arc;
 
 use slab::Slab;
 
+use serde_json::Value;
+
 use super::adw::{self, ADW_STATE_PREFIX, Preset};
-use super::message::{Compressor, Encoded, Form, Message};
+use super::delta::{self, DeltaFormat};
+use super::message::{Compressor, Delta, Encoded, Form, Message};
 use super::name::TopicError;
 use super::rules::Rules;
 use crate::wire::Shared;
@@ -24,6 +27,8 @@ pub struct Subscription {
     pub index: usize,
     /// What encoding of each message it takes.
     pub form: Form,
+    /// The delta format it asked for (`?delta=`), if any.
+    pub delta: Option<DeltaFormat>,
 }
 
 /// One topic: its retained snapshot and who is subscribed.
@@ -54,6 +59,19 @@ pub struct Topic {
     /// The snapshot compressed, once a subscriber that negotiated
     /// permessage-deflate needs it (the inner `None`: not worth it).
     deflated: Option<Option<Shared>>,
+    /// How many subscribers asked for deltas (`?delta=`); while none does,
+    /// nothing below is kept.
+    deltas: usize,
+    /// The snapshot last fanned out, and its seq: what an up-to-date delta
+    /// subscriber has, so the next delta is made against it. Publishes
+    /// between two fan-outs keep it: nobody got the ones in between.
+    base: Option<(u64, Message)>,
+    /// The newest snapshot a delta was made to, parsed, by seq: the next
+    /// delta's base, so each publish parses only its own snapshot.
+    parsed: Option<(u64, Value)>,
+    /// The delta from `base` to the snapshot, made at most once per
+    /// publish (the inner `None`: not smaller than the snapshot).
+    delta: Option<Option<DeltaCache>>,
     /// Preset and `--topic` topics live for the server's life; others are
     /// dropped when nobody needs them.
     permanent: bool,
@@ -81,6 +99,10 @@ impl Topic {
             deliveries: 0,
             sse: None,
             deflated: None,
+            deltas: 0,
+            base: None,
+            parsed: None,
+            delta: None,
             permanent,
             fan_out_pending: false,
         }
@@ -109,6 +131,11 @@ impl Topic {
     /// Encodes `data` (valid JSON) as the new snapshot, counting `publishes`
     /// publishes of which this is the newest.
     fn set_snapshot(&mut self, data: &str, publishes: u64) {
+        if !self.fan_out_pending {
+            let previous = self.snapshot.take().filter(|_| self.deltas > 0);
+            self.base = previous.map(|message| (self.seq, message));
+        }
+        self.delta = None;
         self.seq += publishes;
         let message = Message::snapshot(&self.message_type, self.adw_id(), self.seq, data);
         self.snapshot = Some(message);
@@ -147,6 +174,59 @@ impl Topic {
         self.deflated.clone().flatten()
     }
 
+    /// The delta from `base` to the snapshot, made at most once per
+    /// publish, with the encodings its subscribers need, each made once:
+    /// its base seq, frame, compressed frame and SSE event.
+    fn delta_encoded(&mut self, compressor: &mut Compressor) -> Option<DeltaShared> {
+        if self.delta.is_none() {
+            self.delta = Some(self.make_delta());
+        }
+        let (deflaters, streams) = (self.deflaters, self.streams);
+        let seq = self.seq;
+        let cache = self.delta.as_mut()?.as_mut()?;
+        if deflaters > 0 && cache.deflated.is_none() {
+            cache.deflated = Some(compressor.compress(&cache.message));
+        }
+        if streams > 0 && cache.sse.is_none() {
+            cache.sse = Some(cache.message.sse(Some(seq)));
+        }
+        Some(DeltaShared {
+            base: cache.base,
+            frame: cache.message.frame.clone(),
+            deflated: cache.deflated.clone().flatten(),
+            sse: cache.sse.clone(),
+        })
+    }
+
+    /// Diffs the snapshot against `base`; `None` when there is no base, or
+    /// the delta message would not be smaller than the snapshot's.
+    fn make_delta(&mut self) -> Option<DeltaCache> {
+        let (base_seq, base) = self.base.clone()?;
+        let snapshot = self.snapshot.as_ref()?;
+        // Both are JSON this server wrote, so neither parse fails.
+        let old = match self.parsed.take() {
+            Some((seq, value)) if seq == base_seq => value,
+            _ => serde_json::from_slice(base.data()).ok()?,
+        };
+        let new: Value = serde_json::from_slice(snapshot.data()).ok()?;
+        let patch = delta::json_patch(&old, &new).to_string();
+        let message = Message::delta(
+            &self.message_type,
+            self.adw_id(),
+            self.seq,
+            base_seq,
+            &patch,
+        );
+        let smaller = message.json().len() < snapshot.json().len();
+        self.parsed = Some((self.seq, new));
+        smaller.then_some(DeltaCache {
+            base: base_seq,
+            message,
+            deflated: None,
+            sse: None,
+        })
+    }
+
     /// The snapshot in `form`.
     fn snapshot_as(&mut self, form: Form, compressor: &mut Compressor) -> Option<Shared> {
         let frame = self.snapshot.as_ref()?.frame.clone();
@@ -166,6 +246,27 @@ impl Topic {
     fn unused(&self) -> bool {
         !self.permanent && self.subscribers.is_empty() && !self.fan_out_pending
     }
+}
+
+/// A delta message kept for the publish it was made for.
+#[derive(Debug)]
+struct DeltaCache {
+    /// The seq of the snapshot it applies to.
+    base: u64,
+    message: Message,
+    /// Compressed, once a permessage-deflate subscriber needs it (the
+    /// inner `None`: not worth it).
+    deflated: Option<Option<Shared>>,
+    /// As a Server-Sent Event, once a stream needs it.
+    sse: Option<Shared>,
+}
+
+/// A delta's encodings, cloned out of the topic for one fan-out.
+struct DeltaShared {
+    base: u64,
+    frame: Shared,
+    deflated: Option<Shared>,
+    sse: Option<Shared>,
 }
 
 /// What a publish came to.
@@ -317,14 +418,17 @@ impl Topics {
         id: usize,
         key: usize,
         form: Form,
+        delta: Option<DeltaFormat>,
     ) -> (Subscription, Option<Shared>) {
         let topic = &mut self.topics[id];
         topic.subscribers.push(key);
         self.subscriptions += 1;
+        topic.deltas += usize::from(delta.is_some());
         let sub = Subscription {
             topic: id,
             index: topic.subscribers.len() - 1,
             form,
+            delta,
         };
         match form {
             Form::Frame => {}
@@ -344,6 +448,13 @@ impl Topics {
             Form::Frame => {}
             Form::Deflate => topic.deflaters -= 1,
             Form::Sse => topic.streams -= 1,
+        }
+        if sub.delta.is_some() {
+            topic.deltas -= 1;
+            if topic.deltas == 0 {
+                // Nobody needs deltas: free the base and the parsed value.
+                (topic.base, topic.parsed, topic.delta) = (None, None, None);
+            }
         }
         self.subscriptions -= 1;
         let moved = topic.subscribers.get(sub.index).copied();
@@ -401,12 +512,23 @@ impl Topics {
             let deflated = (topic.deflaters > 0)
                 .then(|| topic.deflated_snapshot(&mut self.compressor))
                 .flatten();
+            // Made here, once, only when a subscriber asked for deltas.
+            let delta = (topic.deltas > 0)
+                .then(|| topic.delta_encoded(&mut self.compressor))
+                .flatten();
             if let Some(snapshot) = &topic.snapshot {
                 topic.deliveries += topic.subscribers.len() as u64;
                 let encoded = Encoded {
                     frame: &snapshot.frame,
                     deflated: deflated.as_ref(),
                     sse: sse.as_ref(),
+                    seq: topic.seq,
+                    delta: delta.as_ref().map(|d| Delta {
+                        base: d.base,
+                        frame: &d.frame,
+                        deflated: d.deflated.as_ref(),
+                        sse: d.sse.as_ref(),
+                    }),
                 };
                 each(encoded, topic.published_at, &topic.subscribers);
             }
@@ -513,7 +635,7 @@ mod tests {
     fn unused_dynamic_topics_are_released_but_published_ones_stay() {
         let mut topics = adw();
         let id = topics.find_or_create("adw-state/gone").unwrap();
-        let (sub, snapshot) = topics.subscribe(id, 7, Form::Frame);
+        let (sub, snapshot) = topics.subscribe(id, 7, Form::Frame, None);
         assert!(
             snapshot.is_some(),
             "adw-state topics greet with their default"
@@ -524,12 +646,12 @@ mod tests {
         assert_eq!(topics.find("adw-state/gone"), None);
 
         let id = topics.find_or_create("adw-state/kept").unwrap();
-        let (sub, _) = topics.subscribe(id, 7, Form::Frame);
+        let (sub, _) = topics.subscribe(id, 7, Form::Frame, None);
         topics.publish(id, r#"{"adw_id":"kept","status":"running"}"#, 1);
         topics.unsubscribe(sub);
         assert!(topics.find("adw-state/kept").is_some());
         let queue = topics.find("queue").unwrap();
-        let (sub, _) = topics.subscribe(queue, 7, Form::Frame);
+        let (sub, _) = topics.subscribe(queue, 7, Form::Frame, None);
         topics.unsubscribe(sub);
         assert!(topics.find("queue").is_some());
     }
@@ -540,9 +662,9 @@ mod tests {
     fn unsubscribing_says_who_moved() {
         let mut topics = adw();
         let queue = topics.find("queue").unwrap();
-        let (a, _) = topics.subscribe(queue, 10, Form::Frame);
-        let (_, _) = topics.subscribe(queue, 11, Form::Frame);
-        let (c, _) = topics.subscribe(queue, 12, Form::Frame);
+        let (a, _) = topics.subscribe(queue, 10, Form::Frame, None);
+        let (_, _) = topics.subscribe(queue, 11, Form::Frame, None);
+        let (c, _) = topics.subscribe(queue, 12, Form::Frame, None);
         assert_eq!(c.index, 2);
         // 12 moves into 10's place.
         assert_eq!(topics.unsubscribe(a), Some(12));
@@ -555,7 +677,7 @@ mod tests {
     fn a_burst_of_publishes_is_fanned_out_once() {
         let mut topics = adw();
         let queue = topics.find("queue").unwrap();
-        topics.subscribe(queue, 3, Form::Frame);
+        topics.subscribe(queue, 3, Form::Frame, None);
         for i in 0..5 {
             let p = topics.publish(queue, &format!(r#"{{"phases":[],"total":{i}}}"#), 1);
             assert_eq!(
@@ -581,13 +703,13 @@ mod tests {
         let mut topics = adw();
         let queue = topics.find("queue").unwrap();
         let big = format!(r#"{{"phases":[{}],"total":0}}"#, vec!["{}"; 300].join(","));
-        topics.subscribe(queue, 1, Form::Frame);
+        topics.subscribe(queue, 1, Form::Frame, None);
         topics.publish(queue, &big, 1);
         topics.fan_out(|encoded, _, _| assert!(encoded.deflated.is_none()));
         assert_eq!(topics.compressor.messages, 0);
 
-        let (_, first) = topics.subscribe(queue, 2, Form::Deflate);
-        let (_, second) = topics.subscribe(queue, 3, Form::Deflate);
+        let (_, first) = topics.subscribe(queue, 2, Form::Deflate, None);
+        let (_, second) = topics.subscribe(queue, 3, Form::Deflate, None);
         assert_eq!(topics.compressor.messages, 1);
         let (first, second) = (first.unwrap(), second.unwrap());
         assert!(Arc::ptr_eq(&first, &second));
@@ -613,7 +735,7 @@ mod tests {
         let id = topics.find_or_create("adw-state/done").unwrap();
         topics.publish(id, r#"{"x":1}"#, 1);
         topics.fan_out(|_, _, _| {});
-        let (sub, _) = topics.subscribe(id, 7, Form::Frame);
+        let (sub, _) = topics.subscribe(id, 7, Form::Frame, None);
         topics.publish(id, "{}", 1);
         topics.fan_out(|_, _, _| {});
         assert!(
