@@ -11,13 +11,23 @@
 //! what a dictionary does; a browser's `DecompressionStream` cannot take a
 //! dictionary, so it is shown as a bound, not a candidate). A delta is
 //! sent only when its message is smaller than the full one, as the server
-//! does. Then the cost of computing one delta per topic (median µs).
+//! does. Then the cost of computing one delta per topic (median µs), and
+//! the server's CPU per delivery: a server in this process, `N` raw
+//! WebSocket subscribers to one topic (plain, or `?delta=json-patch`, each
+//! with and without permessage-deflate), the topic's recorded stream
+//! published in lockstep (each publish read by every subscriber before the
+//! next), and the loop thread's CPU time (`/proc/self/task/<tid>/schedstat`)
+//! divided by the deliveries.
 //!
 //! `cargo bench --bench delta`. Under `cargo test` it plays one simulated
 //! minute, to keep the bench building and running.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use flate2::{Compress, Compression, FlushCompress};
@@ -26,6 +36,7 @@ use statecast::providers::demo::{self, Demo, Output};
 use statecast::topic::delta::json_patch;
 use statecast::wire::deflate::Deflater;
 use statecast::wire::json;
+use statecast::{Config, Server};
 
 /// One topic's snapshots, compact JSON, in publish order.
 type Stream = Vec<String>;
@@ -278,4 +289,156 @@ fn main() {
     for (topic, size, patch, fossil) in costs {
         println!("{topic:<18} {size:>9} {patch:>11.1} {fossil:>10.1}");
     }
+
+    let n = if quick { 4 } else { 100 };
+    println!(
+        "\n== the loop's CPU per delivery, {n} subscribers, each publish read before the next"
+    );
+    println!(
+        "{:<18} {:<8} {:>9} {:>9} {:>9} {:>9}",
+        "topic", "form", "plain µs", "delta µs", "plain B", "delta B"
+    );
+    for topic in ["adw-monitor", "workflow-history"] {
+        let stream = &streams[topic];
+        let stream = &stream[..stream.len().min(if quick { 20 } else { 600 })];
+        for deflate in [false, true] {
+            let (plain_us, plain_b) = per_delivery(topic, stream, n, "", deflate);
+            let (delta_us, delta_b) = per_delivery(topic, stream, n, "?delta=json-patch", deflate);
+            let form = if deflate { "deflate" } else { "frame" };
+            println!(
+                "{topic:<18} {form:<8} {plain_us:>9.2} {delta_us:>9.2} {plain_b:>9.0} {delta_b:>9.0}"
+            );
+        }
+    }
+}
+
+/// The loop thread's time on a CPU so far, in nanoseconds.
+fn thread_cpu_ns(tid: i64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap();
+    stat.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Reads frames off `stream` until it ends, counting each data frame.
+fn count_frames(mut stream: TcpStream, count: Arc<AtomicU64>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read_exact(&mut byte).is_err() {
+            return;
+        }
+        head.push(byte[0]);
+    }
+    let mut payload = Vec::new();
+    loop {
+        let mut h = [0u8; 2];
+        if stream.read_exact(&mut h).is_err() {
+            return;
+        }
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                stream.read_exact(&mut b).unwrap();
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                stream.read_exact(&mut b).unwrap();
+                u64::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        payload.resize(len, 0);
+        if stream.read_exact(&mut payload).is_err() {
+            return;
+        }
+        if h[0] & 0x0f == 0x1 {
+            count.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// The loop's CPU per delivery (µs) and bytes written per delivery, for
+/// `n` subscribers of `topic` asking `query`, with permessage-deflate or
+/// not, over `stream`.
+fn per_delivery(
+    topic: &str,
+    stream: &[String],
+    n: usize,
+    query: &str,
+    deflate: bool,
+) -> (f64, f64) {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    let server = Server::bind(config).unwrap();
+    let addr = server.local_addr().unwrap();
+    let publisher = server.publisher();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(i64::from(unsafe { libc::gettid() })).unwrap();
+        server.run()
+    });
+    let tid = tid_rx.recv().unwrap();
+    let values: Vec<Value> = stream
+        .iter()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
+    publisher.publish(topic, &values[0]).unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let offer = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    } else {
+        ""
+    };
+    let readers: Vec<_> = (0..n)
+        .map(|_| {
+            let mut ws = TcpStream::connect(addr).unwrap();
+            write!(
+                ws,
+                "GET /api/v1/ws/{topic}{query} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n{offer}\r\n"
+            )
+            .unwrap();
+            let count = count.clone();
+            std::thread::spawn(move || count_frames(ws, count))
+        })
+        .collect();
+    let wait = |target: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count.load(Ordering::Acquire) < target {
+            assert!(Instant::now() < deadline, "subscribers stalled");
+            std::thread::yield_now();
+        }
+    };
+    wait(n as u64);
+    let bytes_before = bytes_out(addr);
+    let cpu_before = thread_cpu_ns(tid);
+    for (i, value) in values.iter().enumerate().skip(1) {
+        publisher.publish(topic, value).unwrap();
+        wait((n * (i + 1)) as u64);
+    }
+    let cpu = thread_cpu_ns(tid) - cpu_before;
+    let bytes = bytes_out(addr) - bytes_before;
+    publisher.shutdown().unwrap();
+    thread.join().unwrap().unwrap();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    let deliveries = (n * (values.len() - 1)) as f64;
+    (cpu as f64 / 1e3 / deliveries, bytes as f64 / deliveries)
+}
+
+/// The server's count of bytes written, from `/metrics`.
+fn bytes_out(addr: std::net::SocketAddr) -> u64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("statecast_bytes_out_total ")?.parse().ok())
+        .unwrap_or(0)
 }

@@ -439,23 +439,25 @@ impl Conn {
     /// What a fanned-out snapshot is for this connection: for a `?delta=`
     /// subscriber, the delta when its last seq is the delta's base and
     /// nothing of its topic waits unstarted (a delta never supersedes a
-    /// queued one: the newer full snapshot does), else the snapshot, and
+    /// queued one: the newer whole snapshot does), else the snapshot, and
     /// `None` when it has this seq already; for the others, the snapshot.
-    pub fn pick<'a>(&mut self, encoded: &Encoded<'a>) -> Option<&'a crate::wire::Shared> {
+    pub fn pick(&mut self, encoded: &Encoded<'_>) -> Option<Shared> {
         let sub = self.subscription()?;
-        if sub.delta.is_none() {
-            return Some(encoded.pick(sub.form));
-        }
+        let (Some(_), Some(deltas)) = (sub.delta, encoded.deltas) else {
+            return Some(encoded.pick(sub.form).clone());
+        };
         if self.delta_seq == Some(encoded.seq) {
             return None;
         }
         let last = self.delta_seq.replace(encoded.seq);
-        match encoded.delta {
-            Some(delta) if last == Some(delta.base) && !self.out.has_unstarted_snapshot() => {
-                Some(delta.pick(sub.form))
-            }
-            _ => Some(encoded.pick(sub.form)),
+        let has_base = last.is_some() && last == deltas.base();
+        if has_base
+            && !self.out.has_unstarted_snapshot()
+            && let Some(delta) = deltas.delta(sub.form)
+        {
+            return Some(delta);
         }
+        deltas.snapshot(sub.form)
     }
 
     /// Told by the topic registry when a swap-remove moved this connection.

@@ -220,7 +220,7 @@ impl Conns {
             let Some(bytes) = conn.pick(&encoded) else {
                 continue;
             };
-            let out = Out::Snapshot(bytes.clone(), Some(published));
+            let out = Out::Snapshot(bytes, Some(published));
             let (delivered, bytes) = conn.deliver(out, now, &mut stats.latency.ages_at(now));
             stats.bytes_out += bytes as u64;
             if let Delivered::Queued { superseded } = delivered {
@@ -715,7 +715,7 @@ mod tests {
             deflated: None,
             sse: None,
             seq: 1,
-            delta: None,
+            deltas: None,
         };
         let mut stats = Stats::default();
         conns.deliver(&[free, blocked], encoded, now, now, &mut stats);

@@ -151,10 +151,9 @@ pub struct Encoded<'a> {
     pub sse: Option<&'a Shared>,
     /// The snapshot's seq.
     pub seq: u64,
-    /// The same snapshot as a delta from the one fanned out before, for
-    /// `?delta=` subscribers that have that one; `None` when no delta
-    /// subscriber is there or the delta is not smaller than the snapshot.
-    pub delta: Option<Delta<'a>>,
+    /// What `?delta=` subscribers may need, made on first use; `None`
+    /// while the topic has none.
+    pub deltas: Option<&'a dyn Deltas>,
 }
 
 impl<'a> Encoded<'a> {
@@ -168,26 +167,19 @@ impl<'a> Encoded<'a> {
     }
 }
 
-/// A delta message in the encodings its subscribers need, made once per
-/// publish and shared by every subscriber whose last snapshot is `base`.
-#[derive(Debug, Clone, Copy)]
-pub struct Delta<'a> {
-    /// The seq of the snapshot the delta applies to.
-    pub base: u64,
-    pub frame: &'a Shared,
-    pub deflated: Option<&'a Shared>,
-    pub sse: Option<&'a Shared>,
-}
-
-impl<'a> Delta<'a> {
-    /// The bytes a subscriber of `form` gets.
-    pub fn pick(&self, form: Form) -> &'a Shared {
-        match form {
-            Form::Frame => self.frame,
-            Form::Deflate => self.deflated.unwrap_or(self.frame),
-            Form::Sse => self.sse.unwrap_or(self.frame),
-        }
-    }
+/// What a `?delta=` subscriber may need of one publish, each made at most
+/// once and only when a subscriber first needs it: the delta (shared by
+/// every subscriber whose last snapshot is its base), and the whole
+/// snapshot in a form the plain subscribers may not have needed.
+pub trait Deltas: std::fmt::Debug {
+    /// The seq the delta applies to: the snapshot fanned out before this
+    /// one; `None` when there is none to diff against.
+    fn base(&self) -> Option<u64>;
+    /// The delta message in `form`; `None` when it is not smaller than
+    /// the snapshot.
+    fn delta(&self, form: Form) -> Option<Shared>;
+    /// The whole snapshot in `form`.
+    fn snapshot(&self, form: Form) -> Option<Shared>;
 }
 
 /// The one compressor for every message (see [`crate::wire::deflate`]),

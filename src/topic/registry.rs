@@ -3,6 +3,7 @@
 //! topic by name and by id, where subscribing, publishing and fan-out
 //! happen.
 
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use serde_json::Value;
 
 use super::adw::{self, ADW_STATE_PREFIX, Preset};
 use super::delta::{self, DeltaFormat};
-use super::message::{Compressor, Delta, Encoded, Form, Message};
+use super::message::{Compressor, Deltas, Encoded, Form, Message};
 use super::name::TopicError;
 use super::rules::Rules;
 use crate::wire::Shared;
@@ -57,21 +58,26 @@ pub struct Topic {
     /// first needs it.
     sse: Option<Shared>,
     /// The snapshot compressed, once a subscriber that negotiated
-    /// permessage-deflate needs it (the inner `None`: not worth it).
-    deflated: Option<Option<Shared>>,
+    /// permessage-deflate needs it (`None` inside: not worth it).
+    deflated: OnceCell<Option<Shared>>,
     /// How many subscribers asked for deltas (`?delta=`); while none does,
     /// nothing below is kept.
     deltas: usize,
+    /// How many of them negotiated permessage-deflate: while they are all
+    /// the deflate subscribers, the snapshot is compressed only when one
+    /// of them is behind and needs it.
+    delta_deflaters: usize,
     /// The snapshot last fanned out, and its seq: what an up-to-date delta
     /// subscriber has, so the next delta is made against it. Publishes
     /// between two fan-outs keep it: nobody got the ones in between.
     base: Option<(u64, Message)>,
     /// The newest snapshot a delta was made to, parsed, by seq: the next
     /// delta's base, so each publish parses only its own snapshot.
-    parsed: Option<(u64, Value)>,
+    parsed: RefCell<Option<(u64, Value)>>,
     /// The delta from `base` to the snapshot, made at most once per
-    /// publish (the inner `None`: not smaller than the snapshot).
-    delta: Option<Option<DeltaCache>>,
+    /// publish, when the first subscriber that has `base` is served
+    /// (`None` inside: not smaller than the snapshot).
+    delta: OnceCell<Option<DeltaCache>>,
     /// Preset and `--topic` topics live for the server's life; others are
     /// dropped when nobody needs them.
     permanent: bool,
@@ -98,11 +104,12 @@ impl Topic {
             published_at: std::time::Instant::now(),
             deliveries: 0,
             sse: None,
-            deflated: None,
+            deflated: OnceCell::new(),
             deltas: 0,
+            delta_deflaters: 0,
             base: None,
-            parsed: None,
-            delta: None,
+            parsed: RefCell::new(None),
+            delta: OnceCell::new(),
             permanent,
             fan_out_pending: false,
         }
@@ -135,12 +142,12 @@ impl Topic {
             let previous = self.snapshot.take().filter(|_| self.deltas > 0);
             self.base = previous.map(|message| (self.seq, message));
         }
-        self.delta = None;
+        self.delta = OnceCell::new();
         self.seq += publishes;
         let message = Message::snapshot(&self.message_type, self.adw_id(), self.seq, data);
         self.snapshot = Some(message);
         self.sse = None;
-        self.deflated = None;
+        self.deflated = OnceCell::new();
         self.published_at = std::time::Instant::now();
     }
 
@@ -166,46 +173,26 @@ impl Topic {
     }
 
     /// The snapshot compressed, at most once per publish.
-    fn deflated_snapshot(&mut self, compressor: &mut Compressor) -> Option<Shared> {
-        if self.deflated.is_none() {
-            let snapshot = self.snapshot.as_ref()?;
-            self.deflated = Some(compressor.compress(snapshot));
-        }
-        self.deflated.clone().flatten()
+    fn deflated_snapshot(&self, compressor: &mut Compressor) -> Option<Shared> {
+        let snapshot = self.snapshot.as_ref()?;
+        self.deflated
+            .get_or_init(|| compressor.compress(snapshot))
+            .clone()
     }
 
-    /// The delta from `base` to the snapshot, made at most once per
-    /// publish, with the encodings its subscribers need, each made once:
-    /// its base seq, frame, compressed frame and SSE event.
-    fn delta_encoded(&mut self, compressor: &mut Compressor) -> Option<DeltaShared> {
-        if self.delta.is_none() {
-            self.delta = Some(self.make_delta());
-        }
-        let (deflaters, streams) = (self.deflaters, self.streams);
-        let seq = self.seq;
-        let cache = self.delta.as_mut()?.as_mut()?;
-        if deflaters > 0 && cache.deflated.is_none() {
-            cache.deflated = Some(compressor.compress(&cache.message));
-        }
-        if streams > 0 && cache.sse.is_none() {
-            cache.sse = Some(cache.message.sse(Some(seq)));
-        }
-        Some(DeltaShared {
-            base: cache.base,
-            frame: cache.message.frame.clone(),
-            deflated: cache.deflated.clone().flatten(),
-            sse: cache.sse.clone(),
-        })
+    /// The delta from `base` to the snapshot, made at most once per publish.
+    fn delta(&self) -> Option<&DeltaCache> {
+        self.delta.get_or_init(|| self.make_delta()).as_ref()
     }
 
     /// Diffs the snapshot against `base`; `None` when there is no base, or
     /// the delta message would not be smaller than the snapshot's.
-    fn make_delta(&mut self) -> Option<DeltaCache> {
-        let (base_seq, base) = self.base.clone()?;
+    fn make_delta(&self) -> Option<DeltaCache> {
+        let (base_seq, base) = self.base.as_ref()?;
         let snapshot = self.snapshot.as_ref()?;
         // Both are JSON this server wrote, so neither parse fails.
         let old = match self.parsed.take() {
-            Some((seq, value)) if seq == base_seq => value,
+            Some((seq, value)) if seq == *base_seq => value,
             _ => serde_json::from_slice(base.data()).ok()?,
         };
         let new: Value = serde_json::from_slice(snapshot.data()).ok()?;
@@ -214,16 +201,15 @@ impl Topic {
             &self.message_type,
             self.adw_id(),
             self.seq,
-            base_seq,
+            *base_seq,
             &patch,
         );
         let smaller = message.json().len() < snapshot.json().len();
-        self.parsed = Some((self.seq, new));
+        self.parsed.replace(Some((self.seq, new)));
         smaller.then_some(DeltaCache {
-            base: base_seq,
             message,
-            deflated: None,
-            sse: None,
+            deflated: OnceCell::new(),
+            sse: OnceCell::new(),
         })
     }
 
@@ -251,22 +237,60 @@ impl Topic {
 /// A delta message kept for the publish it was made for.
 #[derive(Debug)]
 struct DeltaCache {
-    /// The seq of the snapshot it applies to.
-    base: u64,
     message: Message,
-    /// Compressed, once a permessage-deflate subscriber needs it (the
-    /// inner `None`: not worth it).
-    deflated: Option<Option<Shared>>,
+    /// Compressed, once a permessage-deflate subscriber needs it (`None`
+    /// inside: not worth it).
+    deflated: OnceCell<Option<Shared>>,
     /// As a Server-Sent Event, once a stream needs it.
-    sse: Option<Shared>,
+    sse: OnceCell<Shared>,
 }
 
-/// A delta's encodings, cloned out of the topic for one fan-out.
-struct DeltaShared {
-    base: u64,
-    frame: Shared,
-    deflated: Option<Shared>,
-    sse: Option<Shared>,
+/// One topic's publish as its `?delta=` subscribers see it, during one
+/// fan-out: every encoding made on first use, through the topic's caches.
+#[derive(Debug)]
+struct Lazy<'t, 'c> {
+    topic: &'t Topic,
+    compressor: RefCell<&'c mut Compressor>,
+}
+
+impl Deltas for Lazy<'_, '_> {
+    fn base(&self) -> Option<u64> {
+        self.topic.base.as_ref().map(|(seq, _)| *seq)
+    }
+
+    fn delta(&self, form: Form) -> Option<Shared> {
+        let cache = self.topic.delta()?;
+        let frame = &cache.message.frame;
+        Some(match form {
+            Form::Frame => frame.clone(),
+            Form::Deflate => {
+                let mut compressor = self.compressor.borrow_mut();
+                let deflated = cache
+                    .deflated
+                    .get_or_init(|| compressor.compress(&cache.message));
+                deflated.as_ref().unwrap_or(frame).clone()
+            }
+            Form::Sse => cache
+                .sse
+                .get_or_init(|| cache.message.sse(Some(self.topic.seq)))
+                .clone(),
+        })
+    }
+
+    fn snapshot(&self, form: Form) -> Option<Shared> {
+        let snapshot = self.topic.snapshot.as_ref()?;
+        match form {
+            Form::Frame => Some(snapshot.frame.clone()),
+            Form::Deflate => {
+                let mut compressor = self.compressor.borrow_mut();
+                self.topic
+                    .deflated_snapshot(&mut compressor)
+                    .or_else(|| Some(snapshot.frame.clone()))
+            }
+            // Made eagerly at fan-out: every stream needs it.
+            Form::Sse => self.topic.sse.clone(),
+        }
+    }
 }
 
 /// What a publish came to.
@@ -424,6 +448,7 @@ impl Topics {
         topic.subscribers.push(key);
         self.subscriptions += 1;
         topic.deltas += usize::from(delta.is_some());
+        topic.delta_deflaters += usize::from(delta.is_some() && form == Form::Deflate);
         let sub = Subscription {
             topic: id,
             index: topic.subscribers.len() - 1,
@@ -451,9 +476,12 @@ impl Topics {
         }
         if sub.delta.is_some() {
             topic.deltas -= 1;
+            topic.delta_deflaters -= usize::from(sub.form == Form::Deflate);
             if topic.deltas == 0 {
                 // Nobody needs deltas: free the base and the parsed value.
-                (topic.base, topic.parsed, topic.delta) = (None, None, None);
+                topic.base = None;
+                topic.parsed = RefCell::new(None);
+                topic.delta = OnceCell::new();
             }
         }
         self.subscriptions -= 1;
@@ -509,29 +537,30 @@ impl Topics {
             let topic = &mut self.topics[id];
             topic.fan_out_pending = false;
             let sse = (topic.streams > 0).then(|| topic.sse_snapshot()).flatten();
-            let deflated = (topic.deflaters > 0)
+            // While every deflate subscriber takes deltas, the snapshot is
+            // compressed only for one that is behind (see `Lazy`).
+            let deflated = (topic.deflaters > topic.delta_deflaters)
                 .then(|| topic.deflated_snapshot(&mut self.compressor))
                 .flatten();
-            // Made here, once, only when a subscriber asked for deltas.
-            let delta = (topic.deltas > 0)
-                .then(|| topic.delta_encoded(&mut self.compressor))
-                .flatten();
-            if let Some(snapshot) = &topic.snapshot {
+            if topic.snapshot.is_some() {
                 topic.deliveries += topic.subscribers.len() as u64;
-                let encoded = Encoded {
-                    frame: &snapshot.frame,
-                    deflated: deflated.as_ref(),
-                    sse: sse.as_ref(),
-                    seq: topic.seq,
-                    delta: delta.as_ref().map(|d| Delta {
-                        base: d.base,
-                        frame: &d.frame,
-                        deflated: d.deflated.as_ref(),
-                        sse: d.sse.as_ref(),
-                    }),
-                };
-                each(encoded, topic.published_at, &topic.subscribers);
             }
+            let topic = &self.topics[id];
+            let Some(snapshot) = &topic.snapshot else {
+                continue;
+            };
+            let lazy = (topic.deltas > 0).then(|| Lazy {
+                topic,
+                compressor: RefCell::new(&mut self.compressor),
+            });
+            let encoded = Encoded {
+                frame: &snapshot.frame,
+                deflated: deflated.as_ref(),
+                sse: sse.as_ref(),
+                seq: topic.seq,
+                deltas: lazy.as_ref().map(|lazy| lazy as &dyn Deltas),
+            };
+            each(encoded, topic.published_at, &topic.subscribers);
         }
     }
 
@@ -725,6 +754,60 @@ mod tests {
         });
         assert_eq!(topics.compressor.messages, 2);
         assert!(forms[1] * 4 < forms[0], "{forms:?}");
+    }
+
+    /// A delta is made at most once per publish, only when a subscriber
+    /// asks for it, shared by all, against the snapshot fanned out before
+    /// (a burst between two fan-outs keeps that base); with no delta
+    /// subscriber left, nothing of it is kept.
+    #[test]
+    fn a_delta_is_made_once_lazily_against_the_last_fanned_out_snapshot() {
+        use crate::topic::delta::DeltaFormat::JsonPatch;
+        let mut topics = adw();
+        let queue = topics.find("queue").unwrap();
+        let (a, _) = topics.subscribe(queue, 1, Form::Frame, Some(JsonPatch));
+        let (b, _) = topics.subscribe(queue, 2, Form::Deflate, Some(JsonPatch));
+        let pad = "p".repeat(100);
+        let value =
+            |total: u64| format!(r#"{{"phases":[],"total":{total},"paused":false,"pad":"{pad}"}}"#);
+        topics.publish(queue, &value(0), 1);
+        topics.fan_out(|encoded, _, _| {
+            let deltas = encoded.deltas.unwrap();
+            assert_eq!(deltas.base(), Some(0));
+            assert!(deltas.delta(Form::Frame).is_none(), "not smaller");
+        });
+        topics.publish(queue, &value(1), 1);
+        topics.fan_out(|encoded, _, _| {
+            let deltas = encoded.deltas.unwrap();
+            assert_eq!(deltas.base(), Some(1));
+            let first = deltas.delta(Form::Frame).unwrap();
+            assert!(Arc::ptr_eq(&first, &deltas.delta(Form::Frame).unwrap()));
+            let text = String::from_utf8_lossy(&first[2..]).into_owned();
+            assert_eq!(
+                text,
+                r#"{"type":"queue_update","seq":2,"base":1,"delta":[{"op":"replace","path":"/total","value":1}]}"#
+            );
+        });
+        // Two publishes in one turn: the delta is from seq 2, fanned out.
+        topics.publish(queue, &value(2), 1);
+        topics.publish(queue, &value(3), 1);
+        topics.fan_out(|encoded, _, _| {
+            let deltas = encoded.deltas.unwrap();
+            assert_eq!(deltas.base(), Some(2));
+            let delta = deltas.delta(Form::Frame).unwrap();
+            assert!(String::from_utf8_lossy(&delta).contains(r#""seq":4,"base":2,"#));
+        });
+        assert_eq!(topics.compressor.messages, 0, "nobody needed compression");
+        // A fan-out where no subscriber asks for it makes none.
+        topics.publish(queue, &value(4), 1);
+        topics.fan_out(|_, _, _| {});
+        assert!(topics.get(queue).delta.get().is_none(), "made unasked");
+        topics.unsubscribe(b);
+        topics.unsubscribe(a);
+        let topic = topics.get(queue);
+        assert!(topic.base.is_none() && topic.parsed.borrow().is_none());
+        topics.publish(queue, &value(5), 1);
+        topics.fan_out(|encoded, _, _| assert!(encoded.deltas.is_none()));
     }
 
     /// An `adw-state/` topic published back to its default is forgotten once
