@@ -291,22 +291,35 @@ fn main() {
     }
 
     let n = if quick { 4 } else { 100 };
+    let runs = if quick { 1 } else { 5 };
     println!(
-        "\n== the loop's CPU per delivery, {n} subscribers, each publish read before the next"
+        "\n== the loop's CPU per delivery, {n} subscribers, each publish read before the next; \
+         median of {runs} alternating runs (range)"
     );
     println!(
-        "{:<18} {:<8} {:>9} {:>9} {:>9} {:>9}",
+        "{:<17} {:<8} {:>20} {:>20} {:>8} {:>8}",
         "topic", "form", "plain µs", "delta µs", "plain B", "delta B"
     );
     for topic in ["adw-monitor", "workflow-history"] {
         let stream = &streams[topic];
-        let stream = &stream[..stream.len().min(if quick { 20 } else { 600 })];
+        let stream = &stream[..stream.len().min(if quick { 20 } else { 300 })];
         for deflate in [false, true] {
-            let (plain_us, plain_b) = per_delivery(topic, stream, n, "", deflate);
-            let (delta_us, delta_b) = per_delivery(topic, stream, n, "?delta=json-patch", deflate);
+            let (mut plain, mut delta) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                plain.push(per_delivery(topic, stream, n, "", deflate));
+                delta.push(per_delivery(topic, stream, n, "?delta=json-patch", deflate));
+            }
             let form = if deflate { "deflate" } else { "frame" };
+            let spread = |runs: &mut Vec<(f64, f64)>| {
+                runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let (lo, hi) = (runs[0].0, runs[runs.len() - 1].0);
+                let (us, bytes) = runs[runs.len() / 2];
+                (format!("{us:.2} ({lo:.2}-{hi:.2})"), bytes)
+            };
+            let ((plain_us, plain_b), (delta_us, delta_b)) =
+                (spread(&mut plain), spread(&mut delta));
             println!(
-                "{topic:<18} {form:<8} {plain_us:>9.2} {delta_us:>9.2} {plain_b:>9.0} {delta_b:>9.0}"
+                "{topic:<17} {form:<8} {plain_us:>20} {delta_us:>20} {plain_b:>8.0} {delta_b:>8.0}"
             );
         }
     }
