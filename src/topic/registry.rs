@@ -60,24 +60,9 @@ pub struct Topic {
     /// The snapshot compressed, once a subscriber that negotiated
     /// permessage-deflate needs it (`None` inside: not worth it).
     deflated: OnceCell<Option<Shared>>,
-    /// How many subscribers asked for deltas (`?delta=`); while none does,
-    /// nothing below is kept.
-    deltas: usize,
-    /// How many of them negotiated permessage-deflate: while they are all
-    /// the deflate subscribers, the snapshot is compressed only when one
-    /// of them is behind and needs it.
-    delta_deflaters: usize,
-    /// The snapshot last fanned out, and its seq: what an up-to-date delta
-    /// subscriber has, so the next delta is made against it. Publishes
-    /// between two fan-outs keep it: nobody got the ones in between.
-    base: Option<(u64, Message)>,
-    /// The newest snapshot a delta was made to, parsed, by seq: the next
-    /// delta's base, so each publish parses only its own snapshot.
-    parsed: RefCell<Option<(u64, Value)>>,
-    /// The delta from `base` to the snapshot, made at most once per
-    /// publish, when the first subscriber that has `base` is served
-    /// (`None` inside: not smaller than the snapshot).
-    delta: OnceCell<Option<DeltaCache>>,
+    /// What its `?delta=` subscribers need kept; `None` while it has none,
+    /// so a topic without them pays a pointer.
+    deltas: Option<Box<DeltaState>>,
     /// Preset and `--topic` topics live for the server's life; others are
     /// dropped when nobody needs them.
     permanent: bool,
@@ -105,11 +90,7 @@ impl Topic {
             deliveries: 0,
             sse: None,
             deflated: OnceCell::new(),
-            deltas: 0,
-            delta_deflaters: 0,
-            base: None,
-            parsed: RefCell::new(None),
-            delta: OnceCell::new(),
+            deltas: None,
             permanent,
             fan_out_pending: false,
         }
@@ -138,11 +119,13 @@ impl Topic {
     /// Encodes `data` (valid JSON) as the new snapshot, counting `publishes`
     /// publishes of which this is the newest.
     fn set_snapshot(&mut self, data: &str, publishes: u64) {
-        if !self.fan_out_pending {
-            let previous = self.snapshot.take().filter(|_| self.deltas > 0);
-            self.base = previous.map(|message| (self.seq, message));
+        let previous = self.snapshot.take();
+        if let Some(state) = self.deltas.as_deref_mut() {
+            if !self.fan_out_pending {
+                state.base = previous.map(|message| (self.seq, message));
+            }
+            state.delta = OnceCell::new();
         }
-        self.delta = OnceCell::new();
         self.seq += publishes;
         let message = Message::snapshot(&self.message_type, self.adw_id(), self.seq, data);
         self.snapshot = Some(message);
@@ -180,39 +163,6 @@ impl Topic {
             .clone()
     }
 
-    /// The delta from `base` to the snapshot, made at most once per publish.
-    fn delta(&self) -> Option<&DeltaCache> {
-        self.delta.get_or_init(|| self.make_delta()).as_ref()
-    }
-
-    /// Diffs the snapshot against `base`; `None` when there is no base, or
-    /// the delta message would not be smaller than the snapshot's.
-    fn make_delta(&self) -> Option<DeltaCache> {
-        let (base_seq, base) = self.base.as_ref()?;
-        let snapshot = self.snapshot.as_ref()?;
-        // Both are JSON this server wrote, so neither parse fails.
-        let old = match self.parsed.take() {
-            Some((seq, value)) if seq == *base_seq => value,
-            _ => serde_json::from_slice(base.data()).ok()?,
-        };
-        let new: Value = serde_json::from_slice(snapshot.data()).ok()?;
-        let patch = delta::json_patch(&old, &new).to_string();
-        let message = Message::delta(
-            &self.message_type,
-            self.adw_id(),
-            self.seq,
-            *base_seq,
-            &patch,
-        );
-        let smaller = message.json().len() < snapshot.json().len();
-        self.parsed.replace(Some((self.seq, new)));
-        smaller.then_some(DeltaCache {
-            message,
-            deflated: OnceCell::new(),
-            sse: OnceCell::new(),
-        })
-    }
-
     /// The snapshot in `form`.
     fn snapshot_as(&mut self, form: Form, compressor: &mut Compressor) -> Option<Shared> {
         let frame = self.snapshot.as_ref()?.frame.clone();
@@ -234,6 +184,28 @@ impl Topic {
     }
 }
 
+/// What a topic keeps for its `?delta=` subscribers, only while it has one.
+#[derive(Debug, Default)]
+struct DeltaState {
+    /// How many subscribers asked for deltas.
+    subscribers: usize,
+    /// How many of them negotiated permessage-deflate: while they are all
+    /// the topic's deflate subscribers, the snapshot is compressed only
+    /// when one of them is behind and needs it.
+    deflaters: usize,
+    /// The snapshot last fanned out, and its seq: what an up-to-date delta
+    /// subscriber has, so the next delta is made against it. Publishes
+    /// between two fan-outs keep it: nobody got the ones in between.
+    base: Option<(u64, Message)>,
+    /// The newest snapshot a delta was made to, parsed, by seq: the next
+    /// delta's base, so each publish parses only its own snapshot.
+    parsed: RefCell<Option<(u64, Value)>>,
+    /// The delta from `base` to the snapshot, made at most once per
+    /// publish, when the first subscriber that has `base` is served
+    /// (`None` inside: not smaller than the snapshot).
+    delta: OnceCell<Option<DeltaCache>>,
+}
+
 /// A delta message kept for the publish it was made for.
 #[derive(Debug)]
 struct DeltaCache {
@@ -250,16 +222,53 @@ struct DeltaCache {
 #[derive(Debug)]
 struct Lazy<'t, 'c> {
     topic: &'t Topic,
+    state: &'t DeltaState,
     compressor: RefCell<&'c mut Compressor>,
+}
+
+impl Lazy<'_, '_> {
+    /// The delta from `base` to the snapshot, made at most once per publish.
+    fn cache(&self) -> Option<&DeltaCache> {
+        self.state.delta.get_or_init(|| self.make()).as_ref()
+    }
+
+    /// Diffs the snapshot against `base`; `None` when there is no base, or
+    /// the delta message would not be smaller than the snapshot's.
+    fn make(&self) -> Option<DeltaCache> {
+        let (topic, state) = (self.topic, self.state);
+        let (base_seq, base) = state.base.as_ref()?;
+        let snapshot = topic.snapshot.as_ref()?;
+        // Both are JSON this server wrote, so neither parse fails.
+        let old = match state.parsed.take() {
+            Some((seq, value)) if seq == *base_seq => value,
+            _ => serde_json::from_slice(base.data()).ok()?,
+        };
+        let new: Value = serde_json::from_slice(snapshot.data()).ok()?;
+        let patch = delta::json_patch(&old, &new).to_string();
+        let message = Message::delta(
+            &topic.message_type,
+            topic.adw_id(),
+            topic.seq,
+            *base_seq,
+            &patch,
+        );
+        let smaller = message.json().len() < snapshot.json().len();
+        state.parsed.replace(Some((topic.seq, new)));
+        smaller.then_some(DeltaCache {
+            message,
+            deflated: OnceCell::new(),
+            sse: OnceCell::new(),
+        })
+    }
 }
 
 impl Deltas for Lazy<'_, '_> {
     fn base(&self) -> Option<u64> {
-        self.topic.base.as_ref().map(|(seq, _)| *seq)
+        self.state.base.as_ref().map(|(seq, _)| *seq)
     }
 
     fn delta(&self, form: Form) -> Option<Shared> {
-        let cache = self.topic.delta()?;
+        let cache = self.cache()?;
         let frame = &cache.message.frame;
         Some(match form {
             Form::Frame => frame.clone(),
@@ -447,8 +456,11 @@ impl Topics {
         let topic = &mut self.topics[id];
         topic.subscribers.push(key);
         self.subscriptions += 1;
-        topic.deltas += usize::from(delta.is_some());
-        topic.delta_deflaters += usize::from(delta.is_some() && form == Form::Deflate);
+        if delta.is_some() {
+            let state = topic.deltas.get_or_insert_with(Box::default);
+            state.subscribers += 1;
+            state.deflaters += usize::from(form == Form::Deflate);
+        }
         let sub = Subscription {
             topic: id,
             index: topic.subscribers.len() - 1,
@@ -474,14 +486,14 @@ impl Topics {
             Form::Deflate => topic.deflaters -= 1,
             Form::Sse => topic.streams -= 1,
         }
-        if sub.delta.is_some() {
-            topic.deltas -= 1;
-            topic.delta_deflaters -= usize::from(sub.form == Form::Deflate);
-            if topic.deltas == 0 {
+        if sub.delta.is_some()
+            && let Some(state) = topic.deltas.as_deref_mut()
+        {
+            state.subscribers -= 1;
+            state.deflaters -= usize::from(sub.form == Form::Deflate);
+            if state.subscribers == 0 {
                 // Nobody needs deltas: free the base and the parsed value.
-                topic.base = None;
-                topic.parsed = RefCell::new(None);
-                topic.delta = OnceCell::new();
+                topic.deltas = None;
             }
         }
         self.subscriptions -= 1;
@@ -539,7 +551,8 @@ impl Topics {
             let sse = (topic.streams > 0).then(|| topic.sse_snapshot()).flatten();
             // While every deflate subscriber takes deltas, the snapshot is
             // compressed only for one that is behind (see `Lazy`).
-            let deflated = (topic.deflaters > topic.delta_deflaters)
+            let delta_deflaters = topic.deltas.as_ref().map_or(0, |state| state.deflaters);
+            let deflated = (topic.deflaters > delta_deflaters)
                 .then(|| topic.deflated_snapshot(&mut self.compressor))
                 .flatten();
             if topic.snapshot.is_some() {
@@ -549,8 +562,9 @@ impl Topics {
             let Some(snapshot) = &topic.snapshot else {
                 continue;
             };
-            let lazy = (topic.deltas > 0).then(|| Lazy {
+            let lazy = topic.deltas.as_deref().map(|state| Lazy {
                 topic,
+                state,
                 compressor: RefCell::new(&mut self.compressor),
             });
             let encoded = Encoded {
@@ -801,11 +815,11 @@ mod tests {
         // A fan-out where no subscriber asks for it makes none.
         topics.publish(queue, &value(4), 1);
         topics.fan_out(|_, _, _| {});
-        assert!(topics.get(queue).delta.get().is_none(), "made unasked");
+        let state = topics.get(queue).deltas.as_ref().unwrap();
+        assert!(state.delta.get().is_none(), "made unasked");
         topics.unsubscribe(b);
         topics.unsubscribe(a);
-        let topic = topics.get(queue);
-        assert!(topic.base.is_none() && topic.parsed.borrow().is_none());
+        assert!(topics.get(queue).deltas.is_none());
         topics.publish(queue, &value(5), 1);
         topics.fan_out(|encoded, _, _| assert!(encoded.deltas.is_none()));
     }

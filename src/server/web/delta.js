@@ -6,7 +6,9 @@
 //   delta: the message's `delta`, as JSON.parse gave it.
 // - Returns the new data, the value whole snapshot `seq` would have carried.
 //   `base` is never modified: what changed is copied along its path (the
-//   rest is shared with `base`), so a view can compare by identity.
+//   rest is shared with `base`), so a view can compare by identity. Equal
+//   as JSON to the whole snapshot; a member added to an object comes last,
+//   where the snapshot may have it elsewhere.
 // - Throws an Error on an unknown format or an op it cannot apply (a path
 //   that is not there, an op other than add/remove/replace/move/copy/test).
 //   The client must then drop its state and reconnect without `since`,
