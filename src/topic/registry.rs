@@ -817,10 +817,26 @@ mod tests {
         topics.fan_out(|_, _, _| {});
         let state = topics.get(queue).deltas.as_ref().unwrap();
         assert!(state.delta.get().is_none(), "made unasked");
+        // A deflate subscriber behind gets the snapshot, compressed once.
+        let big = format!(
+            r#"{{"phases":[],"total":5,"paused":false,"pad":"{}"}}"#,
+            "q".repeat(400)
+        );
+        topics.publish(queue, &big, 1);
+        topics.fan_out(|encoded, _, _| {
+            let deltas = encoded.deltas.unwrap();
+            let first = deltas.snapshot(Form::Deflate).unwrap();
+            assert!(Arc::ptr_eq(
+                &first,
+                &deltas.snapshot(Form::Deflate).unwrap()
+            ));
+            assert!(encoded.deflated.is_none(), "not made before it was needed");
+        });
+        assert_eq!(topics.compressor.messages, 1);
         topics.unsubscribe(b);
         topics.unsubscribe(a);
         assert!(topics.get(queue).deltas.is_none());
-        topics.publish(queue, &value(5), 1);
+        topics.publish(queue, &value(6), 1);
         topics.fan_out(|encoded, _, _| assert!(encoded.deltas.is_none()));
     }
 
