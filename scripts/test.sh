@@ -157,6 +157,9 @@ echo "== the live page over https:// in Chromium, trusting a test-made key by it
 # The tls,jwt debug build the TLS tests made (see the Python TLS step).
 (cd tests/browser && node tls.test.mjs ../../target/debug/statecast)
 
+echo "== the browser's delta applier (web/delta.js) against the server's deltas (node)"
+(cd tests/browser && node delta.test.mjs ../../target/release/statecast)
+
 echo "== the Debian package: contents, systemd-analyze verify and security, /healthz"
 bash scripts/package_check.sh
 

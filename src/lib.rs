@@ -35,7 +35,9 @@
 //!   topic name is), `rules` (which names are topics, what data each
 //!   accepts, the size bound), `message` (a message's bytes, encoded once,
 //!   and the compressor), `registry` (each topic's snapshot and
-//!   subscribers, and the registry of them all).
+//!   subscribers, what it keeps for `?delta=` subscribers, and the
+//!   registry of them all).
+//!   - [`topic::delta`]: the `?delta=` formats and the JSON Patch differ.
 //!   - [`topic::adw`]: the ADW dashboard preset: its topics, defaults and schemas.
 //!   - [`topic::schema`]: the JSON Schema checks a value passes before it is retained.
 //! - [`publisher`]: the thread-safe handle producers publish through.

@@ -14,7 +14,7 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 use crate::server::queue::{Out, OutQueue};
 use crate::server::sock::Sender;
 use crate::server::tls::{Input, Session, Writer as TlsWriter};
-use crate::topic::{Form, Subscription};
+use crate::topic::{Encoded, Form, Subscription};
 use crate::wire::Shared;
 use crate::wire::http::{Head, Next, RequestReader, Response, Route};
 use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, Limits, code};
@@ -293,6 +293,10 @@ pub struct Conn {
     /// Set by the signed token of its latest request, if one let it in;
     /// boxed, so a connection without one pays a pointer.
     identity: Option<Box<Identity>>,
+    /// A `?delta=` subscriber's topic seq last queued for it (snapshot or
+    /// delta), or the one it said it has: a delta goes only to a
+    /// subscriber whose last seq is the delta's base.
+    delta_seq: Option<u64>,
 }
 
 /// How log lines name a connection: `conn=<id> peer=<addr>`, and the
@@ -331,6 +335,7 @@ impl Conn {
             reserve,
             awaiting: false,
             identity: None,
+            delta_seq: None,
         }
     }
 
@@ -423,6 +428,36 @@ impl Conn {
             Phase::Open { sub, .. } | Phase::Stream { sub, .. } => Some(sub),
             _ => None,
         }
+    }
+
+    /// A `?delta=` subscriber has snapshot `seq` of its topic (queued at
+    /// subscribe, or named by `since`); `None`: it has none.
+    pub fn set_delta_seq(&mut self, seq: Option<u64>) {
+        self.delta_seq = seq;
+    }
+
+    /// What a fanned-out snapshot is for this connection: for a `?delta=`
+    /// subscriber, the delta when its last seq is the delta's base and
+    /// nothing of its topic waits unstarted (a delta never supersedes a
+    /// queued one: the newer whole snapshot does), else the snapshot, and
+    /// `None` when it has this seq already; for the others, the snapshot.
+    pub fn pick(&mut self, encoded: &Encoded<'_>) -> Option<Shared> {
+        let sub = self.subscription()?;
+        let (Some(_), Some(deltas)) = (sub.delta, encoded.deltas) else {
+            return Some(encoded.pick(sub.form).clone());
+        };
+        if self.delta_seq == Some(encoded.seq) {
+            return None;
+        }
+        let last = self.delta_seq.replace(encoded.seq);
+        let has_base = last.is_some() && last == deltas.base();
+        if has_base
+            && !self.out.has_unstarted_snapshot()
+            && let Some(delta) = deltas.delta(sub.form)
+        {
+            return Some(delta);
+        }
+        deltas.snapshot(sub.form)
     }
 
     /// Told by the topic registry when a swap-remove moved this connection.
@@ -883,6 +918,7 @@ mod tests {
             topic: 0,
             index: 0,
             form: crate::topic::Form::Frame,
+            delta: None,
         }
     }
 

@@ -217,8 +217,10 @@ impl Conns {
             let Some(conn) = self.slab.get_mut(key) else {
                 continue;
             };
-            let form = conn.form().unwrap_or(Form::Frame);
-            let out = Out::Snapshot(encoded.pick(form).clone(), Some(published));
+            let Some(bytes) = conn.pick(&encoded) else {
+                continue;
+            };
+            let out = Out::Snapshot(bytes, Some(published));
             let (delivered, bytes) = conn.deliver(out, now, &mut stats.latency.ages_at(now));
             stats.bytes_out += bytes as u64;
             if let Delivered::Queued { superseded } = delivered {
@@ -586,6 +588,7 @@ mod tests {
             topic: 0,
             index: 0,
             form: Form::Frame,
+            delta: None,
         };
         conns[key].open(sub, now);
         (conns, key, peer)
@@ -697,6 +700,7 @@ mod tests {
             topic: 0,
             index,
             form: Form::Frame,
+            delta: None,
         };
         let (free, _free_peer) = add_open(&mut conns, sub(0), now);
         let (blocked, _blocked_peer) = add_open(&mut conns, sub(1), now);
@@ -710,6 +714,8 @@ mod tests {
             frame: &frame,
             deflated: None,
             sse: None,
+            seq: 1,
+            deltas: None,
         };
         let mut stats = Stats::default();
         conns.deliver(&[free, blocked], encoded, now, now, &mut stats);
@@ -740,7 +746,7 @@ mod tests {
             write_timeout: Duration::from_secs(30),
         });
         let key = conns.next_key();
-        let (sub, _) = topics.subscribe(id, key, Form::Frame);
+        let (sub, _) = topics.subscribe(id, key, Form::Frame, None);
         let (key, mut peer) = add_open(&mut conns, sub, now);
         assert_eq!(topics.subscriptions(), 1);
 

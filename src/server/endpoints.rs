@@ -10,6 +10,7 @@ use crate::publisher::Registry;
 use crate::server::access::Access;
 use crate::server::jwt::Grant;
 use crate::server::stats::Stats;
+use crate::topic::delta::DeltaFormat;
 use crate::topic::schema::SchemaError;
 use crate::topic::{self, Published, Refused, TopicError, Topics, adw};
 use crate::wire::http::{self, BodyKind, Head, INTERNAL_ERROR, Response, Route};
@@ -27,6 +28,8 @@ pub enum Action {
         topic: String,
         accept: String,
         since: Option<u64>,
+        /// The delta format it asked for (`?delta=`).
+        delta: Option<DeltaFormat>,
     },
     /// Answer with an event stream and subscribe the connection to `topic`.
     /// `since` is the client's `Last-Event-ID` (or `?since=`): no resend
@@ -34,6 +37,8 @@ pub enum Action {
     Stream {
         topic: String,
         since: Option<u64>,
+        /// The delta format it asked for (`?delta=`).
+        delta: Option<DeltaFormat>,
         /// The allowed `Origin` the stream's head names, so a page there
         /// may read it.
         origin: Option<String>,
@@ -178,6 +183,10 @@ fn subscribe(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -
     if let Err(e) = topics.check(&topic) {
         return Action::Respond(refused_topic(&e, true));
     }
+    let delta = match delta_format(head) {
+        Ok(delta) => delta,
+        Err(response) => return Action::Respond(response),
+    };
     let accept = match http::check_upgrade(head) {
         Ok(accept) => accept,
         Err(response) => return Action::Respond(response),
@@ -190,7 +199,25 @@ fn subscribe(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -
         topic,
         accept,
         since,
+        delta,
     }
+}
+
+/// The delta format `?delta=` names: none without it, 400 for a name that
+/// is not a format (not echoed: it is the client's text).
+fn delta_format(head: &Head) -> Result<Option<DeltaFormat>, Response> {
+    let Some(name) = head.query_param("delta") else {
+        return Ok(None);
+    };
+    DeltaFormat::parse(name).map(Some).ok_or_else(|| {
+        let known = DeltaFormat::NAMES.join(", ");
+        http::error(
+            http::BAD_REQUEST,
+            &format!("unknown delta format (known: {known})"),
+            "",
+            true,
+        )
+    })
 }
 
 /// The live page at `/`: the ADW panels over WebSockets, compiled into the
@@ -218,6 +245,10 @@ fn stream(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -> A
     if let Err(e) = topics.check(&topic) {
         return Action::Respond(refused_topic(&e, true));
     }
+    let delta = match delta_format(head) {
+        Ok(delta) => delta,
+        Err(response) => return Action::Respond(response),
+    };
     if shutting_down {
         return Action::Respond(http::error(http::UNAVAILABLE, "shutting down", "", true));
     }
@@ -229,6 +260,7 @@ fn stream(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -> A
     Action::Stream {
         topic,
         since,
+        delta,
         origin: head.origin.clone(),
     }
 }

@@ -62,6 +62,16 @@ impl OutQueue {
         self.items.is_empty()
     }
 
+    /// Whether a snapshot (or delta) waits that has not started going
+    /// out, which a newer one would supersede.
+    pub fn has_unstarted_snapshot(&self) -> bool {
+        let first_unstarted = usize::from(self.head_written > 0);
+        self.items
+            .iter()
+            .skip(first_unstarted)
+            .any(|item| item.kind == Kind::Snapshot)
+    }
+
     /// Bytes still to be written.
     pub fn pending_bytes(&self) -> usize {
         self.pending

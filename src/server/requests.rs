@@ -22,6 +22,7 @@ use crate::server::metrics;
 use crate::server::queue::Out;
 use crate::server::tls;
 use crate::topic::Form;
+use crate::topic::delta::DeltaFormat;
 use crate::wire::Shared;
 use crate::wire::http::{self, Head, Next, Purpose, Response, Route};
 use crate::wire::protocol;
@@ -274,15 +275,18 @@ impl EventLoop {
                 topic,
                 accept,
                 since,
+                delta,
             } => {
                 let deflate = self.config.compression && head.deflate;
-                return self.subscribe(key, &topic, &accept, since, deflate, now);
+                let form = if deflate { Form::Deflate } else { Form::Frame };
+                return self.subscribe(key, &topic, &accept, since, (form, delta), now);
             }
             Action::Stream {
                 topic,
                 since,
+                delta,
                 origin,
-            } => return self.stream(key, &topic, since, origin.as_deref(), now),
+            } => return self.stream(key, &topic, since, delta, origin.as_deref(), now),
             Action::Publish { topic, data } => {
                 let (publishing, mut reach) = self.publishing();
                 // Under --redis, answered once Redis has ordered it.
@@ -326,15 +330,16 @@ impl EventLoop {
     /// Completes an upgrade the endpoint accepted: the 101 and the snapshot
     /// leave in the same write, so the client never waits. A client that
     /// says it has the topic's current `seq` (`?since=`) gets no resend;
-    /// one that agreed to permessage-deflate (`deflate`) gets compressed
-    /// frames.
+    /// one that agreed to permessage-deflate (`Form::Deflate`) gets
+    /// compressed frames, and one that asked for deltas gets them after
+    /// its first snapshot.
     fn subscribe(
         &mut self,
         key: usize,
         name: &str,
         accept: &str,
         since: Option<u64>,
-        deflate: bool,
+        (form, delta): (Form, Option<DeltaFormat>),
         now: Instant,
     ) {
         let id = match self.topics.find_or_open(name) {
@@ -342,10 +347,14 @@ impl EventLoop {
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
         let current = Some(self.topics.get(id).seq());
-        let form = if deflate { Form::Deflate } else { Form::Frame };
-        let (sub, snapshot) = self.topics.subscribe(id, key, form);
+        let (sub, snapshot) = self.topics.subscribe(id, key, form, delta);
+        let has = (since == current || snapshot.is_some())
+            .then_some(current)
+            .flatten();
         let snapshot = snapshot.filter(|_| since != current);
         self.conns[key].open(sub, now);
+        self.conns[key].set_delta_seq(has);
+        let deflate = form == Form::Deflate;
         let switching = Shared::from(http::switching_protocols(accept, deflate));
         self.conns.enqueue(key, Out::Bytes(switching));
         if let Some(snapshot) = snapshot {
@@ -363,6 +372,7 @@ impl EventLoop {
         key: usize,
         name: &str,
         since: Option<u64>,
+        delta: Option<DeltaFormat>,
         origin: Option<&str>,
         now: Instant,
     ) {
@@ -371,8 +381,12 @@ impl EventLoop {
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
         let current = Some(self.topics.get(id).seq());
-        let (sub, snapshot) = self.topics.subscribe(id, key, Form::Sse);
+        let (sub, snapshot) = self.topics.subscribe(id, key, Form::Sse, delta);
+        let has = (since == current || snapshot.is_some())
+            .then_some(current)
+            .flatten();
         self.conns[key].open_stream(sub, now);
+        self.conns[key].set_delta_seq(has);
         let head = Shared::from(http::event_stream_head(&http::cors(origin)));
         self.conns.enqueue(key, Out::Bytes(head));
         if let Some(snapshot) = snapshot.filter(|_| since != current) {
