@@ -222,7 +222,7 @@ fn the_readme_names_every_key_that_is_not_its_flag() {
         .expect("a Configuration section");
     let flags: Vec<&str> = help
         .lines()
-        .filter_map(|l| l.trim_start().split_whitespace().next())
+        .filter_map(|l| l.split_whitespace().next())
         .filter(|w| w.starts_with("--"))
         .collect();
     let mut unnamed = Vec::new();
