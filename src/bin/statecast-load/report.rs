@@ -20,6 +20,8 @@ struct Connect {
     elapsed: Duration,
     server_ns: Option<u64>,
     own_ns: u64,
+    /// The times the server's loop slept during the phase.
+    server_sleeps: Option<u64>,
 }
 
 impl Connect {
@@ -104,13 +106,19 @@ fn connect(
 ) -> io::Result<Connect> {
     let start = Instant::now();
     let mark = target.cpu_mark();
+    let sleeps = target.server_sleeps();
     clients.open(target.addr, o.connections, stalled, Duration::from_secs(60))?;
     let elapsed = start.elapsed();
     let (server_ns, own_ns) = target.cpu_since(&mark);
+    let server_sleeps = match (target.server_sleeps(), sleeps) {
+        (Some(after), Some(before)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
     Ok(Connect {
         elapsed,
         server_ns,
         own_ns,
+        server_sleeps,
     })
 }
 
@@ -205,6 +213,11 @@ fn figures(
         "connect_ms": connect.elapsed.as_secs_f64() * 1e3,
         "connect_server_busy": connect.server_ns.map(|ns| connect.busy(ns)),
         "connect_generator_busy": connect.busy(connect.own_ns),
+        // CPU per connection, which other work on the machine does not
+        // move the way it moves the time.
+        "connect_server_us_per_connection": connect.server_ns.map(|ns| ns as f64 / 1e3 / o.connections.max(1) as f64),
+        "connect_generator_us_per_connection": connect.own_ns as f64 / 1e3 / o.connections.max(1) as f64,
+        "connect_server_sleeps": connect.server_sleeps,
         "warmup": o.warmup,
         "deliveries": r.deliveries,
         "expected_deliveries": (o.connections - stalled) as u64 * r.report.sent as u64,
