@@ -11,6 +11,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::measure::now_ns;
 use crate::options::Options;
 use crate::schedule::http_post;
+use crate::tls::{self, Session};
 
 pub(crate) const UPGRADE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -38,6 +39,8 @@ pub(crate) struct Client {
     pub(crate) close_code: Option<u16>,
     /// Its place among the clients, which says its topic.
     pub(crate) index: u32,
+    /// Its TLS session under `--tls`.
+    pub(crate) tls: Option<Session>,
 }
 
 /// Everything the clients observed.
@@ -171,12 +174,23 @@ impl Clients {
                 let mut stream = TcpStream::connect(addr)?;
                 let token = Token(self.clients.len());
                 let request = &self.requests[token.0 % self.requests.len()];
+                let mut tls = tls::session()?;
                 // On loopback the connection is usually up by now: send the
-                // upgrade at once and skip a round of readiness events.
-                let state = match stream.write(request) {
-                    Ok(n) if n == request.len() => ClientState::Handshaking,
-                    Ok(_) => return Err(io::Error::other("short write of the upgrade request")),
-                    Err(_) => ClientState::Connecting,
+                // upgrade (under TLS, the hello, the session holding the
+                // upgrade until the handshake is done) at once and skip a
+                // round of readiness events.
+                let state = match tls.as_mut() {
+                    Some(session) => match session.send(&mut stream, request) {
+                        Ok(()) => ClientState::Handshaking,
+                        Err(_) => ClientState::Connecting,
+                    },
+                    None => match stream.write(request) {
+                        Ok(n) if n == request.len() => ClientState::Handshaking,
+                        Ok(_) => {
+                            return Err(io::Error::other("short write of the upgrade request"));
+                        }
+                        Err(_) => ClientState::Connecting,
+                    },
                 };
                 let interest = if state == ClientState::Connecting {
                     Interest::READABLE | Interest::WRITABLE
@@ -198,6 +212,7 @@ impl Clients {
                     stalled: index >= first_stalled,
                     close_code: None,
                     index: index as u32,
+                    tls,
                 });
             }
             self.turn(&mut events, Some(Duration::from_millis(50)))?;
@@ -265,7 +280,12 @@ impl Clients {
                 Ok(None) => {}
             }
             let request = &self.requests[index % self.requests.len()];
-            match client.stream.write(request) {
+            let sent = match client.tls.as_mut() {
+                // The hello and the upgrade are in the session already.
+                Some(session) => session.flush(&mut client.stream).map(|()| request.len()),
+                None => client.stream.write(request),
+            };
+            match sent {
                 Ok(n) if n == request.len() => {}
                 Ok(_) => return Err(io::Error::other("short write of the upgrade request")),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -287,7 +307,11 @@ impl Clients {
             if client.stalled && client.snapshot {
                 return Ok(());
             }
-            let n = match client.stream.read(&mut self.scratch) {
+            let read = match client.tls.as_mut() {
+                Some(session) => session.recv(&mut client.stream, &mut self.scratch),
+                None => client.stream.read(&mut self.scratch),
+            };
+            let n = match read {
                 Ok(0) => {
                     client.state = ClientState::Closed;
                     self.tally.closed += 1;
@@ -425,7 +449,10 @@ pub(crate) fn process(
             0x9 => {
                 // The mask is fixed: nothing here is secret.
                 let pong = statecast::wire::protocol::encode_masked(0x8A, payload, [1, 2, 3, 4]);
-                let _ = client.stream.write(&pong);
+                let _ = match client.tls.as_mut() {
+                    Some(session) => session.send(&mut client.stream, &pong),
+                    None => client.stream.write(&pong).map(drop),
+                };
             }
             0x8 => {
                 client.close_code = payload.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
