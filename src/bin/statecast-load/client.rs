@@ -52,6 +52,9 @@ pub(crate) struct Tally {
     pub(crate) out_of_order: u64,
     pub(crate) last_delivery_ns: u64,
     pub(crate) closed: usize,
+    /// Clients the server closed before their snapshot came: not waited
+    /// for, and reported.
+    pub(crate) unanswered: usize,
     /// Frame bytes (header and payload) of the measured deliveries.
     pub(crate) wire_bytes: u64,
     /// Deliveries that came compressed.
@@ -167,10 +170,11 @@ impl Clients {
         let target = self.clients.len() + n;
         let first_stalled = target - stalled;
         let mut events = Events::with_capacity(4096);
-        while self.tally.snapshots < target {
+        let done = |tally: &Tally| tally.snapshots + tally.unanswered;
+        while done(&self.tally) < target {
             // Connecting and handshaking clients; bounded so the listen
             // backlog never overflows.
-            while self.clients.len() < target && self.clients.len() - self.tally.snapshots < 2048 {
+            while self.clients.len() < target && self.clients.len() - done(&self.tally) < 2048 {
                 let mut stream = TcpStream::connect(addr)?;
                 let token = Token(self.clients.len());
                 let request = &self.requests[token.0 % self.requests.len()];
@@ -315,6 +319,7 @@ impl Clients {
                 Ok(0) => {
                     client.state = ClientState::Closed;
                     self.tally.closed += 1;
+                    self.tally.unanswered += usize::from(!client.snapshot);
                     return Ok(());
                 }
                 Ok(n) => n,
@@ -323,6 +328,7 @@ impl Clients {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                     client.state = ClientState::Closed;
                     self.tally.closed += 1;
+                    self.tally.unanswered += usize::from(!client.snapshot);
                     return Ok(());
                 }
                 Err(e) => return Err(e),
