@@ -468,3 +468,22 @@ pub(crate) fn process(
         used += header + len;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client the server closes before its snapshot is counted as
+    /// unanswered, and `open` returns rather than wait for it until its
+    /// deadline.
+    #[test]
+    fn a_client_closed_before_its_snapshot_is_not_waited_for() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        let mut clients = Clients::new("load", addr, false).unwrap();
+        clients.open(addr, 1, 0, Duration::from_secs(10)).unwrap();
+        server.join().unwrap();
+        assert_eq!((clients.tally.snapshots, clients.tally.unanswered), (0, 1));
+    }
+}
