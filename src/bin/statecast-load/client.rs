@@ -43,6 +43,25 @@ pub(crate) struct Client {
     pub(crate) tls: Option<Session>,
 }
 
+impl Client {
+    /// Plaintext from the server into `buf`, through its TLS session if
+    /// it has one.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.tls.as_mut() {
+            Some(session) => session.recv(&mut self.stream, buf),
+            None => self.stream.read(buf),
+        }
+    }
+
+    /// Sends `bytes`, through its TLS session if it has one.
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.tls.as_mut() {
+            Some(session) => session.send(&mut self.stream, bytes),
+            None => self.stream.write(bytes).map(drop),
+        }
+    }
+}
+
 /// Everything the clients observed.
 #[derive(Default)]
 pub(crate) struct Tally {
@@ -311,11 +330,7 @@ impl Clients {
             if client.stalled && client.snapshot {
                 return Ok(());
             }
-            let read = match client.tls.as_mut() {
-                Some(session) => session.recv(&mut client.stream, &mut self.scratch),
-                None => client.stream.read(&mut self.scratch),
-            };
-            let n = match read {
+            let n = match client.recv(&mut self.scratch) {
                 Ok(0) => {
                     client.state = ClientState::Closed;
                     self.tally.closed += 1;
@@ -455,10 +470,7 @@ pub(crate) fn process(
             0x9 => {
                 // The mask is fixed: nothing here is secret.
                 let pong = statecast::wire::protocol::encode_masked(0x8A, payload, [1, 2, 3, 4]);
-                let _ = match client.tls.as_mut() {
-                    Some(session) => session.send(&mut client.stream, &pong),
-                    None => client.stream.write(&pong).map(drop),
-                };
+                let _ = client.send(&pong);
             }
             0x8 => {
                 client.close_code = payload.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));

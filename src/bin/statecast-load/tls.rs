@@ -65,7 +65,7 @@ mod on {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 
-    use super::Stream;
+    use crate::tls::Stream;
 
     /// Takes any certificate; the handshake's signatures are still checked
     /// against it, so the session is a real one.
@@ -207,7 +207,7 @@ mod off {
     use std::io::{self, Read, Write};
     use std::net::TcpStream as StdStream;
 
-    use super::Stream;
+    use crate::tls::Stream;
 
     /// Never made: `new` refuses.
     pub(crate) enum Config {}
