@@ -236,6 +236,8 @@ struct Row {
     connect_generator_us: Vec<f64>,
     /// The server's loop went to sleep this often while the clients connected.
     connect_sleeps: Vec<f64>,
+    /// Clients the server closed before their snapshot, over all runs.
+    unanswered: u64,
     ratio: Vec<f64>,
     ns_per_delivery: Vec<f64>,
     size: Option<u64>,
@@ -266,6 +268,7 @@ fn measure(peer: Peer, full: bool, tls: Option<&Pair>) -> Row {
         connect_server_us: Vec::new(),
         connect_generator_us: Vec::new(),
         connect_sleeps: Vec::new(),
+        unanswered: 0,
         ratio: Vec::new(),
         ns_per_delivery: Vec::new(),
         size: match peer {
@@ -300,6 +303,7 @@ fn measure(peer: Peer, full: bool, tls: Option<&Pair>) -> Row {
         row.connect_generator_us
             .push(figure("connect_generator_us_per_connection"));
         row.connect_sleeps.push(figure("connect_server_sleeps"));
+        row.unanswered += r["connect_unanswered"].as_u64().unwrap_or(0);
         row.ratio
             .push(r["ratio_to_paced_floor"].as_f64().unwrap_or(f64::NAN));
         row.ns_per_delivery
@@ -361,9 +365,9 @@ fn main() {
     let pair = Pair::new();
     println!();
     println!(
-        "| over TLS | RSS at start | RSS at 10k idle | bytes per idle TLS connection | 10k TLS connect + snapshot (median of 3) | server CPU per TLS connect | ns per delivery over TLS |"
+        "| over TLS | RSS at start | RSS at 10k idle | bytes per idle TLS connection | 10k TLS connect + snapshot (median of 3) | server CPU per TLS connect | ns per delivery over TLS | closed before their snapshot |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for peer in peers(uws_tls.as_deref()) {
         let row = measure(peer, full, Some(&pair));
         let points = row.memory["points"].as_array().cloned().unwrap_or_default();
@@ -377,7 +381,7 @@ fn main() {
             _ => f64::NAN,
         };
         println!(
-            "| {} | {:.2} MiB | {} | {:.0} B | {:.0} ms | {:.1} us | {:.0} |",
+            "| {} | {:.2} MiB | {} | {:.0} B | {:.0} ms | {:.1} us | {:.0} | {} |",
             peer.name(),
             row.idle_kib as f64 / 1024.0,
             last.map_or("-".into(), |p| format!("{:.2} MiB", kib(p) / 1024.0)),
@@ -385,6 +389,7 @@ fn main() {
             median(row.connect_ms),
             median(row.connect_server_us),
             median(row.ns_per_delivery),
+            row.unanswered,
         );
     }
 }
