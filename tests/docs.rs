@@ -249,7 +249,11 @@ fn every_relative_link_lands() {
                 .map(move |link| format!("{page}: {link}"))
         })
         .collect();
-    assert!(broken.is_empty(), "links that land nowhere:\n{}", broken.join("\n"));
+    assert!(
+        broken.is_empty(),
+        "links that land nowhere:\n{}",
+        broken.join("\n")
+    );
 }
 
 /// No user page reads as a lab notebook: no "session", "this machine" or
@@ -335,5 +339,8 @@ fn the_checks_catch_planted_lab_notes() {
         _ => None,
     };
     assert_eq!(broken_links("docs/a.md", &read), ["x.md", "#no"]);
-    assert_eq!(anchors("### What a `--schema` file may hold"), ["what-a---schema-file-may-hold"]);
+    assert_eq!(
+        anchors("### What a `--schema` file may hold"),
+        ["what-a---schema-file-may-hold"]
+    );
 }
