@@ -256,6 +256,57 @@ fn every_relative_link_lands() {
     );
 }
 
+/// The `[source, destination, mode]` assets of Cargo.toml's Debian
+/// package, as (source, destination).
+fn package_assets(manifest: &str) -> Vec<(String, String)> {
+    manifest
+        .lines()
+        .map(str::trim)
+        .filter_map(|line| line.strip_prefix("[\""))
+        .filter_map(|rest| {
+            let mut fields = rest.split('"').step_by(2);
+            Some((fields.next()?.to_owned(), fields.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The user pages (`page`, a path in the repository) that `assets` do
+/// not install where an installed README's relative links find them:
+/// `/usr/share/doc/statecast/` plus the same path.
+fn unshipped(assets: &[(String, String)], pages: &[String]) -> Vec<String> {
+    pages
+        .iter()
+        .filter(|page| {
+            let (folder, name) = page.rsplit_once('/').unwrap_or(("", page));
+            let wanted = match folder {
+                "" => "usr/share/doc/statecast/".to_owned(),
+                folder => format!("usr/share/doc/statecast/{folder}/"),
+            };
+            let glob = match folder {
+                "" => "*.md".to_owned(),
+                folder => format!("{folder}/*.md"),
+            };
+            !assets.iter().any(|(source, to)| {
+                *to == wanted && (*source == **page || (*source == glob && name.ends_with(".md")))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// The Debian package installs every user page beside its README, at the
+/// path the README's links give, so that the installed README's links
+/// (SECURITY.md, docs/protocol.md, ...) land.
+#[test]
+fn the_package_ships_every_user_page() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let missing = unshipped(&package_assets(&manifest), &user_pages());
+    assert!(
+        missing.is_empty(),
+        "the package (Cargo.toml's assets) does not ship: {missing:?}"
+    );
+}
+
 /// No user page reads as a lab notebook: no "session", "this machine" or
 /// "tonight", and no commit hash left unexplained.
 #[test]
@@ -343,4 +394,12 @@ fn the_checks_catch_planted_lab_notes() {
         anchors("### What a `--schema` file may hold"),
         ["what-a---schema-file-may-hold"]
     );
+
+    let assets = package_assets(
+        "assets = [\n    [\"README.md\", \"usr/share/doc/statecast/\", \"644\"],\n    \
+         [\"docs/*.md\", \"usr/share/doc/statecast/docs/\", \"644\"],\n    \
+         [\"docs/lab/x.md\", \"usr/share/doc/statecast/\", \"644\"],\n]\n",
+    );
+    let pages = ["README.md", "SECURITY.md", "docs/a.md", "docs/lab/x.md"].map(String::from);
+    assert_eq!(unshipped(&assets, &pages), ["SECURITY.md", "docs/lab/x.md"]);
 }
