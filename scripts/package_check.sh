@@ -17,7 +17,10 @@ fail() { echo "package_check: $*" >&2; exit 1; }
 unit="$root/usr/lib/systemd/system/statecast.service"
 for f in usr/bin/statecast etc/statecast/statecast.toml usr/share/doc/statecast/statecast.txt \
          usr/share/doc/statecast/README.md usr/share/doc/statecast/LICENSE-MIT \
-         usr/share/doc/statecast/LICENSE-APACHE usr/lib/systemd/system/statecast.service; do
+         usr/share/doc/statecast/LICENSE-APACHE usr/lib/systemd/system/statecast.service \
+         usr/share/doc/statecast/SECURITY.md usr/share/doc/statecast/docs/protocol.md \
+         usr/share/doc/statecast/docs/options.md usr/share/doc/statecast/docs/behaviour.md \
+         usr/share/doc/statecast/docs/deployment.md; do
     test -f "$root/$f" || fail "$f is not in $deb"
 done
 grep -qx /etc/statecast/statecast.toml "$root/DEBIAN/conffiles" || fail "the config is not a conffile"

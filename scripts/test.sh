@@ -69,6 +69,15 @@ elif [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' 2>/dev/n
 fi
 command -v node >/dev/null || absent+=("node (apt-get install nodejs)")
 command -v npm >/dev/null || absent+=("npm (apt-get install npm)")
+# The package check forbids writable code with PR_SET_MDWE, which Linux
+# gained in 6.3: an older kernel would fail the run at its last step.
+# Read from /proc, as uname is not bash; TEST_SH_OSRELEASE names another
+# file, so that tests/scripts.rs can plant an old kernel.
+kernel=""
+read -r kernel < "${TEST_SH_OSRELEASE:-/proc/sys/kernel/osrelease}" 2>/dev/null || true
+if [[ $kernel =~ ^([0-9]+\.[0-9]+) ]] && older "${BASH_REMATCH[1]}" 6.3; then
+    absent+=("Linux 6.3 or newer for the package check (found ${BASH_REMATCH[1]}; Debian 13, or 12 with a kernel from bookworm-backports)")
+fi
 
 # Debian packages the tests run: installed when absent (CI runs as root on a
 # fresh machine). A missing one is a failure, never a skip.

@@ -58,6 +58,23 @@ fn help_explains_itself() {
     }
 }
 
+/// `--help` tells a balancer's operator both times `/readyz` is 503: when
+/// the server is full, and when a drain begins (the README and
+/// docs/deployment.md say the same).
+#[test]
+fn help_says_when_readyz_is_503() {
+    let help: String = stdout(&statecast(&["--help"]))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let readyz = help
+        .split_once("/readyz ")
+        .and_then(|(_, rest)| rest.split(" GET").next())
+        .expect("a /readyz line");
+    assert!(readyz.contains("503 past --max-connections"), "{readyz}");
+    assert!(readyz.contains("when a drain begins"), "{readyz}");
+}
+
 /// A bad value is refused at start-up with exit 2 and the option's name.
 #[test]
 fn bad_flags_are_refused_by_name() {

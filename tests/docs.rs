@@ -148,6 +148,170 @@ fn unlisted(index: &str, pages: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The text of `markdown` outside its fenced code blocks.
+fn outside_fences(markdown: &str) -> String {
+    let mut fenced = false;
+    let mut out = String::new();
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The anchors GitHub gives `markdown`'s headings: lower case, spaces as
+/// `-`, punctuation other than `-` and `_` dropped.
+fn anchors(markdown: &str) -> Vec<String> {
+    outside_fences(markdown)
+        .lines()
+        .filter_map(|line| line.strip_prefix('#'))
+        .map(|heading| {
+            heading
+                .trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The relative links in `page` (a path from the repository's root) that
+/// land nowhere: no such file, or no such heading in it.
+fn broken_links(page: &str, read: &dyn Fn(&Path) -> Option<String>) -> Vec<String> {
+    let Some(text) = read(Path::new(page)) else {
+        return vec![format!("{page} itself")];
+    };
+    let folder = Path::new(page).parent().unwrap_or(Path::new(""));
+    let mut broken = Vec::new();
+    for rest in outside_fences(&text).split("](").skip(1) {
+        let target = rest.split([')', ' ']).next().unwrap_or("");
+        if target.contains("://") || target.starts_with("mailto:") {
+            continue;
+        }
+        let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+        let mut path = folder.to_path_buf();
+        for part in file.split('/').filter(|p| !p.is_empty()) {
+            if part == ".." {
+                path.pop();
+            } else {
+                path.push(part);
+            }
+        }
+        let path = if file.is_empty() {
+            PathBuf::from(page)
+        } else {
+            path
+        };
+        if PAGES_NOT_YET_WRITTEN.contains(&path.to_string_lossy().as_ref()) {
+            continue;
+        }
+        match read(&path) {
+            None if !root().join(&path).is_dir() => broken.push(target.to_owned()),
+            Some(linked)
+                if !anchor.is_empty()
+                    && path.extension().is_some_and(|e| e == "md")
+                    && !anchors(&linked).iter().any(|a| a == anchor) =>
+            {
+                broken.push(target.to_owned())
+            }
+            _ => {}
+        }
+    }
+    broken
+}
+
+/// A page the index lists before it is written: the client's guide comes
+/// with the rewrite of statecast.js.
+const PAGES_NOT_YET_WRITTEN: [&str; 1] = ["docs/client.md"];
+
+/// Every relative link on every page a user or contributor reads lands on
+/// a file that exists, and on a heading of it when it names one.
+#[test]
+fn every_relative_link_lands() {
+    let mut pages = vec![
+        "README.md".to_owned(),
+        "SECURITY.md".to_owned(),
+        "CONTRIBUTING.md".to_owned(),
+        "CHANGELOG.md".to_owned(),
+    ];
+    markdown_under(&root().join("docs"), "docs/", &mut pages);
+    let read = |path: &Path| std::fs::read_to_string(root().join(path)).ok();
+    let broken: Vec<String> = pages
+        .iter()
+        .flat_map(|page| {
+            broken_links(page, &read)
+                .into_iter()
+                .map(move |link| format!("{page}: {link}"))
+        })
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "links that land nowhere:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// The `[source, destination, mode]` assets of Cargo.toml's Debian
+/// package, as (source, destination).
+fn package_assets(manifest: &str) -> Vec<(String, String)> {
+    manifest
+        .lines()
+        .map(str::trim)
+        .filter_map(|line| line.strip_prefix("[\""))
+        .filter_map(|rest| {
+            let mut fields = rest.split('"').step_by(2);
+            Some((fields.next()?.to_owned(), fields.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The user pages (`page`, a path in the repository) that `assets` do
+/// not install where an installed README's relative links find them:
+/// `/usr/share/doc/statecast/` plus the same path.
+fn unshipped(assets: &[(String, String)], pages: &[String]) -> Vec<String> {
+    pages
+        .iter()
+        .filter(|page| {
+            let (folder, name) = page.rsplit_once('/').unwrap_or(("", page));
+            let wanted = match folder {
+                "" => "usr/share/doc/statecast/".to_owned(),
+                folder => format!("usr/share/doc/statecast/{folder}/"),
+            };
+            let glob = match folder {
+                "" => "*.md".to_owned(),
+                folder => format!("{folder}/*.md"),
+            };
+            !assets.iter().any(|(source, to)| {
+                *to == wanted && (*source == **page || (*source == glob && name.ends_with(".md")))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// The Debian package installs every user page beside its README, at the
+/// path the README's links give, so that the installed README's links
+/// (SECURITY.md, docs/protocol.md, ...) land.
+#[test]
+fn the_package_ships_every_user_page() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let missing = unshipped(&package_assets(&manifest), &user_pages());
+    assert!(
+        missing.is_empty(),
+        "the package (Cargo.toml's assets) does not ship: {missing:?}"
+    );
+}
+
 /// No user page reads as a lab notebook: no "session", "this machine" or
 /// "tonight", and no commit hash left unexplained.
 #[test]
@@ -220,4 +384,27 @@ fn the_checks_catch_planted_lab_notes() {
         ["SECURITY.md"]
     );
     assert!(unlisted("[a](a.md) [b](lab/b.md) [s](../SECURITY.md)", &pages).is_empty());
+
+    let read = |path: &Path| match path.to_str() {
+        Some("docs/a.md") => Some(
+            "[up](../README.md#a-b) [x](x.md) [s](#no) [w](https://e.x/y) [t](lab/)\n\
+             ```\n[in a fence](nowhere.md)\n```\n"
+                .to_owned(),
+        ),
+        Some("README.md") => Some("# A, `b`\n## No\n".to_owned()),
+        _ => None,
+    };
+    assert_eq!(broken_links("docs/a.md", &read), ["x.md", "#no"]);
+    assert_eq!(
+        anchors("### What a `--schema` file may hold"),
+        ["what-a---schema-file-may-hold"]
+    );
+
+    let assets = package_assets(
+        "assets = [\n    [\"README.md\", \"usr/share/doc/statecast/\", \"644\"],\n    \
+         [\"docs/*.md\", \"usr/share/doc/statecast/docs/\", \"644\"],\n    \
+         [\"docs/lab/x.md\", \"usr/share/doc/statecast/\", \"644\"],\n]\n",
+    );
+    let pages = ["README.md", "SECURITY.md", "docs/a.md", "docs/lab/x.md"].map(String::from);
+    assert_eq!(unshipped(&assets, &pages), ["SECURITY.md", "docs/lab/x.md"]);
 }

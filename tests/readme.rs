@@ -2,12 +2,14 @@
 //! starts the real binary (on port 0 rather than 8002), its curl command,
 //! its Python publisher and its JavaScript one (in Node) run with that
 //! port put in, and subscribers on the exact URLs of its page snippet, a
-//! WebSocket and an SSE stream, get what they published. The page snippet itself runs in Chromium
+//! WebSocket and an SSE stream, and its `curl -N` watching from a
+//! terminal, get what they published. The page snippet itself runs in Chromium
 //! (`tests/browser/readme.test.mjs`, from `scripts/test.sh`).
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
 
 use serde_json::{Value, json};
 use statecast_testkit::*;
@@ -103,10 +105,47 @@ fn next_event(stream: &mut TcpStream) -> Value {
     }
 }
 
+/// A command left running (the README's `curl -N`), killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command` (one line, no quoting) and hands each SSE `data:` it
+/// prints, as JSON, to the receiver.
+fn watch(command: &str) -> (Running, Receiver<Value>) {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let (program, args) = words.split_first().expect("a command");
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(data) = line.strip_prefix("data: ") {
+                let _ = tx.send(serde_json::from_str(data).expect("JSON data"));
+            }
+        }
+    });
+    (Running(child), rx)
+}
+
 /// The quickstart works as written: the command starts a server, curl's
 /// answer is the one the README shows, Python's publish is the second and
 /// the JavaScript one the third, and a WebSocket and an SSE subscriber on
-/// the page snippet's URLs get the snapshot at once and then each update.
+/// the page snippet's URLs, and the `curl -N` that watches from a
+/// terminal, get the snapshot at once and then each update; then the
+/// Publishing section's curl lines, against that same server, are
+/// answered as they show.
 #[test]
 fn the_readme_quickstart_runs_as_written() {
     let (serve, _) = block("serve");
@@ -151,6 +190,15 @@ fn the_readme_quickstart_runs_as_written() {
         "the WebSocket's snapshot"
     );
     assert_eq!(next_event(&mut sse), snapshot, "the SSE stream's snapshot");
+    let (watched, _) = block("watch");
+    let (_curl, from_curl) = watch(watched.trim().replace(README_ADDR, &here).as_str());
+    assert_eq!(
+        from_curl
+            .recv_timeout(DEADLINE)
+            .expect("curl -N printed nothing"),
+        snapshot,
+        "curl -N's snapshot"
+    );
 
     let (python, _) = block("python");
     let script = std::env::temp_dir().join(format!("statecast-readme-{}.py", std::process::id()));
@@ -172,6 +220,11 @@ fn the_readme_quickstart_runs_as_written() {
         "the WebSocket's update"
     );
     assert_eq!(next_event(&mut sse), update, "the SSE stream's update");
+    assert_eq!(
+        from_curl.recv_timeout(DEADLINE).expect("curl -N's update"),
+        update,
+        "curl -N's update"
+    );
 
     let (node, _) = block("node");
     let module = node.replace(README_ADDR, &here);
@@ -187,6 +240,36 @@ fn the_readme_quickstart_runs_as_written() {
         update,
         "the SSE stream's third update"
     );
+
+    let (publishing, _) = block("publishing");
+    let printed = run("sh", &["-c", &publishing.replace("localhost:8002", &here)]);
+    let answers: Vec<Value> = serde_json::Deserializer::from_str(&printed)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("the Publishing block's answers: {e}: {printed}"));
+    let shown: Vec<Value> = publishing
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), shown.len(), "{printed}");
+    for (answer, shown) in answers.iter().zip(&shown) {
+        let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+        assert_eq!(
+            keys(answer),
+            keys(shown),
+            "{answer} is not shaped as {shown}"
+        );
+        assert_eq!(answer.get("type"), shown.get("type"), "{answer}");
+    }
+    assert_eq!(
+        answers[0]["seq"], 4,
+        "the Publishing block's publish: {printed}"
+    );
+    assert_eq!(
+        answers[2]["data"], shown[2]["data"],
+        "the state it reads back"
+    );
 }
 
 /// A newcomer reads the quickstart on the first screen: every snippet of
@@ -194,7 +277,7 @@ fn the_readme_quickstart_runs_as_written() {
 /// topics.
 #[test]
 fn the_quickstart_is_in_the_first_60_lines() {
-    for name in ["serve", "curl", "python", "page"] {
+    for name in ["serve", "curl", "python", "watch", "page"] {
         let (text, end) = block(name);
         assert!(end <= 60, "the `{name}` block ends on line {end}");
         assert!(!text.contains("queue") && !text.contains("adw"), "{name}");

@@ -48,14 +48,25 @@ impl Drop for Bin {
 
 /// `bash scripts/test.sh --check` with only `path` to find programs in.
 fn check(path: &Path) -> Output {
+    check_on(path, None)
+}
+
+/// `check`, on a kernel whose release is `kernel` (the machine's own when
+/// `None`).
+fn check_on(path: &Path, kernel: Option<&str>) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test.sh");
-    Command::new("/bin/bash")
+    let mut command = Command::new("/bin/bash");
+    command
         .arg(script)
         .arg("--check")
         .env_clear()
-        .env("PATH", path)
-        .output()
-        .expect("running bash")
+        .env("PATH", path);
+    if let Some(kernel) = kernel {
+        let release = path.join("osrelease");
+        std::fs::write(&release, format!("{kernel}\n")).unwrap();
+        command.env("TEST_SH_OSRELEASE", release);
+    }
+    command.output().expect("running bash")
 }
 
 /// What `check` printed on stderr, which must be exactly one line.
@@ -107,6 +118,29 @@ fn a_rust_older_than_rust_version_is_named() {
         let out = check(new.path());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("or newer"), "{fine}: {err}");
+    }
+}
+
+/// A kernel older than 6.3 (Debian 12's 6.1) is named, with where a new
+/// enough one comes from: the package check needs PR_SET_MDWE. 6.3 and
+/// later, a backports release string included, are not.
+#[test]
+fn a_kernel_older_than_6_3_is_named() {
+    let bin = Bin::new("kernel");
+    bin.with_toolchain("1.95.0");
+    let out = check_on(bin.path(), Some("6.1.0-28-amd64"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line(&out);
+    assert!(
+        err.contains("Linux 6.3 or newer for the package check (found 6.1;"),
+        "{err}"
+    );
+    assert!(err.contains("bookworm-backports"), "{err}");
+
+    for fine in ["6.3.0", "6.12.12+bpo-amd64", "10.0"] {
+        let out = check_on(bin.path(), Some(fine));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("Linux 6.3"), "{fine}: {err}");
     }
 }
 

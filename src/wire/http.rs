@@ -826,7 +826,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         paths: &["/readyz"],
         route: |_| Route::Ready,
         help: "200 while the server takes new clients, whatever its providers and Redis \
-               say; 503 once it is draining: for load balancers",
+               say; 503 past --max-connections, or to a request under way when a drain \
+               begins (new connections are then refused): for load balancers",
     },
     Endpoint {
         allow: "GET, HEAD",

@@ -17,8 +17,9 @@
 //   the server sends a delta only then, so a mismatch is a bug: reconnect.
 //
 // The server sends add, remove and replace; move, copy and test are here
-// so any RFC 6902 patch applies. Plain script, no modules: statecast.js
-// includes it as it is, and tests/browser/delta.test.mjs evaluates it.
+// so any RFC 6902 patch applies. Plain script, no modules, so that a
+// client for the browser can carry it unchanged;
+// tests/browser/delta.test.mjs evaluates it as it is.
 function applyDelta(format, base, delta) {
   if (format !== "json-patch") throw new Error("unknown delta format " + format);
   if (!Array.isArray(delta)) throw new Error("a json-patch delta is an array of ops");
