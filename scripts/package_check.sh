@@ -32,7 +32,7 @@ for key in DynamicUser ProtectSystem ProtectHome PrivateTmp NoNewPrivileges \
 done
 echo "package: $deb holds the binary, the unit, the conffile and the docs"
 
-# The size a small host's package is held to (docs/footprint.md): TLS and
+# The size a small host's package is held to (docs/lab/footprint.md): TLS and
 # signed tokens share one crypto library, ring, to stay under it.
 size=$(stat -c %s "$root/usr/bin/statecast")
 [ "$size" -le 4000000 ] || fail "the packaged binary is $size bytes, over its 4,000,000"

@@ -408,7 +408,7 @@ mod on {
         // thousands of dashboards a ticket is evicted long before its
         // client reconnects, and a restart, when they all reconnect,
         // forgets them all. Sending them cost 7% of a TLS connect's server
-        // CPU (docs/performance.md).
+        // CPU (docs/lab/performance.md).
         config.send_tls13_tickets = 0;
         Ok(Loaded {
             config: Arc::new(config),

@@ -4,7 +4,7 @@
 //! `web/delta.js`.
 //!
 //! JSON Patch won on the demo's streams over fossil delta and over deflate
-//! alone (figures in `benches/delta.rs` and docs/performance.md): its ops
+//! alone (figures in `benches/delta.rs` and docs/lab/performance.md): its ops
 //! carry only the members that changed, which permessage-deflate then
 //! shrinks further, and its applier is a few dozen lines of JavaScript.
 //!
