@@ -17,7 +17,7 @@ use log::{debug, warn};
 
 use super::{EventLoop, SCRATCH_SIZE};
 use crate::server::conn::{Close, Identity, Received, Reply};
-use crate::server::endpoints::{self, Action, Answer, HealthView};
+use crate::server::endpoints::{self, Action, Answer, HealthView, Reader};
 use crate::server::metrics;
 use crate::server::queue::Out;
 use crate::server::tls;
@@ -171,6 +171,9 @@ impl EventLoop {
                         }
                     }
                 }
+                for command in frames.commands {
+                    self.command(key, command);
+                }
                 let close = frames.close.or_else(|| self.conns.ping_flood(key));
                 if let Some((reason, cause)) = close {
                     self.conns.close_ws(key, &reason, cause, &mut self.topics);
@@ -242,7 +245,7 @@ impl EventLoop {
         };
         let identity = grant.map(|grant| Identity {
             expires: grant.expires_at(Instant::now()),
-            sub: grant.sub.map(String::into_boxed_str),
+            grant,
         });
         self.conns[key].set_identity(identity);
         let max_body = self.config.max_publish_bytes;
@@ -261,8 +264,12 @@ impl EventLoop {
         };
         let purpose = route.purpose();
         let (topics, access) = (&self.topics, &self.access);
+        let reader = Reader {
+            grant: self.conns[key].grant(),
+            max_topics: self.config.max_topics_per_connection,
+        };
         let action = contained(head, || {
-            endpoints::handle(head, route, body, topics, access, shutting_down)
+            endpoints::handle(head, route, body, topics, access, reader, shutting_down)
         });
         let action = action.unwrap_or_else(|response| {
             self.stats.handler_panics += 1;
@@ -283,6 +290,19 @@ impl EventLoop {
                 since,
                 origin,
             } => return self.stream(key, &topic, since, origin.as_deref(), now),
+            Action::SubscribeMany {
+                topics,
+                accept,
+                since,
+            } => {
+                let deflate = self.config.compression && head.deflate;
+                return self.subscribe_many(key, &topics, &since, &accept, deflate, now);
+            }
+            Action::StreamMany {
+                topics,
+                since,
+                origin,
+            } => return self.stream_many(key, &topics, &since, origin.as_deref(), now),
             Action::Publish { topic, data } => {
                 let (publishing, mut reach) = self.publishing();
                 // Under --redis, answered once Redis has ordered it.
@@ -318,7 +338,7 @@ impl EventLoop {
 
     /// Queues a response; one that ends the exchange closes the connection
     /// once written, for `cause`.
-    fn respond(&mut self, key: usize, response: Response, cause: Close) {
+    pub(super) fn respond(&mut self, key: usize, response: Response, cause: Close) {
         self.interval.note(&response);
         self.conns.respond(key, response, cause);
     }
