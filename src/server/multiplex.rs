@@ -105,15 +105,22 @@ impl EventLoop {
                     return Err(endpoints::no_room(&e, true));
                 }
             };
-            if let Some(out) = self.add_topic(key, &mut subs, id, name, since) {
-                snapshots.push(out);
+            if let Some(snapshot) = self.add_topic(key, &mut subs, id, name, since) {
+                snapshots.push((id, snapshot));
             }
         }
-        Ok((subs, snapshots))
+        // Only now, with the topics the client has already in the vector,
+        // each seq is noted as its snapshot is queued: an event's `id:`
+        // never claims a snapshot queued after it.
+        let outs = snapshots
+            .into_iter()
+            .map(|(id, snapshot)| self.queued(&mut subs, id, snapshot))
+            .collect();
+        Ok((subs, outs))
     }
 
     /// Adds topic `id` to `subs`; returns its snapshot to queue, unless
-    /// the client has that seq already (or there is none yet).
+    /// the client has its current seq already (`since`), or it has none.
     fn add_topic(
         &mut self,
         key: usize,
@@ -121,22 +128,28 @@ impl EventLoop {
         id: usize,
         name: &str,
         since: &[(String, u64)],
-    ) -> Option<Out> {
-        let form = subs.form();
-        let (sub, snapshot) = self.topics.subscribe_mux(id, key, form);
+    ) -> Option<Shared> {
+        let (sub, snapshot) = self.topics.subscribe_mux(id, key, subs.form());
         let current = self.topics.get(id).seq();
         let has = since.iter().rev().find(|(t, _)| t == name).map(|(_, s)| *s);
-        let snapshot = snapshot.filter(|_| has != Some(current));
-        let held = snapshot.is_some() || has == Some(current);
+        let held = has == Some(current);
         subs.push(sub, held.then_some(current));
-        let bytes = snapshot?;
-        let tail = (form == Form::Sse).then(|| sse_tail(subs, &self.topics));
-        Some(Out::Mux {
+        snapshot.filter(|_| !held)
+    }
+
+    /// Notes topic `id`'s current seq as queued on `subs`, and makes its
+    /// snapshot the output to queue: on SSE, ended by the seq vector.
+    fn queued(&self, subs: &mut Subs, id: usize, snapshot: Shared) -> Out {
+        if let Some(entry) = subs.get_mut(id) {
+            entry.queued = Some(self.topics.get(id).seq());
+        }
+        let tail = (subs.form() == Form::Sse).then(|| sse_tail(subs, &self.topics));
+        Out::Mux {
             topic: id,
-            bytes,
+            bytes: snapshot,
             published: None,
             tail,
-        })
+        }
     }
 
     /// Carries out a multiplexed WebSocket's command, or answers why not.
@@ -198,7 +211,8 @@ impl EventLoop {
             else {
                 return;
             };
-            let out = self.add_topic(key, &mut subs, id, name, since);
+            let snapshot = self.add_topic(key, &mut subs, id, name, since);
+            let out = snapshot.map(|snapshot| self.queued(&mut subs, id, snapshot));
             if let Some(slot) = self.conns[key].subs_mut() {
                 *slot = subs;
             }
