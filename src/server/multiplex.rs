@@ -14,22 +14,30 @@ use std::time::Instant;
 
 use log::debug;
 
-use super::EventLoop;
 use crate::server::access;
-use crate::server::conn::Close;
-use crate::server::conns::sse_tail;
+use crate::server::conns::{Conns, sse_tail};
 use crate::server::endpoints;
 use crate::server::queue::Out;
 use crate::server::subs::Subs;
-use crate::topic::Form;
+use crate::topic::{Form, Topics};
 use crate::wire::Shared;
 use crate::wire::http::{self, Response};
 use crate::wire::mux::{self, Command};
 use crate::wire::protocol;
 
-impl EventLoop {
+/// What opening a multiplexed connection, or its command, changes: the
+/// loop's state, lent for one call.
+pub(super) struct Multiplex<'a> {
+    pub conns: &'a mut Conns,
+    pub topics: &'a mut Topics,
+    /// `--max-topics-per-connection`.
+    pub max_topics: usize,
+}
+
+impl Multiplex<'_> {
     /// Completes a multiplexed upgrade: the 101, then the snapshot of each
-    /// topic whose seq the client does not already have (`since`).
+    /// topic whose seq the client does not already have (`since`). A
+    /// refusal is returned to answer.
     pub(super) fn subscribe_many(
         &mut self,
         key: usize,
@@ -38,12 +46,9 @@ impl EventLoop {
         accept: &str,
         deflate: bool,
         now: Instant,
-    ) {
+    ) -> Result<(), Response> {
         let form = if deflate { Form::Deflate } else { Form::Frame };
-        let (subs, snapshots) = match self.open_topics(key, names, since, form) {
-            Ok(opened) => opened,
-            Err(response) => return self.respond(key, response, Close::HttpDone),
-        };
+        let (subs, snapshots) = self.open_topics(key, names, since, form)?;
         self.conns[key].open(subs, now);
         let switching = Shared::from(http::switching_protocols(accept, deflate));
         self.conns.enqueue(key, Out::Bytes(switching));
@@ -55,7 +60,7 @@ impl EventLoop {
             self.conns[key].tag(),
             names.len()
         );
-        self.stats.subscribed += 1;
+        Ok(())
     }
 
     /// Starts a multiplexed SSE stream: the head, then each topic's
@@ -67,11 +72,8 @@ impl EventLoop {
         since: &[(String, u64)],
         origin: Option<&str>,
         now: Instant,
-    ) {
-        let (subs, snapshots) = match self.open_topics(key, names, since, Form::Sse) {
-            Ok(opened) => opened,
-            Err(response) => return self.respond(key, response, Close::HttpDone),
-        };
+    ) -> Result<(), Response> {
+        let (subs, snapshots) = self.open_topics(key, names, since, Form::Sse)?;
         self.conns[key].open_stream(subs, now);
         let head = Shared::from(http::event_stream_head(&http::cors(origin)));
         self.conns.enqueue(key, Out::Bytes(head));
@@ -79,7 +81,7 @@ impl EventLoop {
             self.conns.enqueue(key, out);
         }
         debug!("{} streaming {} topics", self.conns[key].tag(), names.len());
-        self.stats.subscribed += 1;
+        Ok(())
     }
 
     /// Subscribes connection `key` to each of `names` (checked already),
@@ -100,7 +102,7 @@ impl EventLoop {
                 Ok(id) => id,
                 Err(e) => {
                     for sub in subs.subscriptions() {
-                        self.conns.unsubscribe(sub, &mut self.topics);
+                        self.conns.unsubscribe(sub, self.topics);
                     }
                     return Err(endpoints::no_room(&e, true));
                 }
@@ -143,7 +145,7 @@ impl EventLoop {
         if let Some(entry) = subs.get_mut(id) {
             entry.queued = Some(self.topics.get(id).seq());
         }
-        let tail = (subs.form() == Form::Sse).then(|| sse_tail(subs, &self.topics));
+        let tail = (subs.form() == Form::Sse).then(|| sse_tail(subs, self.topics));
         Out::Mux {
             topic: id,
             bytes: snapshot,
@@ -165,7 +167,7 @@ impl EventLoop {
     /// answered with the status its connect would have got. A topic
     /// subscribed already is left as it is.
     fn subscribe_command(&mut self, key: usize, mut names: Vec<String>, since: &[(String, u64)]) {
-        let max = self.config.max_topics_per_connection;
+        let max = self.max_topics;
         if names.len() > max {
             let why = format!(
                 "{} topics in one command, over --max-topics-per-connection ({max})",
@@ -234,7 +236,7 @@ impl EventLoop {
                 continue;
             };
             self.conns[key].drop_topic(id);
-            self.conns.unsubscribe(sub, &mut self.topics);
+            self.conns.unsubscribe(sub, self.topics);
             self.control(key, &mux::unsubscribed(name));
             debug!("{} unsubscribed from {name}", self.conns[key].tag());
         }

@@ -19,6 +19,7 @@ use super::{EventLoop, SCRATCH_SIZE};
 use crate::server::conn::{Close, Identity, Received, Reply};
 use crate::server::endpoints::{self, Action, Answer, HealthView, Reader};
 use crate::server::metrics;
+use crate::server::multiplex::Multiplex;
 use crate::server::queue::Out;
 use crate::server::tls;
 use crate::topic::Form;
@@ -172,7 +173,7 @@ impl EventLoop {
                     }
                 }
                 for command in frames.commands {
-                    self.command(key, command);
+                    self.multiplex().command(key, command);
                 }
                 let close = frames.close.or_else(|| self.conns.ping_flood(key));
                 if let Some((reason, cause)) = close {
@@ -296,13 +297,21 @@ impl EventLoop {
                 since,
             } => {
                 let deflate = self.config.compression && head.deflate;
-                return self.subscribe_many(key, &topics, &since, &accept, deflate, now);
+                let opened = self
+                    .multiplex()
+                    .subscribe_many(key, &topics, &since, &accept, deflate, now);
+                return self.opened(key, opened);
             }
             Action::StreamMany {
                 topics,
                 since,
                 origin,
-            } => return self.stream_many(key, &topics, &since, origin.as_deref(), now),
+            } => {
+                let opened =
+                    self.multiplex()
+                        .stream_many(key, &topics, &since, origin.as_deref(), now);
+                return self.opened(key, opened);
+            }
             Action::Publish { topic, data } => {
                 let (publishing, mut reach) = self.publishing();
                 // Under --redis, answered once Redis has ordered it.
@@ -323,6 +332,23 @@ impl EventLoop {
         self.respond(key, response, Close::HttpDone);
     }
 
+    /// What a multiplexed connection's opening or commands change.
+    fn multiplex(&mut self) -> Multiplex<'_> {
+        Multiplex {
+            conns: &mut self.conns,
+            topics: &mut self.topics,
+            max_topics: self.config.max_topics_per_connection,
+        }
+    }
+
+    /// Counts a multiplexed connection opened, or answers its refusal.
+    fn opened(&mut self, key: usize, opened: Result<(), Response>) {
+        match opened {
+            Ok(()) => self.stats.subscribed += 1,
+            Err(response) => self.respond(key, response, Close::HttpDone),
+        }
+    }
+
     /// Counts a refused publish by reason, or a rejected subscription.
     fn count_refusal(&mut self, purpose: Purpose, response: &Response) {
         let status = response.status.0;
@@ -338,7 +364,7 @@ impl EventLoop {
 
     /// Queues a response; one that ends the exchange closes the connection
     /// once written, for `cause`.
-    pub(super) fn respond(&mut self, key: usize, response: Response, cause: Close) {
+    fn respond(&mut self, key: usize, response: Response, cause: Close) {
         self.interval.note(&response);
         self.conns.respond(key, response, cause);
     }
