@@ -26,7 +26,11 @@ pub struct Subs {
     /// On a multiplexed route: its messages say their topic, and the set
     /// of topics may change.
     mux: bool,
-    entries: Vec<Entry>,
+    /// The first topic, held inline: a per-topic connection's only one,
+    /// so the common connection allocates nothing for it.
+    first: Option<Entry>,
+    /// The others, on a multiplexed connection.
+    rest: Vec<Entry>,
 }
 
 impl From<Subscription> for Subs {
@@ -35,7 +39,8 @@ impl From<Subscription> for Subs {
         Subs {
             form: sub.form,
             mux: false,
-            entries: vec![Entry { sub, queued: None }],
+            first: Some(Entry { sub, queued: None }),
+            rest: Vec::new(),
         }
     }
 }
@@ -46,7 +51,8 @@ impl Subs {
         Subs {
             form,
             mux: true,
-            entries: Vec::new(),
+            first: None,
+            rest: Vec::new(),
         }
     }
 
@@ -59,32 +65,48 @@ impl Subs {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// Every entry, the first one first.
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.first.iter().chain(&self.rest)
     }
 
     /// The entry for topic `id`, if subscribed.
     pub fn get(&self, topic: usize) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.sub.topic == topic)
+        self.entries().find(|e| e.sub.topic == topic)
     }
 
     pub fn get_mut(&mut self, topic: usize) -> Option<&mut Entry> {
-        self.entries.iter_mut().find(|e| e.sub.topic == topic)
+        self.first
+            .iter_mut()
+            .chain(&mut self.rest)
+            .find(|e| e.sub.topic == topic)
     }
 
     /// Adds a subscription, with the seq already queued or held.
     pub fn push(&mut self, sub: Subscription, queued: Option<u64>) {
-        self.entries.push(Entry { sub, queued });
+        let entry = Entry { sub, queued };
+        match self.first {
+            None => self.first = Some(entry),
+            Some(_) => self.rest.push(entry),
+        }
     }
 
     /// Drops topic `id`; returns its subscription, to give back.
     pub fn remove(&mut self, topic: usize) -> Option<Subscription> {
-        let at = self.entries.iter().position(|e| e.sub.topic == topic)?;
-        Some(self.entries.swap_remove(at).sub)
+        if self.first.is_some_and(|e| e.sub.topic == topic) {
+            let first = std::mem::replace(&mut self.first, self.rest.pop());
+            return first.map(|e| e.sub);
+        }
+        let at = self.rest.iter().position(|e| e.sub.topic == topic)?;
+        Some(self.rest.swap_remove(at).sub)
     }
 
     /// Every subscription, to give back when the connection goes.
     pub fn subscriptions(&self) -> impl Iterator<Item = Subscription> + '_ {
-        self.entries.iter().map(|e| e.sub)
+        self.entries().map(|e| e.sub)
     }
 
     /// Told by the topic registry when a swap-remove moved this
@@ -99,7 +121,7 @@ impl Subs {
     /// the `id:` of a multiplexed SSE event.
     pub fn vector<'n>(&self, name: impl Fn(usize) -> &'n str) -> String {
         let mut vector = String::new();
-        for entry in &self.entries {
+        for entry in self.entries() {
             if let Some(seq) = entry.queued {
                 mux::push_vector(&mut vector, name(entry.sub.topic), seq);
             }
@@ -121,8 +143,8 @@ mod tests {
         }
     }
 
-    /// Topics are found, moved and removed by id; the vector lists those
-    /// with a seq, in subscription order.
+    /// Topics are found, moved and removed by id, the first (held
+    /// inline) as the others; the vector lists those with a seq.
     #[test]
     fn entries_by_topic_and_the_vector() {
         let mut subs = Subs::mux(Form::Sse);
@@ -141,5 +163,10 @@ mod tests {
         assert_eq!(subs.remove(3), None);
         assert_eq!(subs.vector(names), "c:4");
         assert_eq!(subs.len(), 2);
+        assert_eq!(subs.remove(5), Some(sub(5, 2)));
+        assert_eq!(subs.remove(9), Some(sub(9, 1)));
+        assert_eq!(subs.len(), 0);
+        subs.push(sub(4, 0), None);
+        assert_eq!(subs.get(4).map(|e| e.sub.topic), Some(4));
     }
 }
