@@ -20,93 +20,91 @@ pub struct Entry {
 /// Every topic an open connection is subscribed to. Few (a dashboard's
 /// panels), so a topic is found by a walk, not a map.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subs {
-    /// The encoding its messages take, the same for every topic.
-    form: Form,
-    /// On a multiplexed route: its messages say their topic, and the set
-    /// of topics may change.
-    mux: bool,
-    /// The first topic, held inline: a per-topic connection's only one,
-    /// so the common connection allocates nothing for it.
-    first: Option<Entry>,
-    /// The others, on a multiplexed connection.
-    rest: Vec<Entry>,
+pub enum Subs {
+    /// A per-topic route's one topic, held inline: the common connection
+    /// allocates nothing for it.
+    One(Entry),
+    /// A multiplexed connection's topics: its messages say their topic,
+    /// and the set may change.
+    Many {
+        /// The encoding its messages take, the same for every topic.
+        form: Form,
+        entries: Vec<Entry>,
+    },
 }
 
 impl From<Subscription> for Subs {
     /// A per-topic route's one subscription.
     fn from(sub: Subscription) -> Subs {
-        Subs {
-            form: sub.form,
-            mux: false,
-            first: Some(Entry { sub, queued: None }),
-            rest: Vec::new(),
-        }
+        Subs::One(Entry { sub, queued: None })
     }
 }
 
 impl Subs {
     /// A multiplexed connection's topics, none yet.
     pub fn mux(form: Form) -> Subs {
-        Subs {
+        Subs::Many {
             form,
-            mux: true,
-            first: None,
-            rest: Vec::new(),
+            entries: Vec::new(),
         }
     }
 
     pub fn form(&self) -> Form {
-        self.form
+        match self {
+            Subs::One(entry) => entry.sub.form,
+            Subs::Many { form, .. } => *form,
+        }
     }
 
     pub fn is_mux(&self) -> bool {
-        self.mux
+        matches!(self, Subs::Many { .. })
     }
 
     pub fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
+        self.entries().len()
     }
 
-    /// Every entry, the first one first.
-    fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.first.iter().chain(&self.rest)
+    fn entries(&self) -> &[Entry] {
+        match self {
+            Subs::One(entry) => std::slice::from_ref(entry),
+            Subs::Many { entries, .. } => entries,
+        }
     }
 
     /// The entry for topic `id`, if subscribed.
     pub fn get(&self, topic: usize) -> Option<&Entry> {
-        self.entries().find(|e| e.sub.topic == topic)
+        self.entries().iter().find(|e| e.sub.topic == topic)
     }
 
     pub fn get_mut(&mut self, topic: usize) -> Option<&mut Entry> {
-        self.first
-            .iter_mut()
-            .chain(&mut self.rest)
-            .find(|e| e.sub.topic == topic)
+        let entries = match self {
+            Subs::One(entry) => std::slice::from_mut(entry),
+            Subs::Many { entries, .. } => entries,
+        };
+        entries.iter_mut().find(|e| e.sub.topic == topic)
     }
 
-    /// Adds a subscription, with the seq already queued or held.
+    /// Adds a subscription to a multiplexed connection, with the seq
+    /// already queued or held; a per-topic one keeps its one topic.
     pub fn push(&mut self, sub: Subscription, queued: Option<u64>) {
-        let entry = Entry { sub, queued };
-        match self.first {
-            None => self.first = Some(entry),
-            Some(_) => self.rest.push(entry),
+        if let Subs::Many { entries, .. } = self {
+            entries.push(Entry { sub, queued });
         }
     }
 
-    /// Drops topic `id`; returns its subscription, to give back.
+    /// Drops topic `id` from a multiplexed connection; returns its
+    /// subscription, to give back.
     pub fn remove(&mut self, topic: usize) -> Option<Subscription> {
-        if self.first.is_some_and(|e| e.sub.topic == topic) {
-            let first = std::mem::replace(&mut self.first, self.rest.pop());
-            return first.map(|e| e.sub);
-        }
-        let at = self.rest.iter().position(|e| e.sub.topic == topic)?;
-        Some(self.rest.swap_remove(at).sub)
+        let Subs::Many { entries, .. } = self else {
+            return None;
+        };
+        let at = entries.iter().position(|e| e.sub.topic == topic)?;
+        Some(entries.swap_remove(at).sub)
     }
 
     /// Every subscription, to give back when the connection goes.
     pub fn subscriptions(&self) -> impl Iterator<Item = Subscription> + '_ {
-        self.entries().map(|e| e.sub)
+        self.entries().iter().map(|e| e.sub)
     }
 
     /// Told by the topic registry when a swap-remove moved this
@@ -143,8 +141,9 @@ mod tests {
         }
     }
 
-    /// Topics are found, moved and removed by id, the first (held
-    /// inline) as the others; the vector lists those with a seq.
+    /// Topics are found, moved and removed by id; the vector lists those
+    /// with a seq, in subscription order; a per-topic connection keeps
+    /// its one topic.
     #[test]
     fn entries_by_topic_and_the_vector() {
         let mut subs = Subs::mux(Form::Sse);
@@ -163,10 +162,9 @@ mod tests {
         assert_eq!(subs.remove(3), None);
         assert_eq!(subs.vector(names), "c:4");
         assert_eq!(subs.len(), 2);
-        assert_eq!(subs.remove(5), Some(sub(5, 2)));
-        assert_eq!(subs.remove(9), Some(sub(9, 1)));
-        assert_eq!(subs.len(), 0);
-        subs.push(sub(4, 0), None);
-        assert_eq!(subs.get(4).map(|e| e.sub.topic), Some(4));
+        let mut one = Subs::from(sub(4, 0));
+        one.push(sub(5, 0), None);
+        assert_eq!(one.remove(4), None);
+        assert_eq!((one.len(), one.is_mux()), (1, false));
     }
 }
