@@ -700,6 +700,34 @@ mod tests {
         assert_eq!(conns.take_over_limit(), vec![key]);
     }
 
+    /// A multiplexed connection's `--max-queue-bytes` is per topic: with
+    /// three topics it may hold three times as much before it is listed
+    /// to close.
+    #[test]
+    fn a_multiplexed_queue_limit_is_per_topic() {
+        let now = Instant::now();
+        let limits = OutputLimits {
+            max_queue: 100,
+            write_timeout: Duration::from_secs(30),
+        };
+        let (mut conns, key, _peer) = one_open(limits, now);
+        let mut subs = Subs::mux(Form::Frame);
+        for topic in 0..3 {
+            let sub = Subscription {
+                topic,
+                index: 0,
+                form: Form::Frame,
+                mux: true,
+            };
+            subs.push(sub, None);
+        }
+        conns[key].open(subs, now);
+        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 300])));
+        assert!(conns.take_over_limit().is_empty());
+        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 1])));
+        assert_eq!(conns.take_over_limit(), vec![key]);
+    }
+
     /// Pongs replaced unsent past `PING_FLOOD` make a ping flood, closed
     /// with 1008; pongs that drain do not.
     #[test]
