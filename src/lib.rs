@@ -1,7 +1,8 @@
 //! statecast: a WebSocket push server for live dashboards.
 //!
-//! Clients open one WebSocket per topic and only listen; they get the
-//! topic's retained snapshot at once and every change after it. Producers
+//! Clients open a WebSocket (or an SSE stream) per topic, or one for many
+//! topics, and listen; they get each topic's retained snapshot at once and
+//! every change after it. Producers
 //! publish over HTTP or, in-process, through a [`Publisher`].
 //!
 //! Layout:
@@ -16,8 +17,11 @@
 //!   `cluster` (what the loop remembers of the link to Redis), `accept`
 //!   (the connection limits and the accept rate), `drain` (when each
 //!   subscriber is closed on SIGTERM), `conn` (a connection's state, its lifecycle
-//!   enum and close cause), `queue` (the per-connection output queue,
-//!   with snapshot conflation), `sock` (`send`/`sendmsg` on a socket),
+//!   enum and close cause), `subs` (the topics an open connection is
+//!   subscribed to), `multiplex` (one connection, many topics: opening
+//!   `/api/v1/ws` and `/api/v1/sse`, and the subscribe commands), `queue`
+//!   (the per-connection output queue, with snapshot conflation per
+//!   topic), `sock` (`send`/`sendmsg` on a socket),
 //!   `tls` (`--tls-cert`: the certificate pair and its reloads, and each
 //!   connection's rustls session, which its reads and writes go through),
 //!   `endpoints` (what each HTTP request asks the loop to do), `access`
@@ -31,6 +35,8 @@
 //!   - [`wire::json`]: published JSON, taken in as I-JSON and written back compact.
 //!   - [`wire::protocol`]: RFC 6455 framing.
 //!   - [`wire::deflate`]: permessage-deflate (RFC 7692).
+//!   - [`wire::mux`]: the multiplexed protocol's parameters, seq vector,
+//!     commands and control messages.
 //! - [`topic`]: the topics, one idea per private file: `name` (what a
 //!   topic name is), `rules` (which names are topics, what data each
 //!   accepts, the size bound), `message` (a message's bytes, encoded once,

@@ -17,12 +17,14 @@ use log::{debug, warn};
 
 use super::{EventLoop, SCRATCH_SIZE};
 use crate::server::conn::{Close, Identity, Received, Reply};
-use crate::server::endpoints::{self, Action, Answer, HealthView};
+use crate::server::endpoints::{self, Action, Answer, HealthView, Reader};
 use crate::server::metrics;
+use crate::server::multiplex::Multiplex;
 use crate::server::queue::Out;
+use crate::server::subs::Entry;
 use crate::server::tls;
-use crate::topic::Form;
 use crate::topic::delta::DeltaFormat;
+use crate::topic::{Form, Subscription};
 use crate::wire::Shared;
 use crate::wire::http::{self, Head, Next, Purpose, Response, Route};
 use crate::wire::protocol;
@@ -52,6 +54,17 @@ fn contained<T>(head: &Head, handler: impl FnOnce() -> T) -> Result<T, Response>
 /// the connection, which is closed after, so nothing they left half-done
 /// is used again. A library call that asserts on what a client or the
 /// configuration chose (`clamp` once did) lands here, not in `main`.
+/// A per-topic subscription and the seq of its topic it has, kept only
+/// for a `?delta=` one (see `Entry::queued`): `current`, when its snapshot
+/// is queued (`sent`) or `since` names it; else none.
+fn per_topic(sub: Subscription, since: Option<u64>, current: Option<u64>, sent: bool) -> Entry {
+    let has = (since == current || sent).then_some(current).flatten();
+    Entry {
+        sub,
+        queued: has.filter(|_| sub.delta.is_some()),
+    }
+}
+
 fn contain<T>(step: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|payload| {
         payload
@@ -172,6 +185,9 @@ impl EventLoop {
                         }
                     }
                 }
+                for command in frames.commands {
+                    self.multiplex().command(key, command);
+                }
                 let close = frames.close.or_else(|| self.conns.ping_flood(key));
                 if let Some((reason, cause)) = close {
                     self.conns.close_ws(key, &reason, cause, &mut self.topics);
@@ -243,7 +259,7 @@ impl EventLoop {
         };
         let identity = grant.map(|grant| Identity {
             expires: grant.expires_at(Instant::now()),
-            sub: grant.sub.map(String::into_boxed_str),
+            grant,
         });
         self.conns[key].set_identity(identity);
         let max_body = self.config.max_publish_bytes;
@@ -262,8 +278,12 @@ impl EventLoop {
         };
         let purpose = route.purpose();
         let (topics, access) = (&self.topics, &self.access);
+        let reader = Reader {
+            grant: self.conns[key].grant(),
+            max_topics: self.config.max_topics_per_connection,
+        };
         let action = contained(head, || {
-            endpoints::handle(head, route, body, topics, access, shutting_down)
+            endpoints::handle(head, route, body, topics, access, reader, shutting_down)
         });
         let action = action.unwrap_or_else(|response| {
             self.stats.handler_panics += 1;
@@ -287,6 +307,27 @@ impl EventLoop {
                 delta,
                 origin,
             } => return self.stream(key, &topic, since, delta, origin.as_deref(), now),
+            Action::SubscribeMany {
+                topics,
+                accept,
+                since,
+            } => {
+                let deflate = self.config.compression && head.deflate;
+                let opened = self
+                    .multiplex()
+                    .subscribe_many(key, &topics, &since, &accept, deflate, now);
+                return self.opened(key, opened);
+            }
+            Action::StreamMany {
+                topics,
+                since,
+                origin,
+            } => {
+                let opened =
+                    self.multiplex()
+                        .stream_many(key, &topics, &since, origin.as_deref(), now);
+                return self.opened(key, opened);
+            }
             Action::Publish { topic, data } => {
                 let (publishing, mut reach) = self.publishing();
                 // Under --redis, answered once Redis has ordered it.
@@ -305,6 +346,23 @@ impl EventLoop {
         };
         self.count_refusal(purpose, &response);
         self.respond(key, response, Close::HttpDone);
+    }
+
+    /// What a multiplexed connection's opening or commands change.
+    fn multiplex(&mut self) -> Multiplex<'_> {
+        Multiplex {
+            conns: &mut self.conns,
+            topics: &mut self.topics,
+            max_topics: self.config.max_topics_per_connection,
+        }
+    }
+
+    /// Counts a multiplexed connection opened, or answers its refusal.
+    fn opened(&mut self, key: usize, opened: Result<(), Response>) {
+        match opened {
+            Ok(()) => self.stats.subscribed += 1,
+            Err(response) => self.respond(key, response, Close::HttpDone),
+        }
     }
 
     /// Counts a refused publish by reason, or a rejected subscription.
@@ -348,12 +406,9 @@ impl EventLoop {
         };
         let current = Some(self.topics.get(id).seq());
         let (sub, snapshot) = self.topics.subscribe(id, key, form, delta);
-        let has = (since == current || snapshot.is_some())
-            .then_some(current)
-            .flatten();
+        let entry = per_topic(sub, since, current, snapshot.is_some());
         let snapshot = snapshot.filter(|_| since != current);
-        self.conns[key].open(sub, now);
-        self.conns[key].set_delta_seq(has);
+        self.conns[key].open(entry, now);
         let deflate = form == Form::Deflate;
         let switching = Shared::from(http::switching_protocols(accept, deflate));
         self.conns.enqueue(key, Out::Bytes(switching));
@@ -382,11 +437,8 @@ impl EventLoop {
         };
         let current = Some(self.topics.get(id).seq());
         let (sub, snapshot) = self.topics.subscribe(id, key, Form::Sse, delta);
-        let has = (since == current || snapshot.is_some())
-            .then_some(current)
-            .flatten();
-        self.conns[key].open_stream(sub, now);
-        self.conns[key].set_delta_seq(has);
+        let entry = per_topic(sub, since, current, snapshot.is_some());
+        self.conns[key].open_stream(entry, now);
         let head = Shared::from(http::event_stream_head(&http::cors(origin)));
         self.conns.enqueue(key, Out::Bytes(head));
         if let Some(snapshot) = snapshot.filter(|_| since != current) {
