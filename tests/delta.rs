@@ -463,6 +463,49 @@ fn a_multiplexed_websocket_takes_deltas_per_topic() {
     }
 }
 
+/// With permessage-deflate on a multiplexed WebSocket, a topic's delta
+/// (with its `"topic"`) is compressed once per publish and the same bytes
+/// go to every multiplexed delta subscriber; the only other compression
+/// is the snapshot with its `"topic"`, made at each publish while the
+/// topic has a multiplexed deflate subscriber.
+#[test]
+fn multiplexed_deltas_are_compressed_once_per_publish() {
+    let server = two_topics();
+    publish_to(&server, TOPIC, &board(200, None, 0));
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+    let mut clients: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = server.connect();
+            let request = format!(
+                "GET /api/v1/ws?topic={TOPIC}&delta=json-patch HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+            );
+            stream.write_all(request.as_bytes()).unwrap();
+            let (status, head, _) = read_response(&mut stream);
+            assert_eq!(status, 101);
+            assert!(head.contains("permessage-deflate"), "{head}");
+            read_raw_frame(&mut stream);
+            stream
+        })
+        .collect();
+    let before = compressed_messages(&server);
+    let mut value = board(200, None, 1);
+    for row in value["rows"].as_array_mut().unwrap().iter_mut().step_by(5) {
+        row["status"] = json!(7);
+    }
+    let seq = publish_to(&server, TOPIC, &value);
+    let frames: Vec<(u8, Vec<u8>)> = clients.iter_mut().map(read_raw_frame).collect();
+    assert_eq!(frames[0], frames[1], "the same bytes for both");
+    let (first, payload) = &frames[0];
+    assert_eq!(first & 0x40, 0x40, "compressed (RSV1)");
+    let message: Value = serde_json::from_slice(&inflate(payload)).unwrap();
+    assert_eq!(
+        (&message["topic"], &message["seq"], &message["base"]),
+        (&json!(TOPIC), &json!(seq), &json!(seq - 1))
+    );
+    assert_eq!(apply(board(200, None, 0), &message["delta"]), value);
+    assert_eq!(compressed_messages(&server) - before, 2);
+}
+
 /// One multiplexed SSE event: its name, its `id:` and its data as text.
 fn next_named_event(stream: &mut TcpStream) -> (String, String, String) {
     loop {
