@@ -2,8 +2,10 @@
 //! only, the first message whole and the next ones RFC 6902 patches against
 //! the previous seq that give the published value, a subscriber behind
 //! gets the whole snapshot, a delta only when smaller, 400 for an unknown
-//! format, with permessage-deflate (one compression per publish) and on SSE.
+//! format, with permessage-deflate (one compression per publish) and on SSE;
+//! and the same on the multiplexed routes, each topic's deltas apart.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
@@ -30,7 +32,12 @@ fn board(n: usize, changed: Option<usize>, mark: u64) -> Value {
 
 #[track_caller]
 fn publish(server: &TestServer, value: &Value) -> u64 {
-    let (status, body) = server.publish(TOPIC, &value.to_string());
+    publish_to(server, TOPIC, value)
+}
+
+#[track_caller]
+fn publish_to(server: &TestServer, topic: &str, value: &Value) -> u64 {
+    let (status, body) = server.publish(topic, &value.to_string());
     assert_eq!(status, 200, "{body}");
     serde_json::from_str::<Value>(&body).unwrap()["seq"]
         .as_u64()
@@ -228,23 +235,32 @@ fn a_delta_goes_only_when_smaller() {
 }
 
 /// A format the server does not know is refused before the upgrade (and
-/// before an SSE stream starts) with 400 and a body naming the known ones.
+/// before an SSE stream starts) with 400 and a body naming the known ones,
+/// on the per-topic and the multiplexed routes.
 #[test]
 fn an_unknown_format_is_400() {
     let server = server();
     for route in ["ws", "sse"] {
         for format in ["fossil", "", "JSON-PATCH"] {
-            let mut stream = server.connect();
-            let request = upgrade_request(&format!("{TOPIC}?delta={format}"))
+            // The per-topic route, then the multiplexed one.
+            let per_topic = upgrade_request(&format!("{TOPIC}?delta={format}"))
                 .replace("/api/v1/ws/", &format!("/api/v1/{route}/"));
-            stream.write_all(request.as_bytes()).unwrap();
-            let (status, _, body) = read_response(&mut stream);
-            assert_eq!(status, 400, "{route} {format:?}");
-            let body = String::from_utf8(body).unwrap();
-            assert!(
-                body.contains("unknown delta format (known: json-patch)"),
-                "{body}"
+            let mux = per_topic.replace(
+                &format!("/{route}/{TOPIC}?"),
+                &format!("/{route}?topic={TOPIC}&"),
             );
+            assert_ne!(per_topic, mux);
+            for request in [per_topic, mux] {
+                let mut stream = server.connect();
+                stream.write_all(request.as_bytes()).unwrap();
+                let (status, _, body) = read_response(&mut stream);
+                assert_eq!(status, 400, "{request}");
+                let body = String::from_utf8(body).unwrap();
+                assert!(
+                    body.contains("unknown delta format (known: json-patch)"),
+                    "{body}"
+                );
+            }
         }
     }
     // The server is fine.
@@ -368,4 +384,253 @@ fn sse_streams_take_deltas() {
         assert!(View::take(&mut view, &message), "{message}");
         assert_eq!(view.as_ref().unwrap().data, value);
     }
+}
+
+/// The second topic of the multiplexed tests.
+const OTHER: &str = "tally";
+
+fn two_topics() -> TestServer {
+    TestServer::with(|c| c.topics = vec![TOPIC.into(), OTHER.into(), "third".into()])
+}
+
+/// A multiplexed WebSocket on `/api/v1/ws?{query}`, upgraded.
+fn mux_ws(server: &TestServer, query: &str) -> TcpStream {
+    let mut stream = server.connect();
+    let request = format!(
+        "GET /api/v1/ws?{query} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let (status, _, body) = read_response(&mut stream);
+    assert_eq!(status, 101, "{}", String::from_utf8_lossy(&body));
+    stream
+}
+
+/// Every topic's view on a multiplexed connection. Takes one message,
+/// checks it says its topic right after its type, and returns its topic
+/// and whether it was a delta.
+#[track_caller]
+fn take_mux(views: &mut HashMap<String, Option<View>>, text: &str) -> (String, bool) {
+    let message: Value = serde_json::from_str(text).unwrap();
+    let topic = message["topic"].as_str().expect("a topic").to_owned();
+    let head = format!(r#"{{"type":"{topic}_update","topic":"{topic}","seq":"#);
+    assert!(text.starts_with(&head), "{text}");
+    let delta = View::take(views.entry(topic.clone()).or_default(), &message);
+    (topic, delta)
+}
+
+/// `?delta=json-patch` on a multiplexed WebSocket holds for every topic,
+/// one named at connect or subscribed later by command: after each
+/// topic's whole snapshot, its updates come as patches against that
+/// topic's previous seq, carrying `"topic"`, and applying them gives each
+/// topic's published value.
+#[test]
+fn a_multiplexed_websocket_takes_deltas_per_topic() {
+    let server = two_topics();
+    publish_to(&server, TOPIC, &board(20, None, 0));
+    publish_to(&server, OTHER, &board(12, None, 0));
+    publish_to(&server, "third", &board(8, None, 0));
+    let mut ws = mux_ws(
+        &server,
+        &format!("topic={TOPIC}&topic={OTHER}&delta=json-patch"),
+    );
+    let mut views = HashMap::new();
+    for _ in 0..2 {
+        let (_, delta) = take_mux(&mut views, read_data_frame(&mut ws).text());
+        assert!(!delta, "each topic's first message is whole");
+    }
+    ws.write_all(&client_frame(
+        0x81,
+        br#"{"op":"subscribe","topics":["third"]}"#,
+    ))
+    .unwrap();
+    let (topic, delta) = take_mux(&mut views, read_data_frame(&mut ws).text());
+    assert_eq!((topic.as_str(), delta), ("third", false));
+    for round in 1..=6u64 {
+        for (topic, rows) in [(TOPIC, 20), (OTHER, 12), ("third", 8)] {
+            let value = board(rows, Some(round as usize % rows), round);
+            let seq = publish_to(&server, topic, &value);
+            let frame = read_data_frame(&mut ws);
+            let (got, delta) = take_mux(&mut views, frame.text());
+            assert_eq!(got, topic);
+            assert!(delta, "round {round}: {}", frame.text());
+            let view = views[topic].as_ref().unwrap();
+            assert_eq!(
+                (view.seq, &view.data),
+                (seq, &value),
+                "{topic} round {round}"
+            );
+        }
+    }
+}
+
+/// With permessage-deflate on a multiplexed WebSocket, a topic's delta
+/// (with its `"topic"`) is compressed once per publish and the same bytes
+/// go to every multiplexed delta subscriber; the only other compression
+/// is the snapshot with its `"topic"`, made at each publish while the
+/// topic has a multiplexed deflate subscriber.
+#[test]
+fn multiplexed_deltas_are_compressed_once_per_publish() {
+    let server = two_topics();
+    publish_to(&server, TOPIC, &board(200, None, 0));
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+    let mut clients: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = server.connect();
+            let request = format!(
+                "GET /api/v1/ws?topic={TOPIC}&delta=json-patch HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+            );
+            stream.write_all(request.as_bytes()).unwrap();
+            let (status, head, _) = read_response(&mut stream);
+            assert_eq!(status, 101);
+            assert!(head.contains("permessage-deflate"), "{head}");
+            read_raw_frame(&mut stream);
+            stream
+        })
+        .collect();
+    let before = compressed_messages(&server);
+    let mut value = board(200, None, 1);
+    for row in value["rows"].as_array_mut().unwrap().iter_mut().step_by(5) {
+        row["status"] = json!(7);
+    }
+    let seq = publish_to(&server, TOPIC, &value);
+    let frames: Vec<(u8, Vec<u8>)> = clients.iter_mut().map(read_raw_frame).collect();
+    assert_eq!(frames[0], frames[1], "the same bytes for both");
+    let (first, payload) = &frames[0];
+    assert_eq!(first & 0x40, 0x40, "compressed (RSV1)");
+    let message: Value = serde_json::from_slice(&inflate(payload)).unwrap();
+    assert_eq!(
+        (&message["topic"], &message["seq"], &message["base"]),
+        (&json!(TOPIC), &json!(seq), &json!(seq - 1))
+    );
+    assert_eq!(apply(board(200, None, 0), &message["delta"]), value);
+    assert_eq!(compressed_messages(&server) - before, 2);
+}
+
+/// One multiplexed SSE event: its name, its `id:` and its data as text.
+fn next_named_event(stream: &mut TcpStream) -> (String, String, String) {
+    loop {
+        let mut text = Vec::new();
+        let mut byte = [0u8];
+        while !text.ends_with(b"\n\n") {
+            stream.read_exact(&mut byte).unwrap();
+            text.push(byte[0]);
+        }
+        let text = String::from_utf8(text).unwrap();
+        let field = |name: &str| {
+            let lines: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix(name)).collect();
+            lines.join("\n")
+        };
+        let data = field("data: ");
+        if !data.is_empty() {
+            return (field("event: "), field("id: "), data);
+        }
+    }
+}
+
+/// A multiplexed SSE stream takes deltas too: each event named for its
+/// topic, its data a patch with `"topic"`, its `id:` the seq vector of
+/// every topic so far.
+#[test]
+fn a_multiplexed_sse_stream_takes_deltas() {
+    let server = two_topics();
+    publish_to(&server, TOPIC, &board(20, None, 0));
+    publish_to(&server, OTHER, &board(12, None, 0));
+    let mut stream = server.connect();
+    let request = format!(
+        "GET /api/v1/sse?topic={TOPIC}&topic={OTHER}&delta=json-patch HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let (status, _, _) = read_response(&mut stream);
+    assert_eq!(status, 200);
+    let mut views = HashMap::new();
+    for _ in 0..2 {
+        let (name, _, data) = next_named_event(&mut stream);
+        let (topic, delta) = take_mux(&mut views, &data);
+        assert_eq!(name, topic);
+        assert!(!delta);
+    }
+    for round in 1..=4u64 {
+        for (topic, rows) in [(TOPIC, 20), (OTHER, 12)] {
+            let value = board(rows, Some(round as usize), round);
+            let seq = publish_to(&server, topic, &value);
+            let (name, id, data) = next_named_event(&mut stream);
+            let (got, delta) = take_mux(&mut views, &data);
+            assert_eq!((name.as_str(), got.as_str()), (topic, topic));
+            assert!(delta, "{data}");
+            assert_eq!(views[topic].as_ref().unwrap().data, value);
+            let mut vector: Vec<&str> = id.split(',').collect();
+            vector.sort_unstable();
+            let seqs = |t: &str| views[t].as_ref().unwrap().seq;
+            let mut expected = vec![
+                format!("{TOPIC}:{}", seqs(TOPIC)),
+                format!("{OTHER}:{}", seqs(OTHER)),
+            ];
+            expected.sort_unstable();
+            assert_eq!(vector, expected, "round {round}, seq {seq}");
+        }
+    }
+}
+
+/// Conflation on a multiplexed delta connection is per topic: a reader
+/// stalled behind a big topic gets that topic's newest snapshot whole
+/// (never a delta against a seq it never got), while the other topic's
+/// delta, queued meanwhile, is left as it was and still applies.
+#[test]
+fn a_multiplexed_reader_behind_on_one_topic_gets_its_whole_snapshot() {
+    let server = TestServer::with(|c| {
+        c.topics = vec![TOPIC.into(), OTHER.into()];
+        c.max_queue_bytes = 8 << 20;
+    });
+    let big = |i: u64| json!({"fill": format!("{i}").repeat(256 << 10), "n": i});
+    publish_to(&server, TOPIC, &big(0));
+    publish_to(&server, OTHER, &board(12, None, 0));
+    let query = format!("topic={TOPIC}&topic={OTHER}&delta=json-patch");
+    let mut stalled = mux_ws(&server, &query);
+    let mut healthy = mux_ws(&server, &query);
+    let (mut stalled_views, mut healthy_views) = (HashMap::new(), HashMap::new());
+    for _ in 0..2 {
+        take_mux(&mut stalled_views, read_data_frame(&mut stalled).text());
+        take_mux(&mut healthy_views, read_data_frame(&mut healthy).text());
+    }
+    // 60 x 256 KiB: more than the kernel's buffers on both ends hold, so
+    // the stalled one's queue conflates the big topic.
+    let rounds = 60;
+    let mut last = 0;
+    for i in 1..=rounds {
+        last = publish_to(&server, TOPIC, &big(i % 10));
+        take_mux(&mut healthy_views, read_data_frame(&mut healthy).text());
+    }
+    // Superseded: the stalled one has a frame stuck half written and the
+    // big topic's newest queued unstarted behind it.
+    assert!(server.health()["counters"]["superseded"].as_u64().unwrap() > 0);
+    // The other topic's small change, queued behind the big one: a delta.
+    let tally = board(12, Some(3), 3);
+    publish_to(&server, OTHER, &tally);
+    let (topic, delta) = take_mux(&mut healthy_views, read_data_frame(&mut healthy).text());
+    assert_eq!((topic.as_str(), delta), (OTHER, true));
+    let mut value = big(rounds % 10);
+    value["n"] = json!(1000);
+    let seq = publish_to(&server, TOPIC, &value);
+    let message = read_data_frame(&mut healthy).json();
+    assert_eq!(
+        (&message["seq"], &message["base"]),
+        (&json!(seq), &json!(last)),
+        "an up-to-date reader gets the delta"
+    );
+    let mut other_deltas = 0;
+    loop {
+        let frame = read_data_frame(&mut stalled);
+        let (topic, delta) = take_mux(&mut stalled_views, frame.text());
+        if topic == OTHER {
+            other_deltas += usize::from(delta);
+            continue;
+        }
+        if stalled_views[TOPIC].as_ref().unwrap().seq == seq {
+            assert!(!delta, "whole, not a delta");
+            break;
+        }
+    }
+    assert_eq!(stalled_views[TOPIC].as_ref().unwrap().data, value);
+    assert_eq!(other_deltas, 1, "the other topic's delta, untouched");
+    assert_eq!(stalled_views[OTHER].as_ref().unwrap().data, tally);
 }

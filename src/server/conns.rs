@@ -24,7 +24,7 @@ use crate::server::conn::{Close, Conn, Delivered, Due, Flushed, Timeouts};
 use crate::server::queue::Out;
 use crate::server::stats::{CloseCounts, Stats};
 use crate::server::subs::Subs;
-use crate::topic::{Compressor, Encoded, Form, Message, MuxFan, Subscription, Topics};
+use crate::topic::{Compressor, Encoded, Form, Message, MuxFan, Names, Subscription, Topics};
 use crate::wire::Shared;
 use crate::wire::http::Response;
 use crate::wire::protocol::{CloseReason, code, encode_close};
@@ -240,7 +240,7 @@ impl Conns {
     pub(super) fn deliver_mux(
         &mut self,
         fan: &MuxFan<'_>,
-        topics: &Topics,
+        names: Names<'_>,
         now: Instant,
         stats: &mut Stats,
     ) {
@@ -257,7 +257,7 @@ impl Conns {
             let Some(subs) = conn.subs() else {
                 continue;
             };
-            let tail = (subs.form() == Form::Sse).then(|| sse_tail(subs, topics));
+            let tail = (subs.form() == Form::Sse).then(|| sse_tail(subs, |id| names.name(id)));
             let out = Out::Mux {
                 topic: fan.topic,
                 bytes,
@@ -608,8 +608,8 @@ impl IndexMut<usize> for Conns {
 /// The end of a multiplexed SSE event: its `id:`, the stream's seq vector
 /// (every topic it has been sent, at the seq sent), which a browser's
 /// reconnect brings back as `Last-Event-ID`.
-pub(super) fn sse_tail(subs: &Subs, topics: &Topics) -> Shared {
-    let vector = subs.vector(|id| topics.get(id).name());
+pub(super) fn sse_tail<'n>(subs: &Subs, name: impl Fn(usize) -> &'n str) -> Shared {
+    let vector = subs.vector(name);
     Shared::from(format!("id: {vector}\n\n").into_bytes())
 }
 
@@ -713,7 +713,7 @@ mod tests {
             write_timeout: Duration::from_secs(30),
         };
         let (mut conns, key, _peer) = one_open(limits, now);
-        let mut subs = Subs::mux(Form::Frame);
+        let mut subs = Subs::mux(Form::Frame, None);
         for topic in 0..3 {
             let sub = Subscription {
                 topic,

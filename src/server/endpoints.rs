@@ -38,12 +38,15 @@ pub enum Action {
         topics: Vec<String>,
         accept: String,
         since: Vec<(String, u64)>,
+        /// The delta format it asked for (`?delta=`), for every topic.
+        delta: Option<DeltaFormat>,
     },
     /// Answer with an event stream carrying each of `topics`; `since`
     /// from `?since=` and the seq vector of `Last-Event-ID`.
     StreamMany {
         topics: Vec<String>,
         since: Vec<(String, u64)>,
+        delta: Option<DeltaFormat>,
         origin: Option<String>,
     },
     /// Answer with an event stream and subscribe the connection to `topic`.
@@ -256,6 +259,10 @@ fn subscribe_many(head: &Head, topics: &Topics, reader: Reader, shutting_down: b
         Ok(asked) => asked,
         Err(response) => return Action::Respond(response),
     };
+    let delta = match delta_format(head) {
+        Ok(delta) => delta,
+        Err(response) => return Action::Respond(response),
+    };
     let accept = match http::check_upgrade(head) {
         Ok(accept) => accept,
         Err(response) => return Action::Respond(response),
@@ -267,6 +274,7 @@ fn subscribe_many(head: &Head, topics: &Topics, reader: Reader, shutting_down: b
         topics: names,
         accept,
         since,
+        delta,
     }
 }
 
@@ -279,6 +287,10 @@ fn stream_many(head: &Head, topics: &Topics, reader: Reader, shutting_down: bool
         Ok(asked) => asked,
         Err(response) => return Action::Respond(response),
     };
+    let delta = match delta_format(head) {
+        Ok(delta) => delta,
+        Err(response) => return Action::Respond(response),
+    };
     if shutting_down {
         return Action::Respond(http::error(http::UNAVAILABLE, "shutting down", "", true));
     }
@@ -289,6 +301,7 @@ fn stream_many(head: &Head, topics: &Topics, reader: Reader, shutting_down: bool
     Action::StreamMany {
         topics: names,
         since,
+        delta,
         origin: head.origin.clone(),
     }
 }

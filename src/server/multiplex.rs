@@ -19,6 +19,7 @@ use crate::server::conns::{Conns, sse_tail};
 use crate::server::endpoints;
 use crate::server::queue::Out;
 use crate::server::subs::Subs;
+use crate::topic::delta::DeltaFormat;
 use crate::topic::{Form, Topics};
 use crate::wire::Shared;
 use crate::wire::http::{self, Response};
@@ -44,11 +45,11 @@ impl Multiplex<'_> {
         names: &[String],
         since: &[(String, u64)],
         accept: &str,
-        deflate: bool,
+        (deflate, delta): (bool, Option<DeltaFormat>),
         now: Instant,
     ) -> Result<(), Response> {
         let form = if deflate { Form::Deflate } else { Form::Frame };
-        let (subs, snapshots) = self.open_topics(key, names, since, form)?;
+        let (subs, snapshots) = self.open_topics(key, names, since, Subs::mux(form, delta))?;
         self.conns[key].open(subs, now);
         let switching = Shared::from(http::switching_protocols(accept, deflate));
         self.conns.enqueue(key, Out::Bytes(switching));
@@ -70,10 +71,11 @@ impl Multiplex<'_> {
         key: usize,
         names: &[String],
         since: &[(String, u64)],
-        origin: Option<&str>,
+        (origin, delta): (Option<&str>, Option<DeltaFormat>),
         now: Instant,
     ) -> Result<(), Response> {
-        let (subs, snapshots) = self.open_topics(key, names, since, Form::Sse)?;
+        let subs = Subs::mux(Form::Sse, delta);
+        let (subs, snapshots) = self.open_topics(key, names, since, subs)?;
         self.conns[key].open_stream(subs, now);
         let head = Shared::from(http::event_stream_head(&http::cors(origin)));
         self.conns.enqueue(key, Out::Bytes(head));
@@ -93,9 +95,8 @@ impl Multiplex<'_> {
         key: usize,
         names: &[String],
         since: &[(String, u64)],
-        form: Form,
+        mut subs: Subs,
     ) -> Result<(Subs, Vec<Out>), Response> {
-        let mut subs = Subs::mux(form);
         let mut snapshots = Vec::new();
         for name in names {
             let id = match self.topics.find_or_open(name) {
@@ -131,7 +132,9 @@ impl Multiplex<'_> {
         name: &str,
         since: &[(String, u64)],
     ) -> Option<Shared> {
-        let (sub, snapshot) = self.topics.subscribe_mux(id, key, subs.form());
+        let (sub, snapshot) = self
+            .topics
+            .subscribe_mux(id, key, subs.form(), subs.delta());
         let current = self.topics.get(id).seq();
         let has = since.iter().rev().find(|(t, _)| t == name).map(|(_, s)| *s);
         let held = has == Some(current);
@@ -145,7 +148,8 @@ impl Multiplex<'_> {
         if let Some(entry) = subs.get_mut(id) {
             entry.queued = Some(self.topics.get(id).seq());
         }
-        let tail = (subs.form() == Form::Sse).then(|| sse_tail(subs, self.topics));
+        let topics = &*self.topics;
+        let tail = (subs.form() == Form::Sse).then(|| sse_tail(subs, |id| topics.get(id).name()));
         Out::Mux {
             topic: id,
             bytes: snapshot,
@@ -206,7 +210,7 @@ impl Multiplex<'_> {
             };
             // Taken out and put back: the registry and the queue are both
             // changed on the way.
-            let placeholder = Subs::mux(Form::Frame);
+            let placeholder = Subs::mux(Form::Frame, None);
             let Some(mut subs) = self.conns[key]
                 .subs_mut()
                 .map(|subs| std::mem::replace(subs, placeholder))

@@ -461,8 +461,8 @@ impl Reach<'_> {
         self.topics.fan_out(|encoded, published, subscribers| {
             conns.deliver(subscribers, encoded, published, now, stats);
         });
-        self.topics.fan_out_mux(|fan, topics| {
-            conns.deliver_mux(fan, topics, now, stats);
+        self.topics.fan_out_mux(|fan, names| {
+            conns.deliver_mux(fan, names, now, stats);
         });
     }
 

@@ -307,26 +307,8 @@ impl EventLoop {
                 delta,
                 origin,
             } => return self.stream(key, &topic, since, delta, origin.as_deref(), now),
-            Action::SubscribeMany {
-                topics,
-                accept,
-                since,
-            } => {
-                let deflate = self.config.compression && head.deflate;
-                let opened = self
-                    .multiplex()
-                    .subscribe_many(key, &topics, &since, &accept, deflate, now);
-                return self.opened(key, opened);
-            }
-            Action::StreamMany {
-                topics,
-                since,
-                origin,
-            } => {
-                let opened =
-                    self.multiplex()
-                        .stream_many(key, &topics, &since, origin.as_deref(), now);
-                return self.opened(key, opened);
+            many @ (Action::SubscribeMany { .. } | Action::StreamMany { .. }) => {
+                return self.open_many(key, many, head.deflate, now);
             }
             Action::Publish { topic, data } => {
                 let (publishing, mut reach) = self.publishing();
@@ -355,6 +337,39 @@ impl EventLoop {
             topics: &mut self.topics,
             max_topics: self.config.max_topics_per_connection,
         }
+    }
+
+    /// Opens a multiplexed connection the endpoint accepted (`many`, a
+    /// `SubscribeMany` or a `StreamMany`); `deflate`: the client offered
+    /// permessage-deflate.
+    fn open_many(&mut self, key: usize, many: Action, deflate: bool, now: Instant) {
+        let deflate = self.config.compression && deflate;
+        let opened = match many {
+            Action::SubscribeMany {
+                topics,
+                accept,
+                since,
+                delta,
+            } => self.multiplex().subscribe_many(
+                key,
+                &topics,
+                &since,
+                &accept,
+                (deflate, delta),
+                now,
+            ),
+            Action::StreamMany {
+                topics,
+                since,
+                delta,
+                origin,
+            } => {
+                self.multiplex()
+                    .stream_many(key, &topics, &since, (origin.as_deref(), delta), now)
+            }
+            _ => return,
+        };
+        self.opened(key, opened);
     }
 
     /// Counts a multiplexed connection opened, or answers its refusal.

@@ -3,6 +3,7 @@
 //! with where it sits in its topic's subscriber list and the seq of the
 //! last snapshot of it queued (what a seq vector and a resume report).
 
+use crate::topic::delta::DeltaFormat;
 use crate::topic::{Encoded, Form, Subscription};
 use crate::wire::{Shared, mux};
 
@@ -63,6 +64,9 @@ pub enum Subs {
     Many {
         /// The encoding its messages take, the same for every topic.
         form: Form,
+        /// The delta format it asked for (`?delta=`), for every topic,
+        /// those subscribed later included.
+        delta: Option<DeltaFormat>,
         entries: Vec<Entry>,
     },
 }
@@ -83,10 +87,19 @@ impl From<Entry> for Subs {
 
 impl Subs {
     /// A multiplexed connection's topics, none yet.
-    pub fn mux(form: Form) -> Subs {
+    pub fn mux(form: Form, delta: Option<DeltaFormat>) -> Subs {
         Subs::Many {
             form,
+            delta,
             entries: Vec::new(),
+        }
+    }
+
+    /// The delta format its topics take, if any.
+    pub fn delta(&self) -> Option<DeltaFormat> {
+        match self {
+            Subs::One(entry) => entry.sub.delta,
+            Subs::Many { delta, .. } => *delta,
         }
     }
 
@@ -188,7 +201,7 @@ mod tests {
     /// its one topic.
     #[test]
     fn entries_by_topic_and_the_vector() {
-        let mut subs = Subs::mux(Form::Sse);
+        let mut subs = Subs::mux(Form::Sse, None);
         subs.push(sub(3, 0), Some(12));
         subs.push(sub(5, 7), None);
         subs.push(sub(9, 1), Some(4));

@@ -96,12 +96,28 @@ impl Message {
         base: u64,
         delta: &str,
     ) -> Message {
+        Message::delta_of(message_type, None, adw_id, seq, base, delta.as_bytes())
+    }
+
+    /// A delta message, with `"topic"` after `"type"` for multiplexed
+    /// connections, as in [`snapshot_of`](Self::snapshot_of).
+    pub(super) fn delta_of(
+        message_type: &str,
+        topic: Option<&str>,
+        adw_id: Option<&str>,
+        seq: u64,
+        base: u64,
+        delta: &[u8],
+    ) -> Message {
         let mut head = format!(r#"{{"type":"{message_type}""#);
+        if let Some(topic) = topic {
+            head.push_str(&format!(r#","topic":"{topic}""#));
+        }
         if let Some(id) = adw_id {
             head.push_str(&format!(r#","adw_id":"{id}""#));
         }
         head.push_str(&format!(r#","seq":{seq},"base":{base},"delta":"#));
-        Message::from_parts(&[head.as_bytes(), delta.as_bytes(), b"}"])
+        Message::from_parts(&[head.as_bytes(), delta, b"}"])
     }
 
     /// The same message as a Server-Sent Event: `id:` (for a snapshot, its

@@ -153,6 +153,7 @@ impl Topic {
                 state.base = previous.map(|message| (self.seq, message));
             }
             state.delta = OnceCell::new();
+            state.mux_delta = OnceCell::new();
         }
         self.seq += publishes;
         let message = Message::snapshot(&self.message_type, self.adw_id(), self.seq, data);
@@ -272,6 +273,9 @@ pub struct MuxFan<'a> {
     pub sse: Option<&'a Shared>,
     pub published: std::time::Instant,
     pub subscribers: &'a [usize],
+    /// What its `?delta=` subscribers may need, with its `"topic"`, made
+    /// on first use; `None` while the topic has none.
+    pub deltas: Option<&'a dyn Deltas>,
 }
 
 impl<'a> MuxFan<'a> {
@@ -282,17 +286,29 @@ impl<'a> MuxFan<'a> {
             deflated: self.deflated,
             sse: self.sse,
             seq: self.seq,
-            deltas: None,
+            deltas: self.deltas,
         }
+    }
+}
+
+/// Topic names by id, lent to a multiplexed fan-out (an SSE event's seq
+/// vector names its topics) while the registry's compressor is busy.
+#[derive(Debug, Clone, Copy)]
+pub struct Names<'a>(&'a Slab<Topic>);
+
+impl<'a> Names<'a> {
+    /// Topic `id`'s name; empty for an id no topic has.
+    pub fn name(&self, id: usize) -> &'a str {
+        self.0.get(id).map_or("", |topic| topic.name())
     }
 }
 
 /// What a topic keeps for its `?delta=` subscribers, only while it has one.
 #[derive(Debug, Default)]
 struct DeltaState {
-    /// How many subscribers asked for deltas.
+    /// How many subscribers asked for deltas, multiplexed ones included.
     subscribers: usize,
-    /// How many of them negotiated permessage-deflate: while they are all
+    /// How many per-topic ones negotiated permessage-deflate: while they are all
     /// the topic's deflate subscribers, the snapshot is compressed only
     /// when one of them is behind and needs it.
     deflaters: usize,
@@ -307,6 +323,9 @@ struct DeltaState {
     /// publish, when the first subscriber that has `base` is served
     /// (`None` inside: not smaller than the snapshot).
     delta: OnceCell<Option<DeltaCache>>,
+    /// The same delta with its `"topic"`, for multiplexed subscribers:
+    /// made from `delta`'s patch, never diffed again.
+    mux_delta: OnceCell<Option<DeltaCache>>,
 }
 
 /// A delta message kept for the publish it was made for.
@@ -327,12 +346,52 @@ struct Lazy<'t, 'c> {
     topic: &'t Topic,
     state: &'t DeltaState,
     compressor: RefCell<&'c mut Compressor>,
+    /// For multiplexed subscribers: the snapshot with its `"topic"`, in
+    /// the encodings made at their fan-out; their delta says its topic too.
+    mux: Option<MuxSnapshot<'t>>,
+}
+
+/// A snapshot with its `"topic"`, as a multiplexed fan-out made it.
+#[derive(Debug, Clone, Copy)]
+struct MuxSnapshot<'a> {
+    frame: &'a Shared,
+    deflated: Option<&'a Shared>,
+    /// The start of the named SSE event, without its `id:` line.
+    sse: Option<&'a Shared>,
 }
 
 impl Lazy<'_, '_> {
-    /// The delta from `base` to the snapshot, made at most once per publish.
+    /// The delta from `base` to the snapshot, made at most once per publish;
+    /// with its `"topic"` for multiplexed subscribers.
     fn cache(&self) -> Option<&DeltaCache> {
-        self.state.delta.get_or_init(|| self.make()).as_ref()
+        let plain = || self.state.delta.get_or_init(|| self.make()).as_ref();
+        if self.mux.is_none() {
+            return plain();
+        }
+        self.state
+            .mux_delta
+            .get_or_init(|| plain().and_then(|cache| self.with_topic(cache)))
+            .as_ref()
+    }
+
+    /// The per-topic delta message with its `"topic"`: the same patch, and
+    /// as much smaller than its snapshot, which gains the same field.
+    fn with_topic(&self, cache: &DeltaCache) -> Option<DeltaCache> {
+        let topic = self.topic;
+        let (base_seq, _) = self.state.base.as_ref()?;
+        let message = Message::delta_of(
+            &topic.message_type,
+            Some(&topic.name),
+            topic.adw_id(),
+            topic.seq,
+            *base_seq,
+            cache.message.data(),
+        );
+        Some(DeltaCache {
+            message,
+            deflated: OnceCell::new(),
+            sse: OnceCell::new(),
+        })
     }
 
     /// Diffs the snapshot against `base`; `None` when there is no base, or
@@ -384,12 +443,23 @@ impl Deltas for Lazy<'_, '_> {
             }
             Form::Sse => cache
                 .sse
-                .get_or_init(|| cache.message.sse(Some(self.topic.seq)))
+                .get_or_init(|| match self.mux {
+                    // Each stream ends the event with its own seq vector.
+                    Some(_) => cache.message.sse_named(&self.topic.name),
+                    None => cache.message.sse(Some(self.topic.seq)),
+                })
                 .clone(),
         })
     }
 
     fn snapshot(&self, form: Form) -> Option<Shared> {
+        if let Some(mux) = self.mux {
+            return match form {
+                Form::Frame => Some(mux.frame.clone()),
+                Form::Deflate => Some(mux.deflated.unwrap_or(mux.frame).clone()),
+                Form::Sse => mux.sse.cloned(),
+            };
+        }
         let snapshot = self.topic.snapshot.as_ref()?;
         match form {
             Form::Frame => Some(snapshot.frame.clone()),
@@ -592,15 +662,21 @@ impl Topics {
         id: usize,
         key: usize,
         form: Form,
+        delta: Option<DeltaFormat>,
     ) -> (Subscription, Option<Shared>) {
         let topic = &mut self.topics[id];
         topic.mux.push(key);
         self.subscriptions += 1;
+        if delta.is_some() {
+            // Its snapshot with `"topic"` is compressed at every fan-out
+            // anyway, so it is not counted with the per-topic deflaters.
+            topic.deltas.get_or_insert_with(Box::default).subscribers += 1;
+        }
         let sub = Subscription {
             topic: id,
             index: topic.mux.len() - 1,
             form,
-            delta: None,
+            delta,
             mux: true,
         };
         match form {
@@ -639,7 +715,7 @@ impl Topics {
             && let Some(state) = topic.deltas.as_deref_mut()
         {
             state.subscribers -= 1;
-            state.deflaters -= usize::from(sub.form == Form::Deflate);
+            state.deflaters -= usize::from(sub.form == Form::Deflate && !sub.mux);
             if state.subscribers == 0 {
                 // Nobody needs deltas: free the base and the parsed value.
                 topic.deltas = None;
@@ -719,6 +795,7 @@ impl Topics {
                 topic,
                 state,
                 compressor: RefCell::new(&mut self.compressor),
+                mux: None,
             });
             let encoded = Encoded {
                 frame: &snapshot.frame,
@@ -734,13 +811,17 @@ impl Topics {
     /// The second pass of a fan-out, after [`fan_out`](Self::fan_out):
     /// each topic published since with multiplexed subscribers, once, its
     /// newest snapshot with its `"topic"` in the encodings they need.
-    /// `each` also gets the registry, to name a connection's other topics.
-    pub fn fan_out_mux(&mut self, mut each: impl FnMut(&MuxFan<'_>, &Topics)) {
-        let mut listed = std::mem::take(&mut self.mux_fan_out);
-        for &id in &listed {
-            let topic = &mut self.topics[id];
+    /// `each` also gets the topics' names, to name a connection's others.
+    pub fn fan_out_mux(&mut self, mut each: impl FnMut(&MuxFan<'_>, Names<'_>)) {
+        let Topics {
+            topics,
+            compressor,
+            mux_fan_out,
+            ..
+        } = self;
+        for id in mux_fan_out.drain(..) {
+            let topic = &mut topics[id];
             topic.fan_out_pending = false;
-            let compressor = &mut self.compressor;
             let sse = (topic.mux_streams > 0)
                 .then(|| topic.mux_as(Form::Sse, compressor))
                 .flatten();
@@ -751,7 +832,18 @@ impl Topics {
                 continue;
             };
             topic.deliveries += topic.mux.len() as u64;
-            let topic = &self.topics[id];
+            let topic = &topics[id];
+            let snapshot = MuxSnapshot {
+                frame: &frame,
+                deflated: deflated.as_ref(),
+                sse: sse.as_ref(),
+            };
+            let lazy = topic.deltas.as_deref().map(|state| Lazy {
+                topic,
+                state,
+                compressor: RefCell::new(&mut *compressor),
+                mux: Some(snapshot),
+            });
             let fan = MuxFan {
                 topic: id,
                 seq: topic.seq,
@@ -760,12 +852,10 @@ impl Topics {
                 sse: sse.as_ref(),
                 published: topic.published_at,
                 subscribers: &topic.mux,
+                deltas: lazy.as_ref().map(|lazy| lazy as &dyn Deltas),
             };
-            each(&fan, self);
+            each(&fan, Names(&*topics));
         }
-        listed.clear();
-        // Keep the allocation: the next publish needs it again.
-        self.mux_fan_out = listed;
     }
 
     /// Every topic, for `/healthz` and metrics.
@@ -1028,6 +1118,62 @@ mod tests {
         assert!(topics.get(queue).deltas.is_none());
         topics.publish(queue, &value(6), 1);
         topics.fan_out(|encoded, _, _| assert!(encoded.deltas.is_none()));
+    }
+
+    /// A multiplexed delta subscriber's delta carries `"topic"`, is made
+    /// from the per-topic delta's patch once per publish and shared (SSE:
+    /// the named event, no `id:`); its snapshot is the one with
+    /// `"topic"`; the per-topic subscriber's delta is unchanged; the
+    /// topic's delta state goes with the last delta subscriber of either
+    /// kind, and only a per-topic one counts as a delta deflater.
+    #[test]
+    fn a_multiplexed_delta_says_its_topic_and_is_made_once() {
+        use crate::topic::delta::DeltaFormat::JsonPatch;
+        let mut topics = adw();
+        let queue = topics.find("queue").unwrap();
+        let (plain, _) = topics.subscribe(queue, 1, Form::Frame, Some(JsonPatch));
+        let (mux, _) = topics.subscribe_mux(queue, 2, Form::Sse, Some(JsonPatch));
+        let (mux_deflate, _) = topics.subscribe_mux(queue, 3, Form::Deflate, Some(JsonPatch));
+        assert_eq!(topics.get(queue).deltas.as_ref().unwrap().deflaters, 0);
+        let pad = "p".repeat(100);
+        let value =
+            |total: u64| format!(r#"{{"phases":[],"total":{total},"paused":false,"pad":"{pad}"}}"#);
+        topics.publish(queue, &value(0), 1);
+        topics.fan_out(|_, _, _| {});
+        topics.fan_out_mux(|_, _| {});
+        topics.publish(queue, &value(1), 1);
+        topics.fan_out(|encoded, _, _| {
+            let delta = encoded.deltas.unwrap().delta(Form::Frame).unwrap();
+            let text = String::from_utf8_lossy(&delta[2..]).into_owned();
+            assert!(
+                text.starts_with(r#"{"type":"queue_update","seq":2,"base":1,"#),
+                "{text}"
+            );
+        });
+        topics.fan_out_mux(|fan, _| {
+            let deltas = fan.deltas.unwrap();
+            assert_eq!(deltas.base(), Some(1));
+            let frame = deltas.delta(Form::Frame).unwrap();
+            assert!(Arc::ptr_eq(&frame, &deltas.delta(Form::Frame).unwrap()));
+            assert_eq!(
+                String::from_utf8_lossy(&frame[2..]),
+                r#"{"type":"queue_update","topic":"queue","seq":2,"base":1,"delta":[{"op":"replace","path":"/total","value":1}]}"#
+            );
+            let sse = deltas.delta(Form::Sse).unwrap();
+            assert!(Arc::ptr_eq(&sse, &deltas.delta(Form::Sse).unwrap()));
+            let sse = String::from_utf8_lossy(&sse).into_owned();
+            assert!(sse.starts_with("event: queue\ndata: {\"type\":\"queue_update\",\"topic\""), "{sse}");
+            assert!(!sse.contains("id:"), "{sse}");
+            assert!(Arc::ptr_eq(&deltas.snapshot(Form::Frame).unwrap(), fan.frame));
+        });
+        topics.unsubscribe(plain);
+        topics.unsubscribe(mux_deflate);
+        assert!(
+            topics.get(queue).deltas.is_some(),
+            "one delta subscriber left"
+        );
+        topics.unsubscribe(mux);
+        assert!(topics.get(queue).deltas.is_none());
     }
 
     /// An `adw-state/` topic published back to its default is forgotten once
