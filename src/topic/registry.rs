@@ -244,7 +244,8 @@ impl Lazy<'_, '_> {
             _ => serde_json::from_slice(base.data()).ok()?,
         };
         let new: Value = serde_json::from_slice(snapshot.data()).ok()?;
-        let patch = delta::json_patch(&old, &new).to_string();
+        // Over the differ's work budget, the snapshot goes whole.
+        let patch = delta::json_patch(&old, &new)?.to_string();
         let message = Message::delta(
             &topic.message_type,
             topic.adw_id(),
