@@ -46,6 +46,13 @@ impl DeltaFormat {
     }
 }
 
+/// Snapshots bigger than this (their JSON, in bytes) go whole to delta
+/// subscribers, and the topic keeps no base for them: a delta costs two
+/// parses and a diff per publish, and its base is held while the topic
+/// has a delta subscriber, which past this size costs more than it saves.
+/// The demo's largest stream, the workflow history, is 36-72 KB.
+pub const MAX_DELTA_SNAPSHOT: usize = 256 * 1024;
+
 /// Past this many element pairs (`old.len() * new.len()` after trimming
 /// the common ends) an array is compared by index instead of by common
 /// subsequence, which would cost more time and memory than the delta is
