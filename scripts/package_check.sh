@@ -99,7 +99,7 @@ esac
 echo "package: the packaged binary serves https with a certificate given to it: $health"
 
 # Signed tokens are built in: the packaged binary mints one.
-token=$(STATECAST_JWT_SECRET=package-check-secret-0123 "$root/usr/bin/statecast" token --topics queue) \
+token=$(STATECAST_JWT_SECRET=package-check-secret-0123456789ab "$root/usr/bin/statecast" token --topics queue) \
     || fail "the packaged binary has no signed tokens (built without --features jwt?)"
 case "$token" in
     *.*.*) echo "package: the packaged binary mints signed tokens" ;;

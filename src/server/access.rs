@@ -811,7 +811,7 @@ mod tests {
     }
 
     #[cfg(feature = "jwt")]
-    const JWT_SECRET: &str = "jwt-secret-0123456789";
+    const JWT_SECRET: &str = "jwt-secret-0123456789abcdefghijkl";
 
     #[cfg(feature = "jwt")]
     fn with_jwt(f: impl FnOnce(&mut Config)) -> Access {
