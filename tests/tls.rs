@@ -806,8 +806,33 @@ fn the_no_proxy_recipe_runs_as_documented() {
     assert!(has("EnvironmentFile", "/etc/statecast/env"));
     assert!(NOTES.contains("`/etc/statecast/env`"));
 
+    // The certificate's group reaches this name's files alone: a recursive
+    // change names `live/<name>` or `archive/<name>`, never the whole of
+    // either (every other name's key), and the parents get search only.
+    let group = recipe("no-proxy group");
+    let name = "dash.example.com";
+    for line in group.lines().filter(|l| l.contains(" -R ")) {
+        let paths: Vec<&str> = line.split_whitespace().skip(3).collect();
+        assert!(
+            !paths.is_empty() && paths.iter().all(|p| p.ends_with(&format!("/{name}"))),
+            "a recursive change beyond {name}: {line}"
+        );
+    }
+    assert!(
+        group.lines().any(|l| l == "chmod g+x,g-rw live archive"),
+        "{group}"
+    );
+    let in_group = |text: &str| {
+        directives(text)
+            .iter()
+            .any(|(k, v)| k == "SupplementaryGroups" && v == "statecast-tls")
+    };
+    assert!(group.contains("groupadd --system statecast-tls"), "{group}");
+    assert!(in_group(&recipe("no-proxy group drop-in")));
+
     // With the drop-in, the unit may bind 443.
     let drop_in = recipe("no-proxy drop-in");
+    assert!(in_group(&drop_in), "{drop_in}");
     assert!(
         drop_in.contains("/etc/systemd/system/statecast.service.d/"),
         "{drop_in}"
