@@ -78,6 +78,37 @@ impl std::fmt::Display for Scope<'_> {
     }
 }
 
+/// Why requests may come from anyone, if they may: off loopback, or, as
+/// behind a proxy, a public `--allow-host` name or a page origin elsewhere.
+fn exposure(config: &Config) -> Option<String> {
+    let listen = config.listen;
+    // A proxy need not say it is one (nginx passes neither the public
+    // name nor X-Forwarded-For unless told to): a public name, or a
+    // page served from another host, is what gives a deployment away.
+    let public_name = config
+        .allow_hosts
+        .iter()
+        .find(|h| !is_loopback_name(&host_name(h)));
+    let public_origin = config
+        .allow_origins
+        .iter()
+        .find(|o| !is_loopback_origin(&normalize(o)))
+        .map(String::as_str)
+        .or(config.allow_any_origin.then_some("*"));
+    match (public_name, public_origin) {
+        _ if !listen.ip().is_loopback() => Some(format!("{listen} is reachable from other hosts")),
+        (Some(name), _) => Some(format!(
+            "--allow-host {name} is a public name: requests under it may come \
+             from anyone, through a proxy"
+        )),
+        (None, Some(origin)) => Some(format!(
+            "--allow-origin {origin} serves pages from elsewhere: requests may \
+             come from anyone, through a proxy"
+        )),
+        (None, None) => None,
+    }
+}
+
 impl Access {
     /// The rules a configuration asks for. A server that answers to other
     /// hosts (off loopback, or under a public name a proxy passes on) must
@@ -93,31 +124,7 @@ impl Access {
             ));
         }
         let jwt = Verifier::from_config(config)?;
-        // A proxy need not say it is one (nginx passes neither the public
-        // name nor X-Forwarded-For unless told to): a public name, or a
-        // page served from another host, is what gives a deployment away.
-        let public_name = config
-            .allow_hosts
-            .iter()
-            .find(|h| !is_loopback_name(&host_name(h)));
-        let public_origin = config
-            .allow_origins
-            .iter()
-            .find(|o| !is_loopback_origin(&normalize(o)))
-            .map(String::as_str)
-            .or(config.allow_any_origin.then_some("*"));
-        let exposed = match (public_name, public_origin) {
-            _ if !loopback => Some(format!("{listen} is reachable from other hosts")),
-            (Some(name), _) => Some(format!(
-                "--allow-host {name} is a public name: requests under it may come \
-                 from anyone, through a proxy"
-            )),
-            (None, Some(origin)) => Some(format!(
-                "--allow-origin {origin} serves pages from elsewhere: requests may \
-                 come from anyone, through a proxy"
-            )),
-            (None, None) => None,
-        };
+        let exposed = exposure(config);
         if let Some(exposed) = &exposed
             && config.publish_token.is_none()
             && jwt.is_none()
