@@ -178,7 +178,9 @@ fn tally(topic: &str, stream: &Stream) -> Tally {
         // it against the previous one it kept parsed, write the patch.
         let started = Instant::now();
         let new: Value = serde_json::from_str(black_box(data)).unwrap();
-        let patch = json_patch(&old, &new).to_string();
+        let patch = json_patch(&old, &new)
+            .expect("the demo's deltas stay within the differ's budget")
+            .to_string();
         t.patch_us.push(started.elapsed().as_secs_f64() * 1e6);
         let started = Instant::now();
         let fossil = fossil_delta::delta(black_box(old_text), data);
@@ -290,6 +292,8 @@ fn main() {
         println!("{topic:<18} {size:>9} {patch:>11.1} {fossil:>10.1}");
     }
 
+    hostile_row();
+
     let n = if quick { 4 } else { 100 };
     let runs = if quick { 1 } else { 5 };
     println!(
@@ -323,6 +327,30 @@ fn main() {
             );
         }
     }
+}
+
+/// A publisher's worst case for the differ, under the 1 MiB default:
+/// 256 equal arrays of 2,040 numbers, then the same with each one's last
+/// number changed (1,044,993 bytes). Every pair of elements is alike up
+/// to its last member, which is what makes a deep comparison costly.
+fn hostile_row() {
+    let text = |last: u8| {
+        let inner = format!("[{}{last}]", "0,".repeat(2039));
+        format!("[{}]", vec![inner; 256].join(","))
+    };
+    let (old, new) = (text(1), text(2));
+    let (old, new): (Value, Value) = (
+        serde_json::from_str(&old).unwrap(),
+        serde_json::from_str(&new).unwrap(),
+    );
+    let started = Instant::now();
+    let patch = json_patch(black_box(&old), black_box(&new));
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let patch = patch.map_or("over budget: the snapshot goes whole".to_owned(), |patch| {
+        format!("patch {} B", patch.to_string().len())
+    });
+    println!("\n== a hostile publish: [[0]*2039+[1]]*256, then the same ending in 2 (1,044,993 B)");
+    println!("json-patch diff {ms:>10.1} ms, {patch}");
 }
 
 /// The loop thread's time on a CPU so far, in nanoseconds.

@@ -102,7 +102,7 @@ esac
 echo "package: the packaged binary serves https with a certificate given to it: $health"
 
 # Signed tokens are built in: the packaged binary mints one.
-token=$(STATECAST_JWT_SECRET=package-check-secret-0123 "$root/usr/bin/statecast" token --topics queue) \
+token=$(STATECAST_JWT_SECRET=package-check-secret-0123456789ab "$root/usr/bin/statecast" token --topics queue) \
     || fail "the packaged binary has no signed tokens (built without --features jwt?)"
 case "$token" in
     *.*.*) echo "package: the packaged binary mints signed tokens" ;;
@@ -123,15 +123,18 @@ property() {
     local key=$1; shift
     sed -n "s/^$key=//p" "$@" | tail -1
 }
-[ "$(property StateDirectory "$unit")" = statecast ] || fail "the unit has no StateDirectory=statecast"
-[ "$(property WorkingDirectory "$unit")" = /var/lib/statecast ] \
-    || fail "the unit does not run in /var/lib/statecast"
+# No state directory: systemd would chown it to the service's user at each
+# start, making what is kept there writable by the network-facing process.
+[ -z "$(property StateDirectory "$unit")" ] || fail "the unit has a StateDirectory=, which its user would own"
+workdir=/usr/local/lib/statecast
+[ "$(property WorkingDirectory "$unit")" = "-$workdir" ] \
+    || fail "the unit does not run in $workdir (root's, missing allowed)"
 [ "$(property ProtectHome "$unit")" = yes ] || fail "the unit no longer hides home directories"
 [ "$(property MemoryDenyWriteExecute "$unit")" = yes ] || fail "the unit allows writable code"
 [ "$(property MemoryDenyWriteExecute "$unit" "$dropins/jit.conf")" = no ] \
     || fail "jit.conf does not lift MemoryDenyWriteExecute"
-[ "$(property BindReadOnlyPaths "$unit" "$dropins/agents.conf")" \
-    = /home/alice/adw/agents:/var/lib/statecast/agents ] || fail "agents.conf binds elsewhere"
+[ "$(property BindReadOnlyPaths "$unit" "$dropins/agents.conf")" = /home/alice/adw/agents ] \
+    || fail "agents.conf does not bind the agents' own directory at its own path"
 for conf in jit.conf agents.conf; do
     mkdir -p "$root/with-$conf"
     cat "$root/statecast.service" "$dropins/$conf" > "$root/with-$conf/statecast.service"
@@ -160,7 +163,7 @@ for conf in jit agents; do
     awk -v e="$level" 'BEGIN { exit !(e <= 2.0) }' || fail "exposure with $conf.conf is $level, over 2.0"
     echo "package: with $conf.conf, systemd-analyze security rates the unit's exposure $level"
 done
-echo "package: the unit runs in /var/lib/statecast (its StateDirectory); jit.conf and agents.conf verify"
+echo "package: the unit owns no directory and runs in $workdir; jit.conf and agents.conf verify"
 
 # A configuration error stops the unit: a 15-character token exits with a
 # status the unit names in RestartPreventExitStatus=, so it is not
@@ -178,13 +181,15 @@ echo "package: a 15-character token exits $code, which the unit does not restart
 
 # The packaged binary as the unit runs it, without systemd (this check
 # runs in containers that have none): a mount namespace (unshare) where
-# the state directory is a fresh one at /var/lib/statecast, the unit's
-# BindReadOnlyPaths= are bound, and home directories are empty tmpfs
-# (ProtectHome=); a user that is not root (DynamicUser=) that owns the
-# state directory; the unit's WorkingDirectory=; and, for
-# MemoryDenyWriteExecute=yes, the kernel's PR_SET_MDWE, which forbids
-# writable executable memory to the process and every child, as systemd's
-# own filter does. Needs root, as the package checks do.
+# home directories are empty tmpfs (ProtectHome=), the unit's
+# BindReadOnlyPaths= are bound on top (each source taken from
+# $root/binds, since this machine has no /home/alice), and the unit's
+# WorkingDirectory= is a root-owned directory (made here, on a tmpfs over
+# its parent, the real one left alone); a user that is not root
+# (DynamicUser=) and owns nothing; and, for MemoryDenyWriteExecute=yes,
+# the kernel's PR_SET_MDWE, which forbids writable executable memory to
+# the process and every child, as systemd's own filter does. Needs root,
+# as the package checks do.
 [ "$(id -u)" = 0 ] || fail "running the binary as the unit does needs root (unshare, setpriv)"
 mdwe_python=/usr/bin/python3
 [ -x "$mdwe_python" ] || fail "$mdwe_python is missing (it sets PR_SET_MDWE for the sandbox)"
@@ -202,27 +207,27 @@ sandboxed() {
     local units=()
     while [ "$1" != -- ]; do units+=("$1"); shift; done
     shift
-    local state="/var/lib/$(property StateDirectory "${units[@]}")"
     local cwd; cwd=$(property WorkingDirectory "${units[@]}")
     local binds; binds=$(property BindReadOnlyPaths "${units[@]}")
     local mdwe; mdwe=$(property MemoryDenyWriteExecute "${units[@]}")
     [ "$(property DynamicUser "${units[@]}")" = yes ] || fail "the unit has a fixed user"
-    chown -R "$sandbox_uid:$sandbox_uid" "$root/state"
-    SANDBOX_STATE="$state" SANDBOX_CWD="$cwd" SANDBOX_BINDS="$binds" SANDBOX_MDWE="$mdwe" \
-    SANDBOX_SOURCE="$root/state" SANDBOX_UID="$sandbox_uid" SANDBOX_PY="$mdwe_python" \
+    [ -z "$(property StateDirectory "${units[@]}")" ] || fail "the unit gives its user a directory"
+    SANDBOX_CWD="${cwd#-}" SANDBOX_BINDS="$binds" SANDBOX_MDWE="$mdwe" \
+    SANDBOX_WORKDIR="$root/workdir" SANDBOX_BINDS_FROM="$root/binds" \
+    SANDBOX_UID="$sandbox_uid" SANDBOX_PY="$mdwe_python" \
     unshare --mount --propagation private bash -c '
         set -e
-        mount -t tmpfs -o mode=0755 tmpfs /var/lib
-        mkdir -p "$SANDBOX_STATE"
-        mount --bind "$SANDBOX_SOURCE" "$SANDBOX_STATE"
-        for bind in $SANDBOX_BINDS; do
-            mkdir -p "${bind#*:}"
-            mount --bind "${bind%%:*}" "${bind#*:}"
-            mount -o remount,bind,ro "${bind#*:}"
-        done
         for home in /home /root /run/user; do
             [ ! -d "$home" ] || mount -t tmpfs -o mode=0755 tmpfs "$home"
         done
+        for bind in $SANDBOX_BINDS; do
+            mkdir -p "${bind#*:}"
+            mount --bind "$SANDBOX_BINDS_FROM${bind%%:*}" "${bind#*:}"
+            mount -o remount,bind,ro "${bind#*:}"
+        done
+        mount -t tmpfs -o mode=0755 tmpfs "$(dirname "$SANDBOX_CWD")"
+        mkdir "$SANDBOX_CWD"
+        mount --bind "$SANDBOX_WORKDIR" "$SANDBOX_CWD"
         cd "$SANDBOX_CWD"
         mdwe=0
         [ "$SANDBOX_MDWE" = yes ] && mdwe=1
@@ -264,19 +269,32 @@ stop_sandboxed() {
     sandbox_pid=""
 }
 
-mkdir -p "$root/state/agents/a1b2c3d4"
+# The working directory as root makes it, with a tool that says where it
+# runs and whether it may write there; and an agent's file in the
+# directory agents.conf binds, as the agents (root here) write it.
+mkdir -p "$root/workdir/tools"
+cat > "$root/workdir/tools/where.sh" <<'EOF'
+writable=false
+touch ./probe 2>/dev/null && writable=true
+printf '{"cwd":"%s","writable":%s}' "$(pwd)" "$writable"
+EOF
+agents=/home/alice/adw/agents
+mkdir -p "$root/binds$agents/a1b2c3d4"
 echo '{"adw_id":"a1b2c3d4","issue_number":"142","branch_name":"feat-142"}' \
-    > "$root/state/agents/a1b2c3d4/adw_state.json"
-sandboxed "$root/sandbox.log" "$unit" -- --config "$root/etc/statecast/statecast.toml" \
-    --agents-dir /var/lib/statecast/agents --topic cwd \
-    --exec 'cwd=printf "{\"cwd\":\"%s\"}" "$(pwd)"@1h'
-wait_for "the agents directory in the state directory" /api/v1/state/adw-state/a1b2c3d4 '"feat-142"'
-echo "package: under the unit's sandbox, --agents-dir /var/lib/statecast/agents is read (adw-state/a1b2c3d4)"
-wait_for "the --exec command's directory" /api/v1/state/cwd '"cwd":"/var/lib/statecast"'
-echo "package: under the unit's sandbox, --exec runs in /var/lib/statecast"
+    > "$root/binds$agents/a1b2c3d4/adw_state.json"
+sandboxed "$root/sandbox.log" "$unit" "$dropins/agents.conf" -- \
+    --config "$root/etc/statecast/statecast.toml" \
+    --agents-dir "$agents" --topic where --exec 'where=sh tools/where.sh@1h'
+wait_for "the agents directory agents.conf binds" /api/v1/state/adw-state/a1b2c3d4 '"feat-142"'
+echo "package: under the unit's sandbox with agents.conf, --agents-dir $agents is read (adw-state/a1b2c3d4)"
+wait_for "the --exec tool's directory" /api/v1/state/where "{\"cwd\":\"$workdir\",\"writable\":false}"
+echo "package: under the unit's sandbox, --exec runs tools/where.sh in $workdir, which it cannot write"
 stop_sandboxed
 
-if command -v node >/dev/null; then
+# The sandbox covers the working directory's parent: a node kept there
+# would be hidden from it.
+node_path=$(readlink -f "$(command -v node || echo /nonexistent)")
+if command -v node >/dev/null && [[ "$node_path" != "$(dirname "$workdir")"/* ]]; then
     jit='jit=node -e "console.log(JSON.stringify({jit:true}))"@1h'
     sandboxed "$root/sandbox-mdwe.log" "$unit" -- --config "$root/etc/statecast/statecast.toml" \
         --topic jit --exec "$jit"
@@ -293,6 +311,6 @@ if command -v node >/dev/null; then
     echo "package: with jit.conf, a node --exec runs and publishes"
     stop_sandboxed
 else
-    echo "package: node is not installed: the JIT drop-in was verified, not run"
+    echo "package: node is not installed (or is under $(dirname "$workdir")): the JIT drop-in was verified, not run"
 fi
 # ==== (end of the unit and the README's examples) ====

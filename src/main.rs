@@ -122,7 +122,6 @@ fn print_token(minting: &statecast::server::jwt::Minting) -> ExitCode {
 /// a configuration that cannot run exits [`CONFIG_ERROR`] with the
 /// reason, a failure to start exits 1.
 fn start(config: statecast::Config) -> Result<Server, ExitCode> {
-    let listen = config.listen;
     let providers = statecast::providers::configured(&config);
     let server = match Server::bind(config) {
         Ok(server) => server,
@@ -130,8 +129,10 @@ fn start(config: statecast::Config) -> Result<Server, ExitCode> {
             eprintln!("statecast: {e}");
             return Err(ExitCode::from(CONFIG_ERROR));
         }
+        // The address taken, a certificate pair mid-renewal, no thread:
+        // exit 1, which the unit restarts.
         Err(e) => {
-            error!("cannot listen on {listen}: {e}");
+            error!("cannot start: {e}");
             return Err(ExitCode::FAILURE);
         }
     };

@@ -158,6 +158,42 @@ fn a_public_address_needs_a_policy() {
     );
 }
 
+/// A server others can reach (a public `--allow-host` name here, as behind
+/// a proxy) with no read credential warns at start that every topic is
+/// readable by anyone, naming `--subscribe-token`; with a subscribe token,
+/// or on loopback alone, it does not.
+#[test]
+fn open_reads_in_a_public_deployment_are_warned_of() {
+    let warning = "every topic is readable by anyone";
+    let start = |args: &[&str], subscribe: Option<&str>| {
+        let server = Binary::start_with(args, |c| {
+            c.env("STATECAST_PUBLISH_TOKEN", PUBLISH);
+            c.env_remove("STATECAST_SUBSCRIBE_TOKEN");
+            if let Some(token) = subscribe {
+                c.env("STATECAST_SUBSCRIBE_TOKEN", token);
+            }
+        });
+        // The warning comes before the line that says where it listens,
+        // which start waited for; the health check shows the log is live.
+        assert_eq!(request_at(server.addr, "GET", "/healthz", "", "").0, 200);
+        server.log.lock().unwrap().clone()
+    };
+    let public = ["--allow-host", "dash.example.com"];
+    let log = start(&public, None);
+    let line = log.lines().find(|l| l.contains(warning));
+    let line = line.unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(
+        line.contains("WARN")
+            && line.contains("dash.example.com")
+            && line.contains("--subscribe-token"),
+        "{line}"
+    );
+    let log = start(&public, Some(SUBSCRIBE));
+    assert!(!log.contains(warning), "{log}");
+    let log = start(&[], None);
+    assert!(!log.contains(warning), "{log}");
+}
+
 /// Secrets in URLs: a polled URL's user info and query, and a Redis
 /// password holding `@` (URL parsers split at the last one).
 const POLL_URL: &str = "http://pollu:pollpass@127.0.0.1:9/api?apikey=pollkey";

@@ -173,7 +173,8 @@ fn a_subscriber_behind_gets_the_whole_snapshot() {
         c.topics = vec![TOPIC.into()];
         c.max_queue_bytes = 8 << 20;
     });
-    let big = |i: u64| json!({"fill": format!("{i}").repeat(256 << 10), "n": i});
+    // Under the 256 KiB a snapshot may be and still get deltas.
+    let big = |i: u64| json!({"fill": format!("{i}").repeat(200 << 10), "n": i});
     publish(&server, &big(0));
     let mut stalled = server.subscribe(&format!("{TOPIC}?delta=json-patch"));
     let mut healthy = server.subscribe(&format!("{TOPIC}?delta=json-patch"));
@@ -181,8 +182,8 @@ fn a_subscriber_behind_gets_the_whole_snapshot() {
     read_data_frame(&mut healthy);
     // Wholly different values, far more than the socket buffers hold: the
     // stalled one's queue conflates them.
-    // 60 x 256 KiB: more than the kernel's buffers on both ends hold.
-    let rounds = 60;
+    // 80 x 200 KiB: more than the kernel's buffers on both ends hold.
+    let rounds = 80;
     let mut last = 0;
     for i in 1..=rounds {
         last = publish(&server, &big(i % 10));
@@ -581,7 +582,9 @@ fn a_multiplexed_reader_behind_on_one_topic_gets_its_whole_snapshot() {
         c.topics = vec![TOPIC.into(), OTHER.into()];
         c.max_queue_bytes = 8 << 20;
     });
-    let big = |i: u64| json!({"fill": format!("{i}").repeat(256 << 10), "n": i});
+    // 200 KiB, under the size that still gets deltas, and all of it
+    // changed each time, so no delta is smaller than the snapshot.
+    let big = |i: u64| json!({"fill": format!("{:02}", i % 100).repeat(100 << 10), "n": i});
     publish_to(&server, TOPIC, &big(0));
     publish_to(&server, OTHER, &board(12, None, 0));
     let query = format!("topic={TOPIC}&topic={OTHER}&delta=json-patch");
@@ -592,7 +595,7 @@ fn a_multiplexed_reader_behind_on_one_topic_gets_its_whole_snapshot() {
         take_mux(&mut stalled_views, read_data_frame(&mut stalled).text());
         take_mux(&mut healthy_views, read_data_frame(&mut healthy).text());
     }
-    // 60 x 256 KiB: more than the kernel's buffers on both ends hold, so
+    // 60 x 200 KiB: more than the kernel's buffers on both ends hold, so
     // the stalled one's queue conflates the big topic.
     let rounds = 60;
     let mut last = 0;
@@ -633,4 +636,32 @@ fn a_multiplexed_reader_behind_on_one_topic_gets_its_whole_snapshot() {
     assert_eq!(stalled_views[TOPIC].as_ref().unwrap().data, value);
     assert_eq!(other_deltas, 1, "the other topic's delta, untouched");
     assert_eq!(stalled_views[OTHER].as_ref().unwrap().data, tally);
+}
+
+/// A snapshot over 256 KiB goes whole to a delta subscriber, however small
+/// the change (the topic keeps no base that big); under it, deltas resume.
+#[test]
+fn a_snapshot_over_256_kib_goes_whole() {
+    let server = server();
+    let value = |len: usize, n: u64| json!({"fill": "x".repeat(len), "n": n});
+    let over = 256 << 10;
+    publish(&server, &value(over, 0));
+    let mut ws = server.subscribe(&format!("{TOPIC}?delta=json-patch"));
+    read_data_frame(&mut ws);
+    for n in 1..=2 {
+        let seq = publish(&server, &value(over, n));
+        let message = read_data_frame(&mut ws).json();
+        assert_eq!(message["seq"], seq);
+        assert_eq!(message["data"]["n"], n, "whole, not a delta");
+    }
+    let under = 200 << 10;
+    publish(&server, &value(under, 3));
+    assert_eq!(read_data_frame(&mut ws).json()["data"]["n"], 3);
+    let seq = publish(&server, &value(under, 4));
+    let message = read_data_frame(&mut ws).json();
+    assert_eq!(
+        message["delta"],
+        json!([{"op": "replace", "path": "/n", "value": 4}]),
+        "{seq}"
+    );
 }

@@ -231,7 +231,10 @@ fn commands_get_no_statecast_variables() {
             .env("KEEP_ME", "kept");
         // A build without signed tokens refuses this secret at start.
         if cfg!(feature = "jwt") {
-            c.env("STATECAST_JWT_SECRET", "jwt-secret-abcdefghijklmnop");
+            c.env(
+                "STATECAST_JWT_SECRET",
+                "jwt-secret-abcdefghijklmnopqrstuvwxyz",
+            );
         }
     });
     let path = format!("/api/v1/state/leak?token={SUBSCRIBE}");

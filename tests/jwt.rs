@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use statecast_testkit::*;
 
-const SECRET: &str = "jwt-test-secret-0123456789";
+const SECRET: &str = "jwt-test-secret-0123456789abcdef";
 
 fn now() -> u64 {
     SystemTime::now()
@@ -350,6 +350,33 @@ fn the_token_subcommand_mints_what_the_server_takes() {
     assert_eq!(nothing.status.code(), Some(2));
     let bad = statecast(&["token", "--topics", "a*b"], Some(SECRET));
     assert_eq!(bad.status.code(), Some(2));
+}
+
+/// An HS256 key needs 32 bytes (RFC 7518 3.2): 31 stops the server (its
+/// configuration read) and
+/// `statecast token` (exit 2), naming the variable and the minimum but not
+/// the key; 32 is taken by both.
+#[test]
+fn an_hs256_key_needs_32_bytes() {
+    let (short, enough) = ("k".repeat(31), "k".repeat(32));
+    for args in [&["token", "--topics", "a"][..], &["--print-config"]] {
+        let out = statecast(args, Some(&short));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("STATECAST_JWT_SECRET") && err.contains("32 bytes"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains(&short), "{args:?}: {err}");
+    }
+    let out = statecast(&["token", "--topics", "a"], Some(&enough));
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap();
+    let server = Binary::start_with(&["--preset", "none", "--topic", "a"], |c| {
+        c.env("STATECAST_JWT_SECRET", &enough);
+    });
+    let path = format!("/api/v1/ws/a?token={}", token.trim());
+    assert_eq!(upgrade(&server, &path, "").0, 101);
 }
 
 /// A key that cannot be used stops the start with exit 2, naming the

@@ -455,8 +455,11 @@ fn a_broken_pair_keeps_the_old_certificate() {
     }
 }
 
-/// A pair that cannot be loaded at start stops the start (exit 2), naming
-/// the file and why, and never quoting the key.
+/// A pair that cannot be loaded at start stops the start, naming the file
+/// and why, and never quoting the key. It exits 1, which the unit restarts
+/// (a key that does not match, a file that is not a certificate or is not
+/// there is also what a pair looks like halfway through a renewal), where
+/// a flag without its pair is a configuration error (exit 2, not restarted).
 #[test]
 fn a_bad_pair_at_start_names_the_file_and_not_the_key() {
     let pki = Pki::new("start");
@@ -475,16 +478,24 @@ fn a_bad_pair_at_start_names_the_file_and_not_the_key() {
     };
     let out = start("a.pem", "b.key");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--tls-key") && err.contains("b.key"), "{err}");
     assert!(err.contains("does not go with --tls-cert"), "{err}");
     assert!(!err.contains(key_line), "{err}");
 
     let out = start("b.key", "b.key");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--tls-cert") && err.contains("b.key"), "{err}");
     assert!(!err.contains(key_line), "{err}");
+
+    let out = start("gone.pem", "b.key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--tls-cert") && err.contains("gone.pem"),
+        "{err}"
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_statecast"))
         .args(["--listen", "127.0.0.1:0", "--tls-cert"])
@@ -795,8 +806,33 @@ fn the_no_proxy_recipe_runs_as_documented() {
     assert!(has("EnvironmentFile", "/etc/statecast/env"));
     assert!(NOTES.contains("`/etc/statecast/env`"));
 
+    // The certificate's group reaches this name's files alone: a recursive
+    // change names `live/<name>` or `archive/<name>`, never the whole of
+    // either (every other name's key), and the parents get search only.
+    let group = recipe("no-proxy group");
+    let name = "dash.example.com";
+    for line in group.lines().filter(|l| l.contains(" -R ")) {
+        let paths: Vec<&str> = line.split_whitespace().skip(3).collect();
+        assert!(
+            !paths.is_empty() && paths.iter().all(|p| p.ends_with(&format!("/{name}"))),
+            "a recursive change beyond {name}: {line}"
+        );
+    }
+    assert!(
+        group.lines().any(|l| l == "chmod g+x,g-rw live archive"),
+        "{group}"
+    );
+    let in_group = |text: &str| {
+        directives(text)
+            .iter()
+            .any(|(k, v)| k == "SupplementaryGroups" && v == "statecast-tls")
+    };
+    assert!(group.contains("groupadd --system statecast-tls"), "{group}");
+    assert!(in_group(&recipe("no-proxy group drop-in")));
+
     // With the drop-in, the unit may bind 443.
     let drop_in = recipe("no-proxy drop-in");
+    assert!(in_group(&drop_in), "{drop_in}");
     assert!(
         drop_in.contains("/etc/systemd/system/statecast.service.d/"),
         "{drop_in}"

@@ -64,9 +64,12 @@ pub(super) fn start(
     url: &str,
     publisher: Publisher,
     max_bytes: usize,
-) -> Result<SyncSender<Outgoing>, String> {
+) -> std::io::Result<SyncSender<Outgoing>> {
     let shown = crate::config::redacted_url(url);
-    let client = redis::Client::open(url).map_err(|e| format!("--redis {shown}: {e}"))?;
+    let client = redis::Client::open(url).map_err(|e| {
+        let e = format!("--redis {shown}: {e}");
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+    })?;
     info!("redis: joining the nodes on {shown}");
     let (tx, rx) = sync_channel(OUTGOING_BOUND);
     set_status(publisher.providers(), NAME, None);
@@ -81,12 +84,10 @@ pub(super) fn start(
     };
     std::thread::Builder::new()
         .name("redis-writer".into())
-        .spawn(move || writer.run(rx))
-        .map_err(|e| e.to_string())?;
+        .spawn(move || writer.run(rx))?;
     std::thread::Builder::new()
         .name("redis-subscriber".into())
-        .spawn(move || subscriber(client, publisher, max_bytes))
-        .map_err(|e| e.to_string())?;
+        .spawn(move || subscriber(client, publisher, max_bytes))?;
     Ok(tx)
 }
 

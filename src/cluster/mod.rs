@@ -33,20 +33,23 @@ pub use crate::publisher::{Outgoing, Replicated as Incoming, Skip};
 /// Starts the link to Redis at `url`: the writer and the subscriber.
 /// Values are held to `max_bytes` (`--max-publish-bytes`) both ways.
 #[cfg(feature = "redis")]
-pub fn start(url: &str, publisher: Publisher, max_bytes: usize) -> Result<Link, String> {
+pub fn start(url: &str, publisher: Publisher, max_bytes: usize) -> std::io::Result<Link> {
     if url.starts_with("rediss://") && !cfg!(feature = "tls") {
-        return Err(
-            "--redis: rediss:// needs TLS, which this build leaves out; build with --features tls"
-                .into(),
-        );
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "--redis: rediss:// needs TLS, which this build leaves out; build with --features tls",
+        ));
     }
     link::start(url, publisher, max_bytes).map(|tx| Link { tx })
 }
 
 /// This build has no Redis client.
 #[cfg(not(feature = "redis"))]
-pub fn start(_url: &str, _publisher: Publisher, _max_bytes: usize) -> Result<Link, String> {
-    Err("--redis: this build has no Redis support; build with --features redis".into())
+pub fn start(_url: &str, _publisher: Publisher, _max_bytes: usize) -> std::io::Result<Link> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "--redis: this build has no Redis support; build with --features redis",
+    ))
 }
 
 /// The loop's end of the link.

@@ -12,8 +12,8 @@ use log::LevelFilter;
 
 use super::specs::{DEFAULT_POLL_INTERVAL, ExecSpec, PollSpec, parse_exec, parse_poll};
 use super::values::{
-    Secret, format_duration, has_secret, parse_addr, parse_count, parse_duration, parse_size,
-    redacted_url, redacted_urls, secret,
+    Secret, format_duration, has_secret, hs256_key, parse_addr, parse_count, parse_duration,
+    parse_size, redacted_url, redacted_urls, secret,
 };
 use crate::topic::{self, Preset};
 
@@ -347,6 +347,22 @@ impl Kind for Token {
     type Field = Option<Secret>;
     fn set(field: &mut Option<Secret>, text: &str) -> Result<(), String> {
         *field = Some(secret(text)?);
+        Ok(())
+    }
+    fn show(field: &Option<Secret>) -> Shown {
+        Shown::Secret {
+            set: field.is_some(),
+        }
+    }
+}
+
+/// An HS256 key (32 bytes or more, no spaces): never shown.
+pub struct Hs256Key;
+
+impl Kind for Hs256Key {
+    type Field = Option<Secret>;
+    fn set(field: &mut Option<Secret>, text: &str) -> Result<(), String> {
+        *field = Some(hs256_key(text)?);
         Ok(())
     }
     fn show(field: &Option<Secret>) -> Shown {

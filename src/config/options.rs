@@ -210,7 +210,7 @@ options! {
     environment {
         /// The HS256 key for signed tokens (JWT), from `STATECAST_JWT_SECRET`
         /// only: never a flag or a config file key.
-        jwt_secret: Option<Secret> = None, Token, JWT_SECRET_ENV;
+        jwt_secret: Option<Secret> = None, Hs256Key, JWT_SECRET_ENV;
     }
 
     Options {
@@ -442,7 +442,7 @@ options! {
         /// are checked with; its type fixes the algorithm (EdDSA or ES256).
         jwt_public_key: Option<PathBuf> = None, Path,
         "--jwt-public-key" "FILE",
-            "accept signed tokens (JWT) checked with the Ed25519 (EdDSA) or EC P-256 (ES256) public key in this PEM file, wherever the tokens above go; the key's type is the only algorithm taken. For HS256, put a secret of 16 characters or more in STATECAST_JWT_SECRET instead (one key, not both). A token needs exp; its topics claim (names, or prefixes ending in *) lets it read those topics, its publish claim lets it publish to them (broadcast needs *). With a key, reads and publishes need a token (a JWT, or a static token when one is set). A connection is closed when its token expires (WebSocket 4001 \"token expired\"). Needs a build with --features jwt (the Debian package has it)";
+            "accept signed tokens (JWT) checked with the Ed25519 (EdDSA) or EC P-256 (ES256) public key in this PEM file, wherever the tokens above go; the key's type is the only algorithm taken. For HS256, put a secret of 32 bytes or more (RFC 7518) in STATECAST_JWT_SECRET instead (one key, not both). A token needs exp; its topics claim (names, or prefixes ending in *) lets it read those topics, its publish claim lets it publish to them (broadcast needs *). With a key, reads and publishes need a token (a JWT, or a static token when one is set). A connection is closed when its token expires (WebSocket 4001 \"token expired\"). Needs a build with --features jwt (the Debian package has it)";
 
         /// A token's `aud` must be this, when set.
         jwt_audience: Option<String> = None, Text,

@@ -46,6 +46,23 @@ pub fn secret(text: &str) -> Result<Secret, String> {
 /// The shortest token or key taken: guessing 16 characters is out of reach.
 pub const MIN_SECRET_LEN: usize = 16;
 
+/// An HS256 key (`STATECAST_JWT_SECRET`): the token rules, and at least
+/// [`MIN_HS256_KEY_LEN`] bytes. Said without the value.
+pub fn hs256_key(text: &str) -> Result<Secret, String> {
+    if text.len() < MIN_HS256_KEY_LEN {
+        return Err(format!(
+            "too short: an HS256 key needs at least {MIN_HS256_KEY_LEN} bytes \
+             (RFC 7518 3.2), e.g. openssl rand -hex 32"
+        ));
+    }
+    secret(text)
+}
+
+/// The shortest HS256 key taken: RFC 7518 section 3.2 asks for a key of at
+/// least 256 bits for HMAC-SHA256. A token is compared, not a MAC key, so
+/// tokens stay at [`MIN_SECRET_LEN`].
+pub const MIN_HS256_KEY_LEN: usize = 32;
+
 pub(super) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.to_socket_addrs()
         .map_err(|e| format!("{s:?} is not an address (expected HOST:PORT): {e}"))?

@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
+use log::warn;
 use subtle::ConstantTimeEq;
 
 use crate::config::{Config, Secret};
@@ -83,6 +84,37 @@ impl std::fmt::Display for Scope<'_> {
     }
 }
 
+/// Why requests may come from anyone, if they may: off loopback, or, as
+/// behind a proxy, a public `--allow-host` name or a page origin elsewhere.
+fn exposure(config: &Config) -> Option<String> {
+    let listen = config.listen;
+    // A proxy need not say it is one (nginx passes neither the public
+    // name nor X-Forwarded-For unless told to): a public name, or a
+    // page served from another host, is what gives a deployment away.
+    let public_name = config
+        .allow_hosts
+        .iter()
+        .find(|h| !is_loopback_name(&host_name(h)));
+    let public_origin = config
+        .allow_origins
+        .iter()
+        .find(|o| !is_loopback_origin(&normalize(o)))
+        .map(String::as_str)
+        .or(config.allow_any_origin.then_some("*"));
+    match (public_name, public_origin) {
+        _ if !listen.ip().is_loopback() => Some(format!("{listen} is reachable from other hosts")),
+        (Some(name), _) => Some(format!(
+            "--allow-host {name} is a public name: requests under it may come \
+             from anyone, through a proxy"
+        )),
+        (None, Some(origin)) => Some(format!(
+            "--allow-origin {origin} serves pages from elsewhere: requests may \
+             come from anyone, through a proxy"
+        )),
+        (None, None) => None,
+    }
+}
+
 impl Access {
     /// The rules a configuration asks for. A server that answers to other
     /// hosts (off loopback, or under a public name a proxy passes on) must
@@ -98,40 +130,32 @@ impl Access {
             ));
         }
         let jwt = Verifier::from_config(config)?;
-        // A proxy need not say it is one (nginx passes neither the public
-        // name nor X-Forwarded-For unless told to): a public name, or a
-        // page served from another host, is what gives a deployment away.
-        let public_name = config
-            .allow_hosts
-            .iter()
-            .find(|h| !is_loopback_name(&host_name(h)));
-        let public_origin = config
-            .allow_origins
-            .iter()
-            .find(|o| !is_loopback_origin(&normalize(o)))
-            .map(String::as_str)
-            .or(config.allow_any_origin.then_some("*"));
-        if config.publish_token.is_none() && jwt.is_none() && !config.insecure_publish {
-            let exposed = match (public_name, public_origin) {
-                _ if !loopback => Some(format!("{listen} is reachable from other hosts")),
-                (Some(name), _) => Some(format!(
-                    "--allow-host {name} is a public name: requests under it may come \
-                     from anyone, through a proxy"
-                )),
-                (None, Some(origin)) => Some(format!(
-                    "--allow-origin {origin} serves pages from elsewhere: requests may \
-                     come from anyone, through a proxy"
-                )),
-                (None, None) => None,
-            };
-            if let Some(exposed) = exposed {
-                return Err(format!(
-                    "{exposed}: guard publishing with --publish-token (or \
-                     STATECAST_PUBLISH_TOKEN) or signed tokens (--jwt-public-key, or \
-                     STATECAST_JWT_SECRET), or accept anyone's publishes with \
-                     --insecure-publish"
-                ));
-            }
+        let exposed = exposure(config);
+        if let Some(exposed) = &exposed
+            && config.publish_token.is_none()
+            && jwt.is_none()
+            && !config.insecure_publish
+        {
+            return Err(format!(
+                "{exposed}: guard publishing with --publish-token (or \
+                 STATECAST_PUBLISH_TOKEN) or signed tokens (--jwt-public-key, or \
+                 STATECAST_JWT_SECRET), or accept anyone's publishes with \
+                 --insecure-publish"
+            ));
+        }
+        // Reads are not refused open, as publishes are: a public dashboard
+        // is a fair thing to run. But it must be a choice, not a default
+        // nobody saw.
+        if let Some(exposed) = &exposed
+            && config.subscribe_token.is_none()
+            && jwt.is_none()
+        {
+            warn!(
+                "{exposed}: every topic is readable by anyone; guard reading with \
+                 --subscribe-token (or STATECAST_SUBSCRIBE_TOKEN) or signed tokens \
+                 (--jwt-public-key, or STATECAST_JWT_SECRET), unless the dashboard is \
+                 meant to be public"
+            );
         }
         let any_host = config.allow_hosts.iter().any(|h| h == "*");
         let hosts = (!any_host).then(|| {
@@ -838,7 +862,7 @@ mod tests {
     }
 
     #[cfg(feature = "jwt")]
-    const JWT_SECRET: &str = "jwt-secret-0123456789";
+    const JWT_SECRET: &str = "jwt-secret-0123456789abcdefghijkl";
 
     #[cfg(feature = "jwt")]
     fn with_jwt(f: impl FnOnce(&mut Config)) -> Access {

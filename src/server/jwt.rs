@@ -655,13 +655,13 @@ mod tests {
         #[test]
         fn a_key_needs_the_feature() {
             let config = Config {
-                jwt_secret: Some(Secret::new("a-secret-of-enough-length")),
+                jwt_secret: Some(Secret::new("a-secret-of-enough-length-for-hs256")),
                 ..Config::default()
             };
             let e = Verifier::from_config(&config).unwrap_err();
             assert!(e.contains("--features jwt"), "{e}");
             let e = mint(
-                &Secret::new("a-secret-of-enough-length"),
+                &Secret::new("a-secret-of-enough-length-for-hs256"),
                 &Minting::default(),
                 0,
             );
@@ -677,7 +677,7 @@ mod tests {
         use jsonwebtoken::{Algorithm as Signing, EncodingKey, Header};
         use serde_json::json;
 
-        const SECRET: &str = "hs256-test-secret-0123456789";
+        const SECRET: &str = "hs256-test-secret-0123456789abcd";
         const NOW: u64 = 1_800_000_000;
         /// base64url of `{"alg":"none","typ":"JWT"}`.
         const NONE_HEADER: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";

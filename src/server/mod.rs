@@ -168,27 +168,37 @@ pub struct Server {
 
 impl Server {
     /// Binds the listening socket; fails if the address is taken.
-    /// Fails with `InvalidInput` if a `--schema` cannot be used, before
-    /// anything is bound.
+    /// Fails with `InvalidInput` for a configuration that cannot run (a
+    /// `--schema` that cannot be used, a bad token policy, `--tls-cert`
+    /// without `--tls-key`), before anything is bound; with any other kind
+    /// for what may go away by itself (the address taken, a certificate
+    /// pair mid-renewal, a thread that cannot be spawned).
     pub fn bind(config: Config) -> io::Result<Server> {
         let rules =
             rules_for(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let rules = Arc::new(rules);
         let access = Access::from_config(&config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let tls = Certs::from_config(&config)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = Certs::from_config(&config)?;
         let poll = Poll::new()?;
-        let mut listener = listen(config.listen)?;
+        let mut listener = listen(config.listen).map_err(|e| {
+            // Never taken for a configuration error: the address may free up.
+            let kind = match e.kind() {
+                io::ErrorKind::InvalidInput => io::ErrorKind::Other,
+                kind => kind,
+            };
+            io::Error::new(kind, format!("cannot listen on {}: {e}", config.listen))
+        })?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (publisher, inbox) = publisher::channel(waker, rules.clone());
         let link = match &config.redis {
-            Some(url) => Some(
-                crate::cluster::start(url.expose(), publisher.clone(), config.max_publish_bytes)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-            ),
+            Some(url) => Some(crate::cluster::start(
+                url.expose(),
+                publisher.clone(),
+                config.max_publish_bytes,
+            )?),
             None => None,
         };
         Ok(Server {

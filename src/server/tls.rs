@@ -33,12 +33,14 @@ pub enum Input {
 }
 
 /// `--tls-cert` and `--tls-key`, both or neither; `None` for plain HTTP.
-fn pair(config: &Config) -> Result<Option<(&Path, &Path)>, String> {
+/// One without the other is a configuration error (`InvalidInput`).
+fn pair(config: &Config) -> io::Result<Option<(&Path, &Path)>> {
+    let refuse = |e: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, e));
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Ok(Some((cert, key))),
         (None, None) => Ok(None),
-        (Some(_), None) => Err("--tls-cert needs --tls-key, the certificate's private key".into()),
-        (None, Some(_)) => Err("--tls-key needs --tls-cert, the key's certificate".into()),
+        (Some(_), None) => refuse("--tls-cert needs --tls-key, the certificate's private key"),
+        (None, Some(_)) => refuse("--tls-key needs --tls-cert, the key's certificate"),
     }
 }
 
@@ -272,12 +274,17 @@ mod on {
     impl Certs {
         /// The pair the configuration names, loaded; `None` without one.
         /// An error names the file and why, never the key's bytes.
-        pub fn from_config(config: &Config) -> Result<Option<Certs>, String> {
+        /// The pair the configuration names, loaded. A pair that does not
+        /// load (a file missing or unreadable, not PEM, expired, a key that
+        /// does not go with the certificate) is not `InvalidInput` but a
+        /// failure to start, which the service manager retries: each is
+        /// also what a pair looks like halfway through a renewal's swap.
+        pub fn from_config(config: &Config) -> io::Result<Option<Certs>> {
             let Some((cert, key)) = pair(config)? else {
                 return Ok(None);
             };
             let stamps = [stamp(cert), stamp(key)];
-            let loaded = load(cert, key)?;
+            let loaded = load(cert, key).map_err(io::Error::other)?;
             info!(
                 "TLS: serving {} (serial {}, expires {})",
                 cert.display(),
@@ -693,10 +700,13 @@ mod off {
 
     impl Certs {
         /// Refuses `--tls-cert`: this build has no TLS.
-        pub fn from_config(config: &Config) -> Result<Option<Certs>, String> {
+        pub fn from_config(config: &Config) -> io::Result<Option<Certs>> {
             match pair(config)? {
                 None => Ok(None),
-                Some(_) => Err("--tls-cert: serving TLS needs a build with --features tls".into()),
+                Some(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--tls-cert: serving TLS needs a build with --features tls",
+                )),
             }
         }
 

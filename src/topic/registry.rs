@@ -150,7 +150,10 @@ impl Topic {
         let previous = self.snapshot.take();
         if let Some(state) = self.deltas.as_deref_mut() {
             if !self.fan_out_pending {
-                state.base = previous.map(|message| (self.seq, message));
+                // A base too big to be diffed is not kept either.
+                state.base = previous
+                    .filter(|message| message.data().len() <= delta::MAX_DELTA_SNAPSHOT)
+                    .map(|message| (self.seq, message));
             }
             state.delta = OnceCell::new();
             state.mux_delta = OnceCell::new();
@@ -314,11 +317,10 @@ struct DeltaState {
     deflaters: usize,
     /// The snapshot last fanned out, and its seq: what an up-to-date delta
     /// subscriber has, so the next delta is made against it. Publishes
-    /// between two fan-outs keep it: nobody got the ones in between.
+    /// between two fan-outs keep it: nobody got the ones in between. Only
+    /// its text is kept, and parsed again for each delta: a parsed value
+    /// takes tens of times its text's size.
     base: Option<(u64, Message)>,
-    /// The newest snapshot a delta was made to, parsed, by seq: the next
-    /// delta's base, so each publish parses only its own snapshot.
-    parsed: RefCell<Option<(u64, Value)>>,
     /// The delta from `base` to the snapshot, made at most once per
     /// publish, when the first subscriber that has `base` is served
     /// (`None` inside: not smaller than the snapshot).
@@ -394,19 +396,21 @@ impl Lazy<'_, '_> {
         })
     }
 
-    /// Diffs the snapshot against `base`; `None` when there is no base, or
-    /// the delta message would not be smaller than the snapshot's.
+    /// Diffs the snapshot against `base`; `None` when there is no base,
+    /// the snapshot is too big to diff, or the delta message would not be
+    /// smaller than the snapshot's.
     fn make(&self) -> Option<DeltaCache> {
         let (topic, state) = (self.topic, self.state);
         let (base_seq, base) = state.base.as_ref()?;
         let snapshot = topic.snapshot.as_ref()?;
+        if snapshot.data().len() > delta::MAX_DELTA_SNAPSHOT {
+            return None;
+        }
         // Both are JSON this server wrote, so neither parse fails.
-        let old = match state.parsed.take() {
-            Some((seq, value)) if seq == *base_seq => value,
-            _ => serde_json::from_slice(base.data()).ok()?,
-        };
+        let old: Value = serde_json::from_slice(base.data()).ok()?;
         let new: Value = serde_json::from_slice(snapshot.data()).ok()?;
-        let patch = delta::json_patch(&old, &new).to_string();
+        // Over the differ's work budget, the snapshot goes whole.
+        let patch = delta::json_patch(&old, &new)?.to_string();
         let message = Message::delta(
             &topic.message_type,
             topic.adw_id(),
@@ -415,7 +419,6 @@ impl Lazy<'_, '_> {
             &patch,
         );
         let smaller = message.json().len() < snapshot.json().len();
-        state.parsed.replace(Some((topic.seq, new)));
         smaller.then_some(DeltaCache {
             message,
             deflated: OnceCell::new(),
@@ -717,7 +720,7 @@ impl Topics {
             state.subscribers -= 1;
             state.deflaters -= usize::from(sub.form == Form::Deflate && !sub.mux);
             if state.subscribers == 0 {
-                // Nobody needs deltas: free the base and the parsed value.
+                // Nobody needs deltas: free the base and the delta.
                 topic.deltas = None;
             }
         }
@@ -1174,6 +1177,61 @@ mod tests {
         );
         topics.unsubscribe(mux);
         assert!(topics.get(queue).deltas.is_none());
+    }
+
+    /// A snapshot over the delta size goes whole to delta subscribers, and
+    /// the topic keeps no base for it: what a topic holds for its delta
+    /// subscribers is its base's text (no parsed value) and the delta,
+    /// each at most the size bound.
+    #[test]
+    fn a_snapshot_over_the_delta_size_goes_whole_and_is_not_kept() {
+        use crate::topic::delta::{DeltaFormat::JsonPatch, MAX_DELTA_SNAPSHOT};
+        let mut topics = adw();
+        let id = topics.find_or_create("adw-state/big").unwrap();
+        topics.subscribe(id, 1, Form::Frame, Some(JsonPatch));
+        // `{"pad":"..","n":N}`, `MAX_DELTA_SNAPSHOT` bytes with a one-digit
+        // N, one more with two: each a small change from the one before.
+        let value = |n: u8| {
+            format!(
+                r#"{{"pad":"{}","n":{n}}}"#,
+                "x".repeat(MAX_DELTA_SNAPSHOT - 16)
+            )
+        };
+        let held = |topics: &Topics| {
+            let state = topics.get(id).deltas.as_ref().unwrap();
+            let base = state.base.as_ref().map_or(0, |(_, m)| m.data().len());
+            let delta = state.delta.get().and_then(Option::as_ref);
+            (base, delta.map_or(0, |d| d.message.json().len()))
+        };
+        let mut sent = Vec::new();
+        for (n, len) in [1, 2, 10, 11, 3, 4].map(|n| (n, MAX_DELTA_SNAPSHOT + usize::from(n > 9))) {
+            let data = value(n);
+            assert_eq!(data.len(), len);
+            topics.publish(id, &data, 1);
+            topics.fan_out(|encoded, _, _| {
+                let deltas = encoded.deltas.unwrap();
+                sent.push((deltas.base(), deltas.delta(Form::Frame).is_some()));
+            });
+            let (base, delta) = held(&topics);
+            assert!(
+                base <= MAX_DELTA_SNAPSHOT && delta <= MAX_DELTA_SNAPSHOT,
+                "{len}"
+            );
+        }
+        // The first replaces the default whole; the third and fourth are
+        // too big to diff, and the fourth and fifth have no base: the third
+        // and the fourth were not kept.
+        assert_eq!(
+            sent,
+            [
+                (Some(0), false),
+                (Some(1), true),
+                (Some(2), false),
+                (None, false),
+                (None, false),
+                (Some(5), true)
+            ]
+        );
     }
 
     /// An `adw-state/` topic published back to its default is forgotten once

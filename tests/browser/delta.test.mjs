@@ -5,7 +5,8 @@
 // and one with ?delta=json-patch. After every publish, the state the
 // applier made from the deltas equals the whole snapshot (as JSON, keys
 // sorted), the state it started from is unchanged, and each delta's base
-// is the seq held. Node only, no dependencies.
+// is the seq held. Before that, members named "__proto__" are applied as
+// the ordinary members JSON.parse makes them. Node only, no dependencies.
 //
 // Usage: node delta.test.mjs PATH_TO_STATECAST
 import { readFileSync } from "node:fs";
@@ -105,6 +106,44 @@ function publish(addr, value) {
     req.on("error", reject);
     req.end(body);
   });
+}
+
+// A key "__proto__" is an ordinary member to JSON.parse, so it must be one
+// to the applier too: assigned or copied with `=` or Object.assign, it
+// would set the object's prototype instead, and the applied state would
+// lose the member the snapshot has. Each case: the base's text, the
+// patch, the snapshot's text; the applied state must equal the snapshot
+// as JSON.parse gives it, member order and prototype included.
+for (const [base, patch, snapshot] of [
+  ['{"m":{"__proto__":{"x":1},"a":1}}', [{ op: "replace", path: "/m/__proto__", value: { y: 2 } }],
+    '{"m":{"__proto__":{"y":2},"a":1}}'],
+  ['{"m":{"a":1}}', [{ op: "add", path: "/m/__proto__", value: JSON.parse('{"x":1}') }],
+    '{"m":{"a":1,"__proto__":{"x":1}}}'],
+  ['{"m":{"__proto__":{"x":1},"a":1}}', [{ op: "remove", path: "/m/__proto__" }], '{"m":{"a":1}}'],
+  ['{"m":{"__proto__":{"x":1},"a":1}}', [{ op: "replace", path: "/m/a", value: 2 }],
+    '{"m":{"__proto__":{"x":1},"a":2}}'],
+  ['{"m":{"__proto__":{"x":1},"a":1}}', [{ op: "add", path: "/m/__proto__/z", value: 3 }],
+    '{"m":{"__proto__":{"x":1,"z":3},"a":1}}'],
+  ['{"m":{"a":1}}', [{ op: "add", path: "/__proto__", value: JSON.parse('{"__proto__":[1]}') }],
+    '{"m":{"a":1},"__proto__":{"__proto__":[1]}}'],
+]) {
+  const held = JSON.parse(base);
+  const expected = JSON.parse(snapshot);
+  const what = base + " " + JSON.stringify(patch);
+  let applied;
+  try {
+    applied = applyDelta("json-patch", held, patch);
+  } catch (e) {
+    fail(what + ": " + e.message);
+  }
+  if (JSON.stringify(applied) !== JSON.stringify(expected)) {
+    fail(what + ": applied " + JSON.stringify(applied) + ", snapshot " + JSON.stringify(expected));
+  }
+  const protos = (v) => (v && typeof v === "object"
+    ? [Object.getPrototypeOf(v)].concat(...Object.keys(v).map((k) => protos(v[k]))) : []);
+  const want = protos(expected);
+  if (protos(applied).some((p, i) => p !== want[i])) fail(what + ": a prototype differs from JSON.parse's");
+  if (JSON.stringify(held) !== JSON.stringify(JSON.parse(base))) fail(what + ": the base was modified");
 }
 
 server = await start(binary, ["--topic", "board", "--listen", "127.0.0.1:0"]);

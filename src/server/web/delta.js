@@ -8,7 +8,8 @@
 //   `base` is never modified: what changed is copied along its path (the
 //   rest is shared with `base`), so a view can compare by identity. Equal
 //   as JSON to the whole snapshot; a member added to an object comes last,
-//   where the snapshot may have it elsewhere.
+//   where the snapshot may have it elsewhere. Every member is an own data
+//   property, as JSON.parse makes it, one named "__proto__" too.
 // - Throws an Error on an unknown format or an op it cannot apply (a path
 //   that is not there, an op other than add/remove/replace/move/copy/test).
 //   The client must then drop its state and reconnect without `since`,
@@ -33,9 +34,18 @@ function applyDelta(format, base, delta) {
     }
     return path === "" ? [] : path.slice(1).split("/").map((t) => t.replace(/~1/g, "/").replace(/~0/g, "~"));
   };
+  // Sets member `key` as JSON.parse does, an own data property: `=` (and
+  // Object.assign) would set the prototype for a key "__proto__" instead.
+  const put = (obj, key, value) =>
+    Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
   const own = (v) => {
     if (v === null || typeof v !== "object" || copied.has(v)) return v;
-    const c = Array.isArray(v) ? v.slice() : Object.assign({}, v);
+    let c;
+    if (Array.isArray(v)) c = v.slice();
+    else {
+      c = {};
+      for (const k of Object.keys(v)) put(c, k, v[k]);
+    }
     copied.add(c);
     return c;
   };
@@ -65,7 +75,8 @@ function applyDelta(format, base, delta) {
       let key = t;
       if (Array.isArray(v)) key = index(v, t, false);
       else if (v === null || typeof v !== "object" || !isKey(v, t)) throw new Error("no such path /" + tokens.join("/"));
-      v[key] = own(v[key]);
+      if (Array.isArray(v)) v[key] = own(v[key]);
+      else put(v, key, own(v[key]));
       v = v[key];
     }
     if (v === null || typeof v !== "object") throw new Error("no container at /" + tokens.join("/"));
@@ -76,7 +87,7 @@ function applyDelta(format, base, delta) {
     const parent = parentOf(tokens);
     const last = tokens[tokens.length - 1];
     if (Array.isArray(parent)) parent.splice(index(parent, last, true), 0, value);
-    else parent[last] = value;
+    else put(parent, last, value);
   };
   const remove = (tokens) => {
     if (tokens.length === 0) throw new Error("cannot remove the root");
@@ -100,7 +111,7 @@ function applyDelta(format, base, delta) {
         const parent = parentOf(path);
         const last = path[path.length - 1];
         if (Array.isArray(parent)) parent[index(parent, last, false)] = op.value;
-        else if (isKey(parent, last)) parent[last] = op.value; // keeps the key's place
+        else if (isKey(parent, last)) put(parent, last, op.value); // keeps the key's place
         else throw new Error("no such path " + op.path);
         break;
       }
