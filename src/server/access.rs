@@ -441,6 +441,8 @@ mod tests {
             Route::Metrics,
             Route::Page,
             Route::Script,
+            Route::Module,
+            Route::Types,
         ]
     }
 
