@@ -69,6 +69,9 @@ echo "== the live page in Chromium (playwright-core)"
 echo "== another site's page in Chromium: refused on every path (playwright-core)"
 (cd tests/browser && node cross-site.test.mjs ../../target/release/statecast)
 
+echo "== statecast.js in Chromium: retries by close code, refusals, tokens, SSE, deltas; its types (playwright-core, tsc)"
+(cd tests/browser && node client.test.mjs ../../target/release/statecast)
+
 echo "== the Debian package: contents, systemd-analyze verify and security, /healthz"
 bash scripts/package_check.sh
 

@@ -277,7 +277,8 @@ function link(o, route) {
     let buffer = "";
     const reader = reply.body.getReader();
     const decoder = new TextDecoder();
-    for (;;) {
+    // The close event is final: act on it without waiting for the end.
+    while (code === null) {
       let chunk;
       try {
         chunk = await reader.read();
@@ -289,7 +290,7 @@ function link(o, route) {
       heard();
       buffer += decoder.decode(chunk.value, { stream: true });
       let nl;
-      while ((nl = buffer.indexOf("\n")) >= 0) {
+      while (code === null && (nl = buffer.indexOf("\n")) >= 0) {
         let line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + 1);
         if (line.endsWith("\r")) line = line.slice(0, -1);
@@ -317,6 +318,7 @@ function link(o, route) {
       }
     }
     if (gen !== generation) return;
+    ctl.abort();
     stream = null;
     clearTimeout(staleTimer);
     if (code !== null) closed(code, reason);
