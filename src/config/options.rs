@@ -346,6 +346,14 @@ options! {
         "--max-connections" "N",
             "most connections at once; past it a client gets 503 with Retry-After, and /healthz still answers";
 
+        /// Most topics one multiplexed connection may carry. The default
+        /// is what keeps a full SSE resume (the topics in the URL and the
+        /// seq vector in `Last-Event-ID`, every name and seq at its
+        /// longest) inside the request-head limit.
+        max_topics_per_connection: usize = 32, Count,
+        "--max-topics-per-connection" "N",
+            "most topics one /api/v1/ws or /api/v1/sse connection may carry; past it 400 at connect, and a statecast.error answers a subscribe command";
+
         /// Most connections from one IP address; 0 for no limit.
         max_connections_per_ip: usize = 0, Limit,
         "--max-connections-per-ip" "N",

@@ -48,6 +48,9 @@ pub struct Access {
 enum Scope<'a> {
     /// One topic.
     Topic(&'a str),
+    /// The topics a multiplexed request names: any valid credential lets
+    /// it in, and [`readable`] checks each topic against its grant.
+    Each,
     /// Every topic: a broadcast, `/metrics`, the details of `/healthz`.
     All,
 }
@@ -56,6 +59,7 @@ impl Scope<'_> {
     fn readable_by(self, grant: &Grant) -> bool {
         match self {
             Scope::Topic(topic) => grant.may_read(topic),
+            Scope::Each => true,
             Scope::All => grant.may_read_all(),
         }
     }
@@ -63,6 +67,7 @@ impl Scope<'_> {
     fn writable_by(self, grant: &Grant) -> bool {
         match self {
             Scope::Topic(topic) => grant.may_publish(topic),
+            Scope::Each => false,
             Scope::All => grant.may_publish_all(),
         }
     }
@@ -72,6 +77,7 @@ impl std::fmt::Display for Scope<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Scope::Topic(topic) => write!(f, "topic {topic:?}"),
+            Scope::Each => f.write_str("the topics named"),
             Scope::All => f.write_str("every topic (*)"),
         }
     }
@@ -160,6 +166,7 @@ impl Access {
         match route.requires() {
             Requires::Nothing => Ok(None),
             Requires::Read(topic) => self.check_read(head, Scope::Topic(topic), "reading a topic"),
+            Requires::ReadEach => self.check_read(head, Scope::Each, "reading topics"),
             Requires::Write(topic) => self.check_write(head, Scope::Topic(topic)),
             Requires::WriteAll => self.check_write(head, Scope::All),
             Requires::Metrics if self.public_metrics => Ok(None),
@@ -215,7 +222,10 @@ impl Access {
                 }
             }
             None if self.require_origin
-                && matches!(route, Route::Subscribe(_) | Route::Stream(_)) =>
+                && matches!(
+                    route,
+                    Route::Subscribe(_) | Route::Stream(_) | Route::MuxSocket | Route::MuxStream
+                ) =>
             {
                 refuse("an Origin header is required".into())
             }
@@ -308,6 +318,24 @@ impl Access {
     }
 }
 
+/// Whether a multiplexed connection let in with `grant` may read `topic`:
+/// a connection a static token (or no credential at all) let in reads
+/// every topic; one a signed token let in, the topics its `topics` claim
+/// covers. The refusal is the 403 the per-topic route would get.
+pub fn readable(grant: Option<&Grant>, topic: &str) -> Result<(), Response> {
+    match unreadable(grant, topic) {
+        Some(why) => Err(http::error(FORBIDDEN, &why, "", true)),
+        None => Ok(()),
+    }
+}
+
+/// Why `grant` may not read `topic` (the reason of a 403), if it may not.
+pub fn unreadable(grant: Option<&Grant>, topic: &str) -> Option<String> {
+    grant
+        .filter(|grant| !grant.may_read(topic))
+        .map(|_| not_granted_why("read", Scope::Topic(topic)))
+}
+
 /// Origins compare without case and without a trailing slash.
 fn normalize(origin: &str) -> String {
     origin.trim().trim_end_matches('/').to_ascii_lowercase()
@@ -378,12 +406,11 @@ fn unauthorized(what: &str, why: Option<&jwt::Refusal>) -> Response {
 
 /// The 403 for a valid signed token that does not cover the request.
 fn not_granted(action: &str, scope: Scope) -> Response {
-    http::error(
-        FORBIDDEN,
-        &format!("this token does not grant the right to {action} {scope}"),
-        "",
-        true,
-    )
+    http::error(FORBIDDEN, &not_granted_why(action, scope), "", true)
+}
+
+fn not_granted_why(action: &str, scope: Scope) -> String {
+    format!("this token does not grant the right to {action} {scope}")
 }
 
 impl Secret {

@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
+use crate::server::jwt::Grant;
 use crate::server::queue::{Out, OutQueue};
 use crate::server::sock::Sender;
+use crate::server::subs::Subs;
 use crate::server::tls::{Input, Session, Writer as TlsWriter};
-use crate::topic::{Form, Subscription};
+use crate::topic::Form;
 use crate::wire::Shared;
 use crate::wire::http::{Head, Next, RequestReader, Response, Route};
+use crate::wire::mux::{self, Command};
 use crate::wire::protocol::{self, CloseReason, Decoder, Incoming, Limits, code};
 
 /// How long a connection waits for its peer to close after its last bytes
@@ -135,9 +138,10 @@ pub enum Phase {
         /// Where the request being read stands.
         reader: RequestReader,
     },
-    /// An upgraded WebSocket, subscribed to one topic.
+    /// An upgraded WebSocket, subscribed to one topic, or to several on
+    /// the multiplexed route.
     Open {
-        sub: Subscription,
+        subs: Subs,
         decoder: Decoder,
         /// When the client last sent anything (a pong counts).
         last_heard: Instant,
@@ -147,10 +151,10 @@ pub enum Phase {
         /// drained: how far the client's pings outrun its reading.
         pongs_dropped: u32,
     },
-    /// A Server-Sent Events stream, subscribed to one topic. The client
-    /// never speaks; a comment line keeps the connection alive.
+    /// A Server-Sent Events stream, subscribed to one topic or several.
+    /// The client never speaks; a comment line keeps the connection alive.
     Stream {
-        sub: Subscription,
+        subs: Subs,
         /// When the last keep-alive comment was queued.
         last_comment: Instant,
     },
@@ -194,6 +198,9 @@ pub enum Received {
 pub struct Frames {
     /// Replies to queue, in order: pongs and JSON pongs.
     pub replies: Vec<Reply>,
+    /// A multiplexed connection's commands, in order, each read or the
+    /// reason it could not be.
+    pub commands: Vec<Result<Command, String>>,
     /// The connection must close with this reason, for this cause.
     pub close: Option<(CloseReason, Close)>,
 }
@@ -252,8 +259,10 @@ pub enum Due {
 /// What a signed token said about the peer of the request that let it in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// The token's `sub`, for the log.
-    pub sub: Option<Box<str>>,
+    /// What the token grants: its `sub` names the peer in the log, and
+    /// its `topics` are checked again for each topic a multiplexed
+    /// connection subscribes to later.
+    pub grant: Grant,
     /// The token's `exp`, on the loop's clock: a subscription opened with
     /// it is closed then.
     pub expires: Option<Instant>,
@@ -302,7 +311,12 @@ pub struct Tag<'a>(&'a Conn);
 impl fmt::Display for Tag<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "conn={} peer={}", self.0.id, self.0.peer)?;
-        match self.0.identity.as_deref().and_then(|i| i.sub.as_deref()) {
+        match self
+            .0
+            .identity
+            .as_deref()
+            .and_then(|i| i.grant.sub.as_deref())
+        {
             Some(sub) => write!(f, " sub={sub:?}"),
             None => Ok(()),
         }
@@ -399,9 +413,26 @@ impl Conn {
     /// The encoding its messages go out in; `None` before it subscribes.
     pub fn form(&self) -> Option<Form> {
         match &self.phase {
-            Phase::Open { sub, .. } | Phase::Stream { sub, .. } => Some(sub.form),
+            Phase::Open { subs, .. } | Phase::Stream { subs, .. } => Some(subs.form()),
             _ => None,
         }
+    }
+
+    /// How much output it may have queued under `--max-queue-bytes`
+    /// (`max`): a multiplexed connection holds a snapshot of each of its
+    /// topics, so the limit applies per topic.
+    pub fn queue_limit(&self, max: usize) -> usize {
+        match &self.phase {
+            Phase::Open { subs, .. } | Phase::Stream { subs, .. } if subs.is_mux() => {
+                max.saturating_mul(subs.len().max(1))
+            }
+            _ => max,
+        }
+    }
+
+    /// The signed token that let it in, if one did.
+    pub fn grant(&self) -> Option<&Grant> {
+        self.identity.as_deref().map(|i| &i.grant)
     }
 
     /// A Server-Sent Events stream.
@@ -418,18 +449,33 @@ impl Conn {
         matches!(self.phase, Phase::Closing { .. } | Phase::Draining { .. })
     }
 
-    pub fn subscription(&self) -> Option<Subscription> {
-        match self.phase {
-            Phase::Open { sub, .. } | Phase::Stream { sub, .. } => Some(sub),
+    /// What it is subscribed to, while open.
+    pub fn subs(&self) -> Option<&Subs> {
+        match &self.phase {
+            Phase::Open { subs, .. } | Phase::Stream { subs, .. } => Some(subs),
             _ => None,
         }
     }
 
-    /// Told by the topic registry when a swap-remove moved this connection.
-    pub fn moved_to(&mut self, index: usize) {
-        if let Phase::Open { sub, .. } | Phase::Stream { sub, .. } = &mut self.phase {
-            sub.index = index;
+    pub fn subs_mut(&mut self) -> Option<&mut Subs> {
+        match &mut self.phase {
+            Phase::Open { subs, .. } | Phase::Stream { subs, .. } => Some(subs),
+            _ => None,
         }
+    }
+
+    /// Told by the topic registry when a swap-remove moved this
+    /// connection's place in topic `topic`'s subscriber list.
+    pub fn moved_to(&mut self, topic: usize, index: usize) {
+        if let Some(subs) = self.subs_mut() {
+            subs.moved(topic, index);
+        }
+    }
+
+    /// Drops whatever of topic `topic` has not started going out, when the
+    /// client unsubscribed from it.
+    pub fn drop_topic(&mut self, topic: usize) {
+        self.out.drop_topic(topic);
     }
 
     pub fn has_input(&self) -> bool {
@@ -547,9 +593,10 @@ impl Conn {
     /// Decodes every complete frame in the input: answers pings and JSON
     /// pings, and reports a close the peer asked for or a protocol error.
     pub fn read_frames(&mut self, limits: Limits) -> Frames {
-        let Phase::Open { decoder, .. } = &mut self.phase else {
+        let Phase::Open { decoder, subs, .. } = &mut self.phase else {
             return Frames::default();
         };
+        let takes_commands = subs.is_mux();
         let mut frames = Frames::default();
         let mut used = 0;
         while frames.close.is_none() {
@@ -577,8 +624,15 @@ impl Conn {
                     if text == PANIC_TEXT {
                         panic!("a frame-path bug made for a test");
                     }
-                    protocol::json_pong(&text)
-                        .map(|pong| Reply::Text(Shared::from(protocol::encode_text(&pong))))
+                    let pong = protocol::json_pong(&text)
+                        .map(|pong| Reply::Text(Shared::from(protocol::encode_text(&pong))));
+                    if pong.is_none()
+                        && takes_commands
+                        && let Some(command) = mux::parse_command(&text)
+                    {
+                        frames.commands.push(command);
+                    }
+                    pong
                 }
                 // RFC 6455 §5.5.1: reply with a close, echoing the code.
                 Some(Incoming::Close(code)) => {
@@ -624,7 +678,7 @@ impl Conn {
         now: Instant,
         done: &mut impl FnMut(Instant),
     ) -> (Delivered, usize) {
-        if !self.out.is_empty() || self.is_done() {
+        if !self.out.is_empty() || self.is_done() || out.has_tail() {
             let superseded = self.enqueue(out);
             return (Delivered::Queued { superseded }, 0);
         }
@@ -649,11 +703,12 @@ impl Conn {
         matches!(self.phase, Phase::Open { pongs_dropped, .. } if pongs_dropped > limit)
     }
 
-    /// Completes the upgrade; the loop queues the 101 and the snapshot.
-    pub fn open(&mut self, sub: Subscription, now: Instant) {
+    /// Completes the upgrade; the loop queues the 101 and the snapshots.
+    pub fn open(&mut self, subs: impl Into<Subs>, now: Instant) {
+        let subs = subs.into();
         self.phase = Phase::Open {
-            sub,
-            decoder: Decoder::new(sub.form == Form::Deflate),
+            decoder: Decoder::new(subs.form() == Form::Deflate),
+            subs,
             last_heard: now,
             last_ping: now,
             pongs_dropped: 0,
@@ -661,26 +716,32 @@ impl Conn {
     }
 
     /// Starts an SSE stream; the loop queues the response head and the
-    /// snapshot.
-    pub fn open_stream(&mut self, sub: Subscription, now: Instant) {
+    /// snapshots.
+    pub fn open_stream(&mut self, subs: impl Into<Subs>, now: Instant) {
         self.phase = Phase::Stream {
-            sub,
+            subs: subs.into(),
             last_comment: now,
         };
     }
 
     /// Ends an SSE stream: what has not started going out is dropped, and
     /// the connection closes once the rest is written. Returns the
-    /// subscription to give back.
-    pub fn end_stream(&mut self, cause: Close) -> Option<Subscription> {
-        let sub = match self.phase {
-            Phase::Stream { sub, .. } => sub,
-            _ => return None,
-        };
+    /// subscriptions to give back.
+    pub fn end_stream(&mut self, cause: Close) -> Option<Subs> {
+        if !self.is_stream() {
+            return None;
+        }
         self.out.drop_unstarted();
         self.blocked_since = None;
-        self.phase = Phase::Closing { cause };
-        Some(sub)
+        self.leave(Phase::Closing { cause })
+    }
+
+    /// Moves to `next`, handing back the subscriptions it held.
+    fn leave(&mut self, next: Phase) -> Option<Subs> {
+        match std::mem::replace(&mut self.phase, next) {
+            Phase::Open { subs, .. } | Phase::Stream { subs, .. } => Some(subs),
+            _ => None,
+        }
     }
 
     /// After a response that ends the exchange: nothing more is read.
@@ -691,28 +752,27 @@ impl Conn {
 
     /// Starts the closing handshake: whatever has not started going out is
     /// dropped, for the close frame the loop queues next. Returns the
-    /// subscription the caller must give back to the topic registry.
-    pub fn close_ws(&mut self, cause: Close) -> Option<Subscription> {
-        let sub = self.subscription()?;
+    /// subscriptions the caller must give back to the topic registry.
+    pub fn close_ws(&mut self, cause: Close) -> Option<Subs> {
+        if !self.is_subscriber() {
+            return None;
+        }
         self.out.drop_unstarted();
         // The close frame gets a full write timeout of its own.
         self.blocked_since = None;
-        self.phase = Phase::Closing { cause };
-        Some(sub)
+        self.leave(Phase::Closing { cause })
     }
 
     /// Marks it for removal. Returns `None` if it already was; otherwise
-    /// the subscription (if any) the caller must give back. A connection
+    /// the subscriptions (if any) the caller must give back. A connection
     /// already closing keeps the cause it is closing for.
-    pub fn finish(&mut self, cause: Close) -> Option<Option<Subscription>> {
+    pub fn finish(&mut self, cause: Close) -> Option<Option<Subs>> {
         let cause = match self.phase {
             Phase::Done { .. } => return None,
             Phase::Closing { cause } | Phase::Draining { cause, .. } => cause,
             _ => cause,
         };
-        let sub = self.subscription();
-        self.phase = Phase::Done { cause };
-        Some(sub)
+        Some(self.leave(Phase::Done { cause }))
     }
 
     /// Why it is leaving, once it is.
@@ -878,11 +938,12 @@ mod tests {
         (conn, peer)
     }
 
-    fn sub() -> Subscription {
-        Subscription {
+    fn sub() -> crate::topic::Subscription {
+        crate::topic::Subscription {
             topic: 0,
             index: 0,
             form: crate::topic::Form::Frame,
+            mux: false,
         }
     }
 
@@ -894,7 +955,7 @@ mod tests {
         let now = Instant::now();
         conn.open(sub(), now);
         let reason = CloseReason::new(code::GOING_AWAY, "going away");
-        assert_eq!(conn.close_ws(Close::Shutdown), Some(sub()));
+        assert_eq!(conn.close_ws(Close::Shutdown), Some(sub().into()));
         conn.enqueue(Out::Bytes(Shared::from(encode_close(&reason))));
         assert!(matches!(conn.phase(), Phase::Closing { .. }));
         assert!(matches!(conn.flush(now, &mut |_| {}).0, Flushed::Idle));
@@ -974,7 +1035,7 @@ mod tests {
     fn finish_keeps_the_first_cause_and_reports_once() {
         let (mut conn, _peer) = pair();
         conn.open(sub(), Instant::now());
-        assert_eq!(conn.finish(Close::PeerGone), Some(Some(sub())));
+        assert_eq!(conn.finish(Close::PeerGone), Some(Some(sub().into())));
         assert_eq!(conn.finish(Close::PeerGone), None);
         assert_eq!(conn.cause(), Some(Close::PeerGone));
 

@@ -23,7 +23,8 @@ use log::{debug, warn};
 use crate::server::conn::{Close, Conn, Delivered, Due, Flushed, Timeouts};
 use crate::server::queue::Out;
 use crate::server::stats::{CloseCounts, Stats};
-use crate::topic::{Compressor, Encoded, Form, Message, Subscription, Topics};
+use crate::server::subs::Subs;
+use crate::topic::{Compressor, Encoded, Form, Message, MuxFan, Subscription, Topics};
 use crate::wire::Shared;
 use crate::wire::http::Response;
 use crate::wire::protocol::{CloseReason, code, encode_close};
@@ -102,7 +103,7 @@ impl Turn {
     /// done. Takes the connection the caller holds, so a fan-out looks
     /// each subscriber up once.
     fn schedule(&mut self, key: usize, conn: &mut Conn, max_queue: usize) {
-        if conn.pending_bytes() > max_queue {
+        if conn.pending_bytes() > conn.queue_limit(max_queue) {
             self.over_limit.push(key);
         }
         if conn.mark_dirty() {
@@ -228,6 +229,49 @@ impl Conns {
         }
     }
 
+    /// Hands a topic's newest snapshot, with its `"topic"`, to each of its
+    /// multiplexed subscribers, as [`deliver`](Self::deliver) does for the
+    /// others: the same shared bytes, conflated in each queue with that
+    /// topic's older snapshot only. Each subscriber notes the seq queued;
+    /// an SSE stream ends the event with its own seq vector as `id:`,
+    /// naming its topics through `topics`.
+    pub(super) fn deliver_mux(
+        &mut self,
+        fan: &MuxFan<'_>,
+        topics: &Topics,
+        now: Instant,
+        stats: &mut Stats,
+    ) {
+        let max_queue = self.limits.max_queue;
+        stats.deliveries += fan.subscribers.len() as u64;
+        let encoded = fan.encoded();
+        for &key in fan.subscribers {
+            let Some(conn) = self.slab.get_mut(key) else {
+                continue;
+            };
+            let Some(subs) = conn.subs_mut() else {
+                continue;
+            };
+            if let Some(entry) = subs.get_mut(fan.topic) {
+                entry.queued = Some(fan.seq);
+            }
+            let form = subs.form();
+            let tail = (form == Form::Sse).then(|| sse_tail(subs, topics));
+            let out = Out::Mux {
+                topic: fan.topic,
+                bytes: encoded.pick(form).clone(),
+                published: Some(fan.published),
+                tail,
+            };
+            let (delivered, bytes) = conn.deliver(out, now, &mut stats.latency.ages_at(now));
+            stats.bytes_out += bytes as u64;
+            if let Delivered::Queued { superseded } = delivered {
+                stats.superseded += u64::from(superseded);
+                self.turn.schedule(key, conn, max_queue);
+            }
+        }
+    }
+
     /// Hands a one-off event to every subscriber, whatever its topic,
     /// encoded for SSE and compressed once each, only if a subscriber
     /// needs it. Counts the deliveries and the bytes written; returns the
@@ -300,9 +344,9 @@ impl Conns {
         listed
             .into_iter()
             .filter(|&key| {
-                self.slab
-                    .get(key)
-                    .is_some_and(|c| !c.is_done() && !c.is_closing() && c.pending_bytes() > max)
+                self.slab.get(key).is_some_and(|c| {
+                    !c.is_done() && !c.is_closing() && c.pending_bytes() > c.queue_limit(max)
+                })
             })
             .collect()
     }
@@ -441,8 +485,8 @@ impl Conns {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
-        if let Some(sub) = conn.close_ws(cause) {
-            self.unsubscribe(sub, topics);
+        if let Some(subs) = conn.close_ws(cause) {
+            self.unsubscribe_all(&subs, topics);
             self.enqueue(key, Out::Bytes(Shared::from(encode_close(reason))));
         }
     }
@@ -453,8 +497,8 @@ impl Conns {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
-        if let Some(sub) = conn.end_stream(cause) {
-            self.unsubscribe(sub, topics);
+        if let Some(subs) = conn.end_stream(cause) {
+            self.unsubscribe_all(&subs, topics);
             self.mark_dirty(key);
         }
     }
@@ -486,9 +530,9 @@ impl Conns {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
-        if let Some(sub) = conn.finish(cause) {
-            if let Some(sub) = sub {
-                self.unsubscribe(sub, topics);
+        if let Some(subs) = conn.finish(cause) {
+            if let Some(subs) = subs {
+                self.unsubscribe_all(&subs, topics);
             }
             self.turn.doomed.push(key);
         }
@@ -496,11 +540,18 @@ impl Conns {
 
     /// Gives a subscription back to its topic; the subscriber moved into
     /// its place learns its new index.
-    fn unsubscribe(&mut self, sub: Subscription, topics: &mut Topics) {
+    pub(super) fn unsubscribe(&mut self, sub: Subscription, topics: &mut Topics) {
         if let Some(moved) = topics.unsubscribe(sub)
             && let Some(conn) = self.slab.get_mut(moved)
         {
-            conn.moved_to(sub.index);
+            conn.moved_to(sub.topic, sub.index);
+        }
+    }
+
+    /// Gives back every subscription a leaving connection held.
+    fn unsubscribe_all(&mut self, subs: &Subs, topics: &mut Topics) {
+        for sub in subs.subscriptions() {
+            self.unsubscribe(sub, topics);
         }
     }
 
@@ -553,6 +604,14 @@ impl IndexMut<usize> for Conns {
     }
 }
 
+/// The end of a multiplexed SSE event: its `id:`, the stream's seq vector
+/// (every topic it has been sent, at the seq sent), which a browser's
+/// reconnect brings back as `Last-Event-ID`.
+pub(super) fn sse_tail(subs: &Subs, topics: &Topics) -> Shared {
+    let vector = subs.vector(|id| topics.get(id).name());
+    Shared::from(format!("id: {vector}\n\n").into_bytes())
+}
+
 /// Who a peer address counts as for `--max-connections-per-ip`: an IPv4
 /// address itself, an IPv6 address by its /64. One host is commonly given
 /// a whole /64 and may pick any address in it, so counting each address
@@ -586,6 +645,7 @@ mod tests {
             topic: 0,
             index: 0,
             form: Form::Frame,
+            mux: false,
         };
         conns[key].open(sub, now);
         (conns, key, peer)
@@ -697,6 +757,7 @@ mod tests {
             topic: 0,
             index,
             form: Form::Frame,
+            mux: false,
         };
         let (free, _free_peer) = add_open(&mut conns, sub(0), now);
         let (blocked, _blocked_peer) = add_open(&mut conns, sub(1), now);

@@ -7,14 +7,14 @@
 use log::debug;
 
 use crate::publisher::Registry;
-use crate::server::access::Access;
+use crate::server::access::{self, Access};
 use crate::server::assets;
 use crate::server::jwt::Grant;
 use crate::server::stats::Stats;
 use crate::topic::schema::SchemaError;
 use crate::topic::{self, Published, Refused, TopicError, Topics, adw};
 use crate::wire::http::{self, BodyKind, Head, INTERNAL_ERROR, Response, Route};
-use crate::wire::json;
+use crate::wire::{json, mux};
 
 /// What a request asks the loop to do.
 #[derive(Debug)]
@@ -28,6 +28,21 @@ pub enum Action {
         topic: String,
         accept: String,
         since: Option<u64>,
+    },
+    /// Upgrade the connection with this `Sec-WebSocket-Accept` and
+    /// subscribe it to each of `topics` (maybe none yet). `since` names
+    /// the seq the client already has of some: those are not resent.
+    SubscribeMany {
+        topics: Vec<String>,
+        accept: String,
+        since: Vec<(String, u64)>,
+    },
+    /// Answer with an event stream carrying each of `topics`; `since`
+    /// from `?since=` and the seq vector of `Last-Event-ID`.
+    StreamMany {
+        topics: Vec<String>,
+        since: Vec<(String, u64)>,
+        origin: Option<String>,
     },
     /// Answer with an event stream and subscribe the connection to `topic`.
     /// `since` is the client's `Last-Event-ID` (or `?since=`): no resend
@@ -50,6 +65,16 @@ pub enum Action {
     Health { details: bool },
     /// Answer with the Prometheus metrics.
     Metrics,
+}
+
+/// What a multiplexed request is checked against beyond its head: the
+/// signed token that let it in (`None`: a static token, or no credential
+/// configured, and every topic may be read), and the limit on topics.
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    pub grant: Option<&'a Grant>,
+    /// `--max-topics-per-connection`.
+    pub max_topics: usize,
 }
 
 /// How the answer ends: whether the connection closes after it, and whether
@@ -143,6 +168,7 @@ pub fn handle(
     body: &[u8],
     topics: &Topics,
     access: &Access,
+    reader: Reader<'_>,
     shutting_down: bool,
 ) -> Action {
     let answer = Answer {
@@ -153,6 +179,8 @@ pub fn handle(
     match route {
         Route::Subscribe(topic) => subscribe(head, topic, topics, shutting_down),
         Route::Stream(topic) => stream(head, topic, topics, shutting_down),
+        Route::MuxSocket => subscribe_many(head, topics, reader, shutting_down),
+        Route::MuxStream => stream_many(head, topics, reader, shutting_down),
         Route::Publish(topic) => publish(topic, body, topics, close),
         Route::Broadcast => broadcast(body, topics, close),
         Route::State(topic) => Action::Respond(state(head, &topic, topics, answer)),
@@ -193,6 +221,94 @@ fn subscribe(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -
         accept,
         since,
     }
+}
+
+/// A multiplexed WebSocket: every topic it names is checked, in order,
+/// and the first one refused is answered with the status its per-topic
+/// route would get, before any upgrade.
+fn subscribe_many(head: &Head, topics: &Topics, reader: Reader, shutting_down: bool) -> Action {
+    let (names, since) = match mux_request(head, topics, reader, false) {
+        Ok(asked) => asked,
+        Err(response) => return Action::Respond(response),
+    };
+    let accept = match http::check_upgrade(head) {
+        Ok(accept) => accept,
+        Err(response) => return Action::Respond(response),
+    };
+    if shutting_down {
+        return Action::Respond(http::error(http::UNAVAILABLE, "shutting down", "", true));
+    }
+    Action::SubscribeMany {
+        topics: names,
+        accept,
+        since,
+    }
+}
+
+/// A multiplexed SSE stream: the same checks, at least one topic, and
+/// `Last-Event-ID` read as the seq vector the stream's events carry. One
+/// that is not a vector (a per-topic stream's seq) asks nothing: every
+/// snapshot is sent.
+fn stream_many(head: &Head, topics: &Topics, reader: Reader, shutting_down: bool) -> Action {
+    let (names, mut since) = match mux_request(head, topics, reader, true) {
+        Ok(asked) => asked,
+        Err(response) => return Action::Respond(response),
+    };
+    if shutting_down {
+        return Action::Respond(http::error(http::UNAVAILABLE, "shutting down", "", true));
+    }
+    let vector = head.last_event_id.as_deref().and_then(mux::parse_vector);
+    for (topic, seq) in vector.unwrap_or_default() {
+        since.push((topic.to_owned(), seq));
+    }
+    Action::StreamMany {
+        topics: names,
+        since,
+        origin: head.origin.clone(),
+    }
+}
+
+/// The seqs a client says it has, by topic name.
+pub type Since = Vec<(String, u64)>;
+
+/// The topics a multiplexed request names (`topic=`, repeated names once)
+/// and the seqs it says it has (`since=<topic>:<seq>`), each topic
+/// checked as its per-topic route would check it: access (403), then the
+/// name (400, 404). `need_one`: SSE has no way to add a topic later.
+fn mux_request(
+    head: &Head,
+    topics: &Topics,
+    reader: Reader,
+    need_one: bool,
+) -> Result<(Vec<String>, Since), Response> {
+    let bad = |why: &str| http::error(http::BAD_REQUEST, why, "", true);
+    let query = head.query.as_deref();
+    let mut names: Vec<String> = mux::query_values(query, "topic").map_err(|e| bad(&e))?;
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(name.clone()));
+    if need_one && names.is_empty() {
+        return Err(bad("name at least one topic: ?topic=a&topic=b"));
+    }
+    if names.len() > reader.max_topics {
+        return Err(bad(&format!(
+            "{} topics named, over --max-topics-per-connection ({})",
+            names.len(),
+            reader.max_topics
+        )));
+    }
+    for name in &names {
+        access::readable(reader.grant, name)?;
+        topics.check(name).map_err(|e| refused_topic(&e, true))?;
+    }
+    let since = mux::query_values(query, "since")
+        .map_err(|e| bad(&e))?
+        .iter()
+        .map(|value| match mux::parse_since(value) {
+            Some((topic, seq)) => Ok((topic.to_owned(), seq)),
+            None => Err(bad(&format!("since={value:?} is not <topic>:<seq>"))),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((names, since))
 }
 
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
@@ -427,12 +543,16 @@ pub fn health(view: &HealthView, answer: Answer, details: bool) -> Response {
 /// A malformed name is the request's fault (400); a well-formed one the
 /// server does not serve is not found (404); a full table is 503.
 fn refused_topic(e: &TopicError, close: bool) -> Response {
-    let status = match e {
+    http::error(topic_status(e), &e.to_string(), "", close)
+}
+
+/// The status a refused topic name gets, at connect or in a command.
+pub fn topic_status(e: &TopicError) -> http::Status {
+    match e {
         TopicError::Invalid(_) => http::BAD_REQUEST,
         TopicError::Unknown(_) => http::NOT_FOUND,
         TopicError::Full(_) => http::UNAVAILABLE,
-    };
-    http::error(status, &e.to_string(), "", close)
+    }
 }
 
 /// 422 with the pointer and the rule on one line. Counted in the stats
@@ -472,7 +592,13 @@ mod tests {
     /// What the loop does with a request: admit its head, then handle it.
     fn serve(head: &Head, body: &[u8], topics: &Topics) -> Action {
         match admit(head, topics, &access(), false) {
-            Ok((route, _)) => handle(head, route, body, topics, &access(), false),
+            Ok((route, _)) => {
+                let reader = Reader {
+                    grant: None,
+                    max_topics: 32,
+                };
+                handle(head, route, body, topics, &access(), reader, false)
+            }
             Err(response) => Action::Respond(response),
         }
     }

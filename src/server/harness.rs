@@ -104,8 +104,19 @@ impl Harness {
                     }
                     Next::Complete(head, route, body) => (head, route, body),
                 };
-                let action =
-                    endpoints::handle(&head, route, &body, &self.topics, &self.access, false);
+                let reader = endpoints::Reader {
+                    grant: None,
+                    max_topics: self.config.max_topics_per_connection,
+                };
+                let action = endpoints::handle(
+                    &head,
+                    route,
+                    &body,
+                    &self.topics,
+                    &self.access,
+                    reader,
+                    false,
+                );
                 let status = match self.carry_out(action) {
                     Ok(status) => status,
                     Err(response) => return answered(statuses, &response),
@@ -129,8 +140,8 @@ impl Harness {
                 }
                 Ok(response.status.0)
             }
-            Action::Subscribe { .. } => Ok(101),
-            Action::Stream { .. } => Ok(200),
+            Action::Subscribe { .. } | Action::SubscribeMany { .. } => Ok(101),
+            Action::Stream { .. } | Action::StreamMany { .. } => Ok(200),
             Action::Publish { topic, data } => {
                 let id = match self.topics.find_or_create(&topic) {
                     Ok(id) => id,

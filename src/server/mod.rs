@@ -20,6 +20,9 @@
 //! - `publishing.rs`: `Publishing`, where a publish goes, top to bottom:
 //!   the channel, HTTP publishes, Redis under `--redis`, the store and the
 //!   fan-out; `cluster.rs`: what it remembers of the link to Redis;
+//! - `multiplex.rs`: one connection, many topics: opening `/api/v1/ws`
+//!   and `/api/v1/sse`, and the subscribe and unsubscribe commands;
+//!   `subs.rs`: what an open connection is subscribed to;
 //! - `conn.rs`: one connection's lifecycle and its own I/O; `tls.rs`: the
 //!   certificate pair (`--tls-cert`, reloaded on SIGHUP or a file change)
 //!   and the rustls session a connection's I/O goes through on a TLS port;
@@ -45,11 +48,13 @@ mod endpoints;
 pub mod harness;
 pub mod jwt;
 mod metrics;
+mod multiplex;
 mod publishing;
 mod queue;
 mod requests;
 mod sock;
 mod stats;
+mod subs;
 mod tls;
 
 pub use conn::LINGER;

@@ -270,7 +270,7 @@ impl Publishing {
                 let subscribers = reach
                     .topics
                     .find(&topic)
-                    .map_or(0, |id| reach.topics.get(id).subscribers().len());
+                    .map_or(0, |id| reach.topics.get(id).reach());
                 self.answer(req, &topic, Published { seq, subscribers }, reach);
             }
             Incoming::Failed(out) => {
@@ -460,6 +460,9 @@ impl Reach<'_> {
         let (conns, stats) = (&mut *self.conns, &mut *self.stats);
         self.topics.fan_out(|encoded, published, subscribers| {
             conns.deliver(subscribers, encoded, published, now, stats);
+        });
+        self.topics.fan_out_mux(|fan, topics| {
+            conns.deliver_mux(fan, topics, now, stats);
         });
     }
 

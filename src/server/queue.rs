@@ -1,7 +1,7 @@
 //! One connection's ordered output queue: every byte a connection is sent
 //! (HTTP responses, snapshots, events, pings, pongs, closes) goes through it,
 //! so no frame is ever split by another, and newer snapshots supersede older
-//! ones that have not started going out.
+//! ones of the same topic that have not started going out.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -13,8 +13,13 @@ pub use crate::wire::Shared;
 /// What a queued frame is, which decides whether it may be superseded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// A topic's retained state: a newer one replaces it if it has not started.
-    Snapshot,
+    /// A topic's retained state: a newer one of the same topic replaces it
+    /// if it has not started. The topic's id on a multiplexed connection;
+    /// `None` for a per-topic route's one topic.
+    Snapshot(Option<usize>),
+    /// What follows a multiplexed SSE snapshot (its `id:` line), dropped
+    /// with it when it is superseded.
+    Tail,
     /// A pong: RFC 6455 §5.5.3 lets a pong answer only the latest ping, so a
     /// newer one replaces one not yet sent, and a ping flood queues one.
     Pong,
@@ -31,6 +36,24 @@ pub enum Out {
     /// instant it was published, when it is a publish being fanned out, so
     /// its publish-to-written time can be measured.
     Snapshot(Shared, Option<Instant>),
+    /// A snapshot of one of a multiplexed connection's topics: supersedes
+    /// only an older unstarted one of the same `topic`, never another
+    /// topic's, so a slow reader of one big topic still gets the newest
+    /// of each. `tail` goes out right after it, and goes with it.
+    Mux {
+        topic: usize,
+        bytes: Shared,
+        published: Option<Instant>,
+        tail: Option<Shared>,
+    },
+}
+
+impl Out {
+    /// Whether it is more than one buffer, so it is queued, never written
+    /// through.
+    pub fn has_tail(&self) -> bool {
+        matches!(self, Out::Mux { tail: Some(_), .. })
+    }
 }
 
 #[derive(Debug)]
@@ -75,7 +98,24 @@ impl OutQueue {
                 self.push(bytes);
                 false
             }
-            Out::Snapshot(bytes, published) => self.push_snapshot(bytes, published),
+            Out::Snapshot(bytes, published) => self.push_snapshot(bytes, published, None),
+            Out::Mux {
+                topic,
+                bytes,
+                published,
+                tail,
+            } => {
+                let superseded = self.push_snapshot(bytes, published, Some(topic));
+                if let Some(tail) = tail {
+                    self.pending += tail.len();
+                    self.items.push_back(Item {
+                        bytes: tail,
+                        kind: Kind::Tail,
+                        published: None,
+                    });
+                }
+                superseded
+            }
         }
     }
 
@@ -114,19 +154,25 @@ impl OutQueue {
         });
     }
 
-    /// Queues a snapshot, dropping any older snapshot that has not started
-    /// going out: a connection only ever needs its topic's newest state.
-    /// The newest goes to the back so it still follows every event queued
-    /// before it. Returns whether an older one was superseded. The same
-    /// snapshot already waiting (a client that subscribed in the turn it
-    /// was published) is not queued twice.
-    fn push_snapshot(&mut self, bytes: Shared, published: Option<Instant>) -> bool {
+    /// Queues a snapshot of `topic`, dropping any older snapshot of it
+    /// that has not started going out: a connection only ever needs each
+    /// topic's newest state. The newest goes to the back so it still
+    /// follows every event queued before it. Returns whether an older one
+    /// was superseded. The same snapshot already waiting (a client that
+    /// subscribed in the turn it was published) is not queued twice.
+    fn push_snapshot(
+        &mut self,
+        bytes: Shared,
+        published: Option<Instant>,
+        topic: Option<usize>,
+    ) -> bool {
+        let kind = Kind::Snapshot(topic);
         let first_unstarted = usize::from(self.head_written > 0);
         let superseded = self
             .items
             .iter()
             .skip(first_unstarted)
-            .rposition(|item| item.kind == Kind::Snapshot)
+            .rposition(|item| item.kind == kind)
             .map(|i| i + first_unstarted);
         if let Some(i) = superseded {
             if self
@@ -136,17 +182,45 @@ impl OutQueue {
             {
                 return false;
             }
-            if let Some(old) = self.items.remove(i) {
-                self.pending -= old.bytes.len();
-            }
+            self.remove_snapshot(i);
         }
         self.pending += bytes.len();
         self.items.push_back(Item {
             bytes,
-            kind: Kind::Snapshot,
+            kind,
             published,
         });
         superseded.is_some()
+    }
+
+    /// Removes the unstarted snapshot at `i`, and the tail that follows it.
+    fn remove_snapshot(&mut self, i: usize) {
+        if let Some(old) = self.items.remove(i) {
+            self.pending -= old.bytes.len();
+        }
+        if self
+            .items
+            .get(i)
+            .is_some_and(|next| next.kind == Kind::Tail)
+            && let Some(tail) = self.items.remove(i)
+        {
+            self.pending -= tail.bytes.len();
+        }
+    }
+
+    /// Drops every unstarted snapshot of `topic`: the client unsubscribed
+    /// from it, and nothing of it may follow the answer that says so.
+    pub fn drop_topic(&mut self, topic: usize) {
+        let kind = Kind::Snapshot(Some(topic));
+        let first_unstarted = usize::from(self.head_written > 0);
+        while let Some(i) = self
+            .items
+            .iter()
+            .skip(first_unstarted)
+            .position(|item| item.kind == kind)
+        {
+            self.remove_snapshot(i + first_unstarted);
+        }
     }
 
     /// Drops everything that has not started going out, keeping a frame that
@@ -205,7 +279,10 @@ impl OutQueue {
         debug_assert!(self.items.is_empty(), "write-through past queued bytes");
         let (bytes, published) = match &out {
             Out::Bytes(bytes) => (bytes, None),
-            Out::Snapshot(bytes, published) => (bytes, *published),
+            Out::Snapshot(bytes, published)
+            | Out::Mux {
+                bytes, published, ..
+            } => (bytes, *published),
         };
         let written = loop {
             match writer.write(bytes) {
@@ -263,7 +340,16 @@ mod tests {
 
     impl OutQueue {
         fn push_snapshot_t(&mut self, bytes: Shared) -> bool {
-            self.push_snapshot(bytes, None)
+            self.push_snapshot(bytes, None, None)
+        }
+
+        fn push_of(&mut self, topic: usize, bytes: &str, tail: Option<&str>) -> bool {
+            self.enqueue(Out::Mux {
+                topic,
+                bytes: shared(bytes),
+                published: None,
+                tail: tail.map(shared),
+            })
         }
     }
 
@@ -409,5 +495,47 @@ mod tests {
         q.write_to(&mut w, &mut |_| heard += 1).unwrap();
         assert_eq!(w.out, b"wholesnap-1snap-2");
         assert_eq!(heard, 2, "a snapshot is heard of once, when written whole");
+    }
+
+    /// Conflation is per topic on a multiplexed connection: a newer
+    /// snapshot of A replaces only A's unstarted one (and its tail), so a
+    /// slow reader of a big A still gets B's newest, and B's older one is
+    /// never lost to A.
+    #[test]
+    fn conflation_is_per_topic() {
+        let mut q = OutQueue::default();
+        let big = "A".repeat(1000);
+        assert!(!q.push_of(1, &big, Some("|a1")));
+        assert!(!q.push_of(2, "b1", Some("|b1")));
+        assert!(q.push_of(1, &format!("{big}2"), Some("|a2")));
+        assert!(q.push_of(2, "b2", Some("|b2")));
+        assert!(q.push_of(2, "b3", None));
+        let mut w = Trickle {
+            out: vec![],
+            limit: 10_000,
+        };
+        q.write_to(&mut w, &mut |_| {}).unwrap();
+        let out = String::from_utf8(w.out).unwrap();
+        assert_eq!(out, format!("{big}2|a2b3"));
+        assert_eq!(q.pending_bytes(), 0);
+    }
+
+    /// Unsubscribing drops a topic's unstarted snapshots and their tails,
+    /// and nothing else.
+    #[test]
+    fn dropping_a_topic_leaves_the_others() {
+        let mut q = OutQueue::default();
+        q.push(shared("e1"));
+        q.push_of(1, "a1", Some("|a"));
+        q.push_of(2, "b1", Some("|b"));
+        q.drop_topic(1);
+        q.drop_topic(3);
+        assert_eq!(q.pending_bytes(), 2 + 4);
+        let mut w = Trickle {
+            out: vec![],
+            limit: 100,
+        };
+        q.write_to(&mut w, &mut |_| {}).unwrap();
+        assert_eq!(w.out, b"e1b1|b");
     }
 }

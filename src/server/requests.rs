@@ -17,8 +17,9 @@ use log::{debug, warn};
 
 use super::{EventLoop, SCRATCH_SIZE};
 use crate::server::conn::{Close, Identity, Received, Reply};
-use crate::server::endpoints::{self, Action, Answer, HealthView};
+use crate::server::endpoints::{self, Action, Answer, HealthView, Reader};
 use crate::server::metrics;
+use crate::server::multiplex::Multiplex;
 use crate::server::queue::Out;
 use crate::server::tls;
 use crate::topic::Form;
@@ -171,6 +172,9 @@ impl EventLoop {
                         }
                     }
                 }
+                for command in frames.commands {
+                    self.multiplex().command(key, command);
+                }
                 let close = frames.close.or_else(|| self.conns.ping_flood(key));
                 if let Some((reason, cause)) = close {
                     self.conns.close_ws(key, &reason, cause, &mut self.topics);
@@ -242,7 +246,7 @@ impl EventLoop {
         };
         let identity = grant.map(|grant| Identity {
             expires: grant.expires_at(Instant::now()),
-            sub: grant.sub.map(String::into_boxed_str),
+            grant,
         });
         self.conns[key].set_identity(identity);
         let max_body = self.config.max_publish_bytes;
@@ -261,8 +265,12 @@ impl EventLoop {
         };
         let purpose = route.purpose();
         let (topics, access) = (&self.topics, &self.access);
+        let reader = Reader {
+            grant: self.conns[key].grant(),
+            max_topics: self.config.max_topics_per_connection,
+        };
         let action = contained(head, || {
-            endpoints::handle(head, route, body, topics, access, shutting_down)
+            endpoints::handle(head, route, body, topics, access, reader, shutting_down)
         });
         let action = action.unwrap_or_else(|response| {
             self.stats.handler_panics += 1;
@@ -283,6 +291,27 @@ impl EventLoop {
                 since,
                 origin,
             } => return self.stream(key, &topic, since, origin.as_deref(), now),
+            Action::SubscribeMany {
+                topics,
+                accept,
+                since,
+            } => {
+                let deflate = self.config.compression && head.deflate;
+                let opened = self
+                    .multiplex()
+                    .subscribe_many(key, &topics, &since, &accept, deflate, now);
+                return self.opened(key, opened);
+            }
+            Action::StreamMany {
+                topics,
+                since,
+                origin,
+            } => {
+                let opened =
+                    self.multiplex()
+                        .stream_many(key, &topics, &since, origin.as_deref(), now);
+                return self.opened(key, opened);
+            }
             Action::Publish { topic, data } => {
                 let (publishing, mut reach) = self.publishing();
                 // Under --redis, answered once Redis has ordered it.
@@ -301,6 +330,23 @@ impl EventLoop {
         };
         self.count_refusal(purpose, &response);
         self.respond(key, response, Close::HttpDone);
+    }
+
+    /// What a multiplexed connection's opening or commands change.
+    fn multiplex(&mut self) -> Multiplex<'_> {
+        Multiplex {
+            conns: &mut self.conns,
+            topics: &mut self.topics,
+            max_topics: self.config.max_topics_per_connection,
+        }
+    }
+
+    /// Counts a multiplexed connection opened, or answers its refusal.
+    fn opened(&mut self, key: usize, opened: Result<(), Response>) {
+        match opened {
+            Ok(()) => self.stats.subscribed += 1,
+            Err(response) => self.respond(key, response, Close::HttpDone),
+        }
     }
 
     /// Counts a refused publish by reason, or a rejected subscription.

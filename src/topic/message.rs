@@ -61,14 +61,29 @@ impl Message {
         seq: u64,
         data: &str,
     ) -> Message {
+        Message::snapshot_of(message_type, None, adw_id, seq, data.as_bytes())
+    }
+
+    /// A snapshot message, with `"topic"` after `"type"` when it goes to
+    /// multiplexed connections, which carry several topics.
+    pub(super) fn snapshot_of(
+        message_type: &str,
+        topic: Option<&str>,
+        adw_id: Option<&str>,
+        seq: u64,
+        data: &[u8],
+    ) -> Message {
         // Topic names and adw_ids are restricted to characters that need no
         // JSON escaping, so they are written as they are.
         let mut head = format!(r#"{{"type":"{message_type}""#);
+        if let Some(topic) = topic {
+            head.push_str(&format!(r#","topic":"{topic}""#));
+        }
         if let Some(id) = adw_id {
             head.push_str(&format!(r#","adw_id":"{id}""#));
         }
         head.push_str(&format!(r#","seq":{seq},"data":"#));
-        Message::from_parts(&[head.as_bytes(), data.as_bytes(), b"}"])
+        Message::from_parts(&[head.as_bytes(), data, b"}"])
     }
 
     /// The same message as a Server-Sent Event: `id:` (for a snapshot, its
@@ -81,13 +96,30 @@ impl Message {
         if let Some(id) = id {
             out.extend_from_slice(format!("id: {id}\n").as_bytes());
         }
-        for line in json.split(|&b| b == b'\n') {
+        self.data_lines(&mut out);
+        out.push(b'\n');
+        Shared::from(out)
+    }
+
+    /// The same message as the start of a named Server-Sent Event
+    /// (`event:` its topic, then its `data:` lines), shared by every
+    /// multiplexed stream; each stream ends it with its own `id:` line and
+    /// the blank line.
+    pub fn sse_named(&self, event: &str) -> Shared {
+        let mut out = Vec::with_capacity(self.json().len() + event.len() + 16);
+        out.extend_from_slice(format!("event: {event}\n").as_bytes());
+        self.data_lines(&mut out);
+        Shared::from(out)
+    }
+
+    /// The JSON as `data:` lines: a published value keeps its own line
+    /// breaks, so each line is its own `data:` line.
+    fn data_lines(&self, out: &mut Vec<u8>) {
+        for line in self.json().split(|&b| b == b'\n') {
             out.extend_from_slice(b"data: ");
             out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
             out.push(b'\n');
         }
-        out.push(b'\n');
-        Shared::from(out)
     }
 
     /// A one-off event: `{"type":..,"data":..}`; `type_json` is already a

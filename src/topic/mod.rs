@@ -25,5 +25,5 @@ pub mod schema;
 pub use adw::Preset;
 pub use message::{Compressor, Encoded, Form, Message, default_adw_state};
 pub use name::{MAX_NAME_LEN, TopicError, is_adw_id, is_plain_name};
-pub use registry::{Published, Subscription, Topic, Topics};
+pub use registry::{MuxFan, Published, Subscription, Topic, Topics};
 pub use rules::{MIN_QUEUE, QUEUE_RESERVE, Refused, Rules};

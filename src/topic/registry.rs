@@ -24,6 +24,9 @@ pub struct Subscription {
     pub index: usize,
     /// What encoding of each message it takes.
     pub form: Form,
+    /// In the topic's list of multiplexed connections, which take its
+    /// messages with their `"topic"`.
+    pub mux: bool,
 }
 
 /// One topic: its retained snapshot and who is subscribed.
@@ -44,6 +47,20 @@ pub struct Topic {
     streams: usize,
     /// How many of them negotiated permessage-deflate.
     deflaters: usize,
+    /// Slab keys of the multiplexed connections subscribed, apart from
+    /// the others: their messages carry `"topic"`, and keeping them apart
+    /// leaves the per-topic fan-out as it was.
+    mux: Vec<usize>,
+    /// How many of those are SSE streams, and how many negotiated
+    /// permessage-deflate.
+    mux_streams: usize,
+    mux_deflaters: usize,
+    /// The snapshot with its `"topic"`, encoded once per publish when a
+    /// multiplexed subscriber first needs it, and that compressed and as
+    /// the start of a named SSE event.
+    mux_message: Option<Message>,
+    mux_deflated: Option<Option<Shared>>,
+    mux_sse: Option<Shared>,
     /// When the snapshot was last set (the server's start for a default).
     published_at: std::time::Instant,
     /// Snapshots queued for subscribers, across publishes.
@@ -77,6 +94,12 @@ impl Topic {
             subscribers: Vec::new(),
             streams: 0,
             deflaters: 0,
+            mux: Vec::new(),
+            mux_streams: 0,
+            mux_deflaters: 0,
+            mux_message: None,
+            mux_deflated: None,
+            mux_sse: None,
             published_at: std::time::Instant::now(),
             deliveries: 0,
             sse: None,
@@ -102,6 +125,11 @@ impl Topic {
         &self.subscribers
     }
 
+    /// Subscribers of every kind: per-topic and multiplexed.
+    pub fn reach(&self) -> usize {
+        self.subscribers.len() + self.mux.len()
+    }
+
     fn adw_id(&self) -> Option<&str> {
         self.name.strip_prefix(ADW_STATE_PREFIX)
     }
@@ -114,6 +142,9 @@ impl Topic {
         self.snapshot = Some(message);
         self.sse = None;
         self.deflated = None;
+        self.mux_message = None;
+        self.mux_deflated = None;
+        self.mux_sse = None;
         self.published_at = std::time::Instant::now();
     }
 
@@ -127,7 +158,48 @@ impl Topic {
 
     /// How many subscribers are SSE streams.
     pub fn streams(&self) -> usize {
-        self.streams
+        self.streams + self.mux_streams
+    }
+
+    /// The snapshot with its `"topic"`, encoded at most once per publish.
+    fn mux_message(&mut self) -> Option<&Message> {
+        if self.mux_message.is_none() {
+            let snapshot = self.snapshot.as_ref()?;
+            let message = Message::snapshot_of(
+                &self.message_type,
+                Some(&self.name),
+                self.name.strip_prefix(ADW_STATE_PREFIX),
+                self.seq,
+                snapshot.data(),
+            );
+            self.mux_message = Some(message);
+        }
+        self.mux_message.as_ref()
+    }
+
+    /// That message in `form`, each encoding made at most once per
+    /// publish; on SSE, the event without its `id:` line and end.
+    fn mux_as(&mut self, form: Form, compressor: &mut Compressor) -> Option<Shared> {
+        match form {
+            Form::Frame => Some(self.mux_message()?.frame.clone()),
+            Form::Deflate => {
+                if self.mux_deflated.is_none() {
+                    let compressed = compressor.compress(self.mux_message()?);
+                    self.mux_deflated = Some(compressed);
+                }
+                match self.mux_deflated.clone().flatten() {
+                    Some(deflated) => Some(deflated),
+                    None => Some(self.mux_message()?.frame.clone()),
+                }
+            }
+            Form::Sse => {
+                if self.mux_sse.is_none() {
+                    let name = self.name.clone();
+                    self.mux_sse = Some(self.mux_message()?.sse_named(&name));
+                }
+                self.mux_sse.clone()
+            }
+        }
     }
 
     /// The snapshot as an SSE event, encoded at most once per publish.
@@ -164,7 +236,36 @@ impl Topic {
 
     /// Holds nothing a new subscriber would not get anyway.
     fn unused(&self) -> bool {
-        !self.permanent && self.subscribers.is_empty() && !self.fan_out_pending
+        !self.permanent
+            && self.subscribers.is_empty()
+            && self.mux.is_empty()
+            && !self.fan_out_pending
+    }
+}
+
+/// One topic's publish, as its multiplexed subscribers take it.
+#[derive(Debug)]
+pub struct MuxFan<'a> {
+    /// The topic's id, which its subscribers' queues conflate by.
+    pub topic: usize,
+    /// The seq of the snapshot.
+    pub seq: u64,
+    pub frame: &'a Shared,
+    pub deflated: Option<&'a Shared>,
+    /// The start of the named SSE event, without its `id:` line.
+    pub sse: Option<&'a Shared>,
+    pub published: std::time::Instant,
+    pub subscribers: &'a [usize],
+}
+
+impl<'a> MuxFan<'a> {
+    /// The encodings, as a per-topic fan-out hands them.
+    pub fn encoded(&self) -> Encoded<'a> {
+        Encoded {
+            frame: self.frame,
+            deflated: self.deflated,
+            sse: self.sse,
+        }
     }
 }
 
@@ -187,6 +288,9 @@ pub struct Topics {
     max_topics: usize,
     /// Topics published since the last fan-out, each once.
     fan_out: Vec<usize>,
+    /// Of those, the ones with multiplexed subscribers, whose own pass
+    /// follows: listed by `fan_out`, drained by `fan_out_mux`.
+    mux_fan_out: Vec<usize>,
     /// Subscriptions across all topics: open WebSockets and SSE streams.
     subscriptions: usize,
     /// Topics outside the preset that nobody has published yet: opened by
@@ -217,6 +321,7 @@ impl Topics {
             topics: Slab::new(),
             max_topics,
             fan_out: Vec::new(),
+            mux_fan_out: Vec::new(),
             subscriptions: 0,
             placeholders: 0,
             compressor: Compressor::default(),
@@ -325,6 +430,7 @@ impl Topics {
             topic: id,
             index: topic.subscribers.len() - 1,
             form,
+            mux: false,
         };
         match form {
             Form::Frame => {}
@@ -334,19 +440,59 @@ impl Topics {
         (sub, topic.snapshot_as(form, &mut self.compressor))
     }
 
+    /// Adds multiplexed connection `key` to topic `id`'s subscribers;
+    /// returns where it sits, and the snapshot it gets at once, with its
+    /// `"topic"`, in its `form` (on SSE, without the `id:` line that ends
+    /// the event).
+    pub fn subscribe_mux(
+        &mut self,
+        id: usize,
+        key: usize,
+        form: Form,
+    ) -> (Subscription, Option<Shared>) {
+        let topic = &mut self.topics[id];
+        topic.mux.push(key);
+        self.subscriptions += 1;
+        let sub = Subscription {
+            topic: id,
+            index: topic.mux.len() - 1,
+            form,
+            mux: true,
+        };
+        match form {
+            Form::Frame => {}
+            Form::Deflate => topic.mux_deflaters += 1,
+            Form::Sse => topic.mux_streams += 1,
+        }
+        (sub, topic.mux_as(form, &mut self.compressor))
+    }
+
     /// Takes a subscription back. Returns the key of the connection that a
     /// swap-remove moved into `sub.index`, which must be told so. A dynamic
     /// topic nobody needs any more is dropped.
     pub fn unsubscribe(&mut self, sub: Subscription) -> Option<usize> {
         let topic = &mut self.topics[sub.topic];
-        topic.subscribers.swap_remove(sub.index);
+        let (list, deflaters, streams) = if sub.mux {
+            (
+                &mut topic.mux,
+                &mut topic.mux_deflaters,
+                &mut topic.mux_streams,
+            )
+        } else {
+            (
+                &mut topic.subscribers,
+                &mut topic.deflaters,
+                &mut topic.streams,
+            )
+        };
+        list.swap_remove(sub.index);
         match sub.form {
             Form::Frame => {}
-            Form::Deflate => topic.deflaters -= 1,
-            Form::Sse => topic.streams -= 1,
+            Form::Deflate => *deflaters -= 1,
+            Form::Sse => *streams -= 1,
         }
         self.subscriptions -= 1;
-        let moved = topic.subscribers.get(sub.index).copied();
+        let moved = list.get(sub.index).copied();
         // Never published and nobody left: it keeps memory flat when
         // clients open `adw-state/{id}` for ids that come and go.
         if topic.seq == 0 && topic.unused() {
@@ -386,7 +532,7 @@ impl Topics {
         }
         Published {
             seq,
-            subscribers: topic.subscribers.len(),
+            subscribers: topic.reach(),
         }
     }
 
@@ -396,7 +542,11 @@ impl Topics {
     pub fn fan_out(&mut self, mut each: impl FnMut(Encoded<'_>, std::time::Instant, &[usize])) {
         for id in self.fan_out.drain(..) {
             let topic = &mut self.topics[id];
-            topic.fan_out_pending = false;
+            // Still pending, so it stays, until its multiplexed pass.
+            topic.fan_out_pending = !topic.mux.is_empty();
+            if topic.fan_out_pending {
+                self.mux_fan_out.push(id);
+            }
             let sse = (topic.streams > 0).then(|| topic.sse_snapshot()).flatten();
             let deflated = (topic.deflaters > 0)
                 .then(|| topic.deflated_snapshot(&mut self.compressor))
@@ -411,6 +561,43 @@ impl Topics {
                 each(encoded, topic.published_at, &topic.subscribers);
             }
         }
+    }
+
+    /// The second pass of a fan-out, after [`fan_out`](Self::fan_out):
+    /// each topic published since with multiplexed subscribers, once, its
+    /// newest snapshot with its `"topic"` in the encodings they need.
+    /// `each` also gets the registry, to name a connection's other topics.
+    pub fn fan_out_mux(&mut self, mut each: impl FnMut(&MuxFan<'_>, &Topics)) {
+        let mut listed = std::mem::take(&mut self.mux_fan_out);
+        for &id in &listed {
+            let topic = &mut self.topics[id];
+            topic.fan_out_pending = false;
+            let compressor = &mut self.compressor;
+            let sse = (topic.mux_streams > 0)
+                .then(|| topic.mux_as(Form::Sse, compressor))
+                .flatten();
+            let deflated = (topic.mux_deflaters > 0)
+                .then(|| topic.mux_as(Form::Deflate, compressor))
+                .flatten();
+            let Some(frame) = topic.mux_as(Form::Frame, compressor) else {
+                continue;
+            };
+            topic.deliveries += topic.mux.len() as u64;
+            let topic = &self.topics[id];
+            let fan = MuxFan {
+                topic: id,
+                seq: topic.seq,
+                frame: &frame,
+                deflated: deflated.as_ref(),
+                sse: sse.as_ref(),
+                published: topic.published_at,
+                subscribers: &topic.mux,
+            };
+            each(&fan, self);
+        }
+        listed.clear();
+        // Keep the allocation: the next publish needs it again.
+        self.mux_fan_out = listed;
     }
 
     /// Every topic, for `/healthz` and metrics.

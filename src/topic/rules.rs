@@ -9,7 +9,7 @@ use std::fmt;
 use super::adw::{self, ADW_STATE_PREFIX, Preset};
 use super::name::{TopicError, is_adw_id, is_plain_name};
 use super::schema::{SchemaError, Validator};
-use crate::wire::json;
+use crate::wire::{json, mux};
 
 /// Which names are topics, and what data each accepts. Shared with every
 /// `Publisher` so a bad name or a value the schema refuses is refused in the
@@ -96,6 +96,12 @@ impl Rules {
             Some(serde_json::Value::String(kind)) if !kind.is_empty() => kind,
             _ => return Err(invalid("an event needs a non-empty string \"type\"")),
         };
+        if kind.starts_with(mux::RESERVED) {
+            return Err(Refused::Invalid(format!(
+                "event types starting with {:?} are the server's own",
+                mux::RESERVED
+            )));
+        }
         let Some(data) = event.get("data") else {
             return Err(invalid("an event needs a \"data\" field"));
         };

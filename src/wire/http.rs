@@ -740,6 +740,11 @@ pub enum Route {
     Subscribe(String),
     /// Server-Sent Events on a topic.
     Stream(String),
+    /// A WebSocket carrying the topics its `topic=` parameters name, and
+    /// those its subscribe commands add.
+    MuxSocket,
+    /// Server-Sent Events carrying the topics its `topic=` parameters name.
+    MuxStream,
     /// A new snapshot for a topic.
     Publish(String),
     /// An event to every subscriber.
@@ -803,6 +808,20 @@ pub const ENDPOINTS: &[Endpoint] = &[
         paths: &["/api/v1/sse/<topic>"],
         route: Route::Stream,
         help: "the same messages as Server-Sent Events",
+    },
+    Endpoint {
+        allow: "GET",
+        paths: &["/api/v1/ws"],
+        route: |_| Route::MuxSocket,
+        help: "WebSocket on the topics ?topic=a&topic=b names, each message with its \"topic\"; \
+               subscribe and unsubscribe commands add and drop topics",
+    },
+    Endpoint {
+        allow: "GET",
+        paths: &["/api/v1/sse"],
+        route: |_| Route::MuxStream,
+        help: "Server-Sent Events on the topics ?topic=a&topic=b names, the event name \
+               each message's topic",
     },
     Endpoint {
         allow: "POST",
@@ -895,6 +914,9 @@ pub enum Requires<'a> {
     Nothing,
     /// Reading this topic: the subscribe credentials.
     Read(&'a str),
+    /// Reading each topic the request names, checked one by one once the
+    /// credential is known: the subscribe credentials.
+    ReadEach,
     /// Writing this topic: the publish credentials.
     Write(&'a str),
     /// Writing to every subscriber of every topic.
@@ -909,6 +931,7 @@ impl Requires<'_> {
         match self {
             Requires::Nothing => "public",
             Requires::Read(_) => "subscribe token or JWT `topics`",
+            Requires::ReadEach => "subscribe token or JWT `topics`, for each topic",
             Requires::Write(_) => "publish token or JWT `publish`",
             Requires::WriteAll => "publish token or JWT `publish` with `*`",
             Requires::Metrics => {
@@ -922,7 +945,9 @@ impl Route {
     pub fn purpose(&self) -> Purpose {
         match self {
             Route::Publish(_) | Route::Broadcast => Purpose::Publish,
-            Route::Subscribe(_) | Route::Stream(_) => Purpose::Subscribe,
+            Route::Subscribe(_) | Route::Stream(_) | Route::MuxSocket | Route::MuxStream => {
+                Purpose::Subscribe
+            }
             _ => Purpose::Other,
         }
     }
@@ -939,6 +964,7 @@ impl Route {
             Route::Subscribe(topic) | Route::Stream(topic) | Route::State(topic) => {
                 Requires::Read(topic)
             }
+            Route::MuxSocket | Route::MuxStream => Requires::ReadEach,
             Route::Publish(topic) => Requires::Write(topic),
             Route::Broadcast => Requires::WriteAll,
             Route::Metrics => Requires::Metrics,
@@ -1304,6 +1330,8 @@ mod tests {
             }
         }
         assert_eq!(route("GET", "/index.htm"), Route::NotFound);
-        assert_eq!(route("GET", "/api/v1/ws"), Route::NotFound);
+        assert_eq!(route("GET", "/api/v1/ws"), Route::MuxSocket);
+        assert_eq!(route("GET", "/api/v1/ws/"), Route::Subscribe(String::new()));
+        assert_eq!(route("GET", "/api/v1/wss"), Route::NotFound);
     }
 }

@@ -1,10 +1,12 @@
 //! The wire formats, parsed and produced without I/O: HTTP/1.1 requests and
-//! responses, published JSON, RFC 6455 frames and RFC 7692 compression. Each is tested on
+//! responses, published JSON, RFC 6455 frames, RFC 7692 compression and
+//! the multiplexed protocol's parameters and commands. Each is tested on
 //! byte slices.
 
 pub mod deflate;
 pub mod http;
 pub mod json;
+pub mod mux;
 pub mod protocol;
 
 /// Encoded bytes shared by every subscriber of one publish: encoded once,
