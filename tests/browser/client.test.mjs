@@ -339,6 +339,26 @@ check("a refused upgrade on the binary (no subscribe token) stops with its 401 a
   return "refused: \"" + said + "\"";
 });
 
+check("eight topics over one SSE stream (HTTP/1.1, six connections a host at most), all live", async () => {
+  const names = ["t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8"];
+  const server = await statecast(["--preset", "none", ...names.flatMap((t) => ["--topic", t])]);
+  const base = "http://" + server.addr;
+  for (const t of names) await publish(base, t, { round: 1 });
+  const page = await client(base, true);
+  const streams = [];
+  page.on("request", (r) => { if (r.url().includes("/api/v1/sse")) streams.push(r.url()); });
+  await page.evaluate((names) => { window.conn = statecast.connect(watch({ topics: names, transport: "sse" })); }, names);
+  const rounds = (n) => page.evaluate(([names, n]) => names.every((t) => conn.data(t)?.round === n), [names, n]);
+  await until("every topic's snapshot", 5000, () => rounds(1));
+  for (const t of names) await publish(base, t, { round: 2 });
+  await until("every topic's update", 5000, () => rounds(2));
+  if (streams.length !== 1) fail(streams.length + " streams: " + streams.join(" "));
+  if (await page.evaluate(() => conn.transport) !== "sse") fail("transport " + await page.evaluate(() => conn.transport));
+  await page.close();
+  server.child.kill("SIGTERM");
+  return "one stream: " + streams[0];
+});
+
 let failed = null;
 for (const { name, run } of checks) {
   try {
