@@ -16,15 +16,16 @@ import { start as launch } from "./statecast.mjs";
 
 const binary = process.argv[2];
 const running = [];
+// A failed check ends itself, and the others still run: every failure is
+// listed, then the run exits 1.
 const fail = (why) => {
-  console.error("FAIL: " + why);
-  for (const child of running) child.kill("SIGKILL");
-  process.exit(1);
+  throw new Error(why);
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// The page whose log a timeout prints.
+// The page whose log a timeout prints, and what any page threw.
 let current = null;
+const pageErrors = [];
 
 async function until(what, ms, check) {
   const end = Date.now() + ms;
@@ -127,14 +128,17 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-}).catch((e) => fail("the browser did not start: " + e.message));
+}).catch((e) => {
+  console.error("FAIL: the browser did not start: " + e.message);
+  process.exit(1);
+});
 
 // A page on `base`'s origin with the module as window.statecast, a log of
 // what the client reported, and watch(options): options with a fast
 // backoff and the log's callbacks.
 async function client(base, real) {
   const page = await browser.newPage();
-  page.on("pageerror", (e) => fail("page error: " + e));
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
   // The binary's origin: any document of its will do (a page.route'd one
   // would keep the page's WebSockets from opening).
   await page.goto(base + (real ? "/statecast.mjs" : "/"));
@@ -359,18 +363,20 @@ check("eight topics over one SSE stream (HTTP/1.1, six connections a host at mos
   return "one stream: " + streams[0];
 });
 
-let failed = null;
+let failed = 0;
 for (const { name, run } of checks) {
   try {
     const said = await run();
+    if (pageErrors.length) fail("page errors: " + pageErrors.splice(0).join("; "));
     console.log("ok: " + name + (said ? " (" + said + ")" : ""));
   } catch (e) {
-    failed = name + ": " + (e.stack || e);
-    break;
+    failed += 1;
+    console.error("FAIL: " + name + ": " + (e.message || e));
+    if (current && !current.isClosed()) await current.close();
   }
 }
 await browser.close();
 http.close();
 for (const child of running) child.kill("SIGTERM");
-if (failed) fail(failed);
-process.exit(0);
+if (failed) console.error(failed + " of " + checks.length + " checks failed");
+process.exit(failed ? 1 : 0);
