@@ -1,17 +1,32 @@
 //! The files the binary serves as they are: the live page, and the
-//! JavaScript client built from its one source, `web/statecast.mjs`: as
-//! an ES module, as a classic script (the same text, made at compile
-//! time) and with its TypeScript declarations.
+//! JavaScript client built from its sources, `web/statecast.mjs` with
+//! `web/delta.js` (the delta applier) in place of its include line: as an
+//! ES module and as a classic script (the same text), both made at compile
+//! time, and with its TypeScript declarations.
 
 /// `/`: the ADW panels over one multiplexed connection, compiled into the
 /// binary, nothing from a CDN.
 pub const PAGE: &str = include_str!("web/index.html");
 
-/// `/statecast.mjs`: the client's source, served as it is.
-pub const MODULE: &str = include_str!("web/statecast.mjs");
-
 /// `/statecast.d.ts`: the module's declarations, written by hand beside it.
 pub const TYPES: &str = include_str!("web/statecast.d.ts");
+
+/// The client's source.
+const SOURCE: &str = include_str!("web/statecast.mjs");
+
+/// The delta applier, a plain function the source includes as it is.
+const DELTA: &str = include_str!("web/delta.js");
+
+/// The source's line that [`DELTA`] replaces. `web/build.mjs` follows the
+/// same rule for the npm package.
+const INCLUDE: &[u8] = b"// @include delta.js\n";
+
+/// `/statecast.mjs`: the ES module.
+pub static MODULE: &str = match std::str::from_utf8(&MODULE_BYTES) {
+    Ok(module) => module,
+    // Cut and joined at ASCII bytes only, so this cannot happen.
+    Err(_) => "",
+};
 
 /// `/statecast.js`: [`MODULE`] as a classic script for a `<script src>`:
 /// wrapped in a function, its one `export { .. }` statement turned into
@@ -19,7 +34,7 @@ pub const TYPES: &str = include_str!("web/statecast.d.ts");
 /// the two can never differ.
 pub static SCRIPT: &str = match std::str::from_utf8(&SCRIPT_BYTES) {
     Ok(script) => script,
-    // Cut and joined at ASCII bytes only, so this cannot happen.
+    // As above.
     Err(_) => "",
 };
 
@@ -29,12 +44,41 @@ const OPEN: &[u8] = b"(function () {\n\"use strict\";\n";
 const GLOBAL: &[u8] = b"\nglobalThis.statecast = {";
 const CLOSE: &[u8] = b"})();\n";
 
-/// Where [`EXPORT`] starts in [`MODULE`]. The classic script could not run
+/// Where [`INCLUDE`] starts in [`SOURCE`]; a source without it fails the
+/// build: a compile-time check, never a runtime panic.
+#[allow(clippy::panic)]
+const INCLUDE_AT: usize = match find(SOURCE.as_bytes(), INCLUDE) {
+    Some(at) => at,
+    None => panic!("web/statecast.mjs has no `// @include delta.js` line"),
+};
+
+const MODULE_LEN: usize = SOURCE.len() - INCLUDE.len() + DELTA.len();
+
+static MODULE_BYTES: [u8; MODULE_LEN] = module();
+
+const fn module() -> [u8; MODULE_LEN] {
+    let source = SOURCE.as_bytes();
+    let (before, rest) = match source.split_at_checked(INCLUDE_AT) {
+        Some(parts) => parts,
+        None => (source, b"".as_slice()),
+    };
+    let after = match rest.split_at_checked(INCLUDE.len()) {
+        Some((_, after)) => after,
+        None => b"".as_slice(),
+    };
+    let mut out = [0; MODULE_LEN];
+    let tail = put(&mut out, before);
+    let tail = put(tail, DELTA.as_bytes());
+    put(tail, after);
+    out
+}
+
+/// Where [`EXPORT`] starts in the module. The classic script could not run
 /// an `import` or a second `export`, so a module with either fails the
-/// build here: a compile-time check, never a runtime panic.
+/// build here.
 #[allow(clippy::panic)]
 const EXPORT_AT: usize = {
-    let module = MODULE.as_bytes();
+    let module = &module();
     let Some(at) = find(module, EXPORT) else {
         panic!("web/statecast.mjs must end with one `export {{ .. }};` statement");
     };
@@ -47,13 +91,13 @@ const EXPORT_AT: usize = {
     at
 };
 
-const SCRIPT_LEN: usize = MODULE.len() - EXPORT.len() + OPEN.len() + GLOBAL.len() + CLOSE.len();
+const SCRIPT_LEN: usize = MODULE_LEN - EXPORT.len() + OPEN.len() + GLOBAL.len() + CLOSE.len();
 
 static SCRIPT_BYTES: [u8; SCRIPT_LEN] = {
-    let module = MODULE.as_bytes();
+    let module = &module();
     let (body, exports) = match module.split_at_checked(EXPORT_AT) {
         Some(parts) => parts,
-        None => (module, b"".as_slice()),
+        None => (module.as_slice(), b"".as_slice()),
     };
     let names = match exports.split_at_checked(EXPORT.len()) {
         Some((_, names)) => names,
@@ -115,6 +159,16 @@ const fn starts_with(mut hay: &[u8], mut needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The module is the source with the delta applier in place of its
+    /// include line, and nothing else.
+    #[test]
+    fn the_module_is_the_source_with_the_applier_included() {
+        let (before, after) = SOURCE.split_once("// @include delta.js\n").unwrap();
+        assert_eq!(MODULE, format!("{before}{DELTA}{after}"));
+        assert!(MODULE.contains("function applyDelta(format, base, delta)"));
+        assert!(!MODULE.contains("@include"));
+    }
 
     /// The classic script is the module's text, wrapped, with the export
     /// list become the global: nothing else differs.

@@ -196,7 +196,11 @@ check("the module, the classic script and the declarations agree", async () => {
   }
   const pack = JSON.parse(execFileSync("npm", ["pack", "--dry-run", "--json"], { cwd: "../../src/server/web", stdio: ["ignore", "pipe", "ignore"] }));
   const files = pack[0].files.map((f) => f.path).sort().join();
-  if (files !== "package.json,statecast.d.ts,statecast.mjs") fail("npm pack would ship " + files);
+  if (files !== "dist/statecast.mjs,package.json,statecast.d.ts") fail("npm pack would ship " + files);
+  // The package's module (made by its prepack) is the binary's, byte for byte.
+  if (readFileSync("../../src/server/web/dist/statecast.mjs", "utf8") !== served["/statecast.mjs"]) {
+    fail("dist/statecast.mjs (npm) differs from the binary's /statecast.mjs");
+  }
   const version = JSON.parse(readFileSync("../../src/server/web/package.json", "utf8")).version;
   const VERSION = await page.evaluate(() => statecast.VERSION);
   if (version !== VERSION) fail("package.json says " + version + ", the module " + VERSION);
@@ -307,6 +311,120 @@ check("token refresh: getToken is asked again after 4001, on WebSocket and on SS
   if (!fake.streams[0].includes("token=s3") || !fake.streams[1].includes("token=s4")) fail("tokens " + fake.streams);
   await page.close();
   return fake.upgrades[1] + " then " + fake.streams[1];
+});
+
+// A JSON Patch differ, enough for the fake server's deltas: leaves
+// replaced, keys added and removed, an array grown or shrunk by its last
+// item, anything else replaced whole.
+function diff(a, b, path = "", ops = []) {
+  if (JSON.stringify(a) === JSON.stringify(b)) return ops;
+  const key = (k) => path + "/" + String(k).replace(/~/g, "~0").replace(/\//g, "~1");
+  const object = (v) => v !== null && typeof v === "object";
+  if (Array.isArray(a) && Array.isArray(b)) {
+    const same = (n) => JSON.stringify(a.slice(0, n)) === JSON.stringify(b.slice(0, n));
+    if (b.length === a.length + 1 && same(a.length)) ops.push({ op: "add", path: path + "/-", value: b[a.length] });
+    else if (a.length === b.length + 1 && same(b.length)) ops.push({ op: "remove", path: key(b.length) });
+    else if (a.length === b.length) a.forEach((_, i) => diff(a[i], b[i], key(i), ops));
+    else ops.push({ op: "replace", path, value: b });
+  } else if (object(a) && object(b) && !Array.isArray(a) && !Array.isArray(b)) {
+    for (const k of Object.keys(a)) if (!(k in b)) ops.push({ op: "remove", path: key(k) });
+    for (const k of Object.keys(b)) {
+      if (k in a) diff(a[k], b[k], key(k), ops);
+      else ops.push({ op: "add", path: key(k), value: b[k] });
+    }
+  } else ops.push({ op: "replace", path, value: b });
+  return ops;
+}
+
+// The n-th value of a topic that changes a little each time: a counter,
+// items that come, change and go, a key that needs JSON Pointer escapes.
+function value(n) {
+  const items = [];
+  for (let i = 0; i < 3 + (n % 7); i++) items.push({ id: "item-" + i, status: ["queued", "running", "done"][(n + i) % 3], n: i === n % 5 ? n : 0 });
+  const v = { seq: n, items, "a/b~c": n % 3 === 0 ? { even: n % 2 === 0 } : [n % 4, n % 5], total: items.length };
+  if (n % 11 === 0) v.note = "eleven " + n;
+  return v;
+}
+
+check("deltas applied give the same state as full snapshots across 1,000 publishes; a bad base is fetched again in full", async () => {
+  const PUBLISHES = 1000;
+  const BAD = 500; // this publish goes to each delta client with a wrong base
+  const truth = [null];
+  const clients = new Set();
+  let deltas = 0;
+  let resubscribed = 0;
+  const deliver = (c, n) => {
+    const data = truth[n];
+    if (c.delta && c.last === n - 1 && n > 1) {
+      deltas += 1;
+      c.push({ type: "a_update", topic: "a", seq: n, base: n === BAD ? n - 2 : n - 1, delta: diff(truth[n - 1], data) });
+    } else c.push({ type: "a_update", topic: "a", seq: n, data });
+    c.last = n;
+  };
+  const join = (c, url) => {
+    c.delta = url.searchParams.get("delta") === "json-patch";
+    c.last = 0;
+    clients.add(c);
+    if (truth.length > 1) deliver(c, truth.length - 1);
+  };
+  reset({
+    upgrade: (url) => ({
+      open: (ws) => {
+        const c = { push: (m) => ws.send(JSON.stringify(m)) };
+        join(c, url);
+        ws.on("close", () => clients.delete(c));
+        ws.on("message", (text) => {
+          const cmd = JSON.parse(text);
+          if (cmd.op === "unsubscribe") {
+            clients.delete(c);
+            ws.send(JSON.stringify({ type: "statecast.unsubscribed", topic: "a" }));
+          } else if (cmd.op === "subscribe") {
+            resubscribed += 1;
+            join(c, url);
+          }
+        });
+      },
+    }),
+    sse: (res, url) => {
+      res.writeHead(200, { "Content-Type": "text/event-stream" });
+      const c = { push: (m) => res.write("event: a\ndata: " + JSON.stringify(m) + "\n\n") };
+      if (url.searchParams.getAll("since").length) fail("a stream reopened after a bad base resumed: " + url);
+      join(c, url);
+      res.on("close", () => clients.delete(c));
+    },
+  });
+  truth.push(value(1));
+  const page = await client(fakeBase);
+  await page.evaluate(() => {
+    window.seen = { plain: {}, ws: {}, sse: {} };
+    const keep = (name) => (m) => { if (m.topic === "a") seen[name][m.seq] = JSON.stringify(m.data); };
+    window.conns = [
+      statecast.connect(watch({ topics: ["a"], onMessage: keep("plain") })),
+      statecast.connect(watch({ topics: ["a"], delta: "json-patch", onMessage: keep("ws") })),
+      statecast.connect(watch({ topics: ["a"], delta: "json-patch", transport: "sse", onMessage: keep("sse") })),
+    ];
+  });
+  await until("three clients", 5000, () => clients.size === 3);
+  for (let n = 2; n <= PUBLISHES; n++) {
+    truth.push(value(n));
+    for (const c of clients) deliver(c, n);
+    await new Promise(setImmediate);
+  }
+  await until("every client to hold the last publish", 10000, () =>
+    page.evaluate((n) => ["plain", "ws", "sse"].every((k) => seen[k][n] !== undefined), PUBLISHES));
+  const seen = await page.evaluate(() => seen);
+  for (const [name, got] of Object.entries(seen)) {
+    for (const [seq, data] of Object.entries(got)) {
+      if (data !== JSON.stringify(truth[seq])) fail(name + " holds at seq " + seq + ": " + data + ", not " + JSON.stringify(truth[seq]));
+    }
+  }
+  if (Object.keys(seen.plain).length !== PUBLISHES) fail("the plain client saw " + Object.keys(seen.plain).length + " publishes");
+  if (deltas < 2 * (PUBLISHES - 50)) fail("only " + deltas + " deltas were sent");
+  if (resubscribed !== 1) fail("the WebSocket client resubscribed " + resubscribed + " times after the bad base");
+  if (fake.streams.length !== 2) fail(fake.streams.length + " SSE streams: the bad base should reopen it once");
+  await page.close();
+  return deltas + " deltas sent; " + Object.keys(seen.ws).length + " and " + Object.keys(seen.sse).length +
+    " states over WebSocket and SSE, each equal to the snapshot of its seq";
 });
 
 check("a signed token that expires (4001 from the binary) is refreshed through getToken", async () => {

@@ -13,6 +13,7 @@
 // /statecast.js (this text as a classic script: wrapped in a function, the
 // export statement at the end turned into the `statecast` global, at build
 // time) and /statecast.d.ts. So: no `import`, and one `export { .. }`, last.
+// delta.js, the delta applier, is included at build time (see below).
 //
 // What a close asks of the client is in POLICY below; an upgrade refused
 // before it opened (which the WebSocket API reports only as 1006) is probed
@@ -52,15 +53,10 @@ const DEFAULTS = {
   delta: null,
 };
 
-// ---- The delta applier -----------------------------------------------
-// HOOK: the applier of the server's delta messages ({base, delta}) goes
-// here, from src/server/web/delta.js once the server side of deltas lands.
-// Until then every delta is treated as a base mismatch: the topic is asked
-// for again in full, so state is never wrong, only a delta's saving lost.
-function applyDelta(format, base, delta) {
-  throw new Error("statecast: no applier for delta format " + String(format));
-}
-// -----------------------------------------------------------------------
+// The delta applier, applyDelta(format, base, delta), lives in delta.js;
+// the build puts it in place of the next line, which must stay as it is
+// (src/server/assets.rs for the binary, build.mjs for the npm package).
+// @include delta.js
 
 // A multiplexed connection: every topic over one WebSocket, or one SSE
 // stream.
