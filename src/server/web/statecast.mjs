@@ -152,7 +152,7 @@ function link(o, route) {
     return url.replace(/^(ws|http)(s?):/, (_, scheme, s) => (s ? secure : plain) + ":");
   }
 
-  function query(path, token, sse) {
+  function query(path, token) {
     const q = [];
     if (route.mux) for (const t of topics) q.push("topic=" + param(t));
     if (token) q.push("token=" + param(token));
@@ -205,7 +205,7 @@ function link(o, route) {
   function openSocket(gen, t) {
     let sock;
     try {
-      sock = new WebSocket(base("wss", "ws") + query(route.ws, t, false));
+      sock = new WebSocket(base("wss", "ws") + query(route.ws, t));
     } catch (e) {
       // A malformed URL: nothing later would fix it.
       refuse("cannot open a WebSocket: " + e.message);
@@ -245,7 +245,7 @@ function link(o, route) {
     stream = ctl;
     let reply;
     try {
-      reply = await fetch(base("https", "http") + query(route.sse, t, true), {
+      reply = await fetch(base("https", "http") + query(route.sse, t), {
         signal: ctl.signal,
         cache: "no-store",
         headers: { Accept: "text/event-stream" },
@@ -332,7 +332,7 @@ function link(o, route) {
     let status = 0;
     let why = "";
     const ctl = new AbortController();
-    const path = route.mux && !topics.length ? "/healthz" : query(route.sse, t, true);
+    const path = route.mux && !topics.length ? "/healthz" : query(route.sse, t);
     try {
       const reply = await fetch(base("https", "http") + path, { signal: ctl.signal, cache: "no-store" });
       status = reply.status;
