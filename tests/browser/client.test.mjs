@@ -22,6 +22,12 @@ const fail = (why) => {
   throw new Error(why);
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// A hung check must not hang CI: the whole run has four minutes.
+setTimeout(() => {
+  console.error("FAIL: the run took over 240 s");
+  for (const child of running) child.kill("SIGKILL");
+  process.exit(1);
+}, 240000).unref();
 
 // The page whose log a timeout prints, and what any page threw.
 let current = null;
@@ -42,8 +48,8 @@ async function until(what, ms, check) {
 // stands in for a condition.
 const QUIET_MS = 1200;
 
-async function statecast(args, env) {
-  const server = await launch(binary, ["--listen", "127.0.0.1:0", ...args], env);
+async function statecast(args, env, listen) {
+  const server = await launch(binary, ["--listen", listen || "127.0.0.1:0", ...args], env);
   running.push(server.child);
   return server;
 }
@@ -446,6 +452,33 @@ check("a signed token that expires (4001 from the binary) is refreshed through g
   await page.close();
   server.child.kill("SIGTERM");
   return minted + " tokens minted; states " + seen.join(" -> ");
+});
+
+check("a restart (1012 from the binary on SIGTERM) is retried, and the new process's snapshot asked for again", async () => {
+  const args = ["--preset", "none", "--topic", "a", "--drain", "0"];
+  let server = await statecast(args);
+  const base = "http://" + server.addr;
+  await publish(base, "a", { run: "old" });
+  const page = await client(base, true);
+  await page.evaluate(() => { window.conn = statecast.connect(watch({ topics: ["a"] })); });
+  await until("the old run's snapshot", 5000, () => page.evaluate(() => conn.data("a")?.run === "old"));
+  server.child.kill("SIGTERM");
+  await until("the 1012", 5000, async () => (await states(page)).some((s) => s.startsWith("closed 1012")));
+  // Its port must be free before the next run binds it.
+  if (server.child.exitCode === null && server.child.signalCode === null) {
+    await new Promise((r) => server.child.once("exit", r));
+  }
+  // The new process counts from 1 again: a client that resumed with
+  // since=a:1 would be sent nothing, and keep the old run's data.
+  server = await statecast(args, undefined, server.addr);
+  await publish(base, "a", { run: "new" });
+  await until("the new run's snapshot", 10000, () => page.evaluate(() => conn.state === "open" && conn.data("a")?.run === "new"));
+  const seq = await page.evaluate(() => conn.seq("a"));
+  if (seq !== 1) fail("seq " + seq);
+  const restart = (await states(page)).find((s) => s.startsWith("closed 1012"));
+  await page.close();
+  server.child.kill("SIGTERM");
+  return "\"" + restart + "\", then the new run's seq 1";
 });
 
 check("a refused upgrade on the binary (no subscribe token) stops with its 401 and words", async () => {
