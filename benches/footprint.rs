@@ -6,10 +6,27 @@
 //! binary's size. Each timed figure is the median of three runs, server on
 //! CPU 0 and `statecast-load` on CPU 1.
 //!
+//! Beside the connect time it prints what other work on the machine does
+//! not move: the server's and the generator's CPU per connection, and how
+//! often the server's loop went to sleep while the 10k connected (each
+//! sleep is a wake-up the generator's next connect pays for).
+//!
+//! Over TLS (a build with `--features tls`), the same server with a
+//! throwaway P-256 certificate beside uWebSockets built with OpenSSL: RSS
+//! at start and at 10k idle TLS connections and the bytes each holds
+//! ((RSS at 10k minus at start) / 10k), the time to connect and snapshot
+//! 10k over TLS (full handshakes, no resumption), the server's CPU per TLS
+//! connect, and its CPU per delivery over TLS (10k connections, 256 B,
+//! 30 publishes at 10/s over https://, no warm-up).
+//!
 //! `cargo bench --bench footprint` prints the table; with
 //! `UWS_PEER=/path/to/uws_peer` (built by ../shared/bench/uws/build.sh,
-//! never committed) it also runs uWebSockets in the same run. Under
-//! `cargo test` it measures RSS at start and one small run, and prints.
+//! never committed) it also runs uWebSockets in the same run.
+//! `cargo bench --features tls --bench footprint` adds the TLS table, and
+//! with `UWS_PEER_TLS=/path/to/uws_peer_tls` (the same script with
+//! `WITH_OPENSSL=1`) uWebSockets over TLS beside it. Under `cargo test` it
+//! measures RSS at start and one small run of each, and prints; without
+//! the `tls` feature it says the TLS table was skipped.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -45,8 +62,9 @@ impl Peer<'_> {
 
     /// Starts it on CPU 0 and returns it with its address once it listens:
     /// statecast with its default preset, as a user would run it, and a
-    /// `load` topic for the generator when `with_topic`.
-    fn start(self, with_topic: bool) -> (Child, String) {
+    /// `load` topic for the generator when `with_topic`; serving TLS with
+    /// `tls`.
+    fn start(self, with_topic: bool, tls: Option<&Pair>) -> (Child, String) {
         let mut command = pinned(0, &self.binary());
         let port = match self {
             Peer::Statecast => {
@@ -54,12 +72,20 @@ impl Peer<'_> {
                 if with_topic {
                     command.args(["--topic", "load"]);
                 }
+                if let Some(pair) = tls {
+                    command.arg("--tls-cert").arg(&pair.cert);
+                    command.arg("--tls-key").arg(&pair.key);
+                }
                 command.stderr(Stdio::piped());
                 None
             }
             Peer::Uws(_) => {
                 let port = free_port();
                 command.arg(port.to_string()).stdout(Stdio::null());
+                if let Some(pair) = tls {
+                    command.env("UWS_CERT", &pair.cert);
+                    command.env("UWS_KEY", &pair.key);
+                }
                 Some(port)
             }
         };
@@ -82,6 +108,55 @@ impl Peer<'_> {
             Some(port) => wait_for(&format!("127.0.0.1:{port}")),
         };
         (child, addr)
+    }
+}
+
+/// A throwaway certificate and its key, for both servers alike.
+struct Pair {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl Pair {
+    /// A self-signed P-256 certificate for localhost and 127.0.0.1 in a
+    /// directory of its own, made by the `openssl` command.
+    fn new() -> Pair {
+        let dir = std::env::temp_dir().join(format!("statecast-footprint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        statecast_testkit::openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            ],
+        );
+        Pair {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        }
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        if let Some(dir) = self.cert.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -127,9 +202,14 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-/// `statecast-load` against a running `peer` process, on CPU 1.
-fn load(addr: &str, pid: u32, args: &[&str]) -> Value {
-    let output = pinned(1, LOAD)
+/// `statecast-load` against a running `peer` process, on CPU 1; over TLS
+/// with `tls`.
+fn load(addr: &str, pid: u32, tls: bool, args: &[&str]) -> Value {
+    let mut command = pinned(1, LOAD);
+    if tls {
+        command.args(["--tls", "--no-floor"]);
+    }
+    let output = command
         .args([
             "--server",
             addr,
@@ -151,6 +231,13 @@ struct Row {
     idle_kib: u64,
     memory: Value,
     connect_ms: Vec<f64>,
+    /// Server and generator CPU per connection, in us.
+    connect_server_us: Vec<f64>,
+    connect_generator_us: Vec<f64>,
+    /// The server's loop went to sleep this often while the clients connected.
+    connect_sleeps: Vec<f64>,
+    /// Clients the server closed before their snapshot, over all runs.
+    unanswered: u64,
     ratio: Vec<f64>,
     ns_per_delivery: Vec<f64>,
     size: Option<u64>,
@@ -161,16 +248,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn measure(peer: Peer, full: bool) -> Row {
+fn measure(peer: Peer, full: bool, tls: Option<&Pair>) -> Row {
     // RSS at start: a fresh process, settled, no client ever.
-    let (child, _) = peer.start(false);
+    let (child, _) = peer.start(false, tls);
     std::thread::sleep(Duration::from_millis(500));
     let idle_kib = rss_kib(child.id());
     stop(child);
 
     let counts = if full { "1000,10000" } else { "100" };
-    let (child, addr) = peer.start(true);
-    let memory = load(&addr, child.id(), &["--memory", counts]);
+    let (child, addr) = peer.start(true, tls);
+    let memory = load(&addr, child.id(), tls.is_some(), &["--memory", counts]);
     stop(child);
 
     let (connections, runs) = if full { ("10000", 3) } else { ("200", 1) };
@@ -178,6 +265,10 @@ fn measure(peer: Peer, full: bool) -> Row {
         idle_kib,
         memory,
         connect_ms: Vec::new(),
+        connect_server_us: Vec::new(),
+        connect_generator_us: Vec::new(),
+        connect_sleeps: Vec::new(),
+        unanswered: 0,
         ratio: Vec::new(),
         ns_per_delivery: Vec::new(),
         size: match peer {
@@ -186,10 +277,11 @@ fn measure(peer: Peer, full: bool) -> Row {
         },
     };
     for _ in 0..runs {
-        let (child, addr) = peer.start(true);
+        let (child, addr) = peer.start(true, tls);
         let r = load(
             &addr,
             child.id(),
+            tls.is_some(),
             &[
                 "--connections",
                 connections,
@@ -204,8 +296,14 @@ fn measure(peer: Peer, full: bool) -> Row {
             ],
         );
         stop(child);
-        row.connect_ms
-            .push(r["connect_ms"].as_f64().unwrap_or(f64::NAN));
+        let figure = |name: &str| r[name].as_f64().unwrap_or(f64::NAN);
+        row.connect_ms.push(figure("connect_ms"));
+        row.connect_server_us
+            .push(figure("connect_server_us_per_connection"));
+        row.connect_generator_us
+            .push(figure("connect_generator_us_per_connection"));
+        row.connect_sleeps.push(figure("connect_server_sleeps"));
+        row.unanswered += r["connect_unanswered"].as_u64().unwrap_or(0);
         row.ratio
             .push(r["ratio_to_paced_floor"].as_f64().unwrap_or(f64::NAN));
         row.ns_per_delivery
@@ -214,19 +312,23 @@ fn measure(peer: Peer, full: bool) -> Row {
     row
 }
 
+/// statecast, and uWebSockets when a peer binary is given.
+fn peers(uws: Option<&str>) -> impl Iterator<Item = Peer<'_>> {
+    [Some(Peer::Statecast), uws.map(Peer::Uws)]
+        .into_iter()
+        .flatten()
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let uws = std::env::var("UWS_PEER").ok().filter(|p| !p.is_empty());
-    let mut peers = vec![Peer::Statecast];
-    if let Some(path) = uws.as_deref() {
-        peers.push(Peer::Uws(path));
-    }
+    let uws_tls = std::env::var("UWS_PEER_TLS").ok().filter(|p| !p.is_empty());
     println!(
-        "| server | RSS at start | RSS at 1k | RSS at 10k | bytes per idle connection | 10k connect + snapshot (median of 3) | CPU per delivery, x paced floor | ns per delivery | binary |"
+        "| server | RSS at start | RSS at 1k | RSS at 10k | bytes per idle connection | 10k connect + snapshot (median of 3) | CPU per connect, server / generator | server sleeps during the connects | CPU per delivery, x paced floor | ns per delivery | binary |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for peer in peers {
-        let row = measure(peer, full);
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for peer in peers(uws.as_deref()) {
+        let row = measure(peer, full, None);
         let point = |n: u64| {
             row.memory["points"]
                 .as_array()
@@ -235,7 +337,7 @@ fn main() {
                 .map_or("-".into(), |k| format!("{:.2} MiB", k as f64 / 1024.0))
         };
         println!(
-            "| {} | {:.2} MiB | {} | {} | {:.0} B | {:.0} ms | {:.2}x | {:.0} | {} |",
+            "| {} | {:.2} MiB | {} | {} | {:.0} B | {:.0} ms | {:.1} / {:.1} us | {:.0} | {:.2}x | {:.0} | {} |",
             peer.name(),
             row.idle_kib as f64 / 1024.0,
             point(1000),
@@ -244,6 +346,9 @@ fn main() {
                 .as_f64()
                 .unwrap_or(f64::NAN),
             median(row.connect_ms),
+            median(row.connect_server_us),
+            median(row.connect_generator_us),
+            median(row.connect_sleeps),
             median(row.ratio),
             median(row.ns_per_delivery),
             row.size
@@ -252,5 +357,39 @@ fn main() {
     }
     if !full {
         println!("(one small run: `cargo bench --bench footprint` for the figures)");
+    }
+    if !cfg!(feature = "tls") {
+        println!("TLS: skipped (a build without the `tls` feature)");
+        return;
+    }
+    let pair = Pair::new();
+    println!();
+    println!(
+        "| over TLS | RSS at start | RSS at 10k idle | bytes per idle TLS connection | 10k TLS connect + snapshot (median of 3) | server CPU per TLS connect | ns per delivery over TLS | closed before their snapshot |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for peer in peers(uws_tls.as_deref()) {
+        let row = measure(peer, full, Some(&pair));
+        let points = row.memory["points"].as_array().cloned().unwrap_or_default();
+        let kib = |p: &Value| p["rss_kib"].as_f64().unwrap_or(f64::NAN);
+        let (first, last) = (points.first(), points.last());
+        let per_connection = match (first, last) {
+            (Some(first), Some(last)) => {
+                let n = last["connections"].as_f64().unwrap_or(f64::NAN);
+                (kib(last) - kib(first)) * 1024.0 / n
+            }
+            _ => f64::NAN,
+        };
+        println!(
+            "| {} | {:.2} MiB | {} | {:.0} B | {:.0} ms | {:.1} us | {:.0} | {} |",
+            peer.name(),
+            row.idle_kib as f64 / 1024.0,
+            last.map_or("-".into(), |p| format!("{:.2} MiB", kib(p) / 1024.0)),
+            per_connection,
+            median(row.connect_ms),
+            median(row.connect_server_us),
+            median(row.ns_per_delivery),
+            row.unanswered,
+        );
     }
 }

@@ -10,8 +10,10 @@ if ! cargo deb --version >/dev/null 2>&1; then
     echo "== installing cargo-deb from crates.io" >&2
     cargo install --locked cargo-deb
 fi
-# Signed tokens are in the package (the default build leaves them out).
-cargo build --release --locked --bin statecast --features jwt
+# TLS (--tls-cert, --poll https://, rediss://) and signed tokens are in the
+# package (the default build leaves both out); package_check.sh holds the
+# binary to 4,000,000 bytes.
+cargo build --release --locked --bin statecast --features tls,jwt
 mkdir -p target/debian-doc
 ./target/release/statecast --help > target/debian-doc/statecast.txt
 cargo deb --no-build --locked --output target/debian/ >&2

@@ -1,7 +1,8 @@
 //! statecast: a WebSocket push server for live dashboards.
 //!
-//! Clients open one WebSocket per topic and only listen; they get the
-//! topic's retained snapshot at once and every change after it. Producers
+//! Clients open a WebSocket (or an SSE stream) per topic, or one for many
+//! topics, and listen; they get each topic's retained snapshot at once and
+//! every change after it. Producers
 //! publish over HTTP or, in-process, through a [`Publisher`].
 //!
 //! Layout:
@@ -16,8 +17,11 @@
 //!   `cluster` (what the loop remembers of the link to Redis), `accept`
 //!   (the connection limits and the accept rate), `drain` (when each
 //!   subscriber is closed on SIGTERM), `conn` (a connection's state, its lifecycle
-//!   enum and close cause), `queue` (the per-connection output queue,
-//!   with snapshot conflation), `sock` (`send`/`sendmsg` on a socket),
+//!   enum and close cause), `subs` (the topics an open connection is
+//!   subscribed to), `multiplex` (one connection, many topics: opening
+//!   `/api/v1/ws` and `/api/v1/sse`, and the subscribe commands), `queue`
+//!   (the per-connection output queue, with snapshot conflation per
+//!   topic), `sock` (`send`/`sendmsg` on a socket),
 //!   `tls` (`--tls-cert`: the certificate pair and its reloads, and each
 //!   connection's rustls session, which its reads and writes go through),
 //!   `endpoints` (what each HTTP request asks the loop to do), `assets`
@@ -33,11 +37,15 @@
 //!   - [`wire::json`]: published JSON, taken in as I-JSON and written back compact.
 //!   - [`wire::protocol`]: RFC 6455 framing.
 //!   - [`wire::deflate`]: permessage-deflate (RFC 7692).
+//!   - [`wire::mux`]: the multiplexed protocol's parameters, seq vector,
+//!     commands and control messages.
 //! - [`topic`]: the topics, one idea per private file: `name` (what a
 //!   topic name is), `rules` (which names are topics, what data each
 //!   accepts, the size bound), `message` (a message's bytes, encoded once,
 //!   and the compressor), `registry` (each topic's snapshot and
-//!   subscribers, and the registry of them all).
+//!   subscribers, what it keeps for `?delta=` subscribers, and the
+//!   registry of them all).
+//!   - [`topic::delta`]: the `?delta=` formats and the JSON Patch differ.
 //!   - [`topic::adw`]: the ADW dashboard preset: its topics, defaults and schemas.
 //!   - [`topic::schema`]: the JSON Schema checks a value passes before it is retained.
 //! - [`publisher`]: the thread-safe handle producers publish through.
@@ -54,8 +62,8 @@
 //!   shown; the command line; [`config::file`], the TOML file behind
 //!   `--config` and `--print-config`.
 //!
-//! Where a common change goes, by file (the README's Layout section says
-//! what goes in each): an option, `config/options.rs`, the code that uses
+//! Where a common change goes, by file (docs/design.md's "Where a change
+//! goes" says what goes in each): an option, `config/options.rs`, the code that uses
 //! it and `docs/options.md` (plus `config/kinds.rs` and `config/args.rs`'s
 //! test sample for a new value syntax); an endpoint, `wire/http.rs`,
 //! `server/endpoints.rs`, the README's table and `docs/options.md` (plus
@@ -64,9 +72,10 @@
 //! `providers/`, `providers/mod.rs`, its options and `tests/providers.rs`;
 //! a close cause, `server/conn.rs`, where it is raised (`conn.rs`,
 //! `conns.rs` or `server/mod.rs`), `wire/protocol.rs` for a new code,
-//! `server/stats.rs`'s test and `docs/behaviour.md`; the slow-consumer
-//! policy, `server/conns.rs` (`server/queue.rs` for what a queued snapshot
-//! gives way to), and for a new close code the files the README names.
+//! `server/stats.rs`'s test, `docs/behaviour.md` and `docs/protocol.md`;
+//! the slow-consumer policy, `server/conns.rs` (`server/queue.rs` for what
+//! a queued snapshot gives way to), and for a new close code the files
+//! docs/design.md names.
 //!
 //! ```no_run
 //! use statecast::{Config, Server};

@@ -11,6 +11,13 @@ use simplelog::{CombinedLogger, ConfigBuilder, WriteLogger};
 use statecast::Server;
 use statecast::config::{self, args::Command};
 
+/// The exit status of every configuration error: one that a restart cannot
+/// mend (a short token, a bad value, an address it must not serve).
+/// debian/statecast.service names it in `RestartPreventExitStatus=`, so
+/// systemd stops there instead of restarting in a loop; a failure that
+/// may pass (the port still taken) exits 1 and is restarted.
+const CONFIG_ERROR: u8 = 2;
+
 /// statecast's own lines at `level`; the crates it uses at info at most,
 /// because their debug and trace lines (an HTTP client's request line,
 /// say) show URLs whole, and statecast shows them only redacted.
@@ -54,7 +61,7 @@ fn main() -> ExitCode {
         Ok(Command::Token(minting)) => return print_token(&minting),
         Err(e) => {
             eprintln!("statecast: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(CONFIG_ERROR);
         }
     };
     forget_secrets_in_the_environment();
@@ -81,7 +88,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `statecast token`: the token on stdout, or why not on stderr (exit 2).
+/// `statecast token`: the token on stdout, or why not on stderr (exit
+/// [`CONFIG_ERROR`]).
 fn print_token(minting: &statecast::server::jwt::Minting) -> ExitCode {
     use statecast::server::jwt;
     let secret = match config::args::jwt_secret_from_env() {
@@ -91,11 +99,11 @@ fn print_token(minting: &statecast::server::jwt::Minting) -> ExitCode {
                 "statecast token: set {} to the secret to sign with",
                 jwt::SECRET_ENV
             );
-            return ExitCode::from(2);
+            return ExitCode::from(CONFIG_ERROR);
         }
         Err(e) => {
             eprintln!("statecast token: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(CONFIG_ERROR);
         }
     };
     match jwt::mint(&secret, minting, jwt::unix_now()) {
@@ -105,14 +113,14 @@ fn print_token(minting: &statecast::server::jwt::Minting) -> ExitCode {
         }
         Err(e) => {
             eprintln!("statecast token: {e}");
-            ExitCode::from(2)
+            ExitCode::from(CONFIG_ERROR)
         }
     }
 }
 
 /// Binds the server and starts the providers the configuration asks for;
-/// a configuration that cannot run exits 2 with the reason, a failure to
-/// start exits 1.
+/// a configuration that cannot run exits [`CONFIG_ERROR`] with the
+/// reason, a failure to start exits 1.
 fn start(config: statecast::Config) -> Result<Server, ExitCode> {
     let listen = config.listen;
     let providers = statecast::providers::configured(&config);
@@ -120,7 +128,7 @@ fn start(config: statecast::Config) -> Result<Server, ExitCode> {
         Ok(server) => server,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
             eprintln!("statecast: {e}");
-            return Err(ExitCode::from(2));
+            return Err(ExitCode::from(CONFIG_ERROR));
         }
         Err(e) => {
             error!("cannot listen on {listen}: {e}");
@@ -133,7 +141,7 @@ fn start(config: statecast::Config) -> Result<Server, ExitCode> {
         // A provider's topic the server does not serve.
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
             eprintln!("statecast: {e}");
-            return Err(ExitCode::from(2));
+            return Err(ExitCode::from(CONFIG_ERROR));
         }
         Err(e) => {
             error!("cannot start a provider thread: {e}");

@@ -1,5 +1,5 @@
-//! The README's recipe beside the ADW backend, run as it is written: the
-//! `adw-backend.toml` block is read from the README (only its ports
+//! docs/adw.md's recipe beside the ADW backend, run as it is written: the
+//! `adw-backend.toml` block is read from docs/adw.md (only its ports
 //! changed to free ones), and the real binary runs it against a stand-in
 //! that answers the backend's routes in the backend's shapes, with values
 //! from the contract's valid cases. Every topic must validate, and move
@@ -126,15 +126,15 @@ fn stand_in(answers: Arc<[HashMap<String, Value>; 2]>, version: Arc<AtomicUsize>
     port
 }
 
-/// The README's `adw-backend.toml`, its backend's ports moved to the
+/// docs/adw.md's `adw-backend.toml`, its backend's ports moved to the
 /// stand-in's.
 fn recipe(backend: u16, webhook: u16) -> String {
-    let readme = include_str!("../README.md");
-    let block = readme
+    let page = include_str!("../docs/adw.md");
+    let block = page
         .split("<!-- recipe: adw-backend.toml -->\n```toml\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("the README has the adw-backend.toml recipe");
+        .expect("docs/adw.md has the adw-backend.toml recipe");
     assert!(block.contains("127.0.0.1:8000") && block.contains("127.0.0.1:8001"));
     block
         .replace("127.0.0.1:8000", &format!("127.0.0.1:{backend}"))
@@ -148,7 +148,7 @@ fn state(addr: std::net::SocketAddr, topic: &str) -> Value {
 }
 
 #[test]
-fn the_readme_recipe_feeds_every_topic_from_the_backend() {
+fn the_adw_recipe_feeds_every_topic_from_the_backend() {
     let values: HashMap<&str, [Value; 2]> = TOPICS.iter().map(|&t| (t, two_values(t))).collect();
     let answers = Arc::new([answers(&values, 0), answers(&values, 1)]);
     let version = Arc::new(AtomicUsize::new(0));

@@ -58,6 +58,23 @@ fn help_explains_itself() {
     }
 }
 
+/// `--help` tells a balancer's operator both times `/readyz` is 503: when
+/// the server is full, and when a drain begins (the README and
+/// docs/deployment.md say the same).
+#[test]
+fn help_says_when_readyz_is_503() {
+    let help: String = stdout(&statecast(&["--help"]))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let readyz = help
+        .split_once("/readyz ")
+        .and_then(|(_, rest)| rest.split(" GET").next())
+        .expect("a /readyz line");
+    assert!(readyz.contains("503 past --max-connections"), "{readyz}");
+    assert!(readyz.contains("when a drain begins"), "{readyz}");
+}
+
 /// A bad value is refused at start-up with exit 2 and the option's name.
 #[test]
 fn bad_flags_are_refused_by_name() {
@@ -371,5 +388,55 @@ fn a_provider_whose_topics_are_not_served_stops_the_start() {
                 && err.contains("the ADW topics need --preset adw"),
             "{err}"
         );
+    }
+}
+
+/// The exit statuses the packaged unit does not restart on, read from
+/// debian/statecast.service's `RestartPreventExitStatus=` lines.
+fn statuses_the_unit_does_not_restart_on() -> Vec<i32> {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/statecast.service"),
+    )
+    .unwrap();
+    unit.lines()
+        .filter_map(|line| line.strip_prefix("RestartPreventExitStatus="))
+        .flat_map(|value| value.split_whitespace())
+        .filter_map(|status| status.parse().ok())
+        .collect()
+}
+
+/// A token one character under the minimum stops the start with an exit
+/// status the packaged unit does not restart on, and a line naming the
+/// option and the minimum, never the token; from the environment (as the
+/// unit gives it) and from the command line. The minimum itself starts.
+#[test]
+fn a_short_token_stops_the_unit_for_good() {
+    let short = "fifteen-chars-x";
+    assert_eq!(short.len(), 15);
+    let stops = statuses_the_unit_does_not_restart_on();
+    for (option, variable) in [
+        ("--publish-token", "STATECAST_PUBLISH_TOKEN"),
+        ("--subscribe-token", "STATECAST_SUBSCRIBE_TOKEN"),
+    ] {
+        let from_env = Command::new(env!("CARGO_BIN_EXE_statecast"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env(variable, short)
+            .output()
+            .unwrap();
+        let from_flag = statecast(&["--listen", "127.0.0.1:0", option, short]);
+        for out in [from_env, from_flag] {
+            let err = stderr(&out);
+            let code = out.status.code().unwrap_or_default();
+            assert!(stops.contains(&code), "exit {code} not in {stops:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(
+                err.contains(option) && err.contains("too short") && err.contains("16 characters"),
+                "{err}"
+            );
+            assert!(!err.contains(short), "{err}");
+        }
+        let sixteen = format!("{short}y");
+        let out = statecast(&[option, &sixteen, "--print-config"]);
+        assert!(out.status.success(), "{}", stderr(&out));
     }
 }

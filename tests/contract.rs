@@ -122,12 +122,12 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
 }
 
-/// The README's topic table is CONTRACT.md's, row for row.
+/// docs/adw.md's topic table is CONTRACT.md's, row for row.
 #[test]
-fn readme_topic_table_matches_the_contract() {
+fn adw_page_topic_table_matches_the_contract() {
     let contract = topic_rows(&read("contract/CONTRACT.md"));
     assert_eq!(contract.len(), 10, "CONTRACT.md lists ten endpoints");
-    assert_eq!(topic_rows(&read("README.md")), contract);
+    assert_eq!(topic_rows(&read("docs/adw.md")), contract);
 }
 
 /// What the server holds before any publish is the contract table's safe

@@ -50,3 +50,49 @@ fn refusals_are_logged_once_per_reason_per_interval() {
         "{start}"
     );
 }
+
+/// Whether a GET of `path` on a new connection answers 200: no, when the
+/// connection is refused or reset, or the status is another.
+fn answers_200(addr: std::net::SocketAddr, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(DEADLINE));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut answer = Vec::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_end(&mut answer).is_ok()
+        && answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// A load balancer's probe: `/readyz` answers 200 `{"status":"ready"}`
+/// while `/healthz` is 503 for a polled URL that is down and a Redis that
+/// cannot be reached, so one failing source does not take every node out
+/// of the pool; once SIGTERM starts the drain it no longer answers 200.
+#[test]
+fn readyz_follows_the_server_not_its_providers() {
+    let dead = free_port();
+    let poll = format!("system-status=http://127.0.0.1:{dead}/status@100ms");
+    let redis = format!("redis://127.0.0.1:{dead}/0");
+    let server = Binary::start(&["--poll", &poll, "--redis", &redis, "--drain", "10m"]);
+    wait_until("/healthz degraded by the poll and Redis", || {
+        server.request("GET", "/healthz", "").0 == 503
+    });
+    let health = server.health();
+    assert_eq!(health["status"], "degraded", "{health}");
+    let (code, body) = server.request("GET", "/readyz", "");
+    assert_eq!((code, body.as_str()), (200, r#"{"status":"ready"}"#));
+
+    // A subscriber keeps the drain going for its ten minutes.
+    let mut subscriber = server.subscribe("queue");
+    read_frame(&mut subscriber);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("/readyz no longer 200 while draining", || {
+        !answers_200(server.addr, "/readyz")
+    });
+}

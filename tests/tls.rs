@@ -4,8 +4,9 @@
 //! when a file is renamed or a symlink swapped, as certbot does, checked by
 //! the certificate a new connection is served; a broken pair keeps the old
 //! one; plain HTTP to the port is refused; a stalled handshake times out.
-//! Needs the `tls` feature: `scripts/test.sh` runs `cargo test --features
-//! tls,jwt --test tls`.
+//! And the no-proxy recipe of `docs/deployment.md`, run from the doc's own
+//! blocks. Needs the `tls` feature: `scripts/test.sh` runs `cargo test
+//! --features tls,jwt --test tls`.
 #![cfg(feature = "tls")]
 
 use std::io::{Read, Write};
@@ -51,6 +52,11 @@ impl Pki {
     /// the authority, valid for `days` (negative: expired), as `NAME.pem`
     /// and `NAME.key`.
     fn server(&self, name: &str, serial: u32, days: i32) {
+        self.server_for(name, serial, days, "IP:127.0.0.1,DNS:localhost");
+    }
+
+    /// The same, for the names in `alt_names` (`subjectAltName`'s syntax).
+    fn server_for(&self, name: &str, serial: u32, days: i32, alt_names: &str) {
         let (key, csr, pem) = (
             format!("{name}.key"),
             format!("{name}.csr"),
@@ -69,7 +75,7 @@ impl Pki {
         openssl(&self.0, &args);
         std::fs::write(
             self.path("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+            format!("subjectAltName={alt_names}\n"),
         )
         .unwrap();
         let (serial, days) = (format!("{serial}"), format!("{days}"));
@@ -130,8 +136,14 @@ type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 /// A TLS connection to `addr`, its handshake done.
 fn connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
+    connect_as(addr, config, "127.0.0.1")
+}
+
+/// A TLS connection to `addr` for the server `name` (SNI, and the name
+/// the certificate must carry), its handshake done.
+fn connect_as(addr: SocketAddr, config: &Arc<ClientConfig>, name: &str) -> Tls {
     let tcp = connect_to(addr);
-    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let name = ServerName::try_from(name.to_owned()).unwrap();
     let conn = ClientConnection::new(config.clone(), name).unwrap();
     let mut tls = StreamOwned::new(conn, tcp);
     while tls.conn.is_handshaking() {
@@ -482,4 +494,349 @@ fn a_bad_pair_at_start_names_the_file_and_not_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--tls-cert needs --tls-key"), "{err}");
+}
+
+/// The deployment notes, whose no-proxy section the recipe test runs.
+const NOTES: &str = include_str!("../docs/deployment.md");
+
+/// The package's unit, which the notes' reload hook and drop-in act on.
+const UNIT: &str = include_str!("../debian/statecast.service");
+
+/// The fenced block after `<!-- recipe: NAME -->` in the deployment notes,
+/// its list indent taken off.
+fn recipe(name: &str) -> String {
+    let marker = format!("<!-- recipe: {name} -->\n");
+    let block = NOTES
+        .split(&marker)
+        .nth(1)
+        .and_then(|rest| rest.split_once("```").map(|(_, fenced)| fenced))
+        .and_then(|fenced| fenced.split_once('\n').map(|(_, body)| body))
+        .and_then(|body| body.split("```").next())
+        .unwrap_or_else(|| panic!("docs/deployment.md has no block marked {marker}"));
+    block
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l).trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `KEY=VALUE` lines of a unit or drop-in, in order, comments left out.
+fn directives(unit: &str) -> Vec<(String, String)> {
+    unit.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// What systemd makes of a capability list set in several places: an
+/// empty assignment resets it, the others add to it.
+fn capabilities(settings: &[(String, String)], key: &str) -> Vec<String> {
+    let mut set = Vec::new();
+    for (_, v) in settings.iter().filter(|(k, _)| k == key) {
+        if v.is_empty() {
+            set.clear();
+        }
+        set.extend(v.split_whitespace().map(str::to_owned));
+    }
+    set
+}
+
+/// `systemctl reload UNIT`, as systemd runs it: the unit's `ExecReload=`
+/// commands, `$MAINPID` the service's pid.
+fn systemctl_reload(hook: &str, pid: u32) {
+    let words: Vec<&str> = hook.split_whitespace().collect();
+    assert_eq!(
+        words[..2],
+        ["systemctl", "reload"],
+        "the test runs `systemctl reload UNIT` hooks, not {hook:?}"
+    );
+    assert_eq!(words.get(2), Some(&"statecast"), "{hook:?}");
+    let reloads: Vec<String> = directives(UNIT)
+        .into_iter()
+        .filter(|(k, _)| k == "ExecReload")
+        .map(|(_, v)| v)
+        .collect();
+    assert!(
+        !reloads.is_empty(),
+        "`{hook}` fails: debian/statecast.service has no ExecReload="
+    );
+    for command in reloads {
+        let command = command
+            .replace("${MAINPID}", &pid.to_string())
+            .replace("$MAINPID", &pid.to_string());
+        let mut words = command.split_whitespace();
+        let program = words.next().unwrap();
+        let status = Command::new(program).args(words).status().unwrap();
+        assert!(status.success(), "ExecReload={command}: {status}");
+    }
+}
+
+/// The serial (hex, as openssl prints it) of the certificate a new
+/// connection to `addr`, asking for `name`, is served.
+fn served_serial(pki: &Pki, addr: SocketAddr, config: &Arc<ClientConfig>, name: &str) -> String {
+    let tls = connect_as(addr, config, name);
+    let der = tls.conn.peer_certificates().expect("a certificate")[0].to_vec();
+    let file = pki.path("served.der");
+    std::fs::write(&file, der).unwrap();
+    let out = Command::new("openssl")
+        .args(["x509", "-inform", "DER", "-noout", "-serial", "-in"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim().trim_start_matches("serial=").to_lowercase()
+}
+
+/// certbot's layout for `name` under `root`: renewal `n`'s chain (leaf,
+/// then the authority) and key in `archive/`, and `live/`'s two names
+/// symlinks to them, each swapped by a rename as certbot does.
+fn certbot_renewal(pki: &Pki, root: &std::path::Path, n: u32, serial: u32) {
+    let public_name = "dash.example.com";
+    let leaf = format!("renewal{n}");
+    pki.server_for(&leaf, serial, 1, &format!("DNS:{public_name}"));
+    let archive = root.join("archive").join(public_name);
+    let live = root.join("live").join(public_name);
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::create_dir_all(&live).unwrap();
+    let chain = std::fs::read_to_string(pki.path(&format!("{leaf}.pem"))).unwrap()
+        + &std::fs::read_to_string(pki.path("ca.pem")).unwrap();
+    std::fs::write(archive.join(format!("fullchain{n}.pem")), chain).unwrap();
+    std::fs::copy(
+        pki.path(&format!("{leaf}.key")),
+        archive.join(format!("privkey{n}.pem")),
+    )
+    .unwrap();
+    for file in ["privkey", "fullchain"] {
+        let target = format!("../../archive/{public_name}/{file}{n}.pem");
+        let tmp = live.join(format!("{file}.pem.new"));
+        std::os::unix::fs::symlink(target, &tmp).unwrap();
+        std::fs::rename(&tmp, live.join(format!("{file}.pem"))).unwrap();
+    }
+}
+
+/// The no-proxy recipe of docs/deployment.md, run from its own blocks:
+/// its statecast.toml (certbot's paths moved to a test-made layout, the
+/// address to port 0) and its tokens' names serve https:// (curl); a
+/// subscriber without the subscribe token is refused; the doc's curl
+/// publish with the publish token reaches a wss:// subscriber; the doc's
+/// deploy hook, `systemctl reload statecast` run as the unit's
+/// `ExecReload=`, makes a new connection see the renewed serial, and so
+/// does a later renewal with no hook (the file watch). What cannot run
+/// here, the unit and its port-443 drop-in, is read: the unit reads the
+/// files the doc names, and with the drop-in may bind 443.
+#[test]
+fn the_no_proxy_recipe_runs_as_documented() {
+    let pki = Pki::new("recipe");
+    let letsencrypt = pki.path("letsencrypt");
+    certbot_renewal(&pki, &letsencrypt, 1, 0x1001);
+
+    let toml = recipe("no-proxy statecast.toml");
+    for line in [
+        r#"listen = "0.0.0.0:443""#,
+        r#"tls_cert = "/etc/letsencrypt/live/dash.example.com/fullchain.pem""#,
+        r#"tls_key = "/etc/letsencrypt/live/dash.example.com/privkey.pem""#,
+    ] {
+        assert!(toml.contains(line), "the recipe's toml has {line}:\n{toml}");
+    }
+    let toml = toml
+        .replace("0.0.0.0:443", "127.0.0.1:0")
+        .replace("/etc/letsencrypt/", &format!("{}/", letsencrypt.display()));
+    let file = pki.path("statecast.toml");
+    std::fs::write(&file, toml).unwrap();
+
+    // The tokens' names from the env file the notes give, as the unit's
+    // EnvironmentFile= hands them over.
+    let env = recipe("env");
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name))
+        .filter(|name| !name.starts_with('#'))
+        .collect();
+    assert_eq!(
+        names,
+        ["STATECAST_PUBLISH_TOKEN", "STATECAST_SUBSCRIBE_TOKEN"],
+        "{env}"
+    );
+    let tokens = [
+        (names[0], "publish-token-0123456789"),
+        (names[1], "subscribe-token-0123456789"),
+    ];
+    let server = Binary::start_with(
+        &["--config", file.to_str().unwrap(), "--log-level", "info"],
+        |c| {
+            c.envs(tokens);
+        },
+    );
+    let port = server.addr.port();
+    let public = "dash.example.com";
+    let ca = pki.path("ca.pem");
+    let curl = |args: &[&str]| {
+        let resolve = format!("{public}:{port}:127.0.0.1");
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--resolve", &resolve, "--cacert"])
+            .arg(&ca)
+            .args(args)
+            .output()
+            .expect("curl is installed")
+    };
+
+    // https:// serves, under the public name.
+    let out = curl(&[&format!("https://{public}:{port}/healthz")]);
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(body.contains(r#""status":"ok""#), "{body}");
+
+    // A subscriber without the subscribe token is refused; with it, served.
+    let config = pki.client(&[&rustls::version::TLS13]);
+    let url = format!("wss://{public}:{port}/api/v1/ws/webhook-status");
+    let without = tungstenite::client(url.as_str(), connect_as(server.addr, &config, public));
+    match without {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("a subscriber without the token: {:?}", other.map(|r| r.1)),
+    }
+    let with = format!("{url}?token={}", tokens[1].1);
+    let (mut ws, _) =
+        tungstenite::client(with.as_str(), connect_as(server.addr, &config, public)).unwrap();
+    let snapshot = ws.read().unwrap();
+    assert!(
+        snapshot
+            .to_text()
+            .unwrap()
+            .contains("webhook_status_update"),
+        "{snapshot}"
+    );
+
+    // The doc's publish, run by sh with the token in its environment.
+    let publish = recipe("no-proxy publish").replace("\\\n", " ");
+    let at = format!("https://{public}/");
+    assert!(
+        publish.starts_with("curl ") && publish.contains(&at),
+        "{publish}"
+    );
+    let publish = publish.replacen(
+        "curl ",
+        &format!(
+            "curl --max-time 10 --resolve {public}:{port}:127.0.0.1 --cacert '{}' ",
+            ca.display()
+        ),
+        1,
+    );
+    let publish = publish.replace(&at, &format!("https://{public}:{port}/"));
+    let out = Command::new("sh")
+        .args(["-c", &publish])
+        .env(tokens[0].0, tokens[0].1)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{publish}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let update = ws.read().unwrap();
+    assert!(update.to_text().unwrap().contains("renewed"), "{update}");
+    // The same publish without the token is refused.
+    let out = Command::new("sh")
+        .args(["-c", &publish])
+        .env(tokens[0].0, "")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a publish without the token went through"
+    );
+
+    // Renewal with the doc's deploy hook.
+    assert_eq!(served_serial(&pki, server.addr, &config, public), "1001");
+    let certbot = recipe("no-proxy deploy hook");
+    let hook = certbot
+        .split("--deploy-hook \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("the certbot command gives a --deploy-hook: {certbot}"));
+    certbot_renewal(&pki, &letsencrypt, 2, 0x1002);
+    systemctl_reload(hook, server.child.id());
+    wait_until("a reload on the hook's SIGHUP", || {
+        server.log.lock().unwrap().contains("(SIGHUP): serial 1002")
+    });
+    assert_eq!(served_serial(&pki, server.addr, &config, public), "1002");
+
+    // Renewal with no hook: statecast notices.
+    certbot_renewal(&pki, &letsencrypt, 3, 0x1003);
+    wait_until("the renewed certificate noticed", || {
+        served_serial(&pki, server.addr, &config, public) == "1003"
+    });
+    // The socket opened before both renewals still works.
+    ws.send(tungstenite::Message::text(
+        r#"{"type":"ping","timestamp":1}"#,
+    ))
+    .unwrap();
+    let pong = ws.read().unwrap();
+    assert!(pong.to_text().unwrap().contains("pong"), "{pong}");
+
+    // The unit reads the files the notes name.
+    let unit = directives(UNIT);
+    let has = |key: &str, value: &str| unit.iter().any(|(k, v)| k == key && v.contains(value));
+    assert!(has("ExecStart", "--config /etc/statecast/statecast.toml"));
+    assert!(NOTES.contains("`/etc/statecast/statecast.toml`"));
+    assert!(has("EnvironmentFile", "/etc/statecast/env"));
+    assert!(NOTES.contains("`/etc/statecast/env`"));
+
+    // With the drop-in, the unit may bind 443.
+    let drop_in = recipe("no-proxy drop-in");
+    assert!(
+        drop_in.contains("/etc/systemd/system/statecast.service.d/"),
+        "{drop_in}"
+    );
+    let settings: Vec<_> = unit.into_iter().chain(directives(&drop_in)).collect();
+    for key in ["CapabilityBoundingSet", "AmbientCapabilities"] {
+        assert!(
+            capabilities(&settings, key).contains(&"CAP_NET_BIND_SERVICE".to_owned()),
+            "{key} with the drop-in lacks CAP_NET_BIND_SERVICE"
+        );
+    }
+    // systemd's own reading of the unit with the drop-in beside it (its
+    // program moved to this build, which verify wants to exist).
+    let units = pki.path("units");
+    std::fs::create_dir_all(units.join("statecast.service.d")).unwrap();
+    std::fs::write(
+        units.join("statecast.service"),
+        UNIT.replace("/usr/bin/statecast", env!("CARGO_BIN_EXE_statecast")),
+    )
+    .unwrap();
+    std::fs::write(units.join("statecast.service.d/override.conf"), &drop_in).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(units.join("statecast.service"))
+        .output()
+        .expect("systemd-analyze (scripts/test.sh installs systemd)");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.is_empty(), "{said}");
+    // A capability inside a user namespace of the service's own does not
+    // reach the host's network namespace, where port 443 is.
+    let private_users = settings
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PrivateUsers")
+        .map(|(_, v)| v.as_str());
+    assert!(
+        !matches!(
+            private_users,
+            Some("yes" | "true" | "1" | "self" | "identity" | "full")
+        ),
+        "PrivateUsers={private_users:?} with the drop-in: 443 stays refused"
+    );
 }

@@ -278,7 +278,7 @@ options! {
         /// The certificate chain (PEM) served over TLS; with `tls_key`.
         tls_cert: Option<PathBuf> = None, Path,
         "--tls-cert" "FILE",
-            "serve https:// and wss:// on --listen with the certificate chain in this PEM file (leaf first), TLS 1.2 and 1.3; needs --tls-key and a build with --features tls. The pair is loaded again on SIGHUP and when either file changes (a certbot renewal); a pair that fails to load (bad PEM, a key that does not match, expired) leaves the old one serving, with a warning. A plain-HTTP request gets 400";
+            "serve https:// and wss:// on --listen with the certificate chain in this PEM file (leaf first), TLS 1.2 and 1.3; needs --tls-key and a build with --features tls (the Debian package has it). The pair is loaded again on SIGHUP and when either file changes (a certbot renewal); a pair that fails to load (bad PEM, a key that does not match, expired) leaves the old one serving, with a warning. A plain-HTTP request gets 400";
 
         /// The private key (PEM) of `tls_cert`.
         tls_key: Option<PathBuf> = None, Path,

@@ -221,12 +221,31 @@ pub struct Demo {
     qc_drift: f64,
 }
 
+thread_local! {
+    /// A simulated clock, set by [`simulate_clock`]; `None`: the system's.
+    static CLOCK: std::cell::Cell<Option<SystemTime>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes the demo on this thread read `at` as the time, so a benchmark can
+/// play ten minutes of it without sleeping and still see its timestamps
+/// and durations move as they would. `None` goes back to the system clock.
+pub fn simulate_clock(at: Option<SystemTime>) {
+    CLOCK.with(|clock| clock.set(at));
+}
+
+/// The demo's time: the simulated clock when one is set.
+fn wall() -> SystemTime {
+    CLOCK
+        .with(std::cell::Cell::get)
+        .unwrap_or_else(SystemTime::now)
+}
+
 fn now() -> String {
-    rfc3339(SystemTime::now())
+    rfc3339(wall())
 }
 
 fn ago(seconds: u64) -> String {
-    rfc3339(SystemTime::now() - Duration::from_secs(seconds))
+    rfc3339(wall() - Duration::from_secs(seconds))
 }
 
 /// Rounds to one decimal, as dashboards print percentages.
@@ -311,7 +330,7 @@ impl Demo {
             wait: 0,
             errors: 0,
             last_error: None,
-            started: SystemTime::now(),
+            started: wall(),
             cost: 0.0,
         }
     }
@@ -498,7 +517,7 @@ impl Demo {
     }
 
     fn monitor_entry(w: &Workflow) -> Value {
-        let elapsed = w.started.elapsed().map_or(0, |d| d.as_secs());
+        let elapsed = wall().duration_since(w.started).map_or(0, |d| d.as_secs());
         let progress = (w.step as f64 + 0.5) / TOTAL_PHASES as f64 * 100.0;
         json!({
             "adw_id": w.adw_id, "issue_number": w.issue, "pr_number": null,
@@ -546,7 +565,7 @@ impl Demo {
         let actual = ((total as f64 / 1000.0 * 0.008 + 0.1) * 100.0).round() / 100.0;
         let steps_done = if failed { 3 + self.rng.below(4) } else { 8 };
         let phase_cost = |share: f64| (actual * share * 1000.0).round() / 1000.0;
-        let ended = SystemTime::now();
+        let ended = wall();
         let started = ended - Duration::from_secs(duration);
         let mut item = json!({
             "id": id, "adw_id": w.adw_id, "issue_number": w.issue, "nl_input": w.title,
@@ -629,7 +648,7 @@ impl Demo {
         let parent = 130 + n / 3;
         let number = n % 3 + 1;
         let title = format!("Phase {number}: {}", self.rng.pick(TITLES));
-        let created = SystemTime::now();
+        let created = wall();
         self.queue.push(QueuePhase {
             queue_id: format!("q-{parent}-{number}"),
             parent,
@@ -676,7 +695,7 @@ impl Demo {
             ("running", _) => "completed",
             (other, _) => other,
         };
-        phase.updated = SystemTime::now();
+        phase.updated = wall();
     }
 
     fn queue_panel(&self) -> Value {

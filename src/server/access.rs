@@ -465,6 +465,7 @@ mod tests {
             Route::Broadcast,
             Route::State("queue".into()),
             Route::Health,
+            Route::Ready,
             Route::Metrics,
             Route::Page,
             Route::Script,

@@ -16,7 +16,7 @@ use crate::server::queue::{Out, OutQueue};
 use crate::server::sock::Sender;
 use crate::server::subs::Subs;
 use crate::server::tls::{Input, Session, Writer as TlsWriter};
-use crate::topic::Form;
+use crate::topic::{Encoded, Form};
 use crate::wire::Shared;
 use crate::wire::http::{Head, Next, RequestReader, Response, Route};
 use crate::wire::mux::{self, Command};
@@ -462,6 +462,39 @@ impl Conn {
             Phase::Open { subs, .. } | Phase::Stream { subs, .. } => Some(subs),
             _ => None,
         }
+    }
+
+    /// What a fanned-out snapshot is for this per-topic subscriber (see
+    /// `Entry::pick`); `None` when it is not one.
+    pub fn pick(&mut self, encoded: &Encoded<'_>) -> Option<Shared> {
+        let (Phase::Open {
+            subs: Subs::One(entry),
+            ..
+        }
+        | Phase::Stream {
+            subs: Subs::One(entry),
+            ..
+        }) = &mut self.phase
+        else {
+            return None;
+        };
+        let out = &self.out;
+        entry.pick(encoded, || out.has_unstarted_snapshot(None))
+    }
+
+    /// What a fanned-out snapshot of topic `topic` is for this multiplexed
+    /// connection (see `Entry::pick`), whose entry notes every seq
+    /// queued, for its seq vector; `None` when it does not have the topic.
+    pub fn pick_of(&mut self, topic: usize, encoded: &Encoded<'_>) -> Option<Shared> {
+        let entry = match &mut self.phase {
+            Phase::Open { subs, .. } | Phase::Stream { subs, .. } => subs.get_mut(topic)?,
+            _ => return None,
+        };
+        if entry.sub.delta.is_none() {
+            entry.queued = Some(encoded.seq);
+        }
+        let out = &self.out;
+        entry.pick(encoded, || out.has_unstarted_snapshot(Some(topic)))
     }
 
     /// Told by the topic registry when a swap-remove moved this
@@ -943,6 +976,7 @@ mod tests {
             topic: 0,
             index: 0,
             form: crate::topic::Form::Frame,
+            delta: None,
             mux: false,
         }
     }

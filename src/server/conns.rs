@@ -218,8 +218,10 @@ impl Conns {
             let Some(conn) = self.slab.get_mut(key) else {
                 continue;
             };
-            let form = conn.form().unwrap_or(Form::Frame);
-            let out = Out::Snapshot(encoded.pick(form).clone(), Some(published));
+            let Some(bytes) = conn.pick(&encoded) else {
+                continue;
+            };
+            let out = Out::Snapshot(bytes, Some(published));
             let (delivered, bytes) = conn.deliver(out, now, &mut stats.latency.ages_at(now));
             stats.bytes_out += bytes as u64;
             if let Delivered::Queued { superseded } = delivered {
@@ -249,17 +251,16 @@ impl Conns {
             let Some(conn) = self.slab.get_mut(key) else {
                 continue;
             };
-            let Some(subs) = conn.subs_mut() else {
+            let Some(bytes) = conn.pick_of(fan.topic, &encoded) else {
                 continue;
             };
-            if let Some(entry) = subs.get_mut(fan.topic) {
-                entry.queued = Some(fan.seq);
-            }
-            let form = subs.form();
-            let tail = (form == Form::Sse).then(|| sse_tail(subs, topics));
+            let Some(subs) = conn.subs() else {
+                continue;
+            };
+            let tail = (subs.form() == Form::Sse).then(|| sse_tail(subs, topics));
             let out = Out::Mux {
                 topic: fan.topic,
-                bytes: encoded.pick(form).clone(),
+                bytes,
                 published: Some(fan.published),
                 tail,
             };
@@ -645,6 +646,7 @@ mod tests {
             topic: 0,
             index: 0,
             form: Form::Frame,
+            delta: None,
             mux: false,
         };
         conns[key].open(sub, now);
@@ -695,6 +697,35 @@ mod tests {
         };
         let (mut conns, key, _peer) = one_open(limits, now);
         conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 1000])));
+        assert!(conns.take_over_limit().is_empty());
+        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 1])));
+        assert_eq!(conns.take_over_limit(), vec![key]);
+    }
+
+    /// A multiplexed connection's `--max-queue-bytes` is per topic: with
+    /// three topics it may hold three times as much before it is listed
+    /// to close.
+    #[test]
+    fn a_multiplexed_queue_limit_is_per_topic() {
+        let now = Instant::now();
+        let limits = OutputLimits {
+            max_queue: 100,
+            write_timeout: Duration::from_secs(30),
+        };
+        let (mut conns, key, _peer) = one_open(limits, now);
+        let mut subs = Subs::mux(Form::Frame);
+        for topic in 0..3 {
+            let sub = Subscription {
+                topic,
+                index: 0,
+                form: Form::Frame,
+                delta: None,
+                mux: true,
+            };
+            subs.push(sub, None);
+        }
+        conns[key].open(subs, now);
+        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 300])));
         assert!(conns.take_over_limit().is_empty());
         conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 1])));
         assert_eq!(conns.take_over_limit(), vec![key]);
@@ -757,6 +788,7 @@ mod tests {
             topic: 0,
             index,
             form: Form::Frame,
+            delta: None,
             mux: false,
         };
         let (free, _free_peer) = add_open(&mut conns, sub(0), now);
@@ -771,6 +803,8 @@ mod tests {
             frame: &frame,
             deflated: None,
             sse: None,
+            seq: 1,
+            deltas: None,
         };
         let mut stats = Stats::default();
         conns.deliver(&[free, blocked], encoded, now, now, &mut stats);
@@ -801,7 +835,7 @@ mod tests {
             write_timeout: Duration::from_secs(30),
         });
         let key = conns.next_key();
-        let (sub, _) = topics.subscribe(id, key, Form::Frame);
+        let (sub, _) = topics.subscribe(id, key, Form::Frame, None);
         let (key, mut peer) = add_open(&mut conns, sub, now);
         assert_eq!(topics.subscriptions(), 1);
 

@@ -11,6 +11,7 @@ use crate::server::access::{self, Access};
 use crate::server::assets;
 use crate::server::jwt::Grant;
 use crate::server::stats::Stats;
+use crate::topic::delta::DeltaFormat;
 use crate::topic::schema::SchemaError;
 use crate::topic::{self, Published, Refused, TopicError, Topics, adw};
 use crate::wire::http::{self, BodyKind, Head, INTERNAL_ERROR, Response, Route};
@@ -28,6 +29,8 @@ pub enum Action {
         topic: String,
         accept: String,
         since: Option<u64>,
+        /// The delta format it asked for (`?delta=`).
+        delta: Option<DeltaFormat>,
     },
     /// Upgrade the connection with this `Sec-WebSocket-Accept` and
     /// subscribe it to each of `topics` (maybe none yet). `since` names
@@ -50,6 +53,8 @@ pub enum Action {
     Stream {
         topic: String,
         since: Option<u64>,
+        /// The delta format it asked for (`?delta=`).
+        delta: Option<DeltaFormat>,
         /// The allowed `Origin` the stream's head names, so a page there
         /// may read it.
         origin: Option<String>,
@@ -187,6 +192,7 @@ pub fn handle(
         Route::Health => Action::Health {
             details: access.may_read(head),
         },
+        Route::Ready => Action::Respond(ready(answer, shutting_down)),
         Route::Metrics => Action::Metrics,
         Route::Page => Action::Respond(asset(assets::PAGE, "text/html; charset=utf-8", answer)),
         Route::Script => Action::Respond(asset(assets::SCRIPT, JAVASCRIPT, answer)),
@@ -208,6 +214,10 @@ fn subscribe(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -
     if let Err(e) = topics.check(&topic) {
         return Action::Respond(refused_topic(&e, true));
     }
+    let delta = match delta_format(head) {
+        Ok(delta) => delta,
+        Err(response) => return Action::Respond(response),
+    };
     let accept = match http::check_upgrade(head) {
         Ok(accept) => accept,
         Err(response) => return Action::Respond(response),
@@ -220,7 +230,25 @@ fn subscribe(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -
         topic,
         accept,
         since,
+        delta,
     }
+}
+
+/// The delta format `?delta=` names: none without it, 400 for a name that
+/// is not a format (not echoed: it is the client's text).
+fn delta_format(head: &Head) -> Result<Option<DeltaFormat>, Response> {
+    let Some(name) = head.query_param("delta") else {
+        return Ok(None);
+    };
+    DeltaFormat::parse(name).map(Some).ok_or_else(|| {
+        let known = DeltaFormat::NAMES.join(", ");
+        http::error(
+            http::BAD_REQUEST,
+            &format!("unknown delta format (known: {known})"),
+            "",
+            true,
+        )
+    })
 }
 
 /// A multiplexed WebSocket: every topic it names is checked, in order,
@@ -332,6 +360,10 @@ fn stream(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -> A
     if let Err(e) = topics.check(&topic) {
         return Action::Respond(refused_topic(&e, true));
     }
+    let delta = match delta_format(head) {
+        Ok(delta) => delta,
+        Err(response) => return Action::Respond(response),
+    };
     if shutting_down {
         return Action::Respond(http::error(http::UNAVAILABLE, "shutting down", "", true));
     }
@@ -343,6 +375,7 @@ fn stream(head: &Head, topic: String, topics: &Topics, shutting_down: bool) -> A
     Action::Stream {
         topic,
         since,
+        delta,
         origin: head.origin.clone(),
     }
 }
@@ -540,6 +573,27 @@ pub fn health(view: &HealthView, answer: Answer, details: bool) -> Response {
     )
 }
 
+/// `/readyz`: whether this server takes new clients, which is what a load
+/// balancer must know. Unlike `/healthz` it ignores the providers and the
+/// link to Redis: they feed every node alike, so one polled URL going down
+/// would otherwise take every node out of the pool at once, while each
+/// node still serves its clients the last good snapshots.
+fn ready(answer: Answer, shutting_down: bool) -> Response {
+    let (code, body): (_, &[u8]) = if shutting_down {
+        (http::UNAVAILABLE, br#"{"status":"shutting_down"}"#)
+    } else {
+        (http::OK, br#"{"status":"ready"}"#)
+    };
+    http::response(
+        code,
+        "application/json",
+        "",
+        body,
+        answer.close,
+        answer.head_only,
+    )
+}
+
 /// A malformed name is the request's fault (400); a well-formed one the
 /// server does not serve is not found (404); a full table is 503.
 fn refused_topic(e: &TopicError, close: bool) -> Response {
@@ -730,6 +784,41 @@ mod tests {
             assert_eq!(admitted(raw).err(), Some(status), "{raw}");
         }
         assert!(admitted("POST /api/v1/publish/queue HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\n").is_ok());
+    }
+
+    /// /readyz is 200 while the server serves, even with a provider
+    /// failing, and 503 once it is shutting down or full.
+    #[test]
+    fn ready_is_the_servers_own_state() {
+        let topics = topics();
+        let head = request("GET", "/readyz");
+        let answer = |shutting_down| match handle(
+            &head,
+            Route::Ready,
+            b"",
+            &topics,
+            &access(),
+            Reader {
+                grant: None,
+                max_topics: 32,
+            },
+            shutting_down,
+        ) {
+            Action::Respond(response) => (
+                response.status.0,
+                String::from_utf8_lossy(&response.bytes).into_owned(),
+            ),
+            other => panic!("{other:?}"),
+        };
+        let (code, text) = answer(false);
+        assert_eq!(code, 200, "{text}");
+        assert!(text.ends_with(r#"{"status":"ready"}"#), "{text}");
+        let (code, text) = answer(true);
+        assert_eq!(code, 503, "{text}");
+        assert!(text.ends_with(r#"{"status":"shutting_down"}"#), "{text}");
+        // Past --max-connections a node is full: not ready for more.
+        let full = admit(&head, &topics, &access(), true).map_err(|r| r.status.0);
+        assert_eq!(full.err(), Some(503));
     }
 
     /// Without the token, /healthz says only its status.

@@ -2,21 +2,27 @@
 //! configuration gives (an HS256 secret from `STATECAST_JWT_SECRET`, or an
 //! Ed25519 or EC P-256 public key from `--jwt-public-key`), what a valid
 //! token grants (`topics` to read, `publish` to write), and minting the
-//! HS256 tokens `statecast token` prints. Signatures are the
-//! `jsonwebtoken` crate's (RustCrypto), in builds with the `jwt` feature;
-//! without it a configured key stops the start, saying so. The claims'
-//! times are checked here, against one clock reading the caller passes.
+//! HS256 tokens `statecast token` prints. Signatures are ring's, the
+//! crypto library rustls already brings, so a TLS build carries one; the
+//! token's three parts, the claims and the key file's PEM are read here.
+//! Only in builds with the `jwt` feature; without it a configured key
+//! stops the start, saying so. The claims' times are checked here, against
+//! one clock reading the caller passes.
 
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "jwt")]
-use jsonwebtoken::errors::ErrorKind;
+use base64::Engine;
 #[cfg(feature = "jwt")]
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+#[cfg(feature = "jwt")]
+use ring::{hmac, signature};
 #[cfg(feature = "jwt")]
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "jwt")]
+use serde_json::Value;
 
 use crate::config::{Config, Secret};
 
@@ -35,12 +41,78 @@ pub const SECRET_ENV: &str = crate::config::options::JWT_SECRET_ENV;
 /// whatever it says.
 pub struct Verifier {
     #[cfg(feature = "jwt")]
-    key: DecodingKey,
+    key: Key,
+    /// `--jwt-audience`: when set, `aud` must name it.
     #[cfg(feature = "jwt")]
-    validation: Validation,
+    audience: Option<String>,
+    /// `--jwt-issuer`: when set, `iss` must name it.
+    #[cfg(feature = "jwt")]
+    issuer: Option<String>,
     /// Without the `jwt` feature no verifier is ever made.
     #[cfg(not(feature = "jwt"))]
     never: std::convert::Infallible,
+}
+
+/// The algorithms statecast takes, one for each kind of key.
+#[cfg(feature = "jwt")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// HMAC with SHA-256, under the shared secret.
+    HS256,
+    /// Ed25519 (RFC 8037).
+    EdDSA,
+    /// ECDSA on P-256 with SHA-256, the signature as r and s, 32 bytes
+    /// each (RFC 7518 §3.4), not ASN.1.
+    ES256,
+}
+
+#[cfg(feature = "jwt")]
+impl Algorithm {
+    /// How a token's header names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::HS256 => "HS256",
+            Algorithm::EdDSA => "EdDSA",
+            Algorithm::ES256 => "ES256",
+        }
+    }
+}
+
+/// The key, in the form ring verifies with.
+#[cfg(feature = "jwt")]
+enum Key {
+    /// The HS256 secret.
+    Hs256(hmac::Key),
+    /// An Ed25519 public key, its 32 bytes.
+    EdDSA(Vec<u8>),
+    /// A P-256 public key, the uncompressed point (65 bytes, `04 x y`).
+    Es256(Vec<u8>),
+}
+
+#[cfg(feature = "jwt")]
+impl Key {
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            Key::Hs256(_) => Algorithm::HS256,
+            Key::EdDSA(_) => Algorithm::EdDSA,
+            Key::Es256(_) => Algorithm::ES256,
+        }
+    }
+
+    /// Whether `signature` is this key's over `signed`; the HMAC is
+    /// compared in constant time (ring's `verify`).
+    fn verifies(&self, signed: &[u8], sig: &[u8]) -> bool {
+        let public = |alg, key: &[u8]| {
+            signature::UnparsedPublicKey::new(alg, key)
+                .verify(signed, sig)
+                .is_ok()
+        };
+        match self {
+            Key::Hs256(key) => hmac::verify(key, signed, sig).is_ok(),
+            Key::EdDSA(key) => public(&signature::ED25519, key),
+            Key::Es256(key) => public(&signature::ECDSA_P256_SHA256_FIXED, key),
+        }
+    }
 }
 
 #[cfg(feature = "jwt")]
@@ -61,7 +133,8 @@ impl fmt::Debug for Verifier {
 /// Why a token was refused: said in the 401's body, never with the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// Not three base64url parts of JSON, or claims of the wrong type.
+    /// Not three base64url parts of JSON, or claims of the wrong type, or
+    /// a header with `crit` (no extension is understood here).
     Malformed,
     /// Its header names an algorithm other than the key's (`none` too).
     Algorithm,
@@ -101,15 +174,30 @@ impl fmt::Display for Refusal {
 }
 
 #[cfg(feature = "jwt")]
-/// The claims statecast reads; `aud` and `iss` are the crate's to check,
-/// and the rest are ignored. `exp` is optional here only so that its
-/// absence has its own refusal.
+/// The header fields statecast reads; the rest (`typ`, `kid`, ...) are
+/// ignored.
+#[derive(Debug, Deserialize)]
+struct Header {
+    alg: String,
+    /// Extensions a verifier must understand or refuse the token (RFC 7515
+    /// §4.1.11); none is understood here.
+    crit: Option<serde::de::IgnoredAny>,
+    /// `false` would mean a payload that is not base64url (RFC 7797).
+    b64: Option<bool>,
+}
+
+#[cfg(feature = "jwt")]
+/// The claims statecast reads, and the rest are ignored. `exp` is
+/// optional here only so that its absence has its own refusal; `aud` and
+/// `iss` are read only when configured, so they take any JSON here.
 #[derive(Debug, Deserialize)]
 struct Claims {
     exp: Option<u64>,
     nbf: Option<u64>,
     iat: Option<u64>,
     sub: Option<String>,
+    aud: Option<Value>,
+    iss: Option<Value>,
     #[serde(default)]
     topics: Vec<String>,
     #[serde(default)]
@@ -257,9 +345,8 @@ impl Verifier {
         aud: Option<&str>,
         iss: Option<&str>,
     ) -> Result<Verifier, String> {
-        let key = DecodingKey::from_secret(secret.expose().as_bytes())
-            .map_err(|_| format!("{SECRET_ENV} is empty"))?;
-        Ok(Verifier::new(key, Algorithm::HS256, aud, iss))
+        let key = hmac_key(secret)?;
+        Ok(Verifier::new(Key::Hs256(key), aud, iss))
     }
 
     /// EdDSA or ES256, by the type of the public key in the PEM file at
@@ -272,46 +359,59 @@ impl Verifier {
         let file = path.display();
         let pem = std::fs::read(path)
             .map_err(|e| format!("--jwt-public-key: cannot read {file}: {e}"))?;
-        let (key, alg) =
-            public_key(&pem).map_err(|why| format!("--jwt-public-key {file}: {why}"))?;
-        Ok(Verifier::new(key, alg, aud, iss))
+        let key = public_key(&pem).map_err(|why| format!("--jwt-public-key {file}: {why}"))?;
+        Ok(Verifier::new(key, aud, iss))
     }
 
-    fn new(key: DecodingKey, alg: Algorithm, aud: Option<&str>, iss: Option<&str>) -> Verifier {
-        let mut validation = Validation::new(alg);
-        // The times are checked in `verify`, against the caller's clock and
-        // with the leeway above; the crate has one leeway for both ends.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.required_spec_claims.clear();
-        // Without --jwt-audience, `aud` is not ours to judge.
-        validation.validate_aud = aud.is_some();
-        if let Some(aud) = aud {
-            validation.set_audience(&[aud]);
-            validation.required_spec_claims.insert("aud".into());
+    fn new(key: Key, aud: Option<&str>, iss: Option<&str>) -> Verifier {
+        Verifier {
+            key,
+            audience: aud.map(str::to_owned),
+            issuer: iss.map(str::to_owned),
         }
-        if let Some(iss) = iss {
-            validation.set_issuer(&[iss]);
-            validation.required_spec_claims.insert("iss".into());
-        }
-        Verifier { key, validation }
     }
 
     /// The algorithm every token must be signed with.
     pub fn algorithm(&self) -> Algorithm {
-        self.validation
-            .algorithms
-            .first()
-            .copied()
-            .unwrap_or(Algorithm::HS256)
+        self.key.algorithm()
     }
 
-    /// Checks `token` at `now` (seconds since the Unix epoch): signature
-    /// and algorithm, `aud` and `iss` when configured, then the times.
+    /// Checks `token` at `now` (seconds since the Unix epoch): its header's
+    /// algorithm, then the signature, then the claims' types, `iss` and
+    /// `aud` when configured, the times and the patterns. Nothing past the
+    /// header is read before the signature holds.
     pub fn verify(&self, token: &str, now: u64) -> Result<Grant, Refusal> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| refusal(e.kind()))?
-            .claims;
+        let (signed, sig) = token.rsplit_once('.').ok_or(Refusal::Malformed)?;
+        let (header, payload) = signed.split_once('.').ok_or(Refusal::Malformed)?;
+        if payload.contains('.') {
+            return Err(Refusal::Malformed);
+        }
+        let header: Header = json_part(header)?;
+        if header.crit.is_some() || header.b64 == Some(false) {
+            return Err(Refusal::Malformed);
+        }
+        // The header is never believed: it must name the key's algorithm,
+        // so `none`, or HS256 against a public key, goes no further.
+        if header.alg != self.algorithm().name() {
+            return Err(Refusal::Algorithm);
+        }
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| Refusal::Malformed)?;
+        if !self.key.verifies(signed.as_bytes(), &sig) {
+            return Err(Refusal::Signature);
+        }
+        let claims: Claims = json_part(payload)?;
+        if let Some(iss) = &self.issuer
+            && !names(claims.iss.as_ref(), iss)
+        {
+            return Err(Refusal::Issuer);
+        }
+        if let Some(aud) = &self.audience
+            && !names(claims.aud.as_ref(), aud)
+        {
+            return Err(Refusal::Audience);
+        }
         let skew = SKEW.as_secs();
         let exp = claims.exp.ok_or(Refusal::NoExpiry)?;
         if now >= exp {
@@ -341,63 +441,167 @@ impl Verifier {
     }
 }
 
-/// The crate's verdict, as a refusal.
+/// A token's part: base64url without padding, of JSON.
 #[cfg(feature = "jwt")]
-fn refusal(kind: &ErrorKind) -> Refusal {
-    match kind {
-        ErrorKind::InvalidSignature => Refusal::Signature,
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::MissingAlgorithm
-        | ErrorKind::InvalidAlgorithmName
-        | ErrorKind::UnsupportedAlgorithm
-        | ErrorKind::InvalidKeyFormat
-        | ErrorKind::InvalidEcdsaKey
-        | ErrorKind::InvalidEddsaKey => Refusal::Algorithm,
-        ErrorKind::InvalidAudience => Refusal::Audience,
-        ErrorKind::InvalidIssuer => Refusal::Issuer,
-        ErrorKind::MissingRequiredClaim(claim) | ErrorKind::InvalidClaimFormat(claim) => {
-            match claim.as_str() {
-                "aud" => Refusal::Audience,
-                "iss" => Refusal::Issuer,
-                _ => Refusal::Malformed,
-            }
+fn json_part<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, Refusal> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| Refusal::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| Refusal::Malformed)
+}
+
+/// Whether `aud` or `iss` names `wanted`: one string, or a list of
+/// strings one of which it is (RFC 7519 §4.1.3 allows either for `aud`;
+/// the list is taken for `iss` too, as issuers' libraries write it).
+#[cfg(feature = "jwt")]
+fn names(claim: Option<&Value>, wanted: &str) -> bool {
+    match claim {
+        Some(Value::String(one)) => one == wanted,
+        Some(Value::Array(list)) => {
+            list.iter().all(Value::is_string) && list.iter().any(|v| v.as_str() == Some(wanted))
         }
-        _ => Refusal::Malformed,
+        _ => false,
     }
 }
 
-/// The key in a PEM file and the one algorithm it is for. Errors say what
-/// the file holds, never its bytes.
+/// The secret as an HMAC-SHA256 key; an empty one is refused.
 #[cfg(feature = "jwt")]
-fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
+fn hmac_key(secret: &Secret) -> Result<hmac::Key, String> {
+    let bytes = secret.expose().as_bytes();
+    if bytes.is_empty() {
+        return Err(format!("{SECRET_ENV} is empty"));
+    }
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, bytes))
+}
+
+/// DER tags and object identifiers a public key file's SPKI (RFC 5280
+/// §4.1.2.7) is read with.
+#[cfg(feature = "jwt")]
+mod der {
+    pub const SEQUENCE: u8 = 0x30;
+    pub const BIT_STRING: u8 = 0x03;
+    pub const OID: u8 = 0x06;
+    /// 1.3.101.112 (RFC 8410).
+    pub const ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+    /// 1.2.840.10045.2.1, id-ecPublicKey (RFC 5480).
+    pub const EC: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    /// 1.2.840.10045.3.1.7, secp256r1 (RFC 5480).
+    pub const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    /// 1.2.840.113549.1.1.1, rsaEncryption (RFC 8017).
+    pub const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+
+    /// One element at the start of `input`: its tag, its contents and
+    /// what follows it. Lengths up to 65535 bytes, which a public key's
+    /// never passes; `None` for anything cut short.
+    pub fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = match first {
+            0..=0x7f => (usize::from(first), rest),
+            0x81 => {
+                let (&len, rest) = rest.split_first()?;
+                (usize::from(len), rest)
+            }
+            0x82 => {
+                let (len, rest) = rest.split_first_chunk::<2>()?;
+                (usize::from(u16::from_be_bytes(*len)), rest)
+            }
+            _ => return None,
+        };
+        Some((tag, rest.get(..len)?, rest.get(len..)?))
+    }
+
+    /// What a SubjectPublicKeyInfo holds.
+    pub struct Spki<'a> {
+        /// The algorithm's object identifier.
+        pub algorithm: &'a [u8],
+        /// Its parameter, when that is an object identifier (an EC key's
+        /// curve).
+        pub curve: Option<&'a [u8]>,
+        /// The key's bytes.
+        pub key: &'a [u8],
+    }
+
+    /// A SubjectPublicKeyInfo; `None` unless `input` is exactly one.
+    pub fn spki(input: &[u8]) -> Option<Spki<'_>> {
+        let (SEQUENCE, info, []) = element(input)? else {
+            return None;
+        };
+        let (SEQUENCE, algorithm, rest) = element(info)? else {
+            return None;
+        };
+        let (BIT_STRING, bits, []) = element(rest)? else {
+            return None;
+        };
+        let (OID, oid, parameters) = element(algorithm)? else {
+            return None;
+        };
+        let curve = match element(parameters) {
+            Some((OID, curve, [])) => Some(curve),
+            _ => None,
+        };
+        // A key is whole bytes: no unused bits in the last.
+        let (0, key) = bits.split_first()? else {
+            return None;
+        };
+        Some(Spki {
+            algorithm: oid,
+            curve,
+            key,
+        })
+    }
+}
+
+/// The key in a PEM file, with the one algorithm it is for. Errors say
+/// what the file holds, never its bytes.
+#[cfg(feature = "jwt")]
+fn public_key(pem: &[u8]) -> Result<Key, String> {
+    const NOT_A_KEY: &str =
+        "not an Ed25519 or EC P-256 public key in PEM (-----BEGIN PUBLIC KEY-----)";
+    const RSA: &str = "an RSA key: only Ed25519 (EdDSA) and EC P-256 (ES256) keys are supported";
     let text = String::from_utf8_lossy(pem);
     if text.contains("PRIVATE KEY-----") {
         return Err("holds a private key; give its public half \
                     (openssl pkey -in KEY -pubout)"
             .into());
     }
-    let candidates = [
-        (DecodingKey::from_ed_pem(pem), Algorithm::EdDSA),
-        (DecodingKey::from_ec_pem(pem), Algorithm::ES256),
-    ];
-    for (key, alg) in candidates {
-        let Ok(key) = key else { continue };
-        // Building a verifier parses the key: a P-384 point, say, fails
-        // here rather than on every token.
-        return match jsonwebtoken::crypto::verify("AAAA", b"", &key, alg) {
-            Ok(_) => Ok((key, alg)),
-            Err(_) if alg == Algorithm::ES256 => {
-                Err("an EC key not on P-256: only P-256 (ES256) is supported".into())
-            }
-            Err(_) => Err("not a usable Ed25519 public key".into()),
-        };
+    if text.contains("-----BEGIN RSA PUBLIC KEY-----") {
+        return Err(RSA.into());
     }
-    if DecodingKey::from_rsa_pem(pem).is_ok() {
-        return Err(
-            "an RSA key: only Ed25519 (EdDSA) and EC P-256 (ES256) keys are supported".into(),
-        );
+    let der = pem_block(&text, "PUBLIC KEY").ok_or(NOT_A_KEY)?;
+    let der::Spki {
+        algorithm,
+        curve,
+        key,
+    } = der::spki(&der).ok_or(NOT_A_KEY)?;
+    match (algorithm, curve) {
+        (der::ED25519, None) if key.len() == 32 => Ok(Key::EdDSA(key.to_vec())),
+        (der::ED25519, _) => Err("not a usable Ed25519 public key".into()),
+        // ring takes the uncompressed point, which openssl writes; whether
+        // it is on the curve ring sees only when a token comes, so a
+        // point off it refuses every token's signature.
+        (der::EC, Some(der::P256)) if key.len() == 65 && key.first() == Some(&4) => {
+            Ok(Key::Es256(key.to_vec()))
+        }
+        (der::EC, Some(der::P256)) => Err(
+            "not a usable EC P-256 public key (give its uncompressed form: \
+                 openssl pkey -pubin -in KEY -pubout)"
+                .into(),
+        ),
+        (der::EC, _) => Err("an EC key not on P-256: only P-256 (ES256) is supported".into()),
+        (der::RSA, _) => Err(RSA.into()),
+        _ => Err(NOT_A_KEY.into()),
     }
-    Err("not an Ed25519 or EC P-256 public key in PEM (-----BEGIN PUBLIC KEY-----)".into())
+}
+
+/// The bytes of the first `-----BEGIN {label}-----` block (RFC 7468),
+/// whatever text surrounds it.
+#[cfg(feature = "jwt")]
+fn pem_block(text: &str, label: &str) -> Option<Vec<u8>> {
+    let (_, rest) = text.split_once(&format!("-----BEGIN {label}-----"))?;
+    let (body, _) = rest.split_once(&format!("-----END {label}-----"))?;
+    let base64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    STANDARD.decode(base64).ok()
 }
 
 /// What `statecast token` puts in a token.
@@ -412,6 +616,10 @@ pub struct Minting {
     pub iss: Option<String>,
 }
 
+/// The header of every token `statecast token` mints.
+#[cfg(feature = "jwt")]
+const MINTED_HEADER: &str = r#"{"typ":"JWT","alg":"HS256"}"#;
+
 /// An HS256 token signed with `secret`, issued at `now`.
 #[cfg(feature = "jwt")]
 pub fn mint(secret: &Secret, what: &Minting, now: u64) -> Result<String, String> {
@@ -424,10 +632,15 @@ pub fn mint(secret: &Secret, what: &Minting, now: u64) -> Result<String, String>
         topics: &what.topics,
         publish: &what.publish,
     };
-    let key = EncodingKey::from_secret(secret.expose().as_bytes())
-        .map_err(|_| format!("{SECRET_ENV} is empty"))?;
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
-        .map_err(|e| format!("cannot sign the token: {e}"))
+    let key = hmac_key(secret)?;
+    let claims = serde_json::to_vec(&claims).map_err(|e| format!("cannot sign the token: {e}"))?;
+    let mut token = URL_SAFE_NO_PAD.encode(MINTED_HEADER);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+    let tag = hmac::sign(&key, token.as_bytes());
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(tag, &mut token);
+    Ok(token)
 }
 
 #[cfg(test)]
@@ -460,6 +673,8 @@ mod tests {
     #[cfg(feature = "jwt")]
     mod signed {
         use super::super::*;
+        // The tokens are signed by another library than the one verifying.
+        use jsonwebtoken::{Algorithm as Signing, EncodingKey, Header};
         use serde_json::json;
 
         const SECRET: &str = "hs256-test-secret-0123456789";
@@ -482,13 +697,13 @@ mod tests {
             json!({"exp": NOW + 60, "sub": "alice", "topics": ["queue", "adw-state/*"], "publish": ["queue"]})
         }
 
-        fn sign(alg: Algorithm, key: &EncodingKey, claims: &serde_json::Value) -> String {
+        fn sign(alg: Signing, key: &EncodingKey, claims: &serde_json::Value) -> String {
             jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
         }
 
         fn hs(claims: &serde_json::Value) -> String {
             sign(
-                Algorithm::HS256,
+                Signing::HS256,
                 &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
                 claims,
             )
@@ -496,12 +711,12 @@ mod tests {
 
         fn ed(claims: &serde_json::Value) -> String {
             let key = EncodingKey::from_ed_pem(&read("ed25519.key")).unwrap();
-            sign(Algorithm::EdDSA, &key, claims)
+            sign(Signing::EdDSA, &key, claims)
         }
 
         fn es(claims: &serde_json::Value) -> String {
             let key = EncodingKey::from_ec_pem(&read("p256.key")).unwrap();
-            sign(Algorithm::ES256, &key, claims)
+            sign(Signing::ES256, &key, claims)
         }
 
         fn hs_verifier() -> Verifier {
@@ -570,7 +785,7 @@ mod tests {
         #[test]
         fn a_wrong_key_is_refused() {
             let other = EncodingKey::from_secret(b"another-secret-0123456789").unwrap();
-            let token = sign(Algorithm::HS256, &other, &claims());
+            let token = sign(Signing::HS256, &other, &claims());
             assert_eq!(hs_verifier().verify(&token, NOW), Err(Refusal::Signature));
             let v = pem_verifier("other-ed25519.pub");
             assert_eq!(v.verify(&ed(&claims()), NOW), Err(Refusal::Signature));
@@ -583,7 +798,8 @@ mod tests {
             assert_eq!(hs_verifier().verify(&spliced, NOW), Err(Refusal::Signature));
         }
 
-        /// `alg: none` is refused by every key, with or without a signature.
+        /// `alg: none` is refused by every key, with or without a signature,
+        /// as an algorithm the server does not take.
         #[test]
         fn alg_none_is_refused() {
             let token = hs(&claims());
@@ -600,7 +816,11 @@ mod tests {
                         token.split('.').nth(2).unwrap()
                     ),
                 ] {
-                    assert!(v.verify(&unsigned, NOW).is_err(), "{v:?} took alg none");
+                    assert_eq!(
+                        v.verify(&unsigned, NOW),
+                        Err(Refusal::Algorithm),
+                        "{v:?} on alg none"
+                    );
                 }
             }
         }
@@ -613,9 +833,13 @@ mod tests {
             for name in ["ed25519.pub", "p256.pub"] {
                 let v = pem_verifier(name);
                 let pem = read(name);
-                for secret in [pem.clone(), v.key.try_get_as_bytes().unwrap().to_vec()] {
+                let raw = match &v.key {
+                    Key::EdDSA(raw) | Key::Es256(raw) => raw.clone(),
+                    Key::Hs256(_) => unreachable!("{name} is a public key"),
+                };
+                for secret in [pem.clone(), raw] {
                     let key = EncodingKey::from_secret(&secret).unwrap();
-                    let token = sign(Algorithm::HS256, &key, &claims());
+                    let token = sign(Signing::HS256, &key, &claims());
                     assert_eq!(v.verify(&token, NOW), Err(Refusal::Algorithm), "{name}");
                 }
             }
@@ -627,7 +851,7 @@ mod tests {
         #[test]
         fn the_right_key_with_another_algorithm_is_refused() {
             let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
-            for alg in [Algorithm::HS384, Algorithm::HS512] {
+            for alg in [Signing::HS384, Signing::HS512] {
                 let token = sign(alg, &key, &claims());
                 assert_eq!(hs_verifier().verify(&token, NOW), Err(Refusal::Algorithm));
             }
@@ -782,6 +1006,142 @@ mod tests {
                 Algorithm::EdDSA
             );
             assert!(!format!("{:?}", hs_verifier()).contains(SECRET));
+        }
+
+        /// A token with `header` over `claims`, signed with the test secret
+        /// by the other library, whatever the header says.
+        fn hs_with_header(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+            let part = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+            let signed = format!("{}.{}", part(header), part(claims));
+            let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+            let sig = jsonwebtoken::crypto::sign(signed.as_bytes(), &key, Signing::HS256).unwrap();
+            format!("{signed}.{sig}")
+        }
+
+        /// A header is read for its `alg` alone, and an extension the
+        /// token says must be understood (`crit`, or `b64: false`) is
+        /// refused as malformed, even with a good signature; other fields
+        /// (`kid`, `typ`) change nothing.
+        #[test]
+        fn headers_with_extensions_are_refused() {
+            let v = hs_verifier();
+            let with = |header| v.verify(&hs_with_header(&header, &claims()), NOW);
+            assert!(with(json!({"alg": "HS256", "kid": "k1", "typ": "at+jwt"})).is_ok());
+            for header in [
+                json!({"alg": "HS256", "crit": ["exp"], "exp": 1}),
+                json!({"alg": "HS256", "crit": ["b64"], "b64": true}),
+                json!({"alg": "HS256", "b64": false}),
+                json!({"typ": "JWT"}),
+                json!(["HS256"]),
+            ] {
+                assert_eq!(with(header.clone()), Err(Refusal::Malformed), "{header}");
+            }
+            for header in [json!({"alg": "hs256"}), json!({"alg": "ES256"})] {
+                assert_eq!(with(header.clone()), Err(Refusal::Algorithm), "{header}");
+            }
+        }
+
+        /// An `aud` or `iss` list counts only when every entry is a string,
+        /// and another type (a number, an object) is no name at all.
+        #[test]
+        fn audience_and_issuer_are_strings() {
+            let strict = Verifier::hs256(&Secret::new(SECRET), Some("dash"), Some("auth")).unwrap();
+            let with = |aud: serde_json::Value, iss: serde_json::Value| {
+                let mut c = claims();
+                c["aud"] = aud;
+                c["iss"] = iss;
+                strict.verify(&hs(&c), NOW)
+            };
+            assert!(with(json!(["dash"]), json!(["auth", "other"])).is_ok());
+            assert_eq!(
+                with(json!(["dash", 1]), json!("auth")),
+                Err(Refusal::Audience)
+            );
+            assert_eq!(
+                with(json!({"dash": true}), json!("auth")),
+                Err(Refusal::Audience)
+            );
+            assert_eq!(with(json!("dash"), json!(7)), Err(Refusal::Issuer));
+            assert_eq!(with(json!("dash"), json!([])), Err(Refusal::Issuer));
+        }
+
+        /// An ES256 signature must be r and s, 64 bytes: the same signature
+        /// in ASN.1 (as openssl's `dgst -sign` writes it) does not verify.
+        #[test]
+        fn es256_signatures_are_fixed_width() {
+            let token = es(&claims());
+            let (signed, sig) = token.rsplit_once('.').unwrap();
+            let fixed = URL_SAFE_NO_PAD.decode(sig).unwrap();
+            assert_eq!(fixed.len(), 64);
+            let int = |half: &[u8]| {
+                let half: Vec<u8> = half.iter().copied().skip_while(|&b| b == 0).collect();
+                let pad = half.first().is_some_and(|&b| b >= 0x80);
+                let mut out = vec![0x02, (half.len() + usize::from(pad)) as u8];
+                out.extend(pad.then_some(0));
+                out.extend(half);
+                out
+            };
+            let body = [int(&fixed[..32]), int(&fixed[32..])].concat();
+            let asn1 = [vec![0x30, body.len() as u8], body].concat();
+            let v = pem_verifier("p256.pub");
+            assert!(v.verify(&token, NOW).is_ok());
+            let reencoded = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(asn1));
+            assert_eq!(v.verify(&reencoded, NOW), Err(Refusal::Signature));
+        }
+
+        /// A key file's DER cut short anywhere, or with a byte after it, is
+        /// not a key (and never a panic); the PEM block is found among
+        /// other text, as `openssl` prints it with `-text`.
+        #[test]
+        fn key_files_are_read_exactly() {
+            for name in ["ed25519.pub", "p256.pub"] {
+                let text = String::from_utf8(read(name)).unwrap();
+                let der = pem_block(&text, "PUBLIC KEY").unwrap();
+                let pem = |der: &[u8]| {
+                    let body = STANDARD.encode(der);
+                    format!("-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n")
+                };
+                assert!(public_key(pem(&der).as_bytes()).is_ok(), "{name}");
+                for cut in 0..der.len() {
+                    let e = public_key(pem(&der[..cut]).as_bytes()).err();
+                    assert!(e.is_some_and(|e| e.contains("not")), "{name} cut at {cut}");
+                }
+                let longer = [der.as_slice(), &[0]].concat();
+                assert!(
+                    public_key(pem(&longer).as_bytes()).is_err(),
+                    "{name} longer"
+                );
+                let surrounded = format!("Public-Key: (256 bit)\n{text}trailing words\n");
+                assert!(public_key(surrounded.as_bytes()).is_ok(), "{name} in text");
+            }
+        }
+
+        /// What `statecast token` mints is a standard token: the other
+        /// library verifies it, with its audience and issuer.
+        #[test]
+        fn minted_tokens_verify_elsewhere() {
+            let minting = Minting {
+                topics: vec!["queue".into()],
+                publish: vec!["queue".into()],
+                lifetime: Duration::from_secs(3600),
+                sub: Some("alice".into()),
+                aud: Some("dash".into()),
+                iss: Some("ops".into()),
+            };
+            let now = unix_now();
+            let token = mint(&Secret::new(SECRET), &minting, now).unwrap();
+            let mut validation = jsonwebtoken::Validation::new(Signing::HS256);
+            validation.set_audience(&["dash"]);
+            validation.set_issuer(&["ops"]);
+            let key = jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()).unwrap();
+            let data =
+                jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation).unwrap();
+            assert_eq!(data.header.alg, Signing::HS256);
+            assert_eq!(data.header.typ.as_deref(), Some("JWT"));
+            assert_eq!(data.claims["exp"], json!(now + 3600));
+            assert_eq!(data.claims["iat"], json!(now));
+            assert_eq!(data.claims["sub"], json!("alice"));
+            assert_eq!(data.claims["topics"], json!(["queue"]));
         }
 
         /// What `statecast token` mints, the verifier takes, with every claim.

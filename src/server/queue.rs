@@ -85,6 +85,18 @@ impl OutQueue {
         self.items.is_empty()
     }
 
+    /// Whether a snapshot (or delta) of `topic` (as in [`Out::Mux`];
+    /// `None` on a per-topic route) waits that has not started going out,
+    /// which a newer one would supersede.
+    pub fn has_unstarted_snapshot(&self, topic: Option<usize>) -> bool {
+        let first_unstarted = usize::from(self.head_written > 0);
+        let kind = Kind::Snapshot(topic);
+        self.items
+            .iter()
+            .skip(first_unstarted)
+            .any(|item| item.kind == kind)
+    }
+
     /// Bytes still to be written.
     pub fn pending_bytes(&self) -> usize {
         self.pending

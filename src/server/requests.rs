@@ -21,8 +21,10 @@ use crate::server::endpoints::{self, Action, Answer, HealthView, Reader};
 use crate::server::metrics;
 use crate::server::multiplex::Multiplex;
 use crate::server::queue::Out;
+use crate::server::subs::Entry;
 use crate::server::tls;
-use crate::topic::Form;
+use crate::topic::delta::DeltaFormat;
+use crate::topic::{Form, Subscription};
 use crate::wire::Shared;
 use crate::wire::http::{self, Head, Next, Purpose, Response, Route};
 use crate::wire::protocol;
@@ -52,6 +54,17 @@ fn contained<T>(head: &Head, handler: impl FnOnce() -> T) -> Result<T, Response>
 /// the connection, which is closed after, so nothing they left half-done
 /// is used again. A library call that asserts on what a client or the
 /// configuration chose (`clamp` once did) lands here, not in `main`.
+/// A per-topic subscription and the seq of its topic it has, kept only
+/// for a `?delta=` one (see `Entry::queued`): `current`, when its snapshot
+/// is queued (`sent`) or `since` names it; else none.
+fn per_topic(sub: Subscription, since: Option<u64>, current: Option<u64>, sent: bool) -> Entry {
+    let has = (since == current || sent).then_some(current).flatten();
+    Entry {
+        sub,
+        queued: has.filter(|_| sub.delta.is_some()),
+    }
+}
+
 fn contain<T>(step: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|payload| {
         payload
@@ -282,15 +295,18 @@ impl EventLoop {
                 topic,
                 accept,
                 since,
+                delta,
             } => {
                 let deflate = self.config.compression && head.deflate;
-                return self.subscribe(key, &topic, &accept, since, deflate, now);
+                let form = if deflate { Form::Deflate } else { Form::Frame };
+                return self.subscribe(key, &topic, &accept, since, (form, delta), now);
             }
             Action::Stream {
                 topic,
                 since,
+                delta,
                 origin,
-            } => return self.stream(key, &topic, since, origin.as_deref(), now),
+            } => return self.stream(key, &topic, since, delta, origin.as_deref(), now),
             Action::SubscribeMany {
                 topics,
                 accept,
@@ -372,15 +388,16 @@ impl EventLoop {
     /// Completes an upgrade the endpoint accepted: the 101 and the snapshot
     /// leave in the same write, so the client never waits. A client that
     /// says it has the topic's current `seq` (`?since=`) gets no resend;
-    /// one that agreed to permessage-deflate (`deflate`) gets compressed
-    /// frames.
+    /// one that agreed to permessage-deflate (`Form::Deflate`) gets
+    /// compressed frames, and one that asked for deltas gets them after
+    /// its first snapshot.
     fn subscribe(
         &mut self,
         key: usize,
         name: &str,
         accept: &str,
         since: Option<u64>,
-        deflate: bool,
+        (form, delta): (Form, Option<DeltaFormat>),
         now: Instant,
     ) {
         let id = match self.topics.find_or_open(name) {
@@ -388,10 +405,11 @@ impl EventLoop {
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
         let current = Some(self.topics.get(id).seq());
-        let form = if deflate { Form::Deflate } else { Form::Frame };
-        let (sub, snapshot) = self.topics.subscribe(id, key, form);
+        let (sub, snapshot) = self.topics.subscribe(id, key, form, delta);
+        let entry = per_topic(sub, since, current, snapshot.is_some());
         let snapshot = snapshot.filter(|_| since != current);
-        self.conns[key].open(sub, now);
+        self.conns[key].open(entry, now);
+        let deflate = form == Form::Deflate;
         let switching = Shared::from(http::switching_protocols(accept, deflate));
         self.conns.enqueue(key, Out::Bytes(switching));
         if let Some(snapshot) = snapshot {
@@ -409,6 +427,7 @@ impl EventLoop {
         key: usize,
         name: &str,
         since: Option<u64>,
+        delta: Option<DeltaFormat>,
         origin: Option<&str>,
         now: Instant,
     ) {
@@ -417,8 +436,9 @@ impl EventLoop {
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
         let current = Some(self.topics.get(id).seq());
-        let (sub, snapshot) = self.topics.subscribe(id, key, Form::Sse);
-        self.conns[key].open_stream(sub, now);
+        let (sub, snapshot) = self.topics.subscribe(id, key, Form::Sse, delta);
+        let entry = per_topic(sub, since, current, snapshot.is_some());
+        self.conns[key].open_stream(entry, now);
         let head = Shared::from(http::event_stream_head(&http::cors(origin)));
         self.conns.enqueue(key, Out::Bytes(head));
         if let Some(snapshot) = snapshot.filter(|_| since != current) {

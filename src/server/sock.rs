@@ -4,7 +4,7 @@
 //! `write` on a socket goes through the VFS (`fdget_pos`, `vfs_writev`,
 //! `sock_write_iter`) before reaching TCP; `send` goes straight to the
 //! socket layer. Per delivery that is a measurable share of the whole cost
-//! (see the README's performance section), and a delivery is one syscall.
+//! (see docs/lab/performance.md), and a delivery is one syscall.
 
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;

@@ -403,11 +403,125 @@ mod on {
                 named("--tls-key", key, &e)
             })?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No TLS 1.3 session tickets (rustls sends two after every
+        // handshake, each kept in its 256-entry in-memory cache): with
+        // thousands of dashboards a ticket is evicted long before its
+        // client reconnects, and a restart, when they all reconnect,
+        // forgets them all. Sending them cost 7% of a TLS connect's server
+        // CPU (docs/lab/performance.md).
+        config.send_tls13_tickets = 0;
         Ok(Loaded {
             config: Arc::new(config),
             serial,
             not_after,
         })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::sync::Arc;
+
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+
+        /// Runs `openssl` with `args` in `dir`; it must succeed.
+        fn openssl(dir: &std::path::Path, args: &[&str]) {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("the openssl command");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        /// A TLS 1.3 handshake hands the client no session ticket: the
+        /// client has nothing to resume with, and the server spent nothing
+        /// making, storing and encrypting tickets.
+        #[test]
+        fn a_tls13_handshake_sends_no_session_tickets() {
+            let dir =
+                std::env::temp_dir().join(format!("statecast-tickets-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ec = [
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ];
+            let mut ca = vec![
+                "req", "-x509", "-days", "1", "-keyout", "ca.key", "-out", "ca.pem",
+            ];
+            ca.extend(ec);
+            ca.extend(["-subj", "/CN=ticket test CA"]);
+            openssl(&dir, &ca);
+            let mut leaf = vec!["req", "-keyout", "key.pem", "-out", "leaf.csr"];
+            leaf.extend(ec);
+            leaf.extend(["-subj", "/CN=localhost"]);
+            openssl(&dir, &leaf);
+            std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+            openssl(
+                &dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "leaf.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "1",
+                    "-out",
+                    "cert.pem",
+                    "-extfile",
+                    "ext.cnf",
+                ],
+            );
+            let loaded = super::load(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            let ca = CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap();
+            roots.add(ca).unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let client_config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+            let mut server = rustls::ServerConnection::new(loaded.config).unwrap();
+            // Records go back and forth until neither side has more to say:
+            // tickets would follow the client's Finished.
+            let mut wire = Vec::new();
+            for _ in 0..10 {
+                while client.wants_write() {
+                    client.write_tls(&mut wire).unwrap();
+                }
+                server.read_tls(&mut wire.as_slice()).unwrap();
+                server.process_new_packets().unwrap();
+                wire.clear();
+                while server.wants_write() {
+                    server.write_tls(&mut wire).unwrap();
+                }
+                client.read_tls(&mut wire.as_slice()).unwrap();
+                client.process_new_packets().unwrap();
+                wire.clear();
+            }
+            assert!(!client.is_handshaking() && !server.is_handshaking());
+            assert_eq!(
+                client.protocol_version(),
+                Some(rustls::ProtocolVersion::TLSv1_3)
+            );
+            assert_eq!(client.tls13_tickets_received(), 0);
+        }
     }
 
     /// The two fields of an X.509 certificate the server reports, read from

@@ -86,6 +86,24 @@ impl Message {
         Message::from_parts(&[head.as_bytes(), data, b"}"])
     }
 
+    /// A delta message (`?delta=`): `{"type":..,"seq":..,"base":..,"delta":..}`,
+    /// `adw_id` as in a snapshot; `delta` (JSON) turns snapshot `base`
+    /// into snapshot `seq`.
+    pub(super) fn delta(
+        message_type: &str,
+        adw_id: Option<&str>,
+        seq: u64,
+        base: u64,
+        delta: &str,
+    ) -> Message {
+        let mut head = format!(r#"{{"type":"{message_type}""#);
+        if let Some(id) = adw_id {
+            head.push_str(&format!(r#","adw_id":"{id}""#));
+        }
+        head.push_str(&format!(r#","seq":{seq},"base":{base},"delta":"#));
+        Message::from_parts(&[head.as_bytes(), delta.as_bytes(), b"}"])
+    }
+
     /// The same message as a Server-Sent Event: `id:` (for a snapshot, its
     /// seq, which `Last-Event-ID` brings back), then the JSON as `data:`
     /// lines. A published value keeps its own line breaks, so each line is
@@ -163,6 +181,11 @@ pub struct Encoded<'a> {
     pub frame: &'a Shared,
     pub deflated: Option<&'a Shared>,
     pub sse: Option<&'a Shared>,
+    /// The snapshot's seq.
+    pub seq: u64,
+    /// What `?delta=` subscribers may need, made on first use; `None`
+    /// while the topic has none.
+    pub deltas: Option<&'a dyn Deltas>,
 }
 
 impl<'a> Encoded<'a> {
@@ -174,6 +197,21 @@ impl<'a> Encoded<'a> {
             Form::Sse => self.sse.unwrap_or(self.frame),
         }
     }
+}
+
+/// What a `?delta=` subscriber may need of one publish, each made at most
+/// once and only when a subscriber first needs it: the delta (shared by
+/// every subscriber whose last snapshot is its base), and the whole
+/// snapshot in a form the plain subscribers may not have needed.
+pub trait Deltas: std::fmt::Debug {
+    /// The seq the delta applies to: the snapshot fanned out before this
+    /// one; `None` when there is none to diff against.
+    fn base(&self) -> Option<u64>;
+    /// The delta message in `form`; `None` when it is not smaller than
+    /// the snapshot.
+    fn delta(&self, form: Form) -> Option<Shared>;
+    /// The whole snapshot in `form`.
+    fn snapshot(&self, form: Form) -> Option<Shared>;
 }
 
 /// The one compressor for every message (see [`crate::wire::deflate`]),

@@ -12,10 +12,13 @@
 //!   [`Form`]s a subscriber takes them in, and the one [`Compressor`].
 //! - `registry.rs`: one [`Topic`] and [`Topics`], the registry that
 //!   subscribes, publishes and fans out.
+//! - [`delta`]: the delta formats a subscriber may ask for (`?delta=`)
+//!   and the JSON Patch differ.
 //! - [`adw`]: the ADW dashboard preset: its topics, defaults and schemas.
 //! - [`schema`]: the JSON Schema checks a value passes before it is retained.
 
 pub mod adw;
+pub mod delta;
 mod message;
 mod name;
 mod registry;
@@ -23,7 +26,7 @@ mod rules;
 pub mod schema;
 
 pub use adw::Preset;
-pub use message::{Compressor, Encoded, Form, Message, default_adw_state};
+pub use message::{Compressor, Deltas, Encoded, Form, Message, default_adw_state};
 pub use name::{MAX_NAME_LEN, TopicError, is_adw_id, is_plain_name};
 pub use registry::{MuxFan, Published, Subscription, Topic, Topics};
 pub use rules::{MIN_QUEUE, QUEUE_RESERVE, Refused, Rules};

@@ -3,13 +3,17 @@
 //! topic by name and by id, where subscribing, publishing and fan-out
 //! happen.
 
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use slab::Slab;
 
+use serde_json::Value;
+
 use super::adw::{self, ADW_STATE_PREFIX, Preset};
-use super::message::{Compressor, Encoded, Form, Message};
+use super::delta::{self, DeltaFormat};
+use super::message::{Compressor, Deltas, Encoded, Form, Message};
 use super::name::TopicError;
 use super::rules::Rules;
 use crate::wire::Shared;
@@ -24,6 +28,8 @@ pub struct Subscription {
     pub index: usize,
     /// What encoding of each message it takes.
     pub form: Form,
+    /// The delta format it asked for (`?delta=`), if any.
+    pub delta: Option<DeltaFormat>,
     /// In the topic's list of multiplexed connections, which take its
     /// messages with their `"topic"`.
     pub mux: bool,
@@ -69,8 +75,11 @@ pub struct Topic {
     /// first needs it.
     sse: Option<Shared>,
     /// The snapshot compressed, once a subscriber that negotiated
-    /// permessage-deflate needs it (the inner `None`: not worth it).
-    deflated: Option<Option<Shared>>,
+    /// permessage-deflate needs it (`None` inside: not worth it).
+    deflated: OnceCell<Option<Shared>>,
+    /// What its `?delta=` subscribers need kept; `None` while it has none,
+    /// so a topic without them pays a pointer.
+    deltas: Option<Box<DeltaState>>,
     /// Preset and `--topic` topics live for the server's life; others are
     /// dropped when nobody needs them.
     permanent: bool,
@@ -103,7 +112,8 @@ impl Topic {
             published_at: std::time::Instant::now(),
             deliveries: 0,
             sse: None,
-            deflated: None,
+            deflated: OnceCell::new(),
+            deltas: None,
             permanent,
             fan_out_pending: false,
         }
@@ -137,11 +147,18 @@ impl Topic {
     /// Encodes `data` (valid JSON) as the new snapshot, counting `publishes`
     /// publishes of which this is the newest.
     fn set_snapshot(&mut self, data: &str, publishes: u64) {
+        let previous = self.snapshot.take();
+        if let Some(state) = self.deltas.as_deref_mut() {
+            if !self.fan_out_pending {
+                state.base = previous.map(|message| (self.seq, message));
+            }
+            state.delta = OnceCell::new();
+        }
         self.seq += publishes;
         let message = Message::snapshot(&self.message_type, self.adw_id(), self.seq, data);
         self.snapshot = Some(message);
         self.sse = None;
-        self.deflated = None;
+        self.deflated = OnceCell::new();
         self.mux_message = None;
         self.mux_deflated = None;
         self.mux_sse = None;
@@ -211,12 +228,11 @@ impl Topic {
     }
 
     /// The snapshot compressed, at most once per publish.
-    fn deflated_snapshot(&mut self, compressor: &mut Compressor) -> Option<Shared> {
-        if self.deflated.is_none() {
-            let snapshot = self.snapshot.as_ref()?;
-            self.deflated = Some(compressor.compress(snapshot));
-        }
-        self.deflated.clone().flatten()
+    fn deflated_snapshot(&self, compressor: &mut Compressor) -> Option<Shared> {
+        let snapshot = self.snapshot.as_ref()?;
+        self.deflated
+            .get_or_init(|| compressor.compress(snapshot))
+            .clone()
     }
 
     /// The snapshot in `form`.
@@ -265,6 +281,126 @@ impl<'a> MuxFan<'a> {
             frame: self.frame,
             deflated: self.deflated,
             sse: self.sse,
+            seq: self.seq,
+            deltas: None,
+        }
+    }
+}
+
+/// What a topic keeps for its `?delta=` subscribers, only while it has one.
+#[derive(Debug, Default)]
+struct DeltaState {
+    /// How many subscribers asked for deltas.
+    subscribers: usize,
+    /// How many of them negotiated permessage-deflate: while they are all
+    /// the topic's deflate subscribers, the snapshot is compressed only
+    /// when one of them is behind and needs it.
+    deflaters: usize,
+    /// The snapshot last fanned out, and its seq: what an up-to-date delta
+    /// subscriber has, so the next delta is made against it. Publishes
+    /// between two fan-outs keep it: nobody got the ones in between.
+    base: Option<(u64, Message)>,
+    /// The newest snapshot a delta was made to, parsed, by seq: the next
+    /// delta's base, so each publish parses only its own snapshot.
+    parsed: RefCell<Option<(u64, Value)>>,
+    /// The delta from `base` to the snapshot, made at most once per
+    /// publish, when the first subscriber that has `base` is served
+    /// (`None` inside: not smaller than the snapshot).
+    delta: OnceCell<Option<DeltaCache>>,
+}
+
+/// A delta message kept for the publish it was made for.
+#[derive(Debug)]
+struct DeltaCache {
+    message: Message,
+    /// Compressed, once a permessage-deflate subscriber needs it (`None`
+    /// inside: not worth it).
+    deflated: OnceCell<Option<Shared>>,
+    /// As a Server-Sent Event, once a stream needs it.
+    sse: OnceCell<Shared>,
+}
+
+/// One topic's publish as its `?delta=` subscribers see it, during one
+/// fan-out: every encoding made on first use, through the topic's caches.
+#[derive(Debug)]
+struct Lazy<'t, 'c> {
+    topic: &'t Topic,
+    state: &'t DeltaState,
+    compressor: RefCell<&'c mut Compressor>,
+}
+
+impl Lazy<'_, '_> {
+    /// The delta from `base` to the snapshot, made at most once per publish.
+    fn cache(&self) -> Option<&DeltaCache> {
+        self.state.delta.get_or_init(|| self.make()).as_ref()
+    }
+
+    /// Diffs the snapshot against `base`; `None` when there is no base, or
+    /// the delta message would not be smaller than the snapshot's.
+    fn make(&self) -> Option<DeltaCache> {
+        let (topic, state) = (self.topic, self.state);
+        let (base_seq, base) = state.base.as_ref()?;
+        let snapshot = topic.snapshot.as_ref()?;
+        // Both are JSON this server wrote, so neither parse fails.
+        let old = match state.parsed.take() {
+            Some((seq, value)) if seq == *base_seq => value,
+            _ => serde_json::from_slice(base.data()).ok()?,
+        };
+        let new: Value = serde_json::from_slice(snapshot.data()).ok()?;
+        let patch = delta::json_patch(&old, &new).to_string();
+        let message = Message::delta(
+            &topic.message_type,
+            topic.adw_id(),
+            topic.seq,
+            *base_seq,
+            &patch,
+        );
+        let smaller = message.json().len() < snapshot.json().len();
+        state.parsed.replace(Some((topic.seq, new)));
+        smaller.then_some(DeltaCache {
+            message,
+            deflated: OnceCell::new(),
+            sse: OnceCell::new(),
+        })
+    }
+}
+
+impl Deltas for Lazy<'_, '_> {
+    fn base(&self) -> Option<u64> {
+        self.state.base.as_ref().map(|(seq, _)| *seq)
+    }
+
+    fn delta(&self, form: Form) -> Option<Shared> {
+        let cache = self.cache()?;
+        let frame = &cache.message.frame;
+        Some(match form {
+            Form::Frame => frame.clone(),
+            Form::Deflate => {
+                let mut compressor = self.compressor.borrow_mut();
+                let deflated = cache
+                    .deflated
+                    .get_or_init(|| compressor.compress(&cache.message));
+                deflated.as_ref().unwrap_or(frame).clone()
+            }
+            Form::Sse => cache
+                .sse
+                .get_or_init(|| cache.message.sse(Some(self.topic.seq)))
+                .clone(),
+        })
+    }
+
+    fn snapshot(&self, form: Form) -> Option<Shared> {
+        let snapshot = self.topic.snapshot.as_ref()?;
+        match form {
+            Form::Frame => Some(snapshot.frame.clone()),
+            Form::Deflate => {
+                let mut compressor = self.compressor.borrow_mut();
+                self.topic
+                    .deflated_snapshot(&mut compressor)
+                    .or_else(|| Some(snapshot.frame.clone()))
+            }
+            // Made eagerly at fan-out: every stream needs it.
+            Form::Sse => self.topic.sse.clone(),
         }
     }
 }
@@ -422,14 +558,21 @@ impl Topics {
         id: usize,
         key: usize,
         form: Form,
+        delta: Option<DeltaFormat>,
     ) -> (Subscription, Option<Shared>) {
         let topic = &mut self.topics[id];
         topic.subscribers.push(key);
         self.subscriptions += 1;
+        if delta.is_some() {
+            let state = topic.deltas.get_or_insert_with(Box::default);
+            state.subscribers += 1;
+            state.deflaters += usize::from(form == Form::Deflate);
+        }
         let sub = Subscription {
             topic: id,
             index: topic.subscribers.len() - 1,
             form,
+            delta,
             mux: false,
         };
         match form {
@@ -457,6 +600,7 @@ impl Topics {
             topic: id,
             index: topic.mux.len() - 1,
             form,
+            delta: None,
             mux: true,
         };
         match form {
@@ -490,6 +634,16 @@ impl Topics {
             Form::Frame => {}
             Form::Deflate => *deflaters -= 1,
             Form::Sse => *streams -= 1,
+        }
+        if sub.delta.is_some()
+            && let Some(state) = topic.deltas.as_deref_mut()
+        {
+            state.subscribers -= 1;
+            state.deflaters -= usize::from(sub.form == Form::Deflate);
+            if state.subscribers == 0 {
+                // Nobody needs deltas: free the base and the parsed value.
+                topic.deltas = None;
+            }
         }
         self.subscriptions -= 1;
         let moved = list.get(sub.index).copied();
@@ -548,18 +702,32 @@ impl Topics {
                 self.mux_fan_out.push(id);
             }
             let sse = (topic.streams > 0).then(|| topic.sse_snapshot()).flatten();
-            let deflated = (topic.deflaters > 0)
+            // While every deflate subscriber takes deltas, the snapshot is
+            // compressed only for one that is behind (see `Lazy`).
+            let delta_deflaters = topic.deltas.as_ref().map_or(0, |state| state.deflaters);
+            let deflated = (topic.deflaters > delta_deflaters)
                 .then(|| topic.deflated_snapshot(&mut self.compressor))
                 .flatten();
-            if let Some(snapshot) = &topic.snapshot {
+            if topic.snapshot.is_some() {
                 topic.deliveries += topic.subscribers.len() as u64;
-                let encoded = Encoded {
-                    frame: &snapshot.frame,
-                    deflated: deflated.as_ref(),
-                    sse: sse.as_ref(),
-                };
-                each(encoded, topic.published_at, &topic.subscribers);
             }
+            let topic = &self.topics[id];
+            let Some(snapshot) = &topic.snapshot else {
+                continue;
+            };
+            let lazy = topic.deltas.as_deref().map(|state| Lazy {
+                topic,
+                state,
+                compressor: RefCell::new(&mut self.compressor),
+            });
+            let encoded = Encoded {
+                frame: &snapshot.frame,
+                deflated: deflated.as_ref(),
+                sse: sse.as_ref(),
+                seq: topic.seq,
+                deltas: lazy.as_ref().map(|lazy| lazy as &dyn Deltas),
+            };
+            each(encoded, topic.published_at, &topic.subscribers);
         }
     }
 
@@ -700,7 +868,7 @@ mod tests {
     fn unused_dynamic_topics_are_released_but_published_ones_stay() {
         let mut topics = adw();
         let id = topics.find_or_create("adw-state/gone").unwrap();
-        let (sub, snapshot) = topics.subscribe(id, 7, Form::Frame);
+        let (sub, snapshot) = topics.subscribe(id, 7, Form::Frame, None);
         assert!(
             snapshot.is_some(),
             "adw-state topics greet with their default"
@@ -711,12 +879,12 @@ mod tests {
         assert_eq!(topics.find("adw-state/gone"), None);
 
         let id = topics.find_or_create("adw-state/kept").unwrap();
-        let (sub, _) = topics.subscribe(id, 7, Form::Frame);
+        let (sub, _) = topics.subscribe(id, 7, Form::Frame, None);
         topics.publish(id, r#"{"adw_id":"kept","status":"running"}"#, 1);
         topics.unsubscribe(sub);
         assert!(topics.find("adw-state/kept").is_some());
         let queue = topics.find("queue").unwrap();
-        let (sub, _) = topics.subscribe(queue, 7, Form::Frame);
+        let (sub, _) = topics.subscribe(queue, 7, Form::Frame, None);
         topics.unsubscribe(sub);
         assert!(topics.find("queue").is_some());
     }
@@ -727,9 +895,9 @@ mod tests {
     fn unsubscribing_says_who_moved() {
         let mut topics = adw();
         let queue = topics.find("queue").unwrap();
-        let (a, _) = topics.subscribe(queue, 10, Form::Frame);
-        let (_, _) = topics.subscribe(queue, 11, Form::Frame);
-        let (c, _) = topics.subscribe(queue, 12, Form::Frame);
+        let (a, _) = topics.subscribe(queue, 10, Form::Frame, None);
+        let (_, _) = topics.subscribe(queue, 11, Form::Frame, None);
+        let (c, _) = topics.subscribe(queue, 12, Form::Frame, None);
         assert_eq!(c.index, 2);
         // 12 moves into 10's place.
         assert_eq!(topics.unsubscribe(a), Some(12));
@@ -742,7 +910,7 @@ mod tests {
     fn a_burst_of_publishes_is_fanned_out_once() {
         let mut topics = adw();
         let queue = topics.find("queue").unwrap();
-        topics.subscribe(queue, 3, Form::Frame);
+        topics.subscribe(queue, 3, Form::Frame, None);
         for i in 0..5 {
             let p = topics.publish(queue, &format!(r#"{{"phases":[],"total":{i}}}"#), 1);
             assert_eq!(
@@ -768,13 +936,13 @@ mod tests {
         let mut topics = adw();
         let queue = topics.find("queue").unwrap();
         let big = format!(r#"{{"phases":[{}],"total":0}}"#, vec!["{}"; 300].join(","));
-        topics.subscribe(queue, 1, Form::Frame);
+        topics.subscribe(queue, 1, Form::Frame, None);
         topics.publish(queue, &big, 1);
         topics.fan_out(|encoded, _, _| assert!(encoded.deflated.is_none()));
         assert_eq!(topics.compressor.messages, 0);
 
-        let (_, first) = topics.subscribe(queue, 2, Form::Deflate);
-        let (_, second) = topics.subscribe(queue, 3, Form::Deflate);
+        let (_, first) = topics.subscribe(queue, 2, Form::Deflate, None);
+        let (_, second) = topics.subscribe(queue, 3, Form::Deflate, None);
         assert_eq!(topics.compressor.messages, 1);
         let (first, second) = (first.unwrap(), second.unwrap());
         assert!(Arc::ptr_eq(&first, &second));
@@ -792,6 +960,76 @@ mod tests {
         assert!(forms[1] * 4 < forms[0], "{forms:?}");
     }
 
+    /// A delta is made at most once per publish, only when a subscriber
+    /// asks for it, shared by all, against the snapshot fanned out before
+    /// (a burst between two fan-outs keeps that base); with no delta
+    /// subscriber left, nothing of it is kept.
+    #[test]
+    fn a_delta_is_made_once_lazily_against_the_last_fanned_out_snapshot() {
+        use crate::topic::delta::DeltaFormat::JsonPatch;
+        let mut topics = adw();
+        let queue = topics.find("queue").unwrap();
+        let (a, _) = topics.subscribe(queue, 1, Form::Frame, Some(JsonPatch));
+        let (b, _) = topics.subscribe(queue, 2, Form::Deflate, Some(JsonPatch));
+        let pad = "p".repeat(100);
+        let value =
+            |total: u64| format!(r#"{{"phases":[],"total":{total},"paused":false,"pad":"{pad}"}}"#);
+        topics.publish(queue, &value(0), 1);
+        topics.fan_out(|encoded, _, _| {
+            let deltas = encoded.deltas.unwrap();
+            assert_eq!(deltas.base(), Some(0));
+            assert!(deltas.delta(Form::Frame).is_none(), "not smaller");
+        });
+        topics.publish(queue, &value(1), 1);
+        topics.fan_out(|encoded, _, _| {
+            let deltas = encoded.deltas.unwrap();
+            assert_eq!(deltas.base(), Some(1));
+            let first = deltas.delta(Form::Frame).unwrap();
+            assert!(Arc::ptr_eq(&first, &deltas.delta(Form::Frame).unwrap()));
+            let text = String::from_utf8_lossy(&first[2..]).into_owned();
+            assert_eq!(
+                text,
+                r#"{"type":"queue_update","seq":2,"base":1,"delta":[{"op":"replace","path":"/total","value":1}]}"#
+            );
+        });
+        // Two publishes in one turn: the delta is from seq 2, fanned out.
+        topics.publish(queue, &value(2), 1);
+        topics.publish(queue, &value(3), 1);
+        topics.fan_out(|encoded, _, _| {
+            let deltas = encoded.deltas.unwrap();
+            assert_eq!(deltas.base(), Some(2));
+            let delta = deltas.delta(Form::Frame).unwrap();
+            assert!(String::from_utf8_lossy(&delta).contains(r#""seq":4,"base":2,"#));
+        });
+        assert_eq!(topics.compressor.messages, 0, "nobody needed compression");
+        // A fan-out where no subscriber asks for it makes none.
+        topics.publish(queue, &value(4), 1);
+        topics.fan_out(|_, _, _| {});
+        let state = topics.get(queue).deltas.as_ref().unwrap();
+        assert!(state.delta.get().is_none(), "made unasked");
+        // A deflate subscriber behind gets the snapshot, compressed once.
+        let big = format!(
+            r#"{{"phases":[],"total":5,"paused":false,"pad":"{}"}}"#,
+            "q".repeat(400)
+        );
+        topics.publish(queue, &big, 1);
+        topics.fan_out(|encoded, _, _| {
+            let deltas = encoded.deltas.unwrap();
+            let first = deltas.snapshot(Form::Deflate).unwrap();
+            assert!(Arc::ptr_eq(
+                &first,
+                &deltas.snapshot(Form::Deflate).unwrap()
+            ));
+            assert!(encoded.deflated.is_none(), "not made before it was needed");
+        });
+        assert_eq!(topics.compressor.messages, 1);
+        topics.unsubscribe(b);
+        topics.unsubscribe(a);
+        assert!(topics.get(queue).deltas.is_none());
+        topics.publish(queue, &value(6), 1);
+        topics.fan_out(|encoded, _, _| assert!(encoded.deltas.is_none()));
+    }
+
     /// An `adw-state/` topic published back to its default is forgotten once
     /// nobody is subscribed.
     #[test]
@@ -800,7 +1038,7 @@ mod tests {
         let id = topics.find_or_create("adw-state/done").unwrap();
         topics.publish(id, r#"{"x":1}"#, 1);
         topics.fan_out(|_, _, _| {});
-        let (sub, _) = topics.subscribe(id, 7, Form::Frame);
+        let (sub, _) = topics.subscribe(id, 7, Form::Frame, None);
         topics.publish(id, "{}", 1);
         topics.fan_out(|_, _, _| {});
         assert!(

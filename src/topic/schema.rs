@@ -7,7 +7,7 @@
 //! The checker is our own, for draft 2020-12's assertions. The crates that
 //! check JSON Schema compile every draft's metaschema at the first schema
 //! and keep them for good: 6.4 MB resident before any client, on a server
-//! meant to idle in 4 (docs/footprint.md). A schema that uses a keyword
+//! meant to idle in 4 (docs/lab/footprint.md). A schema that uses a keyword
 //! this checker does not know is refused at start with its location, never
 //! half-checked, and so is one it would check otherwise than boon: a `$ref`
 //! loop that never moves into the value, `$id` or `$schema` below the root,

@@ -25,8 +25,8 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// Payloads shorter than this go out plain even to a client that
 /// negotiated compression: below it, deflate saves too few bytes to pay
-/// for the compressed copy (measured in `benches/compression.rs`; see the
-/// README's performance section).
+/// for the compressed copy (measured in `benches/compression.rs`; see
+/// docs/lab/performance.md).
 pub const MIN_COMPRESSED: usize = 256;
 
 /// Whether any offer in a `Sec-WebSocket-Extensions` value is a

@@ -752,6 +752,8 @@ pub enum Route {
     /// A topic's current message, read once.
     State(String),
     Health,
+    /// Whether the server takes new clients, for a load balancer.
+    Ready,
     /// Prometheus metrics.
     Metrics,
     /// The live page.
@@ -841,6 +843,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
         route: |_| Route::Health,
         help: "status; with the subscribe token (if one is set) uptime, connections, \
                counters and providers",
+    },
+    Endpoint {
+        allow: "GET, HEAD",
+        paths: &["/readyz"],
+        route: |_| Route::Ready,
+        help: "200 while the server takes new clients, whatever its providers and Redis \
+               say; 503 past --max-connections, or to a request under way when a drain \
+               begins (new connections are then refused): for load balancers",
     },
     Endpoint {
         allow: "GET, HEAD",
@@ -973,6 +983,10 @@ impl Route {
             Route::Health | Route::Page | Route::Script | Route::Module | Route::Types => {
                 Requires::Nothing
             }
+            // A load balancer's probe carries no credential, and the answer
+            // holds nothing but whether new clients are taken, which a
+            // connect attempt tells anyone anyway.
+            Route::Ready => Requires::Nothing,
             // Answered with 405 and 404, saying nothing of any topic.
             Route::WrongMethod(_) | Route::NotFound => Requires::Nothing,
         }
@@ -1301,6 +1315,8 @@ mod tests {
         );
         assert_eq!(route("HEAD", "/healthz"), Route::Health);
         assert_eq!(route("DELETE", "/healthz"), Route::WrongMethod("GET, HEAD"));
+        assert_eq!(route("GET", "/readyz"), Route::Ready);
+        assert_eq!(route("POST", "/readyz"), Route::WrongMethod("GET, HEAD"));
         assert_eq!(route("POST", "/api/v1/broadcast"), Route::Broadcast);
         assert_eq!(route("GET", "/nope"), Route::NotFound);
     }

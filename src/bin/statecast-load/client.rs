@@ -11,6 +11,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::measure::now_ns;
 use crate::options::Options;
 use crate::schedule::http_post;
+use crate::tls::{self, Session};
 
 pub(crate) const UPGRADE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -38,6 +39,27 @@ pub(crate) struct Client {
     pub(crate) close_code: Option<u16>,
     /// Its place among the clients, which says its topic.
     pub(crate) index: u32,
+    /// Its TLS session under `--tls`.
+    pub(crate) tls: Option<Session>,
+}
+
+impl Client {
+    /// Plaintext from the server into `buf`, through its TLS session if
+    /// it has one.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.tls.as_mut() {
+            Some(session) => session.recv(&mut self.stream, buf),
+            None => self.stream.read(buf),
+        }
+    }
+
+    /// Sends `bytes`, through its TLS session if it has one.
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.tls.as_mut() {
+            Some(session) => session.send(&mut self.stream, bytes),
+            None => self.stream.write(bytes).map(drop),
+        }
+    }
 }
 
 /// Everything the clients observed.
@@ -49,6 +71,9 @@ pub(crate) struct Tally {
     pub(crate) out_of_order: u64,
     pub(crate) last_delivery_ns: u64,
     pub(crate) closed: usize,
+    /// Clients the server closed before their snapshot came: not waited
+    /// for, and reported.
+    pub(crate) unanswered: usize,
     /// Frame bytes (header and payload) of the measured deliveries.
     pub(crate) wire_bytes: u64,
     /// Deliveries that came compressed.
@@ -164,19 +189,31 @@ impl Clients {
         let target = self.clients.len() + n;
         let first_stalled = target - stalled;
         let mut events = Events::with_capacity(4096);
-        while self.tally.snapshots < target {
+        let done = |tally: &Tally| tally.snapshots + tally.unanswered;
+        while done(&self.tally) < target {
             // Connecting and handshaking clients; bounded so the listen
             // backlog never overflows.
-            while self.clients.len() < target && self.clients.len() - self.tally.snapshots < 2048 {
+            while self.clients.len() < target && self.clients.len() - done(&self.tally) < 2048 {
                 let mut stream = TcpStream::connect(addr)?;
                 let token = Token(self.clients.len());
                 let request = &self.requests[token.0 % self.requests.len()];
+                let mut tls = tls::session()?;
                 // On loopback the connection is usually up by now: send the
-                // upgrade at once and skip a round of readiness events.
-                let state = match stream.write(request) {
-                    Ok(n) if n == request.len() => ClientState::Handshaking,
-                    Ok(_) => return Err(io::Error::other("short write of the upgrade request")),
-                    Err(_) => ClientState::Connecting,
+                // upgrade (under TLS, the hello, the session holding the
+                // upgrade until the handshake is done) at once and skip a
+                // round of readiness events.
+                let state = match tls.as_mut() {
+                    Some(session) => match session.send(&mut stream, request) {
+                        Ok(()) => ClientState::Handshaking,
+                        Err(_) => ClientState::Connecting,
+                    },
+                    None => match stream.write(request) {
+                        Ok(n) if n == request.len() => ClientState::Handshaking,
+                        Ok(_) => {
+                            return Err(io::Error::other("short write of the upgrade request"));
+                        }
+                        Err(_) => ClientState::Connecting,
+                    },
                 };
                 let interest = if state == ClientState::Connecting {
                     Interest::READABLE | Interest::WRITABLE
@@ -198,6 +235,7 @@ impl Clients {
                     stalled: index >= first_stalled,
                     close_code: None,
                     index: index as u32,
+                    tls,
                 });
             }
             self.turn(&mut events, Some(Duration::from_millis(50)))?;
@@ -265,7 +303,12 @@ impl Clients {
                 Ok(None) => {}
             }
             let request = &self.requests[index % self.requests.len()];
-            match client.stream.write(request) {
+            let sent = match client.tls.as_mut() {
+                // The hello and the upgrade are in the session already.
+                Some(session) => session.flush(&mut client.stream).map(|()| request.len()),
+                None => client.stream.write(request),
+            };
+            match sent {
                 Ok(n) if n == request.len() => {}
                 Ok(_) => return Err(io::Error::other("short write of the upgrade request")),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -287,10 +330,11 @@ impl Clients {
             if client.stalled && client.snapshot {
                 return Ok(());
             }
-            let n = match client.stream.read(&mut self.scratch) {
+            let n = match client.recv(&mut self.scratch) {
                 Ok(0) => {
                     client.state = ClientState::Closed;
                     self.tally.closed += 1;
+                    self.tally.unanswered += usize::from(!client.snapshot);
                     return Ok(());
                 }
                 Ok(n) => n,
@@ -299,6 +343,7 @@ impl Clients {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                     client.state = ClientState::Closed;
                     self.tally.closed += 1;
+                    self.tally.unanswered += usize::from(!client.snapshot);
                     return Ok(());
                 }
                 Err(e) => return Err(e),
@@ -425,7 +470,7 @@ pub(crate) fn process(
             0x9 => {
                 // The mask is fixed: nothing here is secret.
                 let pong = statecast::wire::protocol::encode_masked(0x8A, payload, [1, 2, 3, 4]);
-                let _ = client.stream.write(&pong);
+                let _ = client.send(&pong);
             }
             0x8 => {
                 client.close_code = payload.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
@@ -433,5 +478,24 @@ pub(crate) fn process(
             _ => {}
         }
         used += header + len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client the server closes before its snapshot is counted as
+    /// unanswered, and `open` returns rather than wait for it until its
+    /// deadline.
+    #[test]
+    fn a_client_closed_before_its_snapshot_is_not_waited_for() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        let mut clients = Clients::new("load", addr, false).unwrap();
+        clients.open(addr, 1, 0, Duration::from_secs(10)).unwrap();
+        server.join().unwrap();
+        assert_eq!((clients.tally.snapshots, clients.tally.unanswered), (0, 1));
     }
 }

@@ -14,7 +14,7 @@
 //! Layout: [`options`] the command line; [`target`] the server under test
 //! and the CPU clocks; [`client`] the WebSocket clients; [`schedule`] the
 //! publishing; [`measure`] the clock and percentiles; [`floor`] the kernel floor; [`report`] a run from start to
-//! figures; [`dashboards`] the realistic run.
+//! figures; [`dashboards`] the realistic run; [`tls`] `--tls`.
 
 mod client;
 mod dashboards;
@@ -24,6 +24,7 @@ mod options;
 mod report;
 mod schedule;
 mod target;
+mod tls;
 
 use options::Command;
 
@@ -34,8 +35,13 @@ fn main() {
             return;
         }
         Ok(Command::FloorChild) => floor::floor_child(),
-        Ok(Command::Run(options)) if options.dashboards > 0 => dashboards::run(&options),
-        Ok(Command::Run(options)) => report::run(options),
+        Ok(Command::Run(options)) => start_tls(&options).and_then(|()| {
+            if options.dashboards > 0 {
+                dashboards::run(&options)
+            } else {
+                report::run(options)
+            }
+        }),
         Err(e) => {
             eprintln!("statecast-load: {e}");
             std::process::exit(2);
@@ -45,4 +51,18 @@ fn main() {
         eprintln!("statecast-load: {e}");
         std::process::exit(1);
     }
+}
+
+/// `--tls`: on for every connection, against a server the caller started
+/// with its certificate.
+fn start_tls(options: &options::Options) -> std::io::Result<()> {
+    if !options.tls {
+        return Ok(());
+    }
+    if options.server.is_none() {
+        return Err(std::io::Error::other(
+            "--tls measures a running server: give --server",
+        ));
+    }
+    tls::enable()
 }

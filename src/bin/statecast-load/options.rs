@@ -42,6 +42,8 @@ OPTIONS:
                           first rounds [default: 20]
     --no-floor            skip the kernel floor measurement
     --memory N,N,...      instead of publishing: server RSS at each connection count
+    --tls                 speak wss:// and https:// to --server (a build with
+                          --features tls), taking any certificate; publishes paced
     --json                print one JSON object instead of the report
     -h, --help            print this help
 ";
@@ -81,6 +83,8 @@ pub(crate) struct Options {
     /// Dashboards for the realistic run; 0 for the single-topic run.
     pub dashboards: usize,
     pub seconds: f64,
+    /// Every connection speaks TLS (`--tls`).
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -106,6 +110,7 @@ impl Default for Options {
             deflate: false,
             dashboards: 0,
             seconds: 30.0,
+            tls: false,
         }
     }
 }
@@ -151,6 +156,10 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, S
             }
             Long("deflate") => {
                 o.deflate = true;
+                continue;
+            }
+            Long("tls") => {
+                o.tls = true;
                 continue;
             }
             Long(name) => format!("--{name}"),
@@ -246,7 +255,8 @@ mod tests {
             (10, 0.0, true, false)
         );
         let o = run(&["--memory", "1,2,3", "--publish", "inproc"]).unwrap();
-        assert_eq!((o.memory, o.inproc), (vec![1, 2, 3], true));
+        assert_eq!((o.memory, o.inproc, o.tls), (vec![1, 2, 3], true, false));
+        assert!(run(&["--tls"]).unwrap().tls);
         assert!(
             run(&["--connections", "lots"])
                 .unwrap_err()

@@ -20,6 +20,10 @@ struct Connect {
     elapsed: Duration,
     server_ns: Option<u64>,
     own_ns: u64,
+    /// The times the server's loop slept during the phase.
+    server_sleeps: Option<u64>,
+    /// Connections the server closed before their snapshot.
+    unanswered: usize,
 }
 
 impl Connect {
@@ -104,13 +108,20 @@ fn connect(
 ) -> io::Result<Connect> {
     let start = Instant::now();
     let mark = target.cpu_mark();
+    let sleeps = target.server_sleeps();
     clients.open(target.addr, o.connections, stalled, Duration::from_secs(60))?;
     let elapsed = start.elapsed();
     let (server_ns, own_ns) = target.cpu_since(&mark);
+    let server_sleeps = match (target.server_sleeps(), sleeps) {
+        (Some(after), Some(before)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
     Ok(Connect {
         elapsed,
         server_ns,
         own_ns,
+        server_sleeps,
+        unanswered: clients.tally.unanswered,
     })
 }
 
@@ -205,6 +216,12 @@ fn figures(
         "connect_ms": connect.elapsed.as_secs_f64() * 1e3,
         "connect_server_busy": connect.server_ns.map(|ns| connect.busy(ns)),
         "connect_generator_busy": connect.busy(connect.own_ns),
+        // CPU per connection, which other work on the machine does not
+        // move the way it moves the time.
+        "connect_server_us_per_connection": connect.server_ns.map(|ns| ns as f64 / 1e3 / o.connections.max(1) as f64),
+        "connect_generator_us_per_connection": connect.own_ns as f64 / 1e3 / o.connections.max(1) as f64,
+        "connect_server_sleeps": connect.server_sleeps,
+        "connect_unanswered": connect.unanswered,
         "warmup": o.warmup,
         "deliveries": r.deliveries,
         "expected_deliveries": (o.connections - stalled) as u64 * r.report.sent as u64,
@@ -376,7 +393,8 @@ pub(crate) fn memory(o: &Options, target: &Target) -> io::Result<()> {
         // Let the server settle, then read its RSS.
         let mut events = Events::with_capacity(1024);
         clients.turn(&mut events, Some(Duration::from_millis(300)))?;
-        points.push((n, rss_kib(pid)));
+        // Connections the server closed are not held: counted out.
+        points.push((n - clients.tally.unanswered.min(n), rss_kib(pid)));
     }
     let (n0, r0) = points[1.min(points.len() - 1)];
     let (n1, r1) = *points.last().expect("points");

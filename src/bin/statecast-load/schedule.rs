@@ -2,7 +2,7 @@
 //! in-process `Publisher`, on one schedule that stamps each payload with
 //! its send time.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream as StdStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::measure::now_ns;
 use crate::options::Options;
+use crate::tls;
 
 pub(crate) struct PublishReport {
     pub(crate) sent: usize,
@@ -25,14 +26,17 @@ pub(crate) fn publisher(
     o: &Options,
     stop: Arc<AtomicBool>,
 ) -> io::Result<PublishReport> {
-    let mut stream = StdStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    let mut reader = Some(BufReader::new(stream.try_clone()?));
     let path = if o.event {
         "/api/v1/broadcast"
     } else {
         "/api/v1/publish/load"
     };
+    if tls::on() {
+        return publish_paced(addr, o, &stop, path);
+    }
+    let mut stream = StdStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut reader = Some(BufReader::new(stream.try_clone()?));
     let responses = if o.rate <= 0.0 {
         let messages = o.messages;
         let mut reader = reader.take().expect("reader");
@@ -48,17 +52,7 @@ pub(crate) fn publisher(
     let mut request = Vec::with_capacity(o.payload + 200);
     let start = Instant::now();
     let report = schedule(o, &stop, |data| {
-        let body = if o.event {
-            format!(r#"{{"type":"load","data":{data}}}"#)
-        } else {
-            data
-        };
-        request.clear();
-        write!(
-            request,
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
+        publish_request(&mut request, o, path, data)?;
         stream.write_all(&request)?;
         match reader.as_mut() {
             Some(reader) => read_response(reader).map(drop),
@@ -75,6 +69,57 @@ pub(crate) fn publisher(
         elapsed: start.elapsed(),
         ..report
     })
+}
+
+/// A publish of `data` to `path` as an HTTP request, into `request`.
+fn publish_request(request: &mut Vec<u8>, o: &Options, path: &str, data: String) -> io::Result<()> {
+    let body = if o.event {
+        format!(r#"{{"type":"load","data":{data}}}"#)
+    } else {
+        data
+    };
+    request.clear();
+    write!(
+        request,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Under `--tls`: one request at a time on one keep-alive connection, each
+/// answered before the next (a TLS stream has no second handle for a
+/// reader thread, so pipelined publishing is left to plain HTTP).
+fn publish_paced(
+    addr: SocketAddr,
+    o: &Options,
+    stop: &AtomicBool,
+    path: &str,
+) -> io::Result<PublishReport> {
+    if o.rate <= 0.0 {
+        return Err(io::Error::other(
+            "--tls publishes one at a time: give --rate above 0",
+        ));
+    }
+    let mut conn = BufReader::new(tls::dial(addr)?);
+    let mut request = Vec::with_capacity(o.payload + 200);
+    schedule(o, stop, |data| {
+        publish_request(&mut request, o, path, data)?;
+        conn.get_mut().write_all(&request)?;
+        conn.get_mut().flush()?;
+        read_response(&mut conn).map(drop)
+    })
+}
+
+/// Reads `stream` to its end; a TLS peer that closes without
+/// `close_notify` has still said all it had to.
+fn read_to_end(stream: &mut dyn tls::Stream) -> io::Result<String> {
+    let mut all = Vec::new();
+    match stream.read_to_end(&mut all) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(e),
+    }
+    Ok(String::from_utf8_lossy(&all).into_owned())
 }
 
 /// Publishes through an in-process `Publisher`, paced or as fast as it goes.
@@ -172,13 +217,12 @@ pub(crate) fn compression(addr: SocketAddr) -> Option<(f64, f64)> {
 
 /// The value of an unlabelled sample in the server's `/metrics`.
 fn metric(addr: SocketAddr, name: &str) -> io::Result<f64> {
-    let mut stream = StdStream::connect(addr)?;
+    let mut stream = tls::dial(addr)?;
     write!(
         stream,
         "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    let response = read_to_end(&mut *stream)?;
     response
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -187,14 +231,14 @@ fn metric(addr: SocketAddr, name: &str) -> io::Result<f64> {
 
 /// One POST on its own connection, for set-up.
 pub(crate) fn http_post(addr: SocketAddr, path: &str, body: &str) -> io::Result<()> {
-    let mut stream = StdStream::connect(addr)?;
+    let mut stream = tls::dial(addr)?;
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    stream.flush()?;
+    let response = read_to_end(&mut *stream)?;
     if !response.starts_with("HTTP/1.1 200") {
         return Err(io::Error::other(format!(
             "set-up publish refused: {response}"

@@ -29,6 +29,19 @@ impl Target {
         text.split_whitespace().next()?.parse().ok()
     }
 
+    /// How many times the server's loop thread has gone to sleep (its
+    /// voluntary context switches): each one is a wake-up that whoever
+    /// sends it the next event pays for. Same file family as `cpu_stat`.
+    pub(crate) fn server_sleeps(&self) -> Option<u64> {
+        let path = self.cpu_stat.as_ref()?.replace("schedstat", "status");
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub(crate) fn cpu_mark(&self) -> CpuMark {
         CpuMark {
             server: self.server_cpu_ns(),

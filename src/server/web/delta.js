@@ -6,7 +6,9 @@
 //   delta: the message's `delta`, as JSON.parse gave it.
 // - Returns the new data, the value whole snapshot `seq` would have carried.
 //   `base` is never modified: what changed is copied along its path (the
-//   rest is shared with `base`), so a view can compare by identity.
+//   rest is shared with `base`), so a view can compare by identity. Equal
+//   as JSON to the whole snapshot; a member added to an object comes last,
+//   where the snapshot may have it elsewhere.
 // - Throws an Error on an unknown format or an op it cannot apply (a path
 //   that is not there, an op other than add/remove/replace/move/copy/test).
 //   The client must then drop its state and reconnect without `since`,
@@ -15,8 +17,9 @@
 //   the server sends a delta only then, so a mismatch is a bug: reconnect.
 //
 // The server sends add, remove and replace; move, copy and test are here
-// so any RFC 6902 patch applies. Plain script, no modules: statecast.js
-// includes it as it is, and tests/browser/delta.test.mjs evaluates it.
+// so any RFC 6902 patch applies. Plain script, no modules, so that a
+// client for the browser can carry it unchanged;
+// tests/browser/delta.test.mjs evaluates it as it is.
 function applyDelta(format, base, delta) {
   if (format !== "json-patch") throw new Error("unknown delta format " + format);
   if (!Array.isArray(delta)) throw new Error("a json-patch delta is an array of ops");
