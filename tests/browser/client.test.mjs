@@ -142,9 +142,10 @@ const browser = await chromium.launch({
 // A page on `base`'s origin with the module as window.statecast, a log of
 // what the client reported, and watch(options): options with a fast
 // backoff and the log's callbacks.
-async function client(base, real) {
+async function client(base, real, init) {
   const page = await browser.newPage();
   page.on("pageerror", (e) => pageErrors.push(String(e)));
+  if (init) await page.addInitScript(init);
   // The binary's origin: any document of its will do (a page.route'd one
   // would keep the page's WebSockets from opening).
   await page.goto(base + (real ? "/statecast.mjs" : "/"));
@@ -342,12 +343,18 @@ function diff(a, b, path = "", ops = []) {
   return ops;
 }
 
-// The n-th value of a topic that changes a little each time: a counter,
-// items that come, change and go, a key that needs JSON Pointer escapes.
+// The n-th value of a topic that changes a little each time (so a patch
+// is smaller than the snapshot, and the binary sends it): an item's
+// status and counter, a list that grows and shrinks, a key that needs
+// JSON Pointer escapes, a key that comes and goes.
 function value(n) {
   const items = [];
-  for (let i = 0; i < 3 + (n % 7); i++) items.push({ id: "item-" + i, status: ["queued", "running", "done"][(n + i) % 3], n: i === n % 5 ? n : 0 });
-  const v = { seq: n, items, "a/b~c": n % 3 === 0 ? { even: n % 2 === 0 } : [n % 4, n % 5], total: items.length };
+  for (let i = 0; i < 20; i++) {
+    items.push({ id: "item-" + i, title: "A fairly long title for item number " + i,
+      status: ["queued", "running", "done"][Math.floor((n + i * 7) / 20) % 3], n: i === n % 20 ? n : 0 });
+  }
+  const v = { seq: n, items, tail: Array.from({ length: n % 4 }, (_, k) => k),
+    "a/b~c": n % 3 === 0 ? { even: n % 2 === 0 } : [n % 4, n % 5], total: items.length };
   if (n % 11 === 0) v.note = "eleven " + n;
   return v;
 }
@@ -431,6 +438,53 @@ check("deltas applied give the same state as full snapshots across 1,000 publish
   await page.close();
   return deltas + " deltas sent; " + Object.keys(seen.ws).length + " and " + Object.keys(seen.sse).length +
     " states over WebSocket and SSE, each equal to the snapshot of its seq";
+});
+
+// Object keys in one order, so two encodings of one value compare equal.
+const canonical = (v) => JSON.stringify(v, (k, x) => (x && typeof x === "object" && !Array.isArray(x)
+  ? Object.fromEntries(Object.keys(x).sort().map((key) => [key, x[key]])) : x));
+
+check("on the binary, deltas over WebSocket and SSE give the states full snapshots give, across 1,000 publishes", async () => {
+  const PUBLISHES = 1000;
+  const server = await statecast(["--preset", "none", "--topic", "a"]);
+  const base = "http://" + server.addr;
+  await publish(base, "a", value(1));
+  // Counts the delta frames the page's WebSockets receive.
+  const page = await client(base, true, () => {
+    window.__deltas = 0;
+    const Native = window.WebSocket;
+    window.WebSocket = function (url, protocols) {
+      const ws = new Native(url, protocols);
+      ws.addEventListener("message", (e) => { if (String(e.data).includes("\"base\":")) window.__deltas += 1; });
+      return ws;
+    };
+    window.WebSocket.prototype = Native.prototype;
+  });
+  await page.evaluate(() => {
+    window.seen = { plain: {}, ws: {}, sse: {} };
+    const keep = (name) => (m) => { seen[name][m.seq] = m.data; };
+    window.subs = [
+      statecast.subscribe("/api/v1/ws/a", watch({ onMessage: keep("plain") })),
+      statecast.subscribe("/api/v1/ws/a", watch({ delta: "json-patch", onMessage: keep("ws") })),
+      statecast.subscribe("/api/v1/ws/a", watch({ delta: "json-patch", transport: "sse", onMessage: keep("sse") })),
+    ];
+  });
+  await until("three subscribers", 5000, () => page.evaluate(() => subs.every((s) => s.state === "open" && s.seq === 1)));
+  for (let n = 2; n <= PUBLISHES; n++) await publish(base, "a", value(n));
+  await until("every subscriber to hold the last publish", 10000, () =>
+    page.evaluate((n) => subs.every((s) => s.seq === n), PUBLISHES));
+  const seen = await page.evaluate(() => seen);
+  for (const [name, got] of Object.entries(seen)) {
+    for (const [seq, data] of Object.entries(got)) {
+      if (canonical(data) !== canonical(value(Number(seq)))) fail(name + " holds at seq " + seq + ": " + JSON.stringify(data));
+    }
+  }
+  const deltas = await page.evaluate(() => window.__deltas);
+  if (deltas < PUBLISHES / 2) fail("only " + deltas + " deltas reached the WebSocket");
+  await page.close();
+  server.child.kill("SIGTERM");
+  return deltas + " deltas over WebSocket; " + Object.keys(seen.ws).length + ", " + Object.keys(seen.sse).length + " and " +
+    Object.keys(seen.plain).length + " states (delta WebSocket, delta SSE, plain), each the snapshot of its seq";
 });
 
 check("a signed token that expires (4001 from the binary) is refreshed through getToken", async () => {
