@@ -169,6 +169,9 @@ echo "== the live page over https:// in Chromium, trusting a test-made key by it
 echo "== the browser's delta applier (web/delta.js) against the server's deltas (node)"
 (cd tests/browser && node delta.test.mjs ../../target/release/statecast)
 
+echo "== statecast.js in Chromium: retries by close code, refusals, tokens, SSE, deltas; its types (playwright-core, tsc)"
+(cd tests/browser && node client.test.mjs ../../target/release/statecast)
+
 echo "== the Debian package: contents, systemd-analyze verify and security, /healthz"
 bash scripts/package_check.sh
 

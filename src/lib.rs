@@ -24,7 +24,9 @@
 //!   topic), `sock` (`send`/`sendmsg` on a socket),
 //!   `tls` (`--tls-cert`: the certificate pair and its reloads, and each
 //!   connection's rustls session, which its reads and writes go through),
-//!   `endpoints` (what each HTTP request asks the loop to do), `access`
+//!   `endpoints` (what each HTTP request asks the loop to do), `assets`
+//!   (the page and the JavaScript client, whose classic script is made
+//!   from its module source at compile time), `access`
 //!   (hosts, origins and tokens), `stats` and
 //!   `metrics` (counters, the stats log line, `/metrics`); and, public,
 //!   [`server::jwt`] (signed tokens: the verifier, what a token grants,

@@ -318,6 +318,8 @@ fn every_route(server: &TestServer, extra: &str) -> Vec<(&'static str, u16)> {
         ("metrics", get("/metrics")),
         ("page", get("/")),
         ("script", get("/statecast.js")),
+        ("module", get("/statecast.mjs")),
+        ("types", get("/statecast.d.ts")),
     ];
     requests
         .into_iter()

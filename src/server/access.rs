@@ -493,6 +493,8 @@ mod tests {
             Route::Metrics,
             Route::Page,
             Route::Script,
+            Route::Module,
+            Route::Types,
         ]
     }
 

@@ -8,6 +8,7 @@ use log::debug;
 
 use crate::publisher::Registry;
 use crate::server::access::{self, Access};
+use crate::server::assets;
 use crate::server::jwt::Grant;
 use crate::server::stats::Stats;
 use crate::topic::delta::DeltaFormat;
@@ -196,8 +197,10 @@ pub fn handle(
         },
         Route::Ready => Action::Respond(ready(answer, shutting_down)),
         Route::Metrics => Action::Metrics,
-        Route::Page => Action::Respond(asset(PAGE, "text/html; charset=utf-8", answer)),
-        Route::Script => Action::Respond(asset(SCRIPT, "text/javascript; charset=utf-8", answer)),
+        Route::Page => Action::Respond(asset(assets::PAGE, "text/html; charset=utf-8", answer)),
+        Route::Script => Action::Respond(asset(assets::SCRIPT, JAVASCRIPT, answer)),
+        Route::Module => Action::Respond(asset(assets::MODULE, JAVASCRIPT, answer)),
+        Route::Types => Action::Respond(asset(assets::TYPES, TYPESCRIPT, answer)),
         // `admit` answers these; kept total so a change there cannot panic.
         Route::WrongMethod(_) | Route::NotFound => Action::Respond(http::error(
             http::NOT_FOUND,
@@ -349,12 +352,8 @@ fn mux_request(
     Ok((names, since))
 }
 
-/// The live page at `/`: the ADW panels over WebSockets, compiled into the
-/// binary, nothing from a CDN.
-const PAGE: &str = include_str!("web/index.html");
-
-/// `/statecast.js`: the client the page uses, for anyone's dashboard.
-const SCRIPT: &str = include_str!("web/statecast.js");
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const TYPESCRIPT: &str = "application/typescript; charset=utf-8";
 
 fn asset(body: &str, content_type: &str, answer: Answer) -> Response {
     http::response(

@@ -38,6 +38,7 @@
 
 mod accept;
 mod access;
+mod assets;
 mod cluster;
 mod conn;
 mod conns;

@@ -758,8 +758,12 @@ pub enum Route {
     Metrics,
     /// The live page.
     Page,
-    /// The JavaScript client.
+    /// The JavaScript client as a classic script.
     Script,
+    /// The JavaScript client as an ES module.
+    Module,
+    /// The client's TypeScript declarations.
+    Types,
     /// The path exists, the method does not: 405 with this `Allow`.
     WrongMethod(&'static str),
     NotFound,
@@ -864,7 +868,19 @@ pub const ENDPOINTS: &[Endpoint] = &[
         allow: "GET, HEAD",
         paths: &["/statecast.js"],
         route: |_| Route::Script,
-        help: "the page's JavaScript client",
+        help: "the page's JavaScript client, as a classic script (the `statecast` global)",
+    },
+    Endpoint {
+        allow: "GET, HEAD",
+        paths: &["/statecast.mjs"],
+        route: |_| Route::Module,
+        help: "the same client as an ES module",
+    },
+    Endpoint {
+        allow: "GET, HEAD",
+        paths: &["/statecast.d.ts"],
+        route: |_| Route::Types,
+        help: "the client's TypeScript declarations",
     },
 ];
 
@@ -964,7 +980,9 @@ impl Route {
             Route::Metrics => Requires::Metrics,
             // `/healthz` gives its details only to a reader; the page and
             // the script hold no data.
-            Route::Health | Route::Page | Route::Script => Requires::Nothing,
+            Route::Health | Route::Page | Route::Script | Route::Module | Route::Types => {
+                Requires::Nothing
+            }
             // A load balancer's probe carries no credential, and the answer
             // holds nothing but whether new clients are taken, which a
             // connect attempt tells anyone anyway.

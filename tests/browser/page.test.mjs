@@ -1,8 +1,9 @@
 // The live page at / in Debian's Chromium, headless, driven by
 // playwright-core, against the real binary:
-//   1. every panel renders its snapshot on load, each socket having agreed
-//      to permessage-deflate (Chromium offers it by default) and the
-//      server having compressed what was large enough;
+//   1. every panel renders its snapshot on load, over one multiplexed
+//      socket (the module's connect()) that agreed to permessage-deflate
+//      (Chromium offers it by default), the server having compressed what
+//      was large enough;
 //   2. an HTTP publish shows on its panel within 1 s;
 //   3. with a 1 s ping interval the page stays 60 s with no socket closed;
 //   4. the server stops and restarts: the page shows the outage, then
@@ -10,7 +11,8 @@
 //   5. EventSource on the SSE endpoint gets the snapshot and an update;
 //   6. a screenshot is written under target/;
 //   7. under --subscribe-token, the page opened as /?token=... renders
-//      every panel, and opened without it renders none.
+//      every panel, and opened without it renders none and says
+//      "refused".
 // Any failure exits non-zero; a browser that cannot start is a failure.
 //
 // Usage: node page.test.mjs PATH_TO_STATECAST [STAY_SECONDS]
@@ -53,9 +55,11 @@ try {
   await page.addInitScript(() => {
     window.__closes = [];
     window.__extensions = [];
+    window.__urls = [];
     const Native = window.WebSocket;
     window.WebSocket = function (url, protocols) {
       const ws = new Native(url, protocols);
+      window.__urls.push(String(url));
       ws.addEventListener("close", (e) => window.__closes.push({ url, code: e.code }));
       ws.addEventListener("open", () => window.__extensions.push(ws.extensions));
       return ws;
@@ -72,6 +76,10 @@ try {
   const texts = await page.evaluate((ts) => ts.map((t) => document.querySelector("#panel-" + t + " .body").textContent), topics);
   texts.forEach((text, i) => { if (text.startsWith("cannot render")) fail(topics[i] + ": " + text); });
   console.log("ok: every panel rendered its snapshot");
+  const urls = await page.evaluate(() => window.__urls);
+  if (urls.length !== 1 || !topics.every((t) => new URL(urls[0]).searchParams.getAll("topic").includes(t)))
+    fail("the page did not open one socket for every topic: " + JSON.stringify(urls));
+  console.log("ok: one socket for all " + topics.length + " topics");
   const extensions = await page.evaluate(() => window.__extensions);
   const deflate = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
   if (extensions.length === 0 || !extensions.every((e) => e === deflate))
@@ -148,6 +156,8 @@ try {
     await sleep(1500);
     const rendered = await without.evaluate((ts) => ts.filter((t) => document.getElementById("panel-" + t)?.dataset.seq !== undefined), topics);
     if (rendered.length) fail("panels rendered without the token: " + rendered);
+    await until("the page to say it was refused", 5000, () =>
+      without.evaluate(() => [...document.querySelectorAll(".conn")].every((c) => c.textContent === "refused")));
     console.log("ok: under --subscribe-token the page renders with ?token= and not without it");
   } finally {
     guarded.child.kill("SIGTERM");

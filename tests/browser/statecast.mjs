@@ -1,9 +1,10 @@
-// Starts the statecast binary with `args` and resolves, once it logs where
+// Starts the statecast binary with `args` (and `env`, default the test's
+// own) and resolves, once it logs where
 // it listens, to { child, addr }. Shared by the browser tests.
 import { spawn } from "node:child_process";
 
-export function start(binary, args) {
-  const child = spawn(binary, args, { stdio: ["ignore", "ignore", "pipe"] });
+export function start(binary, args, env) {
+  const child = spawn(binary, args, { stdio: ["ignore", "ignore", "pipe"], env: env || process.env });
   return new Promise((resolve, reject) => {
     let log = "";
     child.stderr.on("data", (chunk) => {

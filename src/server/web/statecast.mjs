@@ -1,0 +1,534 @@
+// statecast.mjs: the statecast client, no dependencies. docs/client.md is
+// its reference.
+//
+//   import { connect } from "/statecast.mjs";
+//   const conn = connect({
+//     topics: ["queue", "system-status"],
+//     getToken: () => fetch("/my-token").then((r) => r.text()),
+//     onMessage(msg) { render(msg.topic, msg.data); },
+//     onState(state, reason) { badge(state, reason); },
+//   });
+//
+// One source, served three ways by the binary: /statecast.mjs (this text),
+// /statecast.js (this text as a classic script: wrapped in a function, the
+// export statement at the end turned into the `statecast` global, at build
+// time) and /statecast.d.ts. So: no `import`, and one `export { .. }`, last.
+// delta.js, the delta applier, is included at build time (see below).
+//
+// What a close asks of the client is in POLICY below; an upgrade refused
+// before it opened (which the WebSocket API reports only as 1006) is probed
+// once over HTTP, whose status it can read.
+
+const VERSION = "2.0.0";
+
+// Each close code's verdict: "retry" after a full-jitter delay; "fresh":
+// retry too, but the server is going away and its next run counts seq
+// from scratch, so a held seq proves nothing there; "refresh": the signed
+// token expired, ask for a new one and reconnect at once; "stop": the
+// server refused us on purpose (a broken rule), and retrying would only
+// repeat it. Any other code is retried.
+const POLICY = {
+  1001: "fresh", // going away: the server stopping, or it heard nothing
+  1002: "stop", // protocol error: our frames broke RFC 6455
+  1003: "stop", // unsupported data
+  1007: "stop", // invalid data
+  1008: "stop", // policy: a broken rule (a ping flood)
+  1009: "stop", // our message was too big
+  1011: "retry", // a bug on the server, this connection only
+  1012: "fresh", // service restart, spread over the server's drain window
+  1013: "retry", // try again later: a slow consumer, or an overload
+  4001: "refresh", // the signed token expired
+};
+
+// HTTP statuses that say the request itself is refused: retrying the same
+// request gets the same answer. Anything else (5xx, 408, 429, no answer)
+// may pass later.
+const REFUSALS = [400, 401, 403, 404, 405, 414, 421, 431];
+
+const DEFAULTS = {
+  transport: "auto",
+  baseDelay: 500,
+  maxDelay: 30000,
+  staleAfter: 30000,
+  delta: null,
+};
+
+// The delta applier, applyDelta(format, base, delta), lives in delta.js;
+// the build puts it in place of the next line, which must stay as it is
+// (src/server/assets.rs for the binary, build.mjs for the npm package).
+// @include delta.js
+
+// A multiplexed connection: every topic over one WebSocket, or one SSE
+// stream.
+function connect(options) {
+  const o = settings(options);
+  const topics = [];
+  for (const t of list(o.topics)) if (!topics.includes(t)) topics.push(t);
+  return link(o, {
+    mux: true,
+    topics,
+    ws: "/api/v1/ws",
+    sse: "/api/v1/sse",
+  });
+}
+
+// One topic on its own route (`/api/v1/ws/<topic>`), as before `connect`.
+// The SSE route of the same topic is the fallback and the probe.
+function subscribe(path, options) {
+  const o = settings(Object.assign({ transport: "websocket" }, options || {}));
+  const p = String(path);
+  return link(o, {
+    mux: false,
+    topics: [""],
+    ws: p,
+    sse: p.replace("/api/v1/ws/", "/api/v1/sse/"),
+  });
+}
+
+function settings(options) {
+  const o = Object.assign({}, DEFAULTS, options || {});
+  if (!["auto", "websocket", "sse"].includes(o.transport)) {
+    throw new TypeError("statecast: transport must be \"auto\", \"websocket\" or \"sse\", not " + JSON.stringify(o.transport));
+  }
+  return o;
+}
+
+function list(topics) {
+  if (topics == null) return [];
+  return (Array.isArray(topics) ? topics : [topics]).map(String);
+}
+
+// Topic names and tokens are sent as they are where the URL allows it:
+// the server does not decode its own parameters.
+function param(value) {
+  return encodeURIComponent(value).replace(/%2F/g, "/").replace(/%3A/g, ":");
+}
+
+// Both transports, the retry policy, seq and delta bookkeeping, for either
+// route shape.
+function link(o, route) {
+  const topics = route.topics;
+  const seqs = new Map(); // topic ("" on a per-topic route) -> last seq
+  const held = new Map(); // topic -> last data
+  const resyncing = new Set(); // topics asked for again after a bad delta
+  let generation = 0; // bumped on every attempt: stale callbacks are ignored
+  let attempt = 0;
+  let retryTimer = null;
+  let staleTimer = null;
+  let ws = null;
+  let stream = null; // the SSE fetch's AbortController
+  let useSse = o.transport === "sse" || typeof WebSocket === "undefined";
+
+  const c = {
+    state: "connecting",
+    reason: null,
+    transport: null,
+    stale: false,
+    closed: false,
+  };
+
+  function setState(state, reason) {
+    c.state = state;
+    c.reason = reason == null ? null : String(reason);
+    if (o.onState) o.onState(state, c.reason);
+  }
+
+  function setStale(stale) {
+    if (c.stale !== stale) {
+      c.stale = stale;
+      if (o.onStale) o.onStale(stale);
+    }
+  }
+
+  function heard() {
+    setStale(false);
+    clearTimeout(staleTimer);
+    staleTimer = setTimeout(() => setStale(true), o.staleAfter);
+  }
+
+  function base(secure, plain) {
+    const origin = typeof location !== "undefined" ? location.protocol + "//" + location.host : "";
+    const url = String(o.url || origin).replace(/\/+$/, "");
+    return url.replace(/^(ws|http)(s?):/, (_, scheme, s) => (s ? secure : plain) + ":");
+  }
+
+  function query(path, token) {
+    const q = [];
+    if (route.mux) for (const t of topics) q.push("topic=" + param(t));
+    if (token) q.push("token=" + param(token));
+    if (o.delta) q.push("delta=" + param(o.delta));
+    for (const [t, seq] of seqs) {
+      if (route.mux && !topics.includes(t)) continue;
+      q.push("since=" + (route.mux ? param(t) + ":" : "") + seq);
+    }
+    if (!q.length) return path;
+    return path + (path.indexOf("?") < 0 ? "?" : "&") + q.join("&");
+  }
+
+  function token() {
+    const t = o.getToken ? o.getToken() : typeof o.token === "function" ? o.token() : o.token;
+    return Promise.resolve(t);
+  }
+
+  // Ends whatever attempt is under way without its handlers acting.
+  function drop() {
+    generation += 1;
+    clearTimeout(retryTimer);
+    if (ws) {
+      const old = ws;
+      ws = null;
+      try { old.close(1000); } catch (e) { /* already closing */ }
+    }
+    if (stream) {
+      stream.abort();
+      stream = null;
+    }
+  }
+
+  async function open() {
+    if (c.closed) return;
+    drop();
+    const gen = generation;
+    setState("connecting");
+    let t;
+    try {
+      t = await token();
+    } catch (e) {
+      if (gen === generation) retry("getToken failed: " + (e && e.message ? e.message : e));
+      return;
+    }
+    if (gen !== generation || c.closed) return;
+    if (useSse) openStream(gen, t);
+    else openSocket(gen, t);
+  }
+
+  function openSocket(gen, t) {
+    let sock;
+    try {
+      sock = new WebSocket(base("wss", "ws") + query(route.ws, t));
+    } catch (e) {
+      // A malformed URL: nothing later would fix it.
+      refuse("cannot open a WebSocket: " + e.message);
+      return;
+    }
+    ws = sock;
+    let opened = false;
+    sock.onopen = () => {
+      if (gen !== generation) return;
+      opened = true;
+      c.transport = "websocket";
+      setState("open");
+      heard();
+    };
+    sock.onmessage = (event) => {
+      if (gen === generation) receive(event.data);
+    };
+    sock.onclose = (event) => {
+      if (gen !== generation) return;
+      ws = null;
+      clearTimeout(staleTimer);
+      // 1006 before open: the upgrade was refused or never answered, and
+      // the browser hides which. Ask over HTTP.
+      if (!opened && event.code === 1006) probe(gen, t);
+      else closed(event.code, event.reason);
+    };
+  }
+
+  async function openStream(gen, t) {
+    if (route.mux && !topics.length) {
+      // The SSE route needs a topic; nothing to listen to until one is added.
+      c.transport = "sse";
+      setState("open");
+      return;
+    }
+    const ctl = new AbortController();
+    stream = ctl;
+    let reply;
+    try {
+      reply = await fetch(base("https", "http") + query(route.sse, t), {
+        signal: ctl.signal,
+        cache: "no-store",
+        headers: { Accept: "text/event-stream" },
+      });
+    } catch (e) {
+      if (gen === generation) retry("no answer over HTTP");
+      return;
+    }
+    if (gen !== generation) return;
+    if (reply.status !== 200) {
+      const why = await body(reply);
+      if (gen !== generation) return;
+      refusedOrRetry(reply.status, why);
+      return;
+    }
+    c.transport = "sse";
+    setState("open");
+    heard();
+    // The stream's own verdict: a final close event (4001 at the token's
+    // expiry), and a `retry:` before a drain's end.
+    let code = null;
+    let reason = "";
+    let wait = null;
+    let data = [];
+    let buffer = "";
+    const reader = reply.body.getReader();
+    const decoder = new TextDecoder();
+    // The close event is final: act on it without waiting for the end.
+    while (code === null) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (e) {
+        break;
+      }
+      if (gen !== generation) return;
+      if (chunk.done) break;
+      heard();
+      buffer += decoder.decode(chunk.value, { stream: true });
+      let nl;
+      while (code === null && (nl = buffer.indexOf("\n")) >= 0) {
+        let line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        if (line.endsWith("\r")) line = line.slice(0, -1);
+        if (line === "") {
+          if (data.length) {
+            const msg = parse(data.join("\n"));
+            data = [];
+            if (msg && msg.type === "close" && msg.data && typeof msg.data.code === "number" && msg.topic === undefined) {
+              code = msg.data.code;
+              reason = String(msg.data.reason || "");
+            } else if (msg) {
+              handle(msg);
+              if (gen !== generation) return;
+            }
+          }
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "data") data.push(value);
+        else if (field === "retry" && /^\d+$/.test(value)) wait = Number(value);
+      }
+    }
+    if (gen !== generation) return;
+    ctl.abort();
+    stream = null;
+    clearTimeout(staleTimer);
+    if (code !== null) closed(code, reason);
+    // A drain ends the stream after a `retry:` the server spread over its
+    // window: come back then, to what may be a new process.
+    else if (wait !== null) {
+      seqs.clear();
+      later("the server is restarting", wait);
+    } else closed(1006, "the stream ended");
+  }
+
+  // The WebSocket never opened. The SSE route of the same subscription
+  // has the same access rules, and fetch can read its status.
+  async function probe(gen, t) {
+    let status = 0;
+    let why = "";
+    const ctl = new AbortController();
+    const path = route.mux && !topics.length ? "/healthz" : query(route.sse, t);
+    try {
+      const reply = await fetch(base("https", "http") + path, { signal: ctl.signal, cache: "no-store" });
+      status = reply.status;
+      if (status !== 200) why = await body(reply);
+    } catch (e) {
+      status = 0;
+    }
+    ctl.abort();
+    if (gen !== generation) return;
+    if (status === 200) {
+      // HTTP works where the WebSocket does not: a proxy or a firewall
+      // blocks WebSockets.
+      if (o.transport === "auto") {
+        useSse = true;
+        open();
+      } else retry("the WebSocket was refused; HTTP works");
+      return;
+    }
+    if (status === 0) retry("no answer");
+    else refusedOrRetry(status, why);
+  }
+
+  function refusedOrRetry(status, why) {
+    const reason = status + (why ? " " + why : "");
+    if (REFUSALS.includes(status)) refuse(reason);
+    else retry(reason);
+  }
+
+  function closed(code, reason) {
+    const verdict = POLICY[code] || "retry";
+    const why = code + (reason ? " " + reason : "");
+    if (verdict === "stop") return refuse(why);
+    if (verdict === "fresh") seqs.clear();
+    if (verdict === "refresh") {
+      // A new token is asked for at once; a token that stays expired is
+      // refused at the upgrade (401), and the probe stops there.
+      later(why, Math.random() * o.baseDelay);
+      return;
+    }
+    retry(why);
+  }
+
+  function refuse(reason) {
+    drop();
+    clearTimeout(staleTimer);
+    setState("refused", reason);
+  }
+
+  // Full jitter: anywhere between 0 and the capped exponential delay, so
+  // clients cut off together do not come back together.
+  function retry(reason) {
+    const cap = Math.min(o.maxDelay, o.baseDelay * Math.pow(2, attempt));
+    attempt += 1;
+    later(reason, Math.random() * cap);
+  }
+
+  function later(reason, ms) {
+    drop();
+    setState("closed", reason);
+    retryTimer = setTimeout(open, ms);
+  }
+
+  function parse(text) {
+    try {
+      const msg = JSON.parse(text);
+      return msg && typeof msg === "object" && !Array.isArray(msg) ? msg : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function receive(text) {
+    heard();
+    const msg = parse(text);
+    if (msg) handle(msg);
+  }
+
+  function handle(msg) {
+    // A message proves the connection works: the backoff starts again.
+    attempt = 0;
+    if (typeof msg.type === "string" && msg.type.startsWith("statecast.")) {
+      control(msg);
+      return;
+    }
+    const topic = route.mux ? msg.topic : "";
+    // What is still in flight for a topic just unsubscribed.
+    if (route.mux && typeof topic === "string" && !topics.includes(topic)) return;
+    if (typeof msg.seq === "number" && typeof topic === "string") {
+      if (msg.base !== undefined && msg.delta !== undefined) {
+        if (resyncing.has(topic)) return;
+        if (seqs.get(topic) !== msg.base || !held.has(topic)) {
+          resync(topic);
+          return;
+        }
+        let data;
+        try {
+          data = applyDelta(o.delta, held.get(topic), msg.delta);
+        } catch (e) {
+          resync(topic);
+          return;
+        }
+        const full = Object.assign({}, msg, { data });
+        delete full.base;
+        delete full.delta;
+        msg = full;
+      } else {
+        // A snapshot already held (same seq) is not delivered again.
+        if (seqs.get(topic) === msg.seq && !resyncing.has(topic)) return;
+        resyncing.delete(topic);
+      }
+      seqs.set(topic, msg.seq);
+      held.set(topic, msg.data);
+    }
+    if (o.onMessage) o.onMessage(msg);
+  }
+
+  function control(msg) {
+    if (msg.type === "statecast.error") {
+      // A topic the server refused on subscribe is dropped, not retried.
+      if (typeof msg.topic === "string") forget([msg.topic]);
+      if (o.onError) o.onError(msg);
+    }
+  }
+
+  // A delta that does not apply to what is held: ask for the topic in
+  // full, without resuming, so state is never wrong.
+  function resync(topic) {
+    resyncing.add(topic);
+    seqs.delete(topic);
+    held.delete(topic);
+    if (route.mux && ws && ws.readyState === 1) {
+      send({ op: "unsubscribe", topics: [topic] });
+      send({ op: "subscribe", topics: [topic] });
+    } else open();
+  }
+
+  function send(command) {
+    try {
+      ws.send(JSON.stringify(command));
+    } catch (e) { /* closing: the next connection asks again */ }
+  }
+
+  function forget(names) {
+    for (const t of names) {
+      const i = topics.indexOf(t);
+      if (i >= 0) topics.splice(i, 1);
+      seqs.delete(t);
+      held.delete(t);
+      resyncing.delete(t);
+    }
+  }
+
+  // The WebSocket sends commands; an SSE stream is opened again with the
+  // new list (resuming the rest, so they send nothing again).
+  // A request already sent with the old list (a socket still opening, a
+  // stream) is started again.
+  function change(op, names) {
+    if (c.closed || !names.length) return;
+    if (ws && ws.readyState === 1) send({ op, topics: names });
+    else if (ws || stream || (useSse && c.state === "open")) open();
+  }
+
+  c.close = () => {
+    if (c.closed) return;
+    c.closed = true;
+    drop();
+    clearTimeout(staleTimer);
+    setState("closed", "closed by the page");
+  };
+  c.data = (topic) => held.get(route.mux ? String(topic) : "");
+  if (route.mux) {
+    Object.defineProperty(c, "topics", { get: () => topics.slice(), enumerable: true });
+    c.seq = (topic) => seqs.get(String(topic));
+    c.subscribe = (names) => {
+      const added = list(names).filter((t) => !topics.includes(t));
+      topics.push(...added);
+      change("subscribe", added);
+    };
+    c.unsubscribe = (names) => {
+      const removed = list(names).filter((t) => topics.includes(t));
+      forget(removed);
+      change("unsubscribe", removed);
+    };
+  } else {
+    Object.defineProperty(c, "seq", { get: () => (seqs.has("") ? seqs.get("") : null), enumerable: true });
+  }
+  open();
+  return c;
+}
+
+async function body(reply) {
+  try {
+    return (await reply.text()).trim().slice(0, 200);
+  } catch (e) {
+    return "";
+  }
+}
+
+export { connect, subscribe, applyDelta, VERSION };
