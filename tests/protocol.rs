@@ -302,6 +302,30 @@ fn every_example_in_the_protocol_doc_is_what_the_binary_does() {
     );
 }
 
+/// The placeholder `"<any>"` matches any value where it stands, and only
+/// there: the key must be present, and every other value must be equal.
+#[test]
+fn the_placeholder_matches_any_value_at_its_place_only() {
+    let want = serde_json::json!({"type": "pong", "timestamp": "<any>"});
+    assert!(matches(
+        &want,
+        &serde_json::json!({"type": "pong", "timestamp": 17})
+    ));
+    assert!(matches(
+        &want,
+        &serde_json::json!({"type": "pong", "timestamp": {"a": [1]}})
+    ));
+    assert!(!matches(&want, &serde_json::json!({"type": "pong"})));
+    assert!(!matches(
+        &want,
+        &serde_json::json!({"type": "ping", "timestamp": 17})
+    ));
+    assert!(!matches(
+        &want,
+        &serde_json::json!({"type": "pong", "timestamp": 17, "extra": 1})
+    ));
+}
+
 /// The cells of the first column of the table under `heading`.
 fn first_column(heading: &str) -> Vec<&'static str> {
     let (_, section) = DOC
