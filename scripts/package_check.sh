@@ -101,6 +101,36 @@ case "$health" in
 esac
 echo "package: the packaged binary serves https with a certificate given to it: $health"
 
+# ==== /readyz 200 while a provider is degraded ====
+# A load balancer reads /readyz: a polled URL that is down (port 9, which
+# nothing listens on) makes /healthz 503 "degraded", yet the node still
+# serves its clients, so /readyz stays 200 and the node stays in the pool.
+degraded_log="$root/statecast-degraded.log"
+"$root/usr/bin/statecast" --config "$root/etc/statecast/statecast.toml" --listen 127.0.0.1:0 \
+    --preset none --topic x --poll x=http://127.0.0.1:9/ 2> "$degraded_log" &
+degraded_pid=$!
+eval "set -- $(trap -p EXIT)"
+trap "kill \"\${degraded_pid:-}\" 2>/dev/null || true; $3" EXIT
+degraded_addr=$(listening "$degraded_log" "$degraded_pid")
+health=""
+for _ in $(seq 100); do
+    health=$(curl -sS -w ' %{http_code}' "http://$degraded_addr/healthz" 2>/dev/null || true)
+    case "$health" in *'"status":"degraded"'*' 503') break ;; esac
+    sleep 0.1
+done
+case "$health" in
+    *'"status":"degraded"'*' 503') ;;
+    *) cat "$degraded_log" >&2; fail "/healthz with a dead --poll URL answered ${health:-nothing}, not 503 degraded" ;;
+esac
+ready=$(curl -sS -w ' %{http_code}' "http://$degraded_addr/readyz" 2>/dev/null || true)
+[ "$ready" = '{"status":"ready"} 200' ] \
+    || { cat "$degraded_log" >&2; fail "/readyz while a provider is degraded answered ${ready:-nothing}, not 200"; }
+kill "$degraded_pid" 2>/dev/null || true
+wait "$degraded_pid" 2>/dev/null || true
+degraded_pid=""
+echo "package: /readyz 200 while a provider is degraded (/healthz 503)"
+# ==== (end of /readyz while degraded) ====
+
 # Signed tokens are built in: the packaged binary mints one.
 token=$(STATECAST_JWT_SECRET=package-check-secret-0123456789ab "$root/usr/bin/statecast" token --topics queue) \
     || fail "the packaged binary has no signed tokens (built without --features jwt?)"
