@@ -665,3 +665,31 @@ fn a_snapshot_over_256_kib_goes_whole() {
         "{seq}"
     );
 }
+
+/// A delta subscriber that says it has the current seq (`?since=` on
+/// either kind of route) still gets the whole snapshot first: a seq only
+/// names a value within one run of the server, and patches applied to
+/// another run's value could leave the client wrong without a sign. A
+/// plain subscriber with the same `since` gets nothing, as before.
+#[test]
+fn a_delta_subscriber_always_starts_from_the_whole_snapshot() {
+    let server = two_topics();
+    let value = board(20, None, 0);
+    let seq = publish_to(&server, TOPIC, &value);
+    let mut patched = server.subscribe(&format!("{TOPIC}?delta=json-patch&since={seq}"));
+    let first = read_data_frame(&mut patched).json();
+    assert_eq!((&first["seq"], &first["data"]), (&json!(seq), &value));
+    let mut mux = mux_ws(
+        &server,
+        &format!("topic={TOPIC}&since={TOPIC}:{seq}&delta=json-patch"),
+    );
+    let first = read_data_frame(&mut mux).json();
+    assert_eq!((&first["seq"], &first["data"]), (&json!(seq), &value));
+    // Without deltas, the same `since` means nothing is resent: the first
+    // message is the next publish.
+    let mut plain = server.subscribe(&format!("{TOPIC}?since={seq}"));
+    let next = board(20, Some(3), 1);
+    let seq = publish_to(&server, TOPIC, &next);
+    let message = read_data_frame(&mut plain).json();
+    assert_eq!((&message["seq"], &message["data"]), (&json!(seq), &next));
+}

@@ -137,7 +137,8 @@ impl Multiplex<'_> {
             .subscribe_mux(id, key, subs.form(), subs.delta());
         let current = self.topics.get(id).seq();
         let has = since.iter().rev().find(|(t, _)| t == name).map(|(_, s)| *s);
-        let held = has == Some(current);
+        // A delta subscriber starts from a whole snapshot (`resumable`).
+        let held = subs.delta().is_none() && has == Some(current);
         subs.push(sub, held.then_some(current));
         snapshot.filter(|_| !held)
     }

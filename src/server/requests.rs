@@ -48,6 +48,15 @@ fn contained<T>(head: &Head, handler: impl FnOnce() -> T) -> Result<T, Response>
     })
 }
 
+/// The seq a subscriber may resume from: none for one taking deltas, which
+/// always starts from a whole snapshot. A seq only counts within one run
+/// of the server (a restart without Redis counts from 1 again), and a
+/// patch against another run's value may still apply, leaving the client
+/// wrong for good; a whole snapshot heals any such mix-up at once.
+pub(super) fn resumable(since: Option<u64>, delta: Option<DeltaFormat>) -> Option<u64> {
+    since.filter(|_| delta.is_none())
+}
+
 /// Runs a step that may panic, and turns a panic into its message. Around
 /// a connection's own steps (decoding its frames, reading its request) it
 /// makes a bug cost that connection alone: those steps change nothing but
@@ -420,6 +429,7 @@ impl EventLoop {
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
         let current = Some(self.topics.get(id).seq());
+        let since = resumable(since, delta);
         let (sub, snapshot) = self.topics.subscribe(id, key, form, delta);
         let entry = per_topic(sub, since, current, snapshot.is_some());
         let snapshot = snapshot.filter(|_| since != current);
@@ -451,6 +461,7 @@ impl EventLoop {
             Err(e) => return self.respond(key, endpoints::no_room(&e, true), Close::HttpDone),
         };
         let current = Some(self.topics.get(id).seq());
+        let since = resumable(since, delta);
         let (sub, snapshot) = self.topics.subscribe(id, key, Form::Sse, delta);
         let entry = per_topic(sub, since, current, snapshot.is_some());
         self.conns[key].open_stream(entry, now);
