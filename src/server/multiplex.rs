@@ -250,6 +250,6 @@ impl Multiplex<'_> {
     /// lets each message say whether it is, by its RSV1 bit).
     fn control(&mut self, key: usize, json: &str) {
         let frame = Shared::from(protocol::encode_text(json));
-        self.conns.enqueue(key, Out::Bytes(frame));
+        self.conns.enqueue(key, Out::Reply(frame));
     }
 }
