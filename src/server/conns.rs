@@ -764,6 +764,19 @@ mod tests {
             max_queue: 1000,
             write_timeout: Duration::from_secs(30),
         };
+        // 32 topics do not make room for other bytes.
+        let (mut conns, key, _peer) = one_open(limits, now);
+        open_mux(&mut conns, key, 32, now);
+        conns.enqueue(
+            key,
+            Out::Bytes(Shared::from(vec![b'x'; 1000 - ITEM_OVERHEAD])),
+        );
+        assert!(conns.take_over_limit().is_empty());
+        conns.enqueue(key, Out::Bytes(Shared::from(&b"x"[..])));
+        assert_eq!(conns.take_over_limit(), vec![key]);
+
+        // But for a snapshot of each, and answers beside them up to the
+        // limit.
         let (mut conns, key, _peer) = one_open(limits, now);
         open_mux(&mut conns, key, 32, now);
         let snapshot = Shared::from(vec![b's'; 1000 - ITEM_OVERHEAD]);
@@ -783,18 +796,6 @@ mod tests {
         }
         assert!(conns.take_over_limit().is_empty());
         conns.enqueue(key, Out::Reply(answer.clone()));
-        assert_eq!(conns.take_over_limit(), vec![key]);
-
-        // Without snapshots, the same: 32 topics do not make room for
-        // other bytes.
-        let (mut conns, key, _peer) = one_open(limits, now);
-        open_mux(&mut conns, key, 32, now);
-        conns.enqueue(
-            key,
-            Out::Bytes(Shared::from(vec![b'x'; 1000 - ITEM_OVERHEAD])),
-        );
-        assert!(conns.take_over_limit().is_empty());
-        conns.enqueue(key, Out::Bytes(Shared::from(&b"x"[..])));
         assert_eq!(conns.take_over_limit(), vec![key]);
 
         // And a snapshot past its topics' share is over as well.
