@@ -505,12 +505,17 @@ mod signed {
     const SECRET: &str = "jwt-test-secret-0123456789";
 
     fn token(topics: &[&str]) -> String {
+        signed(serde_json::json!({"topics": topics}))
+    }
+
+    /// A token with `claims` and an `exp` an hour away.
+    fn signed(mut claims: Value) -> String {
         let exp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs()
             + 3600;
-        let claims = serde_json::json!({"exp": exp, "topics": topics});
+        claims["exp"] = exp.into();
         let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
     }
@@ -543,5 +548,32 @@ mod signed {
         assert_eq!(refused["topic"], "workflows");
         assert_eq!(refused["status"], 403);
         assert_eq!(next_json(&mut s)["topic"], "routes");
+    }
+
+    /// A token that may read no topic (one for publishing only) opens no
+    /// multiplexed connection, not even on zero topics, where it would
+    /// get every broadcast: 403 on the WebSocket and on SSE. A token that
+    /// may read one topic still opens one on zero topics.
+    #[test]
+    fn a_token_that_reads_nothing_opens_no_multiplexed_connection() {
+        let server = TestServer::with(|c| {
+            c.jwt_secret = Some(statecast::config::Secret::new(SECRET));
+        });
+        for claims in [
+            serde_json::json!({"publish": ["queue"]}),
+            serde_json::json!({"topics": [], "publish": ["*"]}),
+        ] {
+            let bearer = format!("Authorization: Bearer {}\r\n", signed(claims));
+            let (status, body, _) = ws(&server, "", &bearer);
+            assert_eq!(status, 403, "{body}");
+            assert!(body.contains("read any topic"), "{body}");
+            let (status, body, _) = sse(&server, "", &bearer);
+            assert_eq!(status, 403, "{body}");
+            let (status, body, _) = ws(&server, "topic=queue", &bearer);
+            assert_eq!(status, 403, "{body}");
+        }
+        let bearer = format!("Authorization: Bearer {}\r\n", token(&["queue"]));
+        let (status, body, _) = ws(&server, "", &bearer);
+        assert_eq!(status, 101, "{body}");
     }
 }
