@@ -33,6 +33,16 @@ use crate::wire::protocol;
 /// leave a dashboard room to wait for a few agents not yet started.
 pub(super) const MAX_PLACEHOLDERS: usize = 4;
 
+/// The topics a connect opened, and what it answers.
+struct Opened {
+    subs: Subs,
+    /// The snapshots to queue.
+    snapshots: Vec<Out>,
+    /// Each topic refused for want of room: its `statecast.error` and the
+    /// reason alone.
+    refused: Vec<(String, String)>,
+}
+
 /// What opening a multiplexed connection, or its command, changes: the
 /// loop's state, lent for one call.
 pub(super) struct Multiplex<'a> {
@@ -56,8 +66,11 @@ impl Multiplex<'_> {
         now: Instant,
     ) -> Result<(), Response> {
         let form = if deflate { Form::Deflate } else { Form::Frame };
-        let (subs, snapshots, refused) =
-            self.open_topics(key, names, since, Subs::mux(form, delta))?;
+        let Opened {
+            subs,
+            snapshots,
+            refused,
+        } = self.open_topics(key, names, since, Subs::mux(form, delta))?;
         self.conns[key].open(subs, now);
         let switching = Shared::from(http::switching_protocols(accept, deflate));
         self.conns.enqueue(key, Out::Bytes(switching));
@@ -88,7 +101,11 @@ impl Multiplex<'_> {
         now: Instant,
     ) -> Result<(), Response> {
         let subs = Subs::mux(Form::Sse, delta);
-        let (subs, snapshots, refused) = self.open_topics(key, names, since, subs)?;
+        let Opened {
+            subs,
+            snapshots,
+            refused,
+        } = self.open_topics(key, names, since, subs)?;
         if subs.len() == 0
             && let Some((_, why)) = refused.first()
         {
@@ -121,7 +138,7 @@ impl Multiplex<'_> {
         names: &[String],
         since: &[(String, u64)],
         mut subs: Subs,
-    ) -> Result<(Subs, Vec<Out>, Vec<(String, String)>), Response> {
+    ) -> Result<Opened, Response> {
         let mut snapshots = Vec::new();
         let mut refused = Vec::new();
         for name in names {
@@ -149,7 +166,11 @@ impl Multiplex<'_> {
             .into_iter()
             .map(|(id, snapshot)| self.queued(&mut subs, id, snapshot))
             .collect();
-        Ok((subs, outs, refused))
+        Ok(Opened {
+            subs,
+            snapshots: outs,
+            refused,
+        })
     }
 
     /// Finds topic `name`, opening a placeholder for it unless the
