@@ -104,20 +104,34 @@ fn a_ping_flood_is_bounded_and_closed() {
     assert_eq!(close.close_code(), 1008);
 }
 
-/// JSON pings never read: their pongs are data and are never dropped, so
-/// the queue reaches `--max-queue-bytes` and the client is closed as a
-/// slow consumer. Its socket is full by then, so the close frame waits for
-/// `--write-timeout` (10 s here, not the default 30 s) before the
-/// connection is dropped; it is still counted as a slow consumer.
+/// JSON pings never read: their pongs are conflated like control pongs
+/// (a bounded few wait, a newer one replaces the newest unsent), so the
+/// queue stays small and the client is closed with 1008 as a ping flood,
+/// not left to pile pongs up to `--max-queue-bytes`.
 #[test]
-fn a_json_ping_flood_hits_the_queue_limit() {
+fn a_json_ping_flood_is_bounded_and_closed() {
     let server = Binary::start(&["--max-queue-bytes", "256KiB", "--write-timeout", "10s"]);
     let flooder = server.subscribe("routes");
+    let probe = flooder.try_clone().unwrap();
     let ping = client_frame(0x81, br#"{"type":"ping","timestamp":1}"#);
-    survive(&server, flooder, &ping);
-    wait_until("the flooder to be closed as slow", || {
-        server.health()["counters"]["closes"]["slow_consumer"] == 1
+    let health = survive(&server, flooder, &ping);
+    assert!(
+        health["queued_bytes"].as_u64().unwrap() < 1 << 20,
+        "{health}"
+    );
+    wait_until("the flooder to be closed as a ping flood", || {
+        server.health()["counters"]["closes"]["ping_flood"] == 1
     });
+    assert_eq!(server.health()["counters"]["closes"]["slow_consumer"], 0);
+    let mut probe = probe;
+    let close = loop {
+        let frame = read_frame(&mut probe);
+        if frame.opcode == 0x8 {
+            break frame;
+        }
+        assert_eq!(frame.opcode, 0x1, "{frame:?}");
+    };
+    assert_eq!(close.close_code(), 1008);
 }
 
 /// What a client sends after the server has stopped listening to it (an

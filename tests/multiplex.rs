@@ -207,6 +207,90 @@ fn every_snapshot_comes_with_the_upgrade() {
     expect_silence(&mut s);
 }
 
+/// A multiplexed connection holding 4 topics nobody has published opens
+/// no fifth, and is refused that topic alone: at connect, a 503
+/// `statecast.error` naming it right after the 101 (a `data:` message on
+/// SSE), the other four served; by command, the same, while a published
+/// topic in the same command opens. A placeholder another connection
+/// opened is no new one and opens; unsubscribing one makes room.
+#[test]
+fn a_connection_opens_at_most_four_placeholders() {
+    let server = TestServer::start();
+    let names: Vec<String> = (1..=5).map(|i| format!("topic=adw-state%2Fa{i}")).collect();
+    let five = names.join("&");
+    let (status, body, mut s) = ws(&server, &five, "");
+    assert_eq!(status, 101, "{body}");
+    let refused = next_json(&mut s);
+    assert_eq!(refused["type"], "statecast.error", "{refused}");
+    assert_eq!(refused["topic"], "adw-state/a5");
+    assert_eq!(refused["status"], 503);
+    for i in 1..=4 {
+        assert_eq!(next_json(&mut s)["topic"], format!("adw-state/a{i}"));
+    }
+    let (status, body, mut stream) = sse(&server, &five, "");
+    assert_eq!(status, 200, "{body}");
+    let refused = next_event(&mut stream);
+    assert_eq!(refused.name, "");
+    assert_eq!(refused.data["type"], "statecast.error");
+    assert_eq!(refused.data["topic"], "adw-state/a5");
+    assert_eq!(refused.data["status"], 503);
+    assert_eq!(next_event(&mut stream).name, "adw-state/a1");
+
+    send(
+        &mut s,
+        r#"{"op":"subscribe","topics":["adw-state/a6","queue"]}"#,
+    );
+    let refused = next_json(&mut s);
+    assert_eq!(refused["type"], "statecast.error", "{refused}");
+    assert_eq!(refused["topic"], "adw-state/a6");
+    assert_eq!(refused["status"], 503);
+    assert_eq!(next_json(&mut s)["topic"], "queue");
+
+    let (status, _, mut other) = ws(&server, "topic=adw-state%2Fb1", "");
+    assert_eq!(status, 101);
+    next_json(&mut other);
+    send(&mut s, r#"{"op":"subscribe","topics":["adw-state/b1"]}"#);
+    assert_eq!(next_json(&mut s)["topic"], "adw-state/b1");
+
+    send(
+        &mut s,
+        r#"{"op":"unsubscribe","topics":["adw-state/a1","adw-state/b1"]}"#,
+    );
+    next_json(&mut s);
+    next_json(&mut s);
+    send(&mut s, r#"{"op":"subscribe","topics":["adw-state/a6"]}"#);
+    let opened = next_json(&mut s);
+    assert_eq!(opened["topic"], "adw-state/a6", "{opened}");
+    assert_ne!(opened["type"], "statecast.error", "{opened}");
+}
+
+/// With `--max-topics 1`, the smallest, the one placeholder slot still
+/// caps every connection together: a second connection's placeholder is
+/// refused 503, alone beside a topic it may open (at connect and by
+/// command), or as the whole of an SSE stream that names nothing else.
+#[test]
+fn the_placeholder_cap_across_connections_still_holds() {
+    let server = TestServer::with(|c| c.max_topics = 1);
+    let (status, body, mut first) = ws(&server, "topic=adw-state%2Fa1", "");
+    assert_eq!(status, 101, "{body}");
+    next_json(&mut first);
+    let (status, body, mut second) = ws(&server, "topic=adw-state%2Fa2&topic=queue", "");
+    assert_eq!(status, 101, "{body}");
+    let refused = next_json(&mut second);
+    assert_eq!(refused["topic"], "adw-state/a2", "{refused}");
+    assert_eq!(refused["status"], 503, "{refused}");
+    assert_eq!(next_json(&mut second)["topic"], "queue");
+    send(
+        &mut second,
+        r#"{"op":"subscribe","topics":["adw-state/a3"]}"#,
+    );
+    let refused = next_json(&mut second);
+    assert_eq!(refused["status"], 503, "{refused}");
+    let (status, body, _) = sse(&server, "topic=adw-state%2Fa2", "");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("topic limit"), "{body}");
+}
+
 /// A publish reaches the multiplexed connections subscribed to its topic,
 /// with `"topic"`, and a per-topic subscriber as before, without it; a
 /// multiplexed connection on other topics gets nothing of it.
@@ -505,12 +589,17 @@ mod signed {
     const SECRET: &str = "jwt-test-secret-0123456789";
 
     fn token(topics: &[&str]) -> String {
+        signed(serde_json::json!({"topics": topics}))
+    }
+
+    /// A token with `claims` and an `exp` an hour away.
+    fn signed(mut claims: Value) -> String {
         let exp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs()
             + 3600;
-        let claims = serde_json::json!({"exp": exp, "topics": topics});
+        claims["exp"] = exp.into();
         let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
     }
@@ -543,5 +632,32 @@ mod signed {
         assert_eq!(refused["topic"], "workflows");
         assert_eq!(refused["status"], 403);
         assert_eq!(next_json(&mut s)["topic"], "routes");
+    }
+
+    /// A token that may read no topic (one for publishing only) opens no
+    /// multiplexed connection, not even on zero topics, where it would
+    /// get every broadcast: 403 on the WebSocket and on SSE. A token that
+    /// may read one topic still opens one on zero topics.
+    #[test]
+    fn a_token_that_reads_nothing_opens_no_multiplexed_connection() {
+        let server = TestServer::with(|c| {
+            c.jwt_secret = Some(statecast::config::Secret::new(SECRET));
+        });
+        for claims in [
+            serde_json::json!({"publish": ["queue"]}),
+            serde_json::json!({"topics": [], "publish": ["*"]}),
+        ] {
+            let bearer = format!("Authorization: Bearer {}\r\n", signed(claims));
+            let (status, body, _) = ws(&server, "", &bearer);
+            assert_eq!(status, 403, "{body}");
+            assert!(body.contains("read any topic"), "{body}");
+            let (status, body, _) = sse(&server, "", &bearer);
+            assert_eq!(status, 403, "{body}");
+            let (status, body, _) = ws(&server, "topic=queue", &bearer);
+            assert_eq!(status, 403, "{body}");
+        }
+        let bearer = format!("Authorization: Bearer {}\r\n", token(&["queue"]));
+        let (status, body, _) = ws(&server, "", &bearer);
+        assert_eq!(status, 101, "{body}");
     }
 }

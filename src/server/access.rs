@@ -49,8 +49,10 @@ pub struct Access {
 enum Scope<'a> {
     /// One topic.
     Topic(&'a str),
-    /// The topics a multiplexed request names: any valid credential lets
-    /// it in, and [`readable`] checks each topic against its grant.
+    /// The topics a multiplexed request names: a credential that may read
+    /// some topic lets it in, and [`readable`] checks each topic against
+    /// its grant. One that may read none would be let in on no topic,
+    /// where it would still get every broadcast.
     Each,
     /// Every topic: a broadcast, `/metrics`, the details of `/healthz`.
     All,
@@ -60,7 +62,7 @@ impl Scope<'_> {
     fn readable_by(self, grant: &Grant) -> bool {
         match self {
             Scope::Topic(topic) => grant.may_read(topic),
-            Scope::Each => true,
+            Scope::Each => grant.may_read_some(),
             Scope::All => grant.may_read_all(),
         }
     }
@@ -78,7 +80,7 @@ impl std::fmt::Display for Scope<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Scope::Topic(topic) => write!(f, "topic {topic:?}"),
-            Scope::Each => f.write_str("the topics named"),
+            Scope::Each => f.write_str("any topic"),
             Scope::All => f.write_str("every topic (*)"),
         }
     }

@@ -82,6 +82,9 @@ close_causes! {
     TokenExpired => "token_expired", false;
     /// Pings far faster than their pongs can go out; closed with 1008.
     PingFlood => "ping_flood", true;
+    /// Commands on a multiplexed connection far faster than their answers
+    /// can go out; closed with 1008.
+    CommandFlood => "command_flood", true;
     /// Output queued past `--max-queue-bytes`; closed with 1013.
     SlowConsumer => "slow_consumer", true;
     /// Output pending and no byte taken for `--write-timeout`; 1013.
@@ -111,6 +114,9 @@ impl fmt::Display for Close {
             Close::PingTimeout => f.write_str("silent for two ping intervals"),
             Close::TokenExpired => f.write_str("its token expired"),
             Close::PingFlood => f.write_str("ping flood: pongs superseded before they went out"),
+            Close::CommandFlood => {
+                f.write_str("command flood: answers to its commands piled up unread")
+            }
             Close::SlowConsumer => f.write_str("slow consumer: queue over --max-queue-bytes"),
             Close::WriteTimeout => {
                 f.write_str("slow consumer: no bytes accepted within --write-timeout")
@@ -210,7 +216,7 @@ pub struct Frames {
 pub enum Reply {
     /// To a ping: may be conflated with other pongs (RFC 6455 §5.5.3).
     Pong(Shared),
-    /// To a JSON ping: an event like any other.
+    /// To a JSON ping: conflated like a pong, with other JSON pongs only.
     Text(Shared),
 }
 
@@ -418,16 +424,26 @@ impl Conn {
         }
     }
 
-    /// How much output it may have queued under `--max-queue-bytes`
-    /// (`max`): a multiplexed connection holds a snapshot of each of its
-    /// topics, so the limit applies per topic.
-    pub fn queue_limit(&self, max: usize) -> usize {
+    /// Whether its output is over `--max-queue-bytes` (`max`), each
+    /// queued item counted with its overhead. A multiplexed connection
+    /// holds a snapshot of each of its topics, so its snapshots may take
+    /// `max` per topic; everything else it is sent (events, pongs, the
+    /// answers to its commands) only `max`, or a client with many topics
+    /// could pile up tiny items far past what one topic needs.
+    pub fn over_limit(&self, max: usize) -> bool {
         match &self.phase {
             Phase::Open { subs, .. } | Phase::Stream { subs, .. } if subs.is_mux() => {
-                max.saturating_mul(subs.len().max(1))
+                let snapshots = self.out.snapshot_charge();
+                let rest = self.out.charge().saturating_sub(snapshots);
+                rest > max || snapshots > max.saturating_mul(subs.len().max(1))
             }
-            _ => max,
+            _ => self.out.charge() > max,
         }
+    }
+
+    /// Answers to its commands queued and not yet written whole.
+    pub fn unsent_replies(&self) -> usize {
+        self.out.unsent_replies()
     }
 
     /// The signed token that let it in, if one did.
@@ -691,10 +707,11 @@ impl Conn {
         self.out.enqueue(out)
     }
 
-    /// Queues a pong, `keep` of them at most unsent; one replaced counts
-    /// toward a ping flood until the queue next drains.
-    pub fn enqueue_pong(&mut self, pong: Shared, keep: usize) -> bool {
-        let replaced = self.out.push_pong(pong, keep);
+    /// Queues a pong (`json`: the answer to a JSON ping), `keep` of its
+    /// kind at most unsent; one replaced counts toward a ping flood until
+    /// the queue next drains.
+    pub fn enqueue_pong(&mut self, pong: Shared, keep: usize, json: bool) -> bool {
+        let replaced = self.out.push_pong(pong, keep, json);
         if let (true, Phase::Open { pongs_dropped, .. }) = (replaced, &mut self.phase) {
             *pongs_dropped = pongs_dropped.saturating_add(1);
         }

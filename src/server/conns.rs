@@ -43,6 +43,13 @@ const MAX_UNSENT_PONGS: usize = 16;
 /// flood. Dashboards ping once in a while, never faster than they read.
 const PING_FLOOD: u32 = 1024;
 
+/// Answers to a multiplexed connection's commands that may wait unsent
+/// before it is closed as a command flood. A command is answered at most
+/// once per topic it names, and a dashboard reads its answers; a client
+/// that keeps sending commands while reading nothing only piles up
+/// answers, each of them a queued item.
+const COMMAND_FLOOD: usize = 1024;
+
 /// The operator's limits on output, from the config.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct OutputLimits {
@@ -103,7 +110,7 @@ impl Turn {
     /// done. Takes the connection the caller holds, so a fan-out looks
     /// each subscriber up once.
     fn schedule(&mut self, key: usize, conn: &mut Conn, max_queue: usize) {
-        if conn.pending_bytes() > conn.queue_limit(max_queue) {
+        if conn.over_limit(max_queue) {
             self.over_limit.push(key);
         }
         if conn.mark_dirty() {
@@ -177,11 +184,11 @@ impl Conns {
         superseded
     }
 
-    /// Queues a pong for connection `key`, conflated past
-    /// `MAX_UNSENT_PONGS`.
-    pub(super) fn enqueue_pong(&mut self, key: usize, pong: Shared) {
+    /// Queues a pong (`json`: the answer to a JSON ping) for connection
+    /// `key`, conflated past `MAX_UNSENT_PONGS` of its kind.
+    pub(super) fn enqueue_pong(&mut self, key: usize, pong: Shared, json: bool) {
         if let Some(conn) = self.slab.get_mut(key) {
-            conn.enqueue_pong(pong, MAX_UNSENT_PONGS);
+            conn.enqueue_pong(pong, MAX_UNSENT_PONGS, json);
             self.turn.schedule(key, conn, self.limits.max_queue);
         }
     }
@@ -336,6 +343,21 @@ impl Conns {
         })
     }
 
+    /// The close a multiplexed connection gets for a command flood: more
+    /// than `COMMAND_FLOOD` answers to its commands unsent. It is closed,
+    /// not left unread until its output drains: a WebSocket left unread
+    /// would have its pings and its close frame go unread too, and its
+    /// output, which it does not read, would only end in a write timeout.
+    pub(super) fn command_flood(&self, key: usize) -> Option<(CloseReason, Close)> {
+        let conn = self.slab.get(key)?;
+        (conn.unsent_replies() > COMMAND_FLOOD).then(|| {
+            (
+                CloseReason::new(code::POLICY, "command flood"),
+                Close::CommandFlood,
+            )
+        })
+    }
+
     /// The connections an enqueue found over `--max-queue-bytes` that still
     /// are, now that no pass over a subscriber list is under way: each is
     /// to be closed as a slow consumer.
@@ -345,9 +367,9 @@ impl Conns {
         listed
             .into_iter()
             .filter(|&key| {
-                self.slab.get(key).is_some_and(|c| {
-                    !c.is_done() && !c.is_closing() && c.pending_bytes() > c.queue_limit(max)
-                })
+                self.slab
+                    .get(key)
+                    .is_some_and(|c| !c.is_done() && !c.is_closing() && c.over_limit(max))
             })
             .collect()
     }
@@ -631,6 +653,7 @@ pub(super) fn client_of(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
     use crate::server::conn::Phase;
+    use crate::server::queue::ITEM_OVERHEAD;
     use crate::topic::{Form, Subscription};
 
     /// A registry holding one open WebSocket whose peer reads nothing.
@@ -687,7 +710,8 @@ mod tests {
     }
 
     /// Past `--max-queue-bytes` a connection is listed to close; under it,
-    /// it is not.
+    /// it is not. Each item counts its overhead beside its bytes, so many
+    /// tiny ones reach the limit as well as one big one.
     #[test]
     fn a_queue_over_the_limit_is_listed_to_close() {
         let now = Instant::now();
@@ -696,25 +720,26 @@ mod tests {
             write_timeout: Duration::from_secs(30),
         };
         let (mut conns, key, _peer) = one_open(limits, now);
-        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 1000])));
+        let one = 1000 - ITEM_OVERHEAD;
+        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; one])));
         assert!(conns.take_over_limit().is_empty());
         conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 1])));
         assert_eq!(conns.take_over_limit(), vec![key]);
+
+        let (mut conns, key, _peer) = one_open(limits, now);
+        let tiny = 1000 / (ITEM_OVERHEAD + 1);
+        for _ in 0..tiny {
+            conns.enqueue(key, Out::Bytes(Shared::from(&b"x"[..])));
+        }
+        assert!(conns.take_over_limit().is_empty());
+        conns.enqueue(key, Out::Bytes(Shared::from(&b"x"[..])));
+        assert_eq!(conns.take_over_limit(), vec![key]);
     }
 
-    /// A multiplexed connection's `--max-queue-bytes` is per topic: with
-    /// three topics it may hold three times as much before it is listed
-    /// to close.
-    #[test]
-    fn a_multiplexed_queue_limit_is_per_topic() {
-        let now = Instant::now();
-        let limits = OutputLimits {
-            max_queue: 100,
-            write_timeout: Duration::from_secs(30),
-        };
-        let (mut conns, key, _peer) = one_open(limits, now);
+    /// Opens connection `key` of `conns` as multiplexed on `n` topics.
+    fn open_mux(conns: &mut Conns, key: usize, n: usize, now: Instant) {
         let mut subs = Subs::mux(Form::Frame, None);
-        for topic in 0..3 {
+        for topic in 0..n {
             let sub = Subscription {
                 topic,
                 index: 0,
@@ -725,10 +750,108 @@ mod tests {
             subs.push(sub, None);
         }
         conns[key].open(subs, now);
-        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 300])));
+    }
+
+    /// A multiplexed connection's `--max-queue-bytes` is per topic for its
+    /// snapshots only: with 32 topics it may hold a snapshot of each as big
+    /// as a per-topic route's, but events, pongs and command answers (here
+    /// answers) only `--max-queue-bytes` in all, each counted with its
+    /// overhead.
+    #[test]
+    fn a_multiplexed_queue_scales_only_for_snapshots() {
+        let now = Instant::now();
+        let limits = OutputLimits {
+            max_queue: 1000,
+            write_timeout: Duration::from_secs(30),
+        };
+        // 32 topics do not make room for other bytes.
+        let (mut conns, key, _peer) = one_open(limits, now);
+        open_mux(&mut conns, key, 32, now);
+        conns.enqueue(
+            key,
+            Out::Bytes(Shared::from(vec![b'x'; 1000 - ITEM_OVERHEAD])),
+        );
         assert!(conns.take_over_limit().is_empty());
-        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 1])));
+        conns.enqueue(key, Out::Bytes(Shared::from(&b"x"[..])));
         assert_eq!(conns.take_over_limit(), vec![key]);
+
+        // But for a snapshot of each, and answers beside them up to the
+        // limit.
+        let (mut conns, key, _peer) = one_open(limits, now);
+        open_mux(&mut conns, key, 32, now);
+        let snapshot = Shared::from(vec![b's'; 1000 - ITEM_OVERHEAD]);
+        for topic in 0..32 {
+            let out = Out::Mux {
+                topic,
+                bytes: snapshot.clone(),
+                published: None,
+                tail: None,
+            };
+            conns.enqueue(key, out);
+        }
+        assert!(conns.take_over_limit().is_empty());
+        let answer = Shared::from(vec![b'r'; 100 - ITEM_OVERHEAD]);
+        for _ in 0..10 {
+            conns.enqueue(key, Out::Reply(answer.clone()));
+        }
+        assert!(conns.take_over_limit().is_empty());
+        conns.enqueue(key, Out::Reply(answer.clone()));
+        assert_eq!(conns.take_over_limit(), vec![key]);
+
+        // And a snapshot past its topics' share is over as well.
+        let (mut conns, key, _peer) = one_open(limits, now);
+        open_mux(&mut conns, key, 2, now);
+        let out = Out::Mux {
+            topic: 0,
+            bytes: Shared::from(vec![b's'; 2001 - ITEM_OVERHEAD]),
+            published: None,
+            tail: None,
+        };
+        conns.enqueue(key, out);
+        assert_eq!(conns.take_over_limit(), vec![key]);
+    }
+
+    /// A multiplexed client sending commands while it reads nothing is
+    /// closed with 1008 "command flood" once more than `COMMAND_FLOOD`
+    /// answers wait unsent, even when every answer fits under its queue
+    /// limit; up to that many, it is not.
+    #[test]
+    fn commands_whose_answers_pile_up_are_a_command_flood() {
+        use crate::server::multiplex::Multiplex;
+        use crate::topic::{Preset, Rules, schema::Validator};
+
+        let now = Instant::now();
+        let rules = std::sync::Arc::new(Rules::new(Preset::Adw, &[], false, Validator::off()));
+        let mut topics = Topics::new(rules, Preset::Adw, &[], 100, "2026-11-26T02:15:00Z");
+        let limits = OutputLimits {
+            max_queue: usize::MAX,
+            write_timeout: Duration::from_secs(30),
+        };
+        let (mut conns, key, _peer) = one_open(limits, now);
+        open_mux(&mut conns, key, 1, now);
+        // Something unsent ahead of the answers, so none of them starts.
+        conns.enqueue(key, Out::Bytes(Shared::from(vec![b'x'; 64 << 20])));
+        let _ = conns[key].flush(now, &mut |_| {});
+        let mut mux = Multiplex {
+            conns: &mut conns,
+            topics: &mut topics,
+            max_topics: 32,
+        };
+        for _ in 0..COMMAND_FLOOD {
+            mux.command(key, Err("not a command".into()));
+        }
+        assert!(conns.command_flood(key).is_none());
+        let mut mux = Multiplex {
+            conns: &mut conns,
+            topics: &mut topics,
+            max_topics: 32,
+        };
+        mux.command(key, Err("not a command".into()));
+        let (reason, cause) = conns.command_flood(key).expect("a flood");
+        assert_eq!(
+            (reason.code, reason.reason, cause),
+            (code::POLICY, "command flood", Close::CommandFlood)
+        );
     }
 
     /// Pongs replaced unsent past `PING_FLOOD` make a ping flood, closed
@@ -746,10 +869,10 @@ mod tests {
         let _ = conns[key].flush(now, &mut |_| {});
         let pongs = MAX_UNSENT_PONGS + PING_FLOOD as usize;
         for _ in 0..pongs {
-            conns.enqueue_pong(key, Shared::from(b"pong".to_vec()));
+            conns.enqueue_pong(key, Shared::from(b"pong".to_vec()), false);
         }
         assert!(conns.ping_flood(key).is_none());
-        conns.enqueue_pong(key, Shared::from(b"pong".to_vec()));
+        conns.enqueue_pong(key, Shared::from(b"pong".to_vec()), false);
         let (reason, cause) = conns.ping_flood(key).expect("a flood");
         assert_eq!((reason.code, cause), (code::POLICY, Close::PingFlood));
         assert!(matches!(conns[key].phase(), Phase::Open { .. }));

@@ -239,6 +239,12 @@ impl Grant {
         covers(&self.topics, topic)
     }
 
+    /// Whether `topics` names anything: a token for publishing only may
+    /// read nothing, not even the broadcasts every reader gets.
+    pub fn may_read_some(&self) -> bool {
+        !self.topics.is_empty()
+    }
+
     /// Whether `publish` covers `topic`.
     pub fn may_publish(&self, topic: &str) -> bool {
         covers(&self.publish, topic)

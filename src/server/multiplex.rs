@@ -20,11 +20,28 @@ use crate::server::endpoints;
 use crate::server::queue::Out;
 use crate::server::subs::Subs;
 use crate::topic::delta::DeltaFormat;
-use crate::topic::{Form, Topics};
+use crate::topic::{Form, TopicError, Topics};
 use crate::wire::Shared;
 use crate::wire::http::{self, Response};
 use crate::wire::mux::{self, Command};
 use crate::wire::protocol;
+
+/// Topics nobody has published yet (placeholders) a multiplexed
+/// connection may hold and still open a new one. Every placeholder takes
+/// one of the `--max-topics` slots kept for them, so a connection opening
+/// one per topic it may hold would fill them as many times faster; four
+/// leave a dashboard room to wait for a few agents not yet started.
+pub(super) const MAX_PLACEHOLDERS: usize = 4;
+
+/// The topics a connect opened, and what it answers.
+struct Opened {
+    subs: Subs,
+    /// The snapshots to queue.
+    snapshots: Vec<Out>,
+    /// Each topic refused for want of room: its `statecast.error` and the
+    /// reason alone.
+    refused: Vec<(String, String)>,
+}
 
 /// What opening a multiplexed connection, or its command, changes: the
 /// loop's state, lent for one call.
@@ -36,9 +53,9 @@ pub(super) struct Multiplex<'a> {
 }
 
 impl Multiplex<'_> {
-    /// Completes a multiplexed upgrade: the 101, then the snapshot of each
-    /// topic whose seq the client does not already have (`since`). A
-    /// refusal is returned to answer.
+    /// Completes a multiplexed upgrade: the 101, a `statecast.error` for
+    /// each topic refused for want of room, then the snapshot of each
+    /// topic whose seq the client does not already have (`since`).
     pub(super) fn subscribe_many(
         &mut self,
         key: usize,
@@ -49,10 +66,17 @@ impl Multiplex<'_> {
         now: Instant,
     ) -> Result<(), Response> {
         let form = if deflate { Form::Deflate } else { Form::Frame };
-        let (subs, snapshots) = self.open_topics(key, names, since, Subs::mux(form, delta))?;
+        let Opened {
+            subs,
+            snapshots,
+            refused,
+        } = self.open_topics(key, names, since, Subs::mux(form, delta))?;
         self.conns[key].open(subs, now);
         let switching = Shared::from(http::switching_protocols(accept, deflate));
         self.conns.enqueue(key, Out::Bytes(switching));
+        for (json, _) in refused {
+            self.control(key, &json);
+        }
         for out in snapshots {
             self.conns.enqueue(key, out);
         }
@@ -64,8 +88,10 @@ impl Multiplex<'_> {
         Ok(())
     }
 
-    /// Starts a multiplexed SSE stream: the head, then each topic's
-    /// snapshot as a named event ending in the seq vector so far.
+    /// Starts a multiplexed SSE stream: the head, a `statecast.error`
+    /// message for each topic refused for want of room, then each topic's
+    /// snapshot as a named event ending in the seq vector so far. A stream
+    /// left with no topic is refused instead, as one naming none is.
     pub(super) fn stream_many(
         &mut self,
         key: usize,
@@ -75,10 +101,23 @@ impl Multiplex<'_> {
         now: Instant,
     ) -> Result<(), Response> {
         let subs = Subs::mux(Form::Sse, delta);
-        let (subs, snapshots) = self.open_topics(key, names, since, subs)?;
+        let Opened {
+            subs,
+            snapshots,
+            refused,
+        } = self.open_topics(key, names, since, subs)?;
+        if subs.len() == 0
+            && let Some((_, why)) = refused.first()
+        {
+            return Err(http::error(http::UNAVAILABLE, why, "", true));
+        }
         self.conns[key].open_stream(subs, now);
         let head = Shared::from(http::event_stream_head(&http::cors(origin)));
         self.conns.enqueue(key, Out::Bytes(head));
+        for (json, _) in refused {
+            let message = Shared::from(format!("data: {json}\n\n").into_bytes());
+            self.conns.enqueue(key, Out::Reply(message));
+        }
         for out in snapshots {
             self.conns.enqueue(key, out);
         }
@@ -87,25 +126,33 @@ impl Multiplex<'_> {
     }
 
     /// Subscribes connection `key` to each of `names` (checked already),
-    /// and returns its subscriptions and the snapshots to queue. A topic
-    /// the table has no room for undoes the others and is answered as its
-    /// per-topic route would be.
+    /// and returns its subscriptions, the snapshots to queue and the
+    /// `statecast.error` of each topic refused. A topic with no room (the
+    /// table full, or the connection's placeholders at their cap) is
+    /// refused alone, as a subscribe command's would be: refusing the
+    /// whole connection would let one such topic cost a dashboard all its
+    /// others.
     fn open_topics(
         &mut self,
         key: usize,
         names: &[String],
         since: &[(String, u64)],
         mut subs: Subs,
-    ) -> Result<(Subs, Vec<Out>), Response> {
+    ) -> Result<Opened, Response> {
         let mut snapshots = Vec::new();
+        let mut refused = Vec::new();
         for name in names {
-            let id = match self.topics.find_or_open(name) {
+            let id = match self.open(name, placeholders_held(self.topics, &subs)) {
                 Ok(id) => id,
-                Err(e) => {
+                Err((status, why)) if status == http::UNAVAILABLE => {
+                    refused.push((mux::error(Some(name), status.0, &why), why));
+                    continue;
+                }
+                Err((status, why)) => {
                     for sub in subs.subscriptions() {
                         self.conns.unsubscribe(sub, self.topics);
                     }
-                    return Err(endpoints::no_room(&e, true));
+                    return Err(http::error(status, &why, "", true));
                 }
             };
             if let Some(snapshot) = self.add_topic(key, &mut subs, id, name, since) {
@@ -119,7 +166,30 @@ impl Multiplex<'_> {
             .into_iter()
             .map(|(id, snapshot)| self.queued(&mut subs, id, snapshot))
             .collect();
-        Ok((subs, outs))
+        Ok(Opened {
+            subs,
+            snapshots: outs,
+            refused,
+        })
+    }
+
+    /// Finds topic `name`, opening a placeholder for it unless the
+    /// connection holds (`held`) `MAX_PLACEHOLDERS` already; or the status
+    /// and the reason it is refused. A name no server could serve is
+    /// refused as such first.
+    fn open(&mut self, name: &str, held: usize) -> Result<usize, (http::Status, String)> {
+        let refused = |e: TopicError| (endpoints::topic_status(&e), e.to_string());
+        if self.topics.find(name).is_none() {
+            self.topics.check(name).map_err(refused)?;
+            if held >= MAX_PLACEHOLDERS {
+                let why = format!(
+                    "{name:?} has not been published yet, and this connection holds \
+                     {MAX_PLACEHOLDERS} such topics already"
+                );
+                return Err((http::UNAVAILABLE, why));
+            }
+        }
+        self.topics.find_or_open(name).map_err(refused)
     }
 
     /// Adds topic `id` to `subs`; returns its snapshot to queue, unless
@@ -200,12 +270,11 @@ impl Multiplex<'_> {
                 self.control(key, &mux::error(Some(name), 403, &why));
                 continue;
             }
-            let id = match self.topics.find_or_open(name) {
+            let held = placeholders_held(self.topics, subs);
+            let id = match self.open(name, held) {
                 Ok(id) => id,
-                Err(e) => {
-                    let status = endpoints::topic_status(&e).0;
-                    let message = mux::error(Some(name), status, &e.to_string());
-                    self.control(key, &message);
+                Err((status, why)) => {
+                    self.control(key, &mux::error(Some(name), status.0, &why));
                     continue;
                 }
             };
@@ -251,6 +320,13 @@ impl Multiplex<'_> {
     /// lets each message say whether it is, by its RSV1 bit).
     fn control(&mut self, key: usize, json: &str) {
         let frame = Shared::from(protocol::encode_text(json));
-        self.conns.enqueue(key, Out::Bytes(frame));
+        self.conns.enqueue(key, Out::Reply(frame));
     }
+}
+
+/// The topics of `subs` nobody has published yet.
+fn placeholders_held(topics: &Topics, subs: &Subs) -> usize {
+    subs.subscriptions()
+        .filter(|sub| topics.get(sub.topic).is_placeholder())
+        .count()
 }

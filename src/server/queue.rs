@@ -22,7 +22,13 @@ enum Kind {
     Tail,
     /// A pong: RFC 6455 §5.5.3 lets a pong answer only the latest ping, so a
     /// newer one replaces one not yet sent, and a ping flood queues one.
-    Pong,
+    /// `json` for the answer to a JSON ping, which replaces only another
+    /// of its own kind: a client waits for the kind of pong it asked for.
+    Pong { json: bool },
+    /// A control reply to a multiplexed command: never dropped, but
+    /// counted, so a client sending commands without reading their answers
+    /// is seen (see [`OutQueue::unsent_replies`]).
+    Reply,
     /// Anything else (events, close frames, HTTP responses): never dropped.
     Other,
 }
@@ -32,6 +38,9 @@ enum Kind {
 pub enum Out {
     /// Bytes that must all go out, in order.
     Bytes(Shared),
+    /// A multiplexed command's answer: goes out in order like `Bytes`,
+    /// and is counted while unsent.
+    Reply(Shared),
     /// A topic's snapshot: supersedes an older unstarted one. With the
     /// instant it was published, when it is a publish being fanned out, so
     /// its publish-to-written time can be measured.
@@ -64,6 +73,12 @@ struct Item {
     published: Option<Instant>,
 }
 
+/// What one queued item costs beyond its bytes, counted toward the queue
+/// limit: the `Item` in the ring (48 bytes), the `Arc`'s header (16) and
+/// the allocator's rounding. Without it a flood of tiny frames (a 35-byte
+/// pong) would pin three times the memory the limit allows.
+pub const ITEM_OVERHEAD: usize = 96;
+
 /// Most buffers handed to one `writev`; Linux accepts 1024, but past a few
 /// dozen the kernel's per-iovec cost beats the saved syscalls.
 const MAX_IOVECS: usize = 64;
@@ -78,6 +93,22 @@ pub struct OutQueue {
     head_written: usize,
     /// Bytes not yet written, across all items.
     pending: usize,
+    /// Of `pending`, the bytes of snapshots and their tails: a
+    /// multiplexed connection may hold one of each topic, so only these
+    /// are allowed a limit that grows with its topics.
+    snapshot_bytes: usize,
+    /// Items that are snapshots or their tails.
+    snapshot_items: usize,
+    /// Snapshot items queued per topic (as in [`Kind::Snapshot`]), so a
+    /// topic with none skips the scan for one: with many small items
+    /// queued, each scan would cost the whole queue.
+    per_topic: Vec<(Option<usize>, usize)>,
+    /// Control replies queued (see [`Kind::Reply`]).
+    replies: usize,
+    /// Items looked at by the scans for a topic's snapshots, for the tests
+    /// that hold those scans to one pass.
+    #[cfg(test)]
+    visited: usize,
 }
 
 impl OutQueue {
@@ -89,6 +120,9 @@ impl OutQueue {
     /// `None` on a per-topic route) waits that has not started going out,
     /// which a newer one would supersede.
     pub fn has_unstarted_snapshot(&self, topic: Option<usize>) -> bool {
+        if self.snapshots_of(topic) == 0 {
+            return false;
+        }
         let first_unstarted = usize::from(self.head_written > 0);
         let kind = Kind::Snapshot(topic);
         self.items
@@ -102,12 +136,68 @@ impl OutQueue {
         self.pending
     }
 
+    /// What the queue costs toward the limit: its bytes and a fixed
+    /// overhead per item.
+    pub fn charge(&self) -> usize {
+        self.pending
+            .saturating_add(self.items.len().saturating_mul(ITEM_OVERHEAD))
+    }
+
+    /// Of [`charge`](Self::charge), what snapshots and their tails cost.
+    pub fn snapshot_charge(&self) -> usize {
+        self.snapshot_bytes
+            .saturating_add(self.snapshot_items.saturating_mul(ITEM_OVERHEAD))
+    }
+
+    /// Control replies queued and not yet written whole.
+    pub fn unsent_replies(&self) -> usize {
+        self.replies
+    }
+
+    /// Snapshot items of `topic` queued, started or not.
+    fn snapshots_of(&self, topic: Option<usize>) -> usize {
+        self.per_topic
+            .iter()
+            .find(|(t, _)| *t == topic)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Appends `item`, counting it.
+    fn push_item(&mut self, item: Item) {
+        self.pending += item.bytes.len();
+        match item.kind {
+            Kind::Snapshot(topic) => {
+                self.snapshot_bytes += item.bytes.len();
+                self.snapshot_items += 1;
+                match self.per_topic.iter_mut().find(|(t, _)| *t == topic) {
+                    Some((_, n)) => *n += 1,
+                    None => self.per_topic.push((topic, 1)),
+                }
+            }
+            Kind::Tail => {
+                self.snapshot_bytes += item.bytes.len();
+                self.snapshot_items += 1;
+            }
+            Kind::Reply => self.replies += 1,
+            Kind::Pong { .. } | Kind::Other => {}
+        }
+        self.items.push_back(item);
+    }
+
     /// Queues `out` by its rule; returns whether something older was
     /// superseded.
     pub fn enqueue(&mut self, out: Out) -> bool {
         match out {
             Out::Bytes(bytes) => {
                 self.push(bytes);
+                false
+            }
+            Out::Reply(bytes) => {
+                self.push_item(Item {
+                    bytes,
+                    kind: Kind::Reply,
+                    published: None,
+                });
                 false
             }
             Out::Snapshot(bytes, published) => self.push_snapshot(bytes, published, None),
@@ -119,8 +209,7 @@ impl OutQueue {
             } => {
                 let superseded = self.push_snapshot(bytes, published, Some(topic));
                 if let Some(tail) = tail {
-                    self.pending += tail.len();
-                    self.items.push_back(Item {
+                    self.push_item(Item {
                         bytes: tail,
                         kind: Kind::Tail,
                         published: None,
@@ -131,26 +220,27 @@ impl OutQueue {
         }
     }
 
-    /// Queues a pong. Up to `keep` wait to go out, each answering its ping;
-    /// past that a newer pong replaces the newest unsent one, so a ping
-    /// flood queues a bounded few. Returns whether one was replaced.
-    pub fn push_pong(&mut self, bytes: Shared, keep: usize) -> bool {
+    /// Queues a pong (`json`: the answer to a JSON ping). Up to `keep` of
+    /// its kind wait to go out, each answering its ping; past that a newer
+    /// pong replaces the newest unsent one of its kind, so a ping flood
+    /// queues a bounded few. Returns whether one was replaced.
+    pub fn push_pong(&mut self, bytes: Shared, keep: usize, json: bool) -> bool {
+        let kind = Kind::Pong { json };
         let first_unstarted = usize::from(self.head_written > 0);
         let mut unsent = self
             .items
             .iter_mut()
             .skip(first_unstarted)
-            .filter(|item| item.kind == Kind::Pong);
+            .filter(|item| item.kind == kind);
         if let Some(newest) = unsent.by_ref().nth(keep.saturating_sub(1)) {
             let newest = unsent.last().unwrap_or(newest);
             self.pending = self.pending - newest.bytes.len() + bytes.len();
             newest.bytes = bytes;
             return true;
         }
-        self.pending += bytes.len();
-        self.items.push_back(Item {
+        self.push_item(Item {
             bytes,
-            kind: Kind::Pong,
+            kind,
             published: None,
         });
         false
@@ -158,8 +248,7 @@ impl OutQueue {
 
     /// Queues bytes that must all go out, in order.
     fn push(&mut self, bytes: Shared) {
-        self.pending += bytes.len();
-        self.items.push_back(Item {
+        self.push_item(Item {
             bytes,
             kind: Kind::Other,
             published: None,
@@ -180,12 +269,23 @@ impl OutQueue {
     ) -> bool {
         let kind = Kind::Snapshot(topic);
         let first_unstarted = usize::from(self.head_written > 0);
-        let superseded = self
-            .items
-            .iter()
-            .skip(first_unstarted)
-            .rposition(|item| item.kind == kind)
-            .map(|i| i + first_unstarted);
+        let superseded = if self.snapshots_of(topic) == 0 {
+            None
+        } else {
+            #[cfg(test)]
+            let visited = &mut self.visited;
+            self.items
+                .iter()
+                .skip(first_unstarted)
+                .rposition(|item| {
+                    #[cfg(test)]
+                    {
+                        *visited += 1;
+                    }
+                    item.kind == kind
+                })
+                .map(|i| i + first_unstarted)
+        };
         if let Some(i) = superseded {
             if self
                 .items
@@ -196,8 +296,7 @@ impl OutQueue {
             }
             self.remove_snapshot(i);
         }
-        self.pending += bytes.len();
-        self.items.push_back(Item {
+        self.push_item(Item {
             bytes,
             kind,
             published,
@@ -208,7 +307,7 @@ impl OutQueue {
     /// Removes the unstarted snapshot at `i`, and the tail that follows it.
     fn remove_snapshot(&mut self, i: usize) {
         if let Some(old) = self.items.remove(i) {
-            self.pending -= old.bytes.len();
+            self.forget(old.kind, old.bytes.len());
         }
         if self
             .items
@@ -216,22 +315,69 @@ impl OutQueue {
             .is_some_and(|next| next.kind == Kind::Tail)
             && let Some(tail) = self.items.remove(i)
         {
-            self.pending -= tail.bytes.len();
+            self.forget(tail.kind, tail.bytes.len());
         }
     }
 
-    /// Drops every unstarted snapshot of `topic`: the client unsubscribed
-    /// from it, and nothing of it may follow the answer that says so.
+    /// Uncounts an item of `kind` that left the queue with `unwritten` of
+    /// its bytes not written.
+    fn forget(&mut self, kind: Kind, unwritten: usize) {
+        self.pending -= unwritten;
+        match kind {
+            Kind::Snapshot(topic) => {
+                self.snapshot_bytes -= unwritten;
+                self.snapshot_items -= 1;
+                if let Some(at) = self.per_topic.iter().position(|(t, _)| *t == topic)
+                    && let Some((_, n)) = self.per_topic.get_mut(at)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_topic.swap_remove(at);
+                    }
+                }
+            }
+            Kind::Tail => {
+                self.snapshot_bytes -= unwritten;
+                self.snapshot_items -= 1;
+            }
+            Kind::Reply => self.replies -= 1,
+            Kind::Pong { .. } | Kind::Other => {}
+        }
+    }
+
+    /// Drops every unstarted snapshot of `topic`, and the tail of each: the
+    /// client unsubscribed from it, and nothing of it may follow the answer
+    /// that says so. One pass over the queue, and none when it holds no
+    /// snapshot of the topic: commands may come while thousands of small
+    /// items wait.
     pub fn drop_topic(&mut self, topic: usize) {
         let kind = Kind::Snapshot(Some(topic));
+        if self.snapshots_of(Some(topic)) == 0 {
+            return;
+        }
         let first_unstarted = usize::from(self.head_written > 0);
-        while let Some(i) = self
-            .items
-            .iter()
-            .skip(first_unstarted)
-            .position(|item| item.kind == kind)
-        {
-            self.remove_snapshot(i + first_unstarted);
+        let mut dropped = Vec::new();
+        let mut index = 0;
+        let mut after_dropped = false;
+        #[cfg(test)]
+        let visited = &mut self.visited;
+        self.items.retain(|item| {
+            #[cfg(test)]
+            {
+                *visited += 1;
+            }
+            let started = index < first_unstarted;
+            index += 1;
+            let drop =
+                !started && (item.kind == kind || (after_dropped && item.kind == Kind::Tail));
+            after_dropped = drop && item.kind == kind;
+            if drop {
+                dropped.push((item.kind, item.bytes.len()));
+            }
+            !drop
+        });
+        for (kind, len) in dropped {
+            self.forget(kind, len);
         }
     }
 
@@ -239,8 +385,13 @@ impl OutQueue {
     /// is half written so the stream stays well-formed for a close frame.
     pub fn drop_unstarted(&mut self) {
         let keep = usize::from(self.head_written > 0);
-        for item in self.items.drain(keep..) {
-            self.pending -= item.bytes.len();
+        let dropped: Vec<_> = self
+            .items
+            .drain(keep..)
+            .map(|item| (item.kind, item.bytes.len()))
+            .collect();
+        for (kind, len) in dropped {
+            self.forget(kind, len);
         }
     }
 
@@ -275,6 +426,7 @@ impl OutQueue {
             // Release the ring buffer: idle connections are the common case
             // and should own nothing.
             self.items = VecDeque::new();
+            self.per_topic = Vec::new();
         }
         Ok(total)
     }
@@ -290,7 +442,7 @@ impl OutQueue {
     ) -> io::Result<usize> {
         debug_assert!(self.items.is_empty(), "write-through past queued bytes");
         let (bytes, published) = match &out {
-            Out::Bytes(bytes) => (bytes, None),
+            Out::Bytes(bytes) | Out::Reply(bytes) => (bytes, None),
             Out::Snapshot(bytes, published)
             | Out::Mux {
                 bytes, published, ..
@@ -321,7 +473,6 @@ impl OutQueue {
     /// Moves past `written` bytes; `done` hears the publish instant of each
     /// snapshot now written whole.
     fn advance(&mut self, mut written: usize, done: &mut impl FnMut(Instant)) {
-        self.pending -= written;
         while written > 0 {
             // The writer took no more than was offered, which is queued.
             let Some(front) = self.items.front() else {
@@ -331,10 +482,17 @@ impl OutQueue {
             if written >= left {
                 written -= left;
                 self.head_written = 0;
-                if let Some(published) = self.items.pop_front().and_then(|i| i.published) {
-                    done(published);
+                if let Some(item) = self.items.pop_front() {
+                    self.forget(item.kind, left);
+                    if let Some(published) = item.published {
+                        done(published);
+                    }
                 }
             } else {
+                self.pending -= written;
+                if matches!(front.kind, Kind::Snapshot(_) | Kind::Tail) {
+                    self.snapshot_bytes -= written;
+                }
                 self.head_written += written;
                 written = 0;
             }
@@ -434,11 +592,11 @@ mod tests {
         q.enqueue(Out::Bytes(shared("e1")));
         // Each of the first sixteen gets its own pong.
         for i in 0..16 {
-            assert!(!q.push_pong(shared(&format!("p{i:02}")), 16));
+            assert!(!q.push_pong(shared(&format!("p{i:02}")), 16, false));
         }
         // A flood only replaces the newest unsent one.
         for i in 16..1000 {
-            assert!(q.push_pong(shared(&format!("p{i:03}")), 16));
+            assert!(q.push_pong(shared(&format!("p{i:03}")), 16, false));
         }
         assert_eq!(q.pending_bytes(), 2 + 15 * 3 + 4);
         let mut w = Trickle {
@@ -549,5 +707,123 @@ mod tests {
         };
         q.write_to(&mut w, &mut |_| {}).unwrap();
         assert_eq!(w.out, b"e1b1|b");
+    }
+
+    /// A JSON ping flood queues a bounded few JSON pongs, and a JSON pong
+    /// never replaces a control pong, nor the other way round: each client
+    /// gets the kind of answer it asked for.
+    #[test]
+    fn json_pongs_are_conflated_apart_from_control_pongs() {
+        let mut q = OutQueue::default();
+        assert!(!q.push_pong(shared("c0"), 1, false));
+        assert!(!q.push_pong(shared("j0"), 1, true));
+        for i in 1..1000 {
+            assert!(q.push_pong(shared(&format!("j{i}")), 1, true));
+        }
+        assert!(q.push_pong(shared("c1"), 1, false));
+        assert_eq!(q.items.len(), 2);
+        let mut w = Trickle {
+            out: vec![],
+            limit: 1000,
+        };
+        q.write_to(&mut w, &mut |_| {}).unwrap();
+        assert_eq!(w.out, b"c1j999");
+    }
+
+    /// Dropping a topic looks at each queued item once, however many
+    /// snapshots of it wait among thousands of other items, and not at
+    /// all when none of its snapshots waits; what it leaves is counted
+    /// right.
+    #[test]
+    fn dropping_a_topic_is_one_pass_or_none() {
+        let mut q = OutQueue::default();
+        for round in 0..100 {
+            for _ in 0..100 {
+                q.enqueue(Out::Reply(shared("r")));
+            }
+            // A snapshot of topic 1 each round, with a tail; 2 and 3 once.
+            q.push_of(1, &format!("a{round}"), Some("|a"));
+            if round == 50 {
+                q.push_of(2, "b", Some("|b"));
+            }
+        }
+        // Conflation kept one snapshot of 1; the other rounds' were
+        // superseded, so 1 and 2 each have one, with its tail.
+        assert_eq!(q.items.len(), 10_000 + 4);
+        let len = q.items.len();
+        q.visited = 0;
+        q.drop_topic(3);
+        assert_eq!(q.visited, 0, "no snapshot of 3: no scan");
+        q.drop_topic(1);
+        assert!(q.visited <= len, "{} items visited of {len}", q.visited);
+        assert_eq!(q.items.len(), 10_000 + 2);
+        assert_eq!(q.pending_bytes(), 10_000 + 3);
+        assert_eq!(q.snapshot_charge(), 3 + 2 * ITEM_OVERHEAD);
+        assert_eq!(q.unsent_replies(), 10_000);
+        assert!(!q.has_unstarted_snapshot(Some(1)));
+        assert!(q.has_unstarted_snapshot(Some(2)));
+        // A started snapshot of the topic stays whole, with its tail; the
+        // newer one behind thousands of items goes, in the same one pass.
+        let mut q = OutQueue::default();
+        q.push_of(4, "d1", Some("|d1"));
+        let mut w = Trickle {
+            out: vec![],
+            limit: 1,
+        };
+        q.write_to(&mut w, &mut |_| {}).unwrap();
+        for _ in 0..5000 {
+            q.enqueue(Out::Reply(shared("r")));
+        }
+        assert!(!q.push_of(4, "d2", Some("|d2")), "a started one stays");
+        q.push_of(5, "e", None);
+        let len = q.items.len();
+        q.visited = 0;
+        q.drop_topic(4);
+        assert!(q.visited <= len, "{} items visited of {len}", q.visited);
+        assert_eq!(q.items.len(), len - 2);
+        w.limit = usize::MAX;
+        q.write_to(&mut w, &mut |_| {}).unwrap();
+        assert_eq!(q.charge(), 0);
+        assert_eq!(q.snapshot_charge(), 0);
+        assert_eq!(q.unsent_replies(), 0);
+        assert!(w.out.starts_with(b"d1|d1r"), "{:?}", &w.out[..8]);
+        assert!(w.out.ends_with(b"re"));
+    }
+
+    /// A snapshot of a topic with none queued does not scan the queue for
+    /// one to supersede.
+    #[test]
+    fn a_first_snapshot_of_a_topic_does_not_scan() {
+        let mut q = OutQueue::default();
+        for _ in 0..10_000 {
+            q.enqueue(Out::Reply(shared("r")));
+        }
+        q.push_of(1, "a", None);
+        q.push_of(2, "b", None);
+        assert_eq!(q.visited, 0);
+        assert!(q.push_of(1, "a2", None));
+        assert!(q.visited > 0);
+    }
+
+    /// Each item is charged its overhead toward the limit, at least what
+    /// it holds in memory beside its bytes; the bytes count is left alone.
+    #[test]
+    fn each_item_is_charged_its_overhead() {
+        assert!(std::mem::size_of::<Item>() + 16 <= ITEM_OVERHEAD);
+        let mut q = OutQueue::default();
+        q.enqueue(Out::Reply(shared("r")));
+        q.push_of(1, "ab", Some("|"));
+        assert_eq!(q.pending_bytes(), 4);
+        assert_eq!(q.charge(), 4 + 3 * ITEM_OVERHEAD);
+        assert_eq!(q.snapshot_charge(), 3 + 2 * ITEM_OVERHEAD);
+        // Half of the snapshot written: its bytes left, its items still there.
+        let mut w = Trickle {
+            out: vec![],
+            limit: 2,
+        };
+        q.write_to(&mut w, &mut |_| {}).unwrap();
+        assert_eq!(q.charge(), 2 + 2 * ITEM_OVERHEAD);
+        assert_eq!(q.snapshot_charge(), 2 + 2 * ITEM_OVERHEAD);
+        assert_eq!(q.unsent_replies(), 0);
     }
 }

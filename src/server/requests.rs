@@ -188,16 +188,17 @@ impl EventLoop {
                 };
                 for reply in frames.replies {
                     match reply {
-                        Reply::Pong(pong) => self.conns.enqueue_pong(key, pong),
-                        Reply::Text(text) => {
-                            self.conns.enqueue(key, Out::Bytes(text));
-                        }
+                        Reply::Pong(pong) => self.conns.enqueue_pong(key, pong, false),
+                        Reply::Text(pong) => self.conns.enqueue_pong(key, pong, true),
                     }
                 }
                 for command in frames.commands {
                     self.multiplex().command(key, command);
                 }
-                let close = frames.close.or_else(|| self.conns.ping_flood(key));
+                let close = frames
+                    .close
+                    .or_else(|| self.conns.ping_flood(key))
+                    .or_else(|| self.conns.command_flood(key));
                 if let Some((reason, cause)) = close {
                     self.conns.close_ws(key, &reason, cause, &mut self.topics);
                 }

@@ -258,6 +258,7 @@ mod tests {
             Close::Protocol(1002),
             Close::PingTimeout,
             Close::PingFlood,
+            Close::CommandFlood,
             Close::SlowConsumer,
             Close::WriteTimeout,
             Close::HandshakeTimeout,

@@ -250,7 +250,7 @@ impl Topic {
     }
 
     /// A topic outside the preset that no publish has reached.
-    fn is_placeholder(&self) -> bool {
+    pub fn is_placeholder(&self) -> bool {
         !self.permanent && self.seq == 0
     }
 
