@@ -714,6 +714,43 @@ check("with no topics, a refused upgrade is retried: /healthz's 200 proves nothi
   return fake.upgrades.length + " upgrades, never open";
 });
 
+check("docs/client.md's whole page, as written, served from another site: the badge says open, and each publish is shown", async () => {
+  const docs = readFileSync(new URL("../../docs/client.md", import.meta.url), "utf8");
+  const m = docs.match(/<!-- client: page -->\n```html\n([\s\S]*?)\n```/);
+  if (!m) fail("docs/client.md has no `client: page` block");
+  const server = await statecast(["--preset", "none", "--topic", "prices", "--publish-token", "change-me-0123456789"]);
+  const base = "http://" + server.addr;
+  const post = async (data) => {
+    const reply = await fetch(base + "/api/v1/publish/prices", {
+      method: "POST", headers: { Authorization: "Bearer change-me-0123456789" }, body: JSON.stringify(data),
+    });
+    if (reply.status !== 200) fail("publish: " + reply.status);
+  };
+  await post({ bid: 101.5, ask: 101.7 });
+  const html = m[1].replaceAll("127.0.0.1:8002", server.addr);
+  const host = createServer((_, res) => res.writeHead(200, { "Content-Type": "text/html" }).end(html));
+  await new Promise((r) => host.listen(0, "127.0.0.1", r));
+  try {
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
+    current = null;
+    // localhost, as the docs say: another site than 127.0.0.1.
+    await page.goto("http://localhost:" + host.address().port + "/page.html");
+    const shown = () => page.evaluate(() => [document.getElementById("badge").textContent, document.getElementById("prices").textContent]);
+    await until("the badge to say open and the snapshot shown", 5000, async () => {
+      const [badge, prices] = await shown();
+      return badge === "open" && prices.includes("101.5");
+    });
+    await post({ bid: 101.6, ask: 101.8 });
+    await until("the update shown", 5000, async () => (await shown())[1].includes("101.6"));
+    await page.close();
+    return "badge open, both publishes shown";
+  } finally {
+    host.close();
+    server.child.kill("SIGTERM");
+  }
+});
+
 let failed = 0;
 for (const { name, run } of checks) {
   try {
