@@ -170,6 +170,18 @@ pub fn unsubscribed(topic: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A token's escapes are decoded, its `+` kept (base64's, sent raw),
+    /// and one that does not decode is compared as sent.
+    #[test]
+    fn a_token_is_decoded_but_its_plus_kept() {
+        assert_eq!(query_token("q1%2BZx%2F8k%3D%3D"), "q1+Zx/8k==");
+        assert_eq!(query_token("q1+Zx/8k=="), "q1+Zx/8k==");
+        assert_eq!(query_token("a%20b"), "a b");
+        assert_eq!(query_token("%zz"), "%zz");
+        assert_eq!(query_token("%ff"), "%ff");
+        assert_eq!(query_token(""), "");
+    }
+
     /// Repeated parameters come back in order, percent-decoded; a broken
     /// escape is an error, not a guess.
     #[test]
