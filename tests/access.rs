@@ -135,6 +135,122 @@ fn subscribing_needs_the_subscribe_token() {
     assert_eq!(sse(&format!("/api/v1/sse/queue?token={SUBSCRIBE}")), "200");
 }
 
+/// The header lines of the answer to `request`, lowercased, and its status.
+fn head_of(server: &TestServer, request: &str) -> (u16, String) {
+    let mut stream = server.connect();
+    stream.write_all(request.as_bytes()).unwrap();
+    let (status, head, _) = read_response(&mut stream);
+    (status, head.to_ascii_lowercase())
+}
+
+/// A page on another allowed origin may read the client module (a module
+/// `import` is a CORS request) and every refusal's status, so the
+/// client's probe can tell a 401 from no answer; a page on an origin not
+/// allowed, or a request without one, gets no such header.
+#[test]
+fn an_allowed_origin_may_read_the_client_and_its_refusals() {
+    let server = TestServer::with(|c| {
+        c.allow_origins = vec!["http://dash.example:8000".into()];
+        c.publish_token = Some(Secret::new(PUBLISH));
+        c.subscribe_token = Some(Secret::new(SUBSCRIBE));
+    });
+    let get = |path: &str, origin: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{origin}Connection: close\r\n\r\n")
+    };
+    let allowed = "Origin: http://dash.example:8000\r\n";
+    let granted = "access-control-allow-origin: http://dash.example:8000\r\n";
+    for path in ["/statecast.mjs", "/statecast.js", "/statecast.d.ts"] {
+        let (status, head) = head_of(&server, &get(path, allowed));
+        assert_eq!(status, 200, "{path}");
+        assert!(head.contains(granted), "{path}: {head}");
+    }
+    let refusals = [
+        get("/api/v1/sse/queue", allowed),
+        get("/api/v1/sse?topic=queue", allowed),
+        get(&format!("/api/v1/state/nosuch?token={SUBSCRIBE}"), allowed),
+        get("/nowhere", allowed),
+        format!(
+            "GET /api/v1/ws?topic=queue HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n{allowed}\r\n"
+        ),
+    ];
+    for (request, status) in refusals.iter().zip([401, 401, 404, 404, 401]) {
+        let (got, head) = head_of(&server, request);
+        assert_eq!(got, status, "{request}");
+        assert!(head.contains(granted), "{request}: {head}");
+    }
+    let (status, head) = head_of(
+        &server,
+        &get("/statecast.mjs", "Origin: https://evil.example\r\n"),
+    );
+    assert_eq!(status, 403);
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    let (status, head) = head_of(
+        &server,
+        &get("/api/v1/sse/queue", "Origin: https://evil.example\r\n"),
+    );
+    assert_eq!(status, 403);
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    let (status, head) = head_of(&server, &get("/statecast.mjs", ""));
+    assert_eq!(status, 200);
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+}
+
+/// A base64 token (`openssl rand -base64 16`) holds `+`, `/` and `=`,
+/// which statecast.js and `URLSearchParams` send escaped: the server
+/// decodes `?token=` before comparing, on every read path. Sent raw (as
+/// curl sends a pasted token), its `+` still counts as a `+`.
+#[test]
+fn a_base64_token_sent_escaped_is_accepted() {
+    const BASE64: &str = "q1+Zx/8kP0aT3vLm9cWn4g==";
+    let server = TestServer::with(|c| c.subscribe_token = Some(Secret::new(BASE64)));
+    let published = server.request(
+        "POST",
+        "/api/v1/publish/queue",
+        r#"{"phases":[],"paused":true}"#,
+    );
+    assert_eq!(published.0, 200, "{}", published.1);
+    let escaped = "q1%2BZx%2F8kP0aT3vLm9cWn4g%3D%3D";
+    let lower = "q1%2bZx%2f8kP0aT3vLm9cWn4g%3d%3d";
+    for token in [escaped, lower, BASE64] {
+        assert_eq!(
+            upgrade_with(&server, &format!("/api/v1/ws/queue?token={token}"), ""),
+            101,
+            "{token}"
+        );
+        assert_eq!(
+            upgrade_with(
+                &server,
+                &format!("/api/v1/ws?topic=queue&token={token}"),
+                ""
+            ),
+            101,
+            "{token}"
+        );
+        for path in [
+            "/api/v1/sse/queue",
+            "/api/v1/sse?topic=queue",
+            "/api/v1/state/queue",
+        ] {
+            let request = format!(
+                "GET {path}{}token={token} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                if path.contains('?') { '&' } else { '?' }
+            );
+            assert_eq!(head_of(&server, &request).0, 200, "{request}");
+        }
+    }
+    // Decoded as a form would (`+` as a space) it is another token.
+    let spaced = "q1%20Zx%2F8kP0aT3vLm9cWn4g%3D%3D";
+    assert_eq!(
+        upgrade_with(&server, &format!("/api/v1/ws/queue?token={spaced}"), ""),
+        401
+    );
+    assert_eq!(
+        upgrade_with(&server, "/api/v1/ws/queue?token=q1%2BZx", ""),
+        401
+    );
+    assert_eq!(upgrade_with(&server, "/api/v1/ws/queue?token=%zz", ""), 401);
+}
+
 /// On an address other hosts can reach, the server will not start without
 /// an origin policy and a publish policy, and says which flag to add.
 #[test]

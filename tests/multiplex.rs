@@ -570,6 +570,24 @@ fn broadcast_refuses_reserved_types() {
     assert_eq!(status, 200);
 }
 
+/// `POST /api/v1/broadcast` refuses type `close` with 400: an SSE client
+/// takes an event of that type as the server ending its stream, and
+/// stops for good. A type that only starts with it is still sent.
+#[test]
+fn broadcast_refuses_the_close_type() {
+    let server = TestServer::start();
+    let (status, body) = server.request(
+        "POST",
+        "/api/v1/broadcast",
+        r#"{"type":"close","data":{"code":1008,"reason":"x"}}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"close\""), "{body}");
+    let (status, body) =
+        server.request("POST", "/api/v1/broadcast", r#"{"type":"closed","data":1}"#);
+    assert_eq!(status, 200, "{body}");
+}
+
 /// A multiplexed SSE stream needs at least one topic.
 #[test]
 fn an_sse_stream_names_at_least_one_topic() {

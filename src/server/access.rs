@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 use crate::config::{Config, Secret};
 use crate::server::jwt::{self, Grant, Verifier};
 use crate::wire::http::{self, Head, Requires, Response, Route, Status};
+use crate::wire::mux;
 
 const FORBIDDEN: Status = Status(403, "Forbidden");
 const UNAUTHORIZED: Status = Status(401, "Unauthorized");
@@ -259,6 +260,21 @@ impl Access {
         }
     }
 
+    /// The header lines that let the page that sent `head` read the
+    /// answer, whatever it is (a script, a 401): empty unless its `Host`
+    /// is served and its `Origin` is one [`Access::check`] lets in. A
+    /// refused origin never gets them, so its page cannot even read why.
+    pub fn cors(&self, head: &Head) -> String {
+        let origin = head
+            .origin
+            .as_deref()
+            .filter(|origin| self.any_origin || self.allows(origin));
+        match origin {
+            Some(origin) if self.check_host(head).is_ok() => http::cors(Some(origin)),
+            _ => String::new(),
+        }
+    }
+
     fn allows(&self, origin: &str) -> bool {
         let origin = normalize(origin);
         self.origins.contains(&origin) || (self.loopback_origins && is_loopback_origin(&origin))
@@ -308,7 +324,8 @@ impl Access {
         if self.subscribe_token.is_none() && self.jwt.is_none() {
             return Ok(None);
         }
-        let offered = [head.query_param("token"), head.bearer()];
+        let query = head.query_param("token").map(mux::query_token);
+        let offered = [query.as_deref(), head.bearer()];
         let fixed = [&self.subscribe_token, &self.publish_token];
         let static_match = offered.iter().any(|o| {
             fixed

@@ -27,6 +27,7 @@ use crate::server::subs::Subs;
 use crate::topic::{Compressor, Encoded, Form, Message, MuxFan, Names, Subscription, Topics};
 use crate::wire::Shared;
 use crate::wire::http::Response;
+use crate::wire::mux;
 use crate::wire::protocol::{CloseReason, code, encode_close};
 
 /// Responses an HTTP connection may have waiting before its further
@@ -544,7 +545,7 @@ impl Conns {
         }
         self.end_stream(key, Close::TokenExpired, topics);
         let data = format!(r#"{{"code":{},"reason":"{}"}}"#, reason.code, reason.reason);
-        let last = Message::event(r#""close""#, &data).sse(None);
+        let last = Message::event(&format!("\"{}\"", mux::CLOSE_EVENT), &data).sse(None);
         self.enqueue(key, Out::Bytes(last));
     }
 

@@ -98,7 +98,19 @@ pub struct Answer {
 /// token, the method and path, and whether it may carry a body. A refusal
 /// closes the connection, since the body it may have sent is never read.
 /// With the route comes the grant of the signed token that let it in.
+/// A refusal carries [`Access::cors`], so a page on an allowed origin can
+/// read its status (a 401 is final; no answer at all is retried).
 pub fn admit(
+    head: &Head,
+    topics: &Topics,
+    access: &Access,
+    reserve: bool,
+) -> Result<(Route, Option<Grant>), Response> {
+    checked(head, topics, access, reserve)
+        .map_err(|refusal| refusal.with_headers(&access.cors(head)))
+}
+
+fn checked(
     head: &Head,
     topics: &Topics,
     access: &Access,
@@ -184,7 +196,7 @@ pub fn handle(
         head_only: head.method == "HEAD",
     };
     let close = answer.close;
-    match route {
+    let action = match route {
         Route::Subscribe(topic) => subscribe(head, topic, topics, shutting_down),
         Route::Stream(topic) => stream(head, topic, topics, shutting_down),
         Route::MuxSocket => subscribe_many(head, topics, reader, shutting_down),
@@ -198,9 +210,17 @@ pub fn handle(
         Route::Ready => Action::Respond(ready(answer, shutting_down)),
         Route::Metrics => Action::Metrics,
         Route::Page => Action::Respond(asset(assets::PAGE, "text/html; charset=utf-8", answer)),
-        Route::Script => Action::Respond(asset(assets::SCRIPT, JAVASCRIPT, answer)),
-        Route::Module => Action::Respond(asset(assets::MODULE, JAVASCRIPT, answer)),
-        Route::Types => Action::Respond(asset(assets::TYPES, TYPESCRIPT, answer)),
+        // A page on another allowed origin may `import` the module (module
+        // scripts are fetched under CORS) and read the types.
+        Route::Script => Action::Respond(
+            asset(assets::SCRIPT, JAVASCRIPT, answer).with_headers(&access.cors(head)),
+        ),
+        Route::Module => Action::Respond(
+            asset(assets::MODULE, JAVASCRIPT, answer).with_headers(&access.cors(head)),
+        ),
+        Route::Types => Action::Respond(
+            asset(assets::TYPES, TYPESCRIPT, answer).with_headers(&access.cors(head)),
+        ),
         // `admit` answers these; kept total so a change there cannot panic.
         Route::WrongMethod(_) | Route::NotFound => Action::Respond(http::error(
             http::NOT_FOUND,
@@ -208,6 +228,14 @@ pub fn handle(
             "",
             true,
         )),
+    };
+    // A refusal is readable where the answer would have been: the client's
+    // probe tells a final 404 from a network failure by its status.
+    match action {
+        Action::Respond(refusal) if refusal.status.0 >= 400 => {
+            Action::Respond(refusal.with_headers(&access.cors(head)))
+        }
+        action => action,
     }
 }
 

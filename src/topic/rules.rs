@@ -102,6 +102,14 @@ impl Rules {
                 mux::RESERVED
             )));
         }
+        // A client takes an SSE event of this type as the server ending
+        // the stream, and stops for good.
+        if kind == mux::CLOSE_EVENT {
+            return Err(Refused::Invalid(format!(
+                "event type {:?} is the server's own",
+                mux::CLOSE_EVENT
+            )));
+        }
         let Some(data) = event.get("data") else {
             return Err(invalid("an event needs a \"data\" field"));
         };

@@ -44,6 +44,20 @@ pub struct Response {
     pub close: bool,
 }
 
+impl Response {
+    /// The same response with `lines` (complete header lines) added after
+    /// its status line: for headers that depend on who asked, not on what
+    /// was answered, such as [`cors`] on a refusal.
+    #[must_use]
+    pub fn with_headers(mut self, lines: &str) -> Response {
+        if let Some(end) = self.bytes.windows(2).position(|w| w == b"\r\n") {
+            let at = end + 2;
+            self.bytes.splice(at..at, lines.bytes());
+        }
+        self
+    }
+}
+
 /// Builds a response. `extra` holds complete header lines (`Name: value\r\n`).
 pub fn response(
     status: Status,
@@ -175,8 +189,9 @@ pub struct Head {
 }
 
 impl Head {
-    /// The value of `name` in the query string, if present. Values are
-    /// taken as they are: statecast's own parameters need no decoding.
+    /// The value of `name` in the query string, if present, as sent: a
+    /// parameter that may be escaped is decoded by its reader
+    /// (`mux::query_values`, `mux::query_token`).
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query
             .as_deref()?

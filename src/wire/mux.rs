@@ -10,6 +10,12 @@ use std::fmt::Write as _;
 /// it, so a client never mistakes a producer's event for the server's.
 pub const RESERVED: &str = "statecast.";
 
+/// The `type` of the last event of an SSE stream the server ends on
+/// purpose (a token's expiry), which clients take as a close; a broadcast
+/// may not use it either. Older than the `statecast.` namespace, so kept
+/// outside it.
+pub const CLOSE_EVENT: &str = "close";
+
 /// Every value of `name` in a query string, percent-decoded: a browser's
 /// `URLSearchParams` writes `adw-state/x` as `adw-state%2Fx` and `a:1` as
 /// `a%3A1`. A value that does not decode to UTF-8 is an error naming it.
@@ -20,13 +26,24 @@ pub fn query_values(query: Option<&str>, name: &str) -> Result<Vec<String>, Stri
     query
         .split('&')
         .filter_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-        .map(|raw| percent_decode(raw).ok_or_else(|| format!("{name}={raw:?} is not valid")))
+        .map(|raw| percent_decode(raw, true).ok_or_else(|| format!("{name}={raw:?} is not valid")))
         .collect()
 }
 
-/// `%XX` escapes and `+` decoded, as a form-encoded query writes them;
-/// `None` for a broken escape or bytes that are not UTF-8.
-fn percent_decode(raw: &str) -> Option<String> {
+/// A `token=` value as the credential it carries: `%XX` escapes decoded,
+/// since statecast.js and `URLSearchParams` write a base64 token's `+`,
+/// `/` and `=` as `%2B`, `%2F` and `%3D`. A `+` stays a `+`: a base64
+/// token pasted into a URL unescaped (`curl "...?token=$TOKEN"`) means
+/// it, and no token holds a space. A value that does not decode is
+/// compared as sent.
+pub fn query_token(raw: &str) -> String {
+    percent_decode(raw, false).unwrap_or_else(|| raw.to_owned())
+}
+
+/// `%XX` escapes decoded, and `+` as a space when `plus_is_space` (as a
+/// form-encoded query writes one); `None` for a broken escape or bytes
+/// that are not UTF-8.
+fn percent_decode(raw: &str, plus_is_space: bool) -> Option<String> {
     let mut out = Vec::with_capacity(raw.len());
     let mut bytes = raw.bytes();
     while let Some(b) = bytes.next() {
@@ -36,7 +53,7 @@ fn percent_decode(raw: &str) -> Option<String> {
                 let hex = std::str::from_utf8(&hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
             }
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b => out.push(b),
         }
     }
@@ -152,6 +169,18 @@ pub fn unsubscribed(topic: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token's escapes are decoded, its `+` kept (base64's, sent raw),
+    /// and one that does not decode is compared as sent.
+    #[test]
+    fn a_token_is_decoded_but_its_plus_kept() {
+        assert_eq!(query_token("q1%2BZx%2F8k%3D%3D"), "q1+Zx/8k==");
+        assert_eq!(query_token("q1+Zx/8k=="), "q1+Zx/8k==");
+        assert_eq!(query_token("a%20b"), "a b");
+        assert_eq!(query_token("%zz"), "%zz");
+        assert_eq!(query_token("%ff"), "%ff");
+        assert_eq!(query_token(""), "");
+    }
 
     /// Repeated parameters come back in order, percent-decoded; a broken
     /// escape is an error, not a guess.

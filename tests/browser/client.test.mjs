@@ -79,6 +79,11 @@ const http = createServer((req, res) => {
     res.writeHead(200, { "Content-Type": "text/javascript" });
     return res.end(served[url.pathname]);
   }
+  if (url.pathname === "/healthz") {
+    // As the binary's: 200 whatever the token.
+    res.writeHead(200, { "Content-Type": "application/json" });
+    return res.end("{\"status\":\"ok\"}\n");
+  }
   if (url.pathname === "/api/v1/sse") {
     fake.streams.push(req.url);
     return fake.plan.sse(res, url, fake.streams.length);
@@ -566,6 +571,184 @@ check("eight topics over one SSE stream (HTTP/1.1, six connections a host at mos
   await page.close();
   server.child.kill("SIGTERM");
   return "one stream: " + streams[0];
+});
+
+check("a throwing onMessage stops nothing, on SSE and on WebSocket: later updates still arrive, the error is thrown on its own", async () => {
+  const server = await statecast(["--preset", "none", "--topic", "a"]);
+  const base = "http://" + server.addr;
+  await publish(base, "a", { round: 1 });
+  const page = await client(base, true);
+  await page.evaluate(() => {
+    const throwing = (m) => {
+      log.messages.push(m.data.round);
+      throw new Error("a handler bug, round " + m.data.round);
+    };
+    window.conns = [
+      statecast.connect(watch({ topics: ["a"], transport: "sse", onMessage: throwing })),
+      statecast.connect(watch({ topics: ["a"], transport: "websocket", onMessage: throwing })),
+    ];
+  });
+  await until("both connections to open with round 1", 5000, () =>
+    page.evaluate(() => conns.every((c) => c.state === "open" && c.data("a")?.round === 1)));
+  await publish(base, "a", { round: 2 });
+  await until("both to get round 2 after the handler threw on round 1", 5000, () =>
+    page.evaluate(() => conns.every((c) => c.data("a")?.round === 2) && log.messages.filter((r) => r === 2).length === 2));
+  // The page's errors are this check's own: each thrown again, on its own.
+  await until("the handlers' errors to reach the page", 5000, () => pageErrors.filter((e) => e.includes("a handler bug")).length >= 4);
+  const thrown = pageErrors.splice(0).filter((e) => !e.includes("a handler bug"));
+  if (thrown.length) fail("other page errors: " + thrown.join("; "));
+  const said = await page.evaluate(() => conns.map((c) => c.transport + " " + c.state).join(", "));
+  await page.close();
+  server.child.kill("SIGTERM");
+  return said + "; 4 errors thrown again";
+});
+
+check("connect() reports its first state after it returns: an onState that reads the handle works", async () => {
+  const server = await statecast(["--preset", "none", "--topic", "a"]);
+  const base = "http://" + server.addr;
+  await publish(base, "a", { round: 1 });
+  const page = await client(base, true);
+  const threw = await page.evaluate(() => {
+    try {
+      const conn = statecast.connect(watch({ topics: ["a"], onState: (s) => log.states.push(s + " " + conn.state) }));
+      window.conn = conn;
+      return null;
+    } catch (e) {
+      return String(e);
+    }
+  });
+  if (threw) fail("connect threw: " + threw);
+  await until("the connection to open", 5000, () => page.evaluate(() => conn.state === "open" && conn.data("a")?.round === 1));
+  const seen = await states(page);
+  if (seen[0] !== "connecting connecting" || !seen.includes("open open")) fail("states " + JSON.stringify(seen));
+  await page.close();
+  server.child.kill("SIGTERM");
+  return "states " + seen.join(" -> ");
+});
+
+check("a base64 token (+, / and =) is accepted: connect over WebSocket and SSE, and subscribe", async () => {
+  const token = "q1+Zx/8kP0aT3vLm9cWn4g==";
+  const server = await statecast(["--preset", "none", "--topic", "a", "--subscribe-token", token]);
+  const base = "http://" + server.addr;
+  await publish(base, "a", { round: 1 });
+  const page = await client(base, true);
+  await page.evaluate((token) => {
+    window.conns = [
+      statecast.connect(watch({ topics: ["a"], token })),
+      statecast.connect(watch({ topics: ["a"], token, transport: "sse" })),
+      statecast.subscribe("/api/v1/ws/a", watch({ token })),
+    ];
+  }, token);
+  await until("all three open with the snapshot", 5000, () =>
+    page.evaluate(() => conns.every((c) => c.state === "open" && c.data("a")?.round === 1)));
+  const said = await page.evaluate(() => conns.map((c) => c.transport).join(", "));
+  await page.close();
+  server.child.kill("SIGTERM");
+  return "open over " + said;
+});
+
+check("a page on another allowed origin imports /statecast.mjs from the binary, connects, and stops on a wrong token's 401", async () => {
+  const token = "client-test-token-0123456789";
+  const server = await statecast(["--preset", "none", "--topic", "a", "--subscribe-token", token]);
+  const base = "http://" + server.addr;
+  await publish(base, "a", { round: 1 });
+  const host = createServer((_, res) => res.writeHead(200, { "Content-Type": "text/html" }).end("<!doctype html><title>elsewhere</title>"));
+  await new Promise((r) => host.listen(0, "127.0.0.1", r));
+  try {
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
+    current = page;
+    await page.goto("http://127.0.0.1:" + host.address().port + "/");
+    const imported = await page.evaluate(async ([base, token]) => {
+      window.log = { states: [] };
+      let sc;
+      try {
+        sc = await import(base + "/statecast.mjs");
+      } catch (e) {
+        return String(e);
+      }
+      const fast = { url: base, topics: ["a"], baseDelay: 20, maxDelay: 100 };
+      window.good = sc.connect(Object.assign({ token }, fast));
+      window.bad = sc.connect(Object.assign({ token: "wrong-token-0123456789", onState: (s, r) => log.states.push(s + (r ? " " + r : "")) }, fast));
+      return null;
+    }, [base, token]);
+    if (imported) fail("the import failed: " + imported);
+    await until("the right token's snapshot and the wrong one's refusal", 5000, () =>
+      page.evaluate(() => good.state === "open" && good.data("a")?.round === 1 && bad.state === "refused"));
+    const said = await page.evaluate(() => bad.reason);
+    if (!said.startsWith("401 ")) fail("reason " + said);
+    await page.close();
+    return "the wrong token: \"" + said + "\"";
+  } finally {
+    host.close();
+    server.child.kill("SIGTERM");
+  }
+});
+
+check("subscribe() past --max-topics-per-connection: the refused names leave conn.topics, each with its onError", async () => {
+  const server = await statecast(["--preset", "none", "--topic", "a", "--topic", "b", "--topic", "c", "--max-topics-per-connection", "1"]);
+  const base = "http://" + server.addr;
+  await publish(base, "a", { round: 1 });
+  const page = await client(base, true);
+  await page.evaluate(() => { window.conn = statecast.connect(watch({ topics: ["a"] })); });
+  await until("the connection to open", 5000, () => page.evaluate(() => conn.state === "open" && conn.data("a")?.round === 1));
+  await page.evaluate(() => conn.subscribe(["b", "c"]));
+  await until("an error for each", 5000, () => page.evaluate(() => log.errors.length >= 2));
+  const topics = await page.evaluate(() => conn.topics);
+  if (topics.join() !== "a") fail("conn.topics " + JSON.stringify(topics));
+  const errors = await page.evaluate(() => log.errors.map((e) => e.topic + " " + e.status));
+  await page.close();
+  server.child.kill("SIGTERM");
+  return "topics [a]; errors " + errors.join(", ");
+});
+
+check("with no topics, a refused upgrade is retried: /healthz's 200 proves nothing of the token, nor switches to SSE", async () => {
+  reset({ upgrade: () => ({ status: 401, body: "reading topics needs a valid token" }), sse: refuseSse(401, "reading topics needs a valid token") });
+  const page = await client(fakeBase);
+  await page.evaluate(() => { window.conn = statecast.connect(watch({})); });
+  await until("three upgrades", 5000, () => fake.upgrades.length >= 3);
+  const transport = await page.evaluate(() => conn.transport);
+  const seen = await states(page);
+  if (transport !== null || seen.some((s) => s.startsWith("open") || s.startsWith("refused"))) fail("transport " + transport + ", states " + JSON.stringify(seen));
+  await page.close();
+  return fake.upgrades.length + " upgrades, never open";
+});
+
+check("docs/client.md's whole page, as written, served from another site: the badge says open, and each publish is shown", async () => {
+  const docs = readFileSync(new URL("../../docs/client.md", import.meta.url), "utf8");
+  const m = docs.match(/<!-- client: page -->\n```html\n([\s\S]*?)\n```/);
+  if (!m) fail("docs/client.md has no `client: page` block");
+  const server = await statecast(["--preset", "none", "--topic", "prices", "--publish-token", "change-me-0123456789"]);
+  const base = "http://" + server.addr;
+  const post = async (data) => {
+    const reply = await fetch(base + "/api/v1/publish/prices", {
+      method: "POST", headers: { Authorization: "Bearer change-me-0123456789" }, body: JSON.stringify(data),
+    });
+    if (reply.status !== 200) fail("publish: " + reply.status);
+  };
+  await post({ bid: 101.5, ask: 101.7 });
+  const html = m[1].replaceAll("127.0.0.1:8002", server.addr);
+  const host = createServer((_, res) => res.writeHead(200, { "Content-Type": "text/html" }).end(html));
+  await new Promise((r) => host.listen(0, "127.0.0.1", r));
+  try {
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
+    current = null;
+    // localhost, as the docs say: another site than 127.0.0.1.
+    await page.goto("http://localhost:" + host.address().port + "/page.html");
+    const shown = () => page.evaluate(() => [document.getElementById("badge").textContent, document.getElementById("prices").textContent]);
+    await until("the badge to say open and the snapshot shown", 5000, async () => {
+      const [badge, prices] = await shown();
+      return badge === "open" && prices.includes("101.5");
+    });
+    await post({ bid: 101.6, ask: 101.8 });
+    await until("the update shown", 5000, async () => (await shown())[1].includes("101.6"));
+    await page.close();
+    return "badge open, both publishes shown";
+  } finally {
+    host.close();
+    server.child.kill("SIGTERM");
+  }
 });
 
 let failed = 0;

@@ -26,7 +26,10 @@ export interface Message {
   type: string;
   /** The topic, on a multiplexed connection; absent on a broadcast and on a per-topic route. */
   topic?: string;
-  /** The topic's seq: 1, 2, ... per server process. */
+  /**
+   * The topic's seq: it counts publishes to the topic, per server process
+   * (a preset's default values have seq 0); under `--redis`, cluster-wide.
+   */
   seq?: number;
   data?: unknown;
   /** For adw-state/* topics. */
@@ -38,7 +41,7 @@ export interface Message {
 export interface ServerError {
   type: "statecast.error";
   topic?: string;
-  /** The HTTP status the connect would have got (400, 401, 403, 404). */
+  /** The HTTP status the connect would have got (400, 403, 404, 503). */
   status: number;
   reason: string;
 }
@@ -47,14 +50,14 @@ export interface ServerError {
 export type Token = string | null | undefined;
 
 export interface Options {
-  /** `http(s)://` or `ws(s)://` host and port; default: the page's own. */
+  /** `http(s)://` or `ws(s)://` host and port; default: the page's own (required outside a browser). */
   url?: string;
   /** Sent as `?token=`; a function is called on every (re)connect. */
-  token?: Token | (() => Token);
+  token?: Token | (() => Token | Promise<Token>);
   /** Called on every (re)connect, and again after a token-expired close (4001); may return a promise. Wins over `token`. */
   getToken?: () => Token | Promise<Token>;
-  /** A delta format the server offers (`delta=` in the URL), or none for full snapshots only. */
-  delta?: string | null;
+  /** `"json-patch"` for deltas the client applies (`delta=` in the URL), or none for full snapshots only. */
+  delta?: "json-patch" | null;
   /** "auto" (WebSocket, SSE when WebSockets are blocked), "websocket" or "sse". */
   transport?: "auto" | Transport;
   /** Each snapshot (once per seq) and broadcast event. */
@@ -78,7 +81,8 @@ export interface ConnectOptions extends Options {
   topics?: string | string[];
 }
 
-interface Link {
+/** What `connect` and `subscribe` both return. */
+export interface Link {
   readonly state: State;
   readonly reason: string | null;
   readonly stale: boolean;
@@ -113,7 +117,7 @@ export interface Subscription extends Link {
 }
 
 /** Opens one connection for all `topics`. */
-export function connect(options: ConnectOptions): Connection;
+export function connect(options?: ConnectOptions): Connection;
 
 /** Opens one topic's own route, `/api/v1/ws/<topic>` (transport "websocket" unless given). */
 export function subscribe(path: string, options?: Options): Subscription;

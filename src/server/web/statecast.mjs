@@ -5,7 +5,7 @@
 //   const conn = connect({
 //     topics: ["queue", "system-status"],
 //     getToken: () => fetch("/my-token").then((r) => r.text()),
-//     onMessage(msg) { render(msg.topic, msg.data); },
+//     onMessage(msg) { if (msg.topic) render(msg.topic, msg.data); else note(msg); },
 //     onState(state, reason) { badge(state, reason); },
 //   });
 //
@@ -90,7 +90,30 @@ function settings(options) {
   if (!["auto", "websocket", "sse"].includes(o.transport)) {
     throw new TypeError("statecast: transport must be \"auto\", \"websocket\" or \"sse\", not " + JSON.stringify(o.transport));
   }
+  // Asked for by name, a WebSocket that cannot exist is a mistake to say
+  // now, not a fallback to hide.
+  if (o.transport === "websocket" && typeof WebSocket === "undefined") {
+    throw new TypeError("statecast: transport \"websocket\" needs a global WebSocket (a browser, Node 22+); use \"auto\" or \"sse\"");
+  }
+  if (o.url == null && typeof location === "undefined") {
+    throw new TypeError("statecast: give url (the server's address): there is no page to take it from");
+  }
   return o;
+}
+
+// Calls a handler of the page's. One that throws must not stop the client
+// (an SSE stream's read loop would end with it, its state left "open"):
+// its error is thrown again on its own, where the page's error reporting
+// sees it.
+function call(handler, ...args) {
+  if (typeof handler !== "function") return;
+  try {
+    handler(...args);
+  } catch (e) {
+    setTimeout(() => {
+      throw e;
+    });
+  }
 }
 
 function list(topics) {
@@ -98,8 +121,9 @@ function list(topics) {
   return (Array.isArray(topics) ? topics : [topics]).map(String);
 }
 
-// Topic names and tokens are sent as they are where the URL allows it:
-// the server does not decode its own parameters.
+// Topic names and tokens are percent-encoded (the server decodes `topic=`,
+// `since=` and `token=`), but for `/` and `:`, which a query may hold as
+// they are and which read better in a log: `adw-state/x`, `since=a:3`.
 function param(value) {
   return encodeURIComponent(value).replace(/%2F/g, "/").replace(/%3A/g, ":");
 }
@@ -130,13 +154,13 @@ function link(o, route) {
   function setState(state, reason) {
     c.state = state;
     c.reason = reason == null ? null : String(reason);
-    if (o.onState) o.onState(state, c.reason);
+    call(o.onState, state, c.reason);
   }
 
   function setStale(stale) {
     if (c.stale !== stale) {
       c.stale = stale;
-      if (o.onStale) o.onStale(stale);
+      call(o.onStale, stale);
     }
   }
 
@@ -342,6 +366,12 @@ function link(o, route) {
     }
     ctl.abort();
     if (gen !== generation) return;
+    if (status === 200 && path === "/healthz") {
+      // /healthz answers whatever the token: it proves the server is
+      // there, not that the upgrade would be let in, nor that SSE works.
+      retry("the WebSocket did not open");
+      return;
+    }
     if (status === 200) {
       // HTTP works where the WebSocket does not: a proxy or a firewall
       // blocks WebSockets.
@@ -446,14 +476,14 @@ function link(o, route) {
       seqs.set(topic, msg.seq);
       held.set(topic, msg.data);
     }
-    if (o.onMessage) o.onMessage(msg);
+    call(o.onMessage, msg);
   }
 
   function control(msg) {
     if (msg.type === "statecast.error") {
       // A topic the server refused on subscribe is dropped, not retried.
       if (typeof msg.topic === "string") forget([msg.topic]);
-      if (o.onError) o.onError(msg);
+      call(o.onError, msg);
     }
   }
 
@@ -488,11 +518,16 @@ function link(o, route) {
   // The WebSocket sends commands; an SSE stream is opened again with the
   // new list (resuming the rest, so they send nothing again).
   // A request already sent with the old list (a socket still opening, a
-  // stream) is started again.
+  // stream) is started again. A subscribe goes one topic a command: the
+  // server refuses a command over --max-topics-per-connection whole,
+  // naming no topic, but a topic past the limit by name, which is then
+  // forgotten here as any refused topic is.
   function change(op, names) {
     if (c.closed || !names.length) return;
-    if (ws && ws.readyState === 1) send({ op, topics: names });
-    else if (ws || stream || (useSse && c.state === "open")) open();
+    if (ws && ws.readyState === 1) {
+      if (op === "subscribe") for (const t of names) send({ op, topics: [t] });
+      else send({ op, topics: names });
+    } else if (ws || stream || (useSse && c.state === "open")) open();
   }
 
   c.close = () => {
@@ -507,7 +542,8 @@ function link(o, route) {
     Object.defineProperty(c, "topics", { get: () => topics.slice(), enumerable: true });
     c.seq = (topic) => seqs.get(String(topic));
     c.subscribe = (names) => {
-      const added = list(names).filter((t) => !topics.includes(t));
+      const added = [];
+      for (const t of list(names)) if (!topics.includes(t) && !added.includes(t)) added.push(t);
       topics.push(...added);
       change("subscribe", added);
     };
@@ -519,7 +555,9 @@ function link(o, route) {
   } else {
     Object.defineProperty(c, "seq", { get: () => (seqs.has("") ? seqs.get("") : null), enumerable: true });
   }
-  open();
+  // Started once the caller has the handle: `const conn = connect({..})`
+  // with an onState that reads `conn` works.
+  queueMicrotask(open);
   return c;
 }
 

@@ -1,7 +1,7 @@
 // The declarations as an importer of the package uses them; every option,
 // state and method once. Compiled, never run.
 import { connect, subscribe, applyDelta, VERSION } from "statecast-client";
-import type { Connection, Message, ServerError, State, Subscription, Transport } from "statecast-client";
+import type { Connection, Link, Message, ServerError, State, Subscription, Transport } from "statecast-client";
 
 const version: string = VERSION;
 const conn: Connection = connect({
@@ -32,6 +32,11 @@ void [topics, seq, transport, conn.data("queue"), conn.state, conn.reason, conn.
 conn.close();
 
 const sub: Subscription = subscribe("/api/v1/ws/queue", { token: () => null, transport: "websocket" });
+const later: Link = connect();
+const byPromise: Link = subscribe("/api/v1/ws/queue", { token: async () => "token", delta: null });
+void [later.state, byPromise.state];
+// @ts-expect-error: a delta format the server does not offer.
+connect({ delta: "merge-patch" });
 const last: number | null = sub.seq;
 void [last, sub.data(), applyDelta("json-patch", {}, []), version];
 sub.close();
