@@ -363,12 +363,13 @@ check("a connection cut after its snapshots backs off instead of reconnecting at
 });
 
 check("a connection that stayed up resetAfter ms starts the backoff again", async () => {
-  // Each connection lasts 150 ms, over resetAfter (100): every retry is at
-  // base delay again, so many come in the window although maxDelay is long.
+  // Each connection lasts 150 ms, over resetAfter (100): every retry is
+  // within base delay again, so fourteen come in about 2.5 s. Growing to
+  // maxDelay instead, the fourteenth would take some 50 s.
   reset({ upgrade: (url) => ({ open: (ws) => { greet(ws, url); setTimeout(() => ws.close(1011, "cut"), 150); } }) });
   const page = await client(fakeBase);
   await page.evaluate(() => { window.conn = statecast.connect(watch({ topics: ["a"], maxDelay: 20000, resetAfter: 100 })); });
-  await until("eight connections", 10000, () => fake.upgrades.length >= 8);
+  await until("fourteen connections", 8000, () => fake.upgrades.length >= 14);
   await page.close();
   return fake.upgrades.length + " connections";
 });
