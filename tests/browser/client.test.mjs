@@ -62,7 +62,7 @@ async function publish(base, topic, data) {
 
 // ---- A Node server speaking the multiplexed protocol, told what to do ----
 
-const fake = { plan: null, upgrades: [], streams: [], open: new Set() };
+const fake = { plan: null, upgrades: [], streams: [], auth: [], open: new Set() };
 const served = {}; // path -> the binary's own bytes of the client
 
 function snapshot(topic, seq, extra) {
@@ -86,6 +86,7 @@ const http = createServer((req, res) => {
   }
   if (url.pathname === "/api/v1/sse") {
     fake.streams.push(req.url);
+    fake.auth.push(req.headers.authorization || null);
     return fake.plan.sse(res, url, fake.streams.length);
   }
   res.writeHead(404);
@@ -117,6 +118,7 @@ function reset(plan) {
   fake.plan = plan;
   fake.upgrades = [];
   fake.streams = [];
+  fake.auth = [];
 }
 
 // Sends every requested topic's snapshot, seq 1.
@@ -320,9 +322,112 @@ check("token refresh: getToken is asked again after 4001, on WebSocket and on SS
   await page.evaluate(() => conn.close());
   await page.evaluate(() => { window.sse = statecast.connect(watch({ topics: ["a"], transport: "sse", getToken: () => "s" + ++log.tokens })); });
   await until("the second stream", 5000, async () => fake.streams.length === 2 && (await page.evaluate(() => sse.state)) === "open");
-  if (!fake.streams[0].includes("token=s3") || !fake.streams[1].includes("token=s4")) fail("tokens " + fake.streams);
+  if (fake.auth[0] !== "Bearer s3" || fake.auth[1] !== "Bearer s4") fail("tokens " + fake.auth);
   await page.close();
-  return fake.upgrades[1] + " then " + fake.streams[1];
+  return fake.upgrades[1] + " then " + fake.streams[1] + " with " + fake.auth[1];
+});
+
+check("the SSE stream and the probe send the token as Authorization: Bearer, never in their URL", async () => {
+  reset({ upgrade: () => ({ status: 401, body: "reading topics needs a valid token" }), sse: (res, url) => sseOpen(res, url) });
+  const page = await client(fakeBase);
+  await page.evaluate(() => { window.conn = statecast.connect(watch({ topics: ["a"], token: "s3cret-42" })); });
+  await until("the fallback stream open", 5000, () => page.evaluate(() => conn.transport === "sse" && conn.data("a") !== undefined));
+  // The first request is the probe of the refused upgrade, the second the stream.
+  if (fake.streams.length !== 2) fail(fake.streams.length + " requests: " + fake.streams);
+  if (fake.streams.some((u) => u.includes("s3cret"))) fail("a token in a URL: " + fake.streams);
+  if (fake.auth.some((a) => a !== "Bearer s3cret-42")) fail("headers " + fake.auth);
+  await page.close();
+  return fake.streams.join(" then ") + ", each with " + fake.auth[0];
+});
+
+check("a connection cut after its snapshots backs off instead of reconnecting at once; 1013 waits at least maxDelay/4", async () => {
+  const span = 1500;
+  const counts = {};
+  for (const code of [1011, 1013]) {
+    reset({ upgrade: (url) => ({ open: (ws) => { greet(ws, url); setTimeout(() => ws.close(code, "cut"), 10); } }) });
+    const page = await client(fakeBase);
+    await page.evaluate(() => { window.conn = statecast.connect(watch({ topics: ["a"], maxDelay: 2000 })); });
+    await until("the first snapshot", 5000, () => page.evaluate(() => log.messages.length > 0));
+    const from = fake.upgrades.length;
+    await sleep(span);
+    counts[code] = fake.upgrades.length - from;
+    await page.evaluate(() => conn.close());
+    await page.close();
+  }
+  // Without growth a reconnect comes every ~10 ms (base 20 ms): over 100 in
+  // the window. Doubling from 20 ms to 2 s allows about ten; 1013's floor of
+  // 500 ms, three.
+  if (counts[1011] > 25) fail(counts[1011] + " reconnects in " + span + " ms after 1011");
+  if (counts[1013] > 3) fail(counts[1013] + " reconnects in " + span + " ms after 1013");
+  return "reconnects in " + span + " ms: " + counts[1011] + " after 1011, " + counts[1013] + " after 1013";
+});
+
+check("a connection that stayed up resetAfter ms starts the backoff again", async () => {
+  // Each connection lasts 150 ms, over resetAfter (100): every retry is
+  // within base delay again, so fourteen come in about 2.5 s. Growing to
+  // maxDelay instead, the fourteenth would take some 50 s.
+  reset({ upgrade: (url) => ({ open: (ws) => { greet(ws, url); setTimeout(() => ws.close(1011, "cut"), 150); } }) });
+  const page = await client(fakeBase);
+  await page.evaluate(() => { window.conn = statecast.connect(watch({ topics: ["a"], maxDelay: 20000, resetAfter: 100 })); });
+  await until("fourteen connections", 8000, () => fake.upgrades.length >= 14);
+  await page.close();
+  return fake.upgrades.length + " connections";
+});
+
+check("an SSE line over 16 MiB closes the stream, which is retried, instead of growing without bound", async () => {
+  const long = "data: " + "x".repeat(17 * 1024 * 1024);
+  reset({
+    upgrade: () => ({ drop: true }),
+    sse: (res, url, n) => {
+      res.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache" });
+      if (n === 1) res.write(long);
+      else res.write("event: a\ndata: " + snapshot("a", 1) + "\n\n");
+    },
+  });
+  const page = await client(fakeBase);
+  await page.evaluate(() => { window.conn = statecast.connect(watch({ topics: ["a"], transport: "sse" })); });
+  await until("the second stream's snapshot", 10000, () => page.evaluate(() => conn.data("a") !== undefined));
+  const seen = await states(page);
+  const said = seen.find((s) => s.startsWith("closed"));
+  if (said !== "closed an SSE line or event over 16 MiB") fail("states " + JSON.stringify(seen));
+  await page.close();
+  return "\"" + said + "\", then stream " + fake.streams.length;
+});
+
+check("a statecast.error 503 for a topic keeps it and subscribes again later; 404 forgets it (WebSocket and SSE)", async () => {
+  const err = (topic, status) => JSON.stringify({ type: "statecast.error", topic, status, error: "no room for topic " + topic });
+  reset({
+    upgrade: (url) => ({
+      open: (ws) => {
+        ws.send(snapshot("a", 1));
+        ws.send(err("b", 503));
+        ws.send(err("c", 404));
+        ws.on("message", (raw) => {
+          const cmd = JSON.parse(String(raw));
+          if (cmd.op === "subscribe") cmd.topics.forEach((t) => ws.send(snapshot(t, 1)));
+        });
+      },
+    }),
+    // The first stream has no room for b; the next (opened again to ask) has.
+    sse: (res, url, n) => {
+      res.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache" });
+      res.write("event: a\ndata: " + snapshot("a", 1) + "\n\n");
+      if (n === 1) res.write("data: " + err("b", 503) + "\n\n");
+      else if (url.searchParams.getAll("topic").includes("b")) res.write("event: b\ndata: " + snapshot("b", 1) + "\n\n");
+    },
+  });
+  const page = await client(fakeBase);
+  await page.evaluate(() => { window.conn = statecast.connect(watch({ topics: ["a", "b", "c"] })); });
+  await until("b's snapshot after the 503", 5000, () => page.evaluate(() => conn.data("b") !== undefined));
+  const ws = await page.evaluate(() => ({ topics: conn.topics, errors: log.errors.map((e) => e.topic + " " + e.status) }));
+  if (ws.topics.join() !== "a,b") fail("topics " + ws.topics);
+  if (fake.upgrades.length !== 1) fail(fake.upgrades.length + " upgrades: the subscribe should go over the open socket");
+  await page.evaluate(() => conn.close());
+  await page.evaluate(() => { window.sse = statecast.connect(watch({ topics: ["a", "b"], transport: "sse" })); });
+  await until("b's snapshot over SSE after the 503", 5000, () => page.evaluate(() => sse.data("b") !== undefined));
+  if (!fake.streams[1].includes("topic=b")) fail("the second stream asked " + fake.streams[1]);
+  await page.close();
+  return "WebSocket: topics " + ws.topics + ", errors " + ws.errors.join(", ") + "; SSE: " + fake.streams.length + " streams";
 });
 
 // A JSON Patch differ, enough for the fake server's deltas: leaves

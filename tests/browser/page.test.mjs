@@ -11,8 +11,8 @@
 //   5. EventSource on the SSE endpoint gets the snapshot and an update;
 //   6. a screenshot is written under target/;
 //   7. under --subscribe-token, the page opened as /?token=... renders
-//      every panel, and opened without it renders none and says
-//      "refused".
+//      every panel, drops the token from its address and sends no
+//      referrer, and opened without it renders none and says "refused".
 // Any failure exits non-zero; a browser that cannot start is a failure.
 //
 // Usage: node page.test.mjs PATH_TO_STATECAST [STAY_SECONDS]
@@ -151,6 +151,9 @@ try {
     await withToken.goto("http://" + guarded.addr + "/?token=" + secret);
     await until("every panel to render with the token", 5000, () =>
       withToken.evaluate((ts) => ts.every((t) => document.getElementById("panel-" + t)?.dataset.seq !== undefined), topics));
+    // Read once, the token leaves the address bar, and no referrer carries it.
+    const shown = await withToken.evaluate(() => [location.href, document.querySelector("meta[name=referrer]")?.content]);
+    if (shown[0].includes(secret) || shown[1] !== "no-referrer") fail("address " + shown[0] + ", referrer policy " + shown[1]);
     const without = await browser.newPage();
     await without.goto("http://" + guarded.addr + "/");
     await sleep(1500);
@@ -158,7 +161,7 @@ try {
     if (rendered.length) fail("panels rendered without the token: " + rendered);
     await until("the page to say it was refused", 5000, () =>
       without.evaluate(() => [...document.querySelectorAll(".conn")].every((c) => c.textContent === "refused")));
-    console.log("ok: under --subscribe-token the page renders with ?token= and not without it");
+    console.log("ok: under --subscribe-token the page renders with ?token= (then gone from the address bar) and not without it");
   } finally {
     guarded.child.kill("SIGTERM");
   }

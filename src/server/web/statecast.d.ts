@@ -74,6 +74,8 @@ export interface Options {
   baseDelay?: number;
   /** The retry cap, ms; default 30000. */
   maxDelay?: number;
+  /** ms a connection must stay up for the backoff to start again; default 30000. */
+  resetAfter?: number;
 }
 
 export interface ConnectOptions extends Options {

@@ -50,8 +50,13 @@ const DEFAULTS = {
   baseDelay: 500,
   maxDelay: 30000,
   staleAfter: 30000,
+  resetAfter: 30000,
   delta: null,
 };
+
+// An SSE line (or an event's data) longer than this is not a message the
+// server sends: the stream is dropped and retried rather than held.
+const MAX_LINE = 16 * 1024 * 1024;
 
 // The delta applier, applyDelta(format, base, delta), lives in delta.js;
 // the build puts it in place of the next line, which must stay as it is
@@ -137,6 +142,7 @@ function link(o, route) {
   const resyncing = new Set(); // topics asked for again after a bad delta
   let generation = 0; // bumped on every attempt: stale callbacks are ignored
   let attempt = 0;
+  let openedAt = 0; // when the current connection opened; 0: not open
   let retryTimer = null;
   let staleTimer = null;
   let ws = null;
@@ -176,6 +182,8 @@ function link(o, route) {
     return url.replace(/^(ws|http)(s?):/, (_, scheme, s) => (s ? secure : plain) + ":");
   }
 
+  // A WebSocket cannot carry a header, so its token rides in the URL;
+  // fetch sends it as `Authorization: Bearer` (see auth) where it can.
   function query(path, token) {
     const q = [];
     if (route.mux) for (const t of topics) q.push("topic=" + param(t));
@@ -187,6 +195,29 @@ function link(o, route) {
     }
     if (!q.length) return path;
     return path + (path.indexOf("?") < 0 ? "?" : "&") + q.join("&");
+  }
+
+  // Whether fetch may send the token as a header: from another origin an
+  // Authorization header needs a CORS preflight the server does not answer,
+  // so there the token stays in the URL.
+  function bearer() {
+    if (typeof location === "undefined") return true;
+    try {
+      return new URL(base("https", "http")).origin === location.origin;
+    } catch (e) {
+      return false;
+    }
+  }
+
+  // fetch's URL and options: the token as a header, not in a URL a log
+  // keeps, and no redirect followed, so a proxy's Location cannot take the
+  // token elsewhere.
+  function request(path, t, extra) {
+    const header = Boolean(t) && bearer();
+    const headers = Object.assign({}, extra);
+    if (header) headers.Authorization = "Bearer " + t;
+    const url = base("https", "http") + (path === null ? query(route.sse, header ? null : t) : path);
+    return [url, { cache: "no-store", redirect: "error", headers }];
   }
 
   function token() {
@@ -232,7 +263,7 @@ function link(o, route) {
       sock = new WebSocket(base("wss", "ws") + query(route.ws, t));
     } catch (e) {
       // A malformed URL: nothing later would fix it.
-      refuse("cannot open a WebSocket: " + e.message);
+      refuse("cannot open a WebSocket: " + unquery(e.message));
       return;
     }
     ws = sock;
@@ -240,6 +271,7 @@ function link(o, route) {
     sock.onopen = () => {
       if (gen !== generation) return;
       opened = true;
+      openedAt = Date.now();
       c.transport = "websocket";
       setState("open");
       heard();
@@ -269,11 +301,8 @@ function link(o, route) {
     stream = ctl;
     let reply;
     try {
-      reply = await fetch(base("https", "http") + query(route.sse, t), {
-        signal: ctl.signal,
-        cache: "no-store",
-        headers: { Accept: "text/event-stream" },
-      });
+      const [url, init] = request(null, t, { Accept: "text/event-stream" });
+      reply = await fetch(url, Object.assign({ signal: ctl.signal }, init));
     } catch (e) {
       if (gen === generation) retry("no answer over HTTP");
       return;
@@ -286,6 +315,7 @@ function link(o, route) {
       return;
     }
     c.transport = "sse";
+    openedAt = Date.now();
     setState("open");
     heard();
     // The stream's own verdict: a final close event (4001 at the token's
@@ -294,7 +324,10 @@ function link(o, route) {
     let reason = "";
     let wait = null;
     let data = [];
+    let size = 0; // of data's lines
     let buffer = "";
+    let scanned = 0; // buffer's start holds no newline up to here
+    let tooLong = false;
     const reader = reply.body.getReader();
     const decoder = new TextDecoder();
     // The close event is final: act on it without waiting for the end.
@@ -310,14 +343,18 @@ function link(o, route) {
       heard();
       buffer += decoder.decode(chunk.value, { stream: true });
       let nl;
-      while (code === null && (nl = buffer.indexOf("\n")) >= 0) {
+      // Only the new part is searched: a long line arriving in many chunks
+      // is scanned once, not once a chunk.
+      while (code === null && (nl = buffer.indexOf("\n", scanned)) >= 0) {
         let line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + 1);
+        scanned = 0;
         if (line.endsWith("\r")) line = line.slice(0, -1);
         if (line === "") {
           if (data.length) {
             const msg = parse(data.join("\n"));
             data = [];
+            size = 0;
             if (msg && msg.type === "close" && msg.data && typeof msg.data.code === "number" && msg.topic === undefined) {
               code = msg.data.code;
               reason = String(msg.data.reason || "");
@@ -333,15 +370,23 @@ function link(o, route) {
         const field = colon < 0 ? line : line.slice(0, colon);
         let value = colon < 0 ? "" : line.slice(colon + 1);
         if (value.startsWith(" ")) value = value.slice(1);
-        if (field === "data") data.push(value);
-        else if (field === "retry" && /^\d+$/.test(value)) wait = Number(value);
+        if (field === "data") {
+          data.push(value);
+          size += value.length + 1;
+        } else if (field === "retry" && /^\d+$/.test(value)) wait = Number(value);
+      }
+      scanned = buffer.length;
+      if (buffer.length + size > MAX_LINE) {
+        tooLong = true;
+        break;
       }
     }
     if (gen !== generation) return;
     ctl.abort();
     stream = null;
     clearTimeout(staleTimer);
-    if (code !== null) closed(code, reason);
+    if (tooLong) retry("an SSE line or event over 16 MiB");
+    else if (code !== null) closed(code, reason);
     // A drain ends the stream after a `retry:` the server spread over its
     // window: come back then, to what may be a new process.
     else if (wait !== null) {
@@ -356,9 +401,10 @@ function link(o, route) {
     let status = 0;
     let why = "";
     const ctl = new AbortController();
-    const path = route.mux && !topics.length ? "/healthz" : query(route.sse, t);
+    const path = route.mux && !topics.length ? "/healthz" : null;
     try {
-      const reply = await fetch(base("https", "http") + path, { signal: ctl.signal, cache: "no-store" });
+      const [url, init] = path === "/healthz" ? request(path, null) : request(null, t);
+      const reply = await fetch(url, Object.assign({ signal: ctl.signal }, init));
       status = reply.status;
       if (status !== 200) why = await body(reply);
     } catch (e) {
@@ -394,6 +440,13 @@ function link(o, route) {
   function closed(code, reason) {
     const verdict = POLICY[code] || "retry";
     const why = code + (reason ? " " + reason : "");
+    // A connection that stayed up resetAfter ms proved the server well:
+    // the backoff starts again. One cut sooner (a slow consumer, a proxy's
+    // idle cut) keeps growing it, or each reconnect would come within
+    // baseDelay and fetch every snapshot again.
+    const lasted = openedAt ? Date.now() - openedAt : 0;
+    openedAt = 0;
+    if (lasted >= o.resetAfter) attempt = 0;
     if (verdict === "stop") return refuse(why);
     if (verdict === "fresh") seqs.clear();
     if (verdict === "refresh") {
@@ -402,7 +455,8 @@ function link(o, route) {
       later(why, Math.random() * o.baseDelay);
       return;
     }
-    retry(why);
+    // 1013 asks for a pause: never sooner than a quarter of maxDelay.
+    retry(why, code === 1013 ? o.maxDelay / 4 : 0);
   }
 
   function refuse(reason) {
@@ -413,10 +467,12 @@ function link(o, route) {
 
   // Full jitter: anywhere between 0 and the capped exponential delay, so
   // clients cut off together do not come back together.
-  function retry(reason) {
-    const cap = Math.min(o.maxDelay, o.baseDelay * Math.pow(2, attempt));
+  // A floor (1013's) lifts the whole range above it.
+  function retry(reason, floor) {
+    const least = floor || 0;
+    const cap = Math.max(least, Math.min(o.maxDelay, o.baseDelay * Math.pow(2, attempt)));
     attempt += 1;
-    later(reason, Math.random() * cap);
+    later(reason, least + Math.random() * (cap - least));
   }
 
   function later(reason, ms) {
@@ -441,8 +497,6 @@ function link(o, route) {
   }
 
   function handle(msg) {
-    // A message proves the connection works: the backoff starts again.
-    attempt = 0;
     if (typeof msg.type === "string" && msg.type.startsWith("statecast.")) {
       control(msg);
       return;
@@ -481,10 +535,37 @@ function link(o, route) {
 
   function control(msg) {
     if (msg.type === "statecast.error") {
-      // A topic the server refused on subscribe is dropped, not retried.
-      if (typeof msg.topic === "string") forget([msg.topic]);
+      // A topic the server refused for good (400, 403, 404) is dropped;
+      // one it had no room for (503) is kept and asked for again later.
+      if (typeof msg.topic === "string") {
+        if (msg.status === 503) again(msg.topic);
+        else forget([msg.topic]);
+      }
       call(o.onError, msg);
     }
+  }
+
+  // Asks for a topic the server had no room for again, after the backoff.
+  // An SSE stream is opened again with the whole list (which asks for it).
+  const waiting = new Set();
+  let againTimer = null;
+  function again(topic) {
+    if (!topics.includes(topic)) return;
+    seqs.delete(topic);
+    held.delete(topic);
+    waiting.add(topic);
+    if (againTimer !== null) return;
+    const cap = Math.min(o.maxDelay, o.baseDelay * Math.pow(2, attempt));
+    attempt += 1;
+    againTimer = setTimeout(() => {
+      againTimer = null;
+      const names = [...waiting].filter((t) => topics.includes(t));
+      waiting.clear();
+      if (c.closed || !names.length) return;
+      if (ws && ws.readyState === 1) for (const t of names) send({ op: "subscribe", topics: [t] });
+      else if (stream) open();
+      // No connection: the next one asks for every topic anyway.
+    }, Math.random() * cap);
   }
 
   // A delta that does not apply to what is held: ask for the topic in
@@ -533,6 +614,7 @@ function link(o, route) {
   c.close = () => {
     if (c.closed) return;
     c.closed = true;
+    clearTimeout(againTimer);
     drop();
     clearTimeout(staleTimer);
     setState("closed", "closed by the page");
@@ -559,6 +641,11 @@ function link(o, route) {
   // with an onState that reads `conn` works.
   queueMicrotask(open);
   return c;
+}
+
+// An error's text may quote a URL, and with it a token: keep the query out.
+function unquery(text) {
+  return String(text).replace(/\?[^\s'"]*/g, "");
 }
 
 async function body(reply) {
