@@ -129,6 +129,23 @@ fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String> {
         .map_err(|_| format!("{name}: {value:?} is not a number"))
 }
 
+/// Publishes per second: 0 (as fast as possible), or a rate whose
+/// interval a `Duration` holds (`from_secs_f64` panics on a negative,
+/// infinite or too long interval).
+fn rate(name: &str, value: &str) -> Result<f64, String> {
+    let rate: f64 = number(name, value)?;
+    if rate == 0.0 || (rate.is_finite() && rate >= MIN_RATE) {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "{name}: {value:?}: 0, or at least {MIN_RATE} publishes a second"
+        ))
+    }
+}
+
+/// The slowest pace `--rate` takes: one publish in about 17 minutes.
+const MIN_RATE: f64 = 0.001;
+
 fn choice(name: &str, value: &str, yes: &str, no: &str) -> Result<bool, String> {
     match value {
         v if v == yes => Ok(true),
@@ -209,7 +226,7 @@ fn set(o: &mut Options, name: &str, parser: &mut lexopt::Parser) -> Result<(), S
         "--server-cpu" => o.server_cpu = number(name, v)?,
         "--connections" => o.connections = number(name, v)?,
         "--messages" => o.messages = number(name, v)?,
-        "--rate" => o.rate = number(name, v)?,
+        "--rate" => o.rate = rate(name, v)?,
         "--payload" => o.payload = number(name, v)?,
         "--kind" => o.event = choice(name, v, "event", "snapshot")?,
         "--stalled" => o.stalled = number(name, v)?,
@@ -257,6 +274,15 @@ mod tests {
         let o = run(&["--memory", "1,2,3", "--publish", "inproc"]).unwrap();
         assert_eq!((o.memory, o.inproc, o.tls), (vec![1, 2, 3], true, false));
         assert!(run(&["--tls"]).unwrap().tls);
+        // Rates a `Duration` cannot take as an interval are refused, not
+        // panicked on later; the smallest legal one is taken.
+        for bad in ["-1", "1e-300", "inf", "NaN", "0.0009"] {
+            assert!(
+                run(&["--rate", bad]).unwrap_err().starts_with("--rate:"),
+                "{bad}"
+            );
+        }
+        assert_eq!(run(&["--rate", "0.001"]).unwrap().rate, 0.001);
         assert!(
             run(&["--connections", "lots"])
                 .unwrap_err()
