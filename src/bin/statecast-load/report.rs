@@ -106,6 +106,7 @@ fn connect(
     clients: &mut Clients,
     stalled: usize,
 ) -> io::Result<Connect> {
+    clients.prepare(o.connections)?;
     let start = Instant::now();
     let mark = target.cpu_mark();
     let sleeps = target.server_sleeps();
