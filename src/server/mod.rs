@@ -71,7 +71,7 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::config::Config;
 use crate::publisher::{self, Inbox, Publisher};
-use crate::server::accept::{Acceptor, Admission, interrupted};
+use crate::server::accept::{Acceptor, Admission, interrupted, presize_descriptor_table};
 use crate::server::access::Access;
 use crate::server::conn::{Close, Due, Phase, Timeouts};
 use crate::server::conns::{Conns, OutputLimits};
@@ -301,6 +301,7 @@ impl Server {
         // Only the loop holds the publisher's inbox; our own Publisher copy
         // is dropped so `Closed` reaches producers when the loop ends.
         drop(self.publisher);
+        presize_descriptor_table(&self.listener, config.max_connections);
         give_back_startup_memory();
         let config_stats_interval = config.stats_interval;
         let timeouts = Timeouts {
@@ -515,7 +516,7 @@ impl EventLoop {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if self.publishing.backlog() || self.conns.reads_waiting() {
+        if self.publishing.backlog() || self.conns.reads_waiting() || self.acceptor.more_waiting() {
             return Duration::ZERO;
         }
         let mut until = self.next_tick;
