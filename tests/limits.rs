@@ -300,34 +300,6 @@ fn a_queue_too_small_for_any_snapshot_is_refused_at_start() {
     );
 }
 
-/// The size of the descriptor table of process `pid` (`FDSize`).
-fn descriptor_table(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("FDSize:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("FDSize")
-}
-
-/// The descriptor table is grown at start to hold `--max-connections`
-/// (and the health reserve), so no accept has to wait for it to double
-/// later, which in a process with threads waits out an RCU grace period.
-#[test]
-fn the_descriptor_table_is_grown_at_start_for_max_connections() {
-    let server = Binary::start(&["--max-connections", "3000"]);
-    let pid = server.child.id();
-    wait_until("the descriptor table to hold 3,016", || {
-        descriptor_table(pid) >= 3016
-    });
-    // Allowed fewer descriptors than that, it grows the table within the
-    // limit (the kernel rounds it up to 256) and serves.
-    let small = Binary::start_with_fd_limit(&["--max-connections", "3000"], 100);
-    let (status, _) = request_at(small.addr, "GET", "/healthz", "", "");
-    assert_eq!(status, 200);
-    assert!(descriptor_table(small.child.id()) <= 256);
-}
-
 /// A burst larger than one accept pass is let in whole: connections that
 /// queued while the server was stopped, with none after them to raise the
 /// listener's readiness again, each get their upgrade and snapshot.

@@ -302,6 +302,7 @@ impl Server {
         // is dropped so `Closed` reaches producers when the loop ends.
         drop(self.publisher);
         presize_descriptor_table(&self.listener, config.max_connections);
+        unmap_startup_code();
         give_back_startup_memory();
         let config_stats_interval = config.stats_interval;
         let timeouts = Timeouts {
@@ -398,6 +399,55 @@ impl Stage {
     /// Draining or shutting down: new subscriptions are refused.
     fn is_stopping(&self) -> bool {
         !matches!(self, Stage::Serving)
+    }
+}
+
+/// Unmaps the pages of code and read-only data that starting up touched
+/// (parsing options, compiling schemas, the help text): they stay in the
+/// page cache, shared and reclaimable, and the loop maps back only what it
+/// uses, so an idle server's resident set is its working set. Only
+/// read-only mappings of files none of whose pages were ever written (a
+/// written page is a private copy, which unmapping would undo), and never
+/// the vDSO, which is no file.
+fn unmap_startup_code() {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+            return;
+        };
+        let mut current: Option<(usize, usize)> = None;
+        let mut code: Vec<(usize, usize)> = Vec::new();
+        for line in smaps.lines() {
+            let mut fields = line.split_whitespace();
+            let first = fields.next().unwrap_or("");
+            if let Some((from, to)) = first.split_once('-')
+                && let (Ok(from), Ok(to)) = (
+                    usize::from_str_radix(from, 16),
+                    usize::from_str_radix(to, 16),
+                )
+            {
+                let perms = fields.next().unwrap_or("");
+                let path = fields.nth(3).unwrap_or("");
+                let read_only = perms == "r-xp" || perms == "r--p";
+                current = (read_only && path.starts_with('/')).then_some((from, to));
+                if let Some(range) = current {
+                    code.push(range);
+                }
+            } else if first == "Anonymous:"
+                && fields.next() != Some("0")
+                && let Some(range) = current
+            {
+                code.retain(|r| *r != range);
+            }
+        }
+        for (from, to) in code {
+            // SAFETY: each range is a whole private, read-only, never-written
+            // mapping of a file: dropping its pages loses nothing, the next
+            // access there maps the page again from the page cache.
+            unsafe {
+                libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
+            }
+        }
     }
 }
 
@@ -705,6 +755,38 @@ impl EventLoop {
 mod tests {
     use super::conn::would_block;
     use super::*;
+
+    /// A page of a read-only file mapping that was written (a private
+    /// copy, as the dynamic loader makes of relocated data) keeps what was
+    /// written: unmapping it would bring back the file's bytes.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_written_read_only_page_is_kept() {
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!("statecast-unmap-{}", std::process::id()));
+        std::fs::write(&path, [b'f'; 4096]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: a private mapping of a file this test owns, written and
+        // read only here, unmapped at the end.
+        unsafe {
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(page, libc::MAP_FAILED);
+            let byte = page.cast::<u8>();
+            byte.write_volatile(b'w');
+            assert_eq!(libc::mprotect(page, 4096, libc::PROT_READ), 0);
+            unmap_startup_code();
+            assert_eq!(byte.read_volatile(), b'w');
+            libc::munmap(page, 4096);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
 
     /// Accepted sockets carry TCP_NODELAY without a setsockopt of their own.
     #[test]
