@@ -352,37 +352,42 @@ impl Clients {
         Ok(())
     }
 
+    /// A connecting client that became writable: its connect's outcome,
+    /// then its upgrade request (under TLS, what its session holds).
+    fn connected(&mut self, index: usize) -> io::Result<()> {
+        let client = &mut self.clients[index];
+        match client.stream.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                return Err(io::Error::other(format!("connect failed: {e}")));
+            }
+            Ok(None) => {}
+        }
+        let request = &self.requests[index % self.requests.len()];
+        let sent = match client.tls.as_mut() {
+            // The hello and the upgrade are in the session already.
+            Some(session) => session.flush(&mut client.stream).map(|()| request.len()),
+            None => client.stream.write(request),
+        };
+        match sent {
+            Ok(n) if n == request.len() => {}
+            Ok(_) => return Err(io::Error::other("short write of the upgrade request")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        client.state = ClientState::Handshaking;
+        self.poll
+            .registry()
+            .reregister(&mut client.stream, Token(index), Interest::READABLE)
+    }
+
     /// Handles readiness of client `index`; `closing` when the event says
     /// the peer has closed, or errored, so that its end is read now.
     pub(crate) fn ready(&mut self, index: usize, writable: bool, closing: bool) -> io::Result<()> {
-        let client = &mut self.clients[index];
-        if client.state == ClientState::Connecting && writable {
-            match client.stream.take_error() {
-                Ok(Some(e)) | Err(e) => {
-                    return Err(io::Error::other(format!("connect failed: {e}")));
-                }
-                Ok(None) => {}
-            }
-            let request = &self.requests[index % self.requests.len()];
-            let sent = match client.tls.as_mut() {
-                // The hello and the upgrade are in the session already.
-                Some(session) => session.flush(&mut client.stream).map(|()| request.len()),
-                None => client.stream.write(request),
-            };
-            match sent {
-                Ok(n) if n == request.len() => {}
-                Ok(_) => return Err(io::Error::other("short write of the upgrade request")),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
-                Err(e) => return Err(e),
-            }
-            client.state = ClientState::Handshaking;
-            self.poll.registry().reregister(
-                &mut client.stream,
-                Token(index),
-                Interest::READABLE,
-            )?;
+        if self.clients[index].state == ClientState::Connecting && writable {
+            self.connected(index)?;
         }
+        let client = &self.clients[index];
         if client.state == ClientState::Connecting || client.state == ClientState::Closed {
             return Ok(());
         }
