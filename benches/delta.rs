@@ -158,29 +158,27 @@ fn median(times: &mut [f64]) -> f64 {
 fn tally(topic: &str, stream: &Stream) -> Tally {
     let mut deflater = Deflater::default();
     let mut t = Tally::default();
-    let mut previous: Option<(&str, Value)> = None;
+    let mut previous: Option<&str> = None;
     for (seq, data) in stream.iter().enumerate() {
         let whole = full(topic, seq, data);
         t.updates += 1;
         t.plain += frame_len(&whole);
         let whole_deflated = deflated_len(&mut deflater, &whole);
         t.deflate += whole_deflated;
-        let Some((old_text, old)) = previous.take() else {
+        let Some(old_text) = previous.take() else {
             for sum in [&mut t.patch, &mut t.fossil, &mut t.dictionary] {
                 *sum += frame_len(&whole);
             }
             t.patch_deflate += whole_deflated;
             t.fossil_deflate += whole_deflated;
-            previous = Some((data, serde_json::from_str(data).unwrap()));
+            previous = Some(data);
             continue;
         };
-        // What the server does per publish: parse the new snapshot, diff
-        // it against the previous one it kept parsed, write the patch.
+        // What the server does per publish: diff the previous snapshot's
+        // text against the new one's, writing the patch.
         let started = Instant::now();
-        let new: Value = serde_json::from_str(black_box(data)).unwrap();
-        let patch = json_patch(&old, &new)
-            .expect("the demo's deltas stay within the differ's budget")
-            .to_string();
+        let patch = json_patch(black_box(old_text.as_bytes()), data.as_bytes())
+            .expect("the demo's deltas stay within the differ's budget");
         t.patch_us.push(started.elapsed().as_secs_f64() * 1e6);
         let started = Instant::now();
         let fossil = fossil_delta::delta(black_box(old_text), data);
@@ -204,13 +202,13 @@ fn tally(topic: &str, stream: &Stream) -> Tally {
             t.patch_full += 1;
         }
         t.dictionary += dictionary_len(&full(topic, seq - 1, old_text), &whole);
-        previous = Some((data, new));
+        previous = Some(data);
     }
     t
 }
 
 fn share(part: usize, whole: usize) -> String {
-    format!("{:.1}%", part as f64 * 100.0 / whole.max(1) as f64)
+    format!("{:.2}%", part as f64 * 100.0 / whole.max(1) as f64)
 }
 
 fn row(name: &str, t: &Tally) {
@@ -228,10 +226,29 @@ fn row(name: &str, t: &Tally) {
     );
 }
 
+/// The value after `--name` on the command line, if any.
+fn arg<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1)?.parse().ok()
+}
+
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let ticks = if quick { 150 } else { 1500 };
     let streams = record(ticks);
+    // `-- --cpu-only` skips the byte tables and the costs, for profiling
+    // the loop alone.
+    if !std::env::args().any(|a| a == "--cpu-only") {
+        bytes_and_costs(ticks, &streams);
+    }
+    let n = arg("--subscribers").unwrap_or(if quick { 4 } else { 100 });
+    let runs = arg("--runs").unwrap_or(if quick { 1 } else { 5 });
+    cpu_per_delivery(&streams, quick, n, runs);
+}
+
+/// The bytes on the wire per scheme and topic, and the cost of one delta.
+fn bytes_and_costs(ticks: u32, streams: &BTreeMap<String, Stream>) {
     println!(
         "== {} simulated seconds of --demo: bytes on the wire, % of plain full snapshots",
         ticks as u64 * demo::TICK.as_millis() as u64 / 1000
@@ -254,7 +271,7 @@ fn main() {
     let mut costs = Vec::new();
     // Every workflow's state is its own topic; they are shown as one row.
     let mut rows: BTreeMap<&str, (Tally, usize)> = BTreeMap::new();
-    for (topic, stream) in &streams {
+    for (topic, stream) in streams {
         let name = if topic.starts_with("adw-state/") {
             "adw-state/*"
         } else {
@@ -283,7 +300,7 @@ fn main() {
     }
     row("history+monitor", &goal);
     row("all", &all);
-    println!("\n== the cost of one delta, median µs (JSON Patch: parse + diff + write)");
+    println!("\n== the cost of one delta, median µs (JSON Patch: read both texts + diff + write)");
     println!(
         "{:<18} {:>9} {:>11} {:>10}",
         "topic", "avg bytes", "json-patch", "fossil"
@@ -293,9 +310,11 @@ fn main() {
     }
 
     hostile_row();
+}
 
-    let n = if quick { 4 } else { 100 };
-    let runs = if quick { 1 } else { 5 };
+/// The loop's CPU per delivery, plain against `?delta=json-patch`, `n`
+/// subscribers, the median of `runs` alternating runs.
+fn cpu_per_delivery(streams: &BTreeMap<String, Stream>, quick: bool, n: usize, runs: usize) {
     println!(
         "\n== the loop's CPU per delivery, {n} subscribers, each publish read before the next; \
          median of {runs} alternating runs (range)"
@@ -304,17 +323,30 @@ fn main() {
         "{:<17} {:<8} {:>20} {:>20} {:>8} {:>8}",
         "topic", "form", "plain µs", "delta µs", "plain B", "delta B"
     );
-    for topic in ["adw-monitor", "workflow-history"] {
+    let only: Option<String> = arg("--only");
+    let topic: Option<String> = arg("--topic");
+    for topic in ["adw-monitor", "workflow-history"]
+        .into_iter()
+        .filter(|t| topic.as_deref().is_none_or(|only| only == *t))
+    {
         let stream = &streams[topic];
         let stream = &stream[..stream.len().min(if quick { 20 } else { 300 })];
         for deflate in [false, true] {
             let (mut plain, mut delta) = (Vec::new(), Vec::new());
             for _ in 0..runs {
-                plain.push(per_delivery(topic, stream, n, "", deflate));
-                delta.push(per_delivery(topic, stream, n, "?delta=json-patch", deflate));
+                // `-- --only plain` or `-- --only delta`, for profiling one.
+                if only.as_deref() != Some("delta") {
+                    plain.push(per_delivery(topic, stream, n, "", deflate));
+                }
+                if only.as_deref() != Some("plain") {
+                    delta.push(per_delivery(topic, stream, n, "?delta=json-patch", deflate));
+                }
             }
             let form = if deflate { "deflate" } else { "frame" };
             let spread = |runs: &mut Vec<(f64, f64)>| {
+                if runs.is_empty() {
+                    return ("-".to_owned(), 0.0);
+                }
                 runs.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let (lo, hi) = (runs[0].0, runs[runs.len() - 1].0);
                 let (us, bytes) = runs[runs.len() / 2];
@@ -339,15 +371,11 @@ fn hostile_row() {
         format!("[{}]", vec![inner; 256].join(","))
     };
     let (old, new) = (text(1), text(2));
-    let (old, new): (Value, Value) = (
-        serde_json::from_str(&old).unwrap(),
-        serde_json::from_str(&new).unwrap(),
-    );
     let started = Instant::now();
-    let patch = json_patch(black_box(&old), black_box(&new));
+    let patch = json_patch(black_box(old.as_bytes()), black_box(new.as_bytes()));
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let patch = patch.map_or("over budget: the snapshot goes whole".to_owned(), |patch| {
-        format!("patch {} B", patch.to_string().len())
+        format!("patch {} B", patch.len())
     });
     println!("\n== a hostile publish: [[0]*2039+[1]]*256, then the same ending in 2 (1,044,993 B)");
     println!("json-patch diff {ms:>10.1} ms, {patch}");
