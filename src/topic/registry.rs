@@ -315,10 +315,9 @@ struct DeltaState {
     deflaters: usize,
     /// The snapshot last fanned out, and its seq: what an up-to-date delta
     /// subscriber has, so the next delta is made against it. Publishes
-    /// between two fan-outs keep it: nobody got the ones in between. Only
-    /// its text is kept (the message already holds it), read again into
-    /// a tape for each delta: a parsed value takes tens of times its
-    /// text's size, and reading the text costs a fraction of the diff.
+    /// between two fan-outs keep it: nobody got the ones in between. Its
+    /// text is kept (the message holds it), never a parsed value, which
+    /// takes tens of times its text's size; `kept` holds its tape.
     base: Option<(u64, Message)>,
     /// The delta from `base` to the snapshot, made at most once per
     /// publish, when the first subscriber that has `base` is served
@@ -327,6 +326,9 @@ struct DeltaState {
     /// The same delta with its `"topic"`, for multiplexed subscribers:
     /// made from `delta`'s patch, never diffed again.
     mux_delta: OnceCell<Option<DeltaCache>>,
+    /// The last diff's new text read, for the next diff, whose base it
+    /// will be (bounded: see [`delta::Kept`]).
+    kept: RefCell<delta::Kept>,
 }
 
 /// A delta message kept for the publish it was made for.
@@ -405,9 +407,11 @@ impl Lazy<'_, '_> {
         if snapshot.data().len() > delta::MAX_DELTA_SNAPSHOT {
             return None;
         }
-        // Diffed as text, never parsed; over the differ's work budget, or
-        // for a text it cannot read, the snapshot goes whole.
-        let patch = delta::json_patch(base.data(), snapshot.data())?;
+        // Diffed as text, never parsed, the base's tape kept from the diff
+        // before when it was that one's new text; over the differ's work
+        // budget, or for a text it cannot read, the snapshot goes whole.
+        let mut kept = state.kept.try_borrow_mut().ok()?;
+        let patch = kept.json_patch((*base_seq, base.data()), (topic.seq, snapshot.data()))?;
         let message = Message::delta(
             &topic.message_type,
             topic.adw_id(),
@@ -1179,7 +1183,7 @@ mod tests {
     /// A snapshot over the delta size goes whole to delta subscribers, and
     /// the topic keeps no base for it: what a topic holds for its delta
     /// subscribers is its base's text (no parsed value) and the delta,
-    /// each at most the size bound.
+    /// each at most the size bound, and the tapes kept, at most eight times it.
     #[test]
     fn a_snapshot_over_the_delta_size_goes_whole_and_is_not_kept() {
         use crate::topic::delta::{DeltaFormat::JsonPatch, MAX_DELTA_SNAPSHOT};
@@ -1214,6 +1218,8 @@ mod tests {
                 base <= MAX_DELTA_SNAPSHOT && delta <= MAX_DELTA_SNAPSHOT,
                 "{len}"
             );
+            let kept = topics.get(id).deltas.as_ref().unwrap().kept.borrow().held();
+            assert!(kept <= 8 * MAX_DELTA_SNAPSHOT, "{kept}");
         }
         // The first replaces the default whole; the third and fourth are
         // too big to diff, and the fourth and fifth have no base: the third
