@@ -11,7 +11,9 @@
 //! what a dictionary does; a browser's `DecompressionStream` cannot take a
 //! dictionary, so it is shown as a bound, not a candidate). A delta is
 //! sent only when its message is smaller than the full one, as the server
-//! does. Then the cost of computing one delta per topic (median µs), and
+//! does. Then the cost of computing one delta per topic (median µs: as the
+//! server does it, the base's tape kept from the delta before, and cold,
+//! both texts read), and
 //! the server's CPU per delivery: a server in this process, `N` raw
 //! WebSocket subscribers to one topic (plain, or `?delta=json-patch`, each
 //! with and without permessage-deflate), the topic's recorded stream
@@ -20,7 +22,10 @@
 //! divided by the deliveries.
 //!
 //! `cargo bench --bench delta`. Under `cargo test` it plays one simulated
-//! minute, to keep the bench building and running.
+//! minute, to keep the bench building and running. After `--`:
+//! `--subscribers N` (100), `--runs N` (5; 0 skips the CPU table),
+//! `--cpu-only` (no byte or cost tables), `--topic NAME` and `--only
+//! plain|delta` (one side, to profile it).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -334,11 +339,12 @@ fn bytes_and_costs(ticks: u32, streams: &BTreeMap<String, Stream>) {
 fn cpu_per_delivery(streams: &BTreeMap<String, Stream>, quick: bool, n: usize, runs: usize) {
     println!(
         "\n== the loop's CPU per delivery, {n} subscribers, each publish read before the next; \
-         median of {runs} alternating runs (range)"
+         median of {runs} alternating runs (range); delta/plain: each delta run over the \
+         plain run before it"
     );
     println!(
-        "{:<17} {:<8} {:>20} {:>20} {:>8} {:>8}",
-        "topic", "form", "plain µs", "delta µs", "plain B", "delta B"
+        "{:<17} {:<8} {:>20} {:>20} {:>18} {:>8} {:>8}",
+        "topic", "form", "plain µs", "delta µs", "delta/plain", "plain B", "delta B"
     );
     let only: Option<String> = arg("--only");
     let topic: Option<String> = arg("--topic");
@@ -360,6 +366,18 @@ fn cpu_per_delivery(streams: &BTreeMap<String, Stream>, quick: bool, n: usize, r
                 }
             }
             let form = if deflate { "deflate" } else { "frame" };
+            // Each delta run against the plain run beside it: a machine
+            // whose load drifts moves both alike.
+            let mut ratios: Vec<f64> = plain
+                .iter()
+                .zip(&delta)
+                .map(|(plain, delta)| delta.0 / plain.0)
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let ratio = match (ratios.first(), ratios.get(ratios.len() / 2), ratios.last()) {
+                (Some(lo), Some(mid), Some(hi)) => format!("{mid:.2} ({lo:.2}-{hi:.2})"),
+                _ => "-".to_owned(),
+            };
             let spread = |runs: &mut Vec<(f64, f64)>| {
                 if runs.is_empty() {
                     return ("-".to_owned(), 0.0);
@@ -372,7 +390,8 @@ fn cpu_per_delivery(streams: &BTreeMap<String, Stream>, quick: bool, n: usize, r
             let ((plain_us, plain_b), (delta_us, delta_b)) =
                 (spread(&mut plain), spread(&mut delta));
             println!(
-                "{topic:<17} {form:<8} {plain_us:>20} {delta_us:>20} {plain_b:>8.0} {delta_b:>8.0}"
+                "{topic:<17} {form:<8} {plain_us:>20} {delta_us:>20} {ratio:>18} {plain_b:>8.0} \
+                 {delta_b:>8.0}"
             );
         }
     }
