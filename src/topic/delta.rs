@@ -489,6 +489,11 @@ pub struct Kept {
 }
 
 impl Kept {
+    /// The seq of the snapshot whose tape is kept, if any.
+    pub fn holds(&self) -> Option<u64> {
+        self.tape.as_ref().map(|&(seq, _, _)| seq)
+    }
+
     /// The heap bytes held.
     pub fn held(&self) -> usize {
         let tape = self.tape.as_ref().map_or(0, |(_, _, tape)| tape.capacity());

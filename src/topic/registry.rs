@@ -1056,8 +1056,9 @@ mod tests {
 
     /// A delta is made at most once per publish, only when a subscriber
     /// asks for it, shared by all, against the snapshot fanned out before
-    /// (a burst between two fan-outs keeps that base); with no delta
-    /// subscriber left, nothing of it is kept.
+    /// (a burst between two fan-outs keeps that base), each keeping its
+    /// new text's tape for the next; with no delta subscriber left,
+    /// nothing of it is kept.
     #[test]
     fn a_delta_is_made_once_lazily_against_the_last_fanned_out_snapshot() {
         use crate::topic::delta::DeltaFormat::JsonPatch;
@@ -1086,6 +1087,12 @@ mod tests {
                 r#"{"type":"queue_update","seq":2,"base":1,"delta":[{"op":"replace","path":"/total","value":1}]}"#
             );
         });
+        // The new text's tape is kept for the next delta, whose base it is.
+        let kept = |topics: &Topics| {
+            let state = topics.get(queue).deltas.as_ref().unwrap();
+            state.kept.borrow().holds()
+        };
+        assert_eq!(kept(&topics), Some(2));
         // Two publishes in one turn: the delta is from seq 2, fanned out.
         topics.publish(queue, &value(2), 1);
         topics.publish(queue, &value(3), 1);
@@ -1095,6 +1102,7 @@ mod tests {
             let delta = deltas.delta(Form::Frame).unwrap();
             assert!(String::from_utf8_lossy(&delta).contains(r#""seq":4,"base":2,"#));
         });
+        assert_eq!(kept(&topics), Some(4));
         assert_eq!(topics.compressor.messages, 0, "nobody needed compression");
         // A fan-out where no subscriber asks for it makes none.
         topics.publish(queue, &value(4), 1);
