@@ -244,6 +244,21 @@ fn scalar_end(text: &[u8], at: usize) -> Result<usize, Stop> {
     }
 }
 
+/// Reads the key at `at` into `nodes`, and its colon; returns where its
+/// value starts.
+fn read_key(text: &[u8], at: usize, nodes: &mut Vec<Entry>) -> Result<usize, Stop> {
+    if text.get(at) != Some(&b'"') {
+        return Err(Stop);
+    }
+    let end = string_end(text, at)?;
+    nodes.push(Entry::new(Kind::String, at, end, nodes.len() + 1));
+    let colon = skip_space(text, end);
+    if text.get(colon) != Some(&b':') {
+        return Err(Stop);
+    }
+    Ok(skip_space(text, colon + 1))
+}
+
 impl<'a> Tape<'a> {
     /// Reads `text`, checking its structure (brackets, strings, colons
     /// and commas; not every number's spelling: it was JSON when taken in).
@@ -271,17 +286,7 @@ impl<'a> Tape<'a> {
             let mut closed = first && c == closes;
             if !closed {
                 if in_object {
-                    // A key, then its colon.
-                    if c != b'"' {
-                        return Err(Stop);
-                    }
-                    let end = string_end(text, at)?;
-                    nodes.push(Entry::new(Kind::String, at, end, nodes.len() + 1));
-                    at = skip_space(text, end);
-                    if text.get(at) != Some(&b':') {
-                        return Err(Stop);
-                    }
-                    at = skip_space(text, at + 1);
+                    at = read_key(text, at, &mut nodes)?;
                 }
                 let c = *text.get(at).ok_or(Stop)?;
                 let kind = match c {
@@ -690,7 +695,7 @@ impl<'a> TextDiffer<'a> {
                 if !self.same_text(x, y)? {
                     // A key written twice: the two ends of the patch would
                     // not agree on which one it changes.
-                    self.budget.spend((end_b - b) as u64)?;
+                    self.budget.spend(end_b.saturating_sub(b) as u64)?;
                     if self.new.repeats(b, j)? {
                         return Err(Stop);
                     }
@@ -782,29 +787,7 @@ impl<'a> TextDiffer<'a> {
     fn diff_array(&mut self, path: &mut String, a: usize, b: usize) -> Result<(), Stop> {
         let (a, b) = (self.old.children(a)?, self.new.children(b)?);
         self.budget.spend((a.len() + b.len()) as u64)?;
-        // The common ends by text (a change mostly ends a comparison at
-        // its first bytes), then the rest hashed once each, so neither the
-        // table nor the walk compares two elements' text unless equal.
-        let mut prefix = 0;
-        while let (Some(&x), Some(&y)) = (a.get(prefix), b.get(prefix)) {
-            let (x, y) = (self.old.node(x)?, self.new.node(y)?);
-            if !self.same_text(x, y)? {
-                break;
-            }
-            prefix += 1;
-        }
-        let mut suffix = 0;
-        while suffix < a.len().min(b.len()) - prefix {
-            let (x, y) = (a.len() - 1 - suffix, b.len() - 1 - suffix);
-            let (Some(&x), Some(&y)) = (a.get(x), b.get(y)) else {
-                break;
-            };
-            let (x, y) = (self.old.node(x)?, self.new.node(y)?);
-            if !self.same_text(x, y)? {
-                break;
-            }
-            suffix += 1;
-        }
+        let (prefix, suffix) = self.common_ends(&a, &b)?;
         let a_mid = a.get(prefix..a.len() - suffix).unwrap_or_default();
         let b_mid = b.get(prefix..b.len() - suffix).unwrap_or_default();
         let script = if a_mid.is_empty() || b_mid.is_empty() {
@@ -872,6 +855,35 @@ impl<'a> TextDiffer<'a> {
             }
         }
         Ok(())
+    }
+
+    /// How many elements two arrays' entries `a` and `b` have in common at
+    /// their start and, of the rest, at their end, compared by text (a
+    /// change mostly ends a comparison at its first bytes); the rest are
+    /// then hashed once each, so neither the table nor the walk compares
+    /// two elements' text unless equal.
+    fn common_ends(&mut self, a: &[usize], b: &[usize]) -> Result<(usize, usize), Stop> {
+        let mut prefix = 0;
+        while let (Some(&x), Some(&y)) = (a.get(prefix), b.get(prefix)) {
+            let (x, y) = (self.old.node(x)?, self.new.node(y)?);
+            if !self.same_text(x, y)? {
+                break;
+            }
+            prefix += 1;
+        }
+        let mut suffix = 0;
+        while suffix < a.len().min(b.len()) - prefix {
+            let (x, y) = (a.len() - 1 - suffix, b.len() - 1 - suffix);
+            let (Some(&x), Some(&y)) = (a.get(x), b.get(y)) else {
+                break;
+            };
+            let (x, y) = (self.old.node(x)?, self.new.node(y)?);
+            if !self.same_text(x, y)? {
+                break;
+            }
+            suffix += 1;
+        }
+        Ok((prefix, suffix))
     }
 
     /// The edit script of a longest common subsequence of `a` and `b`, from a
