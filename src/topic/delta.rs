@@ -15,7 +15,7 @@
 //! into a tape first, one entry per value with its span and where its
 //! subtree ends, with no allocation per value and no string decoded but
 //! a key with escapes; only what differs is walked. (Parsing both texts
-//! into `serde_json::Value`s cost four fifths of a delta of the demo's
+//! into `serde_json::Value`s was three fifths of a delta of the demo's
 //! history, docs/lab/performance.md.)
 //!
 //! Arrays are where a naive differ loses: the history panel puts each new
@@ -148,8 +148,8 @@ struct Node {
 }
 
 /// A [`Node`] as the tape holds it: 16 bytes, not 32, which halves the
-/// memory a diff touches (a fresh tape's pages faulted in were a third of
-/// reading one).
+/// memory a diff touches (with 32, faulting in a fresh tape's pages was
+/// nearly half of reading a text).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     kind: Kind,
