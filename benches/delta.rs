@@ -11,7 +11,9 @@
 //! what a dictionary does; a browser's `DecompressionStream` cannot take a
 //! dictionary, so it is shown as a bound, not a candidate). A delta is
 //! sent only when its message is smaller than the full one, as the server
-//! does. Then the cost of computing one delta per topic (median µs), and
+//! does. Then the cost of computing one delta per topic (median µs: as the
+//! server does it, the base's tape kept from the delta before, and cold,
+//! both texts read), and
 //! the server's CPU per delivery: a server in this process, `N` raw
 //! WebSocket subscribers to one topic (plain, or `?delta=json-patch`, each
 //! with and without permessage-deflate), the topic's recorded stream
@@ -20,7 +22,10 @@
 //! divided by the deliveries.
 //!
 //! `cargo bench --bench delta`. Under `cargo test` it plays one simulated
-//! minute, to keep the bench building and running.
+//! minute, to keep the bench building and running. After `--`:
+//! `--subscribers N` (100), `--runs N` (5; 0 skips the CPU table),
+//! `--cpu-only` (no byte or cost tables), `--topic NAME` and `--only
+//! plain|delta` (one side, to profile it).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -33,7 +38,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use flate2::{Compress, Compression, FlushCompress};
 use serde_json::Value;
 use statecast::providers::demo::{self, Demo, Output};
-use statecast::topic::delta::json_patch;
+use statecast::topic::delta::{Kept, json_patch};
 use statecast::wire::deflate::Deflater;
 use statecast::wire::json;
 use statecast::{Config, Server};
@@ -131,6 +136,7 @@ struct Tally {
     /// Snapshots a delta was not smaller than.
     patch_full: usize,
     patch_us: Vec<f64>,
+    cold_us: Vec<f64>,
     fossil_us: Vec<f64>,
 }
 
@@ -158,30 +164,38 @@ fn median(times: &mut [f64]) -> f64 {
 fn tally(topic: &str, stream: &Stream) -> Tally {
     let mut deflater = Deflater::default();
     let mut t = Tally::default();
-    let mut previous: Option<(&str, Value)> = None;
+    let mut previous: Option<&str> = None;
+    let mut kept = Kept::default();
     for (seq, data) in stream.iter().enumerate() {
         let whole = full(topic, seq, data);
         t.updates += 1;
         t.plain += frame_len(&whole);
         let whole_deflated = deflated_len(&mut deflater, &whole);
         t.deflate += whole_deflated;
-        let Some((old_text, old)) = previous.take() else {
+        let Some(old_text) = previous.take() else {
             for sum in [&mut t.patch, &mut t.fossil, &mut t.dictionary] {
                 *sum += frame_len(&whole);
             }
             t.patch_deflate += whole_deflated;
             t.fossil_deflate += whole_deflated;
-            previous = Some((data, serde_json::from_str(data).unwrap()));
+            previous = Some(data);
             continue;
         };
-        // What the server does per publish: parse the new snapshot, diff
-        // it against the previous one it kept parsed, write the patch.
+        // What the server does per publish: read the new snapshot's text,
+        // diff it against the previous one's, whose tape the delta before
+        // kept, and write the patch; and the same with both texts read.
         let started = Instant::now();
-        let new: Value = serde_json::from_str(black_box(data)).unwrap();
-        let patch = json_patch(&old, &new)
-            .expect("the demo's deltas stay within the differ's budget")
-            .to_string();
+        let patch = kept
+            .json_patch(
+                (seq as u64 - 1, black_box(old_text.as_bytes())),
+                (seq as u64, data.as_bytes()),
+            )
+            .expect("the demo's deltas stay within the differ's budget");
         t.patch_us.push(started.elapsed().as_secs_f64() * 1e6);
+        let started = Instant::now();
+        let cold = json_patch(black_box(old_text.as_bytes()), data.as_bytes());
+        t.cold_us.push(started.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(cold.as_ref(), Some(&patch));
         let started = Instant::now();
         let fossil = fossil_delta::delta(black_box(old_text), data);
         t.fossil_us.push(started.elapsed().as_secs_f64() * 1e6);
@@ -204,13 +218,13 @@ fn tally(topic: &str, stream: &Stream) -> Tally {
             t.patch_full += 1;
         }
         t.dictionary += dictionary_len(&full(topic, seq - 1, old_text), &whole);
-        previous = Some((data, new));
+        previous = Some(data);
     }
     t
 }
 
 fn share(part: usize, whole: usize) -> String {
-    format!("{:.1}%", part as f64 * 100.0 / whole.max(1) as f64)
+    format!("{:.2}%", part as f64 * 100.0 / whole.max(1) as f64)
 }
 
 fn row(name: &str, t: &Tally) {
@@ -228,10 +242,29 @@ fn row(name: &str, t: &Tally) {
     );
 }
 
+/// The value after `--name` on the command line, if any.
+fn arg<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1)?.parse().ok()
+}
+
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let ticks = if quick { 150 } else { 1500 };
     let streams = record(ticks);
+    // `-- --cpu-only` skips the byte tables and the costs, for profiling
+    // the loop alone.
+    if !std::env::args().any(|a| a == "--cpu-only") {
+        bytes_and_costs(ticks, &streams);
+    }
+    let n = arg("--subscribers").unwrap_or(if quick { 4 } else { 100 });
+    let runs = arg("--runs").unwrap_or(if quick { 1 } else { 5 });
+    cpu_per_delivery(&streams, quick, n, runs);
+}
+
+/// The bytes on the wire per scheme and topic, and the cost of one delta.
+fn bytes_and_costs(ticks: u32, streams: &BTreeMap<String, Stream>) {
     println!(
         "== {} simulated seconds of --demo: bytes on the wire, % of plain full snapshots",
         ticks as u64 * demo::TICK.as_millis() as u64 / 1000
@@ -254,7 +287,7 @@ fn main() {
     let mut costs = Vec::new();
     // Every workflow's state is its own topic; they are shown as one row.
     let mut rows: BTreeMap<&str, (Tally, usize)> = BTreeMap::new();
-    for (topic, stream) in &streams {
+    for (topic, stream) in streams {
         let name = if topic.starts_with("adw-state/") {
             "adw-state/*"
         } else {
@@ -264,6 +297,7 @@ fn main() {
         let (sum, bytes) = rows.entry(name).or_default();
         sum.add(&t);
         sum.patch_us.append(&mut t.patch_us);
+        sum.cold_us.append(&mut t.cold_us);
         sum.fossil_us.append(&mut t.fossil_us);
         *bytes += stream.iter().map(String::len).sum::<usize>();
     }
@@ -278,43 +312,76 @@ fn main() {
             name.to_string(),
             size,
             median(&mut t.patch_us),
+            median(&mut t.cold_us),
             median(&mut t.fossil_us),
         ));
     }
     row("history+monitor", &goal);
     row("all", &all);
-    println!("\n== the cost of one delta, median µs (JSON Patch: parse + diff + write)");
     println!(
-        "{:<18} {:>9} {:>11} {:>10}",
-        "topic", "avg bytes", "json-patch", "fossil"
+        "\n== the cost of one delta, median µs (JSON Patch as the server makes it: the new \
+         text read, the base's tape kept from the delta before, the diff, the patch written; \
+         cold: both texts read)"
     );
-    for (topic, size, patch, fossil) in costs {
-        println!("{topic:<18} {size:>9} {patch:>11.1} {fossil:>10.1}");
+    println!(
+        "{:<18} {:>9} {:>11} {:>8} {:>10}",
+        "topic", "avg bytes", "json-patch", "cold", "fossil"
+    );
+    for (topic, size, patch, cold, fossil) in costs {
+        println!("{topic:<18} {size:>9} {patch:>11.1} {cold:>8.1} {fossil:>10.1}");
     }
 
     hostile_row();
+}
 
-    let n = if quick { 4 } else { 100 };
-    let runs = if quick { 1 } else { 5 };
+/// The loop's CPU per delivery, plain against `?delta=json-patch`, `n`
+/// subscribers, the median of `runs` alternating runs.
+fn cpu_per_delivery(streams: &BTreeMap<String, Stream>, quick: bool, n: usize, runs: usize) {
     println!(
         "\n== the loop's CPU per delivery, {n} subscribers, each publish read before the next; \
-         median of {runs} alternating runs (range)"
+         median of {runs} alternating runs (range); delta/plain: each delta run over the \
+         plain run before it"
     );
     println!(
-        "{:<17} {:<8} {:>20} {:>20} {:>8} {:>8}",
-        "topic", "form", "plain µs", "delta µs", "plain B", "delta B"
+        "{:<17} {:<8} {:>20} {:>20} {:>18} {:>8} {:>8}",
+        "topic", "form", "plain µs", "delta µs", "delta/plain", "plain B", "delta B"
     );
-    for topic in ["adw-monitor", "workflow-history"] {
+    let only: Option<String> = arg("--only");
+    let topic: Option<String> = arg("--topic");
+    for topic in ["adw-monitor", "workflow-history"]
+        .into_iter()
+        .filter(|t| topic.as_deref().is_none_or(|only| only == *t))
+    {
         let stream = &streams[topic];
         let stream = &stream[..stream.len().min(if quick { 20 } else { 300 })];
         for deflate in [false, true] {
             let (mut plain, mut delta) = (Vec::new(), Vec::new());
             for _ in 0..runs {
-                plain.push(per_delivery(topic, stream, n, "", deflate));
-                delta.push(per_delivery(topic, stream, n, "?delta=json-patch", deflate));
+                // `-- --only plain` or `-- --only delta`, for profiling one.
+                if only.as_deref() != Some("delta") {
+                    plain.push(per_delivery(topic, stream, n, "", deflate));
+                }
+                if only.as_deref() != Some("plain") {
+                    delta.push(per_delivery(topic, stream, n, "?delta=json-patch", deflate));
+                }
             }
             let form = if deflate { "deflate" } else { "frame" };
+            // Each delta run against the plain run beside it: a machine
+            // whose load drifts moves both alike.
+            let mut ratios: Vec<f64> = plain
+                .iter()
+                .zip(&delta)
+                .map(|(plain, delta)| delta.0 / plain.0)
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let ratio = match (ratios.first(), ratios.get(ratios.len() / 2), ratios.last()) {
+                (Some(lo), Some(mid), Some(hi)) => format!("{mid:.2} ({lo:.2}-{hi:.2})"),
+                _ => "-".to_owned(),
+            };
             let spread = |runs: &mut Vec<(f64, f64)>| {
+                if runs.is_empty() {
+                    return ("-".to_owned(), 0.0);
+                }
                 runs.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let (lo, hi) = (runs[0].0, runs[runs.len() - 1].0);
                 let (us, bytes) = runs[runs.len() / 2];
@@ -323,7 +390,8 @@ fn main() {
             let ((plain_us, plain_b), (delta_us, delta_b)) =
                 (spread(&mut plain), spread(&mut delta));
             println!(
-                "{topic:<17} {form:<8} {plain_us:>20} {delta_us:>20} {plain_b:>8.0} {delta_b:>8.0}"
+                "{topic:<17} {form:<8} {plain_us:>20} {delta_us:>20} {ratio:>18} {plain_b:>8.0} \
+                 {delta_b:>8.0}"
             );
         }
     }
@@ -339,15 +407,11 @@ fn hostile_row() {
         format!("[{}]", vec![inner; 256].join(","))
     };
     let (old, new) = (text(1), text(2));
-    let (old, new): (Value, Value) = (
-        serde_json::from_str(&old).unwrap(),
-        serde_json::from_str(&new).unwrap(),
-    );
     let started = Instant::now();
-    let patch = json_patch(black_box(&old), black_box(&new));
+    let patch = json_patch(black_box(old.as_bytes()), black_box(new.as_bytes()));
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let patch = patch.map_or("over budget: the snapshot goes whole".to_owned(), |patch| {
-        format!("patch {} B", patch.to_string().len())
+        format!("patch {} B", patch.len())
     });
     println!("\n== a hostile publish: [[0]*2039+[1]]*256, then the same ending in 2 (1,044,993 B)");
     println!("json-patch diff {ms:>10.1} ms, {patch}");

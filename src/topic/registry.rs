@@ -9,8 +9,6 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use serde_json::Value;
-
 use super::adw::{self, ADW_STATE_PREFIX, Preset};
 use super::delta::{self, DeltaFormat};
 use super::message::{Compressor, Deltas, Encoded, Form, Message};
@@ -317,9 +315,9 @@ struct DeltaState {
     deflaters: usize,
     /// The snapshot last fanned out, and its seq: what an up-to-date delta
     /// subscriber has, so the next delta is made against it. Publishes
-    /// between two fan-outs keep it: nobody got the ones in between. Only
-    /// its text is kept, and parsed again for each delta: a parsed value
-    /// takes tens of times its text's size.
+    /// between two fan-outs keep it: nobody got the ones in between. Its
+    /// text is kept (the message holds it), never a parsed value, which
+    /// takes tens of times its text's size; `kept` holds its tape.
     base: Option<(u64, Message)>,
     /// The delta from `base` to the snapshot, made at most once per
     /// publish, when the first subscriber that has `base` is served
@@ -328,6 +326,9 @@ struct DeltaState {
     /// The same delta with its `"topic"`, for multiplexed subscribers:
     /// made from `delta`'s patch, never diffed again.
     mux_delta: OnceCell<Option<DeltaCache>>,
+    /// The last diff's new text read, for the next diff, whose base it
+    /// will be (bounded: see [`delta::Kept`]).
+    kept: RefCell<delta::Kept>,
 }
 
 /// A delta message kept for the publish it was made for.
@@ -406,11 +407,11 @@ impl Lazy<'_, '_> {
         if snapshot.data().len() > delta::MAX_DELTA_SNAPSHOT {
             return None;
         }
-        // Both are JSON this server wrote, so neither parse fails.
-        let old: Value = serde_json::from_slice(base.data()).ok()?;
-        let new: Value = serde_json::from_slice(snapshot.data()).ok()?;
-        // Over the differ's work budget, the snapshot goes whole.
-        let patch = delta::json_patch(&old, &new)?.to_string();
+        // Diffed as text, never parsed, the base's tape kept from the diff
+        // before when it was that one's new text; over the differ's work
+        // budget, or for a text it cannot read, the snapshot goes whole.
+        let mut kept = state.kept.try_borrow_mut().ok()?;
+        let patch = kept.json_patch((*base_seq, base.data()), (topic.seq, snapshot.data()))?;
         let message = Message::delta(
             &topic.message_type,
             topic.adw_id(),
@@ -1055,8 +1056,9 @@ mod tests {
 
     /// A delta is made at most once per publish, only when a subscriber
     /// asks for it, shared by all, against the snapshot fanned out before
-    /// (a burst between two fan-outs keeps that base); with no delta
-    /// subscriber left, nothing of it is kept.
+    /// (a burst between two fan-outs keeps that base), each keeping its
+    /// new text's tape for the next; with no delta subscriber left,
+    /// nothing of it is kept.
     #[test]
     fn a_delta_is_made_once_lazily_against_the_last_fanned_out_snapshot() {
         use crate::topic::delta::DeltaFormat::JsonPatch;
@@ -1085,6 +1087,12 @@ mod tests {
                 r#"{"type":"queue_update","seq":2,"base":1,"delta":[{"op":"replace","path":"/total","value":1}]}"#
             );
         });
+        // The new text's tape is kept for the next delta, whose base it is.
+        let kept = |topics: &Topics| {
+            let state = topics.get(queue).deltas.as_ref().unwrap();
+            state.kept.borrow().holds()
+        };
+        assert_eq!(kept(&topics), Some(2));
         // Two publishes in one turn: the delta is from seq 2, fanned out.
         topics.publish(queue, &value(2), 1);
         topics.publish(queue, &value(3), 1);
@@ -1094,6 +1102,7 @@ mod tests {
             let delta = deltas.delta(Form::Frame).unwrap();
             assert!(String::from_utf8_lossy(&delta).contains(r#""seq":4,"base":2,"#));
         });
+        assert_eq!(kept(&topics), Some(4));
         assert_eq!(topics.compressor.messages, 0, "nobody needed compression");
         // A fan-out where no subscriber asks for it makes none.
         topics.publish(queue, &value(4), 1);
@@ -1182,7 +1191,7 @@ mod tests {
     /// A snapshot over the delta size goes whole to delta subscribers, and
     /// the topic keeps no base for it: what a topic holds for its delta
     /// subscribers is its base's text (no parsed value) and the delta,
-    /// each at most the size bound.
+    /// each at most the size bound, and the tapes kept, at most eight times it.
     #[test]
     fn a_snapshot_over_the_delta_size_goes_whole_and_is_not_kept() {
         use crate::topic::delta::{DeltaFormat::JsonPatch, MAX_DELTA_SNAPSHOT};
@@ -1217,6 +1226,8 @@ mod tests {
                 base <= MAX_DELTA_SNAPSHOT && delta <= MAX_DELTA_SNAPSHOT,
                 "{len}"
             );
+            let kept = topics.get(id).deltas.as_ref().unwrap().kept.borrow().held();
+            assert!(kept <= 8 * MAX_DELTA_SNAPSHOT, "{kept}");
         }
         // The first replaces the default whole; the third and fourth are
         // too big to diff, and the fourth and fifth have no base: the third
