@@ -23,10 +23,6 @@ use crate::wire::http;
 /// client gets a 503 written at once.
 const HEALTH_RESERVE: usize = 16;
 
-/// Connections refused at once per wake-up when descriptors are out, so a
-/// flood cannot keep the loop in `accept`.
-const MAX_REFUSED_PER_TURN: usize = 64;
-
 /// How long accepting pauses when descriptors are out.
 const FD_PAUSE: Duration = Duration::from_millis(50);
 
@@ -148,7 +144,7 @@ impl Acceptor {
     /// Whether connections may be waiting that the last pass left: the
     /// loop must not sleep while they are.
     pub(super) fn more_waiting(&self) -> bool {
-        self.more && self.listener.is_some()
+        self.more && self.listener.is_some() && self.retry_at.is_none()
     }
 
     /// When accepting is to be tried again, descriptors having run out.
@@ -177,7 +173,6 @@ impl Acceptor {
     /// Accepts until `WouldBlock` or `MAX_ACCEPTS_PER_PASS`, each connection
     /// let in or refused.
     pub(super) fn accept(&mut self, into: &mut Admission<'_>, now: Instant) {
-        let mut refused_now = 0;
         self.more = false;
         for _ in 0..MAX_ACCEPTS_PER_PASS {
             let Some(listener) = self.listener.as_ref() else {
@@ -188,9 +183,10 @@ impl Acceptor {
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => continue,
                 // EMFILE / ENFILE.
-                Err(e) if matches!(e.raw_os_error(), Some(24 | 23)) => {
-                    if refused_now < MAX_REFUSED_PER_TURN && self.refuse_with_spare_fd(into) {
-                        refused_now += 1;
+                // Refusals count against the pass's bound like accepts, so a
+                // flood cannot keep the loop here.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if self.refuse_with_spare_fd(into) {
                         continue;
                     }
                     if !self.fds_exhausted {
@@ -205,10 +201,17 @@ impl Acceptor {
                     self.retry_at = Some(now + FD_PAUSE);
                     return;
                 }
-                Err(e) => {
-                    // ECONNABORTED and friends concern one connection only.
+                // The connection's own failure, passed on by accept(2).
+                Err(e) if one_connection(&e) => {
                     debug!("accept failed: {e}");
                     continue;
+                }
+                // Anything else (memory, a security module) would fail the
+                // same way at once: pause as for descriptors, and say so.
+                Err(e) => {
+                    self.log_refusal(now, &format!("accept failed: {e}; retrying in 50 ms"));
+                    self.retry_at = Some(now + FD_PAUSE);
+                    return;
                 }
             };
             if std::mem::take(&mut self.fds_exhausted) {
@@ -407,6 +410,29 @@ pub(super) fn presize_descriptor_table(listener: &impl std::os::fd::AsRawFd, con
     // SAFETY: `fd` was just made here and nothing else owns it; the table
     // keeps its size once it is closed.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
+}
+
+/// An accept error that concerns only the connection it failed on: what
+/// accept(2) passes on of a pending connection's network errors, or its
+/// abort.
+fn one_connection(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::ECONNRESET
+                | libc::EPROTO
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+                | libc::ETIMEDOUT
+                | libc::EPERM
+        )
+    )
 }
 
 pub(super) fn interrupted(e: &std::io::Error) -> bool {

@@ -302,7 +302,6 @@ impl Server {
         // is dropped so `Closed` reaches producers when the loop ends.
         drop(self.publisher);
         presize_descriptor_table(&self.listener, config.max_connections);
-        unmap_startup_code();
         give_back_startup_memory();
         let config_stats_interval = config.stats_interval;
         let timeouts = Timeouts {
@@ -338,6 +337,7 @@ impl Server {
             interval: Interval::default(),
             next_stats: now + config_stats_interval,
         };
+        unmap_startup_code();
         event_loop.run()
     }
 }
@@ -403,50 +403,87 @@ impl Stage {
 }
 
 /// Unmaps the pages of code and read-only data that starting up touched
-/// (parsing options, compiling schemas, the help text): they stay in the
-/// page cache, shared and reclaimable, and the loop maps back only what it
-/// uses, so an idle server's resident set is its working set. Only
-/// read-only mappings of files none of whose pages were ever written (a
-/// written page is a private copy, which unmapping would undo), and never
-/// the vDSO, which is no file.
+/// (parsing options, compiling schemas, the help text, each page fault
+/// mapping up to 64 KiB around it): they stay in the page cache, shared and
+/// reclaimable, and the loop maps back what it uses, so an idle server's
+/// resident set is what it runs. Only the loaded objects' segments the
+/// loader maps without write permission, whole pages inside them: those
+/// pages are never written (relocated data, RELRO included, lies in the
+/// writable segments), so unmapping them loses nothing. The loader's lock,
+/// held while the objects are listed, keeps a `dlopen` or `dlclose` by
+/// another thread from changing the list meanwhile. In a program that
+/// embeds the server this covers its code too, which it maps back as it
+/// runs it. (A debugger's breakpoint written into code before this point
+/// is a private copy, and is dropped with it.) Once per process: a later
+/// server in the same process (tests start many) finds the pages in use.
 fn unmap_startup_code() {
     #[cfg(target_os = "linux")]
     {
-        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(unmap_read_only_segments);
+    }
+}
+
+/// `unmap_startup_code`'s work, on Linux.
+#[cfg(target_os = "linux")]
+fn unmap_read_only_segments() {
+    {
+        unsafe extern "C" fn each(
+            info: *mut libc::dl_phdr_info,
+            _size: libc::size_t,
+            page: *mut libc::c_void,
+        ) -> libc::c_int {
+            // SAFETY: the loader passes a valid entry, with `dlpi_phnum`
+            // program headers at `dlpi_phdr`, for the length of this call;
+            // `page` is the `usize` below.
+            let (info, page) = unsafe { (&*info, *page.cast::<usize>()) };
+            let name = if info.dlpi_name.is_null() {
+                &[][..]
+            } else {
+                // SAFETY: a non-null name is a NUL-terminated string.
+                unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes()
+            };
+            // The vDSO is the kernel's, not a file's.
+            if name.starts_with(b"linux-vdso") || name.starts_with(b"linux-gate") {
+                return 0;
+            }
+            let headers = if info.dlpi_phdr.is_null() {
+                &[][..]
+            } else {
+                // SAFETY: as above.
+                unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
+            };
+            for header in headers {
+                if header.p_type != libc::PT_LOAD || header.p_flags & libc::PF_W != 0 {
+                    continue;
+                }
+                let start = (info.dlpi_addr as usize).wrapping_add(header.p_vaddr as usize);
+                let len = header.p_filesz.min(header.p_memsz) as usize;
+                let from = start.next_multiple_of(page);
+                let to = start.saturating_add(len) / page * page;
+                if to > from {
+                    // SAFETY: whole pages of a loaded object's segment mapped
+                    // without write permission, which no one has written:
+                    // the next access maps the page again from the cache.
+                    unsafe {
+                        libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
+                    }
+                }
+            }
+            0
+        }
+        // SAFETY: sysconf reads a constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let Ok(mut page) = usize::try_from(page) else {
             return;
         };
-        let mut current: Option<(usize, usize)> = None;
-        let mut code: Vec<(usize, usize)> = Vec::new();
-        for line in smaps.lines() {
-            let mut fields = line.split_whitespace();
-            let first = fields.next().unwrap_or("");
-            if let Some((from, to)) = first.split_once('-')
-                && let (Ok(from), Ok(to)) = (
-                    usize::from_str_radix(from, 16),
-                    usize::from_str_radix(to, 16),
-                )
-            {
-                let perms = fields.next().unwrap_or("");
-                let path = fields.nth(3).unwrap_or("");
-                let read_only = perms == "r-xp" || perms == "r--p";
-                current = (read_only && path.starts_with('/')).then_some((from, to));
-                if let Some(range) = current {
-                    code.push(range);
-                }
-            } else if first == "Anonymous:"
-                && fields.next() != Some("0")
-                && let Some(range) = current
-            {
-                code.retain(|r| *r != range);
-            }
+        if page == 0 {
+            return;
         }
-        for (from, to) in code {
-            // SAFETY: each range is a whole private, read-only, never-written
-            // mapping of a file: dropping its pages loses nothing, the next
-            // access there maps the page again from the page cache.
-            unsafe {
-                libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
-            }
+        // SAFETY: `each` only reads the entries it is given and advises
+        // pages as said there; `page` outlives the call.
+        unsafe {
+            libc::dl_iterate_phdr(Some(each), (&mut page as *mut usize).cast());
         }
     }
 }
@@ -756,36 +793,18 @@ mod tests {
     use super::conn::would_block;
     use super::*;
 
-    /// A page of a read-only file mapping that was written (a private
-    /// copy, as the dynamic loader makes of relocated data) keeps what was
-    /// written: unmapping it would bring back the file's bytes.
-    #[cfg(target_os = "linux")]
+    /// After start-up's pages are unmapped the process runs on: what the
+    /// loader wrote (relocated pointers, vtables, RELRO) was left alone, so
+    /// formatting, dynamic dispatch, threads and libc calls still work.
     #[test]
-    fn a_written_read_only_page_is_kept() {
-        use std::os::fd::AsRawFd;
-        let path = std::env::temp_dir().join(format!("statecast-unmap-{}", std::process::id()));
-        std::fs::write(&path, [b'f'; 4096]).unwrap();
-        let file = std::fs::File::open(&path).unwrap();
-        // SAFETY: a private mapping of a file this test owns, written and
-        // read only here, unmapped at the end.
-        unsafe {
-            let page = libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            );
-            assert_ne!(page, libc::MAP_FAILED);
-            let byte = page.cast::<u8>();
-            byte.write_volatile(b'w');
-            assert_eq!(libc::mprotect(page, 4096, libc::PROT_READ), 0);
-            unmap_startup_code();
-            assert_eq!(byte.read_volatile(), b'w');
-            libc::munmap(page, 4096);
-        }
-        let _ = std::fs::remove_file(&path);
+    fn the_process_runs_on_after_unmapping() {
+        unmap_startup_code();
+        let text = format!("{:?}", std::collections::BTreeMap::from([(1, "a")]));
+        assert_eq!(text, r#"{1: "a"}"#);
+        let shown: Box<dyn std::fmt::Display> = Box::new(42);
+        assert_eq!(shown.to_string(), "42");
+        let read = std::thread::spawn(|| std::fs::read_to_string("/proc/self/status"));
+        assert!(read.join().unwrap().unwrap().contains("VmRSS"));
     }
 
     /// Accepted sockets carry TCP_NODELAY without a setsockopt of their own.

@@ -184,7 +184,7 @@ impl Clients {
     /// then charges the generator for connecting, not for making and
     /// registering its own sockets (a `socket()` and an `epoll_ctl`, about
     /// a sixth of its CPU per connect), which a browser does on its own
-    /// machine.
+    /// machine. For a fresh `Clients` only: it takes every event pending.
     pub(crate) fn prepare(&mut self, n: usize) -> io::Result<()> {
         use socket2::{Domain, Protocol, Socket, Type};
         let first = self.clients.len() + self.spare.len();
@@ -215,8 +215,10 @@ impl Clients {
     /// is IPv4 as they are, else from a new unregistered one.
     fn connect(&mut self, addr: SocketAddr) -> io::Result<(TcpStream, bool)> {
         let next = Token(self.clients.len());
-        match self.spare.pop_front() {
-            Some((token, stream)) if token == next && addr.is_ipv4() => {
+        let usable = addr.is_ipv4() && self.spare.front().is_some_and(|(token, _)| *token == next);
+        let spare = if usable { self.spare.pop_front() } else { None };
+        match spare {
+            Some((_, stream)) => {
                 match socket2::SockRef::from(&stream).connect(&addr.into()) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -224,7 +226,7 @@ impl Clients {
                 }
                 Ok((stream, true))
             }
-            _ => Ok((TcpStream::connect(addr)?, false)),
+            None => Ok((TcpStream::connect(addr)?, false)),
         }
     }
 
