@@ -407,84 +407,137 @@ impl Stage {
 /// mapping up to 64 KiB around it): they stay in the page cache, shared and
 /// reclaimable, and the loop maps back what it uses, so an idle server's
 /// resident set is what it runs. Only the loaded objects' segments the
-/// loader maps without write permission, whole pages inside them: those
-/// pages are never written (relocated data, RELRO included, lies in the
-/// writable segments), so unmapping them loses nothing. The loader's lock,
-/// held while the objects are listed, keeps a `dlopen` or `dlclose` by
-/// another thread from changing the list meanwhile. In a program that
+/// loader maps without write permission, whole pages inside them, and not
+/// in an object with text relocations: such pages are never written (what
+/// the loader relocates, RELRO included, lies in the writable segments),
+/// so unmapping them loses nothing. The loader's lock, held while the
+/// objects are listed, keeps a `dlopen` or `dlclose` by another thread from
+/// changing them meanwhile. Once per process: a later server in the same
+/// process (tests start many) finds the pages in use. In a program that
 /// embeds the server this covers its code too, which it maps back as it
-/// runs it. (A debugger's breakpoint written into code before this point
-/// is a private copy, and is dropped with it.) Once per process: a later
-/// server in the same process (tests start many) finds the pages in use.
+/// runs it; a breakpoint a debugger or a uprobe wrote into code before this
+/// point is a private copy of the page and is dropped with it.
 fn unmap_startup_code() {
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(unmap_read_only_segments);
     }
 }
 
-/// `unmap_startup_code`'s work, on Linux.
-#[cfg(target_os = "linux")]
+/// `unmap_startup_code`'s work, on 64-bit Linux.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn unmap_read_only_segments() {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        page: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid entry for the length of this
+        // call; `page` is the `usize` below.
+        let (info, page) = unsafe { (&*info, *page.cast::<usize>()) };
+        // SAFETY: as above.
+        unsafe { unmap_object(info, page) };
+        0
+    }
+    // SAFETY: sysconf reads a constant.
+    let Ok(mut page) = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) else {
+        return;
+    };
+    if page == 0 {
+        return;
+    }
+    // SAFETY: `each` only reads the entries it is given and advises pages
+    // as `unmap_object` says; `page` outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(each), (&mut page as *mut usize).cast());
+    }
+}
+
+/// Unmaps the whole pages of `info`'s segments mapped without write
+/// permission, unless it is the vDSO or has text relocations.
+///
+/// # Safety
+///
+/// `info` is an entry `dl_iterate_phdr` passed, during its callback.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+unsafe fn unmap_object(info: &libc::dl_phdr_info, page: usize) {
+    let name = if info.dlpi_name.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: a non-null name is a NUL-terminated string.
+        unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes()
+    };
+    // The vDSO is the kernel's, not a file's.
+    if name.starts_with(b"linux-vdso")
+        || name.starts_with(b"linux-gate")
+        || info.dlpi_phdr.is_null()
     {
-        unsafe extern "C" fn each(
-            info: *mut libc::dl_phdr_info,
-            _size: libc::size_t,
-            page: *mut libc::c_void,
-        ) -> libc::c_int {
-            // SAFETY: the loader passes a valid entry, with `dlpi_phnum`
-            // program headers at `dlpi_phdr`, for the length of this call;
-            // `page` is the `usize` below.
-            let (info, page) = unsafe { (&*info, *page.cast::<usize>()) };
-            let name = if info.dlpi_name.is_null() {
-                &[][..]
-            } else {
-                // SAFETY: a non-null name is a NUL-terminated string.
-                unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes()
-            };
-            // The vDSO is the kernel's, not a file's.
-            if name.starts_with(b"linux-vdso") || name.starts_with(b"linux-gate") {
-                return 0;
+        return;
+    }
+    // SAFETY: `dlpi_phnum` program headers are at `dlpi_phdr`.
+    let headers =
+        unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+    let base = info.dlpi_addr as usize;
+    // SAFETY: the object is loaded, so its dynamic section is mapped.
+    if unsafe { text_relocations(headers, base) } {
+        return;
+    }
+    for header in headers {
+        if header.p_type != libc::PT_LOAD || header.p_flags & libc::PF_W != 0 {
+            continue;
+        }
+        let start = base.wrapping_add(header.p_vaddr as usize);
+        // The file's part only: past `p_filesz` pages are zero-filled.
+        let len = header.p_filesz.min(header.p_memsz) as usize;
+        let from = start.next_multiple_of(page);
+        let to = start.saturating_add(len) / page * page;
+        if to > from {
+            // SAFETY: whole pages of a loaded object's segment mapped without
+            // write permission, which no one has written: the next access
+            // maps the page again from the page cache.
+            unsafe {
+                libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
             }
-            let headers = if info.dlpi_phdr.is_null() {
-                &[][..]
-            } else {
-                // SAFETY: as above.
-                unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
-            };
-            for header in headers {
-                if header.p_type != libc::PT_LOAD || header.p_flags & libc::PF_W != 0 {
-                    continue;
-                }
-                let start = (info.dlpi_addr as usize).wrapping_add(header.p_vaddr as usize);
-                let len = header.p_filesz.min(header.p_memsz) as usize;
-                let from = start.next_multiple_of(page);
-                let to = start.saturating_add(len) / page * page;
-                if to > from {
-                    // SAFETY: whole pages of a loaded object's segment mapped
-                    // without write permission, which no one has written:
-                    // the next access maps the page again from the cache.
-                    unsafe {
-                        libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
-                    }
-                }
-            }
-            0
         }
-        // SAFETY: sysconf reads a constant.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let Ok(mut page) = usize::try_from(page) else {
-            return;
-        };
-        if page == 0 {
-            return;
+    }
+}
+
+/// Whether the object whose program headers are `headers`, loaded at
+/// `base`, has text relocations: the loader then wrote into segments mapped
+/// without write permission, and unmapping them would undo that.
+///
+/// # Safety
+///
+/// The object is loaded (its dynamic section mapped at `base`).
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+unsafe fn text_relocations(headers: &[libc::Elf64_Phdr], base: usize) -> bool {
+    /// `Elf64_Dyn`.
+    #[repr(C)]
+    struct Dyn {
+        tag: isize,
+        value: usize,
+    }
+    const DT_NULL: isize = 0;
+    const DT_TEXTREL: isize = 22;
+    const DT_FLAGS: isize = 30;
+    const DF_TEXTREL: usize = 0x4;
+    let Some(dynamic) = headers.iter().find(|h| h.p_type == libc::PT_DYNAMIC) else {
+        return false;
+    };
+    let mut entry = base.wrapping_add(dynamic.p_vaddr as usize) as *const Dyn;
+    loop {
+        // SAFETY: the dynamic section is an array of entries ended by
+        // DT_NULL.
+        let Dyn { tag, value } = unsafe { entry.read() };
+        match tag {
+            DT_NULL => return false,
+            DT_TEXTREL => return true,
+            DT_FLAGS if value & DF_TEXTREL != 0 => return true,
+            _ => {}
         }
-        // SAFETY: `each` only reads the entries it is given and advises
-        // pages as said there; `page` outlives the call.
-        unsafe {
-            libc::dl_iterate_phdr(Some(each), (&mut page as *mut usize).cast());
-        }
+        // SAFETY: not past DT_NULL, so within the array.
+        entry = unsafe { entry.add(1) };
     }
 }
 
@@ -793,15 +846,34 @@ mod tests {
     use super::conn::would_block;
     use super::*;
 
-    /// After start-up's pages are unmapped the process runs on: what the
-    /// loader wrote (relocated pointers, vtables, RELRO) was left alone, so
-    /// formatting, dynamic dispatch, threads and libc calls still work.
+    /// The file pages this process holds (`RssFile`), in KiB.
+    fn rss_file_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("RssFile:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// Unmapping start-up's pages gives back file pages, and the process
+    /// runs on: what the loader wrote (relocated pointers, vtables, RELRO)
+    /// was left alone, so formatting, dynamic dispatch, threads and libc
+    /// calls still work.
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
     #[test]
-    fn the_process_runs_on_after_unmapping() {
-        unmap_startup_code();
+    fn unmapping_gives_back_pages_and_the_process_runs_on() {
+        let before = rss_file_kib();
+        unmap_read_only_segments();
+        let after = rss_file_kib();
+        assert!(
+            after < before,
+            "RssFile {before} KiB before, {after} KiB after"
+        );
         let text = format!("{:?}", std::collections::BTreeMap::from([(1, "a")]));
         assert_eq!(text, r#"{1: "a"}"#);
-        let shown: Box<dyn std::fmt::Display> = Box::new(42);
+        let shown: Box<dyn std::fmt::Display> = std::hint::black_box(Box::new(42));
         assert_eq!(shown.to_string(), "42");
         let read = std::thread::spawn(|| std::fs::read_to_string("/proc/self/status"));
         assert!(read.join().unwrap().unwrap().contains("VmRSS"));
