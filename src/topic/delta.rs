@@ -33,8 +33,8 @@
 //! `?delta=`; so it does for a text the tape cannot read.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::io::Write;
 
@@ -394,28 +394,6 @@ impl<'a> Tape<'a> {
         }
         Members::new(list)
     }
-
-    /// Whether object `object` has another key named as key entry `key`.
-    fn repeats(&self, object: usize, key: usize) -> Result<bool, Stop> {
-        let end = self.node(object)?.next;
-        let raw = self.bytes(self.node(key)?);
-        let escaped = raw.contains(&b'\\');
-        let mut other = object + 1;
-        while other < end {
-            if other != key {
-                let spelled = self.bytes(self.node(other)?);
-                // Spelled alike, or alike once their escapes are read.
-                if spelled == raw
-                    || ((escaped || spelled.contains(&b'\\'))
-                        && self.key(other)? == self.key(key)?)
-                {
-                    return Ok(true);
-                }
-            }
-            other = self.node(other + 1)?.next.max(other + 2);
-        }
-        Ok(false)
-    }
 }
 
 /// An object's members, found by key.
@@ -690,16 +668,23 @@ impl<'a> TextDiffer<'a> {
             // Side by side, as a writer of snapshots mostly leaves them: a
             // member whose text did not change costs one comparison.
             let (mut i, mut j) = (a + 1, b + 1);
+            let mut repeated = None;
             while i < end_a && j < end_b {
                 let (x, y) = (self.old.node(i + 1)?, self.new.node(j + 1)?);
                 if !self.same_text(x, y)? {
                     // A key written twice: the two ends of the patch would
-                    // not agree on which one it changes.
-                    self.budget.spend(end_b.saturating_sub(b) as u64)?;
-                    if self.new.repeats(b, j)? {
+                    // not agree on which one it changes. The keys are read
+                    // for it once per object, at its first changed member,
+                    // so that many changed members do not each read them all.
+                    if repeated.is_none() {
+                        repeated = Some(self.repeated_keys(b)?);
+                    }
+                    let key = self.new.key(j)?;
+                    self.budget.spend_bytes(key.len())?;
+                    if repeated.as_ref().is_some_and(|keys| keys.contains(&key)) {
                         return Err(Stop);
                     }
-                    push_key(path, &self.new.key(j)?);
+                    push_key(path, &key);
                     self.diff_unequal(path, (i + 1, x), (j + 1, y))?;
                     path.truncate(len);
                 }
@@ -730,6 +715,23 @@ impl<'a> TextDiffer<'a> {
             path.truncate(len);
         }
         Ok(())
+    }
+
+    /// The keys of new object `object` written more than once, decoded,
+    /// paying for every key's bytes.
+    fn repeated_keys(&mut self, object: usize) -> Result<HashSet<Cow<'a, str>>, Stop> {
+        let end = self.new.node(object)?.next;
+        let (mut seen, mut repeated) = (HashSet::new(), HashSet::new());
+        let mut key = object + 1;
+        while key < end {
+            self.budget
+                .spend_bytes(self.new.bytes(self.new.node(key)?).len())?;
+            if let Some(name) = seen.replace(self.new.key(key)?) {
+                repeated.insert(name);
+            }
+            key = self.new.node(key + 1)?.next.max(key + 2);
+        }
+        Ok(repeated)
     }
 
     /// Whether two objects' keys (entries `a` and `b`, up to their ends)
@@ -1333,9 +1335,16 @@ mod tests {
         assert!(served > 100, "{served}");
     }
 
-    /// A diff's patch (`None`: over budget), and the work it spent and
-    /// was allowed, and the two texts' weights.
-    fn work(old: &str, new: &str) -> (Option<String>, u64, u64, u64) {
+    /// What one diff did: its patch (`None`: it gave up), the work it
+    /// spent and was allowed, and the two texts' weights.
+    struct Work {
+        patch: Option<String>,
+        spent: u64,
+        limit: u64,
+        size: u64,
+    }
+
+    fn work(old: &str, new: &str) -> Work {
         let (old, new) = (Tape::read(old.as_bytes()), Tape::read(new.as_bytes()));
         let mut differ = TextDiffer::new(old.unwrap(), new.unwrap());
         let size = weight(&differ.old) + weight(&differ.new);
@@ -1346,7 +1355,79 @@ mod tests {
         let patch = done
             .ok()
             .map(|()| format!("[{}]", String::from_utf8(ops).unwrap()));
-        (patch, spent, limit, size)
+        Work {
+            patch,
+            spent,
+            limit,
+            size,
+        }
+    }
+
+    /// An object of 200 members, each key 60 escaped line breaks and a
+    /// number, whose every value changed: its keys are checked for repeats
+    /// once, not once per changed member, so the work stays in proportion
+    /// to the texts (checked per member, it is the keys squared).
+    #[test]
+    fn a_changed_objects_keys_are_checked_once() {
+        let text = |value: u8| {
+            let members: Vec<String> = (0..200)
+                .map(|i| format!(r#""{}{i:06}":{value}"#, r"\n".repeat(60)))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        };
+        let (old, new) = (text(0), text(1));
+        let Work {
+            patch, spent, size, ..
+        } = work(&old, &new);
+        assert!(spent <= 4 * size, "spent {spent} for a size of {size}");
+        let patch: Value = serde_json::from_str(&patch.expect("within budget")).unwrap();
+        assert_eq!(patch.as_array().unwrap().len(), 200);
+        let (old, new): (Value, Value) = (
+            serde_json::from_str(&old).unwrap(),
+            serde_json::from_str(&new).unwrap(),
+        );
+        assert_eq!(apply(old, &patch), new);
+    }
+
+    /// Many changed members of one object cost each its own key and value,
+    /// not the whole object again: a flat object of 1,000 numbers with 60
+    /// changed, and a dashboard's 40 counters changed beside a history of
+    /// 1,500 rows, each get a small delta.
+    #[test]
+    fn many_changed_members_of_an_object_get_a_delta() {
+        let flat = |changed: i64| {
+            let map: serde_json::Map<String, Value> = (0..1000i64)
+                .map(|i| {
+                    let value = if i % 16 == 0 && i / 16 < changed {
+                        -i - 1
+                    } else {
+                        i
+                    };
+                    (format!("k{i:04}"), json!(value))
+                })
+                .collect();
+            Value::Object(map)
+        };
+        let patch = round_trip(flat(0), flat(60));
+        assert_eq!(patch.as_array().unwrap().len(), 60);
+        let history: Vec<Value> = (0..1500)
+            .map(|i| json!({"id": i, "s": "done", "p": 100}))
+            .collect();
+        let dashboard = |changed: i64| {
+            let mut map: serde_json::Map<String, Value> = (0..40)
+                .map(|i: i64| {
+                    (
+                        format!("c{i:02}"),
+                        json!(if i < changed { -i - 1 } else { i }),
+                    )
+                })
+                .collect();
+            map.insert("history".into(), json!(history));
+            Value::Object(map)
+        };
+        let patch = round_trip(dashboard(0), dashboard(40));
+        assert_eq!(patch.as_array().unwrap().len(), 40);
+        assert!(patch.to_string().len() < 2048, "{patch}");
     }
 
     /// 256 equal arrays of 2,040 numbers against the same with each last
@@ -1361,7 +1442,9 @@ mod tests {
             format!("[{}]", vec![inner; 256].join(","))
         };
         let (old, new) = (text(1), text(2));
-        let (patch, spent, _, size) = work(&old, &new);
+        let Work {
+            patch, spent, size, ..
+        } = work(&old, &new);
         let patch: Value = serde_json::from_str(&patch.expect("within budget")).unwrap();
         assert_eq!(patch.as_array().unwrap().len(), 256);
         assert_eq!(
@@ -1384,7 +1467,13 @@ mod tests {
             v.to_string()
         };
         let (old, new) = (value(1), value(2));
-        let (patch, spent, limit, size) = work(&old, &new);
+        let Work {
+            patch,
+            spent,
+            limit,
+            size,
+            ..
+        } = work(&old, &new);
         assert_eq!(patch, None, "the snapshot goes whole");
         assert!(spent <= limit + size, "spent {spent} of {limit}");
         assert!(limit <= WORK_PER_WEIGHT * size + (1 << 16));
