@@ -30,11 +30,12 @@
 //! (their text only when the hashes agree), and every step spends from a
 //! budget proportional to the two texts' sizes. Past it the diff gives
 //! up, and the subscriber gets the whole snapshot, as it would without
-//! `?delta=`; so it does for a text the tape cannot read.
+//! `?delta=`; so it does for a text the tape cannot read, and once the
+//! patch is as long as the new text, which it would not be sent at.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::io::Write;
 
@@ -77,6 +78,13 @@ pub const MAX_DELTA_SNAPSHOT: usize = 256 * 1024;
 /// subsequence, which would cost more time and memory than the delta is
 /// worth: 64 K cells is a quarter of a megabyte of table.
 const MAX_LCS_CELLS: usize = 1 << 16;
+
+/// A patch is given up once its text is as long as the new text's, or
+/// as this many bytes if that is more: a delta is sent only when smaller
+/// than its snapshot, and a patch must not grow far past its text (its
+/// paths repeat the keys above each op, with escapes). The floor leaves a
+/// tiny value its patch, which its caller judges.
+const MIN_PATCH_CAP: usize = 4096;
 
 /// The work a diff may do, in units of [`weight`], as a multiple of the
 /// two texts' weights (plus one full table): a publisher picks what is
@@ -394,28 +402,6 @@ impl<'a> Tape<'a> {
         }
         Members::new(list)
     }
-
-    /// Whether object `object` has another key named as key entry `key`.
-    fn repeats(&self, object: usize, key: usize) -> Result<bool, Stop> {
-        let end = self.node(object)?.next;
-        let raw = self.bytes(self.node(key)?);
-        let escaped = raw.contains(&b'\\');
-        let mut other = object + 1;
-        while other < end {
-            if other != key {
-                let spelled = self.bytes(self.node(other)?);
-                // Spelled alike, or alike once their escapes are read.
-                if spelled == raw
-                    || ((escaped || spelled.contains(&b'\\'))
-                        && self.key(other)? == self.key(key)?)
-                {
-                    return Ok(true);
-                }
-            }
-            other = self.node(other + 1)?.next.max(other + 2);
-        }
-        Ok(false)
-    }
 }
 
 /// An object's members, found by key.
@@ -467,7 +453,8 @@ impl<'a> Members<'a> {
 /// The RFC 6902 patch that turns the JSON text `old` into `new`, as the
 /// text of an array of ops (`[]` when they are equal); `None` when either
 /// is not one JSON value, or making it would take more work than its
-/// budget, and the whole snapshot goes instead.
+/// budget, or the patch would be at least as long as `new` (past
+/// [`MIN_PATCH_CAP`]), and the whole snapshot goes instead.
 pub fn json_patch(old: &[u8], new: &[u8]) -> Option<String> {
     let (old, new) = (Tape::read(old).ok()?, Tape::read(new).ok()?);
     TextDiffer::new(old, new).patch().ok()
@@ -548,6 +535,10 @@ struct TextDiffer<'a> {
     /// The ops, comma-separated, without the array's brackets.
     out: Vec<u8>,
     ops: usize,
+    /// The length of patch text at which the diff gives up.
+    cap: usize,
+    /// The diff stopped because the patch reached `cap`.
+    full: bool,
 }
 
 /// A hash of `bytes` under `key`, eight bytes a step. It only sorts out
@@ -582,13 +573,16 @@ impl<'a> TextDiffer<'a> {
         let limit = WORK_PER_WEIGHT
             .saturating_mul(weight(&old).saturating_add(weight(&new)))
             .saturating_add(MAX_LCS_CELLS as u64);
+        let cap = new.text.len().max(MIN_PATCH_CAP);
         TextDiffer {
             old,
             new,
             budget: Budget { limit, spent: 0 },
             key: RandomState::new().hash_one(0x5eed_u64),
+            cap,
             out: Vec::new(),
             ops: 0,
+            full: false,
         }
     }
 
@@ -606,10 +600,10 @@ impl<'a> TextDiffer<'a> {
         String::from_utf8(patch).map_err(|_| Stop)
     }
 
-    /// Appends an op, paying for its path and for the copy of its value
-    /// (entry `value` of the new text).
+    /// Appends an op, its value being entry `value` of the new text, and
+    /// pays for the bytes written (a path's character may take six).
     fn op(&mut self, op: &str, path: &str, value: Option<usize>) -> Result<(), Stop> {
-        self.budget.spend_bytes(path.len())?;
+        let start = self.out.len();
         if self.ops > 0 {
             self.out.push(b',');
         }
@@ -618,11 +612,16 @@ impl<'a> TextDiffer<'a> {
         serde_json::to_writer(&mut self.out, path).map_err(|_| Stop)?;
         if let Some(value) = value {
             let bytes = self.new.bytes(self.new.node(value)?);
-            self.budget.spend_bytes(bytes.len())?;
             self.out.extend_from_slice(br#","value":"#);
             self.out.extend_from_slice(bytes);
         }
         self.out.push(b'}');
+        self.budget.spend_bytes(self.out.len() - start)?;
+        // With its brackets.
+        if self.out.len() + 2 >= self.cap {
+            self.full = true;
+            return Err(Stop);
+        }
         Ok(())
     }
 
@@ -662,10 +661,17 @@ impl<'a> TextDiffer<'a> {
 
     /// Diffs two elements an array edit paired up: when their ops would
     /// spell out more than the new element itself (two different workflows
-    /// that happen to sit at the same place), it is replaced whole.
+    /// that happen to sit at the same place), it is replaced whole; so it
+    /// is when they reach the patch's cap, as the replace may be shorter.
     fn diff_paired(&mut self, path: &mut String, a: usize, b: usize) -> Result<(), Stop> {
-        let (len, ops) = (self.out.len(), self.ops);
-        self.diff(path, a, b)?;
+        let (len, ops, at) = (self.out.len(), self.ops, path.len());
+        let done = self.diff(path, a, b);
+        let full = std::mem::take(&mut self.full);
+        if done.is_err() && !full {
+            return done;
+        }
+        // A diff that stopped left its keys on the path.
+        path.truncate(at);
         let new_size = self.new.bytes(self.new.node(b)?).len();
         // The ops' own bytes, without the commas between them.
         let added = self.ops - ops;
@@ -675,7 +681,7 @@ impl<'a> TextDiffer<'a> {
             added.saturating_sub(1)
         };
         let spelled = (self.out.len() - len).saturating_sub(commas);
-        if added > 1 && spelled > new_size {
+        if full || (added > 1 && spelled > new_size) {
             self.out.truncate(len);
             self.ops = ops;
             self.op("replace", path, Some(b))?;
@@ -690,16 +696,23 @@ impl<'a> TextDiffer<'a> {
             // Side by side, as a writer of snapshots mostly leaves them: a
             // member whose text did not change costs one comparison.
             let (mut i, mut j) = (a + 1, b + 1);
+            let mut repeated = None;
             while i < end_a && j < end_b {
                 let (x, y) = (self.old.node(i + 1)?, self.new.node(j + 1)?);
                 if !self.same_text(x, y)? {
                     // A key written twice: the two ends of the patch would
-                    // not agree on which one it changes.
-                    self.budget.spend(end_b.saturating_sub(b) as u64)?;
-                    if self.new.repeats(b, j)? {
+                    // not agree on which one it changes. The keys are read
+                    // for it once per object, at its first changed member,
+                    // so that many changed members do not each read them all.
+                    if repeated.is_none() {
+                        repeated = Some(self.repeated_keys(b)?);
+                    }
+                    let key = self.new.key(j)?;
+                    self.budget.spend_bytes(key.len())?;
+                    if repeated.as_ref().is_some_and(|keys| keys.contains(&key)) {
                         return Err(Stop);
                     }
-                    push_key(path, &self.new.key(j)?);
+                    push_key(path, &key);
                     self.diff_unequal(path, (i + 1, x), (j + 1, y))?;
                     path.truncate(len);
                 }
@@ -730,6 +743,23 @@ impl<'a> TextDiffer<'a> {
             path.truncate(len);
         }
         Ok(())
+    }
+
+    /// The keys of new object `object` written more than once, decoded,
+    /// paying for every key's bytes.
+    fn repeated_keys(&mut self, object: usize) -> Result<HashSet<Cow<'a, str>>, Stop> {
+        let end = self.new.node(object)?.next;
+        let (mut seen, mut repeated) = (HashSet::new(), HashSet::new());
+        let mut key = object + 1;
+        while key < end {
+            self.budget
+                .spend_bytes(self.new.bytes(self.new.node(key)?).len())?;
+            if let Some(name) = seen.replace(self.new.key(key)?) {
+                repeated.insert(name);
+            }
+            key = self.new.node(key + 1)?.next.max(key + 2);
+        }
+        Ok(repeated)
     }
 
     /// Whether two objects' keys (entries `a` and `b`, up to their ends)
@@ -1046,7 +1076,9 @@ mod tests {
     }
 
     /// Elements changed in place are diffed member by member; arrays of
-    /// any shape round-trip, the empty ones and those too big for the table.
+    /// any shape round-trip, the empty ones and those too big for the table
+    /// (compared by index), whose patch is given up when it would be
+    /// longer than the new text.
     #[test]
     fn arrays_of_every_shape_round_trip() {
         round_trip(
@@ -1060,8 +1092,14 @@ mod tests {
         round_trip(json!({}), json!({"a": {}}));
         round_trip(json!(1), json!("x"));
         let big: Vec<Value> = (0..300).map(|i| json!(i)).collect();
+        let sparse: Vec<Value> = (0..300)
+            .map(|i| json!(if i % 10 == 0 || i == 299 { -i - 1 } else { i }))
+            .collect();
+        let patch = round_trip(Value::Array(big.clone()), Value::Array(sparse));
+        assert_eq!(patch.as_array().unwrap().len(), 31);
         let other: Vec<Value> = (0..300).map(|i| json!(i * 7 % 301)).collect();
-        round_trip(Value::Array(big), Value::Array(other));
+        let permuted = patch_of(&Value::Array(big), &Value::Array(other));
+        assert!(permuted.is_none(), "its patch outweighs the new text");
     }
 
     /// An element that changed almost everywhere is replaced whole, and
@@ -1333,9 +1371,18 @@ mod tests {
         assert!(served > 100, "{served}");
     }
 
-    /// A diff's patch (`None`: over budget), and the work it spent and
-    /// was allowed, and the two texts' weights.
-    fn work(old: &str, new: &str) -> (Option<String>, u64, u64, u64) {
+    /// What one diff did: its patch (`None`: it gave up), the work it
+    /// spent and was allowed, the two texts' weights, and the bytes of ops
+    /// it wrote.
+    struct Work {
+        patch: Option<String>,
+        spent: u64,
+        limit: u64,
+        size: u64,
+        written: usize,
+    }
+
+    fn work(old: &str, new: &str) -> Work {
         let (old, new) = (Tape::read(old.as_bytes()), Tape::read(new.as_bytes()));
         let mut differ = TextDiffer::new(old.unwrap(), new.unwrap());
         let size = weight(&differ.old) + weight(&differ.new);
@@ -1343,10 +1390,131 @@ mod tests {
         let done = differ.diff(&mut String::new(), 0, 0);
         let spent = differ.budget.spent;
         let ops = std::mem::take(&mut differ.out);
+        let written = ops.len();
         let patch = done
             .ok()
             .map(|()| format!("[{}]", String::from_utf8(ops).unwrap()));
-        (patch, spent, limit, size)
+        Work {
+            patch,
+            spent,
+            limit,
+            size,
+            written,
+        }
+    }
+
+    /// An object of 200 members, each key 60 escaped line breaks and a
+    /// number, every other value changed: its keys are checked for repeats
+    /// once, not once per changed member, so the work stays in proportion
+    /// to the texts (checked per member, it is the keys squared).
+    #[test]
+    fn a_changed_objects_keys_are_checked_once() {
+        let text = |value: u8| {
+            let members: Vec<String> = (0..200)
+                .map(|i| format!(r#""{}{i:06}":{}"#, r"\n".repeat(60), value * (i % 2)))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        };
+        let (old, new) = (text(0), text(1));
+        let Work {
+            patch, spent, size, ..
+        } = work(&old, &new);
+        assert!(spent <= 4 * size, "spent {spent} for a size of {size}");
+        let patch: Value = serde_json::from_str(&patch.expect("within budget")).unwrap();
+        assert_eq!(patch.as_array().unwrap().len(), 100);
+        let (old, new): (Value, Value) = (
+            serde_json::from_str(&old).unwrap(),
+            serde_json::from_str(&new).unwrap(),
+        );
+        assert_eq!(apply(old, &patch), new);
+    }
+
+    /// Many changed members of one object cost each its own key and value,
+    /// not the whole object again: a flat object of 1,000 numbers with 60
+    /// changed, and a dashboard's 40 counters changed beside a history of
+    /// 1,500 rows, each get a small delta.
+    #[test]
+    fn many_changed_members_of_an_object_get_a_delta() {
+        let flat = |changed: i64| {
+            let map: serde_json::Map<String, Value> = (0..1000i64)
+                .map(|i| {
+                    let value = if i % 16 == 0 && i / 16 < changed {
+                        -i - 1
+                    } else {
+                        i
+                    };
+                    (format!("k{i:04}"), json!(value))
+                })
+                .collect();
+            Value::Object(map)
+        };
+        let patch = round_trip(flat(0), flat(60));
+        assert_eq!(patch.as_array().unwrap().len(), 60);
+        let history: Vec<Value> = (0..1500)
+            .map(|i| json!({"id": i, "s": "done", "p": 100}))
+            .collect();
+        let dashboard = |changed: i64| {
+            let mut map: serde_json::Map<String, Value> = (0..40)
+                .map(|i: i64| {
+                    (
+                        format!("c{i:02}"),
+                        json!(if i < changed { -i - 1 } else { i }),
+                    )
+                })
+                .collect();
+            map.insert("history".into(), json!(history));
+            Value::Object(map)
+        };
+        let patch = round_trip(dashboard(0), dashboard(40));
+        assert_eq!(patch.as_array().unwrap().len(), 40);
+        assert!(patch.to_string().len() < 2048, "{patch}");
+    }
+
+    /// A key of 2,000 control characters (six bytes each as a path) over
+    /// 6,000 numbers that all changed: the patch is given up once it is as
+    /// long as the new text, which a delta is never sent at, so what the
+    /// diff writes stays within twice the text, not thousands of paths.
+    #[test]
+    fn a_patch_longer_than_the_new_text_is_given_up() {
+        let text = |value: u8| {
+            let numbers = vec![value.to_string(); 6000].join(",");
+            format!(r#"{{"{}":[{numbers}]}}"#, r"\u0001".repeat(2000))
+        };
+        let (old, new) = (text(0), text(1));
+        let Work {
+            patch,
+            spent,
+            limit,
+            written,
+            ..
+        } = work(&old, &new);
+        assert!(
+            written <= 2 * new.len(),
+            "wrote {written} for {}",
+            new.len()
+        );
+        assert_eq!(patch, None, "the snapshot goes whole");
+        assert!(spent <= limit, "spent {spent} of {limit}");
+    }
+
+    /// An element whose ops reach the patch's cap, though it alone is
+    /// much smaller than the new text, is replaced whole: the diff does not
+    /// give up a patch that would be sent.
+    #[test]
+    fn a_paired_element_past_the_cap_is_replaced_whole() {
+        let doc = |value: u8| {
+            let row: serde_json::Map<String, Value> = (0..300)
+                .map(|i| (format!("a{i:03}"), json!(value)))
+                .collect();
+            json!({"pad": "x".repeat(10_000), "rows": [row]})
+        };
+        let (old, new) = (doc(0), doc(1));
+        assert!(300 * 45 > new.to_string().len(), "its ops pass the cap");
+        let patch = round_trip(old, new.clone());
+        assert_eq!(
+            patch,
+            json!([{"op": "replace", "path": "/rows/0", "value": new["rows"][0]}])
+        );
     }
 
     /// 256 equal arrays of 2,040 numbers against the same with each last
@@ -1361,7 +1529,9 @@ mod tests {
             format!("[{}]", vec![inner; 256].join(","))
         };
         let (old, new) = (text(1), text(2));
-        let (patch, spent, _, size) = work(&old, &new);
+        let Work {
+            patch, spent, size, ..
+        } = work(&old, &new);
         let patch: Value = serde_json::from_str(&patch.expect("within budget")).unwrap();
         assert_eq!(patch.as_array().unwrap().len(), 256);
         assert_eq!(
@@ -1384,7 +1554,13 @@ mod tests {
             v.to_string()
         };
         let (old, new) = (value(1), value(2));
-        let (patch, spent, limit, size) = work(&old, &new);
+        let Work {
+            patch,
+            spent,
+            limit,
+            size,
+            ..
+        } = work(&old, &new);
         assert_eq!(patch, None, "the snapshot goes whole");
         assert!(spent <= limit + size, "spent {spent} of {limit}");
         assert!(limit <= WORK_PER_WEIGHT * size + (1 << 16));
