@@ -606,10 +606,18 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let client = std::net::TcpStream::connect(addr).unwrap();
         let (mut server, _) = listener.accept().unwrap();
-        // On loopback both the bytes and the FIN are in the client's
-        // socket once these return.
         server.write_all(b"HTTP/1.1 101 Switching").unwrap();
         drop(server);
+        // Both the bytes and the FIN are in the client's socket before its
+        // first turn (on loopback almost always at once; waited for, since
+        // a loaded machine may defer them).
+        let mut fd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&client),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes the one pollfd it is given.
+        assert_eq!(unsafe { libc::poll(&mut fd, 1, 10_000) }, 1);
         client.set_nonblocking(true).unwrap();
         let mut clients = Clients::new("load", addr, false).unwrap();
         let mut stream = TcpStream::from_std(client);
