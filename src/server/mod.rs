@@ -271,6 +271,13 @@ impl Server {
     /// [`Publisher::shutdown`], spread over `--drain` for
     /// [`Publisher::drain`]. Errors are the server's
     /// own (the poll failing); a client's errors only end that client.
+    ///
+    /// It acts on the whole process: it grows the descriptor table for
+    /// `--max-connections`, returns freed heap to the kernel, and (once per
+    /// process, on 64-bit Linux) unmaps the pages of every loaded object's
+    /// code and read-only data, the embedding program's too, which come
+    /// back from the page cache as they are used; a debugger's breakpoint
+    /// or a uprobe set before then is lost.
     pub fn run(self) -> io::Result<()> {
         let now = Instant::now();
         let config = self.config;
