@@ -445,3 +445,47 @@ fn one_connection(e: &std::io::Error) -> bool {
 pub(super) fn interrupted(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::Interrupted
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::conns::OutputLimits;
+
+    /// One pass takes at most `MAX_ACCEPTS_PER_PASS` connections and says
+    /// more may wait; the loop's `retry` takes the next pass, and a pass
+    /// that drains the backlog says nothing waits.
+    #[test]
+    fn a_pass_stops_at_its_bound_and_retry_takes_the_rest() {
+        let waiting = 2 * MAX_ACCEPTS_PER_PASS + 5;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        // The kernel completes each handshake into the backlog.
+        let _clients: Vec<_> = (0..waiting)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let poll = mio::Poll::new().unwrap();
+        let now = Instant::now();
+        let mut acceptor = Acceptor::new(TcpListener::from_std(std_listener), 1000, 0, 0, now);
+        let mut conns = Conns::new(OutputLimits {
+            max_queue: 1 << 20,
+            write_timeout: Duration::from_secs(30),
+        });
+        let (mut stats, mut interval) = (Stats::default(), Interval::default());
+        let mut admission = Admission {
+            tls: None,
+            registry: poll.registry(),
+            conns: &mut conns,
+            stats: &mut stats,
+            interval: &mut interval,
+        };
+        acceptor.accept(&mut admission, now);
+        assert_eq!(admission.conns.len(), MAX_ACCEPTS_PER_PASS);
+        assert!(acceptor.more_waiting());
+        acceptor.retry(&mut admission, now);
+        assert_eq!(admission.conns.len(), 2 * MAX_ACCEPTS_PER_PASS);
+        acceptor.retry(&mut admission, now);
+        assert_eq!(admission.conns.len(), waiting);
+        assert!(!acceptor.more_waiting());
+    }
+}
