@@ -1324,6 +1324,26 @@ mod tests {
         }
     }
 
+    /// A text whose tape would pass its bound (a dense array: 16 bytes of
+    /// tape for every 2 of text) is not kept, nor its allocation: a topic
+    /// publishing such values holds no more than its bound.
+    #[test]
+    fn a_dense_text_is_not_kept() {
+        let old = format!("[{}]", vec!["0"; 5000].join(","));
+        let new = old.replacen('0', "1", 1);
+        let mut kept = Kept::default();
+        assert!(
+            kept.json_patch((1, old.as_bytes()), (2, new.as_bytes()))
+                .is_some()
+        );
+        assert_eq!(kept.holds(), None);
+        assert!(
+            kept.held() <= MAX_KEPT_PER_BYTE * new.len(),
+            "{}",
+            kept.held()
+        );
+    }
+
     /// A topic's diffs through [`Kept`]: each against the snapshot before,
     /// whose tape it kept, or, when a fan-out made no delta or a burst
     /// came between two, against an older one, whose tape it did not
