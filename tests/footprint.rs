@@ -4,16 +4,6 @@
 
 use statecast_testkit::*;
 
-/// The size of the descriptor table of process `pid` (`FDSize`).
-fn descriptor_table(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("FDSize:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("FDSize")
-}
-
 /// The descriptor table is grown at start to hold `--max-connections`
 /// (with the health reserve and the server's own descriptors: 3,080, which
 /// the kernel rounds to 4,096), so no accept has to wait for it to double
@@ -24,14 +14,14 @@ fn the_descriptor_table_is_grown_at_start_for_max_connections() {
     let server = Binary::start_with_fd_limit(&["--max-connections", "3000"], 8192);
     let pid = server.child.id();
     wait_until("the descriptor table to hold 3,080", || {
-        descriptor_table(pid) >= 3080
+        proc_status(pid, "FDSize") >= 3080
     });
     // Allowed 100 descriptors, it grows the table to that (the kernel
     // rounds it to 256; it starts at 64) and serves.
     let small = Binary::start_with_fd_limit(&["--max-connections", "3000"], 100);
     let (status, _) = request_at(small.addr, "GET", "/healthz", "", "");
     assert_eq!(status, 200);
-    let size = descriptor_table(small.child.id());
+    let size = proc_status(small.child.id(), "FDSize");
     assert!((100..=256).contains(&size), "FDSize {size}");
 }
 

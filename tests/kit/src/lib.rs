@@ -246,6 +246,18 @@ fn statecast_binary() -> String {
     binary.to_string_lossy().into_owned()
 }
 
+/// The number in field `name` of `/proc/<pid>/status` (`VmRSS`, `FDSize`).
+pub fn proc_status(pid: u32, name: &str) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process is running");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+}
+
 impl Binary {
     pub fn start(args: &[&str]) -> Binary {
         Self::start_with(args, |_| {})
@@ -295,14 +307,7 @@ impl Binary {
 
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the server is running");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS")
+        proc_status(self.child.id(), "VmRSS")
     }
 
     /// Starts it allowed `limit` open files (`RLIMIT_NOFILE`).
